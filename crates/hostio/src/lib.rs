@@ -1,0 +1,12 @@
+//! The one door to the host: every read or write of `/sys`, `/proc`, `/etc`, `/dev` or `/var`
+//! goes through [`HostRoot`], and every external program runs through a [`CommandRunner`].
+//!
+//! `HostRoot::new("/some/tree")` makes every absolute host path relative to that tree, which is
+//! how `--host-root DIR` and the fixture tests work. Commands are argv vectors, never shell strings.
+
+pub mod paths;
+mod root;
+mod runner;
+
+pub use root::HostRoot;
+pub use runner::{Cmd, CommandError, CommandRunner, Output, RecordingRunner, SystemRunner};

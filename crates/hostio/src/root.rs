@@ -1,0 +1,208 @@
+//! [`HostRoot`]: host paths resolved under a root directory, with reads and atomic writes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+/// A view of the host filesystem rooted at `root` (`/` for the real host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoot {
+    root: PathBuf,
+}
+
+impl Default for HostRoot {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl HostRoot {
+    /// The real host.
+    pub fn system() -> Self {
+        Self {
+            root: PathBuf::from("/"),
+        }
+    }
+
+    /// A tree that stands in for the host (a fixture, a capture, or a scratch root).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The root directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// True when this is the real host (`/`), so commands may really run.
+    pub fn is_system(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
+    /// Maps an absolute host path (e.g. `/sys/bus/pci/devices`) to the path under the root.
+    /// `..` components are dropped so a host path can never escape the root.
+    pub fn path(&self, host_path: impl AsRef<Path>) -> PathBuf {
+        let mut out = self.root.clone();
+        for c in host_path.as_ref().components() {
+            if let Component::Normal(part) = c {
+                out.push(part);
+            }
+        }
+        out
+    }
+
+    /// The host path of a path that lies under the root (the inverse of [`HostRoot::path`]).
+    pub fn host_path_of(&self, real: &Path) -> Option<PathBuf> {
+        real.strip_prefix(&self.root)
+            .ok()
+            .map(|rel| Path::new("/").join(rel))
+    }
+
+    pub fn exists(&self, host_path: impl AsRef<Path>) -> bool {
+        self.path(host_path).exists()
+    }
+
+    pub fn read_to_string(&self, host_path: impl AsRef<Path>) -> io::Result<String> {
+        fs::read_to_string(self.path(host_path))
+    }
+
+    pub fn read(&self, host_path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+        fs::read(self.path(host_path))
+    }
+
+    /// The target of a symlink, exactly as stored (sysfs links are relative).
+    pub fn read_link(&self, host_path: impl AsRef<Path>) -> io::Result<PathBuf> {
+        fs::read_link(self.path(host_path))
+    }
+
+    /// The last component of a symlink's target, e.g. `iommu_group` → `14`, `driver` → `nvidia`.
+    pub fn link_name(&self, host_path: impl AsRef<Path>) -> io::Result<String> {
+        let target = self.read_link(host_path)?;
+        target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "symlink has no file name"))
+    }
+
+    /// Sorted entry names of a directory.
+    pub fn read_dir_names(&self, host_path: impl AsRef<Path>) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(self.path(host_path))? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Mode and owner of an existing file, if any.
+    pub fn stat(&self, host_path: impl AsRef<Path>) -> io::Result<fs::Metadata> {
+        fs::metadata(self.path(host_path))
+    }
+
+    /// Writes a file atomically: a temp file in the same directory, fsync, rename, fsync of the
+    /// directory. An existing file's owner is kept; `mode` is applied to the new file.
+    /// A reader (or a crash) sees either the old or the new content, never a mix.
+    pub fn write_atomic(
+        &self,
+        host_path: impl AsRef<Path>,
+        content: &[u8],
+        mode: u32,
+    ) -> io::Result<()> {
+        let target = self.path(host_path);
+        let dir = target
+            .parent()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+        fs::create_dir_all(dir)?;
+        let owner = fs::metadata(&target).ok().map(|m| (m.uid(), m.gid()));
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&tmp)?;
+            f.write_all(content)?;
+            // The umask may have narrowed the mode given to open().
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+            }
+            f.sync_all()?;
+            fs::rename(&tmp, &target)?;
+            File::open(dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Writes a kernel attribute (sysfs): a single plain write, no temp file, no truncation
+    /// semantics beyond what the kernel gives. Used for `driver_override`, `unbind`, `drivers_probe`.
+    pub fn write_attribute(&self, host_path: impl AsRef<Path>, value: &str) -> io::Result<()> {
+        let mut f = OpenOptions::new().write(true).open(self.path(host_path))?;
+        f.write_all(value.as_bytes())
+    }
+
+    /// Removes a file; a missing file is not an error.
+    pub fn remove_file(&self, host_path: impl AsRef<Path>) -> io::Result<()> {
+        match fs::remove_file(self.path(host_path)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    pub fn create_dir_all(&self, host_path: impl AsRef<Path>) -> io::Result<()> {
+        fs::create_dir_all(self.path(host_path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_is_kept_under_root() {
+        let r = HostRoot::new("/tmp/x");
+        assert_eq!(
+            r.path("/sys/bus/pci/devices"),
+            PathBuf::from("/tmp/x/sys/bus/pci/devices")
+        );
+        assert_eq!(
+            r.path("/../../etc/passwd"),
+            PathBuf::from("/tmp/x/etc/passwd")
+        );
+        assert_eq!(
+            HostRoot::system().path("/etc/os-release"),
+            PathBuf::from("/etc/os-release")
+        );
+    }
+
+    #[test]
+    fn atomic_write_sets_mode_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = HostRoot::new(dir.path());
+        r.write_atomic("/etc/netplan/60-br0.yaml", b"one", 0o600)
+            .unwrap();
+        r.write_atomic("/etc/netplan/60-br0.yaml", b"two", 0o600)
+            .unwrap();
+        assert_eq!(r.read_to_string("/etc/netplan/60-br0.yaml").unwrap(), "two");
+        let mode = r
+            .stat("/etc/netplan/60-br0.yaml")
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            r.read_dir_names("/etc/netplan").unwrap(),
+            vec!["60-br0.yaml"]
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Talos Linux support: Image Factory schematics and machine-config generation.

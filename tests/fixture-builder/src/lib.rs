@@ -1,0 +1,1 @@
+//! Builds real-shaped host trees (sysfs symlinks included) from compact host descriptions.
