@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the system packages the build, the tests and the test lab need (Debian 12 / Ubuntu 24.04).
+set -euo pipefail
+
+PACKAGES=(
+  pkg-config libvirt-dev               # build: the virt crate links libvirt
+  libvirt-daemon-system libvirt-clients # libvirtd, virsh, virt-xml-validate
+  qemu-system-x86 qemu-utils ovmf       # guests (TCG or KVM), qemu-img, UEFI firmware
+  netplan.io cloud-init                 # `netplan generate` and `cloud-init schema` validate what we write
+  arp-scan iproute2                     # reference scanner for benchmarks; network namespaces
+  genisoimage xorriso mmdebstrap        # NoCloud seeds, ISO extraction, the lab guest image
+  python3 curl time hyperfine man-db    # local HTTP mirror, benchmarks, man page rendering
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+
+$SUDO apt-get update -qq
+if ! $SUDO apt-get install -y -qq "${PACKAGES[@]}"; then
+  # Some images carry a newer qemu-utils from backports than the distribution's qemu-system-x86
+  # accepts; installing qemu-system-x86 would then fail or remove qemu-utils. Pin both to the
+  # distribution's own release and name qemu-utils explicitly.
+  . /etc/os-release
+  echo "install-deps: retrying with qemu-utils from ${VERSION_CODENAME}" >&2
+  pkgs=("${PACKAGES[@]/#qemu-utils/qemu-utils/${VERSION_CODENAME}}")
+  $SUDO apt-get install -y -qq --allow-downgrades "${pkgs[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo not found" >&2
+  echo "help: install Rust (1.88 or newer) with rustup: https://rustup.rs, then re-run 'make setup'" >&2
+  exit 1
+fi
