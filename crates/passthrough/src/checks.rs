@@ -1,0 +1,247 @@
+//! The safety checks before a GPU goes to a VM. Each refusal carries its reason, a `help:` line,
+//! and whether `--force` may override it.
+//!
+//! Rules (kernel Documentation/driver-api/vfio.rst): every endpoint device of an IOMMU group must
+//! go to the same VM, PCI bridges excepted; the boot VGA device drives the host console; a device
+//! with open handles on the host cannot be unbound cleanly.
+
+use std::collections::BTreeSet;
+
+use hwdetect::Gpu;
+use serde::Serialize;
+
+use crate::GpuUser;
+
+/// A GPU function that some libvirt domain holds as a `<hostdev>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    pub bdf: String,
+    pub vm: String,
+    /// In the running domain.
+    pub live: bool,
+    /// In the persistent definition.
+    pub config: bool,
+}
+
+/// Why a GPU may not be handed to a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Refusal {
+    NotIsolated {
+        gpu: String,
+        group: u32,
+        blockers: Vec<String>,
+    },
+    BootVga {
+        gpu: String,
+    },
+    InUse {
+        gpu: String,
+        users: Vec<GpuUser>,
+    },
+    AttachedElsewhere {
+        gpu: String,
+        vm: String,
+    },
+    NoIommu {
+        gpu: String,
+    },
+}
+
+impl Refusal {
+    /// Only the first three may be overridden: the others would fail in the kernel or libvirt anyway,
+    /// or steal a device from a running VM.
+    pub fn forceable(&self) -> bool {
+        matches!(
+            self,
+            Self::NotIsolated { .. } | Self::BootVga { .. } | Self::InUse { .. }
+        )
+    }
+
+    pub fn gpu(&self) -> &str {
+        match self {
+            Self::NotIsolated { gpu, .. }
+            | Self::BootVga { gpu }
+            | Self::InUse { gpu, .. }
+            | Self::AttachedElsewhere { gpu, .. }
+            | Self::NoIommu { gpu } => gpu,
+        }
+    }
+
+    /// What is wrong and why it matters, in one sentence.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::NotIsolated {
+                gpu,
+                group,
+                blockers,
+            } => format!(
+                "GPU {gpu} shares IOMMU group {group} with {}: VFIO hands out whole groups, so those \
+                 devices would be taken from the host too (libvirt reports \"group is not viable\")",
+                blockers.join(", ")
+            ),
+            Self::BootVga { gpu } => format!(
+                "GPU {gpu} is the boot VGA device: the firmware and the host console use it, and \
+                 detaching it blanks the host display"
+            ),
+            Self::InUse { gpu, users } => format!(
+                "GPU {gpu} is in use on the host by {}",
+                users
+                    .iter()
+                    .map(|u| format!("{} (pid {})", u.command, u.pid))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Self::AttachedElsewhere { gpu, vm } => {
+                format!("GPU {gpu} is already attached to VM `{vm}`")
+            }
+            Self::NoIommu { gpu } => format!(
+                "GPU {gpu} has no IOMMU group: the IOMMU is off, so VFIO passthrough is impossible"
+            ),
+        }
+    }
+
+    /// The next step, for a `help:` line.
+    pub fn help(&self) -> String {
+        match self {
+            Self::NotIsolated { group, .. } => format!(
+                "pass the whole group (`--gpu group:{group}`) if every device in it may go to the VM, \
+                 move the card to another slot, or use --force to try anyway"
+            ),
+            Self::BootVga { .. } => "make another GPU the primary display in the firmware setup, \
+                 or use --force if the host runs headless"
+                .to_string(),
+            Self::InUse { .. } => {
+                "stop those processes (see `nvidia-smi`), or use --force".to_string()
+            }
+            Self::AttachedElsewhere { vm, .. } => {
+                format!("detach it first: `vmctl gpu detach {vm}`")
+            }
+            Self::NoIommu { .. } => "enable VT-d/AMD-Vi in the firmware and run \
+                 `sudo gpu-vm-bootstrap --gpu-mode passthrough`, then reboot"
+                .to_string(),
+        }
+    }
+}
+
+/// Checks every selected GPU. `target_vm` is the VM the GPUs go to (attachments to it are fine).
+/// A group is acceptable when its only non-bridge members are functions of selected GPUs,
+/// which is what `group:N` or naming all of a group's GPUs gives.
+pub fn check(
+    selected: &[&Gpu],
+    target_vm: Option<&str>,
+    attachments: &[Attachment],
+    users: &[GpuUser],
+) -> Vec<Refusal> {
+    let selected_functions: BTreeSet<&str> = selected
+        .iter()
+        .flat_map(|g| g.functions.iter().map(String::as_str))
+        .collect();
+    let mut refusals = Vec::new();
+    for gpu in selected {
+        match (gpu.iommu_group, gpu.isolated) {
+            (None, _) | (_, None) => refusals.push(Refusal::NoIommu {
+                gpu: gpu.bdf.clone(),
+            }),
+            (Some(group), Some(false)) => {
+                let blockers: Vec<String> = gpu
+                    .group_blockers
+                    .iter()
+                    .filter(|b| !selected_functions.contains(b.as_str()))
+                    .cloned()
+                    .collect();
+                if !blockers.is_empty() {
+                    refusals.push(Refusal::NotIsolated {
+                        gpu: gpu.bdf.clone(),
+                        group,
+                        blockers,
+                    });
+                }
+            }
+            _ => {}
+        }
+        if gpu.boot_vga {
+            refusals.push(Refusal::BootVga {
+                gpu: gpu.bdf.clone(),
+            });
+        }
+        let gpu_users: Vec<GpuUser> = users.iter().filter(|u| u.gpu == gpu.bdf).cloned().collect();
+        if !gpu_users.is_empty() {
+            refusals.push(Refusal::InUse {
+                gpu: gpu.bdf.clone(),
+                users: gpu_users,
+            });
+        }
+        let elsewhere: BTreeSet<&str> = attachments
+            .iter()
+            .filter(|a| gpu.functions.contains(&a.bdf) && Some(a.vm.as_str()) != target_vm)
+            .map(|a| a.vm.as_str())
+            .collect();
+        for vm in elsewhere {
+            refusals.push(Refusal::AttachedElsewhere {
+                gpu: gpu.bdf.clone(),
+                vm: vm.to_string(),
+            });
+        }
+    }
+    refusals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(bdf: &str, group: u32, blockers: &[&str], functions: &[&str]) -> Gpu {
+        Gpu {
+            bdf: bdf.into(),
+            functions: functions.iter().map(|s| s.to_string()).collect(),
+            iommu_group: Some(group),
+            isolated: Some(blockers.is_empty()),
+            group_blockers: blockers.iter().map(|s| s.to_string()).collect(),
+            ..Gpu::default()
+        }
+    }
+
+    #[test]
+    fn whole_group_selection_is_accepted_but_a_lone_gpu_is_refused() {
+        let a = gpu(
+            "0000:01:00.0",
+            1,
+            &["0000:02:00.0", "0000:02:00.1"],
+            &["0000:01:00.0", "0000:01:00.1"],
+        );
+        let b = gpu(
+            "0000:02:00.0",
+            1,
+            &["0000:01:00.0", "0000:01:00.1"],
+            &["0000:02:00.0", "0000:02:00.1"],
+        );
+        let alone = check(&[&a], None, &[], &[]);
+        assert_eq!(
+            alone,
+            vec![Refusal::NotIsolated {
+                gpu: "0000:01:00.0".into(),
+                group: 1,
+                blockers: vec!["0000:02:00.0".into(), "0000:02:00.1".into()],
+            }]
+        );
+        assert!(alone[0].forceable());
+        assert!(check(&[&a, &b], None, &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn attached_to_another_vm_is_refused_and_not_forceable() {
+        let a = gpu("0000:01:00.0", 1, &[], &["0000:01:00.0", "0000:01:00.1"]);
+        let att = Attachment {
+            bdf: "0000:01:00.1".into(),
+            vm: "vm2".into(),
+            live: true,
+            config: true,
+        };
+        let r = check(&[&a], Some("vm1"), std::slice::from_ref(&att), &[]);
+        assert_eq!(r.len(), 1);
+        assert!(!r[0].forceable());
+        assert!(r[0].help().contains("vmctl gpu detach vm2"));
+        assert!(check(&[&a], Some("vm2"), &[att], &[]).is_empty());
+    }
+}

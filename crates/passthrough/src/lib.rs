@@ -1,0 +1,36 @@
+//! GPU passthrough rules shared by `gpu-vm-bootstrap` and `vmctl`: which GPUs a selector names,
+//! whether handing them to a VM is safe, who is using them on the host, and the sysfs writes that
+//! move a function between its host driver and vfio-pci.
+//!
+//! Everything here works on [`hwdetect::HostFacts`] and a [`hostio::HostRoot`], so it runs the same
+//! on a fixture tree as on the real host.
+
+mod checks;
+mod rebind;
+mod select;
+mod usage;
+
+pub use checks::{Attachment, Refusal, check};
+pub use rebind::{SysfsWrite, apply_writes, bind_host_steps, bind_vfio_steps, mig_capable};
+pub use select::{Selector, resolve};
+pub use usage::{GpuUser, gpu_users};
+
+/// Errors of this crate; each names the operation and what it was applied to.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("`{selector}` is not a GPU selector")]
+    ParseSelector { selector: String },
+    #[error("no NVIDIA GPU matches `{selector}`")]
+    UnknownSelector {
+        selector: String,
+        /// The GPUs that do exist, for the help line.
+        available: Vec<String>,
+    },
+    #[error("writing `{value}` to {path}")]
+    SysfsWrite {
+        path: String,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
