@@ -1,0 +1,568 @@
+//! Image Factory and GitHub endpoints: versions, online schematic IDs, extension lists, image URLs.
+//!
+//! API paths are from siderolabs/image-factory `internal/frontend/http` (see reference talos.md).
+//! Every base URL is a parameter so tests and mirrors can point elsewhere.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::schematic::{Schematic, SchematicId};
+
+pub const DEFAULT_GITHUB_API: &str = "https://api.github.com";
+pub const DEFAULT_FACTORY: &str = "https://factory.talos.dev";
+pub const ENV_GITHUB_API: &str = "VMCTL_GITHUB_API_URL";
+pub const ENV_FACTORY: &str = "VMCTL_TALOS_FACTORY_URL";
+
+/// Base URLs (no trailing slash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    pub github_api: String,
+    pub factory: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Endpoints::new(DEFAULT_GITHUB_API, DEFAULT_FACTORY)
+    }
+}
+
+impl Endpoints {
+    pub fn new(github_api: &str, factory: &str) -> Self {
+        Endpoints {
+            github_api: github_api.trim_end_matches('/').to_string(),
+            factory: factory.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Defaults overridden by `VMCTL_GITHUB_API_URL` / `VMCTL_TALOS_FACTORY_URL` when set and non-empty.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`Self::from_env`] with an injectable lookup (config files, tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |k: &str, d: &str| {
+            lookup(k)
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| d.to_string())
+        };
+        Endpoints::new(
+            &get(ENV_GITHUB_API, DEFAULT_GITHUB_API),
+            &get(ENV_FACTORY, DEFAULT_FACTORY),
+        )
+    }
+
+    /// `<factory>/image/<id>/<version>/<file>`.
+    pub fn image_url(&self, schematic_id: &str, version: &TalosVersion, kind: ImageKind) -> String {
+        format!(
+            "{}/image/{schematic_id}/{version}/{}",
+            self.factory,
+            kind.file_name()
+        )
+    }
+
+    /// Host (and port) of the factory, as used in installer image references.
+    pub fn factory_host(&self) -> &str {
+        let rest = self
+            .factory
+            .split_once("://")
+            .map_or(self.factory.as_str(), |(_, r)| r);
+        rest.split('/').next().unwrap_or(rest)
+    }
+
+    /// The installer image for `machine.install.image`:
+    /// `<host>/<platform>-installer[-secureboot]/<id>:<version>` from Talos 1.10 on,
+    /// `<host>/installer[-secureboot]/<id>:<version>` before.
+    pub fn installer_image(
+        &self,
+        platform: &str,
+        schematic_id: &str,
+        version: &TalosVersion,
+        secureboot: bool,
+    ) -> String {
+        let sb = if secureboot { "-secureboot" } else { "" };
+        let repo = if version.at_least(1, 10) {
+            format!("{platform}-installer{sb}")
+        } else {
+            format!("installer{sb}")
+        };
+        format!("{}/{repo}/{schematic_id}:{version}", self.factory_host())
+    }
+}
+
+/// Disk and boot images the factory builds for a schematic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageKind {
+    NocloudQcow2,
+    NocloudRawXz,
+    MetalIso,
+    MetalRawXz,
+}
+
+impl ImageKind {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            ImageKind::NocloudQcow2 => "nocloud-amd64.qcow2",
+            ImageKind::NocloudRawXz => "nocloud-amd64.raw.xz",
+            ImageKind::MetalIso => "metal-amd64.iso",
+            ImageKind::MetalRawXz => "metal-amd64.raw.xz",
+        }
+    }
+
+    /// Whether the download must go through [`crate::xz::decompress`].
+    pub fn is_xz(self) -> bool {
+        matches!(self, ImageKind::NocloudRawXz | ImageKind::MetalRawXz)
+    }
+}
+
+/// A Talos release, displayed as its tag (`v1.12.1`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TalosVersion(pub semver::Version);
+
+impl TalosVersion {
+    /// Accepts `v1.12.1` or `1.12.1`.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let t = text.trim();
+        let bare = t.strip_prefix('v').unwrap_or(t);
+        semver::Version::parse(bare)
+            .map(TalosVersion)
+            .map_err(|source| Error::ParseVersion {
+                text: text.to_string(),
+                source,
+            })
+    }
+
+    pub fn is_prerelease(&self) -> bool {
+        !self.0.pre.is_empty()
+    }
+
+    /// `major.minor >= (major, minor)`.
+    pub fn at_least(&self, major: u64, minor: u64) -> bool {
+        (self.0.major, self.0.minor) >= (major, minor)
+    }
+}
+
+impl fmt::Display for TalosVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+impl Serialize for TalosVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TalosVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TalosVersion::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where to look up releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionSource {
+    /// `<github_api>/repos/siderolabs/talos/releases` (draft/prerelease flags are explicit).
+    #[default]
+    Github,
+    /// `<factory>/versions` (prerelease = semver pre-release part).
+    Factory,
+}
+
+/// One entry of the GitHub releases list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub tag_name: String,
+    #[serde(default)]
+    pub draft: bool,
+    #[serde(default)]
+    pub prerelease: bool,
+}
+
+/// One entry of `/version/<v>/extensions/official`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfficialExtension {
+    pub name: String,
+    #[serde(default, rename = "ref")]
+    pub reference: String,
+    #[serde(default)]
+    pub digest: String,
+    #[serde(default)]
+    pub author: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A known release and whether it is a pre-release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KnownVersion {
+    pub version: TalosVersion,
+    pub prerelease: bool,
+}
+
+/// The answer of `POST /schematics`, checked against the offline computation when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OnlineSchematic {
+    pub id: String,
+    /// Canonical YAML: the factory's `schematic` field, else our offline bytes, else what was posted.
+    pub yaml: String,
+    /// True when the offline ID was computed and matched.
+    pub verified_offline: bool,
+}
+
+#[derive(Deserialize)]
+struct SchematicAnswer {
+    id: String,
+    #[serde(default)]
+    schematic: Option<String>,
+}
+
+/// Blocking HTTP client for the factory and the GitHub API.
+#[derive(Debug, Clone)]
+pub struct FactoryClient {
+    pub endpoints: Endpoints,
+    http: reqwest::blocking::Client,
+}
+
+impl FactoryClient {
+    pub fn new(endpoints: Endpoints) -> Result<Self, Error> {
+        let http = reqwest::blocking::Client::builder()
+            .user_agent(concat!("vmctl-talos-image/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|source| Error::HttpClient { source })?;
+        Ok(FactoryClient { endpoints, http })
+    }
+
+    /// The reqwest client, so vmctl can download images with the same settings.
+    pub fn http(&self) -> &reqwest::blocking::Client {
+        &self.http
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, Error> {
+        let resp = self
+            .http
+            .get(url)
+            .header("Accept", "application/json")
+            .send()
+            .map_err(|source| Error::Http {
+                url: url.to_string(),
+                source,
+            })?;
+        decode(url, resp)
+    }
+
+    /// All releases from the first page (100) of the GitHub list.
+    pub fn github_releases(&self) -> Result<Vec<Release>, Error> {
+        let url = format!(
+            "{}/repos/siderolabs/talos/releases?per_page=100",
+            self.endpoints.github_api
+        );
+        self.get_json(&url)
+    }
+
+    /// The factory's `/versions` list (tags).
+    pub fn factory_versions(&self) -> Result<Vec<String>, Error> {
+        let url = format!("{}/versions", self.endpoints.factory);
+        self.get_json(&url)
+    }
+
+    /// Published versions, newest first, drafts and unparsable tags dropped.
+    pub fn versions(&self, source: VersionSource) -> Result<Vec<KnownVersion>, Error> {
+        let mut out: Vec<KnownVersion> = match source {
+            VersionSource::Github => self
+                .github_releases()?
+                .into_iter()
+                .filter(|r| !r.draft)
+                .filter_map(|r| {
+                    let v = TalosVersion::parse(&r.tag_name).ok()?;
+                    let prerelease = r.prerelease || v.is_prerelease();
+                    Some(KnownVersion {
+                        version: v,
+                        prerelease,
+                    })
+                })
+                .collect(),
+            VersionSource::Factory => self
+                .factory_versions()?
+                .iter()
+                .filter_map(|t| TalosVersion::parse(t).ok())
+                .map(|v| KnownVersion {
+                    prerelease: v.is_prerelease(),
+                    version: v,
+                })
+                .collect(),
+        };
+        out.sort_by(|a, b| b.version.cmp(&a.version));
+        out.dedup_by(|a, b| a.version == b.version);
+        Ok(out)
+    }
+
+    /// `requested = None`: the highest stable release. `Some(v)`: check that `v` is published and,
+    /// unless `allow_prerelease`, not a pre-release.
+    pub fn resolve_version(
+        &self,
+        source: VersionSource,
+        requested: Option<&str>,
+        allow_prerelease: bool,
+    ) -> Result<TalosVersion, Error> {
+        let known = self.versions(source)?;
+        pick_version(&known, requested, allow_prerelease).map_err(|e| match e {
+            Error::NoStableRelease { .. } => Error::NoStableRelease {
+                url: match source {
+                    VersionSource::Github => self.endpoints.github_api.clone(),
+                    VersionSource::Factory => self.endpoints.factory.clone(),
+                },
+            },
+            other => other,
+        })
+    }
+
+    /// `POST <factory>/schematics`. When the offline ID can be computed, the canonical YAML is posted
+    /// and the answer must match it; otherwise the schematic is posted as JSON and the factory's ID is taken.
+    pub fn create_schematic(&self, schematic: &Schematic) -> Result<OnlineSchematic, Error> {
+        let offline: Option<SchematicId> = match schematic.id() {
+            Ok(id) => Some(id),
+            Err(Error::SchematicNotPlainSafe { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let body = match &offline {
+            Some(o) => o.yaml.clone(),
+            None => serde_json::to_string(schematic).map_err(|source| Error::Decode {
+                url: "schematic".into(),
+                source,
+            })?,
+        };
+        let url = format!("{}/schematics", self.endpoints.factory);
+        let resp = self
+            .http
+            .post(&url)
+            .header("Content-Type", "application/yaml")
+            .body(body.clone())
+            .send()
+            .map_err(|source| Error::Http {
+                url: url.clone(),
+                source,
+            })?;
+        let answer: SchematicAnswer = decode(&url, resp)?;
+        match offline {
+            Some(o) if o.id != answer.id => Err(Error::SchematicIdMismatch {
+                online: answer.id,
+                offline: o.id,
+            }),
+            Some(o) => Ok(OnlineSchematic {
+                id: answer.id,
+                yaml: answer.schematic.unwrap_or(o.yaml),
+                verified_offline: true,
+            }),
+            None => Ok(OnlineSchematic {
+                id: answer.id,
+                yaml: answer.schematic.unwrap_or(body),
+                verified_offline: false,
+            }),
+        }
+    }
+
+    /// `GET <factory>/version/<v>/extensions/official`.
+    pub fn official_extensions(
+        &self,
+        version: &TalosVersion,
+    ) -> Result<Vec<OfficialExtension>, Error> {
+        let url = format!(
+            "{}/version/{version}/extensions/official",
+            self.endpoints.factory
+        );
+        self.get_json(&url)
+    }
+
+    /// Error naming every extension the factory does not offer for `version`.
+    pub fn check_extensions(&self, version: &TalosVersion, names: &[String]) -> Result<(), Error> {
+        let known = self.official_extensions(version)?;
+        let unknown: Vec<String> = names
+            .iter()
+            .filter(|n| !known.iter().any(|k| &k.name == *n))
+            .cloned()
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::UnknownExtensions {
+                version: version.to_string(),
+                names: unknown,
+            })
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    url: &str,
+    resp: reqwest::blocking::Response,
+) -> Result<T, Error> {
+    let status = resp.status();
+    let text = resp.text().map_err(|source| Error::Http {
+        url: url.to_string(),
+        source,
+    })?;
+    if !status.is_success() {
+        let mut body: String = text.chars().take(300).collect();
+        body = body.trim().to_string();
+        return Err(Error::HttpStatus {
+            url: url.to_string(),
+            status: status.as_u16(),
+            body,
+        });
+    }
+    serde_json::from_str(&text).map_err(|source| Error::Decode {
+        url: url.to_string(),
+        source,
+    })
+}
+
+/// The pure part of [`FactoryClient::resolve_version`]; `known` is newest first.
+pub fn pick_version(
+    known: &[KnownVersion],
+    requested: Option<&str>,
+    allow_prerelease: bool,
+) -> Result<TalosVersion, Error> {
+    match requested {
+        None => known
+            .iter()
+            .filter(|k| allow_prerelease || !k.prerelease)
+            .map(|k| k.version.clone())
+            .max()
+            .ok_or(Error::NoStableRelease { url: String::new() }),
+        Some(text) => {
+            let want = TalosVersion::parse(text)?;
+            let found =
+                known
+                    .iter()
+                    .find(|k| k.version == want)
+                    .ok_or_else(|| Error::VersionNotFound {
+                        version: want.to_string(),
+                    })?;
+            if found.prerelease && !allow_prerelease {
+                return Err(Error::VersionIsPrerelease {
+                    version: want.to_string(),
+                });
+            }
+            Ok(want)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> TalosVersion {
+        TalosVersion::parse(s).expect("version")
+    }
+
+    #[test]
+    fn endpoints_from_lookup_and_trailing_slash() {
+        let ep = Endpoints::from_lookup(|k| match k {
+            ENV_FACTORY => Some("http://198.18.0.1:8080/".into()),
+            ENV_GITHUB_API => Some(String::new()),
+            _ => None,
+        });
+        assert_eq!(ep.factory, "http://198.18.0.1:8080");
+        assert_eq!(ep.github_api, DEFAULT_GITHUB_API);
+        assert_eq!(ep.factory_host(), "198.18.0.1:8080");
+        assert_eq!(Endpoints::default().factory_host(), "factory.talos.dev");
+    }
+
+    #[test]
+    fn image_urls_and_installer_refs() {
+        let ep = Endpoints::default();
+        let id = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+        assert_eq!(
+            ep.image_url(id, &v("v1.12.1"), ImageKind::NocloudQcow2),
+            format!("https://factory.talos.dev/image/{id}/v1.12.1/nocloud-amd64.qcow2")
+        );
+        assert!(
+            ep.image_url(id, &v("1.11.0"), ImageKind::NocloudRawXz)
+                .ends_with("/v1.11.0/nocloud-amd64.raw.xz")
+        );
+        assert!(
+            ep.image_url(id, &v("1.11.0"), ImageKind::MetalIso)
+                .ends_with("/metal-amd64.iso")
+        );
+        assert_eq!(
+            ep.installer_image("nocloud", id, &v("v1.10.0"), false),
+            format!("factory.talos.dev/nocloud-installer/{id}:v1.10.0")
+        );
+        assert_eq!(
+            ep.installer_image("metal", id, &v("v1.9.5"), false),
+            format!("factory.talos.dev/installer/{id}:v1.9.5")
+        );
+        assert_eq!(
+            ep.installer_image("metal", id, &v("v1.12.0"), true),
+            format!("factory.talos.dev/metal-installer-secureboot/{id}:v1.12.0")
+        );
+        let mirror = Endpoints::new(DEFAULT_GITHUB_API, "https://mirror.example:5000/");
+        assert!(
+            mirror
+                .installer_image("nocloud", id, &v("v1.12.0"), false)
+                .starts_with("mirror.example:5000/nocloud-installer/")
+        );
+    }
+
+    #[test]
+    fn version_display_and_order() {
+        assert_eq!(v("1.12.0").to_string(), "v1.12.0");
+        assert!(v("v1.10.10") > v("v1.10.9"));
+        assert!(v("v1.12.0-beta.1") < v("v1.12.0"));
+        assert!(v("v1.12.0-beta.1").is_prerelease());
+        assert!(TalosVersion::parse("latest").is_err());
+    }
+
+    #[test]
+    fn pick_version_rules() {
+        let known = vec![
+            KnownVersion {
+                version: v("v1.13.0-alpha.1"),
+                prerelease: true,
+            },
+            KnownVersion {
+                version: v("v1.12.2"),
+                prerelease: false,
+            },
+            KnownVersion {
+                version: v("v1.12.10"),
+                prerelease: false,
+            },
+        ];
+        assert_eq!(
+            pick_version(&known, None, false).expect("latest"),
+            v("v1.12.10")
+        );
+        assert_eq!(
+            pick_version(&known, None, true).expect("latest pre"),
+            v("v1.13.0-alpha.1")
+        );
+        assert_eq!(
+            pick_version(&known, Some("1.12.2"), false).expect("exists"),
+            v("v1.12.2")
+        );
+        assert!(matches!(
+            pick_version(&known, Some("v1.13.0-alpha.1"), false),
+            Err(Error::VersionIsPrerelease { .. })
+        ));
+        assert!(pick_version(&known, Some("v1.13.0-alpha.1"), true).is_ok());
+        assert!(matches!(
+            pick_version(&known, Some("v9.9.9"), false),
+            Err(Error::VersionNotFound { .. })
+        ));
+        assert!(matches!(
+            pick_version(&[], None, false),
+            Err(Error::NoStableRelease { .. })
+        ));
+    }
+}
