@@ -1,13 +1,33 @@
 //! `hwdetect`: read-only host facts. It reads sysfs/procfs/etc through a [`hostio::HostRoot`],
 //! so a fixture tree (or a capture) is detected exactly like the real host. It never writes.
+//!
+//! Reads, all relative to the host root: `/sys/bus/pci/devices/*` (symlinks into
+//! `/sys/devices`), their `iommu_group` and `driver` links, `/sys/kernel/iommu_groups/*/devices`,
+//! `/sys/class/net/*`, `/proc/{cpuinfo,cmdline}`, `/proc/net/{route,fib_trie,if_inet6}`,
+//! `/etc/os-release`, `/dev/kvm`, `/sys/module/nvidia`. Names come from the `pci-ids` crate,
+//! then the system pci.ids on the real filesystem.
 
+mod capture;
 mod facts;
+mod names;
+mod net;
+pub mod parse;
+mod pci;
+mod probe;
+mod table;
 
 pub use facts::*;
+pub use table::render_table;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hostio::HostRoot;
+use hostio::paths::{
+    DEV_KVM, ETC_OS_RELEASE, PROC_CMDLINE, PROC_CPUINFO, SYS_MODULE_NVIDIA, SYSTEM_PCI_IDS,
+};
+
+use names::Names;
+use probe::Probe;
 
 /// Errors of the few operations that can fail as a whole. Detection itself never fails:
 /// unreadable files become warnings in [`HostFacts::warnings`].
@@ -19,22 +39,156 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading {path} under the host root for the capture")]
+    ReadForCapture {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Reads every fact from the host (or tree) at `root`. Never panics; problems become warnings.
 pub fn detect(root: &HostRoot) -> HostFacts {
-    let _ = root;
-    HostFacts::default()
+    detect_with(&Probe::new(root), system_pci_ids())
 }
 
-/// The human view of `detect`: a readable table (GPU → group → isolation → driver → boot VGA).
-pub fn render_table(facts: &HostFacts) -> String {
-    format!("{facts:?}")
+fn system_pci_ids() -> Vec<PathBuf> {
+    SYSTEM_PCI_IDS.iter().map(PathBuf::from).collect()
+}
+
+fn detect_with(probe: &Probe, pci_ids: Vec<PathBuf>) -> HostFacts {
+    let mut warn = Vec::new();
+    let mut names = Names::new(pci_ids);
+    let mut facts = HostFacts {
+        os: os(probe, &mut warn),
+        cpu: cpu(probe, &mut warn),
+        kvm: KvmInfo {
+            available: probe.exists(DEV_KVM),
+        },
+        nvidia_module_loaded: probe.exists(SYS_MODULE_NVIDIA),
+        ..HostFacts::default()
+    };
+
+    match probe.read(PROC_CMDLINE) {
+        Ok(t) => facts.kernel_cmdline = parse::cmdline(&t),
+        Err(e) => warn.push(format!("{PROC_CMDLINE}: cannot read: {e}")),
+    }
+
+    facts.pci_devices = pci::devices(probe, &mut names, &mut warn);
+    let groups = pci::iommu_groups(probe, &mut warn);
+    facts.iommu = IommuInfo {
+        enabled: groups.as_ref().is_some_and(|g| !g.is_empty()),
+        group_count: groups.as_ref().map_or(0, |g| g.len()),
+        cmdline: facts
+            .kernel_cmdline
+            .iter()
+            .filter(|a| parse::is_iommu_arg(a))
+            .cloned()
+            .collect(),
+    };
+    // An existing but empty groups directory is the kernel's way of saying "no IOMMU":
+    // isolation is then as unknown as without the directory.
+    let groups = groups.filter(|g| !g.is_empty());
+    facts.gpus = pci::gpus(&facts.pci_devices, groups.as_ref());
+    facts.nvswitches = facts
+        .pci_devices
+        .iter()
+        .filter(|d| pci::is_nvswitch(d))
+        .map(|d| d.bdf.clone())
+        .collect();
+
+    let (nics, default_route) = net::nics(probe, &mut warn);
+    facts.nics = nics;
+    facts.default_route = default_route;
+    facts.warnings = warn;
+    facts
+}
+
+fn os(probe: &Probe, warn: &mut Vec<String>) -> OsInfo {
+    match probe.read(ETC_OS_RELEASE) {
+        Ok(t) => {
+            let mut m = parse::os_release(&t);
+            if !m.contains_key("ID") {
+                warn.push(format!("{ETC_OS_RELEASE}: no ID= line"));
+            }
+            OsInfo {
+                id: m.remove("ID").unwrap_or_default().to_ascii_lowercase(),
+                version_id: m.remove("VERSION_ID").unwrap_or_default(),
+                version_codename: m.remove("VERSION_CODENAME"),
+                pretty_name: m.remove("PRETTY_NAME"),
+            }
+        }
+        Err(e) => {
+            warn.push(format!("{ETC_OS_RELEASE}: cannot read: {e}"));
+            OsInfo::default()
+        }
+    }
+}
+
+fn cpu(probe: &Probe, warn: &mut Vec<String>) -> CpuInfo {
+    match probe.read(PROC_CPUINFO) {
+        Ok(t) => {
+            let c = parse::cpuinfo(&t);
+            match &c.vendor_raw {
+                None => warn.push(format!("{PROC_CPUINFO}: no vendor_id line")),
+                Some(v) if c.vendor == CpuVendor::Unknown => {
+                    warn.push(format!("{PROC_CPUINFO}: unknown CPU vendor {v:?}"));
+                }
+                Some(_) => {}
+            }
+            if !c.has_flags {
+                warn.push(format!("{PROC_CPUINFO}: no flags line"));
+            }
+            CpuInfo {
+                vendor: c.vendor,
+                virtualization: c.virtualization,
+                model_name: c.model_name,
+            }
+        }
+        Err(e) => {
+            warn.push(format!("{PROC_CPUINFO}: cannot read: {e}"));
+            CpuInfo::default()
+        }
+    }
 }
 
 /// Writes exactly the subset of the host tree that [`detect`] reads to a `.tar.gz` at `out`,
 /// keeping symlinks as symlinks. Returns the number of entries written.
 pub fn capture(root: &HostRoot, out: &Path) -> Result<usize, Error> {
-    let _ = (root, out);
-    Ok(0)
+    let probe = Probe::recording(root);
+    let _ = detect_with(&probe, system_pci_ids());
+    capture::write(root, probe.into_log(), out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IDs newer than the `pci-ids` crate are named from the system pci.ids.
+    #[test]
+    fn unknown_id_falls_back_to_system_pci_ids() {
+        let host = fixture_builder::build_from_str(
+            r#"
+            [[device]]
+            bdf = "01:00.0"
+            class = "0302"
+            id = "10de:fffe"
+            group = 1
+            "#,
+        )
+        .unwrap();
+        let ids = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            ids.path(),
+            "10de  NVIDIA Corporation\n\tfffe  GB299 [Future GPU]\n",
+        )
+        .unwrap();
+        let root = HostRoot::new(host.path());
+        let facts = detect_with(&Probe::new(&root), vec![ids.path().to_path_buf()]);
+        assert_eq!(facts.gpus[0].name, "GB299 [Future GPU]");
+        assert_eq!(facts.gpus[0].chip.as_deref(), Some("GB299"));
+        let facts = detect_with(&Probe::new(&root), vec![]);
+        assert_eq!(facts.gpus[0].name, "NVIDIA device 10de:fffe");
+        assert_eq!(facts.gpus[0].chip, None);
+    }
 }

@@ -1,1 +1,770 @@
 //! Builds real-shaped host trees (sysfs symlinks included) from compact host descriptions.
+//!
+//! A description is TOML (see `tests/fixtures/hosts/*.toml` for the committed hosts and
+//! [`HostDesc`] for every field). The tree follows the kernel's layout, with relative symlinks
+//! as the kernel makes them:
+//!
+//! - `sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/{vendor,device,class,...}`
+//! - `sys/bus/pci/devices/<BDF>` → `../../../devices/pci0000:00/.../<BDF>`
+//! - `<device>/iommu_group` → `../../../../kernel/iommu_groups/N`,
+//!   `<device>/driver` → `../../../../bus/pci/drivers/<driver>`
+//! - `sys/kernel/iommu_groups/N/devices/<BDF>` → the device
+//! - `sys/class/net/<if>` → `../../devices/.../net/<if>` (with `device`, `bridge/`, `brport/`,
+//!   `master`), `proc/net` → `self/net` like the real procfs
+//! - `proc/{cpuinfo,cmdline}`, `proc/net/{route,fib_trie,if_inet6}`, `etc/os-release` →
+//!   `../usr/lib/os-release`, `dev/kvm`, `sys/module/nvidia/`
+//!
+//! ```no_run
+//! let host = fixture_builder::build_host("intel-z170-gtx960"); // a committed host
+//! let root = host.path(); // use as --host-root; deleted when `host` drops
+//! let custom = fixture_builder::build_from_str(r#"
+//!     [cpu]
+//!     vendor = "amd"
+//!     [[device]]
+//!     bdf = "01:00.0"
+//!     class = "0300"
+//!     id = "10de:2204"
+//!     group = 1
+//! "#).unwrap();
+//! # let _ = (root, custom);
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::symlink;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use tempfile::TempDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("parsing host description")]
+    ParseDescription(#[source] toml::de::Error),
+    #[error("reading host description {path}")]
+    ReadDescription {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid host description: {0}")]
+    Invalid(String),
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A host: CPU, OS, kernel cmdline, PCI devices with IOMMU groups, NICs.
+/// Every section is optional; what is left out is simply absent from the tree.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostDesc {
+    /// Free text: where the host comes from.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// `None` → no `/proc/cpuinfo`.
+    pub cpu: Option<CpuDesc>,
+    /// `None` → no `/etc/os-release`.
+    pub os: Option<OsDesc>,
+    /// `None` → no `/proc/cmdline`.
+    pub cmdline: Option<String>,
+    /// `/dev/kvm` exists.
+    #[serde(default)]
+    pub kvm: bool,
+    /// `/sys/module/nvidia` exists (the module is loaded).
+    #[serde(default)]
+    pub nvidia_module: bool,
+    /// `/sys/kernel/iommu_groups` exists. Default: when any device has a group.
+    pub iommu: Option<bool>,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceDesc>,
+    #[serde(default, rename = "nic")]
+    pub nics: Vec<NicDesc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuDesc {
+    /// `intel` or `amd` (written as GenuineIntel / AuthenticAMD), anything else verbatim.
+    pub vendor: String,
+    pub model_name: Option<String>,
+    /// CPU flags. Default: the usual x86 set plus `vmx` (intel) or `svm` (amd).
+    pub flags: Option<Vec<String>>,
+    /// Logical CPUs (processor blocks). Default 2.
+    pub cpus: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OsDesc {
+    pub id: Option<String>,
+    pub version_id: Option<String>,
+    pub codename: Option<String>,
+    pub pretty_name: Option<String>,
+    /// Literal file content, instead of the fields above.
+    pub raw: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceDesc {
+    /// `BB:DD.F` (domain 0000) or `DDDD:BB:DD.F`.
+    pub bdf: String,
+    /// Class as 4 (`0300`) or 6 (`030000`) hex digits.
+    pub class: String,
+    /// `vendor:device`, e.g. `10de:2204`.
+    pub id: String,
+    /// `subvendor:subdevice`.
+    pub subsystem: Option<String>,
+    pub driver: Option<String>,
+    pub group: Option<u32>,
+    /// The upstream bridge's BDF (itself a `[[device]]`). Without one, the device sits on its
+    /// root bus: `sys/devices/pci<domain>:<bus>/<BDF>`.
+    pub parent: Option<String>,
+    /// Written for VGA-class (0300) devices only, as the kernel does. Default false.
+    pub boot_vga: Option<bool>,
+    /// Content of `reset_method`, e.g. `flr bus`; also creates `reset`.
+    pub reset_method: Option<String>,
+    pub driver_override: Option<String>,
+    /// Creates `mdev_supported_types/`.
+    #[serde(default)]
+    pub mdev: bool,
+    /// Attribute files not to create (e.g. `["vendor"]`).
+    #[serde(default)]
+    pub omit: Vec<String>,
+    /// Attribute files to make unreadable: a directory stands in for the file, which fails to
+    /// read even as root (permissions would not).
+    #[serde(default)]
+    pub unreadable: Vec<String>,
+    /// Literal attribute contents overriding the generated ones (e.g. `{ class = "0xZZ" }`).
+    #[serde(default)]
+    pub raw: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicDesc {
+    pub name: String,
+    pub mac: Option<String>,
+    /// `operstate`. Default `up`.
+    pub state: Option<String>,
+    /// The PCI function (a `[[device]]`) of a physical NIC. Without it the NIC is virtual.
+    pub pci: Option<String>,
+    /// `a.b.c.d/len` or IPv6 `addr/len`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// The default route goes through this NIC via this gateway.
+    pub gateway: Option<String>,
+    /// This NIC is a Linux bridge.
+    #[serde(default)]
+    pub bridge: bool,
+    /// The bridge this NIC is a port of.
+    pub master: Option<String>,
+}
+
+/// The directory holding the committed host descriptions (`tests/fixtures/hosts`).
+pub fn hosts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/hosts")
+}
+
+/// Names of the committed hosts (file stems in [`hosts_dir`]), sorted.
+pub fn host_names() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(hosts_dir())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".toml").map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The description of a committed host.
+pub fn host_desc(name: &str) -> Result<HostDesc, Error> {
+    let path = hosts_dir().join(format!("{name}.toml"));
+    let text = fs::read_to_string(&path).map_err(|source| Error::ReadDescription {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&text)
+}
+
+/// Builds a committed host (`tests/fixtures/hosts/<name>.toml`) into a fresh temp dir.
+///
+/// # Panics
+/// When the host is unknown or the tree cannot be written: it is a test helper.
+pub fn build_host(name: &str) -> TempDir {
+    match host_desc(name).and_then(|d| build(&d)) {
+        Ok(t) => t,
+        Err(e) => panic!(
+            "fixture host {name}: {e} ({:?})",
+            std::error::Error::source(&e)
+        ),
+    }
+}
+
+/// Builds a host from TOML text into a fresh temp dir.
+pub fn build_from_str(toml_text: &str) -> Result<TempDir, Error> {
+    build(&parse(toml_text)?)
+}
+
+pub fn parse(toml_text: &str) -> Result<HostDesc, Error> {
+    toml::from_str(toml_text).map_err(Error::ParseDescription)
+}
+
+/// Builds a description into a fresh temp dir.
+pub fn build(desc: &HostDesc) -> Result<TempDir, Error> {
+    let dir = tempfile::Builder::new()
+        .prefix("gvb-host-")
+        .tempdir()
+        .map_err(|source| Error::Write {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    build_into(desc, dir.path())?;
+    Ok(dir)
+}
+
+/// Writes the tree for `desc` under `root` (which should be empty).
+pub fn build_into(desc: &HostDesc, root: &Path) -> Result<(), Error> {
+    let t = Tree { root };
+    if let Some(cpu) = &desc.cpu {
+        t.file("proc/cpuinfo", &cpuinfo(cpu))?;
+    }
+    if let Some(cmdline) = &desc.cmdline {
+        t.file("proc/cmdline", &format!("{}\n", cmdline.trim()))?;
+    }
+    if let Some(os) = &desc.os {
+        // Ubuntu ships /etc/os-release as a link to /usr/lib/os-release (os-release(5)).
+        t.file("usr/lib/os-release", &os_release(os))?;
+        t.link("etc/os-release", "usr/lib/os-release")?;
+    }
+    if desc.kvm {
+        // A character device on a real host; existence is what detection looks at.
+        t.file("dev/kvm", "")?;
+    }
+    if desc.nvidia_module {
+        t.dir("sys/module/nvidia")?;
+    }
+    t.dir("sys/bus/pci/devices")?;
+    t.dir("sys/class/net")?;
+    build_devices(&t, desc)?;
+    build_nics(&t, desc)?;
+    Ok(())
+}
+
+struct Tree<'a> {
+    root: &'a Path,
+}
+
+impl Tree<'_> {
+    fn werr(&self, rel: &str) -> impl FnOnce(std::io::Error) -> Error {
+        let path = self.root.join(rel);
+        move |source| Error::Write { path, source }
+    }
+
+    fn dir(&self, rel: &str) -> Result<(), Error> {
+        fs::create_dir_all(self.root.join(rel)).map_err(self.werr(rel))
+    }
+
+    fn file(&self, rel: &str, content: &str) -> Result<(), Error> {
+        if let Some(parent) = Path::new(rel).parent() {
+            self.dir(&parent.to_string_lossy())?;
+        }
+        fs::write(self.root.join(rel), content).map_err(self.werr(rel))
+    }
+
+    /// A symlink at `rel` pointing at `to` (both relative to the root), stored relative.
+    fn link(&self, rel: &str, to: &str) -> Result<(), Error> {
+        let parent = Path::new(rel).parent().unwrap_or(Path::new(""));
+        self.dir(&parent.to_string_lossy())?;
+        symlink(relative(parent, Path::new(to)), self.root.join(rel)).map_err(self.werr(rel))
+    }
+}
+
+/// The relative path from directory `from` to `to` (both relative to the same root).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let f: Vec<Component> = from.components().collect();
+    let t: Vec<Component> = to.components().collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..f.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c);
+    }
+    out
+}
+
+fn cpuinfo(cpu: &CpuDesc) -> String {
+    let vendor = match cpu.vendor.as_str() {
+        "intel" => "GenuineIntel",
+        "amd" => "AuthenticAMD",
+        other => other,
+    };
+    let flags = cpu.flags.clone().unwrap_or_else(|| {
+        let mut f: Vec<String> = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov \
+            pat pse36 clflush mmx fxsr sse sse2 ht syscall nx lm constant_tsc nopl pni ssse3 \
+            sse4_1 sse4_2 popcnt aes xsave avx"
+            .split(' ')
+            .map(str::to_string)
+            .collect();
+        match cpu.vendor.as_str() {
+            "intel" => f.push("vmx".into()),
+            "amd" => f.push("svm".into()),
+            _ => {}
+        }
+        f
+    });
+    let model = cpu
+        .model_name
+        .clone()
+        .unwrap_or_else(|| "Unknown CPU".into());
+    let mut s = String::new();
+    for n in 0..cpu.cpus.unwrap_or(2) {
+        let _ = write!(
+            s,
+            "processor\t: {n}\nvendor_id\t: {vendor}\ncpu family\t: 6\nmodel name\t: {model}\n\
+             flags\t\t: {}\n\n",
+            flags.join(" ")
+        );
+    }
+    s
+}
+
+fn os_release(os: &OsDesc) -> String {
+    if let Some(raw) = &os.raw {
+        return raw.clone();
+    }
+    let mut s = String::new();
+    if let Some(p) = &os.pretty_name {
+        let _ = writeln!(s, "PRETTY_NAME=\"{p}\"");
+    }
+    if let Some(v) = &os.version_id {
+        let _ = writeln!(s, "VERSION_ID=\"{v}\"");
+    }
+    if let Some(c) = &os.codename {
+        let _ = writeln!(s, "VERSION_CODENAME={c}");
+    }
+    if let Some(i) = &os.id {
+        let _ = writeln!(s, "ID={i}");
+    }
+    s
+}
+
+fn full_bdf(bdf: &str) -> Result<String, Error> {
+    let full = if bdf.len() == 7 {
+        format!("0000:{bdf}")
+    } else {
+        bdf.to_string()
+    };
+    let b = full.as_bytes();
+    let ok = b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && full
+            .chars()
+            .enumerate()
+            .all(|(i, c)| [4, 7, 10].contains(&i) || c.is_ascii_hexdigit());
+    if ok {
+        Ok(full.to_ascii_lowercase())
+    } else {
+        Err(Error::Invalid(format!(
+            "bad BDF {bdf:?} (want BB:DD.F or DDDD:BB:DD.F)"
+        )))
+    }
+}
+
+fn id_pair(s: &str, what: &str) -> Result<(String, String), Error> {
+    let bad = || Error::Invalid(format!("bad {what} {s:?} (want vvvv:dddd)"));
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let hex4 = |x: &str| x.len() == 4 && x.chars().all(|c| c.is_ascii_hexdigit());
+    if !hex4(a) || !hex4(b) {
+        return Err(bad());
+    }
+    Ok((a.to_ascii_lowercase(), b.to_ascii_lowercase()))
+}
+
+/// Path of each device's directory relative to the root, e.g.
+/// `sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0`.
+fn device_dirs(desc: &HostDesc) -> Result<BTreeMap<String, String>, Error> {
+    let mut parents = BTreeMap::new();
+    for d in &desc.devices {
+        let bdf = full_bdf(&d.bdf)?;
+        let parent = d.parent.as_deref().map(full_bdf).transpose()?;
+        if parents.insert(bdf.clone(), parent).is_some() {
+            return Err(Error::Invalid(format!("device {bdf} listed twice")));
+        }
+    }
+    let mut dirs = BTreeMap::new();
+    for bdf in parents.keys() {
+        let mut chain = vec![bdf.clone()];
+        let mut cur = bdf.clone();
+        while let Some(Some(p)) = parents.get(&cur) {
+            if !parents.contains_key(p) {
+                return Err(Error::Invalid(format!(
+                    "parent {p} of {cur} is not a [[device]]"
+                )));
+            }
+            if chain.contains(p) {
+                return Err(Error::Invalid(format!("parent cycle through {p}")));
+            }
+            chain.push(p.clone());
+            cur = p.clone();
+        }
+        // The root bus of the topmost device names the host bridge directory.
+        let top = chain.last().map_or(bdf.as_str(), String::as_str);
+        let mut path = format!("sys/devices/pci{}", &top[..7]);
+        for b in chain.iter().rev() {
+            path.push('/');
+            path.push_str(b);
+        }
+        dirs.insert(bdf.clone(), path);
+    }
+    Ok(dirs)
+}
+
+fn build_devices(t: &Tree, desc: &HostDesc) -> Result<(), Error> {
+    let dirs = device_dirs(desc)?;
+    let iommu = desc
+        .iommu
+        .unwrap_or_else(|| desc.devices.iter().any(|d| d.group.is_some()));
+    if iommu {
+        t.dir("sys/kernel/iommu_groups")?;
+    }
+    for d in &desc.devices {
+        let bdf = full_bdf(&d.bdf)?;
+        let dir = &dirs[&bdf];
+        let (vendor, device) = id_pair(&d.id, "id")?;
+        let class = match d.class.len() {
+            4 => format!("{}00", d.class),
+            _ => d.class.clone(),
+        }
+        .to_ascii_lowercase();
+        let mut attrs: BTreeMap<&str, String> = BTreeMap::new();
+        attrs.insert("vendor", format!("0x{vendor}\n"));
+        attrs.insert("device", format!("0x{device}\n"));
+        attrs.insert("class", format!("0x{class}\n"));
+        if let Some(s) = &d.subsystem {
+            let (sv, sd) = id_pair(s, "subsystem")?;
+            attrs.insert("subsystem_vendor", format!("0x{sv}\n"));
+            attrs.insert("subsystem_device", format!("0x{sd}\n"));
+        }
+        if class.starts_with("0300") {
+            let v = if d.boot_vga == Some(true) { "1" } else { "0" };
+            attrs.insert("boot_vga", format!("{v}\n"));
+        }
+        if let Some(m) = &d.reset_method {
+            attrs.insert("reset_method", format!("{m}\n"));
+            attrs.insert("reset", String::new());
+        }
+        attrs.insert(
+            "driver_override",
+            format!("{}\n", d.driver_override.as_deref().unwrap_or("(null)")),
+        );
+        for (k, v) in &d.raw {
+            attrs.insert(k.as_str(), v.clone());
+        }
+        t.dir(dir)?;
+        for (name, content) in attrs {
+            if d.omit.iter().any(|o| o == name) || d.unreadable.iter().any(|o| o == name) {
+                continue;
+            }
+            t.file(&format!("{dir}/{name}"), &content)?;
+        }
+        for name in &d.unreadable {
+            t.dir(&format!("{dir}/{name}"))?;
+        }
+        if d.mdev {
+            t.dir(&format!("{dir}/mdev_supported_types"))?;
+        }
+        t.link(&format!("sys/bus/pci/devices/{bdf}"), dir)?;
+        if let Some(drv) = &d.driver {
+            let drv_dir = format!("sys/bus/pci/drivers/{drv}");
+            t.link(&format!("{dir}/driver"), &drv_dir)?;
+            t.link(&format!("{drv_dir}/{bdf}"), dir)?;
+        }
+        if let (Some(g), true) = (d.group, iommu) {
+            let gdir = format!("sys/kernel/iommu_groups/{g}");
+            t.link(&format!("{dir}/iommu_group"), &gdir)?;
+            t.link(&format!("{gdir}/devices/{bdf}"), dir)?;
+        }
+    }
+    Ok(())
+}
+
+struct V4 {
+    iface: String,
+    addr: Ipv4Addr,
+    prefix: u32,
+}
+
+fn build_nics(t: &Tree, desc: &HostDesc) -> Result<(), Error> {
+    if desc.nics.is_empty() {
+        return Ok(());
+    }
+    let dirs = device_dirs(desc)?;
+    let mut nics = desc.nics.clone();
+    if !nics.iter().any(|n| n.name == "lo") {
+        nics.insert(
+            0,
+            NicDesc {
+                name: "lo".into(),
+                mac: Some("00:00:00:00:00:00".into()),
+                state: Some("unknown".into()),
+                addresses: vec!["127.0.0.1/8".into(), "::1/128".into()],
+                ..NicDesc::default()
+            },
+        );
+    }
+    let names: BTreeSet<&str> = nics.iter().map(|n| n.name.as_str()).collect();
+    let mut net_dirs = BTreeMap::new();
+    for n in &nics {
+        let dir = match &n.pci {
+            Some(p) => {
+                let bdf = full_bdf(p)?;
+                let dev = dirs.get(&bdf).ok_or_else(|| {
+                    Error::Invalid(format!("nic {}: pci {bdf} is not a [[device]]", n.name))
+                })?;
+                format!("{dev}/net/{}", n.name)
+            }
+            None => format!("sys/devices/virtual/net/{}", n.name),
+        };
+        net_dirs.insert(n.name.clone(), dir);
+    }
+
+    let mut v4 = Vec::new();
+    let mut v6 = String::new();
+    let mut default_route = None;
+    for (ifindex, n) in nics.iter().enumerate() {
+        let dir = &net_dirs[&n.name];
+        t.dir(dir)?;
+        t.file(
+            &format!("{dir}/address"),
+            &format!("{}\n", n.mac.as_deref().unwrap_or("52:54:00:00:00:01")),
+        )?;
+        t.file(
+            &format!("{dir}/operstate"),
+            &format!("{}\n", n.state.as_deref().unwrap_or("up")),
+        )?;
+        t.link(&format!("sys/class/net/{}", n.name), dir)?;
+        if let Some(p) = &n.pci {
+            let bdf = full_bdf(p)?;
+            t.link(&format!("{dir}/device"), &dirs[&bdf])?;
+        }
+        if n.bridge {
+            t.dir(&format!("{dir}/bridge"))?;
+            t.dir(&format!("{dir}/brif"))?;
+        }
+        if let Some(m) = &n.master {
+            if !names.contains(m.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "nic {}: master {m} is not a [[nic]]",
+                    n.name
+                )));
+            }
+            let mdir = &net_dirs[m];
+            t.link(&format!("{dir}/master"), mdir)?;
+            t.dir(&format!("{dir}/brport"))?;
+            t.link(&format!("{mdir}/brif/{}", n.name), &format!("{dir}/brport"))?;
+        }
+        for a in &n.addresses {
+            let bad = || Error::Invalid(format!("nic {}: bad address {a:?}", n.name));
+            let (ip, len) = a.split_once('/').ok_or_else(bad)?;
+            let len: u32 = len.parse().map_err(|_| bad())?;
+            match ip.parse::<IpAddr>().map_err(|_| bad())? {
+                IpAddr::V4(addr) if len <= 32 => v4.push(V4 {
+                    iface: n.name.clone(),
+                    addr,
+                    prefix: len,
+                }),
+                IpAddr::V6(addr) if len <= 128 => {
+                    let scope = if addr.is_loopback() {
+                        0x10
+                    } else if addr.segments()[0] & 0xffc0 == 0xfe80 {
+                        0x20
+                    } else {
+                        0
+                    };
+                    let _ = writeln!(
+                        v6,
+                        "{:032x} {:02x} {len:02x} {scope:02x} 80 {:>8}",
+                        u128::from(addr),
+                        ifindex + 1,
+                        n.name
+                    );
+                }
+                _ => return Err(bad()),
+            }
+        }
+        if let Some(gw) = &n.gateway {
+            let gw: Ipv4Addr = gw
+                .parse()
+                .map_err(|_| Error::Invalid(format!("nic {}: bad gateway {gw:?}", n.name)))?;
+            default_route = Some((n.name.clone(), gw));
+        }
+    }
+
+    // /proc/net is a link to self/net, and /proc/self to the reading process (proc(5)).
+    t.link("proc/net", "proc/self/net")?;
+    t.link("proc/self", "proc/1")?;
+    t.file("proc/1/net/route", &route_file(&v4, default_route.as_ref()))?;
+    t.file("proc/1/net/fib_trie", &fib_trie(&v4))?;
+    t.file("proc/1/net/if_inet6", &v6)?;
+    Ok(())
+}
+
+/// `/proc/net/route` stores addresses as the in-memory u32 printed in hex, i.e. little-endian
+/// on x86 (net/ipv4/fib_trie.c, `fib_route_seq_show`).
+fn le_hex(a: Ipv4Addr) -> String {
+    format!("{:08X}", u32::from_le_bytes(a.octets()))
+}
+
+fn mask(prefix: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::MAX.checked_shl(32 - prefix).unwrap_or(0))
+}
+
+fn network(a: &V4) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(a.addr) & u32::from(mask(a.prefix)))
+}
+
+fn route_file(v4: &[V4], default: Option<&(String, Ipv4Addr)>) -> String {
+    let mut s = String::from(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n",
+    );
+    if let Some((iface, gw)) = default {
+        let _ = writeln!(
+            s,
+            "{iface}\t00000000\t{}\t0003\t0\t0\t100\t00000000\t0\t0\t0",
+            le_hex(*gw)
+        );
+    }
+    for a in v4.iter().filter(|a| !a.addr.is_loopback()) {
+        let _ = writeln!(
+            s,
+            "{}\t{}\t00000000\t0001\t0\t0\t100\t{}\t0\t0\t0",
+            a.iface,
+            le_hex(network(a)),
+            le_hex(mask(a.prefix))
+        );
+    }
+    s
+}
+
+fn fib_trie(v4: &[V4]) -> String {
+    let mut body = String::from("  +-- 0.0.0.0/0 3 0 5\n");
+    for a in v4 {
+        let _ = write!(
+            body,
+            "     |-- {}\n        /{} {} UNICAST\n     |-- {}\n        /32 host LOCAL\n",
+            network(a),
+            a.prefix,
+            if a.addr.is_loopback() { "host" } else { "link" },
+            a.addr
+        );
+    }
+    format!("Main:\n{body}Local:\n{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_match_the_kernels() {
+        assert_eq!(
+            relative(
+                Path::new("sys/bus/pci/devices"),
+                Path::new("sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0")
+            ),
+            Path::new("../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0")
+        );
+        assert_eq!(
+            relative(
+                Path::new("sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0"),
+                Path::new("sys/kernel/iommu_groups/14")
+            ),
+            Path::new("../../../../kernel/iommu_groups/14")
+        );
+    }
+
+    #[test]
+    fn every_committed_host_builds() {
+        let names = host_names();
+        assert!(names.len() >= 10, "{names:?}");
+        for n in names {
+            let t = build_host(&n);
+            assert!(t.path().join("sys/bus/pci/devices").is_dir(), "{n}");
+        }
+    }
+
+    #[test]
+    fn device_tree_shape() {
+        let t = build_from_str(
+            r#"
+            [[device]]
+            bdf = "00:01.0"
+            class = "0604"
+            id = "8086:1901"
+            group = 1
+            [[device]]
+            bdf = "01:00.0"
+            class = "0300"
+            id = "10de:1401"
+            parent = "00:01.0"
+            driver = "nvidia"
+            group = 1
+            [[nic]]
+            name = "br0"
+            bridge = true
+            addresses = ["198.18.0.10/24"]
+            gateway = "198.18.0.1"
+            "#,
+        )
+        .unwrap();
+        let p = t.path();
+        let link = fs::read_link(p.join("sys/bus/pci/devices/0000:01:00.0")).unwrap();
+        assert_eq!(
+            link,
+            Path::new("../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0")
+        );
+        let dev = p.join("sys/bus/pci/devices/0000:01:00.0");
+        assert_eq!(fs::read_to_string(dev.join("class")).unwrap(), "0x030000\n");
+        assert_eq!(
+            fs::read_link(dev.join("driver")).unwrap(),
+            Path::new("../../../../bus/pci/drivers/nvidia")
+        );
+        assert!(
+            p.join("sys/kernel/iommu_groups/1/devices/0000:00:01.0/vendor")
+                .exists()
+        );
+        let route = fs::read_to_string(p.join("proc/net/route")).unwrap();
+        assert!(route.contains("br0\t00000000\t010012C6\t0003"), "{route}");
+        assert!(route.contains("br0\t000012C6\t00000000\t0001"), "{route}");
+    }
+
+    #[test]
+    fn bad_descriptions_are_errors() {
+        assert!(
+            build_from_str("[[device]]\nbdf = \"1:0.0\"\nclass=\"0300\"\nid=\"10de:1\"").is_err()
+        );
+        assert!(build_from_str("bogus = 1").is_err());
+        assert!(
+            build_from_str(
+                "[[device]]\nbdf = \"01:00.0\"\nclass=\"0300\"\nid=\"10de:2204\"\nparent=\"00:01.0\""
+            )
+            .is_err()
+        );
+    }
+}

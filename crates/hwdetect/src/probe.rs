@@ -1,0 +1,140 @@
+//! [`Probe`]: the read side of [`HostRoot`] as detection uses it, optionally recording every
+//! path it touched (and the bytes it read) so `capture` can archive exactly that subset.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use hostio::HostRoot;
+
+/// How detection used a host path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Touch {
+    /// Its content was read (the bytes detection saw); symlinks on the way are followed.
+    Content(Vec<u8>),
+    /// It exists but reading it failed (not "not found"): the capture keeps it unreadable.
+    Unreadable,
+    /// Only its existence or kind mattered. `follow`: whether a final symlink was followed.
+    Node { follow: bool },
+}
+
+/// Reads host files through a [`HostRoot`]; when recording, remembers each host path touched.
+#[derive(Debug)]
+pub(crate) struct Probe<'a> {
+    root: &'a HostRoot,
+    log: Option<RefCell<BTreeMap<PathBuf, Touch>>>,
+}
+
+impl<'a> Probe<'a> {
+    pub fn new(root: &'a HostRoot) -> Self {
+        Self { root, log: None }
+    }
+
+    pub fn recording(root: &'a HostRoot) -> Self {
+        Self {
+            root,
+            log: Some(RefCell::new(BTreeMap::new())),
+        }
+    }
+
+    /// The touched paths, when recording.
+    pub fn into_log(self) -> BTreeMap<PathBuf, Touch> {
+        self.log.map(RefCell::into_inner).unwrap_or_default()
+    }
+
+    fn note(&self, path: &Path, touch: Touch) {
+        if let Some(log) = &self.log {
+            let mut log = log.borrow_mut();
+            // Content is the strongest record; a later existence check must not erase it.
+            match (log.get(path), &touch) {
+                (Some(Touch::Content(_)), _) => {}
+                (Some(Touch::Unreadable), Touch::Node { .. }) => {}
+                (Some(Touch::Node { follow: true }), Touch::Node { follow: false }) => {}
+                _ => {
+                    log.insert(path.to_path_buf(), touch);
+                }
+            }
+        }
+    }
+
+    /// Reads a text file (lossily: sysfs and procfs are ASCII, a stray byte must not fail it).
+    pub fn read(&self, host_path: impl AsRef<Path>) -> io::Result<String> {
+        let host_path = host_path.as_ref();
+        let bytes = match self.root.read(host_path) {
+            Ok(b) => b,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::NotFound {
+                    self.note(host_path, Touch::Unreadable);
+                }
+                return Err(e);
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        self.note(host_path, Touch::Content(bytes));
+        Ok(text)
+    }
+
+    /// Like [`Probe::read`] but a missing file is `Ok(None)`.
+    pub fn read_optional(&self, host_path: impl AsRef<Path>) -> io::Result<Option<String>> {
+        match self.read(host_path) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The last component of a symlink's target (`driver` → `nvidia`); `Ok(None)` if absent.
+    pub fn link_name(&self, host_path: impl AsRef<Path>) -> io::Result<Option<String>> {
+        let host_path = host_path.as_ref();
+        match self.root.link_name(host_path) {
+            Ok(name) => {
+                self.note(host_path, Touch::Node { follow: false });
+                Ok(Some(name))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sorted entry names of a directory. Each entry is recorded as a node (symlinks kept).
+    pub fn list(&self, host_path: impl AsRef<Path>) -> io::Result<Vec<String>> {
+        let host_path = host_path.as_ref();
+        let names = self.root.read_dir_names(host_path)?;
+        self.note(host_path, Touch::Node { follow: true });
+        for n in &names {
+            self.note(&host_path.join(n), Touch::Node { follow: false });
+        }
+        Ok(names)
+    }
+
+    /// Whether the path exists, following symlinks.
+    pub fn exists(&self, host_path: impl AsRef<Path>) -> bool {
+        let host_path = host_path.as_ref();
+        let found = self.root.path(host_path).exists();
+        if found {
+            self.note(host_path, Touch::Node { follow: true });
+        }
+        found
+    }
+
+    /// Whether the path itself exists (a dangling symlink counts), not following it.
+    pub fn lexists(&self, host_path: impl AsRef<Path>) -> bool {
+        let host_path = host_path.as_ref();
+        let found = self.root.path(host_path).symlink_metadata().is_ok();
+        if found {
+            self.note(host_path, Touch::Node { follow: false });
+        }
+        found
+    }
+
+    /// Whether the path is a directory (following symlinks).
+    pub fn is_dir(&self, host_path: impl AsRef<Path>) -> bool {
+        let host_path = host_path.as_ref();
+        let dir = self.root.path(host_path).is_dir();
+        if dir {
+            self.note(host_path, Touch::Node { follow: true });
+        }
+        dir
+    }
+}

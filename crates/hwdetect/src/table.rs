@@ -1,0 +1,171 @@
+//! The human view of [`HostFacts`]: a GPU table (GPU → group → isolation and blockers → driver
+//! → boot VGA) followed by one summary line per topic. Built from the same structs as `--json`.
+
+use std::fmt::Write as _;
+
+use crate::facts::{CpuVendor, HostFacts, Virtualization};
+
+/// Renders the facts as a readable table. Returns the text; the caller prints it.
+pub fn render_table(facts: &HostFacts) -> String {
+    let mut out = String::new();
+    if facts.gpus.is_empty() {
+        out.push_str("GPUs: no NVIDIA GPU (vendor 10de, class 0300/0302) found\n");
+    } else {
+        let header = [
+            "GPU", "NAME", "GROUP", "ISOLATED", "BLOCKERS", "DRIVER", "BOOT VGA",
+        ];
+        let rows: Vec<[String; 7]> = facts
+            .gpus
+            .iter()
+            .map(|g| {
+                [
+                    g.bdf.clone(),
+                    g.name.clone(),
+                    g.iommu_group.map_or("-".into(), |n| n.to_string()),
+                    match g.isolated {
+                        Some(true) => "yes".into(),
+                        Some(false) => "NO".into(),
+                        None => "unknown".into(),
+                    },
+                    if g.group_blockers.is_empty() {
+                        "-".into()
+                    } else {
+                        g.group_blockers.join(",")
+                    },
+                    g.driver.clone().unwrap_or_else(|| "(none)".into()),
+                    if g.boot_vga { "yes" } else { "no" }.into(),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(str::len);
+        for r in &rows {
+            for (w, cell) in widths.iter_mut().zip(r) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[&str]| {
+            let mut s = String::new();
+            for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+                if i + 1 == cells.len() {
+                    s.push_str(c);
+                } else {
+                    let _ = write!(s, "{c:<w$}  ");
+                }
+            }
+            s.push('\n');
+            s
+        };
+        out.push_str(&line(&header));
+        for (g, r) in facts.gpus.iter().zip(&rows) {
+            out.push_str(&line(&r.each_ref().map(String::as_str)));
+            let funcs: Vec<String> = g
+                .functions
+                .iter()
+                .zip(&g.function_drivers)
+                .map(|(f, d)| format!("{f} ({})", d.as_deref().unwrap_or("no driver")))
+                .collect();
+            let _ = writeln!(out, "  functions: {}", funcs.join(", "));
+            if g.isolated.is_none() {
+                out.push_str("  isolation unknown: no IOMMU groups (IOMMU off or unsupported)\n");
+            }
+        }
+    }
+    if !facts.nvswitches.is_empty() {
+        let _ = writeln!(
+            out,
+            "NVSwitches: {} (class 0680 bridges, not GPUs)",
+            facts.nvswitches.join(", ")
+        );
+    }
+    out.push('\n');
+
+    let vendor = match facts.cpu.vendor {
+        CpuVendor::Intel => "intel",
+        CpuVendor::Amd => "amd",
+        CpuVendor::Unknown => "unknown vendor",
+    };
+    let virt = match facts.cpu.virtualization {
+        Some(Virtualization::Vmx) => "vmx",
+        Some(Virtualization::Svm) => "svm",
+        None => "no vmx/svm flag",
+    };
+    let _ = writeln!(
+        out,
+        "CPU:    {vendor}, {virt}{}",
+        facts
+            .cpu
+            .model_name
+            .as_deref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default()
+    );
+    let os = if facts.os.id.is_empty() {
+        "unknown".to_string()
+    } else {
+        format!("{} {}", facts.os.id, facts.os.version_id)
+    };
+    let _ = writeln!(out, "OS:     {}", os.trim_end());
+    let _ = writeln!(
+        out,
+        "KVM:    {}",
+        if facts.kvm.available {
+            "/dev/kvm present"
+        } else {
+            "/dev/kvm missing"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "IOMMU:  {}; cmdline: {}",
+        if facts.iommu.enabled {
+            format!("enabled, {} groups", facts.iommu.group_count)
+        } else {
+            "no IOMMU groups".to_string()
+        },
+        if facts.iommu.cmdline.is_empty() {
+            "(no iommu args)".to_string()
+        } else {
+            facts.iommu.cmdline.join(" ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "NVIDIA: kernel module {}",
+        if facts.nvidia_module_loaded {
+            "loaded"
+        } else {
+            "not loaded"
+        }
+    );
+    for n in &facts.nics {
+        let mut s = format!(
+            "NIC:    {} {} {}",
+            n.name,
+            n.state,
+            n.mac.as_deref().unwrap_or("-")
+        );
+        if !n.addresses.is_empty() {
+            let _ = write!(s, " {}", n.addresses.join(" "));
+        }
+        if n.is_bridge {
+            s.push_str(" [bridge]");
+        }
+        if let Some(b) = &n.bridge {
+            let _ = write!(s, " [in bridge {b}]");
+        }
+        if n.default_route
+            && let Some(d) = &facts.default_route
+        {
+            let _ = write!(s, " [default route via {}]", d.gateway);
+        }
+        out.push_str(&s);
+        out.push('\n');
+    }
+    if facts.nics.is_empty() {
+        out.push_str("NIC:    none found\n");
+    }
+    if !facts.warnings.is_empty() {
+        let _ = writeln!(out, "Warnings: {} (listed on stderr)", facts.warnings.len());
+    }
+    out
+}

@@ -1,0 +1,356 @@
+//! Detection on the committed fixture hosts (tests/fixtures/hosts): JSON and table snapshots
+//! for every host, exact facts for the five real hosts, and the capture round trip.
+
+use std::path::Path;
+
+use hostio::HostRoot;
+use hwdetect::{CpuVendor, HostFacts, Virtualization, capture, detect, render_table};
+
+fn facts(host: &str) -> HostFacts {
+    let tree = fixture_builder::build_host(host);
+    detect(&HostRoot::new(tree.path()))
+}
+
+fn gpu<'a>(f: &'a HostFacts, bdf: &str) -> &'a hwdetect::Gpu {
+    f.gpus
+        .iter()
+        .find(|g| g.bdf == bdf)
+        .unwrap_or_else(|| panic!("no GPU {bdf} in {:?}", f.gpus))
+}
+
+fn bdfs(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn snapshot_every_fixture() {
+    for host in fixture_builder::host_names() {
+        let f = facts(&host);
+        insta::assert_json_snapshot!(format!("{host}.json"), f);
+        insta::assert_snapshot!(format!("{host}.table"), render_table(&f));
+    }
+}
+
+#[test]
+fn b550_gt710_shares_group_13_and_rtx2070s_is_isolated() {
+    let f = facts("amd-b550m-gt710-rtx2070s");
+    assert_eq!(f.cpu.vendor, CpuVendor::Amd);
+    assert_eq!(f.cpu.virtualization, Some(Virtualization::Svm));
+    assert!(f.iommu.enabled);
+    assert_eq!(f.iommu.group_count, 20);
+    assert_eq!(f.gpus.len(), 2);
+
+    let gt710 = gpu(&f, "0000:04:00.0");
+    assert_eq!(gt710.name, "GK208B [GeForce GT 710]");
+    assert_eq!(gt710.chip.as_deref(), Some("GK208B"));
+    assert_eq!(gt710.iommu_group, Some(13));
+    assert_eq!(gt710.isolated, Some(false));
+    assert_eq!(gt710.functions, bdfs(&["0000:04:00.0", "0000:04:00.1"]));
+    // The chipset USB/SATA and the NIC block; the bridges 02:00.2, 03:00.0, 03:09.0 do not.
+    assert_eq!(
+        gt710.group_blockers,
+        bdfs(&["0000:02:00.0", "0000:02:00.1", "0000:2a:00.0"])
+    );
+
+    let rtx = gpu(&f, "0000:2b:00.0");
+    assert_eq!(rtx.name, "TU104 [GeForce RTX 2070 SUPER]");
+    assert_eq!(rtx.chip.as_deref(), Some("TU104"));
+    assert_eq!(rtx.iommu_group, Some(14));
+    assert_eq!(rtx.isolated, Some(true));
+    assert!(rtx.group_blockers.is_empty());
+    assert_eq!(
+        rtx.functions,
+        bdfs(&[
+            "0000:2b:00.0",
+            "0000:2b:00.1",
+            "0000:2b:00.2",
+            "0000:2b:00.3"
+        ])
+    );
+    assert_eq!(
+        rtx.function_ids,
+        ["10de:1e84", "10de:10f8", "10de:1ad8", "10de:1ad9"]
+    );
+    assert!(f.nvswitches.is_empty());
+}
+
+#[test]
+fn z170_gtx960_isolated_with_its_root_port() {
+    let f = facts("intel-z170-gtx960");
+    assert_eq!(f.cpu.vendor, CpuVendor::Intel);
+    assert_eq!(f.cpu.virtualization, Some(Virtualization::Vmx));
+    assert_eq!(f.iommu.group_count, 14);
+    assert_eq!(f.iommu.cmdline, ["intel_iommu=on", "iommu=pt"]);
+    assert_eq!(f.gpus.len(), 1, "the Intel iGPU is not an NVIDIA GPU");
+    let g = gpu(&f, "0000:01:00.0");
+    assert_eq!(g.name, "GM206 [GeForce GTX 960]");
+    assert_eq!(g.chip.as_deref(), Some("GM206"));
+    assert_eq!(g.iommu_group, Some(1));
+    assert_eq!(g.isolated, Some(true));
+    assert!(g.group_blockers.is_empty());
+    assert_eq!(g.functions, bdfs(&["0000:01:00.0", "0000:01:00.1"]));
+    assert!(!g.boot_vga);
+    let bridge = f.pci_devices.iter().find(|d| d.bdf == "0000:00:01.0");
+    assert_eq!(bridge.map(|d| d.iommu_group), Some(Some(1)));
+    assert_eq!(f.pci_devices.len(), 20);
+}
+
+#[test]
+fn z370_has_no_gpus() {
+    let f = facts("intel-z370-no-nvidia");
+    assert!(f.gpus.is_empty());
+    assert!(f.nvswitches.is_empty());
+    assert_eq!(f.pci_devices.len(), 15);
+    assert_eq!(f.iommu.group_count, 12);
+    assert_eq!(
+        f.iommu.cmdline,
+        ["amd_iommu=on", "iommu=pt", "intel_iommu=on"]
+    );
+    assert_eq!(f.os.id, "debian");
+}
+
+#[test]
+fn hgx_has_eight_h200_and_no_nvswitch_counted() {
+    let f = facts("hgx-h200x8-nvswitch-truncated");
+    assert_eq!(f.gpus.len(), 8);
+    for g in &f.gpus {
+        assert_eq!(g.class, "0302");
+        assert_eq!(g.name, "GH100 [H200 SXM 141GB]");
+        assert_eq!(g.chip.as_deref(), Some("GH100"));
+        assert_eq!(g.driver.as_deref(), Some("nvidia"));
+        assert_eq!(g.isolated, Some(true));
+        assert_eq!(g.functions, std::slice::from_ref(&g.bdf));
+        assert!(!g.boot_vga);
+    }
+    let groups: Vec<Option<u32>> = f.gpus.iter().map(|g| g.iommu_group).collect();
+    assert_eq!(
+        groups,
+        [59, 50, 41, 15, 107, 98, 89, 79].map(Some),
+        "GPUs sorted by BDF: 18, 2a, 3a, 5d, 9a, ab, ba, db"
+    );
+    assert_eq!(f.nvswitches, bdfs(&["0000:05:00.0", "0000:06:00.0"]));
+    assert_eq!(f.cpu.vendor, CpuVendor::Unknown);
+    assert!(f.warnings.iter().any(|w| w.starts_with("/proc/cpuinfo:")));
+}
+
+#[test]
+fn ryzen_1080ti_without_groups_has_unknown_isolation() {
+    let f = facts("amd-ryzen-gtx1080ti-nogroups");
+    assert!(!f.iommu.enabled);
+    assert_eq!(f.iommu.group_count, 0);
+    assert_eq!(f.gpus.len(), 1);
+    let g = gpu(&f, "0000:29:00.0");
+    assert_eq!(g.name, "GP102 [GeForce GTX 1080 Ti]");
+    assert_eq!(g.chip.as_deref(), Some("GP102"));
+    assert_eq!(g.iommu_group, None);
+    assert_eq!(g.isolated, None);
+    assert!(g.group_blockers.is_empty());
+    assert_eq!(g.functions, bdfs(&["0000:29:00.0", "0000:29:00.1"]));
+    assert_eq!(
+        g.function_drivers,
+        [
+            Some("nvidia".to_string()),
+            Some("snd_hda_intel".to_string())
+        ]
+    );
+    assert!(g.boot_vga);
+    assert!(f.nvidia_module_loaded);
+    assert_eq!(f.pci_devices.len(), 40);
+    let json = serde_json::to_value(&f).unwrap();
+    assert_eq!(json["gpus"][0]["isolated"], serde_json::Value::Null);
+    assert_eq!(json["gpus"][0]["iommu_group"], serde_json::Value::Null);
+}
+
+#[test]
+fn iommu_off_means_unknown_not_isolated() {
+    let f = facts("synthetic-iommu-off");
+    assert!(!f.iommu.enabled);
+    assert!(f.iommu.cmdline.is_empty());
+    let g = gpu(&f, "0000:01:00.0");
+    assert_eq!((g.iommu_group, g.isolated), (None, None));
+    assert_eq!(g.reset_methods, ["bus"]);
+    assert!(g.reset);
+}
+
+#[test]
+fn vfio_bound_gpu_and_bridge_membership() {
+    let f = facts("synthetic-vfio-bound");
+    let g = gpu(&f, "0000:01:00.0");
+    assert_eq!(g.driver.as_deref(), Some("vfio-pci"));
+    assert_eq!(
+        g.function_drivers,
+        [Some("vfio-pci".to_string()), Some("vfio-pci".to_string())]
+    );
+    assert_eq!(g.isolated, Some(true));
+    let dev = f.pci_devices.iter().find(|d| d.bdf == g.bdf).unwrap();
+    assert_eq!(dev.driver_override.as_deref(), Some("vfio-pci"));
+    assert!(!f.nvidia_module_loaded);
+    assert_eq!(
+        f.iommu.cmdline,
+        [
+            "intel_iommu=on",
+            "iommu=pt",
+            "vfio-pci.ids=10de:2204,10de:1aef"
+        ]
+    );
+
+    let nic = |n: &str| f.nics.iter().find(|x| x.name == n).unwrap();
+    let br0 = nic("br0");
+    assert!(br0.is_bridge && !br0.physical && br0.default_route);
+    assert_eq!(
+        br0.addresses,
+        ["198.18.11.10/24", "fe80::aaa1:59ff:fe00:11/64"]
+    );
+    let port = nic("enp5s0");
+    assert!(port.physical && !port.is_bridge);
+    assert_eq!(port.bridge.as_deref(), Some("br0"));
+    assert!(port.addresses.is_empty());
+    assert_eq!(nic("virbr0").addresses, ["198.18.12.1/24"]);
+    assert_eq!(nic("lo").addresses, ["127.0.0.1/8", "::1/128"]);
+    let d = f.default_route.as_ref().unwrap();
+    assert_eq!(
+        (d.interface.as_str(), d.gateway.as_str()),
+        ("br0", "198.18.11.1")
+    );
+}
+
+#[test]
+fn amd_cpu_host() {
+    let f = facts("synthetic-amd-cpu");
+    assert_eq!(f.cpu.vendor, CpuVendor::Amd);
+    assert_eq!(f.cpu.virtualization, Some(Virtualization::Svm));
+    assert_eq!(f.iommu.cmdline, ["iommu=pt"]);
+    assert_eq!(f.gpus.len(), 2, "the ASPEED BMC VGA is not an NVIDIA GPU");
+    let l40s = gpu(&f, "0000:41:00.0");
+    assert_eq!(l40s.class, "0302");
+    assert!(l40s.mdev_supported);
+    assert_eq!(l40s.isolated, Some(true));
+    assert_eq!(gpu(&f, "0000:01:00.0").chip.as_deref(), Some("AD102"));
+}
+
+#[test]
+fn nvidia_boot_vga_as_only_display() {
+    let f = facts("synthetic-nvidia-boot-vga-only");
+    assert_eq!(f.gpus.len(), 1);
+    let g = &f.gpus[0];
+    assert!(g.boot_vga);
+    assert_eq!(g.functions.len(), 4);
+    assert_eq!(g.isolated, Some(true));
+    let vga: Vec<_> = f.pci_devices.iter().filter(|d| d.class == "0300").collect();
+    assert_eq!(vga.len(), 1);
+}
+
+#[test]
+fn broken_files_warn_with_paths_and_detection_goes_on() {
+    let f = facts("synthetic-broken-files");
+    let has = |needle: &str| f.warnings.iter().any(|w| w.contains(needle));
+    assert!(
+        has("/sys/bus/pci/devices/0000:01:00.1/vendor: cannot read"),
+        "{:#?}",
+        f.warnings
+    );
+    assert!(has(
+        "/sys/bus/pci/devices/0000:03:00.0/class: malformed value \"0xZZ\""
+    ));
+    assert!(has("/sys/bus/pci/devices/0000:04:00.0/device: cannot read"));
+    assert!(has(
+        "/sys/bus/pci/devices/0000:01:00.0/boot_vga: malformed value \"yes\""
+    ));
+    assert!(has("/etc/os-release: no ID= line"));
+    assert!(has("/proc/net/route: cannot read"));
+    assert_eq!(f.cpu.virtualization, None);
+    assert_eq!(f.pci_devices.len(), 6);
+
+    let g = gpu(&f, "0000:01:00.0");
+    assert_eq!(g.functions, bdfs(&["0000:01:00.0", "0000:01:00.1"]));
+    assert_eq!(g.isolated, Some(true));
+    let a100 = gpu(&f, "0000:02:00.0");
+    assert_eq!(
+        a100.isolated,
+        Some(false),
+        "an unreadable class is never a bridge"
+    );
+    assert_eq!(a100.group_blockers, bdfs(&["0000:03:00.0"]));
+}
+
+#[test]
+fn empty_root_gives_warnings_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = detect(&HostRoot::new(dir.path()));
+    assert!(f.gpus.is_empty() && f.pci_devices.is_empty());
+    assert!(f.warnings.len() >= 5, "{:#?}", f.warnings);
+    assert!(!render_table(&f).is_empty());
+}
+
+/// Extracts a capture with the `tar` crate (a plain unpack, like `tar xzf`).
+fn extract(archive: &Path, into: &Path) {
+    let f = std::fs::File::open(archive).expect("open capture");
+    tar::Archive::new(flate2::read::GzDecoder::new(f))
+        .unpack(into)
+        .expect("extract capture");
+}
+
+#[test]
+fn capture_round_trips_on_every_fixture() {
+    for host in fixture_builder::host_names() {
+        let tree = fixture_builder::build_host(&host);
+        let root = HostRoot::new(tree.path());
+        let before = detect(&root);
+        let out = tempfile::tempdir().unwrap();
+        let archive = out.path().join("capture.tar.gz");
+        let n = capture(&root, &archive).unwrap();
+        assert!(n > 0, "{host}");
+        let x = out.path().join("x");
+        extract(&archive, &x);
+        let after = detect(&HostRoot::new(&x));
+        assert_eq!(
+            before, after,
+            "{host}: detect differs after capture round trip"
+        );
+    }
+}
+
+#[test]
+fn capture_holds_only_what_detection_reads() {
+    let tree = fixture_builder::build_host("synthetic-vfio-bound");
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("c.tar.gz");
+    capture(&HostRoot::new(tree.path()), &archive).unwrap();
+    let f = std::fs::File::open(&archive).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut names = Vec::new();
+    let mut links = Vec::new();
+    for e in a.entries().unwrap() {
+        let e = e.unwrap();
+        let p = e.path().unwrap().to_string_lossy().into_owned();
+        if e.header().entry_type() == tar::EntryType::Symlink {
+            links.push((
+                p.clone(),
+                e.link_name()
+                    .unwrap()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            ));
+        }
+        names.push(p);
+    }
+    let link = |p: &str| links.iter().find(|(l, _)| l == p).map(|(_, t)| t.as_str());
+    // Symlinks are kept, with the kernel's relative targets.
+    assert_eq!(
+        link("sys/bus/pci/devices/0000:01:00.0"),
+        Some("../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0")
+    );
+    assert_eq!(
+        link("sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/driver"),
+        Some("../../../../bus/pci/drivers/vfio-pci")
+    );
+    assert_eq!(link("etc/os-release"), Some("../usr/lib/os-release"));
+    assert_eq!(link("proc/net"), Some("self/net"));
+    assert!(names.contains(&"usr/lib/os-release".to_string()));
+    // Nothing detection does not read: driver directories, brif links, extra attributes.
+    for p in &names {
+        assert!(!p.starts_with("sys/bus/pci/drivers"), "{p}");
+        assert!(!p.contains("/brif"), "{p}");
+    }
+}
