@@ -1,0 +1,232 @@
+//! The one error type of the vmctl library: variants are named after the operation that failed,
+//! carry the name/path/URL involved and keep the cause as `#[source]`.
+
+use std::path::PathBuf;
+
+use hostio::CommandError;
+
+/// How the binary should exit for an error (documented in `vmctl --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// 1: something failed while doing the work.
+    Failure,
+    /// 2: bad usage or refused; nothing was changed.
+    Usage,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid VM name {name:?}: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("a domain named {name:?} already exists")]
+    NameTaken { name: String },
+    #[error("no domain named {name:?}")]
+    NoSuchDomain { name: String },
+    #[error("invalid {option} {value:?}: {reason}")]
+    InvalidOption {
+        option: String,
+        value: String,
+        reason: String,
+    },
+    #[error("bridge {bridge:?} does not exist on this host")]
+    MissingBridge { bridge: String },
+    #[error("SSH public key {}: {reason}", path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none found)".into()))]
+    MissingSshKey {
+        path: Option<PathBuf>,
+        reason: String,
+    },
+    #[error("{ip} is outside the subnet(s) of bridge {bridge}: {subnets}")]
+    IpOutsideBridge {
+        ip: String,
+        bridge: String,
+        subnets: String,
+    },
+    #[error("unknown Ubuntu release {release:?} (known: {known})")]
+    UnknownRelease { release: String, known: String },
+    #[error("read config file {path}")]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse config file {path}")]
+    ParseConfig {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("config file {path}: {reason}")]
+    BadConfig { path: PathBuf, reason: String },
+    #[error("connect to libvirt at {uri}")]
+    Connect {
+        uri: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("libvirt: {op} {name}")]
+    Libvirt {
+        op: &'static str,
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("read domain XML of {name}")]
+    ParseDomainXml {
+        name: String,
+        #[source]
+        source: quick_xml::Error,
+    },
+    #[error("render domain XML of {name}")]
+    RenderDomainXml {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("render cloud-init {file}")]
+    RenderSeed {
+        file: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot reach {url}")]
+    FetchUnreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("download {url}")]
+    Download {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url} answered HTTP {status}")]
+    HttpStatus { url: String, status: u16 },
+    #[error(
+        "checksum mismatch for {url}: expected sha256 {expected}, got {actual}; the download was deleted"
+    )]
+    ChecksumMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{file} is not listed in {sums_url}")]
+    NotInChecksums { file: String, sums_url: String },
+    #[error("verify the signature of {sums_url} with keyring {keyring}")]
+    BadSignature {
+        sums_url: String,
+        keyring: PathBuf,
+        #[source]
+        source: CommandError,
+    },
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("inspect image {path}")]
+    ImageInfo {
+        path: PathBuf,
+        #[source]
+        source: CommandError,
+    },
+    #[error("create disk {path}")]
+    CreateOverlay {
+        path: PathBuf,
+        #[source]
+        source: CommandError,
+    },
+    #[error("write cloud-init seed {path}")]
+    WriteSeed {
+        path: PathBuf,
+        #[source]
+        source: CommandError,
+    },
+    #[error("timed out after {secs} s waiting for {what}")]
+    Timeout { what: String, secs: u64 },
+    #[error("{name} is running")]
+    DomainRunning { name: String },
+    #[error("refusing to delete {name} without confirmation")]
+    NotConfirmed { name: String },
+    #[error("no IP address known for {name}")]
+    NoAddress { name: String },
+}
+
+impl Error {
+    pub fn exit_kind(&self) -> ExitKind {
+        use Error::*;
+        match self {
+            InvalidName { .. }
+            | NameTaken { .. }
+            | NoSuchDomain { .. }
+            | InvalidOption { .. }
+            | MissingBridge { .. }
+            | MissingSshKey { .. }
+            | IpOutsideBridge { .. }
+            | UnknownRelease { .. }
+            | ParseConfig { .. }
+            | BadConfig { .. }
+            | FetchUnreachable { .. }
+            | NotConfirmed { .. }
+            | DomainRunning { .. } => ExitKind::Usage,
+            HttpStatus { status, .. } if (400..500).contains(status) => ExitKind::Usage,
+            _ => ExitKind::Failure,
+        }
+    }
+
+    /// Concrete next steps for the user, printed by the binary as `help:` lines.
+    pub fn help(&self) -> Vec<String> {
+        use Error::*;
+        match self {
+            InvalidName { .. } => vec![
+                "use letters, digits, '.', '_' and '-' only, starting with a letter or digit (at most 63 characters)".into(),
+            ],
+            NameTaken { name } => vec![format!(
+                "pick another name, or remove the old VM with `vmctl delete {name} --yes`"
+            )],
+            NoSuchDomain { .. } => vec!["`vmctl list` shows the defined VMs".into()],
+            InvalidOption { option, .. } => vec![format!("see `vmctl create ubuntu --help` for the format of {option}")],
+            MissingBridge { bridge } => vec![
+                format!("create the bridge first (gpu-vm-bootstrap does), or pass an existing one with --bridge; `ip link show type bridge` lists them (asked for {bridge})"),
+            ],
+            MissingSshKey { .. } => vec![
+                "create a key with `ssh-keygen -t ed25519`, or pass one with --ssh-key FILE.pub".into(),
+            ],
+            IpOutsideBridge { .. } => vec![
+                "pick an address in the bridge's subnet, or use --dhcp".into(),
+            ],
+            UnknownRelease { .. } => vec!["pass a known --release, or --image PATH|URL".into()],
+            ReadConfig { path, .. } | ParseConfig { path, .. } | BadConfig { path, .. } => vec![
+                format!("fix {} (keys are listed in the README), or point --config elsewhere", path.display()),
+            ],
+            Connect { uri, .. } => vec![format!(
+                "is libvirtd running and may you use it? Try `virsh -c {uri} list`, or pass --connect URI"
+            )],
+            Libvirt { op, .. } if *op == "start" => vec![
+                "if KVM fails here (\"emulation failure\", \"failed to set MSR\"), retry with --domain-type qemu --cpu-mode host-model".into(),
+                "the serial console log in the VM's storage directory shows what the guest did".into(),
+            ],
+            FetchUnreachable { .. } | HttpStatus { .. } => vec![
+                "check the URL, or set a mirror with VMCTL_UBUNTU_CLOUD_URL or ubuntu_cloud_url in /etc/vmctl/config.toml".into(),
+            ],
+            ChecksumMismatch { .. } => vec!["retry; if it persists the mirror serves a bad file".into()],
+            BadSignature { keyring, .. } => vec![format!(
+                "the SHA256SUMS signature did not verify with {}; do not use this mirror",
+                keyring.display()
+            )],
+            Timeout { .. } => vec!["the VM may still be booting: `vmctl info NAME` shows its console log path".into()],
+            DomainRunning { name } => vec![format!("stop it first: `vmctl stop {name}` (add --force to power it off)")],
+            NotConfirmed { name } => vec![format!("re-run with --yes: `vmctl delete {name} --yes`")],
+            NoAddress { .. } => vec![
+                "the VM has no static IP in vmctl's metadata, no guest agent answer and no neighbour entry; is it running?".into(),
+            ],
+            CreateOverlay { .. } | ImageInfo { .. } => vec!["is qemu-utils installed (`qemu-img`)?".into()],
+            WriteSeed { .. } => vec!["is genisoimage installed?".into()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

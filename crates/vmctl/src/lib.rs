@@ -1,0 +1,17 @@
+//! vmctl as a library: the libvirt layer, the domain spec, the image cache, seeds, disks and the
+//! commands. The `vmctl` binary (`main.rs`) only parses arguments and renders results.
+
+pub mod cache;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod libvirt;
+pub mod names;
+pub mod releases;
+pub mod seed;
+pub mod yaml;
+
+pub use error::{Error, ExitKind, Result};
+
+/// vmctl's version, recorded in every domain it creates.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

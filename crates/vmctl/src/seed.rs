@@ -1,0 +1,345 @@
+//! The cloud-init NoCloud seed: `user-data`, `meta-data` (with `instance-id`) and
+//! `network-config` (v2) rendered purely from a [`SeedSpec`], then written as an ISO 9660 volume
+//! labelled `cidata` with Joliet + Rock Ridge (lowercase names) by `genisoimage` through the
+//! runner. Format: https://cloudinit.readthedocs.io/en/latest/reference/datasources/nocloud.html
+
+use std::path::{Path, PathBuf};
+
+use hostio::{Cmd, CommandRunner};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// The guest's network, matched by the NIC's MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "mode")]
+pub enum GuestNetwork {
+    Dhcp {
+        mac: String,
+    },
+    Static {
+        mac: String,
+        /// `A.B.C.D/NN`.
+        address: String,
+        gateway: Option<String>,
+        dns: Vec<String>,
+    },
+}
+
+/// What goes into the seed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeedSpec {
+    pub hostname: String,
+    pub instance_id: String,
+    pub user: String,
+    pub ssh_authorized_keys: Vec<String>,
+    /// A crypt(3) hash; vmctl never puts a plaintext password in user-data.
+    pub password_hash: Option<String>,
+    pub packages: Vec<String>,
+    pub network: GuestNetwork,
+}
+
+#[derive(Serialize)]
+struct UserData<'a> {
+    hostname: &'a str,
+    manage_etc_hosts: &'a str,
+    ssh_pwauth: bool,
+    disable_root: bool,
+    /// ed25519 only: under TCG each host key type costs seconds at first boot.
+    ssh_genkeytypes: Vec<&'a str>,
+    users: Vec<User<'a>>,
+    packages: Vec<&'a str>,
+    runcmd: Vec<Vec<&'a str>>,
+}
+
+#[derive(Serialize)]
+struct User<'a> {
+    name: &'a str,
+    groups: Vec<&'a str>,
+    shell: &'a str,
+    sudo: &'a str,
+    lock_passwd: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hashed_passwd: Option<&'a str>,
+    ssh_authorized_keys: &'a [String],
+}
+
+/// `#cloud-config` user-data.
+pub fn user_data(spec: &SeedSpec) -> Result<String> {
+    let mut packages: Vec<&str> = vec!["qemu-guest-agent"];
+    for p in &spec.packages {
+        if !packages.contains(&p.as_str()) {
+            packages.push(p);
+        }
+    }
+    let ud = UserData {
+        hostname: &spec.hostname,
+        manage_etc_hosts: "localhost",
+        ssh_pwauth: false,
+        disable_root: true,
+        ssh_genkeytypes: vec!["ed25519"],
+        users: vec![User {
+            name: &spec.user,
+            groups: vec!["sudo"],
+            shell: "/bin/bash",
+            sudo: "ALL=(ALL) NOPASSWD:ALL",
+            lock_passwd: spec.password_hash.is_none(),
+            hashed_passwd: spec.password_hash.as_deref(),
+            ssh_authorized_keys: &spec.ssh_authorized_keys,
+        }],
+        packages,
+        // The agent's unit is started by udev when its virtio port appears; start it in case the
+        // package was only just installed.
+        runcmd: vec![vec!["systemctl", "start", "qemu-guest-agent"]],
+    };
+    let body = crate::yaml::to_string(&ud).map_err(|source| Error::RenderSeed {
+        file: "user-data",
+        source,
+    })?;
+    Ok(format!("#cloud-config\n{body}"))
+}
+
+/// `meta-data`: cloud-init reruns per-instance modules only when `instance-id` changes.
+pub fn meta_data(spec: &SeedSpec) -> String {
+    format!(
+        "instance-id: {}\nlocal-hostname: {}\n",
+        spec.instance_id, spec.hostname
+    )
+}
+
+#[derive(Serialize)]
+struct NetworkV2<'a> {
+    version: u8,
+    ethernets: std::collections::BTreeMap<&'a str, Ethernet<'a>>,
+}
+
+#[derive(Serialize)]
+struct Ethernet<'a> {
+    #[serde(rename = "match")]
+    matches: MatchMac<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dhcp4: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    addresses: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<Route<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nameservers: Option<Nameservers<'a>>,
+}
+
+#[derive(Serialize)]
+struct MatchMac<'a> {
+    macaddress: &'a str,
+}
+
+#[derive(Serialize)]
+struct Route<'a> {
+    /// `0.0.0.0/0` rather than `default`: older cloud-init (Debian 12's 22.4) only parses CIDRs.
+    to: &'a str,
+    via: &'a str,
+}
+
+#[derive(Serialize)]
+struct Nameservers<'a> {
+    addresses: Vec<&'a str>,
+}
+
+/// `network-config` version 2, matching the NIC by MAC (names differ between guests).
+pub fn network_config(spec: &SeedSpec) -> Result<String> {
+    let eth = match &spec.network {
+        GuestNetwork::Dhcp { mac } => Ethernet {
+            matches: MatchMac { macaddress: mac },
+            dhcp4: Some(true),
+            addresses: vec![],
+            routes: vec![],
+            nameservers: None,
+        },
+        GuestNetwork::Static {
+            mac,
+            address,
+            gateway,
+            dns,
+        } => Ethernet {
+            matches: MatchMac { macaddress: mac },
+            dhcp4: Some(false),
+            addresses: vec![address],
+            routes: gateway
+                .iter()
+                .map(|g| Route {
+                    to: "0.0.0.0/0",
+                    via: g,
+                })
+                .collect(),
+            nameservers: (!dns.is_empty()).then(|| Nameservers {
+                addresses: dns.iter().map(String::as_str).collect(),
+            }),
+        },
+    };
+    let doc = NetworkV2 {
+        version: 2,
+        ethernets: [("nic0", eth)].into_iter().collect(),
+    };
+    crate::yaml::to_string(&doc).map_err(|source| Error::RenderSeed {
+        file: "network-config",
+        source,
+    })
+}
+
+/// The three seed files, by name.
+pub fn render(spec: &SeedSpec) -> Result<Vec<(&'static str, String)>> {
+    Ok(vec![
+        ("user-data", user_data(spec)?),
+        ("meta-data", meta_data(spec)),
+        ("network-config", network_config(spec)?),
+    ])
+}
+
+/// Writes files as a `cidata` ISO at `out` (files are staged next to it and removed after).
+pub fn write_iso(runner: &dyn CommandRunner, files: &[(&str, String)], out: &Path) -> Result<()> {
+    let stage = staging_dir(out);
+    let io = |op: &'static str, path: PathBuf| move |source| Error::Io { op, path, source };
+    std::fs::create_dir_all(&stage).map_err(io("create", stage.clone()))?;
+    let result = (|| {
+        let mut argv = vec![
+            "genisoimage".to_string(),
+            "-quiet".into(),
+            "-output".into(),
+            out.display().to_string(),
+            "-volid".into(),
+            "cidata".into(),
+            "-joliet".into(),
+            "-rock".into(),
+        ];
+        for (name, body) in files {
+            let p = stage.join(name);
+            std::fs::write(&p, body).map_err(io("write", p.clone()))?;
+            argv.push(p.display().to_string());
+        }
+        runner
+            .run(&Cmd::new(argv))
+            .map(|_| ())
+            .map_err(|source| Error::WriteSeed {
+                path: out.to_path_buf(),
+                source,
+            })
+    })();
+    let _ = std::fs::remove_dir_all(&stage);
+    result
+}
+
+fn staging_dir(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!(".{name}.d"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use hostio::SystemRunner;
+
+    pub fn sample(network: GuestNetwork) -> SeedSpec {
+        SeedSpec {
+            hostname: "e2e1".into(),
+            instance_id: "e2e1-0001".into(),
+            user: "ubuntu".into(),
+            ssh_authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnkmqS0xAbuPsE6mVUf1h7gWOY/mOKs7YiFcBPWnOZ6 test@host".into()],
+            password_hash: None,
+            packages: vec!["htop".into(), "qemu-guest-agent".into()],
+            network,
+        }
+    }
+
+    pub fn static_net() -> GuestNetwork {
+        GuestNetwork::Static {
+            mac: "52:54:00:12:34:56".into(),
+            address: "198.18.0.10/24".into(),
+            gateway: Some("198.18.0.1".into()),
+            dns: vec!["198.18.0.1".into()],
+        }
+    }
+
+    /// Validates user-data with `cloud-init schema` (package cloud-init).
+    pub fn assert_valid_user_data(text: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("user-data");
+        std::fs::write(&p, text).unwrap();
+        let out = std::process::Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&p)
+            .output()
+            .expect("cloud-init is installed (apt-get install cloud-init)");
+        assert!(
+            out.status.success(),
+            "cloud-init schema rejected:\n{text}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn static_seed_snapshot_and_schema() {
+        let spec = sample(static_net());
+        let ud = user_data(&spec).unwrap();
+        assert_valid_user_data(&ud);
+        assert!(!ud.contains("plain_text_passwd") && !ud.contains("hashed_passwd"));
+        insta::assert_snapshot!("user_data_static", ud);
+        insta::assert_snapshot!("network_config_static", network_config(&spec).unwrap());
+        insta::assert_snapshot!("meta_data", meta_data(&spec));
+    }
+
+    #[test]
+    fn dhcp_seed_and_hashed_password() {
+        let mut spec = sample(GuestNetwork::Dhcp {
+            mac: "52:54:00:ab:cd:ef".into(),
+        });
+        spec.password_hash = Some("$6$salt$hashhashhash".into());
+        let ud = user_data(&spec).unwrap();
+        assert_valid_user_data(&ud);
+        assert!(ud.contains("lock_passwd: false"));
+        insta::assert_snapshot!("network_config_dhcp", network_config(&spec).unwrap());
+    }
+
+    #[test]
+    fn seed_iso_has_cidata_label_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("seed.iso");
+        let files = render(&sample(static_net())).unwrap();
+        write_iso(&SystemRunner, &files, &out).unwrap();
+        let blkid = std::process::Command::new("blkid")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&blkid.stdout);
+        assert!(text.contains("LABEL=\"cidata\""), "{text}");
+        assert!(text.contains("TYPE=\"iso9660\""), "{text}");
+        let listing = std::process::Command::new("isoinfo")
+            .args(["-R", "-f", "-i"])
+            .arg(&out)
+            .output();
+        if let Ok(l) = listing {
+            let l = String::from_utf8_lossy(&l.stdout);
+            for f in ["/user-data", "/meta-data", "/network-config"] {
+                assert!(l.lines().any(|x| x == f), "{f} missing in {l}");
+            }
+        }
+        // Staging files are gone; only the ISO remains.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("seed.iso")]);
+    }
+
+    #[test]
+    fn failed_seed_write_cleans_staging() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("seed.iso");
+        let runner = hostio::RecordingRunner::failing_at(0);
+        let err = write_iso(&runner, &render(&sample(static_net())).unwrap(), &out).unwrap_err();
+        assert!(matches!(err, Error::WriteSeed { .. }));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
