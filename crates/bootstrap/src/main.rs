@@ -1,15 +1,25 @@
 //! `gpu-vm-bootstrap`: parses arguments, calls the library, renders the result.
 
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use hostio::HostRoot;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gpu_vm_bootstrap::{
+    Applier, Error as LibError, GpuMode, HostState, Level, Log, Options, Refusal, RepoUrls, Skips,
+    VmctlSource, Watchdog,
+};
+use hostio::{HostRoot, SystemRunner, paths};
 
 /// Prepare an Ubuntu 24.04 host with NVIDIA GPUs as a GPU VM host.
 ///
 /// Phases: preflight, NVIDIA driver/CUDA/container toolkit, KVM/libvirt, IOMMU/VFIO, br0 bridge,
 /// vmctl. Every change is planned first and shown as a diff; nothing is changed by `plan`.
+/// Without a subcommand, `apply` runs.
 ///
 /// Exit codes: 0 ok, 1 failure, 2 bad usage or refused as unsafe.
 #[derive(Debug, Parser)]
@@ -17,19 +27,102 @@ use hostio::HostRoot;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    args: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// passthrough: selected GPUs go to VMs (vfio-pci at boot); host: driver + CUDA on the host;
+    /// none: no GPU work.
+    #[arg(long, global = true, value_enum, default_value = "passthrough")]
+    gpu_mode: GpuModeArg,
+
+    /// A GPU to reserve for VMs (repeatable). Default: every NVIDIA GPU except the boot VGA one.
+    #[arg(long = "gpu", global = true, value_name = "BDF")]
+    gpus: Vec<String>,
+
+    /// Install the NVIDIA driver on the host even when every GPU goes to VMs.
+    #[arg(long, global = true, conflicts_with = "skip_nvidia")]
+    host_driver: bool,
+
+    #[arg(long, global = true)]
+    skip_nvidia: bool,
+    #[arg(long, global = true)]
+    skip_kvm: bool,
+    #[arg(long, global = true)]
+    skip_iommu: bool,
+    #[arg(long, global = true)]
+    skip_bridge: bool,
+    #[arg(long, global = true)]
+    skip_vmctl: bool,
+
+    /// Name of the bridge VMs attach to.
+    #[arg(long, global = true, default_value = "br0", value_name = "NAME")]
+    bridge_name: String,
+
+    /// NIC the bridge takes over. Default: the NIC with the default route.
+    #[arg(
+        long,
+        global = true,
+        value_name = "IFACE",
+        conflicts_with = "skip_bridge"
+    )]
+    bridge_iface: Option<String>,
+
+    /// Print the plan and stop (the same as `plan`).
+    #[arg(long, global = true)]
+    dry_run: bool,
+
+    /// Do not ask for confirmation.
+    #[arg(long, global = true)]
+    yes: bool,
+
+    /// Reboot at the end when a reboot is needed.
+    #[arg(long, global = true, conflicts_with = "dry_run")]
+    reboot: bool,
+
+    /// Go ahead despite overridable refusals (boot VGA GPU, shared IOMMU group, unknown distro).
+    #[arg(long, global = true)]
+    force: bool,
+
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Log file [default: /var/log/gpu-vm-bootstrap.log, inside DIR with --host-root].
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 
     /// Treat DIR as the host's `/`: every /sys, /proc, /etc path is read (and written) under it,
     /// and commands are listed as skipped instead of run.
     #[arg(long, global = true, value_name = "DIR")]
     host_root: Option<PathBuf>,
 
-    /// Print machine-readable JSON on stdout.
-    #[arg(long, global = true)]
-    json: bool,
+    /// Use these host facts (JSON from `detect --json`) instead of detecting them.
+    #[arg(long, global = true, hide = true, value_name = "FILE")]
+    facts: Option<PathBuf>,
+
+    /// Install vmctl from this file instead of looking next to this binary.
+    #[arg(long, global = true, hide = true, value_name = "FILE")]
+    vmctl_from: Option<PathBuf>,
+
+    /// Bridge watchdog: number of checks, and seconds between them.
+    #[arg(long, global = true, hide = true, default_value_t = 15)]
+    watchdog_tries: u32,
+    #[arg(long, global = true, hide = true, default_value_t = 2)]
+    watchdog_interval: u64,
+
+    #[arg(long, global = true, hide = true, env = "GVB_CUDA_KEYRING_URL")]
+    cuda_keyring_url: Option<String>,
+    #[arg(long, global = true, hide = true, env = "GVB_CONTAINER_GPGKEY_URL")]
+    container_gpgkey_url: Option<String>,
+    #[arg(long, global = true, hide = true, env = "GVB_CONTAINER_REPO_URL")]
+    container_repo_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum GpuMode {
+enum GpuModeArg {
     Passthrough,
     Host,
     None,
@@ -37,6 +130,14 @@ enum GpuMode {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print what apply would change (diffs grouped by phase); change nothing.
+    Plan,
+    /// Plan, confirm, then apply (the default).
+    Apply,
+    /// After the reboot: check every phase's outcome (✓/✗ with fix hints).
+    Verify,
+    /// Restore the files of the last apply from the backup store and re-run what depends on them.
+    Rollback,
     /// Print the host facts: OS, CPU, KVM, IOMMU groups, GPUs and their isolation, NICs.
     Detect {
         /// Write exactly the files detection reads to FILE.tar.gz (for bug reports and fixtures).
@@ -45,41 +146,388 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let root = cli.host_root.clone().map(HostRoot::new).unwrap_or_default();
-    match cli.command {
-        Some(Command::Detect { capture }) => {
-            if let Some(out) = capture {
-                match hwdetect::capture(&root, &out) {
-                    Ok(n) => {
-                        eprintln!("wrote {n} entries to {}", out.display());
-                        return ExitCode::SUCCESS;
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(1);
-                    }
+/// A failure to report: the error chain, `help:` lines and the exit code.
+struct Failure {
+    code: u8,
+    message: String,
+    help: Vec<String>,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>, help: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+            help: vec![help.into()],
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    s
+}
+
+impl From<LibError> for Failure {
+    fn from(e: LibError) -> Self {
+        let help = match &e {
+            LibError::Refused(_) => vec![],
+            LibError::Command { .. } => vec![
+                "fix the cause above, then run `sudo gpu-vm-bootstrap apply` again: it continues where it stopped".into(),
+            ],
+            LibError::BridgeReverted { .. } => vec![
+                format!("inspect the bridge config in {}; `sudo netplan generate` validates it", paths::NETPLAN_BRIDGE_FILE),
+                "or run again with --skip-bridge to leave the network as it is".into(),
+            ],
+            LibError::NothingToRollBack { .. } => vec!["there is nothing to undo".into()],
+            _ => vec![
+                "check the path's permissions and free space, then run again (files already written stay consistent)".into(),
+            ],
+        };
+        Self {
+            code: 1,
+            message: chain(&e),
+            help,
+        }
+    }
+}
+
+fn refusal(r: &Refusal, json: bool) -> Failure {
+    if json {
+        let v = serde_json::json!({"error": "refused", "problems": r.problems});
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    let mut msg = String::from("refusing to continue:");
+    let mut help = Vec::new();
+    for p in &r.problems {
+        msg.push_str(&format!("\n  - [{}] {}", p.phase.name(), p.message));
+        help.push(if p.forceable {
+            format!("{} (or --force)", p.help)
+        } else {
+            p.help.clone()
+        });
+    }
+    Failure {
+        code: 2,
+        message: msg,
+        help,
+    }
+}
+
+/// Timestamped log lines to stderr (coloured on a TTY) and to the log file.
+struct Logger {
+    file: Option<Mutex<File>>,
+    color: bool,
+}
+
+impl Logger {
+    fn open(path: Option<PathBuf>) -> Self {
+        let file = path.and_then(|p| {
+            if let Some(dir) = p.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            match OpenOptions::new().create(true).append(true).open(&p) {
+                Ok(f) => Some(Mutex::new(f)),
+                Err(e) => {
+                    eprintln!("warning: cannot open log file {}: {e}", p.display());
+                    None
                 }
             }
-            let facts = hwdetect::detect(&root);
-            if cli.json {
+        });
+        Self {
+            file,
+            color: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Log for Logger {
+    fn log(&self, level: Level, msg: &str) {
+        let ts = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let (name, colour) = match level {
+            Level::Info => ("INFO", "\x1b[32m"),
+            Level::Warn => ("WARN", "\x1b[33m"),
+            Level::Error => ("ERROR", "\x1b[31m"),
+        };
+        if self.color {
+            eprintln!("{ts} {colour}{name}\x1b[0m {msg}");
+        } else {
+            eprintln!("{ts} {name} {msg}");
+        }
+        if let Some(f) = &self.file
+            && let Ok(mut f) = f.lock()
+        {
+            let _ = writeln!(f, "{ts} {name} {msg}");
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // /proc/self belongs to the effective uid of the process reading it.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn options(a: &GlobalArgs) -> Options {
+    let vmctl_source = match &a.vmctl_from {
+        Some(p) if p.extension().is_some_and(|e| e == "deb") => VmctlSource::Deb(p.clone()),
+        Some(p) => VmctlSource::Binary(p.clone()),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(VmctlSource::find_in))
+            .unwrap_or(VmctlSource::Missing),
+    };
+    let mut urls = RepoUrls::default();
+    if let Some(u) = &a.cuda_keyring_url {
+        urls.cuda_keyring_deb = u.clone();
+    }
+    if let Some(u) = &a.container_gpgkey_url {
+        urls.container_gpgkey = u.clone();
+    }
+    if let Some(u) = &a.container_repo_url {
+        urls.container_repo = u.clone();
+    }
+    Options {
+        gpu_mode: match a.gpu_mode {
+            GpuModeArg::Passthrough => GpuMode::Passthrough,
+            GpuModeArg::Host => GpuMode::Host,
+            GpuModeArg::None => GpuMode::None,
+        },
+        gpus: a.gpus.clone(),
+        host_driver: a.host_driver,
+        skip: Skips {
+            nvidia: a.skip_nvidia,
+            kvm: a.skip_kvm,
+            iommu: a.skip_iommu,
+            bridge: a.skip_bridge,
+            vmctl: a.skip_vmctl,
+        },
+        bridge_name: a.bridge_name.clone(),
+        bridge_iface: a.bridge_iface.clone(),
+        force: a.force,
+        reboot: a.reboot,
+        invoking_user: std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()),
+        vmctl_source,
+        urls,
+    }
+}
+
+fn facts(a: &GlobalArgs, root: &HostRoot) -> Result<hwdetect::HostFacts, Failure> {
+    match &a.facts {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                Failure::usage(
+                    format!("cannot read facts file {}: {e}", p.display()),
+                    "pass a file written by `gpu-vm-bootstrap detect --json`",
+                )
+            })?;
+            serde_json::from_str(&text).map_err(|e| {
+                Failure::usage(
+                    format!("facts file {} is not valid: {e}", p.display()),
+                    "pass a file written by `gpu-vm-bootstrap detect --json`",
+                )
+            })
+        }
+        None => Ok(hwdetect::detect(root)),
+    }
+}
+
+fn confirm(a: &GlobalArgs, what: &str) -> Result<(), Failure> {
+    if a.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(
+            format!("refusing to {what} without confirmation: stdin is not a terminal"),
+            "review the plan above, then pass --yes",
+        ));
+    }
+    eprint!("{what}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::usage(
+            "cancelled, nothing changed",
+            "pass --yes to skip the question",
+        ))
+    }
+}
+
+fn need_root(root: &HostRoot, what: &str) -> Result<(), Failure> {
+    if root.is_system() && !is_root() {
+        return Err(Failure::usage(
+            format!("{what} changes the host and needs root"),
+            format!("run `sudo gpu-vm-bootstrap {what}`, or `gpu-vm-bootstrap plan` to only look"),
+        ));
+    }
+    Ok(())
+}
+
+fn log_path(a: &GlobalArgs, root: &HostRoot) -> PathBuf {
+    a.log_file
+        .clone()
+        .unwrap_or_else(|| root.path(paths::BOOTSTRAP_LOG))
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let a = &cli.args;
+    let root = a.host_root.clone().map(HostRoot::new).unwrap_or_default();
+    if let Some(dir) = &a.host_root
+        && !dir.is_dir()
+    {
+        return Err(Failure::usage(
+            format!("--host-root {}: not a directory", dir.display()),
+            "pass a directory that stands in for the host's /",
+        ));
+    }
+    let command = cli.command.unwrap_or(Command::Apply);
+    match command {
+        Command::Detect { capture } => detect(a, &root, capture),
+        Command::Verify => {
+            let f = facts(a, &root)?;
+            let opts = options(a);
+            let state = HostState::read(&root, &opts);
+            let runner = SystemRunner;
+            let live: Option<&dyn hostio::CommandRunner> = root
+                .is_system()
+                .then_some(&runner as &dyn hostio::CommandRunner);
+            let report = gpu_vm_bootstrap::verify(&f, &opts, &state, live);
+            if a.json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&facts).expect("facts serialise")
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
                 );
             } else {
-                print!("{}", hwdetect::render_table(&facts));
+                print!("{}", report.render());
             }
-            for w in &facts.warnings {
-                eprintln!("warning: {w}");
-            }
-            ExitCode::SUCCESS
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
-        None => {
-            let _ = GpuMode::Passthrough;
-            eprintln!("error: not implemented yet");
-            ExitCode::from(1)
+        Command::Rollback => {
+            need_root(&root, "rollback")?;
+            confirm(a, "Restore the files of the last apply")?;
+            let log = Logger::open(Some(log_path(a, &root)));
+            let runner = SystemRunner;
+            let applier = Applier::new(&root, &runner, &log);
+            let report = applier.rollback()?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "rolled back run {}: {} file(s) restored, {} removed",
+                    report.run_id,
+                    report.files_restored.len(),
+                    report.files_removed.len()
+                );
+                for c in &report.commands_skipped {
+                    println!("  skipped (host root): {}", c.join(" "));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan | Command::Apply => {
+            let dry = matches!(command, Command::Plan) || a.dry_run;
+            let f = facts(a, &root)?;
+            let opts = options(a);
+            let state = HostState::read(&root, &opts);
+            let plan =
+                gpu_vm_bootstrap::plan(&f, &opts, &state).map_err(|r| refusal(&r, a.json))?;
+            if dry {
+                if a.json {
+                    println!("{}", plan.to_json());
+                } else {
+                    print!("{}", plan.render());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !a.json {
+                print!("{}", plan.render());
+            }
+            if plan.is_empty() {
+                if a.json {
+                    println!("{}", serde_json::json!({"plan": plan, "result": null}));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            need_root(&root, "apply")?;
+            confirm(a, &format!("Apply these {} action(s)", plan.actions.len()))?;
+            let log = Logger::open(Some(log_path(a, &root)));
+            let runner = SystemRunner;
+            let mut applier = Applier::new(&root, &runner, &log);
+            applier.watchdog = Watchdog {
+                tries: a.watchdog_tries,
+                interval: Duration::from_secs(a.watchdog_interval),
+            };
+            let report = applier.apply(&plan)?;
+            if a.json {
+                let v = serde_json::json!({"plan": plan, "result": report});
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!(
+                    "applied: {} file(s) written, {} command(s) run, {} skipped",
+                    report.files_written.len(),
+                    report.commands_run.len(),
+                    report.commands_skipped.len()
+                );
+                if plan.reboot_required && !a.reboot {
+                    println!("reboot required; afterwards run `gpu-vm-bootstrap verify`");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn detect(a: &GlobalArgs, root: &HostRoot, capture: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    if let Some(out) = capture {
+        let n = hwdetect::capture(root, &out).map_err(|e| Failure {
+            code: 1,
+            message: chain(&e),
+            help: vec!["check that the output directory exists and is writable".into()],
+        })?;
+        eprintln!("wrote {n} entries to {}", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let facts = hwdetect::detect(root);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&facts).unwrap_or_default()
+        );
+    } else {
+        print!("{}", hwdetect::render_table(&facts));
+    }
+    for w in &facts.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            for h in &f.help {
+                eprintln!("help: {h}");
+            }
+            ExitCode::from(f.code)
         }
     }
 }

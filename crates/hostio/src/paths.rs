@@ -22,3 +22,26 @@ pub const SYSTEM_PCI_IDS: &[&str] = &[
     "/usr/share/hwdata/pci.ids",
     "/usr/share/pci.ids",
 ];
+
+// gpu-vm-bootstrap: files it plans, checks or keeps its state in.
+pub const ETC_DEFAULT_GRUB: &str = "/etc/default/grub";
+pub const ETC_MODULES_LOAD_VFIO: &str = "/etc/modules-load.d/vfio.conf";
+pub const ETC_MODPROBE_VFIO: &str = "/etc/modprobe.d/vfio.conf";
+pub const VFIO_OVERRIDE_SCRIPT: &str = "/usr/local/sbin/gpu-vm-bootstrap-vfio-override";
+pub const INITRAMFS_HOOK_VFIO: &str = "/etc/initramfs-tools/hooks/gpu-vm-bootstrap-vfio";
+pub const ETC_NETPLAN: &str = "/etc/netplan";
+pub const NETPLAN_BRIDGE_FILE: &str = "/etc/netplan/60-gpu-vm-bootstrap-bridge.yaml";
+pub const CLOUD_INIT_NETWORK_OFF: &str = "/etc/cloud/cloud.cfg.d/99-disable-network-config.cfg";
+pub const PROFILE_CUDA: &str = "/etc/profile.d/cuda.sh";
+pub const APT_CONTAINER_TOOLKIT_LIST: &str =
+    "/etc/apt/sources.list.d/nvidia-container-toolkit.list";
+pub const CONTAINER_TOOLKIT_KEYRING: &str =
+    "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg";
+pub const CUDA_KEYRING: &str = "/usr/share/keyrings/cuda-archive-keyring.gpg";
+pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+pub const ETC_GROUP: &str = "/etc/group";
+pub const LIBVIRTD_WANTS: &str = "/etc/systemd/system/multi-user.target.wants/libvirtd.service";
+pub const USR_LOCAL_BIN_VMCTL: &str = "/usr/local/bin/vmctl";
+pub const ETC_VMCTL_CONFIG: &str = "/etc/vmctl/config.toml";
+pub const BOOTSTRAP_STATE_DIR: &str = "/var/lib/gpu-vm-bootstrap";
+pub const BOOTSTRAP_LOG: &str = "/var/log/gpu-vm-bootstrap.log";

@@ -158,6 +158,22 @@ impl HostRoot {
         }
     }
 
+    /// Removes a directory if it is empty; a missing or non-empty directory is left alone.
+    /// Returns whether it was removed.
+    pub fn remove_dir_if_empty(&self, host_path: impl AsRef<Path>) -> io::Result<bool> {
+        let p = self.path(host_path);
+        match fs::read_dir(&p) {
+            Ok(mut it) => {
+                if it.next().is_some() {
+                    return Ok(false);
+                }
+                fs::remove_dir(&p).map(|()| true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn create_dir_all(&self, host_path: impl AsRef<Path>) -> io::Result<()> {
         fs::create_dir_all(self.path(host_path))
     }

@@ -1,0 +1,657 @@
+//! The applier: the only code that changes the host. Files are written atomically after their
+//! old content is saved in a backup store with a journal (`/var/lib/gpu-vm-bootstrap/runs/<id>/`),
+//! commands run through the [`CommandRunner`] (or are listed as skipped under a host root), the
+//! bridge is activated under a watchdog, and `rollback` restores the last run byte for byte.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hostio::{Cmd, CommandRunner, HostRoot, paths};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::plan::{ActionKind, Plan};
+
+/// Log levels for [`Log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Where the applier reports progress. The binary writes it, timestamped, to stderr and a file.
+pub trait Log {
+    fn log(&self, level: Level, msg: &str);
+}
+
+/// Discards every message.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullLog;
+
+impl Log for NullLog {
+    fn log(&self, _: Level, _: &str) {}
+}
+
+/// How long the bridge watchdog waits for the bridge to carry the host's IP and reach the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watchdog {
+    pub tries: u32,
+    pub interval: Duration,
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        // DHCP on a fresh bridge typically takes a few seconds; 15 × 2 s leaves room for that.
+        Self {
+            tries: 15,
+            interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One file the run changed: enough to put it back exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalFile {
+    pub path: String,
+    pub existed: bool,
+    pub mode: Option<u32>,
+    /// File name of the old content in the run's `files/` directory.
+    pub backup: Option<String>,
+    /// Directories the write created, outermost first (removed again on rollback when empty).
+    pub created_dirs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStatus {
+    Pending,
+    Done,
+    Skipped,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalCommand {
+    pub argv: Vec<String>,
+    /// Plain commands can be re-run when an interrupted run is resumed; the bridge apply and a
+    /// reboot cannot.
+    pub resumable: bool,
+    pub status: CommandStatus,
+}
+
+/// The record of one apply, rewritten atomically after every step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub id: String,
+    pub finished: bool,
+    pub rolled_back: bool,
+    pub files: Vec<JournalFile>,
+    pub commands: Vec<JournalCommand>,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    pub run_id: String,
+    pub files_written: Vec<String>,
+    pub commands_run: Vec<Vec<String>>,
+    /// Commands listed but not run (under `--host-root`).
+    pub commands_skipped: Vec<Vec<String>>,
+    pub reboot_required: bool,
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RollbackReport {
+    pub run_id: String,
+    pub files_restored: Vec<String>,
+    pub files_removed: Vec<String>,
+    pub commands_run: Vec<Vec<String>>,
+    pub commands_skipped: Vec<Vec<String>>,
+}
+
+fn runs_dir() -> String {
+    format!("{}/runs", paths::BOOTSTRAP_STATE_DIR)
+}
+
+fn run_dir(id: &str) -> String {
+    format!("{}/{id}", runs_dir())
+}
+
+fn new_run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // Zero-padded nanoseconds sort in time order as plain strings.
+    format!("{nanos:020}")
+}
+
+/// Every journal in the store, oldest first. Unreadable journals are skipped.
+pub fn load_journals(root: &HostRoot) -> Vec<Journal> {
+    let mut out = Vec::new();
+    for id in root.read_dir_names(runs_dir()).unwrap_or_default() {
+        let p = format!("{}/journal.json", run_dir(&id));
+        if let Ok(text) = root.read_to_string(&p)
+            && let Ok(j) = serde_json::from_str::<Journal>(&text)
+        {
+            out.push(j);
+        }
+    }
+    out
+}
+
+/// Applies plans and rolls them back.
+pub struct Applier<'a> {
+    pub root: &'a HostRoot,
+    pub runner: &'a dyn CommandRunner,
+    /// False under `--host-root`: commands are listed as skipped.
+    pub run_commands: bool,
+    pub log: &'a dyn Log,
+    pub watchdog: Watchdog,
+}
+
+impl std::fmt::Debug for Applier<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier")
+            .field("root", &self.root)
+            .field("run_commands", &self.run_commands)
+            .field("watchdog", &self.watchdog)
+            .finish()
+    }
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(root: &'a HostRoot, runner: &'a dyn CommandRunner, log: &'a dyn Log) -> Self {
+        Self {
+            root,
+            runner,
+            run_commands: root.is_system(),
+            log,
+            watchdog: Watchdog::default(),
+        }
+    }
+
+    fn save(&self, j: &Journal) -> Result<(), Error> {
+        let path = format!("{}/journal.json", run_dir(&j.id));
+        let text = serde_json::to_string_pretty(j).unwrap_or_default();
+        self.root
+            .write_atomic(&path, text.as_bytes(), 0o600)
+            .map_err(|source| Error::Journal { path, source })
+    }
+
+    /// Applies `plan` in order. Stops at the first failure; the journal then shows how far it got,
+    /// and a re-run (which plans only what is still missing) finishes the job.
+    pub fn apply(&self, plan: &Plan) -> Result<ApplyReport, Error> {
+        let mut j = Journal {
+            id: new_run_id(),
+            finished: false,
+            rolled_back: false,
+            files: Vec::new(),
+            commands: Vec::new(),
+        };
+        let mut report = ApplyReport {
+            run_id: j.id.clone(),
+            reboot_required: plan.reboot_required,
+            ..ApplyReport::default()
+        };
+        // Commands an interrupted run never finished (its files are in place, so this plan no
+        // longer contains them): run them first.
+        let mut resumed: Vec<Vec<String>> = Vec::new();
+        let mut previous: Option<Journal> = None;
+        if let Some(prev) = load_journals(self.root).pop()
+            && !prev.finished
+            && !prev.rolled_back
+        {
+            for c in &prev.commands {
+                if c.resumable && matches!(c.status, CommandStatus::Pending | CommandStatus::Failed)
+                {
+                    resumed.push(c.argv.clone());
+                }
+            }
+            previous = Some(prev);
+        }
+        for argv in &resumed {
+            j.commands.push(JournalCommand {
+                argv: argv.clone(),
+                resumable: true,
+                status: CommandStatus::Pending,
+            });
+        }
+        for a in &plan.actions {
+            if let Some(argv) = a.kind.argv() {
+                j.commands.push(JournalCommand {
+                    argv: argv.to_vec(),
+                    resumable: !matches!(
+                        a.kind,
+                        ActionKind::ApplyBridge { .. } | ActionKind::Reboot { .. }
+                    ),
+                    status: CommandStatus::Pending,
+                });
+            }
+        }
+        self.save(&j)?;
+        self.log
+            .log(Level::Info, &format!("apply run {} started", j.id));
+        if let Some(prev) = previous.as_mut() {
+            if !resumed.is_empty() {
+                self.log.log(
+                    Level::Warn,
+                    &format!(
+                        "run {} was interrupted: running its {} unfinished command(s) first",
+                        prev.id,
+                        resumed.len()
+                    ),
+                );
+            }
+            prev.finished = true;
+            self.save(prev)?;
+        }
+        let mut cmd_idx = 0;
+        for argv in &resumed {
+            self.command(&mut j, cmd_idx, argv, &mut report)?;
+            cmd_idx += 1;
+        }
+        for a in &plan.actions {
+            match &a.kind {
+                ActionKind::WriteFile {
+                    path,
+                    mode,
+                    content,
+                    ..
+                } => {
+                    self.write_file(&mut j, path, content.as_bytes(), *mode)?;
+                    self.log
+                        .log(Level::Info, &format!("[{}] wrote {path}", a.phase.name()));
+                    report.files_written.push(path.clone());
+                }
+                ActionKind::InstallFile { path, mode, source } => {
+                    let bytes = std::fs::read(source).map_err(|e| Error::ReadFile {
+                        path: source.clone(),
+                        source: e,
+                    })?;
+                    self.write_file(&mut j, path, &bytes, *mode)?;
+                    self.log.log(
+                        Level::Info,
+                        &format!("[{}] installed {source} as {path}", a.phase.name()),
+                    );
+                    report.files_written.push(path.clone());
+                }
+                ActionKind::ApplyBridge {
+                    bridge,
+                    gateway,
+                    expect_ip,
+                    files,
+                    argv,
+                } => {
+                    if self.run_commands {
+                        self.apply_bridge(
+                            &j,
+                            bridge,
+                            gateway.as_deref(),
+                            expect_ip.as_deref(),
+                            files,
+                        )
+                        .inspect_err(|_| {
+                            j.commands[cmd_idx].status = CommandStatus::Failed;
+                            let _ = self.save(&j);
+                        })?;
+                        j.commands[cmd_idx].status = CommandStatus::Done;
+                        report.commands_run.push(argv.clone());
+                    } else {
+                        self.skip(&mut j, cmd_idx, argv, &mut report);
+                    }
+                    self.save(&j)?;
+                    cmd_idx += 1;
+                }
+                ActionKind::Reboot { argv } => {
+                    // The journal must be complete before the machine goes down.
+                    j.finished = true;
+                    if self.run_commands {
+                        j.commands[cmd_idx].status = CommandStatus::Done;
+                        self.save(&j)?;
+                        self.log.log(Level::Warn, "rebooting now (--reboot)");
+                        self.runner
+                            .run(&Cmd::new(argv.clone()))
+                            .map_err(|source| Error::Command { source })?;
+                        report.commands_run.push(argv.clone());
+                    } else {
+                        self.skip(&mut j, cmd_idx, argv, &mut report);
+                        self.save(&j)?;
+                    }
+                    cmd_idx += 1;
+                }
+                kind => {
+                    let argv = kind.argv().unwrap_or_default().to_vec();
+                    self.command(&mut j, cmd_idx, &argv, &mut report)?;
+                    cmd_idx += 1;
+                }
+            }
+        }
+        j.finished = true;
+        self.save(&j)?;
+        self.log
+            .log(Level::Info, &format!("apply run {} finished", j.id));
+        Ok(report)
+    }
+
+    fn skip(&self, j: &mut Journal, idx: usize, argv: &[String], report: &mut ApplyReport) {
+        j.commands[idx].status = CommandStatus::Skipped;
+        self.log.log(
+            Level::Info,
+            &format!("skipped (host root): {}", argv.join(" ")),
+        );
+        report.commands_skipped.push(argv.to_vec());
+    }
+
+    fn command(
+        &self,
+        j: &mut Journal,
+        idx: usize,
+        argv: &[String],
+        report: &mut ApplyReport,
+    ) -> Result<(), Error> {
+        if !self.run_commands {
+            self.skip(j, idx, argv, report);
+            return self.save(j);
+        }
+        self.log
+            .log(Level::Info, &format!("running: {}", argv.join(" ")));
+        match self.runner.run(&Cmd::new(argv.to_vec())) {
+            Ok(_) => {
+                j.commands[idx].status = CommandStatus::Done;
+                report.commands_run.push(argv.to_vec());
+                self.save(j)
+            }
+            Err(source) => {
+                j.commands[idx].status = CommandStatus::Failed;
+                let _ = self.save(j);
+                Err(Error::Command { source })
+            }
+        }
+    }
+
+    /// Backs up the old file, records it in the journal, then writes the new one atomically.
+    fn write_file(
+        &self,
+        j: &mut Journal,
+        path: &str,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<(), Error> {
+        let wrap = |source| Error::WriteFile {
+            path: path.to_string(),
+            source,
+        };
+        let host = Path::new(path);
+        // A run killed inside write_atomic leaves its temp file behind; clear those first.
+        if let (Some(dir), Some(name)) = (host.parent(), host.file_name()) {
+            let prefix = format!(".{}.tmp-", name.to_string_lossy());
+            for n in self.root.read_dir_names(dir).unwrap_or_default() {
+                if n.starts_with(&prefix) {
+                    self.root.remove_file(dir.join(&n)).map_err(wrap)?;
+                }
+            }
+        }
+        let old = match self.root.read(path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(wrap(e)),
+        };
+        let old_mode = self
+            .root
+            .stat(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777);
+        let mut created_dirs = Vec::new();
+        let mut dir = host.parent();
+        while let Some(d) = dir {
+            if d == Path::new("/") || self.root.exists(d) {
+                break;
+            }
+            created_dirs.push(d.display().to_string());
+            dir = d.parent();
+        }
+        created_dirs.reverse();
+        let backup = match &old {
+            Some(b) => {
+                let name = format!("{}", j.files.len());
+                let bpath = format!("{}/files/{name}", run_dir(&j.id));
+                self.root
+                    .write_atomic(&bpath, b, 0o600)
+                    .map_err(|source| Error::Backup {
+                        path: path.to_string(),
+                        source,
+                    })?;
+                Some(name)
+            }
+            None => None,
+        };
+        j.files.push(JournalFile {
+            path: path.to_string(),
+            existed: old.is_some(),
+            mode: old_mode,
+            backup,
+            created_dirs,
+        });
+        self.save(j)?;
+        self.root.write_atomic(path, bytes, mode).map_err(wrap)
+    }
+
+    /// Puts one journalled file back as it was.
+    fn restore(&self, run_id: &str, f: &JournalFile) -> Result<(), Error> {
+        let wrap = |source| Error::Restore {
+            path: f.path.clone(),
+            source,
+        };
+        match (&f.backup, f.existed) {
+            (Some(b), true) => {
+                let bytes = self
+                    .root
+                    .read(format!("{}/files/{b}", run_dir(run_id)))
+                    .map_err(wrap)?;
+                self.root
+                    .write_atomic(&f.path, &bytes, f.mode.unwrap_or(0o644))
+                    .map_err(wrap)?;
+            }
+            _ => {
+                self.root.remove_file(&f.path).map_err(wrap)?;
+                for d in f.created_dirs.iter().rev() {
+                    self.root.remove_dir_if_empty(d).map_err(wrap)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `netplan generate` + `netplan apply`, then wait for the bridge to hold the host's IP and
+    /// reach the gateway. On failure restore `files` from this run's backups and apply again:
+    /// `netplan try` does not revert bridges reliably (netplan-try(8)).
+    fn apply_bridge(
+        &self,
+        j: &Journal,
+        bridge: &str,
+        gateway: Option<&str>,
+        expect_ip: Option<&str>,
+        files: &[String],
+    ) -> Result<(), Error> {
+        let run = |argv: &[&str]| self.runner.run(&Cmd::new(argv.iter().copied()));
+        let outcome: Result<(), String> = (|| {
+            run(&["netplan", "generate"]).map_err(|e| e.to_string())?;
+            self.log.log(
+                Level::Info,
+                &format!("applying network config for {bridge}"),
+            );
+            run(&["netplan", "apply"]).map_err(|e| e.to_string())?;
+            let mut last = String::from("no check ran");
+            for attempt in 0..self.watchdog.tries.max(1) {
+                if attempt > 0 {
+                    std::thread::sleep(self.watchdog.interval);
+                }
+                match self.bridge_ok(bridge, gateway, expect_ip) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        })();
+        let Err(reason) = outcome else {
+            self.log.log(
+                Level::Info,
+                &format!("{bridge} is up with the host's address and reaches the gateway"),
+            );
+            return Ok(());
+        };
+        self.log.log(
+            Level::Error,
+            &format!("{bridge} check failed: {reason}; restoring the old network config"),
+        );
+        for f in j.files.iter().filter(|f| files.contains(&f.path)) {
+            self.restore(&j.id, f)?;
+        }
+        let reapplied = run(&["netplan", "apply"]);
+        self.log.log(
+            Level::Warn,
+            &match &reapplied {
+                Ok(_) => "old network config restored and applied again".to_string(),
+                Err(e) => format!("old network config restored, but `netplan apply` failed: {e}"),
+            },
+        );
+        Err(Error::BridgeReverted {
+            bridge: bridge.to_string(),
+            reason,
+        })
+    }
+
+    fn bridge_ok(
+        &self,
+        bridge: &str,
+        gateway: Option<&str>,
+        expect_ip: Option<&str>,
+    ) -> Result<(), String> {
+        let out = self
+            .runner
+            .output(&Cmd::new(["ip", "-j", "addr", "show", "dev", bridge]))
+            .map_err(|e| e.to_string())?;
+        let ips = parse_ip_addr_json(&out.stdout_str());
+        let has_ip = match expect_ip {
+            Some(ip) => ips.iter().any(|a| a == ip),
+            None => ips.iter().any(|a| !a.contains(':')),
+        };
+        if !has_ip {
+            return Err(format!(
+                "{bridge} does not hold {} (has: {})",
+                expect_ip.unwrap_or("an IPv4 address"),
+                if ips.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    ips.join(", ")
+                }
+            ));
+        }
+        if let Some(gw) = gateway {
+            let out = self
+                .runner
+                .output(&Cmd::new(["ping", "-c1", "-W2", gw]))
+                .map_err(|e| e.to_string())?;
+            if out.status != 0 {
+                return Err(format!("gateway {gw} does not answer ping"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores the files of the last apply that changed files and was not rolled back yet, then
+    /// runs (or lists) the commands that make the restored files effective.
+    pub fn rollback(&self) -> Result<RollbackReport, Error> {
+        let mut journals = load_journals(self.root);
+        let Some(mut j) = journals
+            .drain(..)
+            .rev()
+            .find(|j| !j.rolled_back && !j.files.is_empty())
+        else {
+            return Err(Error::NothingToRollBack {
+                dir: self
+                    .root
+                    .path(paths::BOOTSTRAP_STATE_DIR)
+                    .display()
+                    .to_string(),
+            });
+        };
+        let mut report = RollbackReport {
+            run_id: j.id.clone(),
+            ..RollbackReport::default()
+        };
+        for f in j.files.iter().rev() {
+            self.restore(&j.id, f)?;
+            if f.existed {
+                report.files_restored.push(f.path.clone());
+            } else {
+                report.files_removed.push(f.path.clone());
+            }
+            self.log.log(Level::Info, &format!("restored {}", f.path));
+        }
+        j.rolled_back = true;
+        self.save(&j)?;
+        for argv in follow_up_commands(j.files.iter().map(|f| f.path.as_str())) {
+            if self.run_commands {
+                self.log
+                    .log(Level::Info, &format!("running: {}", argv.join(" ")));
+                self.runner
+                    .run(&Cmd::new(argv.clone()))
+                    .map_err(|source| Error::Command { source })?;
+                report.commands_run.push(argv);
+            } else {
+                self.log.log(
+                    Level::Info,
+                    &format!("skipped (host root): {}", argv.join(" ")),
+                );
+                report.commands_skipped.push(argv);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The commands that make restored files take effect.
+pub fn follow_up_commands<'p>(paths_changed: impl Iterator<Item = &'p str>) -> Vec<Vec<String>> {
+    let changed: Vec<&str> = paths_changed.collect();
+    let any = |f: &dyn Fn(&str) -> bool| changed.iter().any(|p| f(p));
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    if any(&|p| p == paths::ETC_DEFAULT_GRUB) {
+        out.push(v(&["update-grub"]));
+    }
+    if any(&|p| {
+        [
+            paths::ETC_MODPROBE_VFIO,
+            paths::ETC_MODULES_LOAD_VFIO,
+            paths::VFIO_OVERRIDE_SCRIPT,
+            paths::INITRAMFS_HOOK_VFIO,
+        ]
+        .contains(&p)
+    }) {
+        out.push(v(&["update-initramfs", "-u", "-k", "all"]));
+    }
+    if any(&|p| p == paths::APT_CONTAINER_TOOLKIT_LIST) {
+        out.push(v(&["apt-get", "update"]));
+    }
+    if any(&|p| p.starts_with(paths::ETC_NETPLAN)) {
+        out.push(v(&["netplan", "apply"]));
+    }
+    out
+}
+
+/// IP addresses (without prefix) from `ip -j addr show` output.
+pub fn parse_ip_addr_json(s: &str) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(s) else {
+        return Vec::new();
+    };
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|link| link["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["local"].as_str().map(str::to_string))
+        .collect()
+}

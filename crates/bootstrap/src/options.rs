@@ -1,0 +1,123 @@
+//! [`Options`]: what the user asked for, already validated by the binary's argument parser.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// What happens to the NVIDIA GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuMode {
+    /// The selected GPUs are reserved for VMs (vfio-pci at boot).
+    Passthrough,
+    /// Driver, CUDA and container toolkit on the host; IOMMU still enabled for later attach.
+    Host,
+    /// No GPU work at all.
+    None,
+}
+
+/// Phases the user asked to skip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skips {
+    pub nvidia: bool,
+    pub kvm: bool,
+    pub iommu: bool,
+    pub bridge: bool,
+    pub vmctl: bool,
+}
+
+/// Where the vmctl phase takes vmctl from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmctlSource {
+    /// A `vmctl` binary (normally next to our own binary).
+    Binary(PathBuf),
+    /// A `vmctl_*.deb` package.
+    Deb(PathBuf),
+    /// Neither was found.
+    Missing,
+}
+
+impl VmctlSource {
+    /// Looks next to `dir` (the directory of the running `gpu-vm-bootstrap`): a `vmctl` binary
+    /// first, then the newest-named `vmctl_*.deb`.
+    pub fn find_in(dir: &std::path::Path) -> Self {
+        let bin = dir.join("vmctl");
+        if bin.is_file() {
+            return VmctlSource::Binary(bin);
+        }
+        let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("vmctl_") && n.ends_with(".deb"))
+            })
+            .collect();
+        debs.sort();
+        debs.pop().map_or(VmctlSource::Missing, VmctlSource::Deb)
+    }
+}
+
+/// Base URLs of the NVIDIA repositories, overridable so tests never touch the internet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoUrls {
+    /// The CUDA keyring package (host-setup.md: 1.1-1 for ubuntu2404; 1.0-1 is 404 there).
+    pub cuda_keyring_deb: String,
+    /// The libnvidia-container signing key (ASCII armoured).
+    pub container_gpgkey: String,
+    /// The libnvidia-container apt repository (without the `$(ARCH)` suffix).
+    pub container_repo: String,
+}
+
+impl Default for RepoUrls {
+    fn default() -> Self {
+        Self {
+            cuda_keyring_deb: "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64/cuda-keyring_1.1-1_all.deb".into(),
+            container_gpgkey: "https://nvidia.github.io/libnvidia-container/gpgkey".into(),
+            container_repo: "https://nvidia.github.io/libnvidia-container/stable/deb".into(),
+        }
+    }
+}
+
+/// Everything the planner needs besides the host facts and current file contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub gpu_mode: GpuMode,
+    /// `--gpu BDF` values as given; empty means "every NVIDIA GPU that is not the boot VGA".
+    pub gpus: Vec<String>,
+    /// Install the host NVIDIA driver even when every GPU goes to VMs.
+    pub host_driver: bool,
+    pub skip: Skips,
+    pub bridge_name: String,
+    /// Default: the default-route NIC.
+    pub bridge_iface: Option<String>,
+    /// Turn the overridable refusals into warnings.
+    pub force: bool,
+    /// Append a reboot action when one is needed.
+    pub reboot: bool,
+    /// The user to add to the `libvirt` and `kvm` groups (`SUDO_USER`).
+    pub invoking_user: Option<String>,
+    pub vmctl_source: VmctlSource,
+    pub urls: RepoUrls,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            gpu_mode: GpuMode::Passthrough,
+            gpus: Vec::new(),
+            host_driver: false,
+            skip: Skips::default(),
+            bridge_name: "br0".into(),
+            bridge_iface: None,
+            force: false,
+            reboot: false,
+            invoking_user: None,
+            vmctl_source: VmctlSource::Missing,
+            urls: RepoUrls::default(),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! IOMMU/VFIO phase: IOMMU args in `/etc/default/grub`, the VFIO modules, `vfio-pci` ids (or a
+//! per-device `driver_override` hook when the IDs are shared with a host GPU), then update-grub
+//! and update-initramfs. Facts from host-setup.md and the kernel's vfio.rst.
+
+use hostio::paths;
+use hwdetect::{CpuVendor, Gpu};
+
+use crate::options::GpuMode;
+use crate::plan::Phase;
+use crate::planner::Planner;
+
+/// IOMMU kernel args per CPU vendor. AMD's IOMMU is on by default and there is no
+/// `amd_iommu=on` value (kernel-parameters.txt), so AMD only gets passthrough mode `iommu=pt`.
+pub fn iommu_args(vendor: CpuVendor) -> &'static [&'static str] {
+    match vendor {
+        CpuVendor::Intel => &["intel_iommu=on", "iommu=pt"],
+        CpuVendor::Amd | CpuVendor::Unknown => &["iommu=pt"],
+    }
+}
+
+const GRUB_KEY: &str = "GRUB_CMDLINE_LINUX_DEFAULT=";
+
+/// Adds `args` to the last `GRUB_CMDLINE_LINUX_DEFAULT=` line (the one the shell keeps), keeping
+/// every existing arg and its spacing, never adding an arg twice. An arg whose key is already set
+/// to another value (`intel_iommu=off`) is left alone and reported. Returns (new text, warnings).
+pub fn grub_with_args(grub: &str, args: &[&str]) -> (String, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut lines: Vec<String> = grub.lines().map(str::to_string).collect();
+    let idx = lines
+        .iter()
+        .rposition(|l| l.trim_start().starts_with(GRUB_KEY));
+    let Some(idx) = idx else {
+        let mut out = grub.to_string();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("{GRUB_KEY}\"{}\"\n", args.join(" ")));
+        return (out, warnings);
+    };
+    let line = &lines[idx];
+    let start = line.find(GRUB_KEY).unwrap_or(0) + GRUB_KEY.len();
+    let (prefix, value) = line.split_at(start);
+    // Quoted ("..." or '...') or a bare word; whatever follows the value is kept as is.
+    let (quote, inner, rest) = match value.chars().next() {
+        Some(q @ ('"' | '\'')) => match value[1..].find(q) {
+            Some(end) => (Some(q), &value[1..1 + end], &value[2 + end..]),
+            None => (Some(q), &value[1..], ""),
+        },
+        _ => {
+            let end = value.find(char::is_whitespace).unwrap_or(value.len());
+            (None, &value[..end], &value[end..])
+        }
+    };
+    let tokens: Vec<&str> = inner.split_whitespace().collect();
+    let mut added = Vec::new();
+    for arg in args {
+        let key = arg.split('=').next().unwrap_or(arg);
+        if tokens.contains(arg) {
+            continue;
+        }
+        if let Some(other) = tokens
+            .iter()
+            .find(|t| t.split('=').next() == Some(key) && t.contains('='))
+        {
+            warnings.push(format!(
+                "{} already sets `{other}`; kept it instead of adding `{arg}`",
+                paths::ETC_DEFAULT_GRUB
+            ));
+            continue;
+        }
+        added.push(*arg);
+    }
+    if added.is_empty() {
+        return (grub.to_string(), warnings);
+    }
+    let mut new_inner = inner.to_string();
+    for a in added {
+        if !new_inner.trim().is_empty() {
+            new_inner.push(' ');
+        }
+        new_inner.push_str(a);
+    }
+    let q = quote.unwrap_or('"');
+    lines[idx] = format!("{prefix}{q}{new_inner}{q}{rest}");
+    let mut out = lines.join("\n");
+    if grub.ends_with('\n') {
+        out.push('\n');
+    }
+    (out, warnings)
+}
+
+pub const MODULES_LOAD: &str = "\
+# Written by gpu-vm-bootstrap: load VFIO early so vfio-pci can claim the reserved GPUs.
+# vfio_virqfd is part of vfio since Linux 6.2 and must not be listed (modprobe would fail).
+vfio
+vfio_iommu_type1
+vfio_pci
+";
+
+/// The drivers that must wait for vfio-pci so it claims the reserved functions first.
+const SOFTDEPS: &[&str] = &[
+    "nvidia",
+    "nouveau",
+    "nvidia_drm",
+    "nvidiafb",
+    "snd_hda_intel",
+];
+
+/// Vendor:device IDs of every function of `gpus`, first-seen order, without duplicates.
+pub fn function_ids(gpus: &[&Gpu]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for g in gpus {
+        for id in &g.function_ids {
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+    }
+    ids
+}
+
+fn softdeps() -> String {
+    SOFTDEPS
+        .iter()
+        .map(|m| format!("softdep {m} pre: vfio-pci\n"))
+        .collect()
+}
+
+pub fn modprobe_ids_conf(bdfs: &str, ids: &[String]) -> String {
+    format!(
+        "# Written by gpu-vm-bootstrap: reserve {bdfs} for VMs.\n\
+         options vfio-pci ids={}\n{}",
+        ids.join(","),
+        softdeps()
+    )
+}
+
+pub fn modprobe_override_conf(bdfs: &str, host: &str) -> String {
+    format!(
+        "# Written by gpu-vm-bootstrap: reserve {bdfs} for VMs by address (driver_override),\n\
+         # because their vendor:device IDs are shared with GPUs the host keeps ({host}).\n\
+         install vfio-pci {} $CMDLINE_OPTS\n{}",
+        paths::VFIO_OVERRIDE_SCRIPT,
+        softdeps()
+    )
+}
+
+pub fn override_script(functions: &[String]) -> String {
+    format!(
+        "#!/bin/sh\n\
+         # Written by gpu-vm-bootstrap. modprobe runs this instead of loading vfio-pci (install hook in\n\
+         # {}). It marks only these functions for vfio-pci, then loads vfio-pci, which claims them\n\
+         # (Documentation/ABI/testing/sysfs-bus-pci: driver_override).\n\
+         for dev in {}; do\n\
+         \x20   if [ -e \"/sys/bus/pci/devices/$dev/driver_override\" ]; then\n\
+         \x20       echo vfio-pci > \"/sys/bus/pci/devices/$dev/driver_override\"\n\
+         \x20   fi\n\
+         done\n\
+         exec /sbin/modprobe --ignore-install vfio-pci \"$@\"\n",
+        paths::ETC_MODPROBE_VFIO,
+        functions.join(" ")
+    )
+}
+
+pub fn initramfs_hook() -> String {
+    format!(
+        "#!/bin/sh\n\
+         # Written by gpu-vm-bootstrap: vfio-pci may load from the initramfs, so the override script\n\
+         # its modprobe install hook runs must be there too (initramfs-tools(7), HOOK SCRIPTS).\n\
+         PREREQ=\"\"\n\
+         prereqs() {{ echo \"$PREREQ\"; }}\n\
+         case \"$1\" in prereqs) prereqs; exit 0;; esac\n\
+         . /usr/share/initramfs-tools/hook-functions\n\
+         copy_exec {} /usr/local/sbin\n",
+        paths::VFIO_OVERRIDE_SCRIPT
+    )
+}
+
+pub fn plan(p: &mut Planner<'_>) {
+    if p.opts.gpu_mode == GpuMode::None {
+        return;
+    }
+    let ph = Phase::Iommu;
+    let args = iommu_args(p.facts.cpu.vendor);
+    if p.facts.cpu.vendor == CpuVendor::Unknown {
+        p.warn(
+            "unknown CPU vendor: adding only `iommu=pt`; Intel hosts also need `intel_iommu=on`",
+        );
+    }
+    let old_grub = p.state.content(paths::ETC_DEFAULT_GRUB).unwrap_or("");
+    let (grub, warns) = grub_with_args(old_grub, args);
+    for w in warns {
+        p.warn(w);
+    }
+    let mode = p
+        .state
+        .file(paths::ETC_DEFAULT_GRUB)
+        .map_or(0o644, |f| f.mode);
+    let grub_changed = p.write_file(
+        ph,
+        paths::ETC_DEFAULT_GRUB,
+        mode,
+        grub,
+        format!(
+            "enable the IOMMU in passthrough mode: add `{}` to the kernel command line",
+            args.join(" ")
+        ),
+    );
+    let mut initramfs_changed = false;
+    let sel = p.sel.passthrough.clone();
+    let host = p.sel.host.clone();
+    if p.opts.gpu_mode == GpuMode::Passthrough && !sel.is_empty() {
+        let bdfs: Vec<&str> = sel.iter().map(|g| g.bdf.as_str()).collect();
+        let bdfs = bdfs.join(", ");
+        initramfs_changed |= p.write_file(
+            ph,
+            paths::ETC_MODULES_LOAD_VFIO,
+            0o644,
+            MODULES_LOAD.to_string(),
+            "load vfio, vfio_iommu_type1 and vfio_pci at boot",
+        );
+        let ids = function_ids(&sel);
+        let host_ids = function_ids(&host);
+        let shared: Vec<&String> = ids.iter().filter(|i| host_ids.contains(i)).collect();
+        if shared.is_empty() {
+            initramfs_changed |= p.write_file(
+                ph,
+                paths::ETC_MODPROBE_VFIO,
+                0o644,
+                modprobe_ids_conf(&bdfs, &ids),
+                format!("vfio-pci claims every function of {bdfs} (ids {}); the NVIDIA, nouveau and HDA audio drivers load after it", ids.join(",")),
+            );
+        } else {
+            let host_bdfs: Vec<&str> = host.iter().map(|g| g.bdf.as_str()).collect();
+            let host_bdfs = host_bdfs.join(", ");
+            let shared: Vec<&str> = shared.iter().map(|s| s.as_str()).collect();
+            p.warn(format!(
+                "IDs {} of {bdfs} are shared with {host_bdfs}, which stays on the host: `vfio-pci.ids` would grab both, so {bdfs} are bound by address with driver_override instead",
+                shared.join(",")
+            ));
+            let functions: Vec<String> = sel.iter().flat_map(|g| g.functions.clone()).collect();
+            initramfs_changed |= p.write_file(
+                ph,
+                paths::VFIO_OVERRIDE_SCRIPT,
+                0o755,
+                override_script(&functions),
+                format!(
+                    "set driver_override=vfio-pci on {} only, before vfio-pci loads",
+                    functions.join(" ")
+                ),
+            );
+            initramfs_changed |= p.write_file(
+                ph,
+                paths::INITRAMFS_HOOK_VFIO,
+                0o755,
+                initramfs_hook(),
+                "put the override script into the initramfs",
+            );
+            initramfs_changed |= p.write_file(
+                ph,
+                paths::ETC_MODPROBE_VFIO,
+                0o644,
+                modprobe_override_conf(&bdfs, &host_bdfs),
+                format!("bind {bdfs} by address: the IDs are shared with {host_bdfs}; the NVIDIA, nouveau and HDA audio drivers load after vfio-pci"),
+            );
+        }
+        let unbound: Vec<&str> = sel
+            .iter()
+            .filter(|g| {
+                g.function_drivers
+                    .iter()
+                    .any(|d| d.as_deref() != Some("vfio-pci"))
+            })
+            .map(|g| g.bdf.as_str())
+            .collect();
+        if !unbound.is_empty() {
+            p.needs_reboot(format!("{} not bound to vfio-pci yet", unbound.join(", ")));
+        }
+    } else if p.opts.gpu_mode == GpuMode::Passthrough {
+        p.warn("no GPU selected for passthrough (the only NVIDIA GPU may be the boot VGA device): pass --gpu BDF");
+    }
+    if grub_changed {
+        p.run(
+            ph,
+            &["update-grub"],
+            "regenerate /boot/grub/grub.cfg with the new kernel command line",
+        );
+    }
+    if initramfs_changed {
+        p.run(
+            ph,
+            &["update-initramfs", "-u", "-k", "all"],
+            "rebuild the initramfs so vfio-pci claims the GPUs before any other driver",
+        );
+    }
+    let missing: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !p.facts.kernel_cmdline.iter().any(|c| c == a))
+        .collect();
+    if !missing.is_empty() {
+        p.needs_reboot(format!("the running kernel lacks `{}`", missing.join(" ")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UBUNTU: &str = "GRUB_DEFAULT=0\nGRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"\"\n";
+
+    #[test]
+    fn intel_args_are_appended_once() {
+        let (g, w) = grub_with_args(UBUNTU, iommu_args(CpuVendor::Intel));
+        assert!(
+            g.contains("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash intel_iommu=on iommu=pt\"\n")
+        );
+        assert!(w.is_empty());
+        let (again, _) = grub_with_args(&g, iommu_args(CpuVendor::Intel));
+        assert_eq!(again, g);
+    }
+
+    #[test]
+    fn amd_gets_only_iommu_pt() {
+        let (g, _) = grub_with_args(UBUNTU, iommu_args(CpuVendor::Amd));
+        assert!(g.contains("\"quiet splash iommu=pt\""));
+        assert!(!g.contains("amd_iommu"));
+    }
+
+    #[test]
+    fn existing_args_are_kept_and_conflicts_reported() {
+        let src = "GRUB_CMDLINE_LINUX_DEFAULT='iommu=pt intel_iommu=off'  # keep\n";
+        let (g, w) = grub_with_args(src, iommu_args(CpuVendor::Intel));
+        assert_eq!(g, src);
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn last_assignment_is_edited_and_missing_line_added() {
+        let src = "GRUB_CMDLINE_LINUX_DEFAULT=\"a\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"\"\n";
+        let (g, _) = grub_with_args(src, &["iommu=pt"]);
+        assert_eq!(
+            g,
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"a\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"iommu=pt\"\n"
+        );
+        let (g, _) = grub_with_args("GRUB_DEFAULT=0", &["iommu=pt"]);
+        assert_eq!(
+            g,
+            "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"iommu=pt\"\n"
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! The pure planner: `(HostFacts, Options, HostState) -> Plan`, or a [`Refusal`] with reasons.
+//! Each phase lives in [`crate::phases`]; this module holds what they share: GPU selection,
+//! the refusal rules, and the "write only when different" helper that makes plans idempotent.
+
+use hwdetect::{Gpu, HostFacts};
+use serde::Serialize;
+
+use crate::options::{GpuMode, Options};
+use crate::phases;
+use crate::plan::{Action, ActionKind, Phase, Plan};
+use crate::state::HostState;
+
+/// One reason to refuse, with the concrete next step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub phase: Phase,
+    pub message: String,
+    pub help: String,
+    /// `--force` turns this refusal into a warning.
+    pub forceable: bool,
+}
+
+/// The planner refused: nothing may be changed. The binary exits 2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("refused: {}", .problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
+pub struct Refusal {
+    pub problems: Vec<Problem>,
+}
+
+/// Which GPUs go to VMs and which stay with the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection<'f> {
+    pub passthrough: Vec<&'f Gpu>,
+    pub host: Vec<&'f Gpu>,
+}
+
+/// Normalises a BDF: `01:00.0` → `0000:01:00.0`, lowercase.
+pub fn normalize_bdf(s: &str) -> String {
+    let s = s.trim().to_ascii_lowercase();
+    if s.matches(':').count() == 1 {
+        format!("0000:{s}")
+    } else {
+        s
+    }
+}
+
+/// Splits the NVIDIA GPUs by mode and `--gpu`. Unknown `--gpu` values are reported separately.
+pub fn select_gpus<'f>(facts: &'f HostFacts, opts: &Options) -> (Selection<'f>, Vec<String>) {
+    let mut sel = Selection::default();
+    let mut unknown = Vec::new();
+    let wanted: Vec<String> = opts.gpus.iter().map(|g| normalize_bdf(g)).collect();
+    for w in &wanted {
+        if !facts.gpus.iter().any(|g| &g.bdf == w) {
+            unknown.push(w.clone());
+        }
+    }
+    for g in &facts.gpus {
+        let to_vm = match opts.gpu_mode {
+            GpuMode::Passthrough if wanted.is_empty() => !g.boot_vga,
+            GpuMode::Passthrough => wanted.contains(&g.bdf),
+            GpuMode::Host | GpuMode::None => false,
+        };
+        if to_vm {
+            sel.passthrough.push(g);
+        } else {
+            sel.host.push(g);
+        }
+    }
+    (sel, unknown)
+}
+
+/// Planning state shared by the phases.
+#[derive(Debug)]
+pub struct Planner<'a> {
+    pub facts: &'a HostFacts,
+    pub opts: &'a Options,
+    pub state: &'a HostState,
+    pub sel: Selection<'a>,
+    pub actions: Vec<Action>,
+    pub warnings: Vec<String>,
+    pub problems: Vec<Problem>,
+    pub reboot_reasons: Vec<String>,
+}
+
+impl<'a> Planner<'a> {
+    pub fn push(&mut self, phase: Phase, kind: ActionKind, reason: impl Into<String>) {
+        self.actions.push(Action {
+            phase,
+            kind,
+            reason: reason.into(),
+        });
+    }
+
+    /// Plans a write of `content` to `path` unless the file already has exactly that content and
+    /// mode. Returns whether a write was planned.
+    pub fn write_file(
+        &mut self,
+        phase: Phase,
+        path: &str,
+        mode: u32,
+        content: String,
+        reason: impl Into<String>,
+    ) -> bool {
+        let old = self.state.file(path);
+        if old.is_some_and(|f| f.content == content && f.mode == mode) {
+            return false;
+        }
+        self.push(
+            phase,
+            ActionKind::WriteFile {
+                path: path.to_string(),
+                mode,
+                content,
+                old_content: old.map(|f| f.content.clone()),
+            },
+            reason,
+        );
+        true
+    }
+
+    pub fn run(&mut self, phase: Phase, argv: &[&str], reason: impl Into<String>) {
+        self.push(
+            phase,
+            ActionKind::RunCommand {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+            },
+            reason,
+        );
+    }
+
+    /// Plans `apt-get install` for the packages that are not installed yet.
+    pub fn install_packages(&mut self, phase: Phase, pkgs: &[&str], reason: impl Into<String>) {
+        let missing: Vec<String> = pkgs
+            .iter()
+            .filter(|p| !self.state.has_package(p))
+            .map(|p| p.to_string())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mut argv: Vec<String> = ["apt-get", "install", "-y", "--no-install-recommends"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        argv.extend(missing.iter().cloned());
+        self.push(
+            phase,
+            ActionKind::InstallPackages {
+                packages: missing,
+                argv,
+            },
+            reason,
+        );
+    }
+
+    pub fn problem(&mut self, phase: Phase, forceable: bool, message: String, help: String) {
+        self.problems.push(Problem {
+            phase,
+            message,
+            help,
+            forceable,
+        });
+    }
+
+    pub fn warn(&mut self, msg: impl Into<String>) {
+        self.warnings.push(msg.into());
+    }
+
+    pub fn needs_reboot(&mut self, why: impl Into<String>) {
+        self.reboot_reasons.push(why.into());
+    }
+}
+
+/// Builds the plan. Pure: reads nothing but its arguments.
+pub fn plan(facts: &HostFacts, opts: &Options, state: &HostState) -> Result<Plan, Refusal> {
+    let (sel, unknown) = select_gpus(facts, opts);
+    let mut p = Planner {
+        facts,
+        opts,
+        state,
+        sel,
+        actions: Vec::new(),
+        warnings: Vec::new(),
+        problems: Vec::new(),
+        reboot_reasons: Vec::new(),
+    };
+    check_options(&mut p, &unknown);
+    phases::preflight::plan(&mut p);
+    if !opts.skip.nvidia {
+        phases::nvidia::plan(&mut p);
+    }
+    if !opts.skip.kvm {
+        phases::kvm::plan(&mut p);
+    }
+    if !opts.skip.iommu {
+        phases::iommu::plan(&mut p);
+    }
+    if !opts.skip.bridge {
+        phases::bridge::plan(&mut p);
+    }
+    if !opts.skip.vmctl {
+        phases::vmctl::plan(&mut p);
+    }
+    finish(p)
+}
+
+/// Combinations of options that contradict each other, and `--gpu` values that name no GPU.
+fn check_options(p: &mut Planner<'_>, unknown: &[String]) {
+    let o = p.opts;
+    for bdf in unknown {
+        let known: Vec<&str> = p.facts.gpus.iter().map(|g| g.bdf.as_str()).collect();
+        let known = if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        };
+        p.problem(
+            Phase::Preflight,
+            false,
+            format!("--gpu {bdf}: no NVIDIA GPU at that address (NVIDIA GPUs here: {known})"),
+            "run `gpu-vm-bootstrap detect` to list the GPUs and pass one of their BDFs".into(),
+        );
+    }
+    if !o.gpus.is_empty() && o.gpu_mode != GpuMode::Passthrough {
+        p.problem(
+            Phase::Preflight,
+            false,
+            "--gpu selects GPUs for passthrough, but --gpu-mode is not passthrough".into(),
+            "use `--gpu-mode passthrough --gpu BDF`, or drop --gpu".into(),
+        );
+    }
+    if o.host_driver && (o.gpu_mode == GpuMode::None || o.skip.nvidia) {
+        p.problem(
+            Phase::Preflight,
+            false,
+            "--host-driver asks for the NVIDIA driver, but --gpu-mode none / --skip-nvidia rule it out".into(),
+            "drop --host-driver, or use --gpu-mode passthrough without --skip-nvidia".into(),
+        );
+    }
+    if o.bridge_iface.is_some() && o.skip.bridge {
+        p.problem(
+            Phase::Preflight,
+            false,
+            "--bridge-iface was given together with --skip-bridge".into(),
+            "drop one of --bridge-iface and --skip-bridge".into(),
+        );
+    }
+}
+
+fn finish(mut p: Planner<'_>) -> Result<Plan, Refusal> {
+    let force = p.opts.force;
+    let (blocking, forced): (Vec<Problem>, Vec<Problem>) = p
+        .problems
+        .drain(..)
+        .partition(|pr| !(force && pr.forceable));
+    if !blocking.is_empty() {
+        return Err(Refusal { problems: blocking });
+    }
+    for pr in forced {
+        p.warnings.push(format!("forced: {}", pr.message));
+    }
+    // Package installs need fresh lists; `apt-get update` is also the repo reachability check.
+    if p.actions
+        .iter()
+        .any(|a| matches!(a.kind, ActionKind::InstallPackages { .. }))
+    {
+        p.actions.insert(
+            0,
+            Action {
+                phase: Phase::Preflight,
+                kind: ActionKind::RunCommand {
+                    argv: vec!["apt-get".into(), "update".into()],
+                },
+                reason:
+                    "refresh the package lists (also checks that the repositories are reachable)"
+                        .into(),
+            },
+        );
+    }
+    p.actions.sort_by_key(|a| a.phase);
+    let reboot_required = !p.reboot_reasons.is_empty();
+    if reboot_required && p.opts.reboot {
+        let phase = p.actions.last().map_or(Phase::Iommu, |a| a.phase);
+        p.push(
+            phase,
+            ActionKind::Reboot {
+                argv: vec!["systemctl".into(), "reboot".into()],
+            },
+            "--reboot: activate the new kernel command line, initramfs and drivers",
+        );
+    }
+    Ok(Plan {
+        actions: p.actions,
+        reboot_required,
+        reboot_reasons: p.reboot_reasons,
+        warnings: p.warnings,
+    })
+}

@@ -1,0 +1,178 @@
+//! [`HostState`]: the current content of every file the planner may change, read once through
+//! [`HostRoot`] so the planner itself stays pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+
+use hostio::{HostRoot, paths};
+
+use crate::options::{Options, VmctlSource};
+
+/// An existing file: its text and permission bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    pub content: String,
+    pub mode: u32,
+}
+
+/// What the planner needs to know about the host besides [`hwdetect::HostFacts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostState {
+    /// Existing files by host path.
+    pub files: BTreeMap<String, FileState>,
+    /// Host paths of `/etc/netplan/*.yaml`, sorted (netplan's lexical order).
+    pub netplan_files: Vec<String>,
+    /// Packages dpkg reports as installed.
+    pub installed_packages: BTreeSet<String>,
+    /// `/etc/group`: group → members.
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Paths (keyrings, service links) that merely need to exist.
+    pub existing: BTreeSet<String>,
+    /// `/usr/local/bin/vmctl` is byte-identical to the vmctl we would install.
+    pub vmctl_up_to_date: bool,
+}
+
+/// Files whose content the planner compares against what it wants.
+const WATCHED: &[&str] = &[
+    paths::ETC_DEFAULT_GRUB,
+    paths::ETC_MODULES_LOAD_VFIO,
+    paths::ETC_MODPROBE_VFIO,
+    paths::VFIO_OVERRIDE_SCRIPT,
+    paths::INITRAMFS_HOOK_VFIO,
+    paths::CLOUD_INIT_NETWORK_OFF,
+    paths::PROFILE_CUDA,
+    paths::APT_CONTAINER_TOOLKIT_LIST,
+    paths::ETC_VMCTL_CONFIG,
+];
+
+/// Paths whose existence alone matters.
+const PRESENCE: &[&str] = &[
+    paths::CONTAINER_TOOLKIT_KEYRING,
+    paths::CUDA_KEYRING,
+    paths::LIBVIRTD_WANTS,
+    paths::USR_LOCAL_BIN_VMCTL,
+];
+
+impl HostState {
+    /// Reads the current state. Missing files are simply absent; this never fails.
+    pub fn read(root: &HostRoot, opts: &Options) -> Self {
+        let mut st = HostState::default();
+        for p in WATCHED {
+            st.load(root, p);
+        }
+        if let Ok(names) = root.read_dir_names(paths::ETC_NETPLAN) {
+            for n in names.iter().filter(|n| n.ends_with(".yaml")) {
+                let p = format!("{}/{n}", paths::ETC_NETPLAN);
+                if st.load(root, &p) {
+                    st.netplan_files.push(p);
+                }
+            }
+        }
+        for p in PRESENCE {
+            if root.exists(p) {
+                st.existing.insert((*p).to_string());
+            }
+        }
+        if let Ok(s) = root.read_to_string(paths::DPKG_STATUS) {
+            st.installed_packages = parse_dpkg_status(&s);
+        }
+        if let Ok(s) = root.read_to_string(paths::ETC_GROUP) {
+            st.groups = parse_group(&s);
+        }
+        if let VmctlSource::Binary(src) = &opts.vmctl_source {
+            st.vmctl_up_to_date = match (std::fs::read(src), root.read(paths::USR_LOCAL_BIN_VMCTL))
+            {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            };
+        }
+        st
+    }
+
+    fn load(&mut self, root: &HostRoot, p: &str) -> bool {
+        let Ok(content) = root.read_to_string(p) else {
+            return false;
+        };
+        let mode = root
+            .stat(p)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o644);
+        self.files
+            .insert(p.to_string(), FileState { content, mode });
+        true
+    }
+
+    pub fn file(&self, path: &str) -> Option<&FileState> {
+        self.files.get(path)
+    }
+
+    pub fn content(&self, path: &str) -> Option<&str> {
+        self.files.get(path).map(|f| f.content.as_str())
+    }
+
+    pub fn has_package(&self, name: &str) -> bool {
+        self.installed_packages.contains(name)
+    }
+
+    pub fn in_group(&self, user: &str, group: &str) -> bool {
+        self.groups
+            .get(group)
+            .is_some_and(|m| m.iter().any(|u| u == user))
+    }
+}
+
+/// Installed packages from dpkg's status file (`Status: install ok installed`).
+pub fn parse_dpkg_status(s: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for para in s.split("\n\n") {
+        let mut name = None;
+        let mut installed = false;
+        for line in para.lines() {
+            if let Some(v) = line.strip_prefix("Package:") {
+                name = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("Status:") {
+                installed = v.trim().ends_with(" installed");
+            }
+        }
+        if let (Some(n), true) = (name, installed) {
+            out.insert(n);
+        }
+    }
+    out
+}
+
+/// `/etc/group` lines `name:x:gid:user1,user2`.
+pub fn parse_group(s: &str) -> BTreeMap<String, Vec<String>> {
+    s.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4).then(|| {
+                (
+                    f[0].to_string(),
+                    f[3].split(',')
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpkg_status_lists_only_installed() {
+        let s = "Package: a\nStatus: install ok installed\n\nPackage: b\nStatus: deinstall ok config-files\n";
+        assert_eq!(parse_dpkg_status(s), BTreeSet::from(["a".to_string()]));
+    }
+
+    #[test]
+    fn group_members_are_split() {
+        let g = parse_group("kvm:x:993:alice,bob\nlibvirt:x:120:\n");
+        assert_eq!(g["kvm"], vec!["alice", "bob"]);
+        assert!(g["libvirt"].is_empty());
+    }
+}

@@ -1,0 +1,254 @@
+//! `verify`: after the reboot, one check per expected outcome of each phase, with a fix hint.
+//! Checks that need a running system (nvidia-smi, libvirt, vmctl) are skipped without a runner.
+
+use std::fmt::Write as _;
+
+use hostio::{Cmd, CommandRunner, paths};
+use hwdetect::HostFacts;
+use serde::Serialize;
+
+use crate::options::{GpuMode, Options};
+use crate::phases::iommu::iommu_args;
+use crate::plan::Phase;
+use crate::planner::select_gpus;
+use crate::state::HostState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Ok,
+    Fail,
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub phase: Phase,
+    pub status: CheckStatus,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+impl VerifyReport {
+    fn check(&mut self, phase: Phase, ok: bool, detail: impl Into<String>, hint: &str) {
+        self.checks.push(Check {
+            phase,
+            status: if ok {
+                CheckStatus::Ok
+            } else {
+                CheckStatus::Fail
+            },
+            detail: detail.into(),
+            hint: (!ok).then(|| hint.to_string()),
+        });
+    }
+
+    fn skipped(&mut self, phase: Phase, detail: impl Into<String>) {
+        self.checks.push(Check {
+            phase,
+            status: CheckStatus::Skipped,
+            detail: detail.into(),
+            hint: None,
+        });
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for c in &self.checks {
+            let mark = match c.status {
+                CheckStatus::Ok => "✓",
+                CheckStatus::Fail => "✗",
+                CheckStatus::Skipped => "-",
+            };
+            let _ = writeln!(out, "{mark} [{}] {}", c.phase.name(), c.detail);
+            if let Some(h) = &c.hint {
+                let _ = writeln!(out, "    fix: {h}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{}",
+            if self.ok {
+                "all checks passed"
+            } else {
+                "some checks failed"
+            }
+        );
+        out
+    }
+}
+
+/// Runs every check. `runner` is `None` under `--host-root` (live checks are then skipped).
+pub fn verify(
+    facts: &HostFacts,
+    opts: &Options,
+    state: &HostState,
+    runner: Option<&dyn CommandRunner>,
+) -> VerifyReport {
+    let mut r = VerifyReport::default();
+    let live = |argv: &[&str]| -> Option<Result<String, String>> {
+        runner.map(|run| {
+            run.run(&Cmd::new(argv.iter().copied()))
+                .map(|o| o.stdout_str())
+                .map_err(|e| e.to_string())
+        })
+    };
+
+    if !opts.skip.kvm {
+        r.check(
+            Phase::Kvm,
+            facts.kvm.available,
+            "/dev/kvm exists",
+            "enable VT-x/AMD-V in the firmware and `modprobe kvm_intel` (or kvm_amd)",
+        );
+        match live(&["virsh", "-c", "qemu:///system", "capabilities"]) {
+            None => r.skipped(
+                Phase::Kvm,
+                "libvirt reports a kvm domain type (needs the live host)",
+            ),
+            Some(res) => {
+                let ok = res.as_ref().is_ok_and(|s| s.contains("<domain type='kvm'"));
+                r.check(
+                    Phase::Kvm,
+                    ok,
+                    match &res {
+                        Err(e) => format!("libvirt reachable at qemu:///system: {e}"),
+                        Ok(_) => "libvirt at qemu:///system reports a kvm domain type".into(),
+                    },
+                    "`sudo systemctl enable --now libvirtd`, then `virt-host-validate qemu`",
+                );
+            }
+        }
+    }
+
+    let (sel, _) = select_gpus(facts, opts);
+    if opts.gpu_mode != GpuMode::None && !opts.skip.iommu {
+        let args = iommu_args(facts.cpu.vendor);
+        let missing: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| !facts.kernel_cmdline.iter().any(|c| c == a))
+            .collect();
+        r.check(
+            Phase::Iommu,
+            missing.is_empty(),
+            if missing.is_empty() {
+                format!("kernel command line has `{}`", args.join(" "))
+            } else {
+                format!("kernel command line lacks `{}`", missing.join(" "))
+            },
+            "run `sudo gpu-vm-bootstrap apply`, then reboot (update-grub must have run)",
+        );
+        r.check(
+            Phase::Iommu,
+            facts.iommu.enabled,
+            format!("{} IOMMU groups exist", facts.iommu.group_count),
+            "enable VT-d / AMD-Vi in the firmware setup and reboot",
+        );
+        if opts.gpu_mode == GpuMode::Passthrough {
+            for g in &sel.passthrough {
+                let bad: Vec<String> = g
+                    .functions
+                    .iter()
+                    .zip(&g.function_drivers)
+                    .filter(|(_, d)| d.as_deref() != Some("vfio-pci"))
+                    .map(|(f, d)| format!("{f} → {}", d.as_deref().unwrap_or("no driver")))
+                    .collect();
+                r.check(
+                    Phase::Iommu,
+                    bad.is_empty(),
+                    if bad.is_empty() {
+                        format!("GPU {} ({}) is bound to vfio-pci", g.bdf, g.name)
+                    } else {
+                        format!("GPU {} not on vfio-pci: {}", g.bdf, bad.join(", "))
+                    },
+                    &format!(
+                        "check {} and run `sudo update-initramfs -u -k all`, then reboot",
+                        paths::ETC_MODPROBE_VFIO
+                    ),
+                );
+            }
+        }
+    }
+
+    let host_driver = !opts.skip.nvidia
+        && match opts.gpu_mode {
+            GpuMode::None => false,
+            GpuMode::Host => !facts.gpus.is_empty(),
+            GpuMode::Passthrough => !sel.host.is_empty() || opts.host_driver,
+        };
+    if host_driver {
+        r.check(
+            Phase::Nvidia,
+            facts.nvidia_module_loaded,
+            "the nvidia kernel module is loaded",
+            "reboot after the driver install; `sudo dmesg | grep -i nvidia` shows why it did not load",
+        );
+        match live(&["nvidia-smi", "-L"]) {
+            None => r.skipped(Phase::Nvidia, "nvidia-smi works (needs the live host)"),
+            Some(res) => r.check(
+                Phase::Nvidia,
+                res.is_ok(),
+                match &res {
+                    Ok(s) => format!("nvidia-smi sees {} GPU(s)", s.lines().count()),
+                    Err(e) => format!("nvidia-smi failed: {e}"),
+                },
+                "reinstall the driver (`sudo gpu-vm-bootstrap apply`) and reboot",
+            ),
+        }
+    }
+
+    if !opts.skip.bridge {
+        let br = facts.nics.iter().find(|n| n.name == opts.bridge_name);
+        let addrs = br.map(|n| n.addresses.join(", ")).unwrap_or_default();
+        r.check(
+            Phase::Bridge,
+            br.is_some_and(|n| n.is_bridge && !n.addresses.is_empty()),
+            match br {
+                Some(_) if !addrs.is_empty() => format!("{} holds {addrs}", opts.bridge_name),
+                Some(_) => format!("{} exists but has no address", opts.bridge_name),
+                None => format!("{} does not exist", opts.bridge_name),
+            },
+            &format!(
+                "check {} and run `sudo netplan apply` from a console",
+                paths::NETPLAN_BRIDGE_FILE
+            ),
+        );
+        let via = facts.default_route.as_ref().map(|d| d.interface.as_str());
+        r.check(
+            Phase::Bridge,
+            via == Some(opts.bridge_name.as_str()),
+            format!("default route via {}", via.unwrap_or("nothing")),
+            &format!(
+                "the default route should use {}; see `ip route`",
+                opts.bridge_name
+            ),
+        );
+    }
+
+    if !opts.skip.vmctl {
+        r.check(
+            Phase::Vmctl,
+            state.existing.contains(paths::USR_LOCAL_BIN_VMCTL),
+            format!("{} is installed", paths::USR_LOCAL_BIN_VMCTL),
+            "run `sudo gpu-vm-bootstrap apply` from a directory holding vmctl",
+        );
+        if let Some(res) = live(&[paths::USR_LOCAL_BIN_VMCTL, "--version"]) {
+            r.check(
+                Phase::Vmctl,
+                res.is_ok(),
+                "vmctl runs",
+                "reinstall vmctl (`sudo gpu-vm-bootstrap apply`)",
+            );
+        }
+    }
+    r.ok = r.checks.iter().all(|c| c.status != CheckStatus::Fail);
+    r
+}
