@@ -45,3 +45,11 @@ pub const USR_LOCAL_BIN_VMCTL: &str = "/usr/local/bin/vmctl";
 pub const ETC_VMCTL_CONFIG: &str = "/etc/vmctl/config.toml";
 pub const BOOTSTRAP_STATE_DIR: &str = "/var/lib/gpu-vm-bootstrap";
 pub const BOOTSTRAP_LOG: &str = "/var/log/gpu-vm-bootstrap.log";
+
+// netscan: neighbour table, ARP timers and OUI vendor files (first one present wins).
+pub const PROC_NET_ARP: &str = "/proc/net/arp";
+pub const PROC_SYS_NET_IPV4_NEIGH: &str = "/proc/sys/net/ipv4/neigh";
+pub const SYSTEM_OUI_FILES: &[&str] = &[
+    "/usr/share/arp-scan/ieee-oui.txt",
+    "/usr/share/ieee-data/oui.txt",
+];

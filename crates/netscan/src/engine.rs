@@ -1,0 +1,252 @@
+//! The raw ARP engine: a paced sender with retries for silent addresses and a concurrent
+//! receiver, on two `AF_PACKET` sockets bound to the plan's interface.
+//!
+//! Timing model: every request (first try or retry) takes one slot of the rate; a retry for an
+//! address becomes due `timeout` after its previous request and is sent once no new address is
+//! left, so the sender never idles while there is work. The scan ends when the reply window of the last
+//! request closes. Total time is about
+//! `(targets + retries x silent) / rate + timeout`: at a fixed polite rate the packet count is
+//! what bounds a scan, not the network.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::arp::{ArpOp, build_request, parse_frame};
+use crate::sys::PacketSocket;
+use crate::{Error, MacAddr, ScanPlan};
+
+/// How often the receiver wakes up to look at the stop flag.
+const RECV_POLL: Duration = Duration::from_millis(2);
+/// How far the sender may fall behind its schedule and catch up in a burst (absorbs sleep
+/// overshoot); beyond that, after an idle wait for a retry, the schedule restarts from now so
+/// the rate bound holds at every instant, not just on average.
+const MAX_LAG: Duration = Duration::from_millis(2);
+
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// Every distinct (sender IP, sender MAC) pair that answered.
+    pub replies: BTreeSet<(Ipv4Addr, MacAddr)>,
+    pub packets_sent: u64,
+}
+
+/// Spaces packets `1/rate` apart on an absolute schedule, so sleep overshoot is caught up on
+/// instead of accumulating (the average rate stays exact; a late slot is sent at once).
+struct Pacer {
+    start: Instant,
+    rate: u64,
+    sent: u64,
+}
+
+impl Pacer {
+    fn new(rate_pps: u32) -> Self {
+        Pacer {
+            start: Instant::now(),
+            rate: u64::from(rate_pps),
+            sent: 0,
+        }
+    }
+
+    fn slot(&self, n: u64) -> Instant {
+        let nanos = u128::from(n) * 1_000_000_000 / u128::from(self.rate);
+        self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Sleeps until the next slot is due and takes it.
+    fn wait_turn(&mut self) {
+        let now = Instant::now();
+        let mut due = self.slot(self.sent);
+        if due + MAX_LAG < now {
+            // Idle gap: rebase so slot `sent` is now.
+            let behind = now - due;
+            self.start += behind;
+            due = now;
+        }
+        if due > now {
+            thread::sleep(due - now);
+        }
+        self.sent += 1;
+    }
+
+    /// When the next slot is due (used to decide whether a retry will be due by then).
+    fn next_slot(&self) -> Instant {
+        self.slot(self.sent).max(Instant::now())
+    }
+}
+
+/// Index of `ip` in the plan's subnet (offset from the network address).
+fn offset(plan: &ScanPlan, ip: Ipv4Addr) -> Option<usize> {
+    plan.subnet
+        .contains(&ip)
+        .then(|| (u32::from(ip) - u32::from(plan.subnet.network())) as usize)
+}
+
+/// Opens the sockets; `Err(OpenSocket)` with `EPERM` means no `CAP_NET_RAW` (the caller may fall
+/// back to the neighbour table).
+pub(crate) fn run(plan: &ScanPlan) -> Result<Outcome, Error> {
+    let open_err = |source| Error::OpenSocket {
+        interface: plan.interface.clone(),
+        source,
+    };
+    // One socket sends and receives: it exists before the first request, so no early reply is
+    // missed, and closing an AF_PACKET socket costs an RCU grace period (synchronize_net() in
+    // packet_release, net/packet/af_packet.c), some 20 ms each, so one is cheaper than two.
+    let sock = PacketSocket::open(plan.ifindex, RECV_POLL).map_err(open_err)?;
+    let (rx, tx) = (&sock, &sock);
+
+    let size = 1usize << (32 - u32::from(plan.subnet.prefix_len()));
+    let answered: Vec<AtomicBool> = (0..size).map(|_| AtomicBool::new(false)).collect();
+    let stop = AtomicBool::new(false);
+
+    thread::scope(|s| {
+        let receiver = s.spawn(|| receive(plan, rx, &answered, &stop));
+        let sent = send(plan, tx, &answered);
+        // The window of the last request stays open in full even if everything answered: a
+        // second MAC for the same address (a conflict) may still be on its way.
+        if let Ok((last, _)) = &sent {
+            let deadline = *last + plan.timeout;
+            thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        }
+        // Whatever happened to the sender, the receiver must stop before the scope ends.
+        stop.store(true, Ordering::Relaxed);
+        let replies = receiver
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("receiver thread panicked")))
+            .map_err(|source| Error::ReceiveArp {
+                interface: plan.interface.clone(),
+                source,
+            })?;
+        let (_, packets_sent) = sent?;
+        Ok(Outcome {
+            replies,
+            packets_sent,
+        })
+    })
+}
+
+/// Sends first tries and due retries at the plan's rate; returns the time of the last request
+/// and the number of packets sent.
+fn send(
+    plan: &ScanPlan,
+    tx: &PacketSocket,
+    answered: &[AtomicBool],
+) -> Result<(Instant, u64), Error> {
+    let mut pacer = Pacer::new(plan.rate_pps);
+    let mut fresh = plan.targets();
+    // (due, ip, retries left); due times grow in send order, so a FIFO is a priority queue.
+    let mut retry: VecDeque<(Instant, Ipv4Addr, u32)> = VecDeque::new();
+    let mut last = Instant::now();
+    let is_answered =
+        |ip: Ipv4Addr| offset(plan, ip).is_some_and(|i| answered[i].load(Ordering::Relaxed));
+    loop {
+        // New addresses go first, retries when no new address is left or one is due meanwhile
+        // would waste a slot: preferring due retries leaves the sender idle whenever the
+        // reply window is shorter than a pass (nothing is due yet and nothing new is sent).
+        let (ip, left) = match fresh.next() {
+            Some(ip) => (ip, plan.retries),
+            None => match retry.front() {
+                Some(&(due, ip, left)) if due <= pacer.next_slot() => {
+                    retry.pop_front();
+                    if is_answered(ip) {
+                        continue;
+                    }
+                    (ip, left)
+                }
+                // Nothing is due yet: wait for the next retry.
+                Some(&(due, _, _)) => {
+                    thread::sleep(due.saturating_duration_since(Instant::now()).min(RECV_POLL));
+                    continue;
+                }
+                None => break,
+            },
+        };
+        // Scope guard: requests only ever go to the planned subnet.
+        if !plan.subnet.contains(&ip) || ip == plan.local_ip {
+            continue;
+        }
+        pacer.wait_turn();
+        let frame = build_request(plan.local_mac, plan.local_ip, ip);
+        send_one(tx, &frame).map_err(|source| Error::SendArp {
+            interface: plan.interface.clone(),
+            ip,
+            source,
+        })?;
+        last = Instant::now();
+        if left > 0 {
+            retry.push_back((last + plan.timeout, ip, left - 1));
+        }
+    }
+    Ok((last, pacer.sent))
+}
+
+/// Sends a frame, waiting briefly when the device queue is full (`ENOBUFS`) instead of failing.
+fn send_one(tx: &PacketSocket, frame: &[u8]) -> io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match tx.send(frame, MacAddr::BROADCAST) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) && tries < 200 => {
+                tries += 1;
+                thread::sleep(Duration::from_millis(1));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Collects replies addressed to our IP from senders inside the subnet until told to stop.
+fn receive(
+    plan: &ScanPlan,
+    rx: &PacketSocket,
+    answered: &[AtomicBool],
+    stop: &AtomicBool,
+) -> io::Result<BTreeSet<(Ipv4Addr, MacAddr)>> {
+    let mut replies = BTreeSet::new();
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let Some(n) = rx.recv(&mut buf)? else {
+            continue;
+        };
+        let Some(p) = parse_frame(&buf[..n]) else {
+            continue;
+        };
+        if p.op != ArpOp::Reply || p.target_ip != plan.local_ip || p.sender_ip == plan.local_ip {
+            continue;
+        }
+        let Some(i) = offset(plan, p.sender_ip) else {
+            continue;
+        };
+        answered[i].store(true, Ordering::Relaxed);
+        replies.insert((p.sender_ip, p.sender_mac));
+    }
+    Ok(replies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lower bounds only: sleeping can make the pacer slower, never faster.
+    #[test]
+    fn pacer_keeps_the_rate_and_does_not_burst_after_an_idle_gap() {
+        let mut p = Pacer::new(10_000);
+        let t = Instant::now();
+        for _ in 0..101 {
+            p.wait_turn();
+        }
+        assert!(
+            t.elapsed() >= Duration::from_millis(10),
+            "{:?}",
+            t.elapsed()
+        );
+        thread::sleep(Duration::from_millis(30));
+        let t = Instant::now();
+        for _ in 0..51 {
+            p.wait_turn();
+        }
+        // Without the rebase, 300 overdue slots would let all 51 go out at once.
+        assert!(t.elapsed() >= Duration::from_millis(5), "{:?}", t.elapsed());
+    }
+}

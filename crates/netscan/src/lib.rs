@@ -1,0 +1,63 @@
+//! netscan: agentless IPv4 discovery on one L2 segment (a host bridge), the library behind
+//! `vmctl ip check|list` and `vmctl create --ip auto`.
+//!
+//! # Shape
+//! Facts, then a pure plan, then the scan:
+//! 1. [`Interface::lookup`] reads the interface (index, MAC, IPv4 networks) from the kernel.
+//! 2. [`plan_scan`] validates a [`ScanRequest`] against it (rate, CIDR scope, `/16` width guard)
+//!    and returns a [`ScanPlan`]. It is pure and unit-tested.
+//! 3. [`Scanner::scan`] runs the plan: raw ARP over `AF_PACKET` when the process has
+//!    `CAP_NET_RAW`, else the kernel neighbour table ([`ScanMethod::Neighbour`], slower).
+//!
+//! The [`ScanResult`] holds the used addresses (IP, MAC, OUI vendor), conflicts (one IP, several
+//! MACs), compact free ranges and their count. [`pick_free`] and [`ReservationStore`] turn it into
+//! a safe static address: the store is a lock file plus a JSON file of expiring reservations, so
+//! two concurrent `create --ip auto` never receive the same address.
+//!
+//! # Example
+//! ```no_run
+//! use netscan::{Scanner, ScanRequest, ReservationStore, IpRange};
+//! use hostio::HostRoot;
+//! use std::time::{Duration, SystemTime};
+//!
+//! let scanner = Scanner::new(HostRoot::system());
+//! let mut req = ScanRequest::new("br0");
+//! req.subnet = Some(netscan::parse_subnet("198.18.5.0/24")?);
+//! let result = scanner.scan(&req)?;
+//! let store = ReservationStore::new(HostRoot::system(), "/var/lib/vmctl");
+//! let reserved = [IpRange::parse("198.18.5.1-198.18.5.9")?];
+//! let got = store.allocate(&result, &reserved, "vm-a", Duration::from_secs(600), SystemTime::now())?;
+//! println!("{}", got.ip);
+//! # Ok::<(), netscan::Error>(())
+//! ```
+
+mod arp;
+mod engine;
+mod error;
+mod iface;
+mod mac;
+mod neigh;
+mod oui;
+mod plan;
+mod ranges;
+mod reserve;
+mod scan;
+mod sys;
+
+pub use arp::{ARP_FRAME_LEN, ArpOp, ArpPacket, build_request, parse_frame};
+pub use error::Error;
+pub use iface::{Interface, InterfaceAddr};
+pub use ipnet::Ipv4Net;
+pub use mac::MacAddr;
+pub use neigh::{Neighbour, parse_proc_net_arp};
+pub use oui::OuiDb;
+pub use plan::{
+    DEFAULT_RATE_PPS, DEFAULT_TIMEOUT, MIN_PREFIX_WITHOUT_FORCE, ScanMethod, ScanPlan, ScanRequest,
+    parse_subnet, plan_scan,
+};
+pub use ranges::{IpRange, free_ranges, pick_free};
+pub use reserve::{Reservation, ReservationLock, ReservationStore};
+pub use scan::{Conflict, Host, ProbeResult, ScanResult, Scanner};
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

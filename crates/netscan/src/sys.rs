@@ -1,0 +1,247 @@
+//! The unsafe edge: `getifaddrs(3)`, `AF_PACKET` sockets (packet(7)) and `flock(2)`.
+//! Everything above this module is safe Rust.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::mem;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use crate::MacAddr;
+use crate::arp::ETHERTYPE_ARP;
+
+// From <linux/if_packet.h> and <asm-generic/socket.h>; defined here because the libc version the
+// workspace pins (0.2.183, through `virt`) does not export all of them.
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const SO_RCVBUFFORCE: libc::c_int = 33;
+
+/// One `getifaddrs` entry of interest: an IPv4 address or the link-layer (`AF_PACKET`) entry.
+#[derive(Debug, Clone)]
+pub(crate) enum IfEntry {
+    V4 {
+        name: String,
+        addr: Ipv4Addr,
+        netmask: Ipv4Addr,
+    },
+    Link {
+        name: String,
+        index: u32,
+        mac: Option<MacAddr>,
+    },
+}
+
+/// Lists IPv4 and link-layer entries of every interface in the caller's network namespace.
+pub(crate) fn interface_entries() -> io::Result<Vec<IfEntry>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a heap-allocated list head into `head`; we free it below with
+    // freeifaddrs and never keep pointers into it past that call.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a non-null node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated C string owned by the list.
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: ifa_addr is non-null and points to at least a sockaddr header.
+        let family = libc::c_int::from(unsafe { (*ifa.ifa_addr).sa_family });
+        match family {
+            libc::AF_INET => {
+                // SAFETY: family AF_INET means the storage is a sockaddr_in; same for the
+                // netmask, which getifaddrs fills for every AF_INET entry (checked for null).
+                let addr = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                let netmask = if ifa.ifa_netmask.is_null() {
+                    Ipv4Addr::BROADCAST
+                } else {
+                    let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
+                    Ipv4Addr::from(u32::from_be(m.sin_addr.s_addr))
+                };
+                out.push(IfEntry::V4 {
+                    name,
+                    addr: Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+                    netmask,
+                });
+            }
+            libc::AF_PACKET => {
+                // SAFETY: family AF_PACKET means the storage is a sockaddr_ll (packet(7)).
+                let ll = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_ll) };
+                let mac = (ll.sll_halen == 6).then(|| {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(&ll.sll_addr[..6]);
+                    MacAddr(m)
+                });
+                out.push(IfEntry::Link {
+                    name,
+                    index: u32::try_from(ll.sll_ifindex).unwrap_or(0),
+                    mac,
+                });
+            }
+            _ => {}
+        }
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn setsockopt_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: a valid fd and a pointer to a live c_int with its exact size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+fn sockaddr_ll(ifindex: u32, protocol: u16, dst: Option<MacAddr>) -> libc::sockaddr_ll {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifindex as libc::c_int;
+    if let Some(mac) = dst {
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&mac.0);
+    }
+    sll
+}
+
+/// A raw `AF_PACKET`/`SOCK_RAW` socket bound to one interface and to the ARP EtherType.
+/// Frames sent include the Ethernet header; frames received are ARP frames on that interface only.
+#[derive(Debug)]
+pub(crate) struct PacketSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl PacketSocket {
+    /// Opens the socket for the ARP EtherType (the kernel queues only ARP frames of this
+    /// interface for us), without our own outgoing frames, with a read timeout.
+    /// Fails with `EPERM` without `CAP_NET_RAW`.
+    pub(crate) fn open(ifindex: u32, read_timeout: Duration) -> io::Result<Self> {
+        let proto: u16 = ETHERTYPE_ARP;
+        // Created with protocol 0 (no packet hook yet) and given the protocol at bind: a socket
+        // created with a protocol is hooked at once, and re-binding it to an interface unhooks it
+        // with synchronize_net() (packet_do_bind, net/packet/af_packet.c), ~10 ms for nothing.
+        // SAFETY: plain socket(2) call; the returned fd is owned right away.
+        let raw =
+            cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
+        // SAFETY: `raw` is a fresh fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        {
+            // Room for a burst of replies while the receiver thread is descheduled; FORCE needs
+            // CAP_NET_ADMIN and ignores rmem_max, plain SO_RCVBUF is capped by it (socket(7)).
+            let want = 4 << 20;
+            if setsockopt_int(&fd, libc::SOL_SOCKET, SO_RCVBUFFORCE, want).is_err() {
+                let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, want);
+            }
+            // Linux >= 4.20; older kernels just hand us our requests, which the parser drops.
+            let _ = setsockopt_int(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1);
+            let tv = libc::timeval {
+                tv_sec: read_timeout.as_secs() as libc::time_t,
+                tv_usec: read_timeout.subsec_micros() as libc::suseconds_t,
+            };
+            // SAFETY: valid fd, pointer to a live timeval with its exact size.
+            cvt(unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    mem::size_of::<libc::timeval>() as libc::socklen_t,
+                )
+            })?;
+        }
+        let sll = sockaddr_ll(ifindex, proto, None);
+        // SAFETY: valid fd and a sockaddr_ll of the size we pass.
+        cvt(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })?;
+        Ok(PacketSocket { fd, ifindex })
+    }
+
+    /// Sends one complete Ethernet frame to `dst` on the bound interface.
+    pub(crate) fn send(&self, frame: &[u8], dst: MacAddr) -> io::Result<()> {
+        let sll = sockaddr_ll(self.ifindex, ETHERTYPE_ARP, Some(dst));
+        // SAFETY: valid fd, `frame` is a live buffer of the given length, sll is sized correctly.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Receives one frame; `Ok(None)` when the read timeout expired or a signal interrupted.
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: valid fd and a writable buffer of the given length.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        Ok(Some(n as usize))
+    }
+}
+
+/// Takes an exclusive `flock(2)` on the file, blocking until it is free. The lock belongs to the
+/// open file description, so it is released when `file` is closed, also if the process dies.
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on a valid fd owned by `file`.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
