@@ -262,12 +262,29 @@ pub fn plan(p: &mut Planner<'_>) {
         };
         if path == paths::NETPLAN_BRIDGE_FILE {
             ours = Some(doc);
-        } else if let Some(src) = find_source(path, &doc, &iface, nic.mac.as_deref()) {
+            continue;
+        }
+        if doc
+            .get("network")
+            .and_then(|n| n.get("bridges"))
+            .and_then(|b| b.get(br.as_str()))
+            .is_some()
+        {
+            p.warn(format!(
+                "bridge {br} is already defined in {path}; the network config is left as it is"
+            ));
+            return;
+        }
+        if let Some(src) = find_source(path, &doc, &iface, nic.mac.as_deref()) {
             sources.push(src);
         }
     }
     if sources.is_empty() && ours.as_ref().is_some_and(|d| bridge_holds(d, &br, &iface)) {
         return; // already configured by an earlier run
+    }
+    if sources.is_empty() && nic.bridge.as_deref() == Some(br.as_str()) {
+        // Bridged already, by something other than netplan files we can read.
+        return;
     }
     let src = sources.last();
     if src.is_none() {

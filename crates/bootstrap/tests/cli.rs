@@ -1,0 +1,185 @@
+//! CLI tests: bad input exits 2 with a clear message and `help:` lines and changes nothing;
+//! `plan --json` has the documented shape; apply → plan → rollback round trip.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on broken fixtures too
+
+mod common;
+
+use assert_cmd::Command;
+use common::*;
+use predicates::str::contains;
+
+fn bin() -> Command {
+    let mut c = Command::cargo_bin("gpu-vm-bootstrap").unwrap();
+    c.env_remove("SUDO_USER");
+    c
+}
+
+const SKIP: &[&str] = &["var"];
+
+/// Runs the binary with `args` on a fresh fixture host; asserts exit 2 and an unchanged tree.
+/// Returns stderr.
+fn refused(name: &str, args: &[&str]) -> String {
+    let h = host(name, Net::Dhcp);
+    let before = snapshot_tree(h.path(), &[]);
+    let out = bin()
+        .args(args)
+        .arg("--host-root")
+        .arg(h.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains("error:"), "{stderr}");
+    // Our refusals end with `help:` lines; clap's usage errors point at `--help`.
+    assert!(stderr.contains("help"), "{stderr}");
+    assert_eq!(
+        tree_diff(&before, &snapshot_tree(h.path(), &[])),
+        Vec::<String>::new(),
+        "{args:?} changed the tree"
+    );
+    stderr
+}
+
+#[test]
+fn unknown_gpu_is_refused() {
+    let e = refused(
+        "intel-z170-gtx960",
+        &["apply", "--yes", "--gpu", "0000:99:00.0"],
+    );
+    assert!(
+        e.contains("--gpu 0000:99:00.0: no NVIDIA GPU at that address"),
+        "{e}"
+    );
+    assert!(e.contains("0000:01:00.0"), "lists the GPUs that exist: {e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn missing_bridge_iface_is_refused() {
+    let e = refused("intel-z170-gtx960", &["--yes", "--bridge-iface", "eth9"]);
+    assert!(e.contains("bridge interface `eth9` does not exist"), "{e}");
+}
+
+#[test]
+fn non_ubuntu_os_release_is_refused() {
+    let e = refused("intel-z370-no-nvidia", &["apply", "--yes"]);
+    assert!(e.contains("debian 12"), "{e}");
+    assert!(e.contains("--force"), "{e}");
+}
+
+#[test]
+fn unsafe_gpu_choice_is_refused_with_reasons() {
+    let e = refused(
+        "amd-b550m-gt710-rtx2070s",
+        &["apply", "--yes", "--gpu", "04:00.0"],
+    );
+    assert!(e.contains("boot VGA"), "{e}");
+    assert!(e.contains("shares IOMMU group 13 with"), "{e}");
+}
+
+#[test]
+fn conflicting_flags_are_refused() {
+    for args in [
+        &["apply", "--yes", "--skip-bridge", "--bridge-iface", "eno1"][..],
+        &["apply", "--dry-run", "--reboot"],
+        &["apply", "--yes", "--gpu-mode", "none", "--gpu", "01:00.0"],
+        &["apply", "--yes", "--gpu-mode", "host", "--gpu", "01:00.0"],
+        &["apply", "--yes", "--host-driver", "--skip-nvidia"],
+        &["apply", "--yes", "--gpu-mode", "none", "--host-driver"],
+        &["apply", "--yes", "--gpu-mode", "sideways"],
+    ] {
+        refused("intel-z170-gtx960", args);
+    }
+}
+
+#[test]
+fn apply_without_confirmation_is_refused_off_a_terminal() {
+    let e = refused("intel-z170-gtx960", &["apply"]);
+    assert!(e.contains("pass --yes"), "{e}");
+}
+
+#[test]
+fn plan_json_has_the_documented_shape() {
+    let h = host("amd-b550m-gt710-rtx2070s", Net::Dhcp);
+    let out = bin()
+        .args(["plan", "--json", "--skip-vmctl", "--host-root"])
+        .arg(h.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reboot_required"], true);
+    assert!(v["warnings"].is_array());
+    let actions = v["actions"].as_array().unwrap();
+    assert!(actions.len() > 10);
+    for a in actions {
+        assert!(a["phase"].is_string() && a["kind"].is_string() && a["reason"].is_string());
+        assert!(a["path"].is_string() ^ a["argv"].is_array(), "{a}");
+    }
+    // --dry-run is the same as plan.
+    let dry = bin()
+        .args(["--dry-run", "--json", "--skip-vmctl", "--host-root"])
+        .arg(h.path())
+        .output()
+        .unwrap();
+    assert_eq!(dry.stdout, out.stdout);
+}
+
+#[test]
+fn apply_plan_rollback_round_trip() {
+    let h = host("intel-z170-gtx960", Net::Static);
+    let before = snapshot_tree(h.path(), SKIP);
+    bin()
+        .args(["apply", "--yes", "--host-root"])
+        .arg(h.path())
+        .assert()
+        .success()
+        .stderr(contains("skipped (host root): update-grub"))
+        .stdout(contains("reboot required"));
+    assert!(
+        h.path().join("var/log/gpu-vm-bootstrap.log").is_file(),
+        "log inside the root"
+    );
+    let out = bin()
+        .args(["plan", "--json", "--host-root"])
+        .arg(h.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files: Vec<&serde_json::Value> = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["path"].is_string())
+        .collect();
+    assert!(files.is_empty(), "{files:#?}");
+    bin()
+        .args(["rollback", "--yes", "--host-root"])
+        .arg(h.path())
+        .assert()
+        .success()
+        .stdout(contains("rolled back run"));
+    assert_eq!(
+        tree_diff(&before, &snapshot_tree(h.path(), SKIP)),
+        Vec::<String>::new()
+    );
+    bin()
+        .args(["rollback", "--yes", "--host-root"])
+        .arg(h.path())
+        .assert()
+        .code(1)
+        .stderr(contains("nothing to roll back"));
+}
+
+#[test]
+fn verify_reports_checks_as_json() {
+    let h = host("synthetic-vfio-bound", Net::None);
+    let out = bin()
+        .args(["verify", "--json", "--host-root"])
+        .arg(h.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["checks"].as_array().unwrap().len() >= 5);
+    assert_eq!(out.status.code(), Some(if v["ok"] == true { 0 } else { 1 }));
+}

@@ -1,0 +1,141 @@
+//! The bridge watchdog, driven by the recording command runner: a failed connectivity check
+//! restores the old netplan files and applies them again; a good check keeps the new ones.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on broken fixtures too
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gpu_vm_bootstrap::{ActionKind, Applier, Error, GpuMode, NullLog, Options, Skips, Watchdog};
+use hostio::{Output, RecordingRunner};
+
+fn bridge_only() -> Options {
+    Options {
+        skip: Skips {
+            nvidia: true,
+            kvm: true,
+            iommu: true,
+            vmctl: true,
+            bridge: false,
+        },
+        ..opts(GpuMode::Passthrough)
+    }
+}
+
+fn applier<'a>(root: &'a hostio::HostRoot, runner: &'a RecordingRunner) -> Applier<'a> {
+    let mut a = Applier::new(root, runner, &NullLog);
+    // Commands "run" through the fake, as on a real host.
+    a.run_commands = true;
+    a.watchdog = Watchdog {
+        tries: 3,
+        interval: Duration::ZERO,
+    };
+    a
+}
+
+#[test]
+fn failed_check_restores_and_reapplies_the_old_config() {
+    let h = host("intel-z170-gtx960", Net::Static);
+    let before = snapshot_tree(h.path(), &["var"]);
+    let plan = h.plan(&bridge_only()).unwrap();
+    let Some(ActionKind::ApplyBridge {
+        gateway, expect_ip, ..
+    }) = plan.actions.last().map(|a| &a.kind)
+    else {
+        panic!("no bridge apply in {plan:#?}")
+    };
+    assert!(gateway.is_some(), "a static host has a gateway to check");
+    let ip = expect_ip.clone().unwrap();
+    // br0 comes up without the host's address; the gateway never answers.
+    let runner = RecordingRunner::new();
+    let root = h.root();
+    let err = applier(&root, &runner).apply(&plan).unwrap_err();
+    assert!(matches!(err, Error::BridgeReverted { .. }), "{err}");
+    assert!(err.to_string().contains(&ip), "{err}");
+    let calls = runner.calls();
+    let apply = vec!["netplan".to_string(), "apply".to_string()];
+    assert_eq!(calls.first().unwrap(), &["netplan", "generate"]);
+    assert_eq!(
+        calls.iter().filter(|c| **c == apply).count(),
+        2,
+        "apply, then re-apply of the old config: {calls:?}"
+    );
+    assert_eq!(
+        calls.last().unwrap(),
+        &apply,
+        "the old config is applied last"
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.first().map(String::as_str) == Some("ip"))
+            .count(),
+        3
+    );
+    assert_eq!(
+        tree_diff(&before, &snapshot_tree(h.path(), &["var"])),
+        Vec::<String>::new(),
+        "netplan files are back byte for byte"
+    );
+}
+
+#[test]
+fn unreachable_gateway_also_reverts() {
+    let h = host("amd-b550m-gt710-rtx2070s", Net::Dhcp);
+    let plan = h.plan(&bridge_only()).unwrap();
+    let Some(ActionKind::ApplyBridge { expect_ip, .. }) = plan.actions.last().map(|a| &a.kind)
+    else {
+        panic!()
+    };
+    let ip = expect_ip.clone().unwrap();
+    let json = format!(
+        r#"[{{"ifname":"br0","addr_info":[{{"family":"inet","local":"{ip}","prefixlen":24}}]}}]"#
+    );
+    let mut runner = RecordingRunner::new();
+    for _ in 0..3 {
+        runner = runner
+            .answer(["ip"], Output::ok(json.clone()))
+            .answer(["ping"], Output::failed(1, "100% packet loss"));
+    }
+    let root = h.root();
+    let err = applier(&root, &runner).apply(&plan).unwrap_err();
+    assert!(err.to_string().contains("does not answer"), "{err}");
+    assert!(
+        root.read_to_string("/etc/netplan/50-cloud-init.yaml")
+            .unwrap()
+            .contains("dhcp4: true"),
+        "the NIC's stanza is back"
+    );
+    assert!(!root.exists("/etc/netplan/60-gpu-vm-bootstrap-bridge.yaml"));
+}
+
+#[test]
+fn good_check_keeps_the_bridge() {
+    let h = host("intel-z170-gtx960", Net::Static);
+    let plan = h.plan(&bridge_only()).unwrap();
+    let Some(ActionKind::ApplyBridge { expect_ip, .. }) = plan.actions.last().map(|a| &a.kind)
+    else {
+        panic!()
+    };
+    let ip = expect_ip.clone().unwrap();
+    let json = format!(
+        r#"[{{"ifname":"br0","addr_info":[{{"family":"inet","local":"{ip}","prefixlen":24}}]}}]"#
+    );
+    let runner = RecordingRunner::new()
+        .answer(["ip"], Output::failed(1, "Device \"br0\" does not exist."))
+        .answer(["ip"], Output::ok(json));
+    let root = h.root();
+    let report = applier(&root, &runner).apply(&plan).unwrap();
+    assert!(report.commands_run.iter().any(|c| c[0] == "netplan"));
+    assert!(root.exists("/etc/netplan/60-gpu-vm-bootstrap-bridge.yaml"));
+    let calls = runner.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c[0] == "netplan" && c[1] == "apply")
+            .count(),
+        1,
+        "{calls:?}"
+    );
+}
