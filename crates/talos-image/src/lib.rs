@@ -37,8 +37,10 @@ pub mod xz;
 
 pub use factory::{Endpoints, FactoryClient, ImageKind, TalosVersion};
 
+pub use machineconfig::{ConfigInput, Contract, GeneratedConfigs, NodePatch, Role, StaticIp};
 pub use nvidia::{Driver, Flavour, NvidiaPreset};
 pub use schematic::{Schematic, SchematicId};
+pub use secrets::SecretsBundle;
 
 /// Everything that can fail in this crate; variants are named after the failed operation.
 #[derive(Debug, thiserror::Error)]

@@ -1,1 +1,500 @@
-//! stub
+//! The cluster secrets bundle, in the YAML shape `talosctl gen secrets` writes and reads.
+//!
+//! Shape: siderolabs/talos `pkg/machinery/config/generate/secrets/bundle.go`. Key encodings follow
+//! siderolabs/crypto `x509`: the Ed25519 OS CA key is PKCS#8 DER under the PEM type
+//! `ED25519 PRIVATE KEY`, ECDSA keys are SEC1 `EC PRIVATE KEY`, the service-account RSA key is
+//! PKCS#1 `RSA PRIVATE KEY`. In the YAML every PEM is base64-encoded again (`crt:`/`key:`).
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use rand::Rng;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::Error;
+use crate::factory::TalosVersion;
+
+/// Certificates live 87600h (10 years), like `talosctl gen secrets`.
+pub const CERT_VALIDITY: Duration = Duration::hours(87600);
+/// Service-account key size (Talos ≥ 1.7 generates RSA-4096).
+pub const SERVICE_ACCOUNT_RSA_BITS: usize = 4096;
+
+/// PEM text of a certificate and its private key; base64-encoded in YAML.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertAndKey {
+    #[serde(with = "b64")]
+    pub crt: String,
+    #[serde(with = "b64")]
+    pub key: String,
+}
+
+/// PEM text of a private key alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyOnly {
+    #[serde(with = "b64")]
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSecrets {
+    pub id: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secrets {
+    pub bootstraptoken: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aescbcencryptionsecret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secretboxencryptionsecret: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustdInfo {
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certs {
+    pub etcd: CertAndKey,
+    pub k8s: CertAndKey,
+    pub k8saggregator: CertAndKey,
+    pub k8sserviceaccount: KeyOnly,
+    pub os: CertAndKey,
+}
+
+/// `secrets.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretsBundle {
+    pub cluster: ClusterSecrets,
+    pub secrets: Secrets,
+    pub trustdinfo: TrustdInfo,
+    pub certs: Certs,
+}
+
+/// Knobs for [`SecretsBundle::generate_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretsOptions {
+    /// RSA size of the service-account key; 4096 for real clusters.
+    pub service_account_bits: usize,
+    /// Start of validity (tests pin it).
+    pub now: OffsetDateTime,
+}
+
+impl Default for SecretsOptions {
+    fn default() -> Self {
+        SecretsOptions {
+            service_account_bits: SERVICE_ACCOUNT_RSA_BITS,
+            now: OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+/// An admin client certificate for `talosconfig`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub crt: String,
+    pub key: String,
+}
+
+impl SecretsBundle {
+    /// A fresh bundle for a cluster running `version` (RSA-4096 keygen dominates: seconds).
+    pub fn generate(version: &TalosVersion) -> Result<Self, Error> {
+        Self::generate_with(version, SecretsOptions::default())
+    }
+
+    pub fn generate_with(_version: &TalosVersion, opts: SecretsOptions) -> Result<Self, Error> {
+        // Talos ≥ 1.3 always writes secretbox (not AES-CBC) and ECDSA CAs; we target ≥ 1.7 only.
+        let mut rng = rand::rng();
+        Ok(SecretsBundle {
+            cluster: ClusterSecrets {
+                id: URL_SAFE.encode(rng.random::<[u8; 32]>()),
+                secret: URL_SAFE.encode(rng.random::<[u8; 32]>()),
+            },
+            secrets: Secrets {
+                bootstraptoken: new_token(&mut rng),
+                aescbcencryptionsecret: None,
+                secretboxencryptionsecret: Some(STANDARD.encode(rng.random::<[u8; 32]>())),
+            },
+            trustdinfo: TrustdInfo {
+                token: new_token(&mut rng),
+            },
+            certs: Certs {
+                etcd: new_ca(CaKind::Etcd, opts.now)?,
+                k8s: new_ca(CaKind::Kubernetes, opts.now)?,
+                k8saggregator: new_ca(CaKind::Aggregator, opts.now)?,
+                k8sserviceaccount: KeyOnly {
+                    key: new_rsa_pem(opts.service_account_bits)?,
+                },
+                os: new_ca(CaKind::Os, opts.now)?,
+            },
+        })
+    }
+
+    /// Parse `secrets.yaml` (ours or talosctl's) and check the token formats.
+    pub fn from_yaml(text: &str) -> Result<Self, Error> {
+        let b: SecretsBundle =
+            serde_yaml::from_str(text).map_err(|source| Error::ParseSecrets { source })?;
+        for (field, token) in [
+            ("secrets.bootstraptoken", &b.secrets.bootstraptoken),
+            ("trustdinfo.token", &b.trustdinfo.token),
+        ] {
+            if !is_token(token) {
+                return Err(Error::InvalidSecrets {
+                    field,
+                    reason: format!("{token:?} is not of the form [0-9a-z]{{6}}.[0-9a-z]{{16}}"),
+                });
+            }
+        }
+        for (field, pem_text) in [
+            ("certs.os.crt", &b.certs.os.crt),
+            ("certs.os.key", &b.certs.os.key),
+            ("certs.k8s.crt", &b.certs.k8s.crt),
+            ("certs.etcd.crt", &b.certs.etcd.crt),
+            ("certs.k8saggregator.crt", &b.certs.k8saggregator.crt),
+            (
+                "certs.k8sserviceaccount.key",
+                &b.certs.k8sserviceaccount.key,
+            ),
+        ] {
+            pem::parse(pem_text).map_err(|e| Error::InvalidSecrets {
+                field,
+                reason: format!("not PEM: {e}"),
+            })?;
+        }
+        Ok(b)
+    }
+
+    pub fn to_yaml(&self) -> Result<String, Error> {
+        serde_yaml::to_string(self).map_err(|source| Error::Serialize {
+            what: "secrets bundle",
+            source,
+        })
+    }
+
+    /// An admin client certificate signed by the OS CA (Ed25519, `O=os:admin`, `CN=admin`,
+    /// client auth), as `talosctl gen config` puts in `talosconfig`.
+    pub fn admin_client_cert(&self, now: OffsetDateTime) -> Result<ClientCert, Error> {
+        let what = "admin client";
+        let gen_err = |source| Error::GenerateCert { what, source };
+        let ca_key = load_ed25519(&self.certs.os.key)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.certs.os.crt, ca_key).map_err(gen_err)?;
+        let key = KeyPair::generate_for(&PKCS_ED25519).map_err(gen_err)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "os:admin");
+        dn.push(DnType::CommonName, "admin");
+        params.distinguished_name = dn;
+        params.serial_number = Some(random_serial());
+        params.not_before = now - Duration::seconds(10);
+        params.not_after = now + CERT_VALIDITY;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
+        Ok(ClientCert {
+            crt: cert.pem(),
+            key: ed25519_pem(&key)?,
+        })
+    }
+}
+
+/// `[0-9a-z]{6}.[0-9a-z]{16}` (kubeadm bootstrap-token format, also used for trustd).
+pub fn is_token(t: &str) -> bool {
+    let ok = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    };
+    matches!(t.split_once('.'), Some((a, b)) if ok(a, 6) && ok(b, 16))
+}
+
+fn new_token(rng: &mut impl Rng) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut pick = |n: usize| -> String {
+        (0..n)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
+    };
+    let a = pick(6);
+    let b = pick(16);
+    format!("{a}.{b}")
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CaKind {
+    Os,
+    Etcd,
+    Kubernetes,
+    Aggregator,
+}
+
+fn random_serial() -> SerialNumber {
+    // Positive 128-bit serial (top bit clear), like Go's crypto/x509 callers in siderolabs/crypto.
+    let mut b: [u8; 16] = rand::rng().random();
+    b[0] &= 0x7f;
+    SerialNumber::from_slice(&b)
+}
+
+/// A self-signed CA like siderolabs/crypto `NewSelfSignedCertificateAuthority`.
+fn new_ca(kind: CaKind, now: OffsetDateTime) -> Result<CertAndKey, Error> {
+    let (what, alg, org, cn) = match kind {
+        CaKind::Os => ("OS CA", &PKCS_ED25519, Some("talos"), None),
+        CaKind::Etcd => ("etcd CA", &PKCS_ECDSA_P256_SHA256, Some("etcd"), None),
+        CaKind::Kubernetes => (
+            "Kubernetes CA",
+            &PKCS_ECDSA_P256_SHA256,
+            Some("kubernetes"),
+            None,
+        ),
+        CaKind::Aggregator => (
+            "aggregator CA",
+            &PKCS_ECDSA_P256_SHA256,
+            None,
+            Some("front-proxy"),
+        ),
+    };
+    let gen_err = |source| Error::GenerateCert { what, source };
+    let key = KeyPair::generate_for(alg).map_err(gen_err)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    if let Some(o) = org {
+        dn.push(DnType::OrganizationName, o);
+    }
+    if let Some(c) = cn {
+        dn.push(DnType::CommonName, c);
+    }
+    params.distinguished_name = dn;
+    params.serial_number = Some(random_serial());
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.not_before = now - Duration::seconds(10);
+    params.not_after = now + CERT_VALIDITY;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.self_signed(&key).map_err(gen_err)?;
+    let key_pem = match kind {
+        CaKind::Os => ed25519_pem(&key)?,
+        _ => ec_pem(&key, what)?,
+    };
+    Ok(CertAndKey {
+        crt: cert.pem(),
+        key: key_pem,
+    })
+}
+
+fn new_rsa_pem(bits: usize) -> Result<String, Error> {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    let key = rsa::RsaPrivateKey::new(&mut rand_core06::OsRng, bits)
+        .map_err(|source| Error::GenerateRsa { source })?;
+    let pem = key
+        .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+        .map_err(|source| Error::EncodeRsa { source })?;
+    Ok(pem.to_string())
+}
+
+fn pem_text(tag: &str, der: Vec<u8>) -> String {
+    pem::encode_config(
+        &pem::Pem::new(tag, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+/// OID 1.3.101.112 (id-Ed25519) AlgorithmIdentifier.
+const ED25519_ALG: [u8; 7] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
+/// OID 1.2.840.10045.3.1.7 (prime256v1).
+const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// PKCS#8 v1 DER (what Go's `x509.MarshalPKCS8PrivateKey` writes) under `ED25519 PRIVATE KEY`.
+/// ring serialises v2 (with the public key); we re-wrap the 32-byte seed.
+fn ed25519_pem(key: &KeyPair) -> Result<String, Error> {
+    let bad = || Error::InvalidSecrets {
+        field: "ed25519 key",
+        reason: "unexpected PKCS#8 layout".into(),
+    };
+    let seed = ed25519_seed(key.serialized_der()).ok_or_else(bad)?;
+    Ok(pem_text("ED25519 PRIVATE KEY", ed25519_pkcs8_v1(&seed)))
+}
+
+fn ed25519_pkcs8_v1(seed: &[u8]) -> Vec<u8> {
+    let mut body = der::tlv(0x02, &[0]);
+    body.extend(ED25519_ALG);
+    body.extend(der::tlv(0x04, &der::tlv(0x04, seed)));
+    der::tlv(0x30, &body)
+}
+
+fn ed25519_seed(pkcs8: &[u8]) -> Option<Vec<u8>> {
+    let (tag, outer, _) = der::read(pkcs8)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (_, _version, rest) = der::read(outer)?;
+    let (_, _alg, rest) = der::read(rest)?;
+    let (tag, octets, _) = der::read(rest)?;
+    let (tag2, seed, _) = der::read(octets)?;
+    (tag == 0x04 && tag2 == 0x04 && seed.len() == 32).then(|| seed.to_vec())
+}
+
+/// Load an `ED25519 PRIVATE KEY` (PKCS#8 v1 or v2) for signing.
+fn load_ed25519(pem_text: &str) -> Result<KeyPair, Error> {
+    let bad = |reason: String| Error::InvalidSecrets {
+        field: "certs.os.key",
+        reason,
+    };
+    let p = pem::parse(pem_text).map_err(|e| bad(format!("not PEM: {e}")))?;
+    let seed = ed25519_seed(p.contents()).ok_or_else(|| bad("not an Ed25519 PKCS#8 key".into()))?;
+    let der = ed25519_pkcs8_v1(&seed);
+    KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), &PKCS_ED25519)
+        .map_err(|e| bad(format!("unusable Ed25519 key: {e}")))
+}
+
+/// SEC1 `EC PRIVATE KEY` with the named-curve parameters (Go's `x509.MarshalECPrivateKey`),
+/// rebuilt from ring's PKCS#8, whose inner ECPrivateKey leaves the curve to the outer algorithm.
+fn ec_pem(key: &KeyPair, what: &'static str) -> Result<String, Error> {
+    let bad = || Error::InvalidSecrets {
+        field: what,
+        reason: "unexpected PKCS#8 EC layout".into(),
+    };
+    let pkcs8 = key.serialized_der();
+    let (_, outer, _) = der::read(pkcs8).ok_or_else(bad)?;
+    let (_, _version, rest) = der::read(outer).ok_or_else(bad)?;
+    let (_, _alg, rest) = der::read(rest).ok_or_else(bad)?;
+    let (_, octets, _) = der::read(rest).ok_or_else(bad)?;
+    let (tag, inner, _) = der::read(octets).ok_or_else(bad)?;
+    if tag != 0x30 {
+        return Err(bad());
+    }
+    let (vt, version, rest) = der::read(inner).ok_or_else(bad)?;
+    let (dt, d, rest) = der::read(rest).ok_or_else(bad)?;
+    if vt != 0x02 || dt != 0x04 {
+        return Err(bad());
+    }
+    let mut body = der::tlv(0x02, version);
+    body.extend(der::tlv(0x04, d));
+    body.extend(der::tlv(0xa0, &P256_OID));
+    // The [1] public key, if ring included it (it does), kept as is.
+    let mut rest = rest;
+    while let Some((t, content, next)) = der::read(rest) {
+        if t == 0xa1 {
+            body.extend(der::tlv(0xa1, content));
+        }
+        rest = next;
+    }
+    Ok(pem_text("EC PRIVATE KEY", der::tlv(0x30, &body)))
+}
+
+/// Just enough DER to re-wrap keys (definite lengths up to 0xffff).
+mod der {
+    pub fn read(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = match first {
+            n if n < 0x80 => (usize::from(n), rest),
+            0x81 => (usize::from(*rest.first()?), rest.get(1..)?),
+            0x82 => (
+                usize::from(*rest.first()?) << 8 | usize::from(*rest.get(1)?),
+                rest.get(2..)?,
+            ),
+            _ => return None,
+        };
+        let content = rest.get(..len)?;
+        Some((tag, content, &rest[len..]))
+    }
+
+    pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let n = content.len();
+        if n < 0x80 {
+            out.push(n as u8);
+        } else if n < 0x100 {
+            out.extend([0x81, n as u8]);
+        } else {
+            out.extend([0x82, (n >> 8) as u8, n as u8]);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+}
+
+/// serde helper: PEM text in memory, base64(PEM) in YAML (siderolabs/crypto `PEMEncoded*` marshalling).
+mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(pem: &str, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(pem.as_bytes()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(serde::de::Error::custom)?;
+        String::from_utf8(bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_have_the_kubeadm_shape() {
+        let mut rng = rand::rng();
+        for _ in 0..50 {
+            let t = new_token(&mut rng);
+            assert!(is_token(&t), "{t}");
+        }
+        assert!(!is_token("abcdef0123456789abcdef"));
+        assert!(!is_token("ABCDEF.0123456789abcdef"));
+        assert!(!is_token("abcde.0123456789abcdef"));
+    }
+
+    #[test]
+    fn ed25519_key_is_pkcs8_v1_under_the_siderolabs_pem_type() {
+        let key = KeyPair::generate_for(&PKCS_ED25519).expect("key");
+        let pem_text = ed25519_pem(&key).expect("pem");
+        let p = pem::parse(&pem_text).expect("parse");
+        assert_eq!(p.tag(), "ED25519 PRIVATE KEY");
+        // Go's x509.MarshalPKCS8PrivateKey(ed25519) is 48 bytes with this 16-byte prefix.
+        assert_eq!(p.contents().len(), 48);
+        assert_eq!(
+            hex::encode(&p.contents()[..16]),
+            "302e020100300506032b657004220420"
+        );
+        let again = load_ed25519(&pem_text).expect("load");
+        assert_eq!(again.public_key_raw(), key.public_key_raw());
+    }
+
+    #[test]
+    fn ec_key_is_sec1_with_named_curve() {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let pem_text = ec_pem(&key, "test").expect("pem");
+        let p = pem::parse(&pem_text).expect("parse");
+        assert_eq!(p.tag(), "EC PRIVATE KEY");
+        let (tag, body, rest) = der::read(p.contents()).expect("seq");
+        assert_eq!((tag, rest.len()), (0x30, 0));
+        let (_, version, r) = der::read(body).expect("version");
+        assert_eq!(version, [1]);
+        let (_, d, r) = der::read(r).expect("d");
+        assert_eq!(d.len(), 32);
+        let (t, params, r) = der::read(r).expect("params");
+        assert_eq!((t, params), (0xa0, &P256_OID[..]));
+        let (t, public, _) = der::read(r).expect("pub");
+        assert_eq!(t, 0xa1);
+        let (_, bits, _) = der::read(public).expect("bitstring");
+        // 0 unused bits + uncompressed point (0x04 || X || Y).
+        assert_eq!(&bits[1..], key.public_key_raw());
+    }
+}
