@@ -20,6 +20,8 @@ pub enum Error {
     InvalidName { name: String, reason: String },
     #[error("a domain named {name:?} already exists")]
     NameTaken { name: String },
+    #[error("storage for {name:?} already exists at {path}")]
+    StorageExists { name: String, path: PathBuf },
     #[error("no domain named {name:?}")]
     NoSuchDomain { name: String },
     #[error("invalid {option} {value:?}: {reason}")]
@@ -160,6 +162,7 @@ impl Error {
         match self {
             InvalidName { .. }
             | NameTaken { .. }
+            | StorageExists { .. }
             | NoSuchDomain { .. }
             | InvalidOption { .. }
             | MissingBridge { .. }
@@ -185,6 +188,10 @@ impl Error {
             ],
             NameTaken { name } => vec![format!(
                 "pick another name, or remove the old VM with `vmctl delete {name} --yes`"
+            )],
+            StorageExists { path, .. } => vec![format!(
+                "a VM of that name was removed without `vmctl delete`; inspect and remove {} by hand, or pick another name",
+                path.display()
             )],
             NoSuchDomain { .. } => vec!["`vmctl list` shows the defined VMs".into()],
             InvalidOption { option, .. } => vec![format!("see `vmctl create ubuntu --help` for the format of {option}")],

@@ -2,11 +2,14 @@
 //! commands. The `vmctl` binary (`main.rs`) only parses arguments and renders results.
 
 pub mod cache;
+pub mod commands;
 pub mod config;
+pub mod disk;
 pub mod domain;
 pub mod error;
 pub mod libvirt;
 pub mod names;
+pub mod net;
 pub mod releases;
 pub mod seed;
 pub mod yaml;

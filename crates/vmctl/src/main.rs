@@ -1,1 +1,671 @@
-fn main() {}
+//! The `vmctl` binary: parses arguments (clap), calls the vmctl library, renders results as text
+//! or `--json`, prints errors with `help:` lines. Exit codes: 0 ok, 1 failure, 2 usage/refused.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use hostio::{HostRoot, SystemRunner};
+use indicatif::{ProgressBar, ProgressStyle};
+use vmctl::cache::Progress;
+use vmctl::commands::create::{NetworkRequest, UbuntuRequest};
+use vmctl::commands::{Ctx, create, inspect, lifecycle, ssh};
+use vmctl::config::{Config, KEYS, Source};
+use vmctl::libvirt::Libvirt;
+use vmctl::{Error, ExitKind};
+
+const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed).\n\
+Settings: flags > environment (VMCTL_*) > /etc/vmctl/config.toml > built-in defaults; see `vmctl config show`.";
+
+#[derive(Debug, Parser)]
+#[command(name = "vmctl", version, about = "Manage VMs on libvirt: Ubuntu guests on a host bridge, verified images, GPU passthrough", after_help = AFTER_HELP)]
+struct Cli {
+    /// libvirt URI (default: VMCTL_CONNECT, then config.toml `connect`, then qemu:///system)
+    #[arg(long, global = true, value_name = "URI")]
+    connect: Option<String>,
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    json: bool,
+    /// More logging on stderr (-v, -vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Config file instead of /etc/vmctl/config.toml
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Treat DIR as the host's root for /sys, /proc and /etc (fixtures, tests)
+    #[arg(long, global = true, value_name = "DIR", hide = true)]
+    host_root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List domains: state, vCPUs, memory, GPUs, IPs, OS (vmctl's are marked)
+    List {
+        /// Show every domain (the default; accepted for virsh habits)
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show a domain in detail: disks, NICs, firmware, vmctl metadata, console command
+    Info { name: String },
+    /// Start a domain
+    Start { name: String },
+    /// ACPI shutdown, waiting up to --timeout seconds; with --force, power off after that
+    Stop {
+        name: String,
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        timeout: u64,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Undefine a stopped domain (with NVRAM) and remove the storage vmctl created for it
+    Delete {
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+        /// Keep the VM's disks
+        #[arg(long)]
+        keep_disks: bool,
+    },
+    /// ssh to the VM as the user and with the key recorded at create
+    Ssh {
+        name: String,
+        /// Arguments passed to ssh after the destination (a remote command)
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Create a VM
+    #[command(subcommand)]
+    Create(CreateKind),
+    /// Show settings
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CreateKind {
+    /// An Ubuntu VM from a cloud image (or a custom image), configured by cloud-init
+    Ubuntu(Box<UbuntuArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Effective settings and where each came from (flag, env, file, default)
+    Show,
+}
+
+#[derive(Debug, Args)]
+struct UbuntuArgs {
+    /// VM name (letters, digits, '.', '_', '-')
+    name: String,
+    /// Ubuntu release (24.04, 26.04, noble…); default 24.04
+    #[arg(long)]
+    release: Option<String>,
+    /// Local path or URL of a base image to use instead of the release's cloud image
+    #[arg(long, value_name = "PATH|URL")]
+    image: Option<String>,
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Memory: MiB, or with a unit (4G)
+    #[arg(long, default_value = "2048")]
+    memory: String,
+    /// Disk size (e.g. 20G); default: the image's size
+    #[arg(long, value_name = "SIZE")]
+    disk: Option<String>,
+    /// Host bridge (default: setting `bridge`, br0)
+    #[arg(long)]
+    bridge: Option<String>,
+    /// Static address A.B.C.D/NN
+    #[arg(long, value_name = "CIDR", conflicts_with = "dhcp")]
+    ip: Option<String>,
+    #[arg(long, requires = "ip")]
+    gateway: Option<String>,
+    /// DNS servers (repeat or comma-separate)
+    #[arg(long, value_delimiter = ',', requires = "ip")]
+    dns: Vec<String>,
+    /// Address by DHCP (the default without --ip)
+    #[arg(long)]
+    dhcp: bool,
+    /// MAC address (default: random 52:54:00:xx:xx:xx)
+    #[arg(long)]
+    mac: Option<String>,
+    /// SSH public key (default: setting `ssh_key`, then ~/.ssh/id_*.pub of the invoking user)
+    #[arg(long, value_name = "FILE")]
+    ssh_key: Option<PathBuf>,
+    /// Guest user (default: setting `ssh_user`, ubuntu)
+    #[arg(long)]
+    user: Option<String>,
+    /// crypt(3) password hash for the user (SSH key login needs none)
+    #[arg(long, value_name = "HASH")]
+    password_hash: Option<String>,
+    /// Extra packages (comma-separated); qemu-guest-agent is always added
+    #[arg(long, value_delimiter = ',')]
+    packages: Vec<String>,
+    /// efi | efi-secure | bios (default: setting `firmware`, efi)
+    #[arg(long)]
+    firmware: Option<String>,
+    /// host-passthrough | host-model | custom:MODEL (default: setting `cpu_mode`)
+    #[arg(long)]
+    cpu_mode: Option<String>,
+    /// kvm | qemu (TCG) (default: setting `domain_type`, kvm)
+    #[arg(long)]
+    domain_type: Option<String>,
+    /// Direct kernel boot: kernel image (for images without a bootloader)
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Direct kernel boot: initrd
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Direct kernel boot: kernel command line (default "console=ttyS0")
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    kernel_args: Option<String>,
+    /// Hide KVM from the guest (only old GeForce Windows drivers need it)
+    #[arg(long)]
+    kvm_hidden: bool,
+    /// Define the domain but do not start it
+    #[arg(long)]
+    no_start: bool,
+    /// Only write the cloud-init seed into the VM's storage directory
+    #[arg(long, conflicts_with_all = ["no_start", "wait"])]
+    seed_only: bool,
+    /// Wait until SSH answers on the VM's address
+    #[arg(long, conflicts_with = "no_start")]
+    wait: bool,
+    /// Give up waiting after this many seconds
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    wait_timeout: u64,
+}
+
+/// Writes to stdout; a closed pipe (`vmctl list | head`) is a clean exit.
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+fn out_json<T: serde::Serialize>(value: &T) {
+    out(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    ));
+}
+
+/// An indicatif bar on stderr; indicatif draws nothing when stderr is not a terminal.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn begin(&self, url: &str, total: Option<u64>, resumed_from: u64) {
+        if let Some(t) = total {
+            self.0.set_length(t);
+            self.0.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+        }
+        self.0.set_position(resumed_from);
+        let name = url.rsplit('/').next().unwrap_or(url);
+        self.0.set_message(if resumed_from > 0 {
+            format!("resuming {name}")
+        } else {
+            format!("downloading {name}")
+        });
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn human_bytes_mib(mib: u64) -> String {
+    if mib >= 1024 && mib.is_multiple_of(1024) {
+        format!("{} GiB", mib / 1024)
+    } else {
+        format!("{mib} MiB")
+    }
+}
+
+fn render_list(list: &inspect::VmList) -> String {
+    let mut rows = vec![
+        ["NAME", "STATE", "VCPUS", "MEMORY", "GPUS", "IPS", "OS"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for v in &list.vms {
+        rows.push(vec![
+            if v.vmctl {
+                format!("{} *", v.name)
+            } else {
+                v.name.clone()
+            },
+            v.state.as_str().into(),
+            v.vcpus.to_string(),
+            human_bytes_mib(v.memory_mib),
+            if v.gpus.is_empty() {
+                "-".into()
+            } else {
+                v.gpus.join(",")
+            },
+            if v.ips.is_empty() {
+                "-".into()
+            } else {
+                v.ips.join(",")
+            },
+            v.os.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut s = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    if list.vms.iter().any(|v| v.vmctl) {
+        s.push_str("(* created by vmctl)\n");
+    }
+    s
+}
+
+fn render_info(i: &inspect::VmInfo) -> String {
+    let s = &i.summary;
+    let mut o = format!(
+        "Name:       {}{}\nState:      {}\nType:       {} ({})\nFirmware:   {}\nvCPUs:      {}\nMemory:     {}\n",
+        s.name,
+        if s.vmctl { " (created by vmctl)" } else { "" },
+        s.state.as_str(),
+        i.domain_type,
+        i.machine.as_deref().unwrap_or("-"),
+        i.firmware,
+        s.vcpus,
+        human_bytes_mib(s.memory_mib),
+    );
+    if let Some(k) = &i.kernel {
+        o += &format!(
+            "Kernel:     {} ({})\n",
+            k.display(),
+            i.cmdline.as_deref().unwrap_or("")
+        );
+    }
+    o += &format!(
+        "IPs:        {}\n",
+        if s.ips.is_empty() {
+            "-".into()
+        } else {
+            s.ips.join(", ")
+        }
+    );
+    o += &format!(
+        "GPUs:       {}\n",
+        if s.gpus.is_empty() {
+            "-".into()
+        } else {
+            s.gpus.join(", ")
+        }
+    );
+    o += "Disks:\n";
+    for d in &i.disks {
+        o += &format!(
+            "  {} {} {} ({}){}{}\n",
+            d.target,
+            d.device,
+            d.path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "-".into()),
+            d.format.as_deref().unwrap_or("?"),
+            d.backing
+                .as_ref()
+                .map(|b| format!(" backing {b}"))
+                .unwrap_or_default(),
+            if d.readonly { " read-only" } else { "" }
+        );
+    }
+    o += "NICs:\n";
+    for n in &i.nics {
+        o += &format!(
+            "  {} {} {}\n",
+            n.mac.as_deref().unwrap_or("-"),
+            n.kind,
+            n.source.as_deref().unwrap_or("-")
+        );
+    }
+    if let Some(m) = &i.metadata {
+        o += &format!(
+            "vmctl:      os {} {}, user {}, ip {}, created {} by vmctl {}\n",
+            m.os,
+            m.release.as_deref().unwrap_or(""),
+            m.user.as_deref().unwrap_or("-"),
+            m.ip.as_deref().unwrap_or("dhcp"),
+            m.created,
+            m.version
+        );
+        if let Some(b) = &m.base_image {
+            o += &format!(
+                "Base image: {} sha256 {}\n",
+                b.display(),
+                m.base_sha256.as_deref().unwrap_or("(not recorded)")
+            );
+        }
+    }
+    if let Some(l) = &i.console_log {
+        o += &format!("Console log: {}\n", l.display());
+    }
+    o += &format!("Console:    {}\n", i.console_command);
+    o
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+fn confirm(question: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+}
+
+fn wait_for_ssh(ctx: &Ctx, name: &str, timeout: Duration) -> Result<SocketAddr, Error> {
+    let spinner = ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let start = std::time::Instant::now();
+    let result = (|| {
+        let ip = loop {
+            match ssh::address(ctx, name) {
+                Ok(ip) => break ip,
+                Err(Error::NoAddress { .. }) if start.elapsed() < timeout => {
+                    spinner.set_message(format!(
+                        "waiting for {name} to get an address ({} s)",
+                        start.elapsed().as_secs()
+                    ));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(Error::NoAddress { .. }) => {
+                    return Err(Error::Timeout {
+                        what: format!("an address for {name}"),
+                        secs: timeout.as_secs(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let addr = SocketAddr::from((ip, 22));
+        let left = timeout.saturating_sub(start.elapsed());
+        vmctl::net::wait_for_tcp(addr, left, &|_| {
+            spinner.set_message(format!(
+                "waiting for SSH on {addr} ({} s)",
+                start.elapsed().as_secs()
+            ));
+        })?;
+        Ok(addr)
+    })();
+    spinner.finish_and_clear();
+    result
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let host = cli
+        .host_root
+        .clone()
+        .map(HostRoot::new)
+        .unwrap_or_else(HostRoot::system);
+    let mut flags = Vec::new();
+    if let Some(c) = &cli.connect {
+        flags.push(("connect", c.clone()));
+    }
+    let config = Config::load(&host, cli.config.as_deref(), &env, &flags)?;
+    if let Command::Config(ConfigCommand::Show) = &cli.command {
+        if cli.json {
+            out_json(&config);
+        } else {
+            let mut s = format!(
+                "# config file: {}\n",
+                config
+                    .file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(none)".into())
+            );
+            for k in KEYS {
+                let st = &config.settings[k.name];
+                let from = match &st.source {
+                    Source::Flag => "flag".to_string(),
+                    Source::Env { var } => format!("env {var}"),
+                    Source::File { path } => format!("file {}", path.display()),
+                    Source::Default => "default".to_string(),
+                };
+                s += &format!(
+                    "{:<24} = {:<45} # {from}\n",
+                    k.name,
+                    st.value
+                        .as_deref()
+                        .map(|v| format!("{v:?}"))
+                        .unwrap_or_else(|| "(unset)".into())
+                );
+            }
+            out(&s);
+        }
+        return Ok(());
+    }
+    let hv = Libvirt::open(config.connect())?;
+    let runner = SystemRunner;
+    let ctx = Ctx {
+        config: &config,
+        host: &host,
+        runner: &runner,
+        hv: &hv,
+        env: &env,
+    };
+    match cli.command {
+        Command::Config(_) => {}
+        Command::List { all: _ } => {
+            let list = inspect::list(&ctx)?;
+            if cli.json {
+                out_json(&list)
+            } else {
+                out(&render_list(&list))
+            }
+        }
+        Command::Info { name } => {
+            let info = inspect::info(&ctx, &name)?;
+            if cli.json {
+                out_json(&info)
+            } else {
+                out(&render_info(&info))
+            }
+        }
+        Command::Start { name } => {
+            let o = lifecycle::start(&ctx, &name)?;
+            if cli.json {
+                out_json(&o)
+            } else {
+                out(&format!("{}: {}\n", o.name, o.action))
+            }
+        }
+        Command::Stop {
+            name,
+            timeout,
+            force,
+        } => {
+            let o = lifecycle::stop(&ctx, &name, Duration::from_secs(timeout), force)?;
+            if cli.json {
+                out_json(&o)
+            } else {
+                out(&format!("{}: {}\n", o.name, o.action))
+            }
+        }
+        Command::Delete {
+            name,
+            yes,
+            keep_disks,
+        } => {
+            let yes = yes
+                || (hv_exists(&ctx, &name)?
+                    && confirm(&format!(
+                        "Delete VM {name} and the storage vmctl created for it?"
+                    )));
+            let d = lifecycle::delete(&ctx, &name, yes, keep_disks)?;
+            if cli.json {
+                out_json(&d)
+            } else {
+                let mut s = format!("{}: undefined\n", d.name);
+                for p in &d.removed {
+                    s += &format!("  removed {}\n", p.display());
+                }
+                for p in &d.kept {
+                    s += &format!("  kept    {}\n", p.display());
+                }
+                out(&s);
+            }
+        }
+        Command::Ssh { name, args } => {
+            let argv = ssh::argv(&ctx, &name, &args)?;
+            tracing::debug!(?argv, "exec");
+            use std::os::unix::process::CommandExt;
+            let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
+            return Err(Error::Io {
+                op: "exec",
+                path: PathBuf::from(&argv[0]),
+                source: err,
+            });
+        }
+        Command::Create(CreateKind::Ubuntu(a)) => {
+            let network = match a.ip.clone() {
+                Some(ip) => NetworkRequest::Static {
+                    ip,
+                    gateway: a.gateway.clone(),
+                    dns: a.dns.clone(),
+                },
+                None => NetworkRequest::Dhcp,
+            };
+            let req = UbuntuRequest {
+                name: a.name.clone(),
+                release: a.release.clone(),
+                image: a.image.clone(),
+                cpus: a.cpus,
+                memory: a.memory.clone(),
+                disk: a.disk.clone(),
+                bridge: a.bridge.clone(),
+                network,
+                mac: a.mac.clone(),
+                ssh_key: a.ssh_key.clone(),
+                user: a.user.clone(),
+                password_hash: a.password_hash.clone(),
+                packages: a.packages.clone(),
+                firmware: a.firmware.clone(),
+                cpu_mode: a.cpu_mode.clone(),
+                domain_type: a.domain_type.clone(),
+                kernel: a.kernel.clone(),
+                initrd: a.initrd.clone(),
+                kernel_args: a.kernel_args.clone(),
+                kvm_hidden: a.kvm_hidden,
+                no_start: a.no_start,
+                seed_only: a.seed_only,
+            };
+            let bar = Bar(ProgressBar::new(0));
+            let created = create::create_ubuntu(&ctx, &req, &bar)?;
+            if !cli.json {
+                if created.defined {
+                    eprintln!(
+                        "{}: {} (MAC {}, {})",
+                        created.name,
+                        if created.started {
+                            "defined and started"
+                        } else {
+                            "defined"
+                        },
+                        created.mac,
+                        created.ip.as_deref().unwrap_or("DHCP")
+                    );
+                    eprintln!("  base image: {}", created.verification);
+                } else {
+                    eprintln!(
+                        "{}: seed written to {}",
+                        created.name,
+                        created.seed.display()
+                    );
+                }
+            }
+            if a.wait && created.started {
+                let addr = wait_for_ssh(&ctx, &created.name, Duration::from_secs(a.wait_timeout))?;
+                if !cli.json {
+                    eprintln!("{}: SSH answers on {addr}", created.name);
+                }
+            }
+            if cli.json {
+                out_json(&created)
+            } else if created.defined {
+                out(&format!(
+                    "{}\nssh:     vmctl ssh {}\nconsole: virsh -c {} console {}\n",
+                    created.name,
+                    created.name,
+                    ctx.hv.uri(),
+                    created.name
+                ));
+            } else {
+                out(&format!("{}\n", created.seed.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hv_exists(ctx: &Ctx, name: &str) -> Result<bool, Error> {
+    Ok(ctx.hv.get(name)?.is_some())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
+                .unwrap_or_else(|_| level.into()),
+        )
+        .try_init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                eprintln!("  caused by: {s}");
+                src = s.source();
+            }
+            for h in e.help() {
+                eprintln!("help: {h}");
+            }
+            match e.exit_kind() {
+                ExitKind::Usage => ExitCode::from(2),
+                ExitKind::Failure => ExitCode::from(1),
+            }
+        }
+    }
+}

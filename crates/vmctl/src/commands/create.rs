@@ -1,0 +1,641 @@
+//! `vmctl create ubuntu NAME`: validate everything first (nothing is created on bad input), then
+//! fetch the base image, make the overlay and the seed, define and start the domain. Anything
+//! made before a failure is rolled back.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::Ctx;
+use crate::cache::{Expect, ImageCache, Progress};
+use crate::domain::render::to_xml;
+use crate::domain::{
+    CpuMode, DirectBoot, Disk, DomainSpec, DomainType, Firmware, Metadata, Nic, Serial,
+};
+use crate::error::{Error, Result};
+use crate::libvirt::Hypervisor;
+use crate::net::{self, StaticIp};
+use crate::seed::{self, GuestNetwork, SeedSpec};
+use crate::{disk, names, releases};
+
+/// How the guest gets its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkRequest {
+    Dhcp,
+    Static {
+        ip: String,
+        gateway: Option<String>,
+        dns: Vec<String>,
+    },
+}
+
+/// `vmctl create ubuntu` options, as given (unvalidated).
+#[derive(Debug, Clone)]
+pub struct UbuntuRequest {
+    pub name: String,
+    pub release: Option<String>,
+    /// Local path or http(s) URL of a base image instead of the release's cloud image.
+    pub image: Option<String>,
+    pub cpus: u32,
+    pub memory: String,
+    pub disk: Option<String>,
+    pub bridge: Option<String>,
+    pub network: NetworkRequest,
+    pub mac: Option<String>,
+    pub ssh_key: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_hash: Option<String>,
+    pub packages: Vec<String>,
+    pub firmware: Option<String>,
+    pub cpu_mode: Option<String>,
+    pub domain_type: Option<String>,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub kernel_args: Option<String>,
+    pub kvm_hidden: bool,
+    pub no_start: bool,
+    /// Only write the seed into the VM's directory (for inspection or other tools).
+    pub seed_only: bool,
+}
+
+impl UbuntuRequest {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            release: None,
+            image: None,
+            cpus: 2,
+            memory: "2048".into(),
+            disk: None,
+            bridge: None,
+            network: NetworkRequest::Dhcp,
+            mac: None,
+            ssh_key: None,
+            user: None,
+            password_hash: None,
+            packages: Vec::new(),
+            firmware: None,
+            cpu_mode: None,
+            domain_type: None,
+            kernel: None,
+            initrd: None,
+            kernel_args: None,
+            kvm_hidden: false,
+            no_start: false,
+            seed_only: false,
+        }
+    }
+}
+
+/// Where the base image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum ImageSource {
+    Local { path: PathBuf },
+    Url { url: String },
+    Release { version: String, codename: String },
+}
+
+/// The validated request: everything checked, nothing created yet.
+#[derive(Debug, Clone, Serialize)]
+pub struct UbuntuPlan {
+    pub name: String,
+    pub image: ImageSource,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_bytes: Option<u64>,
+    pub bridge: String,
+    pub mac: String,
+    pub static_ip: Option<StaticIp>,
+    pub ssh_key: PathBuf,
+    pub ssh_public_key: String,
+    pub user: String,
+    pub domain_type: DomainType,
+    pub cpu: CpuMode,
+    pub firmware: Firmware,
+    pub direct_boot: Option<DirectBoot>,
+    pub vm_dir: PathBuf,
+}
+
+/// What `create` made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    pub name: String,
+    pub defined: bool,
+    pub started: bool,
+    pub mac: String,
+    pub ip: Option<String>,
+    pub user: String,
+    pub disk: Option<PathBuf>,
+    pub seed: PathBuf,
+    pub console_log: PathBuf,
+    pub base_image: Option<PathBuf>,
+    pub base_sha256: Option<String>,
+    /// How the base image was verified, in words.
+    pub verification: String,
+}
+
+fn invalid(option: &str, value: &str, reason: &str) -> Error {
+    Error::InvalidOption {
+        option: option.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The invoking user's home: the sudo caller's when run through sudo (passwd(5) field 6).
+fn invoking_home(ctx: &Ctx) -> Option<PathBuf> {
+    if let Some(user) = (ctx.env)("SUDO_USER").filter(|u| !u.is_empty() && u != "root")
+        && let Ok(passwd) = ctx.host.read_to_string("/etc/passwd")
+    {
+        for line in passwd.lines() {
+            let f: Vec<_> = line.split(':').collect();
+            if f.len() >= 6 && f[0] == user {
+                return Some(PathBuf::from(f[5]));
+            }
+        }
+    }
+    (ctx.env)("HOME").map(PathBuf::from)
+}
+
+/// Finds and reads the SSH public key: `--ssh-key`, else the setting, else `~/.ssh/id_*.pub`.
+fn resolve_ssh_key(ctx: &Ctx, given: Option<&Path>) -> Result<(PathBuf, String)> {
+    let configured = ctx.config.get("ssh_key").map(PathBuf::from);
+    let path = match given.map(Path::to_path_buf).or(configured) {
+        Some(p) => p,
+        None => {
+            let home = invoking_home(ctx).ok_or_else(|| Error::MissingSshKey {
+                path: None,
+                reason: "no --ssh-key and no home directory to search".into(),
+            })?;
+            let ssh = home.join(".ssh");
+            let mut found = None;
+            for name in ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"] {
+                if ssh.join(name).is_file() {
+                    found = Some(ssh.join(name));
+                    break;
+                }
+            }
+            if found.is_none() {
+                let mut others: Vec<_> = std::fs::read_dir(&ssh)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        let n = p.file_name().unwrap_or_default().to_string_lossy();
+                        n.starts_with("id_") && n.ends_with(".pub")
+                    })
+                    .collect();
+                others.sort();
+                found = others.into_iter().next();
+            }
+            found.ok_or_else(|| Error::MissingSshKey {
+                path: None,
+                reason: format!("no --ssh-key and no {}/id_*.pub", ssh.display()),
+            })?
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::MissingSshKey {
+        path: Some(path.clone()),
+        reason: e.to_string(),
+    })?;
+    if text.contains("PRIVATE KEY") {
+        return Err(Error::MissingSshKey {
+            path: Some(path),
+            reason: "this is a private key; pass the .pub file".into(),
+        });
+    }
+    let key = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'));
+    let key = match key {
+        Some(k) if k.starts_with("ssh-") || k.starts_with("ecdsa-") || k.starts_with("sk-") => {
+            k.to_string()
+        }
+        _ => {
+            return Err(Error::MissingSshKey {
+                path: Some(path),
+                reason: "not an OpenSSH public key".into(),
+            });
+        }
+    };
+    Ok((path, key))
+}
+
+fn require_file(option: &str, p: &Path) -> Result<()> {
+    if p.is_file() {
+        Ok(())
+    } else {
+        Err(invalid(option, &p.display().to_string(), "no such file"))
+    }
+}
+
+/// Validates the request against the host and libvirt. Creates nothing.
+pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
+    names::validate_vm_name(&req.name)?;
+    if !req.seed_only && ctx.hv.get(&req.name)?.is_some() {
+        return Err(Error::NameTaken {
+            name: req.name.clone(),
+        });
+    }
+    if req.cpus == 0 || req.cpus > 1024 {
+        return Err(invalid(
+            "--cpus",
+            &req.cpus.to_string(),
+            "expected 1 to 1024",
+        ));
+    }
+    let memory_mib = names::parse_memory_mib(&req.memory)?;
+    let disk_bytes = req
+        .disk
+        .as_deref()
+        .map(|d| names::parse_size("--disk", d))
+        .transpose()?;
+    let domain_type: DomainType = req
+        .domain_type
+        .as_deref()
+        .unwrap_or(ctx.config.value("domain_type"))
+        .parse()?;
+    let cpu: CpuMode = req
+        .cpu_mode
+        .as_deref()
+        .unwrap_or(ctx.config.value("cpu_mode"))
+        .parse()?;
+    let firmware: Firmware = req
+        .firmware
+        .as_deref()
+        .unwrap_or(ctx.config.value("firmware"))
+        .parse()?;
+    let user = req
+        .user
+        .clone()
+        .unwrap_or_else(|| ctx.config.value("ssh_user").to_string());
+    if user.is_empty()
+        || user == "root"
+        || !user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        || !user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+    {
+        return Err(invalid(
+            "--user",
+            &user,
+            "expected a lowercase login name other than root",
+        ));
+    }
+    if let Some(h) = &req.password_hash
+        && !h.starts_with('$')
+    {
+        return Err(invalid(
+            "--password-hash",
+            "(hidden)",
+            "expected a crypt(3) hash such as $6$…; plaintext passwords are refused",
+        ));
+    }
+    for p in &req.packages {
+        if p.is_empty()
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.:=~".contains(c))
+        {
+            return Err(invalid("--packages", p, "not a package name"));
+        }
+    }
+    let bridge = req
+        .bridge
+        .clone()
+        .unwrap_or_else(|| ctx.config.value("bridge").to_string());
+    if !net::bridge_exists(ctx.host, &bridge) {
+        return Err(Error::MissingBridge { bridge });
+    }
+    let static_ip = match &req.network {
+        NetworkRequest::Dhcp => None,
+        NetworkRequest::Static { ip, gateway, dns } => {
+            let s = net::parse_static(ip, gateway.as_deref(), dns)?;
+            let subnets = net::bridge_subnets(ctx.runner, &bridge);
+            net::check_on_bridge(&s, &bridge, &subnets)?;
+            Some(s)
+        }
+    };
+    let mac = match &req.mac {
+        Some(m) => names::parse_mac(m)?,
+        None => names::random_mac(),
+    };
+    let (ssh_key, ssh_public_key) = resolve_ssh_key(ctx, req.ssh_key.as_deref())?;
+    let direct_boot = match (&req.kernel, &req.initrd, &req.kernel_args) {
+        (None, None, None) => None,
+        (None, _, _) => {
+            return Err(invalid(
+                "--initrd/--kernel-args",
+                "",
+                "need --kernel for direct kernel boot",
+            ));
+        }
+        (Some(k), initrd, args) => {
+            require_file("--kernel", k)?;
+            if let Some(i) = initrd {
+                require_file("--initrd", i)?;
+            }
+            Some(DirectBoot {
+                kernel: k.clone(),
+                initrd: initrd.clone(),
+                cmdline: Some(args.clone().unwrap_or_else(|| "console=ttyS0".into())),
+            })
+        }
+    };
+    let image = match (&req.image, &req.release) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "--image",
+                "",
+                "give either --image or --release, not both",
+            ));
+        }
+        (Some(i), None) if i.starts_with("http://") || i.starts_with("https://") => {
+            ImageSource::Url { url: i.clone() }
+        }
+        (Some(i), None) => {
+            let p = PathBuf::from(i);
+            require_file("--image", &p)?;
+            ImageSource::Local {
+                path: std::fs::canonicalize(&p).unwrap_or(p),
+            }
+        }
+        (None, r) => {
+            let rel = releases::find(r.as_deref().unwrap_or(releases::DEFAULT_RELEASE))?;
+            ImageSource::Release {
+                version: rel.version.into(),
+                codename: rel.codename.into(),
+            }
+        }
+    };
+    let vm_dir = disk::vm_dir(&ctx.config.storage_dir(), &req.name);
+    if vm_dir.exists() {
+        return Err(Error::StorageExists {
+            name: req.name.clone(),
+            path: vm_dir,
+        });
+    }
+    Ok(UbuntuPlan {
+        name: req.name.clone(),
+        image,
+        vcpus: req.cpus,
+        memory_mib,
+        disk_bytes,
+        bridge,
+        mac,
+        static_ip,
+        ssh_key,
+        ssh_public_key,
+        user,
+        domain_type,
+        cpu,
+        firmware,
+        direct_boot,
+        vm_dir,
+    })
+}
+
+/// Undoes what a failed create made, newest first, unless committed.
+struct Rollback<'a> {
+    hv: &'a dyn Hypervisor,
+    dir: Option<PathBuf>,
+    files: Vec<PathBuf>,
+    domain: Option<String>,
+    committed: bool,
+}
+
+impl Rollback<'_> {
+    fn undo(&mut self) {
+        if self.committed {
+            return;
+        }
+        self.committed = true;
+        if let Some(name) = self.domain.take() {
+            if self.hv.state(&name).map(|s| s.is_active()).unwrap_or(false) {
+                let _ = self.hv.destroy(&name);
+            }
+            let _ = self.hv.undefine(&name, true);
+        }
+        for f in self.files.drain(..).rev() {
+            let _ = std::fs::remove_file(f);
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Resolves the base image: (path, sha256 if known, verification in words).
+fn fetch_base(
+    ctx: &Ctx,
+    plan: &UbuntuPlan,
+    progress: &dyn Progress,
+) -> Result<(PathBuf, Option<String>, String)> {
+    let cache = ImageCache::new(ctx.config.image_cache());
+    match &plan.image {
+        ImageSource::Local { path } => Ok((
+            path.clone(),
+            None,
+            "local image, used as is (not verified)".into(),
+        )),
+        ImageSource::Url { url } => {
+            let f = cache.fetch(url, &Expect::RecordFirst, progress)?;
+            let how = match f.verification {
+                crate::cache::Verification::MatchedRecord => {
+                    "matches the sha256 recorded at its first download"
+                }
+                _ => "no published checksum; sha256 recorded at this first download",
+            };
+            Ok((f.path, Some(f.sha256), how.into()))
+        }
+        ImageSource::Release { version, .. } => {
+            let rel = releases::find(version)?;
+            let (dir, file) =
+                releases::cloud_image_location(ctx.config.value("ubuntu_cloud_url"), rel);
+            let keyring = ctx.config.get("gpg_keyring").map(PathBuf::from);
+            let (f, prov) = releases::fetch_with_sums(
+                &cache,
+                ctx.runner,
+                keyring.as_deref(),
+                &dir,
+                &file,
+                progress,
+            )?;
+            Ok((
+                f.path,
+                Some(f.sha256),
+                format!("sha256 matches {}; {}", prov.sums_url, prov.note),
+            ))
+        }
+    }
+}
+
+/// Runs the plan. On failure everything made so far is removed again.
+pub fn apply(
+    ctx: &Ctx,
+    req: &UbuntuRequest,
+    plan: &UbuntuPlan,
+    progress: &dyn Progress,
+) -> Result<Created> {
+    let mut rb = Rollback {
+        hv: ctx.hv,
+        dir: None,
+        files: Vec::new(),
+        domain: None,
+        committed: false,
+    };
+    let dir = &plan.vm_dir;
+    let seed_path = dir.join("seed.iso");
+    let disk_path = dir.join("disk.qcow2");
+    let console_log = dir.join("console.log");
+    let known_hosts = dir.join("known_hosts");
+    let instance_id = format!("{}-{:08x}", plan.name, rand::random::<u32>());
+    let network = match &plan.static_ip {
+        Some(s) => GuestNetwork::Static {
+            mac: plan.mac.clone(),
+            address: s.address.to_string(),
+            gateway: s.gateway.map(|g| g.to_string()),
+            dns: s.dns.iter().map(ToString::to_string).collect(),
+        },
+        None => GuestNetwork::Dhcp {
+            mac: plan.mac.clone(),
+        },
+    };
+    let seed_spec = SeedSpec {
+        hostname: plan.name.clone(),
+        instance_id,
+        user: plan.user.clone(),
+        ssh_authorized_keys: vec![plan.ssh_public_key.clone()],
+        password_hash: req.password_hash.clone(),
+        packages: req.packages.clone(),
+        network,
+    };
+    let seed_files = seed::render(&seed_spec)?;
+
+    let (base, base_sha, verification, info) = if req.seed_only {
+        (None, None, String::new(), None)
+    } else {
+        let (base, sha, how) = fetch_base(ctx, plan, progress)?;
+        let info = disk::image_info(ctx.runner, &base)?;
+        if let Some(size) = plan.disk_bytes
+            && size < info.virtual_size
+        {
+            return Err(invalid(
+                "--disk",
+                req.disk.as_deref().unwrap_or_default(),
+                &format!(
+                    "smaller than the image's virtual size of {} bytes",
+                    info.virtual_size
+                ),
+            ));
+        }
+        (Some(base), sha, how, Some(info))
+    };
+
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        op: "create VM directory",
+        path: dir.clone(),
+        source,
+    })?;
+    rb.dir = Some(dir.clone());
+
+    if let (Some(base), Some(info)) = (&base, &info) {
+        rb.files.push(disk_path.clone());
+        disk::create_overlay(ctx.runner, base, &info.format, &disk_path, plan.disk_bytes)?;
+    }
+    rb.files.push(seed_path.clone());
+    seed::write_iso(ctx.runner, &seed_files, &seed_path)?;
+
+    let mut created = Created {
+        name: plan.name.clone(),
+        defined: false,
+        started: false,
+        mac: plan.mac.clone(),
+        ip: plan.static_ip.as_ref().map(|s| s.address.to_string()),
+        user: plan.user.clone(),
+        disk: base.as_ref().map(|_| disk_path.clone()),
+        seed: seed_path.clone(),
+        console_log: console_log.clone(),
+        base_image: base.clone(),
+        base_sha256: base_sha.clone(),
+        verification,
+    };
+    if req.seed_only {
+        rb.committed = true;
+        return Ok(created);
+    }
+
+    let release = match &plan.image {
+        ImageSource::Release { version, .. } => Some(version.clone()),
+        _ => None,
+    };
+    let mut spec = DomainSpec::new(
+        &plan.name,
+        plan.domain_type,
+        plan.cpu.clone(),
+        plan.firmware,
+    );
+    spec.memory_mib = plan.memory_mib;
+    spec.vcpus = plan.vcpus;
+    spec.direct_boot = plan.direct_boot.clone();
+    spec.kvm_hidden = req.kvm_hidden;
+    spec.disks = vec![
+        Disk::virtio(&disk_path, "qcow2", "vda"),
+        Disk::seed(&seed_path, "vdb"),
+    ];
+    spec.nics = vec![Nic {
+        bridge: plan.bridge.clone(),
+        mac: plan.mac.clone(),
+    }];
+    spec.serial = Some(Serial {
+        log_file: Some(console_log.clone()),
+    });
+    spec.metadata = Some(Metadata {
+        os: "ubuntu".into(),
+        release,
+        user: Some(plan.user.clone()),
+        ssh_key: Some(plan.ssh_key.clone()),
+        ip: created.ip.clone(),
+        base_image: base.clone(),
+        base_sha256: base_sha,
+        created: now_rfc3339(),
+        version: crate::VERSION.into(),
+        disks: vec![disk_path.clone(), seed_path.clone()],
+        files: vec![console_log, known_hosts],
+        dir: Some(dir.clone()),
+    });
+    let xml = to_xml(&spec)?;
+    ctx.hv.define(&plan.name, &xml)?;
+    rb.domain = Some(plan.name.clone());
+    created.defined = true;
+    if !req.no_start {
+        ctx.hv.start(&plan.name)?;
+        created.started = true;
+    }
+    rb.committed = true;
+    Ok(created)
+}
+
+/// Validates, then creates.
+pub fn create_ubuntu(ctx: &Ctx, req: &UbuntuRequest, progress: &dyn Progress) -> Result<Created> {
+    let plan = plan(ctx, req)?;
+    apply(ctx, req, &plan, progress)
+}
+
+#[cfg(test)]
+mod tests;

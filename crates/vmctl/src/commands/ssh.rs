@@ -1,0 +1,79 @@
+//! `vmctl ssh NAME [-- ARGS]`: the ssh argv for the user and key recorded at create, to the VM's
+//! address (static IP in the metadata, else the guest agent, else the neighbour table). The
+//! binary execs it.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use super::Ctx;
+use crate::domain::parse::parse_domain;
+use crate::error::{Error, Result};
+use crate::net;
+
+/// The VM's IPv4 address.
+pub fn address(ctx: &Ctx, name: &str) -> Result<Ipv4Addr> {
+    let rec = ctx.hv.require(name)?;
+    let f = parse_domain(&rec.xml)?;
+    if let Some(ip) = f.metadata.as_ref().and_then(|m| m.ip.as_deref())
+        && let Ok(a) = ip.split('/').next().unwrap_or_default().parse()
+    {
+        return Ok(a);
+    }
+    let macs: Vec<String> = f.nics.iter().filter_map(|n| n.mac.clone()).collect();
+    if rec.state.is_active()
+        && let Ok(addrs) = ctx.hv.agent_addresses(name)
+    {
+        let found = addrs.iter().find_map(|a| {
+            let mac_ok = a
+                .mac
+                .as_ref()
+                .is_none_or(|m| macs.iter().any(|x| x.eq_ignore_ascii_case(m)));
+            let ip: Option<Ipv4Addr> = a.ip.parse().ok();
+            ip.filter(|ip| mac_ok && !ip.is_loopback() && !ip.is_link_local())
+        });
+        if let Some(ip) = found {
+            return Ok(ip);
+        }
+    }
+    macs.iter()
+        .find_map(|m| net::neighbour_ip(ctx.host, m))
+        .ok_or_else(|| Error::NoAddress { name: name.into() })
+}
+
+/// The full ssh argv (`ssh -i KEY … user@ip ARGS…`).
+pub fn argv(ctx: &Ctx, name: &str, args: &[String]) -> Result<Vec<String>> {
+    let rec = ctx.hv.require(name)?;
+    let f = parse_domain(&rec.xml)?;
+    let md = f.metadata.unwrap_or_default();
+    let ip = address(ctx, name)?;
+    let mut out = vec!["ssh".to_string()];
+    if let Some(public) = &md.ssh_key {
+        let private = public.with_extension("");
+        let key = if public.extension().is_some_and(|e| e == "pub") && private.is_file() {
+            private
+        } else {
+            public.clone()
+        };
+        out.extend([
+            "-i".into(),
+            key.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+        ]);
+    }
+    // Each VM gets its own known_hosts: a recreated VM with the same IP has new host keys.
+    if let Some(dir) = &md.dir {
+        let kh: PathBuf = dir.join("known_hosts");
+        out.extend(["-o".into(), format!("UserKnownHostsFile={}", kh.display())]);
+    }
+    out.extend([
+        "-o".into(),
+        "StrictHostKeyChecking=accept-new".into(),
+        "-o".into(),
+        "ConnectTimeout=10".into(),
+    ]);
+    let user = md.user.unwrap_or_else(|| "root".into());
+    out.push(format!("{user}@{ip}"));
+    out.extend(args.iter().cloned());
+    Ok(out)
+}

@@ -1,0 +1,240 @@
+//! Network facts and checks for VMs on a host bridge: static address validation, the bridge's
+//! existence and subnets, neighbour-table lookup by MAC, and waiting for a TCP port.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use hostio::{Cmd, CommandRunner, HostRoot, paths};
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// The kernel's IPv4 neighbour table (proc(5), /proc/net/arp).
+pub const PROC_NET_ARP: &str = "/proc/net/arp";
+
+/// A validated static address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaticIp {
+    pub address: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<IpAddr>,
+}
+
+fn invalid(option: &str, value: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidOption {
+        option: option.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses `--ip A.B.C.D/NN`, `--gateway`, `--dns`.
+pub fn parse_static(ip: &str, gateway: Option<&str>, dns: &[String]) -> Result<StaticIp> {
+    if !ip.contains('/') {
+        return Err(invalid(
+            "--ip",
+            ip,
+            "expected CIDR notation A.B.C.D/NN, e.g. 192.0.2.10/24",
+        ));
+    }
+    let address = Ipv4Net::from_str(ip)
+        .map_err(|e| invalid("--ip", ip, format!("not an IPv4 CIDR ({e})")))?;
+    if address.prefix_len() < 8 {
+        return Err(invalid("--ip", ip, "prefix shorter than /8"));
+    }
+    if address.prefix_len() <= 30 {
+        if address.addr() == address.network() {
+            return Err(invalid(
+                "--ip",
+                ip,
+                format!("{} is the network address", address.addr()),
+            ));
+        }
+        if address.addr() == address.broadcast() {
+            return Err(invalid(
+                "--ip",
+                ip,
+                format!("{} is the broadcast address", address.addr()),
+            ));
+        }
+    }
+    let gateway = gateway
+        .map(|g| {
+            let gw = Ipv4Addr::from_str(g)
+                .map_err(|_| invalid("--gateway", g, "not an IPv4 address"))?;
+            if !address.contains(&gw) {
+                return Err(invalid(
+                    "--gateway",
+                    g,
+                    format!("not inside {}", address.trunc()),
+                ));
+            }
+            if gw == address.addr() {
+                return Err(invalid("--gateway", g, "same as the VM's address"));
+            }
+            Ok(gw)
+        })
+        .transpose()?;
+    let dns = dns
+        .iter()
+        .map(|d| IpAddr::from_str(d).map_err(|_| invalid("--dns", d, "not an IP address")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(StaticIp {
+        address,
+        gateway,
+        dns,
+    })
+}
+
+/// True when `name` is a bridge on this host (`/sys/class/net/NAME/bridge`).
+pub fn bridge_exists(host: &HostRoot, name: &str) -> bool {
+    !name.contains('/') && host.exists(format!("{}/{name}/bridge", paths::SYS_CLASS_NET))
+}
+
+/// IPv4 subnets configured on the bridge (`ip -j -4 addr show dev BR`); empty when the bridge
+/// carries no address (a pure layer-2 bridge) or `ip` is unavailable.
+pub fn bridge_subnets(runner: &dyn CommandRunner, bridge: &str) -> Vec<Ipv4Net> {
+    let Ok(out) = runner.run(&Cmd::new(["ip", "-j", "-4", "addr", "show", "dev", bridge])) else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return Vec::new();
+    };
+    let mut nets = Vec::new();
+    for link in v.as_array().into_iter().flatten() {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            if let (Some(local), Some(prefix)) = (a["local"].as_str(), a["prefixlen"].as_u64())
+                && let Ok(n) = Ipv4Net::from_str(&format!("{local}/{prefix}"))
+            {
+                nets.push(n.trunc());
+            }
+        }
+    }
+    nets
+}
+
+/// Refuses a static address outside every subnet the bridge carries.
+pub fn check_on_bridge(ip: &StaticIp, bridge: &str, subnets: &[Ipv4Net]) -> Result<()> {
+    if subnets.is_empty() || subnets.iter().any(|n| n.contains(&ip.address.addr())) {
+        return Ok(());
+    }
+    Err(Error::IpOutsideBridge {
+        ip: ip.address.to_string(),
+        bridge: bridge.to_string(),
+        subnets: subnets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// The IPv4 address the neighbour table holds for `mac`.
+pub fn neighbour_ip(host: &HostRoot, mac: &str) -> Option<Ipv4Addr> {
+    let text = host.read_to_string(PROC_NET_ARP).ok()?;
+    // IP address  HW type  Flags  HW address  Mask  Device; flags 0x0 = incomplete.
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<_> = l.split_whitespace().collect();
+        (f.len() >= 4 && f[3].eq_ignore_ascii_case(mac) && f[2] != "0x0")
+            .then(|| f[0].parse().ok())
+            .flatten()
+    })
+}
+
+/// Polls `addr` until a TCP connection succeeds or `timeout` passes; `tick` is called between
+/// attempts with the elapsed time (the binary drives a spinner with it).
+pub fn wait_for_tcp(
+    addr: SocketAddr,
+    timeout: Duration,
+    tick: &dyn Fn(Duration),
+) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::Timeout {
+                what: format!("SSH on {addr}"),
+                secs: timeout.as_secs(),
+            });
+        }
+        tick(start.elapsed());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostio::{Output, RecordingRunner};
+
+    #[test]
+    fn static_ip_checks() {
+        let s = parse_static("198.18.0.10/24", Some("198.18.0.1"), &["198.18.0.1".into()]).unwrap();
+        assert_eq!(s.address.to_string(), "198.18.0.10/24");
+        for bad in [
+            "198.18.0.10",
+            "198.18.0.300/24",
+            "198.18.0.10/33",
+            "198.18.0.0/24",
+            "198.18.0.255/24",
+            "x/24",
+        ] {
+            assert!(parse_static(bad, None, &[]).is_err(), "{bad}");
+        }
+        assert!(parse_static("198.18.0.10/24", Some("198.18.1.1"), &[]).is_err());
+        assert!(parse_static("198.18.0.10/24", Some("198.18.0.10"), &[]).is_err());
+        assert!(parse_static("198.18.0.10/24", None, &["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn bridge_subnet_check() {
+        let r = RecordingRunner::new().answer(
+            ["ip"],
+            Output::ok(r#"[{"ifname":"labbr0","addr_info":[{"family":"inet","local":"198.18.0.1","prefixlen":24}]}]"#),
+        );
+        let nets = bridge_subnets(&r, "labbr0");
+        assert_eq!(nets, vec![Ipv4Net::from_str("198.18.0.0/24").unwrap()]);
+        let inside = parse_static("198.18.0.10/24", None, &[]).unwrap();
+        let outside = parse_static("198.19.5.10/24", None, &[]).unwrap();
+        check_on_bridge(&inside, "labbr0", &nets).unwrap();
+        let err = check_on_bridge(&outside, "labbr0", &nets).unwrap_err();
+        assert_eq!(err.exit_kind(), crate::ExitKind::Usage);
+        check_on_bridge(&outside, "labbr0", &[]).unwrap();
+    }
+
+    #[test]
+    fn bridge_and_neighbours_from_host_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(dir.path());
+        host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
+        host.create_dir_all("/sys/class/net/eth0").unwrap();
+        assert!(bridge_exists(&host, "br0"));
+        assert!(!bridge_exists(&host, "eth0"));
+        assert!(!bridge_exists(&host, "nope"));
+        host.write_atomic(
+            PROC_NET_ARP,
+            b"IP address       HW type     Flags       HW address            Mask     Device\n198.18.0.9       0x1         0x0         52:54:00:aa:aa:aa     *        labbr0\n198.18.0.10      0x1         0x2         52:54:00:12:34:56     *        labbr0\n",
+            0o644,
+        )
+        .unwrap();
+        assert_eq!(
+            neighbour_ip(&host, "52:54:00:12:34:56"),
+            Some(Ipv4Addr::new(198, 18, 0, 10))
+        );
+        assert_eq!(neighbour_ip(&host, "52:54:00:aa:aa:aa"), None);
+    }
+
+    #[test]
+    fn wait_for_tcp_succeeds_and_times_out() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        wait_for_tcp(addr, Duration::from_secs(2), &|_| {}).unwrap();
+        drop(l);
+        let err = wait_for_tcp(addr, Duration::from_millis(1), &|_| {}).unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }));
+    }
+}
