@@ -115,6 +115,9 @@ pub struct PciDevice {
     pub reset: bool,
     /// `mdev_supported_types` exists (mediated devices / vGPU).
     pub mdev_supported: bool,
+    /// For an SR-IOV virtual function: the BDF of its physical function (the `physfn` link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physfn: Option<String>,
 }
 
 /// An NVIDIA GPU: an NVIDIA (0x10de) function of class 0x0300 (VGA) or 0x0302 (3D controller).
@@ -145,6 +148,10 @@ pub struct Gpu {
     pub reset_methods: Vec<String>,
     pub reset: bool,
     pub mdev_supported: bool,
+    /// For an SR-IOV virtual function (vGPU on Ampere and newer): its physical function. A VF
+    /// is its own single function; a physical function's `functions` never list its VFs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physfn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,7 +18,12 @@ pub(crate) fn nics(probe: &Probe, warn: &mut Vec<String>) -> (Vec<Nic>, Option<D
             Vec::new()
         }
     };
-    let mut nics: Vec<Nic> = names.iter().map(|n| nic(probe, n, warn)).collect();
+    // Not every entry is an interface: the bonding driver adds a `bonding_masters` file.
+    let mut nics: Vec<Nic> = names
+        .iter()
+        .filter(|n| probe.is_dir(format!("{SYS_CLASS_NET}/{n}")))
+        .map(|n| nic(probe, n, warn))
+        .collect();
 
     let routes = match probe.read(PROC_NET_ROUTE) {
         Ok(t) => {

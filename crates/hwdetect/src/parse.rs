@@ -170,18 +170,20 @@ pub fn pci_class(text: &str) -> Option<u32> {
     sysfs_hex(text, 6)
 }
 
-/// A full BDF `DDDD:BB:DD.F` (what sysfs names devices); returns it lowercased.
+/// A full BDF `DDDD:BB:DD.F` (what sysfs names devices); returns it lowercased. The domain
+/// may be longer than 4 digits: Intel VMD puts its devices in domains `10000` and up.
 pub fn bdf(name: &str) -> Option<String> {
-    let b = name.as_bytes();
-    let hex = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_hexdigit);
-    let ok = b.len() == 12
-        && hex(0..4)
-        && b[4] == b':'
-        && hex(5..7)
-        && b[7] == b':'
-        && hex(8..10)
-        && b[10] == b'.'
-        && (b'0'..=b'7').contains(&b[11]);
+    let (domain, rest) = name.split_once(':')?;
+    let b = rest.as_bytes();
+    let hex = |s: &[u8]| s.iter().all(u8::is_ascii_hexdigit);
+    let ok = (4..=8).contains(&domain.len())
+        && hex(domain.as_bytes())
+        && b.len() == 7
+        && hex(&b[0..2])
+        && b[2] == b':'
+        && hex(&b[3..5])
+        && b[5] == b'.'
+        && (b'0'..=b'7').contains(&b[6]);
     ok.then(|| name.to_ascii_lowercase())
 }
 
@@ -417,6 +419,8 @@ mod tests {
     fn bdf_is_validated() {
         assert_eq!(bdf("0000:2B:00.3").as_deref(), Some("0000:2b:00.3"));
         assert_eq!(bdf("0000:2b:00.8"), None);
+        assert_eq!(bdf("10000:e1:00.0").as_deref(), Some("10000:e1:00.0"));
+        assert_eq!(bdf("000:2b:00.0"), None);
         assert_eq!(bdf("2b:00.0"), None);
         assert_eq!(bdf("0000:2b:00.é"), None);
     }

@@ -165,6 +165,8 @@ fn device(
     }
     d.reset = probe.lexists(attr("reset"));
     d.mdev_supported = probe.is_dir(attr("mdev_supported_types"));
+    // Only SR-IOV virtual functions have `physfn` (Documentation/PCI/pci-iov-howto.rst).
+    d.physfn = link(probe, &attr("physfn"), warn);
     d
 }
 
@@ -246,9 +248,13 @@ pub(crate) fn gpus(
         .iter()
         .filter(|d| is_gpu(d))
         .map(|d| {
+            // VFs share the slot of their PF but are separate assignable devices.
             let funcs: Vec<&PciDevice> = devices
                 .iter()
-                .filter(|f| slot(&f.bdf) == slot(&d.bdf))
+                .filter(|f| match d.physfn {
+                    Some(_) => f.bdf == d.bdf,
+                    None => slot(&f.bdf) == slot(&d.bdf) && f.physfn.is_none(),
+                })
                 .collect();
             let functions: Vec<String> = funcs.iter().map(|f| f.bdf.clone()).collect();
             let name = d
@@ -310,6 +316,7 @@ pub(crate) fn gpus(
                 reset_methods: d.reset_methods.clone(),
                 reset: d.reset,
                 mdev_supported: d.mdev_supported,
+                physfn: d.physfn.clone(),
             }
         })
         .collect()

@@ -354,3 +354,54 @@ fn capture_holds_only_what_detection_reads() {
         assert!(!p.contains("/brif"), "{p}");
     }
 }
+
+/// SR-IOV VFs (vGPU on Ampere+) share the PF's slot but are separate devices: each VF is its
+/// own single function, and the PF's functions do not list them.
+#[test]
+fn sriov_virtual_functions_are_not_functions_of_the_pf() {
+    let tree = fixture_builder::build_from_str(
+        r#"
+        [[device]]
+        bdf = "00:03.1"
+        class = "0604"
+        id = "1022:1483"
+        group = 4
+        [[device]]
+        bdf = "41:00.0"
+        class = "0302"
+        id = "10de:20b5"
+        parent = "00:03.1"
+        group = 40
+        driver = "nvidia"
+        [[device]]
+        bdf = "41:00.4"
+        class = "0302"
+        id = "10de:20b5"
+        parent = "00:03.1"
+        physfn = "41:00.0"
+        group = 41
+        [[device]]
+        bdf = "41:00.5"
+        class = "0302"
+        id = "10de:20b5"
+        parent = "00:03.1"
+        physfn = "41:00.0"
+        group = 42
+        "#,
+    )
+    .unwrap();
+    let f = detect(&HostRoot::new(tree.path()));
+    assert!(
+        !f.warnings.iter().any(|w| w.starts_with("/sys")),
+        "{:#?}",
+        f.warnings
+    );
+    let pf = gpu(&f, "0000:41:00.0");
+    assert_eq!(pf.functions, bdfs(&["0000:41:00.0"]));
+    assert_eq!(pf.physfn, None);
+    assert_eq!(pf.isolated, Some(true));
+    let vf = gpu(&f, "0000:41:00.5");
+    assert_eq!(vf.functions, bdfs(&["0000:41:00.5"]));
+    assert_eq!(vf.physfn.as_deref(), Some("0000:41:00.0"));
+    assert_eq!((vf.iommu_group, vf.isolated), (Some(42), Some(true)));
+}

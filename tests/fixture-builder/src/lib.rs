@@ -134,6 +134,9 @@ pub struct DeviceDesc {
     /// Creates `mdev_supported_types/`.
     #[serde(default)]
     pub mdev: bool,
+    /// For an SR-IOV virtual function: its physical function's BDF (creates `physfn` here and
+    /// `virtfnN` in the PF). Give the VF the same `parent` as its PF, as the kernel places it.
+    pub physfn: Option<String>,
     /// Attribute files not to create (e.g. `["vendor"]`).
     #[serde(default)]
     pub omit: Vec<String>,
@@ -490,6 +493,15 @@ fn build_devices(t: &Tree, desc: &HostDesc) -> Result<(), Error> {
             t.dir(&format!("{dir}/mdev_supported_types"))?;
         }
         t.link(&format!("sys/bus/pci/devices/{bdf}"), dir)?;
+        if let Some(pf) = &d.physfn {
+            let pf = full_bdf(pf)?;
+            let pf_dir = dirs.get(&pf).ok_or_else(|| {
+                Error::Invalid(format!("physfn {pf} of {bdf} is not a [[device]]"))
+            })?;
+            t.link(&format!("{dir}/physfn"), pf_dir)?;
+            let n = vf_index(t, pf_dir);
+            t.link(&format!("{pf_dir}/virtfn{n}"), dir)?;
+        }
         if let Some(drv) = &d.driver {
             let drv_dir = format!("sys/bus/pci/drivers/{drv}");
             t.link(&format!("{dir}/driver"), &drv_dir)?;
@@ -502,6 +514,18 @@ fn build_devices(t: &Tree, desc: &HostDesc) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The next free `virtfnN` index in a PF directory.
+fn vf_index(t: &Tree, pf_dir: &str) -> usize {
+    (0..)
+        .find(|n| {
+            t.root
+                .join(format!("{pf_dir}/virtfn{n}"))
+                .symlink_metadata()
+                .is_err()
+        })
+        .unwrap_or(0)
 }
 
 struct V4 {
