@@ -350,9 +350,12 @@ pub fn check_plain_safe(s: &str) -> Result<(), &'static str> {
     if s.starts_with(' ') || s.ends_with(' ') {
         return Err("leading or trailing spaces force quoting");
     }
-    if "-?:,[]{}#&*!|>'\"%@`<.".contains(first)
-        && !(first == '.' && s.len() > 1 && !looks_numeric(s))
-    {
+    // A leading '.' is fine (".foo") unless it starts "..." (document end) or a number;
+    // a leading '+' is refused outright (YAML 1.1 ints like "+_0").
+    let dot_ok = first == '.' && s.len() > 1 && !s.starts_with("..") && !looks_numeric(s);
+    // "-arg" (Talos: drop a default kernel argument) is plain when a letter follows the dash.
+    let dash_ok = first == '-' && s.as_bytes().get(1).is_some_and(u8::is_ascii_alphabetic);
+    if "-+?:,[]{}#&*!|>'\"%@`<.".contains(first) && !dot_ok && !dash_ok {
         return Err("it starts with a YAML indicator character");
     }
     if s.contains(": ") || s.contains(" #") || s.ends_with(':') {
@@ -373,7 +376,12 @@ pub fn check_plain_safe(s: &str) -> Result<(), &'static str> {
 /// Anything that starts like a number and only uses characters found in YAML ints, floats,
 /// base-60 numbers and timestamps: refuse rather than reimplement every resolver regex.
 fn looks_numeric(s: &str) -> bool {
-    let b = s.as_bytes();
+    // go-yaml drops '_' before trying ParseInt/ParseFloat on anything starting with [0-9+-.].
+    let t = s.replace('_', "");
+    let b = t.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
     let starts = b[0].is_ascii_digit()
         || (matches!(b[0], b'+' | b'-' | b'.')
             && b.get(1).is_some_and(|c| c.is_ascii_digit() || *c == b'.'));
@@ -537,6 +545,72 @@ mod tests {
         );
     }
 
+    /// IDs cross-checked offline against gopkg.in/yaml.v3 3.0.1 (`Encoder.SetIndent(4)` over the
+    /// factory's struct layout): no factory involved, but the same marshaller and struct order.
+    #[test]
+    fn go_yaml_cross_checked_ids() {
+        let full = Schematic {
+            customization: Customization {
+                extra_kernel_args: vec!["console=ttyS0,115200".into(), "net.ifnames=0".into()],
+                meta: vec![meta(10, "foo"), meta(12, "bar")],
+                system_extensions: SystemExtensions {
+                    official_extensions: vec!["siderolabs/qemu-guest-agent".into()],
+                },
+                bootloader: Some("sd-boot".into()),
+                secureboot: SecureBoot {
+                    enroll_keys: None,
+                    include_well_known_certificates: true,
+                },
+                disk_image: DiskImage {
+                    sector_size: Some(512),
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let lts = Schematic::with_extensions([
+            "siderolabs/nonfree-kmod-nvidia-lts",
+            "siderolabs/nvidia-container-toolkit-lts",
+            "siderolabs/nvidia-fabricmanager-lts",
+            "siderolabs/qemu-guest-agent",
+        ]);
+        let overlay = Schematic {
+            overlay: Overlay {
+                image: "siderolabs/sbc-rockchip".into(),
+                name: "turingrk1".into(),
+                options: [("configTxt", "foo"), ("baud", "x115200")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            customization: Customization {
+                extra_kernel_args: vec![
+                    "-talos.halt_if_installed".into(),
+                    "console=ttyS0,115200".into(),
+                ],
+                meta: vec![meta(10, "a b")],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for (s, id) in [
+            (
+                full,
+                "5a06924944bc93c9fa61b868e16db8d23fd8f4f85a236746a759aa82567cece1",
+            ),
+            (
+                lts,
+                "b34b21b7037b163c8751eb38eb5e6b263470cecb7898ee08c04549cf8e01a92d",
+            ),
+            (
+                overlay,
+                "f320f2d81362f298c6a0bb1cdd59b8185c290ade39a36fd1ab7448a945acd827",
+            ),
+        ] {
+            assert_eq!(s.id().expect("plain-safe").id, id);
+        }
+    }
+
     #[test]
     fn order_changes_the_id() {
         let a = Schematic::with_extensions(["siderolabs/a", "siderolabs/b"]);
@@ -552,6 +626,8 @@ mod tests {
             "8250.nr_uarts=5",
             "ip=198.18.0.10::198.18.0.1:255.255.254.0",
             "talos.platform=metal",
+            "-talos.halt_if_installed",
+            "-console",
             "a b",
             "foo",
         ] {
@@ -583,7 +659,9 @@ mod tests {
             ".inf",
             ".NaN",
             "- x",
-            "-x",
+            "--x",
+            "-.5",
+            "-_1",
             "a: b",
             "a #b",
             "x:",
@@ -608,6 +686,11 @@ mod tests {
             "<<",
             "=",
             "...",
+            // Found by cross-checking 44k random strings against go-yaml v3 (gopkg.in/yaml.v3 3.0.1).
+            "...bx9Y",
+            "+_0",
+            "._5",
+            "+x",
             "a'b",
         ] {
             assert!(check_plain_safe(s).is_err(), "{s:?} must be refused");
