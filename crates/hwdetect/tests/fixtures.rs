@@ -1,8 +1,6 @@
 //! Detection on the committed fixture hosts (tests/fixtures/hosts): JSON and table snapshots
 //! for every host, exact facts for the five real hosts, and the capture round trip.
 
-use std::path::Path;
-
 use hostio::HostRoot;
 use hwdetect::{CpuVendor, HostFacts, Virtualization, capture, detect, render_table};
 
@@ -282,14 +280,6 @@ fn empty_root_gives_warnings_not_panics() {
     assert!(!render_table(&f).is_empty());
 }
 
-/// Extracts a capture with the `tar` crate (a plain unpack, like `tar xzf`).
-fn extract(archive: &Path, into: &Path) {
-    let f = std::fs::File::open(archive).expect("open capture");
-    tar::Archive::new(flate2::read::GzDecoder::new(f))
-        .unpack(into)
-        .expect("extract capture");
-}
-
 #[test]
 fn capture_round_trips_on_every_fixture() {
     for host in fixture_builder::host_names() {
@@ -300,9 +290,8 @@ fn capture_round_trips_on_every_fixture() {
         let archive = out.path().join("capture.tar.gz");
         let n = capture(&root, &archive).unwrap();
         assert!(n > 0, "{host}");
-        let x = out.path().join("x");
-        extract(&archive, &x);
-        let after = detect(&HostRoot::new(&x));
+        let x = fixture_builder::unpack_capture(&archive).unwrap();
+        let after = detect(&HostRoot::new(x.path()));
         assert_eq!(
             before, after,
             "{host}: detect differs after capture round trip"

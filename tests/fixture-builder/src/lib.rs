@@ -43,7 +43,7 @@ use tempfile::TempDir;
 pub enum Error {
     #[error("parsing host description")]
     ParseDescription(#[source] toml::de::Error),
-    #[error("reading host description {path}")]
+    #[error("reading host description or capture {path}")]
     ReadDescription {
         path: PathBuf,
         #[source]
@@ -213,6 +213,24 @@ pub fn build_host(name: &str) -> TempDir {
             std::error::Error::source(&e)
         ),
     }
+}
+
+/// Extracts a `gpu-vm-bootstrap detect --capture` archive (a real host's tree, e.g. from a bug
+/// report kept under `tests/fixtures/captures/`) into a fresh temp dir, symlinks kept.
+pub fn unpack_capture(archive: &Path) -> Result<TempDir, Error> {
+    let rerr = |source| Error::ReadDescription {
+        path: archive.to_path_buf(),
+        source,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("gvb-capture-")
+        .tempdir()
+        .map_err(rerr)?;
+    let file = fs::File::open(archive).map_err(rerr)?;
+    tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .unpack(dir.path())
+        .map_err(rerr)?;
+    Ok(dir)
 }
 
 /// Builds a host from TOML text into a fresh temp dir.
