@@ -32,6 +32,10 @@ pub enum Error {
     FindInterface { interface: String },
     #[error("find IPv4 address of interface {interface:?}: it has none")]
     FindInterfaceIpv4 { interface: String },
+    #[error(
+        "check link type of {interface}: ARP needs an Ethernet interface, this one is ARPHRD {hw_type}"
+    )]
+    CheckLinkType { interface: String, hw_type: u16 },
     #[error("check scope: {subnet} is not inside a subnet of {interface} ({networks})")]
     CheckScope {
         subnet: ipnet::Ipv4Net,
@@ -127,6 +131,7 @@ impl Error {
                 | Error::FindInterface { .. }
                 | Error::FindInterfaceIpv4 { .. }
                 | Error::CheckScope { .. }
+                | Error::CheckLinkType { .. }
                 | Error::CheckWidth { .. }
                 | Error::ReserveOutside { .. }
         )
@@ -145,6 +150,9 @@ impl Error {
             Error::FindInterfaceIpv4 { interface } => format!(
                 "give the interface an address (`ip addr add 198.18.5.1/24 dev {interface}`) or pass --subnet with an interface that has one"
             ),
+            Error::CheckLinkType { .. } => {
+                "scan the bridge the VMs are on (--bridge BR), not loopback or a tunnel".into()
+            }
             Error::CheckScope { interface, .. } => format!(
                 "scan only a subnet of {interface}: omit --subnet, or see `ip -4 addr show dev {interface}`"
             ),

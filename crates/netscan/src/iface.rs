@@ -22,6 +22,8 @@ pub struct InterfaceAddr {
 pub struct Interface {
     pub name: String,
     pub index: u32,
+    /// `ARPHRD_*` from `<linux/if_arp.h>`: 1 is Ethernet (bridges, veths, NICs).
+    pub hw_type: u16,
     pub mac: MacAddr,
     /// In the kernel's order; the first is the primary address.
     pub addrs: Vec<InterfaceAddr>,
@@ -43,8 +45,9 @@ impl Interface {
                 IfEntry::Link {
                     name: n,
                     index,
+                    hw_type,
                     mac,
-                } if n == name => link = Some((*index, *mac)),
+                } if n == name => link = Some((*index, *hw_type, *mac)),
                 IfEntry::V4 {
                     name: n,
                     addr,
@@ -61,7 +64,7 @@ impl Interface {
                 _ => {}
             }
         }
-        let (index, mac) = link.ok_or_else(|| Error::FindInterface {
+        let (index, hw_type, mac) = link.ok_or_else(|| Error::FindInterface {
             interface: name.into(),
         })?;
         if addrs.is_empty() {
@@ -72,6 +75,7 @@ impl Interface {
         Ok(Interface {
             name: name.into(),
             index,
+            hw_type,
             mac: mac.unwrap_or(MacAddr::ZERO),
             addrs,
         })
@@ -101,16 +105,19 @@ mod tests {
             IfEntry::Link {
                 name: "lo".into(),
                 index: 1,
+                hw_type: 772,
                 mac: Some(MacAddr::ZERO),
             },
             IfEntry::Link {
                 name: "br0".into(),
                 index: 4,
+                hw_type: 1,
                 mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
             },
             IfEntry::Link {
                 name: "dummy0".into(),
                 index: 5,
+                hw_type: 1,
                 mac: Some(MacAddr([2, 0, 0, 0, 0, 2])),
             },
             IfEntry::V4 {
@@ -156,5 +163,11 @@ mod tests {
         assert!(e.is_usage());
         let e = Interface::from_entries("nope0", &entries()).expect_err("missing");
         assert!(matches!(e, Error::FindInterface { .. }));
+        assert_eq!(
+            Interface::from_entries("lo", &entries())
+                .expect("lo")
+                .hw_type,
+            772
+        );
     }
 }

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Interface, MacAddr};
 
+/// `<linux/if_arp.h>`: ARP as built here is IPv4 over Ethernet only.
+const ARPHRD_ETHER: u16 = 1;
+
 /// Default send rate. arp-scan's default (256 kbit/s of 64-byte frames) is 500 pps; 2,000 pps is
 /// still far below what any switch or host notices (about 1 Mbit/s of broadcast).
 pub const DEFAULT_RATE_PPS: u32 = 2000;
@@ -135,6 +138,12 @@ pub fn parse_subnet(input: &str) -> Result<Ipv4Net, Error> {
 /// /16 needs `force`. Automatic retries: 1, none when re-sending to every address would take
 /// over 10 s at the chosen rate (so a /16 is one pass).
 pub fn plan_scan(req: &ScanRequest, iface: &Interface) -> Result<ScanPlan, Error> {
+    if iface.hw_type != ARPHRD_ETHER {
+        return Err(Error::CheckLinkType {
+            interface: iface.name.clone(),
+            hw_type: iface.hw_type,
+        });
+    }
     if req.rate_pps == 0 {
         return Err(Error::CheckRate { rate: req.rate_pps });
     }
@@ -195,6 +204,7 @@ mod tests {
         Interface {
             name: "br0".into(),
             index: 7,
+            hw_type: 1,
             mac: MacAddr([2, 0, 0, 0, 0, 1]),
             addrs: vec![
                 InterfaceAddr {
@@ -235,6 +245,17 @@ mod tests {
             p.worst_case() < Duration::from_secs(35),
             "{:?}",
             p.worst_case()
+        );
+    }
+
+    #[test]
+    fn loopback_and_other_non_ethernet_links_are_refused() {
+        let mut lo = br0();
+        lo.hw_type = 772;
+        let e = plan_scan(&ScanRequest::new("lo"), &lo).expect_err("loopback");
+        assert!(
+            matches!(e, Error::CheckLinkType { hw_type: 772, .. }) && e.is_usage(),
+            "{e}"
         );
     }
 

@@ -29,6 +29,7 @@ pub(crate) enum IfEntry {
     Link {
         name: String,
         index: u32,
+        hw_type: u16,
         mac: Option<MacAddr>,
     },
 }
@@ -84,6 +85,7 @@ pub(crate) fn interface_entries() -> io::Result<Vec<IfEntry>> {
                 out.push(IfEntry::Link {
                     name,
                     index: u32::try_from(ll.sll_ifindex).unwrap_or(0),
+                    hw_type: ll.sll_hatype,
                     mac,
                 });
             }

@@ -264,6 +264,7 @@ fn lab_bad_input_exits_2_with_a_clear_message() {
     let cases: &[(&[&str], &str)] = &[
         (&["-i", "nov4"], "has none"),
         (&["-i", "nosuch0"], "no such interface"),
+        (&["-i", "lo"], "needs an Ethernet interface"),
         (&["-i", "br0", "--subnet", "198.18.12.0/33"], "parse subnet"),
         (&["-i", "br0", "--subnet", "198.18.12.0"], "parse subnet"),
         (
