@@ -21,7 +21,7 @@ const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (n
 Settings: flags > environment (VMCTL_*) > /etc/vmctl/config.toml > built-in defaults; see `vmctl config show`.";
 
 #[derive(Debug, Parser)]
-#[command(name = "vmctl", version, about = "Manage VMs on libvirt: Ubuntu guests on a host bridge, verified images, GPU passthrough", after_help = AFTER_HELP)]
+#[command(name = "vmctl", version, args_override_self = true, about = "Manage VMs on libvirt: Ubuntu guests on a host bridge, verified images, GPU passthrough", after_help = AFTER_HELP)]
 struct Cli {
     /// libvirt URI (default: VMCTL_CONNECT, then config.toml `connect`, then qemu:///system)
     #[arg(long, global = true, value_name = "URI")]
@@ -109,6 +109,7 @@ struct UbuntuArgs {
     /// Local path or URL of a base image to use instead of the release's cloud image
     #[arg(long, value_name = "PATH|URL")]
     image: Option<String>,
+    /// Virtual CPUs
     #[arg(long, default_value_t = 2)]
     cpus: u32,
     /// Memory: MiB, or with a unit (4G)
@@ -123,6 +124,7 @@ struct UbuntuArgs {
     /// Static address A.B.C.D/NN
     #[arg(long, value_name = "CIDR", conflicts_with = "dhcp")]
     ip: Option<String>,
+    /// Default gateway (inside the --ip subnet)
     #[arg(long, requires = "ip")]
     gateway: Option<String>,
     /// DNS servers (repeat or comma-separate)

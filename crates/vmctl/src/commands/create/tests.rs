@@ -1,1 +1,364 @@
+//! create against libvirt's real test driver, with real qemu-img/genisoimage or a recording
+//! runner that fails at a chosen step; every failure must leave nothing behind.
 
+use std::path::PathBuf;
+
+use hostio::{Cmd, CommandRunner, HostRoot, Output, RecordingRunner, SystemRunner};
+
+use super::*;
+use crate::cache::NoProgress;
+use crate::commands::{Ctx, lifecycle};
+use crate::config::Config;
+use crate::domain::parse::parse_domain;
+use crate::libvirt::{DomainRecord, GuestAddress, Libvirt, State};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    host: HostRoot,
+    config: Config,
+    key: PathBuf,
+    base: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let host = HostRoot::new(dir.path().join("host"));
+    host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
+    host.create_dir_all("/sys/class/net/eth0").unwrap();
+    let mut config = Config::defaults();
+    config.set("storage_dir", dir.path().join("vms").display().to_string());
+    config.set(
+        "image_cache",
+        dir.path().join("cache").display().to_string(),
+    );
+    config.set("domain_type", "qemu");
+    let key = dir.path().join("id_ed25519.pub");
+    std::fs::write(
+        &key,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnkmqS0xAbuPsE6mVUf1h7gWOY/mOKs7YiFcBPWnOZ6 t@h\n",
+    )
+    .unwrap();
+    let base = dir.path().join("base.qcow2");
+    SystemRunner
+        .run(&Cmd::new([
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            &base.display().to_string(),
+            "64M",
+        ]))
+        .unwrap();
+    Fixture {
+        dir,
+        host,
+        config,
+        key,
+        base,
+    }
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn request(f: &Fixture, name: &str) -> UbuntuRequest {
+    let mut r = UbuntuRequest::new(name);
+    r.image = Some(f.base.display().to_string());
+    r.ssh_key = Some(f.key.clone());
+    r.bridge = Some("br0".into());
+    r.network = NetworkRequest::Static {
+        ip: "198.18.0.10/24".into(),
+        gateway: Some("198.18.0.1".into()),
+        dns: vec!["198.18.0.1".into()],
+    };
+    r.mac = Some("52:54:00:00:10:10".into());
+    r
+}
+
+fn ctx<'a>(f: &'a Fixture, runner: &'a dyn CommandRunner, hv: &'a dyn Hypervisor) -> Ctx<'a> {
+    Ctx {
+        config: &f.config,
+        host: &f.host,
+        runner,
+        hv,
+        env: &no_env,
+    }
+}
+
+fn vm_dir_of(f: &Fixture, name: &str) -> PathBuf {
+    f.dir.path().join("vms").join(name)
+}
+
+#[test]
+fn create_then_delete_on_the_test_driver() {
+    let f = fixture();
+    let lv = Libvirt::open("test:///default").unwrap();
+    let c = ctx(&f, &SystemRunner, &lv);
+    let created = create_ubuntu(&c, &request(&f, "ct-ok"), &NoProgress).unwrap();
+    assert!(created.defined && created.started);
+    let dir = vm_dir_of(&f, "ct-ok");
+    assert!(dir.join("disk.qcow2").is_file() && dir.join("seed.iso").is_file());
+    let info = crate::disk::image_info(&SystemRunner, &dir.join("disk.qcow2")).unwrap();
+    assert_eq!(info.backing_file.as_deref(), Some(f.base.to_str().unwrap()));
+    let blkid = std::process::Command::new("blkid")
+        .arg(dir.join("seed.iso"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&blkid.stdout).contains("LABEL=\"cidata\""));
+
+    let rec = lv.require("ct-ok").unwrap();
+    crate::domain::render::tests::assert_valid_domain_xml(&rec.xml);
+    let facts = parse_domain(&rec.xml).unwrap();
+    let md = facts.metadata.unwrap();
+    assert_eq!(md.ip.as_deref(), Some("198.18.0.10/24"));
+    assert_eq!(md.os, "ubuntu");
+    assert_eq!(md.disks, vec![dir.join("disk.qcow2"), dir.join("seed.iso")]);
+    assert_eq!(facts.domain_type, "qemu");
+
+    // A second create with the same name is refused before anything is made.
+    let err = create_ubuntu(&c, &request(&f, "ct-ok"), &NoProgress).unwrap_err();
+    assert!(matches!(err, Error::NameTaken { .. }));
+
+    // Running: delete refuses; after stop it removes exactly what vmctl made.
+    assert!(matches!(
+        lifecycle::delete(&c, "ct-ok", true, false),
+        Err(Error::DomainRunning { .. })
+    ));
+    lifecycle::stop(&c, "ct-ok", std::time::Duration::from_secs(5), false).unwrap();
+    assert!(matches!(
+        lifecycle::delete(&c, "ct-ok", false, false),
+        Err(Error::NotConfirmed { .. })
+    ));
+    let d = lifecycle::delete(&c, "ct-ok", true, false).unwrap();
+    assert!(d.removed.contains(&dir.join("disk.qcow2")));
+    assert!(!dir.exists(), "VM directory removed");
+    assert!(f.base.is_file(), "base image untouched");
+    assert!(lv.get("ct-ok").unwrap().is_none());
+}
+
+#[test]
+fn seed_only_writes_just_the_seed() {
+    let f = fixture();
+    let lv = Libvirt::open("test:///default").unwrap();
+    let mut r = request(&f, "ct-seed");
+    r.seed_only = true;
+    let created = create_ubuntu(&ctx(&f, &SystemRunner, &lv), &r, &NoProgress).unwrap();
+    assert!(!created.defined);
+    let names: Vec<_> = std::fs::read_dir(vm_dir_of(&f, "ct-seed"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("seed.iso")]);
+    assert!(lv.get("ct-seed").unwrap().is_none());
+}
+
+fn assert_nothing_left(f: &Fixture, lv: &Libvirt, name: &str) {
+    assert!(lv.get(name).unwrap().is_none(), "domain {name} left behind");
+    assert!(
+        !vm_dir_of(f, name).exists(),
+        "storage for {name} left behind"
+    );
+}
+
+fn expect_usage(f: &Fixture, r: UbuntuRequest, what: &str) {
+    let lv = Libvirt::open("test:///default").unwrap();
+    let runner = RecordingRunner::new().answer(
+        ["ip"],
+        Output::ok(r#"[{"addr_info":[{"family":"inet","local":"198.18.0.1","prefixlen":24}]}]"#),
+    );
+    let name = r.name.clone();
+    let err = create_ubuntu(&ctx(f, &runner, &lv), &r, &NoProgress).unwrap_err();
+    assert_eq!(err.exit_kind(), crate::ExitKind::Usage, "{what}: {err}");
+    assert!(!err.help().is_empty(), "{what}: no help line");
+    if crate::names::validate_vm_name(&name).is_ok() && name != "test" {
+        assert_nothing_left(f, &lv, &name);
+    }
+    // Nothing was run that changes anything (only the read-only `ip addr`).
+    assert!(
+        runner.calls().iter().all(|c| c[0] == "ip"),
+        "{what}: {:?}",
+        runner.calls()
+    );
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_made() {
+    let f = fixture();
+    for name in ["a/b", "..", "my vm", "-x", ""] {
+        expect_usage(&f, request(&f, name), &format!("name {name:?}"));
+    }
+    expect_usage(&f, request(&f, "test"), "existing name");
+
+    let mut r = request(&f, "ct-bad");
+    r.network = NetworkRequest::Static {
+        ip: "198.19.0.10/24".into(),
+        gateway: None,
+        dns: vec![],
+    };
+    expect_usage(&f, r, "IP outside the bridge subnet");
+    for ip in ["198.18.0.10", "198.18.0.10/40", "300.1.1.1/24"] {
+        let mut r = request(&f, "ct-bad");
+        r.network = NetworkRequest::Static {
+            ip: ip.into(),
+            gateway: None,
+            dns: vec![],
+        };
+        expect_usage(&f, r, ip);
+    }
+    let mut r = request(&f, "ct-bad");
+    r.bridge = Some("nobr0".into());
+    expect_usage(&f, r, "missing bridge");
+    let mut r = request(&f, "ct-bad");
+    r.bridge = Some("eth0".into());
+    expect_usage(&f, r, "not a bridge");
+    let mut r = request(&f, "ct-bad");
+    r.ssh_key = Some(f.dir.path().join("missing.pub"));
+    expect_usage(&f, r, "missing SSH key");
+    let mut r = request(&f, "ct-bad");
+    r.ssh_key = None;
+    expect_usage(&f, r, "no SSH key anywhere");
+    let mut r = request(&f, "ct-bad");
+    r.image = Some("/nonexistent/base.qcow2".into());
+    expect_usage(&f, r, "missing local image");
+    let mut r = request(&f, "ct-bad");
+    r.memory = "lots".into();
+    expect_usage(&f, r, "bad memory");
+    let mut r = request(&f, "ct-bad");
+    r.cpu_mode = Some("fastest".into());
+    expect_usage(&f, r, "bad cpu mode");
+    let mut r = request(&f, "ct-bad");
+    r.release = Some("99.04".into());
+    r.image = None;
+    expect_usage(&f, r, "unknown release");
+    let mut r = request(&f, "ct-bad");
+    r.password_hash = Some("hunter2".into());
+    expect_usage(&f, r, "plaintext password");
+    let mut r = request(&f, "ct-bad");
+    r.kernel = Some("/nonexistent/vmlinuz".into());
+    expect_usage(&f, r, "missing kernel");
+}
+
+#[test]
+fn unreachable_image_url_leaves_nothing() {
+    let f = fixture();
+    let lv = Libvirt::open("test:///default").unwrap();
+    let mut r = request(&f, "ct-url");
+    r.image = Some("http://127.0.0.1:9/base.qcow2".into());
+    let err = create_ubuntu(&ctx(&f, &SystemRunner, &lv), &r, &NoProgress).unwrap_err();
+    assert!(matches!(err, Error::FetchUnreachable { .. }), "{err}");
+    assert_eq!(err.exit_kind(), crate::ExitKind::Usage);
+    assert_nothing_left(&f, &lv, "ct-url");
+}
+
+#[test]
+fn failure_at_each_runner_step_rolls_back() {
+    let f = fixture();
+    let lv = Libvirt::open("test:///default").unwrap();
+    // Calls: 0 `ip addr` (bridge subnets), 1 `qemu-img info`, 2 `qemu-img create`, 3 `genisoimage`.
+    for n in 1..=3 {
+        let name = format!("ct-fail{n}");
+        let runner = RecordingRunner::failing_at(n).answer(
+            ["qemu-img", "info"],
+            Output::ok(r#"{"virtual-size": 67108864, "format": "qcow2"}"#),
+        );
+        let err =
+            create_ubuntu(&ctx(&f, &runner, &lv), &request(&f, &name), &NoProgress).unwrap_err();
+        assert_eq!(err.exit_kind(), crate::ExitKind::Failure, "{err}");
+        assert_eq!(runner.calls().len(), n + 1, "stopped at the failing step");
+        assert_nothing_left(&f, &lv, &name);
+    }
+}
+
+/// The real test driver, with one operation made to fail.
+struct Failing<'a> {
+    inner: &'a Libvirt,
+    fail: &'static str,
+}
+
+fn injected(op: &'static str, name: &str) -> Error {
+    Error::Timeout {
+        what: format!("injected {op} failure for {name}"),
+        secs: 0,
+    }
+}
+
+impl Hypervisor for Failing<'_> {
+    fn uri(&self) -> &str {
+        self.inner.uri()
+    }
+    fn list(&self) -> crate::Result<Vec<DomainRecord>> {
+        self.inner.list()
+    }
+    fn get(&self, name: &str) -> crate::Result<Option<DomainRecord>> {
+        self.inner.get(name)
+    }
+    fn define(&self, name: &str, xml: &str) -> crate::Result<()> {
+        if self.fail == "define" {
+            return Err(injected("define", name));
+        }
+        self.inner.define(name, xml)
+    }
+    fn undefine(&self, name: &str, nvram: bool) -> crate::Result<()> {
+        self.inner.undefine(name, nvram)
+    }
+    fn start(&self, name: &str) -> crate::Result<()> {
+        if self.fail == "start" {
+            return Err(injected("start", name));
+        }
+        self.inner.start(name)
+    }
+    fn shutdown(&self, name: &str) -> crate::Result<()> {
+        self.inner.shutdown(name)
+    }
+    fn destroy(&self, name: &str) -> crate::Result<()> {
+        self.inner.destroy(name)
+    }
+    fn state(&self, name: &str) -> crate::Result<State> {
+        self.inner.state(name)
+    }
+    fn agent_addresses(&self, name: &str) -> crate::Result<Vec<GuestAddress>> {
+        self.inner.agent_addresses(name)
+    }
+}
+
+#[test]
+fn define_or_start_failure_rolls_back_files_and_domain() {
+    let f = fixture();
+    let lv = Libvirt::open("test:///default").unwrap();
+    for fail in ["define", "start"] {
+        let name = format!("ct-{fail}");
+        let hv = Failing { inner: &lv, fail };
+        create_ubuntu(
+            &ctx(&f, &SystemRunner, &hv),
+            &request(&f, &name),
+            &NoProgress,
+        )
+        .unwrap_err();
+        assert_nothing_left(&f, &lv, &name);
+    }
+}
+
+#[test]
+fn delete_never_removes_foreign_or_base_files() {
+    let f = fixture();
+    let lv = Libvirt::open("test:///default").unwrap();
+    let c = ctx(&f, &SystemRunner, &lv);
+    let mut r = request(&f, "ct-del");
+    r.no_start = true;
+    create_ubuntu(&c, &r, &NoProgress).unwrap();
+    // Another domain uses the same seed file: it must survive the delete.
+    let dir = vm_dir_of(&f, "ct-del");
+    let other = format!(
+        "<domain type='qemu'><name>ct-other</name><memory>65536</memory><os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'><source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
+        dir.join("seed.iso").display()
+    );
+    lv.define("ct-other", &other).unwrap();
+    let d = lifecycle::delete(&c, "ct-del", true, false).unwrap();
+    assert!(d.kept.contains(&dir.join("seed.iso")));
+    assert!(dir.join("seed.iso").is_file());
+    assert!(!dir.join("disk.qcow2").exists());
+    assert!(f.base.is_file());
+    lv.undefine("ct-other", false).unwrap();
+}
