@@ -36,6 +36,8 @@ pub enum Error {
         "check link type of {interface}: ARP needs an Ethernet interface, this one is ARPHRD {hw_type}"
     )]
     CheckLinkType { interface: String, hw_type: u16 },
+    #[error("check link state of {interface}: it is down")]
+    CheckLinkUp { interface: String },
     #[error("check scope: {subnet} is not inside a subnet of {interface} ({networks})")]
     CheckScope {
         subnet: ipnet::Ipv4Net,
@@ -150,6 +152,9 @@ impl Error {
             Error::FindInterfaceIpv4 { interface } => format!(
                 "give the interface an address (`ip addr add 198.18.5.1/24 dev {interface}`) or pass --subnet with an interface that has one"
             ),
+            Error::CheckLinkUp { interface } => {
+                format!("bring it up: `ip link set {interface} up`")
+            }
             Error::CheckLinkType { .. } => {
                 "scan the bridge the VMs are on (--bridge BR), not loopback or a tunnel".into()
             }

@@ -24,6 +24,8 @@ pub struct Interface {
     pub index: u32,
     /// `ARPHRD_*` from `<linux/if_arp.h>`: 1 is Ethernet (bridges, veths, NICs).
     pub hw_type: u16,
+    /// Administratively up (`IFF_UP`); sending on a down interface fails with ENETDOWN.
+    pub up: bool,
     pub mac: MacAddr,
     /// In the kernel's order; the first is the primary address.
     pub addrs: Vec<InterfaceAddr>,
@@ -46,8 +48,9 @@ impl Interface {
                     name: n,
                     index,
                     hw_type,
+                    up,
                     mac,
-                } if n == name => link = Some((*index, *hw_type, *mac)),
+                } if n == name => link = Some((*index, *hw_type, *up, *mac)),
                 IfEntry::V4 {
                     name: n,
                     addr,
@@ -64,7 +67,7 @@ impl Interface {
                 _ => {}
             }
         }
-        let (index, hw_type, mac) = link.ok_or_else(|| Error::FindInterface {
+        let (index, hw_type, up, mac) = link.ok_or_else(|| Error::FindInterface {
             interface: name.into(),
         })?;
         if addrs.is_empty() {
@@ -76,6 +79,7 @@ impl Interface {
             name: name.into(),
             index,
             hw_type,
+            up,
             mac: mac.unwrap_or(MacAddr::ZERO),
             addrs,
         })
@@ -106,18 +110,21 @@ mod tests {
                 name: "lo".into(),
                 index: 1,
                 hw_type: 772,
+                up: true,
                 mac: Some(MacAddr::ZERO),
             },
             IfEntry::Link {
                 name: "br0".into(),
                 index: 4,
                 hw_type: 1,
+                up: true,
                 mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
             },
             IfEntry::Link {
                 name: "dummy0".into(),
                 index: 5,
                 hw_type: 1,
+                up: true,
                 mac: Some(MacAddr([2, 0, 0, 0, 0, 2])),
             },
             IfEntry::V4 {

@@ -144,6 +144,11 @@ pub fn plan_scan(req: &ScanRequest, iface: &Interface) -> Result<ScanPlan, Error
             hw_type: iface.hw_type,
         });
     }
+    if !iface.up {
+        return Err(Error::CheckLinkUp {
+            interface: iface.name.clone(),
+        });
+    }
     if req.rate_pps == 0 {
         return Err(Error::CheckRate { rate: req.rate_pps });
     }
@@ -205,6 +210,7 @@ mod tests {
             name: "br0".into(),
             index: 7,
             hw_type: 1,
+            up: true,
             mac: MacAddr([2, 0, 0, 0, 0, 1]),
             addrs: vec![
                 InterfaceAddr {
@@ -253,6 +259,13 @@ mod tests {
         let mut lo = br0();
         lo.hw_type = 772;
         let e = plan_scan(&ScanRequest::new("lo"), &lo).expect_err("loopback");
+        let mut down = br0();
+        down.up = false;
+        let d = plan_scan(&ScanRequest::new("br0"), &down).expect_err("down");
+        assert!(
+            matches!(d, Error::CheckLinkUp { .. }) && d.help().is_some(),
+            "{d}"
+        );
         assert!(
             matches!(e, Error::CheckLinkType { hw_type: 772, .. }) && e.is_usage(),
             "{e}"

@@ -30,6 +30,7 @@ pub(crate) enum IfEntry {
         name: String,
         index: u32,
         hw_type: u16,
+        up: bool,
         mac: Option<MacAddr>,
     },
 }
@@ -86,6 +87,7 @@ pub(crate) fn interface_entries() -> io::Result<Vec<IfEntry>> {
                     name,
                     index: u32::try_from(ll.sll_ifindex).unwrap_or(0),
                     hw_type: ll.sll_hatype,
+                    up: ifa.ifa_flags & libc::IFF_UP as libc::c_uint != 0,
                     mac,
                 });
             }

@@ -274,6 +274,16 @@ fn lab_bad_input_exits_2_with_a_clear_message() {
         (&["-i", "wide"], "needs force"),
         (&["-i", "br0", "--rate", "0"], "rate must be at least 1"),
     ];
+    // A down interface is a runtime failure (exit 1), caught before any packet.
+    assert!(
+        lab.ip(&["addr", "add", "198.18.30.1/24", "dev", "nov4"])
+            .status
+            .success()
+    );
+    let down = lab.scan(&["-i", "nov4"]);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("ip link set nov4 up"));
+    assert!(lab.ip(&["addr", "flush", "dev", "nov4"]).status.success());
     for (args, needle) in cases {
         let out = lab.scan(args);
         let err = String::from_utf8_lossy(&out.stderr);
