@@ -16,6 +16,7 @@ pub const PROC_NET_IF_INET6: &str = "/proc/net/if_inet6";
 pub const SYS_MODULE_NVIDIA: &str = "/sys/module/nvidia";
 pub const PROC: &str = "/proc";
 pub const ETC_OS_RELEASE: &str = "/etc/os-release";
+pub const USR_LIB_OS_RELEASE: &str = "/usr/lib/os-release";
 pub const DEV_KVM: &str = "/dev/kvm";
 pub const SYSTEM_PCI_IDS: &[&str] = &[
     "/usr/share/misc/pci.ids",

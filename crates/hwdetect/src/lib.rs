@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use hostio::HostRoot;
 use hostio::paths::{
     DEV_KVM, ETC_OS_RELEASE, PROC_CMDLINE, PROC_CPUINFO, SYS_MODULE_NVIDIA, SYSTEM_PCI_IDS,
+    USR_LIB_OS_RELEASE,
 };
 
 use names::Names;
@@ -105,11 +106,21 @@ fn detect_with(probe: &Probe, pci_ids: Vec<PathBuf>) -> HostFacts {
 }
 
 fn os(probe: &Probe, warn: &mut Vec<String>) -> OsInfo {
-    match probe.read(ETC_OS_RELEASE) {
+    // os-release(5): read /etc/os-release, and /usr/lib/os-release only if it does not exist.
+    let (path, read) = match probe.read(ETC_OS_RELEASE) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match probe.read(USR_LIB_OS_RELEASE) {
+                Ok(t) => (USR_LIB_OS_RELEASE, Ok(t)),
+                Err(_) => (ETC_OS_RELEASE, Err(e)),
+            }
+        }
+        other => (ETC_OS_RELEASE, other),
+    };
+    match read {
         Ok(t) => {
             let mut m = parse::os_release(&t);
             if !m.contains_key("ID") {
-                warn.push(format!("{ETC_OS_RELEASE}: no ID= line"));
+                warn.push(format!("{path}: no ID= line"));
             }
             OsInfo {
                 id: m.remove("ID").unwrap_or_default().to_ascii_lowercase(),

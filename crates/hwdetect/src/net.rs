@@ -42,10 +42,18 @@ pub(crate) fn nics(probe: &Probe, warn: &mut Vec<String>) -> (Vec<Nic>, Option<D
     match probe.read(PROC_NET_FIB_TRIE) {
         Ok(t) => {
             for addr in parse::fib_trie_local_addrs(&t) {
-                if let Some((iface, prefix)) = owner_of(addr, &routes, &nics)
-                    && let Some(n) = nics.iter_mut().find(|n| n.name == iface)
-                {
-                    n.addresses.push(format!("{addr}/{prefix}"));
+                match owner_of(addr, &routes, &nics) {
+                    Some((iface, prefix)) => {
+                        if let Some(n) = nics.iter_mut().find(|n| n.name == iface) {
+                            n.addresses.push(format!("{addr}/{prefix}"));
+                        }
+                    }
+                    // E.g. a /32 address whose only route is an on-link host route to the
+                    // gateway: the interface cannot be told from these files.
+                    None => warn.push(format!(
+                        "{PROC_NET_FIB_TRIE}: local address {addr} is covered by no link route \
+                         in {PROC_NET_ROUTE}; not attributed to an interface"
+                    )),
                 }
             }
         }

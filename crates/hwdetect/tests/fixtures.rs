@@ -394,3 +394,17 @@ fn sriov_virtual_functions_are_not_functions_of_the_pf() {
     assert_eq!(vf.physfn.as_deref(), Some("0000:41:00.0"));
     assert_eq!((vf.iommu_group, vf.isolated), (Some(42), Some(true)));
 }
+
+/// os-release(5): without /etc/os-release, /usr/lib/os-release is read.
+#[test]
+fn os_release_falls_back_to_usr_lib() {
+    let tree =
+        fixture_builder::build_from_str("[os]\nid = \"ubuntu\"\nversion_id = \"24.04\"\n").unwrap();
+    std::fs::remove_file(tree.path().join("etc/os-release")).unwrap();
+    let f = detect(&HostRoot::new(tree.path()));
+    assert_eq!(
+        (f.os.id.as_str(), f.os.version_id.as_str()),
+        ("ubuntu", "24.04")
+    );
+    assert!(!f.warnings.iter().any(|w| w.contains("os-release")));
+}
