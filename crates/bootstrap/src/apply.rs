@@ -507,8 +507,25 @@ impl<'a> Applier<'a> {
             Level::Error,
             &format!("{bridge} check failed: {reason}; restoring the old network config"),
         );
-        for f in j.files.iter().filter(|f| files.contains(&f.path)) {
-            self.restore(&j.id, f)?;
+        // The files come from this run, or from an earlier run that wrote them but was
+        // interrupted before applying them: restore each from the newest record of it.
+        let earlier = load_journals(self.root);
+        for path in files {
+            let found = std::iter::once(j)
+                .chain(
+                    earlier
+                        .iter()
+                        .rev()
+                        .filter(|e| !e.rolled_back && e.id != j.id),
+                )
+                .find_map(|jr| jr.files.iter().find(|f| &f.path == path).map(|f| (jr, f)));
+            match found {
+                Some((jr, f)) => self.restore(&jr.id, f)?,
+                None => self.log.log(
+                    Level::Warn,
+                    &format!("no backup of {path} in the journal; left as it is"),
+                ),
+            }
         }
         let reapplied = run(&["netplan", "apply"]);
         self.log.log(

@@ -139,3 +139,41 @@ fn good_check_keeps_the_bridge() {
         "{calls:?}"
     );
 }
+
+#[test]
+fn bridge_written_but_never_applied_is_applied_on_rerun_and_reverts_to_the_earlier_backup() {
+    let h = host("amd-b550m-gt710-rtx2070s", Net::Dhcp);
+    let before = snapshot_tree(h.path(), &["var"]);
+    let root = h.root();
+    // First run writes the files but runs no command (as if killed before `netplan apply`).
+    let plan = h.plan(&bridge_only()).unwrap();
+    Applier::new(&root, &RecordingRunner::new(), &NullLog)
+        .apply(&plan)
+        .unwrap();
+    // The re-plan has no file to write, but still the bridge to bring up.
+    let again = h.plan(&bridge_only()).unwrap();
+    assert_eq!(again.file_actions().count(), 0);
+    let Some(ActionKind::ApplyBridge { files, .. }) = again.actions.last().map(|a| &a.kind) else {
+        panic!("{again:#?}")
+    };
+    assert_eq!(
+        files,
+        &[
+            "/etc/netplan/60-gpu-vm-bootstrap-bridge.yaml",
+            "/etc/netplan/50-cloud-init.yaml"
+        ]
+    );
+    let runner = RecordingRunner::new();
+    let err = applier(&root, &runner).apply(&again).unwrap_err();
+    assert!(matches!(err, Error::BridgeReverted { .. }));
+    let after = snapshot_tree(h.path(), &["var"]);
+    // Only the cloud-init switch (not a netplan file) stays from the first run.
+    assert_eq!(
+        tree_diff(&before, &after),
+        vec![
+            "only after: etc/cloud".to_string(),
+            "only after: etc/cloud/cloud.cfg.d".into(),
+            "only after: etc/cloud/cloud.cfg.d/99-disable-network-config.cfg".into()
+        ]
+    );
+}

@@ -30,6 +30,9 @@ const ADDRESSING: &[&str] = &[
 /// Keys that identify the NIC and stay on its stanza.
 const IDENTITY: &[&str] = &["match", "set-name"];
 
+/// First line of a netplan file this tool took a NIC stanza out of.
+const EDITED_HEADER: &str = "# Edited by gpu-vm-bootstrap:";
+
 fn key(s: &str) -> Value {
     Value::String(s.to_string())
 }
@@ -91,7 +94,7 @@ fn without_stanza(src: &Source) -> String {
         }
     }
     format!(
-        "# Edited by gpu-vm-bootstrap: the `{}` stanza moved to {} (bridge); comments were not kept.\n{}",
+        "{EDITED_HEADER} the `{}` stanza moved to {} (bridge); comments were not kept.\n{}",
         src.id,
         paths::NETPLAN_BRIDGE_FILE,
         serde_yaml::to_string(&doc).unwrap_or_default()
@@ -279,11 +282,45 @@ pub fn plan(p: &mut Planner<'_>) {
             sources.push(src);
         }
     }
-    if sources.is_empty() && ours.as_ref().is_some_and(|d| bridge_holds(d, &br, &iface)) {
-        return; // already configured by an earlier run
-    }
-    if sources.is_empty() && nic.bridge.as_deref() == Some(br.as_str()) {
+    if sources.is_empty() && nic.bridge.as_deref() == Some(br.as_str()) && ours.is_none() {
         // Bridged already, by something other than netplan files we can read.
+        return;
+    }
+    let configured =
+        sources.is_empty() && ours.as_ref().is_some_and(|d| bridge_holds(d, &br, &iface));
+    // cloud-init renders 50-cloud-init.yaml again when its datasource says so; with the NIC's
+    // stanza moved to the bridge file, that would put the address back on the NIC.
+    if p.state
+        .netplan_files
+        .iter()
+        .any(|f| f.ends_with("/50-cloud-init.yaml"))
+    {
+        p.write_file(
+            ph,
+            paths::CLOUD_INIT_NETWORK_OFF,
+            0o644,
+            "# Written by gpu-vm-bootstrap: keep cloud-init from rewriting 50-cloud-init.yaml over the bridge.\nnetwork: {config: disabled}\n".into(),
+            "stop cloud-init from regenerating the NIC's netplan config at boot",
+        );
+    }
+    let mut files = Vec::new();
+    if configured {
+        // An earlier run wrote the files. Unless the bridge is live, it did not get to apply
+        // them (interrupted, or --host-root): apply now, with the files it wrote as the ones to
+        // restore on failure.
+        if facts.nics.iter().any(|n| n.name == br && n.is_bridge) {
+            return;
+        }
+        files.push(paths::NETPLAN_BRIDGE_FILE.to_string());
+        for f in &p.state.netplan_files {
+            if p.state
+                .content(f)
+                .is_some_and(|c| c.starts_with(EDITED_HEADER))
+            {
+                files.push(f.clone());
+            }
+        }
+        plan_apply(p, nic, &iface, &br, files);
         return;
     }
     let src = sources.last();
@@ -298,7 +335,6 @@ pub fn plan(p: &mut Planner<'_>) {
         Some(s) => format!("the addressing found in {}", s.path),
         None => "DHCP".into(),
     };
-    let mut files = Vec::new();
     if p.write_file(
         ph,
         paths::NETPLAN_BRIDGE_FILE,
@@ -318,19 +354,15 @@ pub fn plan(p: &mut Planner<'_>) {
         ) {
             files.push(s.path.clone());
         }
-        if s.path.ends_with("50-cloud-init.yaml") {
-            p.write_file(
-                ph,
-                paths::CLOUD_INIT_NETWORK_OFF,
-                0o644,
-                "# Written by gpu-vm-bootstrap: keep cloud-init from rewriting 50-cloud-init.yaml over the bridge.\nnetwork: {config: disabled}\n".into(),
-                "stop cloud-init from regenerating the NIC's netplan config at boot",
-            );
-        }
     }
     if files.is_empty() {
         return;
     }
+    plan_apply(p, nic, &iface, &br, files);
+}
+
+fn plan_apply(p: &mut Planner<'_>, nic: &Nic, iface: &str, br: &str, files: Vec<String>) {
+    let facts = p.facts;
     let gateway = facts
         .default_route
         .as_ref()
@@ -344,9 +376,9 @@ pub fn plan(p: &mut Planner<'_>) {
             .and_then(first_ipv4)
     });
     p.push(
-        ph,
+        Phase::Bridge,
         ActionKind::ApplyBridge {
-            bridge: br.clone(),
+            bridge: br.to_string(),
             argv: vec!["netplan".into(), "apply".into()],
             gateway,
             expect_ip: ip,
