@@ -261,6 +261,7 @@ fn lab_bad_input_exits_2_with_a_clear_message() {
             .status
             .success()
     );
+    assert!(lab.ip(&["link", "set", "wide", "up"]).status.success());
     let cases: &[(&[&str], &str)] = &[
         (&["-i", "nov4"], "has none"),
         (&["-i", "nosuch0"], "no such interface"),
