@@ -14,6 +14,28 @@
 //! a safe static address: the store is a lock file plus a JSON file of expiring reservations, so
 //! two concurrent `create --ip auto` never receive the same address.
 //!
+//! # Wiring `vmctl ip` (issue 6)
+//! - `ip check [--interface IF|--bridge BR] [--subnet CIDR] [--rate PPS] [--timeout-ms MS]
+//!   [--retries N] [--force]`: fill a [`ScanRequest`] (`subnet` via [`parse_subnet`]), call
+//!   [`Scanner::scan`], print [`ScanResult`] (add the libvirt VM owning each MAC as `vm`).
+//!   Exit 2 when [`Error::is_usage`] (interface without IPv4, malformed CIDR, prefix shorter
+//!   than /16 without force, rate 0, out-of-scope subnet, non-Ethernet link), else 1; print
+//!   [`Error::help`] as the `help:` line. When [`ScanResult::fallback`] is set, say on stderr that
+//!   the neighbour table was used (no `CAP_NET_RAW`) and that it is slower and blind to duplicates.
+//! - `ip check A.B.C.D`: [`Scanner::probe_one`]; exit 0 if [`ProbeResult::is_free`], else 1.
+//! - `ip list` source 3: [`Scanner::neighbours`] (no packet sent); source 4: a scan of the
+//!   bridge, matching VM MACs against [`ScanResult::used`].
+//! - `create --ip auto`: scan, then [`ReservationStore::allocate`] (under the lock: expired
+//!   reservations dropped, first free address outside the reserved ranges and other owners'
+//!   reservations). Release with [`ReservationStore::release`] once the address is in the VM's
+//!   metadata, or let it expire (TTL) if the create dies.
+//! - `create --ip X`: [`Scanner::probe_one`] (refuse if taken), then [`ReservationStore::reserve`]
+//!   (refused if another create holds it).
+//!
+//! Raw ARP needs root or `CAP_NET_RAW`; the process must run in the network namespace of the
+//! interface. The scanner only sends on the chosen interface, only for addresses inside one of
+//! its IPv4 networks.
+//!
 //! # Example
 //! ```no_run
 //! use netscan::{Scanner, ScanRequest, ReservationStore, IpRange};
