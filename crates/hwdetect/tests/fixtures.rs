@@ -408,3 +408,25 @@ fn os_release_falls_back_to_usr_lib() {
     );
     assert!(!f.warnings.iter().any(|w| w.contains("os-release")));
 }
+
+/// Snapshots must not depend on the machine's own pci.ids: every fixture ID has to be in the
+/// `pci-ids` crate (the system file is only consulted for IDs the crate lacks).
+#[test]
+fn fixture_ids_are_known_to_the_pci_ids_crate() {
+    for host in fixture_builder::host_names() {
+        let desc = fixture_builder::host_desc(&host).unwrap();
+        for d in &desc.devices {
+            let (v, p) = d.id.split_once(':').unwrap();
+            let (v, p) = (
+                u16::from_str_radix(v, 16).unwrap(),
+                u16::from_str_radix(p, 16).unwrap(),
+            );
+            assert!(
+                pci_ids::Device::from_vid_pid(v, p).is_some(),
+                "{host}: {} {} is not in the pci-ids crate",
+                d.bdf,
+                d.id
+            );
+        }
+    }
+}
