@@ -33,13 +33,22 @@ pub(crate) fn write(
     out: &Path,
 ) -> Result<usize, Error> {
     let entries = collect(root, log)?;
+    let written = write_archive(&entries, out);
+    if written.is_err() {
+        // No half-written archive left behind to be mistaken for a capture.
+        let _ = fs::remove_file(out);
+    }
+    written.map(|()| entries.len())
+}
+
+fn write_archive(entries: &BTreeMap<PathBuf, Entry>, out: &Path) -> Result<(), Error> {
     let werr = |source| Error::WriteCapture {
         path: out.to_path_buf(),
         source,
     };
     let file = File::create(out).map_err(werr)?;
     let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::default()));
-    for (path, entry) in &entries {
+    for (path, entry) in entries {
         let rel = path.strip_prefix("/").unwrap_or(path);
         let mut h = tar::Header::new_gnu();
         h.set_mtime(0);
@@ -71,8 +80,7 @@ pub(crate) fn write(
     tar.into_inner()
         .and_then(|gz| gz.finish())
         .and_then(|f| f.sync_all())
-        .map_err(werr)?;
-    Ok(entries.len())
+        .map_err(werr)
 }
 
 /// Turns the touched host paths into archive entries: symlinks met while resolving each path,

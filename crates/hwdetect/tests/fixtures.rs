@@ -1,6 +1,8 @@
 //! Detection on the committed fixture hosts (tests/fixtures/hosts): JSON and table snapshots
 //! for every host, exact facts for the five real hosts, and the capture round trip.
 
+use std::path::Path;
+
 use hostio::HostRoot;
 use hwdetect::{CpuVendor, HostFacts, Virtualization, capture, detect, render_table};
 
@@ -429,4 +431,17 @@ fn fixture_ids_are_known_to_the_pci_ids_crate() {
             );
         }
     }
+}
+
+#[test]
+fn capture_to_an_unwritable_place_is_an_error_naming_it() {
+    let tree = fixture_builder::build_host("intel-z170-gtx960");
+    let out = Path::new("/nonexistent-dir-gvb/capture.tar.gz");
+    let err = capture(&HostRoot::new(tree.path()), out).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/nonexistent-dir-gvb/capture.tar.gz"),
+        "{err}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
 }
