@@ -175,6 +175,28 @@ pub fn capture(root: &HostRoot, out: &Path) -> Result<usize, Error> {
 mod tests {
     use super::*;
 
+    /// The machine running the tests is a real host: detection must not fail on it, and its
+    /// capture must give back exactly the facts the capturing pass saw.
+    #[test]
+    fn real_host_detects_and_capture_round_trips() {
+        let real = HostRoot::system();
+        let probe = Probe::recording(&real);
+        let seen = detect_with(&probe, system_pci_ids());
+        assert!(!seen.os.id.is_empty(), "{:#?}", seen.warnings);
+        assert!(!render_table(&seen).is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("real.tar.gz");
+        capture::write(&real, probe.into_log(), &archive).unwrap();
+        let x = dir.path().join("x");
+        let f = std::fs::File::open(&archive).unwrap();
+        tar::Archive::new(flate2::read::GzDecoder::new(f))
+            .unpack(&x)
+            .unwrap();
+        let again = detect_with(&Probe::new(&HostRoot::new(&x)), system_pci_ids());
+        assert_eq!(seen, again);
+    }
+
     /// IDs newer than the `pci-ids` crate are named from the system pci.ids.
     #[test]
     fn unknown_id_falls_back_to_system_pci_ids() {

@@ -41,7 +41,7 @@ gateway = "198.18.0.1"
 const GPU_DIR: &str = "sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0";
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
     #[test]
     fn arbitrary_file_contents_never_panic(
         files in proptest::collection::vec(
