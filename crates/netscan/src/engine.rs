@@ -1,12 +1,12 @@
 //! The raw ARP engine: a paced sender with retries for silent addresses and a concurrent
-//! receiver, on two `AF_PACKET` sockets bound to the plan's interface.
+//! receiver thread, sharing one `AF_PACKET` socket bound to the plan's interface.
 //!
-//! Timing model: every request (first try or retry) takes one slot of the rate; a retry for an
-//! address becomes due `timeout` after its previous request and is sent once no new address is
-//! left, so the sender never idles while there is work. The scan ends when the reply window of the last
-//! request closes. Total time is about
-//! `(targets + retries x silent) / rate + timeout`: at a fixed polite rate the packet count is
-//! what bounds a scan, not the network.
+//! Timing model: every request (first try or retry) takes one slot of the rate. A retry becomes
+//! due `timeout` after the address's previous request and goes out once every address has had
+//! its first request, so the sender never idles while there is work. The scan ends when the
+//! reply window of the last request closes. Total time is about
+//! `(targets + retries x silent) / rate + timeout`: at a fixed polite rate the packet count
+//! bounds a scan, not the network.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
@@ -22,9 +22,9 @@ use crate::{Error, MacAddr, ScanPlan};
 /// How often the receiver wakes up to look at the stop flag.
 const RECV_POLL: Duration = Duration::from_millis(2);
 /// How far the sender may fall behind its schedule and catch up in a burst: sleep overshoot
-/// and a descheduled thread on a busy host are absorbed (at most 20 back-to-back frames at the
-/// default rate), a longer stall is not made up for, so the rate holds over any 10 ms window.
-const MAX_LAG: Duration = Duration::from_millis(10);
+/// and a descheduled thread on a busy host are absorbed (at most 50 back-to-back frames, 3 KiB,
+/// at the default rate); a longer stall is not made up for, so the rate holds over any 25 ms.
+const MAX_LAG: Duration = Duration::from_millis(25);
 
 #[derive(Debug)]
 pub(crate) struct Outcome {
@@ -100,7 +100,7 @@ pub(crate) fn run(plan: &ScanPlan) -> Result<Outcome, Error> {
     };
     // One socket sends and receives: it exists before the first request, so no early reply is
     // missed, and closing an AF_PACKET socket costs an RCU grace period (synchronize_net() in
-    // packet_release, net/packet/af_packet.c), some 20 ms each, so one is cheaper than two.
+    // packet_release, net/packet/af_packet.c), about 10 ms here, so one is cheaper than two.
     let sock = PacketSocket::open(plan.ifindex, RECV_POLL).map_err(open_err)?;
     let (rx, tx) = (&sock, &sock);
 
@@ -149,9 +149,9 @@ fn send(
     let is_answered =
         |ip: Ipv4Addr| offset(plan, ip).is_some_and(|i| answered[i].load(Ordering::Relaxed));
     loop {
-        // New addresses go first, retries when no new address is left or one is due meanwhile
-        // would waste a slot: preferring due retries leaves the sender idle whenever the
-        // reply window is shorter than a pass (nothing is due yet and nothing new is sent).
+        // First requests before retries. The other order (due retries first) stalls: after one
+        // reply window every slot goes to retries of the addresses sent a window earlier, and
+        // when those run out the remaining new addresses start a second, idle-padded chain.
         let (ip, left) = match fresh.next() {
             Some(ip) => (ip, plan.retries),
             None => match retry.front() {
