@@ -101,7 +101,7 @@ pub(crate) fn run(plan: &ScanPlan) -> Result<Outcome, Error> {
     // One socket sends and receives: it exists before the first request, so no early reply is
     // missed, and closing an AF_PACKET socket costs an RCU grace period (synchronize_net() in
     // packet_release, net/packet/af_packet.c), about 10 ms here, so one is cheaper than two.
-    let sock = PacketSocket::open(plan.ifindex, RECV_POLL).map_err(open_err)?;
+    let sock = PacketSocket::open(plan.ifindex, plan.local_ip, RECV_POLL).map_err(open_err)?;
     let (rx, tx) = (&sock, &sock);
 
     let size = 1usize << (32 - u32::from(plan.subnet.prefix_len()));

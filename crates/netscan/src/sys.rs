@@ -17,6 +17,29 @@ use crate::arp::ETHERTYPE_ARP;
 // workspace pins (0.2.183, through `virt`) does not export all of them.
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const SO_RCVBUFFORCE: libc::c_int = 33;
+const SO_ATTACH_FILTER: libc::c_int = 26;
+// Classic BPF opcodes (<linux/bpf_common.h>): BPF_LD|BPF_H|BPF_ABS, BPF_LD|BPF_W|BPF_ABS,
+// BPF_JMP|BPF_JEQ|BPF_K, BPF_RET|BPF_K.
+const BPF_LDH_ABS: u16 = 0x28;
+const BPF_LDW_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_RET_K: u16 = 0x06;
+
+/// A classic BPF program keeping only ARP replies whose target protocol address is `to`
+/// (op at byte 20, target IP at byte 38 of the Ethernet frame; the socket already only gets
+/// the ARP EtherType). Everything else, such as other hosts' requests on a busy bridge, is
+/// dropped in the kernel instead of waking the receiver.
+pub(crate) fn arp_reply_filter(to: Ipv4Addr) -> [libc::sock_filter; 6] {
+    let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    [
+        ins(BPF_LDH_ABS, 0, 0, 20),
+        ins(BPF_JEQ_K, 0, 3, 2),
+        ins(BPF_LDW_ABS, 0, 0, 38),
+        ins(BPF_JEQ_K, 0, 1, u32::from(to)),
+        ins(BPF_RET_K, 0, 0, 0xffff),
+        ins(BPF_RET_K, 0, 0, 0),
+    ]
+}
 
 /// One `getifaddrs` entry of interest: an IPv4 address or the link-layer (`AF_PACKET`) entry.
 #[derive(Debug, Clone)]
@@ -151,7 +174,11 @@ impl PacketSocket {
     /// Opens the socket for the ARP EtherType (the kernel queues only ARP frames of this
     /// interface for us), without our own outgoing frames, with a read timeout.
     /// Fails with `EPERM` without `CAP_NET_RAW`.
-    pub(crate) fn open(ifindex: u32, read_timeout: Duration) -> io::Result<Self> {
+    pub(crate) fn open(
+        ifindex: u32,
+        reply_to: Ipv4Addr,
+        read_timeout: Duration,
+    ) -> io::Result<Self> {
         let proto: u16 = ETHERTYPE_ARP;
         // Created with protocol 0 (no packet hook yet) and given the protocol at bind: a socket
         // created with a protocol is hooked at once, and re-binding it to an interface unhooks it
@@ -161,30 +188,44 @@ impl PacketSocket {
             cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
         // SAFETY: `raw` is a fresh fd nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        {
-            // Room for a burst of replies while the receiver thread is descheduled; FORCE needs
-            // CAP_NET_ADMIN and ignores rmem_max, plain SO_RCVBUF is capped by it (socket(7)).
-            let want = 4 << 20;
-            if setsockopt_int(&fd, libc::SOL_SOCKET, SO_RCVBUFFORCE, want).is_err() {
-                let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, want);
-            }
-            // Linux >= 4.20; older kernels just hand us our requests, which the parser drops.
-            let _ = setsockopt_int(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1);
-            let tv = libc::timeval {
-                tv_sec: read_timeout.as_secs() as libc::time_t,
-                tv_usec: read_timeout.subsec_micros() as libc::suseconds_t,
-            };
-            // SAFETY: valid fd, pointer to a live timeval with its exact size.
-            cvt(unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&tv as *const libc::timeval).cast(),
-                    mem::size_of::<libc::timeval>() as libc::socklen_t,
-                )
-            })?;
+        // Room for a burst of replies while the receiver thread is descheduled; FORCE needs
+        // CAP_NET_ADMIN and ignores rmem_max, plain SO_RCVBUF is capped by it (socket(7)).
+        let want = 4 << 20;
+        if setsockopt_int(&fd, libc::SOL_SOCKET, SO_RCVBUFFORCE, want).is_err() {
+            let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, want);
         }
+        // Attached before bind, so not one unfiltered frame is queued.
+        let prog = arp_reply_filter(reply_to);
+        let fprog = libc::sock_fprog {
+            len: prog.len() as libc::c_ushort,
+            filter: prog.as_ptr().cast_mut(),
+        };
+        // SAFETY: valid fd; fprog points at `prog`, alive for the call (the kernel copies it).
+        cvt(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_ATTACH_FILTER,
+                (&fprog as *const libc::sock_fprog).cast(),
+                mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        })?;
+        // Linux >= 4.20; older kernels just hand us our requests, which the filter drops.
+        let _ = setsockopt_int(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1);
+        let tv = libc::timeval {
+            tv_sec: read_timeout.as_secs() as libc::time_t,
+            tv_usec: read_timeout.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: valid fd, pointer to a live timeval with its exact size.
+        cvt(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })?;
         let sll = sockaddr_ll(ifindex, proto, None);
         // SAFETY: valid fd and a sockaddr_ll of the size we pass.
         cvt(unsafe {
@@ -247,5 +288,51 @@ pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arp::build_request;
+
+    /// Runs the four opcodes the filter uses, as the kernel would (sk_run_filter semantics).
+    fn run(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = &prog[pc];
+            let k = i.k as usize;
+            match i.code {
+                BPF_LDH_ABS => acc = u32::from(u16::from_be_bytes([pkt[k], pkt[k + 1]])),
+                BPF_LDW_ABS => {
+                    acc = u32::from_be_bytes([pkt[k], pkt[k + 1], pkt[k + 2], pkt[k + 3]])
+                }
+                BPF_JEQ_K => {
+                    pc += usize::from(if acc == i.k { i.jt } else { i.jf });
+                }
+                BPF_RET_K => return i.k,
+                c => panic!("unexpected opcode {c:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    fn filter_keeps_replies_to_us_only() {
+        let me = Ipv4Addr::new(198, 18, 5, 1);
+        let prog = arp_reply_filter(me);
+        let peer = MacAddr([0x52, 0x54, 0, 0, 0, 7]);
+        let mut reply = build_request(peer, Ipv4Addr::new(198, 18, 5, 7), me);
+        reply[21] = 2;
+        assert_ne!(run(&prog, &reply), 0);
+        let request = build_request(peer, Ipv4Addr::new(198, 18, 5, 7), me);
+        assert_eq!(run(&prog, &request), 0);
+        let mut to_other = build_request(
+            peer,
+            Ipv4Addr::new(198, 18, 5, 7),
+            Ipv4Addr::new(198, 18, 5, 9),
+        );
+        to_other[21] = 2;
+        assert_eq!(run(&prog, &to_other), 0);
     }
 }
