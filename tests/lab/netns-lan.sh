@@ -43,6 +43,10 @@ up() {
     in_lab_range "$bridge_ip" || die "bridge address must be in 198.18.0.0/15: $cidr"
     [[ $prefix =~ ^[0-9]+$ && $prefix -ge 8 && $prefix -le 30 ]] || die "bad prefix: $cidr"
     [[ -z $(namespaces_of "$name") ]] || die "$name already exists; run: $0 down $name"
+    local spec
+    for spec in "$@"; do # validate everything before creating anything
+        in_lab_range "${spec%%,*}" || die "host address must be in 198.18.0.0/15: ${spec%%,*}"
+    done
 
     # Build everything, or nothing: a failure half-way removes what was made.
     trap 'down "$name"' ERR
@@ -53,12 +57,11 @@ up() {
     ip -n "$name" addr add "$cidr" dev br0
     ip -n "$name" link set br0 up
 
-    local k=0 spec ip flags ns mac o3 o4
+    local k=0 ip flags ns mac o3 o4
     for spec in "$@"; do
         k=$((k + 1))
         ip=${spec%%,*}
         flags=${spec#"$ip"}
-        in_lab_range "$ip" || die "host address must be in 198.18.0.0/15: $ip"
         ns="$name-h$k"
         IFS=. read -r _ _ o3 o4 <<<"$ip"
         mac=$(printf '52:54:00:%02x:%02x:%02x' "$k" "$o3" "$o4")
