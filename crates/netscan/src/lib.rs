@@ -27,7 +27,7 @@
 //!   bridge, matching VM MACs against [`ScanResult::used`].
 //! - `create --ip auto`: scan, then [`ReservationStore::allocate`] (under the lock: expired
 //!   reservations dropped, first free address outside the reserved ranges and other owners'
-//!   reservations). Release with [`ReservationStore::release`] once the address is in the VM's
+//!   reservations; pass the IPs in VM metadata as `known`, since a stopped VM is silent). Release with [`ReservationStore::release`] once the address is in the VM's
 //!   metadata, or let it expire (TTL) if the create dies.
 //! - `create --ip X`: [`Scanner::probe_one`] (refuse if taken), then [`ReservationStore::reserve`]
 //!   (refused if another create holds it).
@@ -48,7 +48,7 @@
 //! let result = scanner.scan(&req)?;
 //! let store = ReservationStore::new(HostRoot::system(), "/var/lib/vmctl");
 //! let reserved = [IpRange::parse("198.18.5.1-198.18.5.9")?];
-//! let got = store.allocate(&result, &reserved, "vm-a", Duration::from_secs(600), SystemTime::now())?;
+//! let got = store.allocate(&result, &reserved, &[], "vm-a", Duration::from_secs(600), SystemTime::now())?;
 //! println!("{}", got.ip);
 //! # Ok::<(), netscan::Error>(())
 //! ```

@@ -92,21 +92,25 @@ impl ReservationStore {
     }
 
     /// Under the lock: drops expired reservations, then gives `owner` the first address of the
-    /// scan that is free, outside `reserved`, and not reserved by anyone else, for `ttl`.
+    /// scan that is free, outside `reserved`, not in `known` (addresses VMs hold by metadata even
+    /// while powered off and silent), and not reserved by anyone else, for `ttl`.
     /// An owner that already holds a still-free address keeps it (the call is idempotent).
     pub fn allocate(
         &self,
         result: &ScanResult,
         reserved: &[IpRange],
+        known: &[Ipv4Addr],
         owner: &str,
         ttl: Duration,
         now: SystemTime,
     ) -> Result<Reservation, Error> {
         let lock = self.lock()?;
         let mut list = lock.active(now)?;
-        let mine = list
-            .iter()
-            .position(|r| r.owner == owner && result.free.iter().any(|f| f.contains(r.ip)));
+        let mine = list.iter().position(|r| {
+            r.owner == owner
+                && !known.contains(&r.ip)
+                && result.free.iter().any(|f| f.contains(r.ip))
+        });
         let ip = match mine {
             Some(i) => list[i].ip,
             None => {
@@ -114,6 +118,7 @@ impl ReservationStore {
                     .iter()
                     .filter(|r| r.owner != owner)
                     .map(|r| r.ip)
+                    .chain(known.iter().copied())
                     .collect();
                 pick_free(result, reserved, &taken).ok_or(Error::PickFree {
                     subnet: result.subnet,
@@ -277,13 +282,13 @@ mod tests {
         let r = result(&["198.18.5.1", "198.18.5.10"]);
         let zone = [IpRange::parse("198.18.5.1-198.18.5.9").expect("range")];
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let a = store.allocate(&r, &zone, "vm-a", TTL, t0).expect("a");
-        let b = store.allocate(&r, &zone, "vm-b", TTL, t0).expect("b");
+        let a = store.allocate(&r, &zone, &[], "vm-a", TTL, t0).expect("a");
+        let b = store.allocate(&r, &zone, &[], "vm-b", TTL, t0).expect("b");
         assert_eq!((a.ip, b.ip), (ip("198.18.5.11"), ip("198.18.5.12")));
         // Idempotent for the same owner.
         assert_eq!(
             store
-                .allocate(&r, &zone, "vm-a", TTL, t0)
+                .allocate(&r, &zone, &[], "vm-a", TTL, t0)
                 .expect("again")
                 .ip,
             a.ip
@@ -291,11 +296,14 @@ mod tests {
         // A static reservation of b's address by someone else is refused.
         let e = store.reserve(b.ip, "vm-c", TTL, t0).expect_err("taken");
         assert!(matches!(e, Error::ReserveTaken { .. }), "{e}");
-        // After expiry the address is free again.
+        // After expiry both are free again; a silent address a stopped VM holds is skipped.
         let later = t0 + TTL + Duration::from_secs(1);
         assert_eq!(
-            store.allocate(&r, &zone, "vm-c", TTL, later).expect("c").ip,
-            ip("198.18.5.11")
+            store
+                .allocate(&r, &zone, &[ip("198.18.5.11")], "vm-c", TTL, later)
+                .expect("c")
+                .ip,
+            ip("198.18.5.12")
         );
         assert_eq!(store.release("vm-c", later).expect("release"), 1);
         assert!(store.list(later).expect("list").is_empty());
@@ -309,7 +317,7 @@ mod tests {
         let r = result(&[]);
         let zone = [IpRange::parse("198.18.5.0/24").expect("range")];
         let e = store
-            .allocate(&r, &zone, "vm", TTL, SystemTime::now())
+            .allocate(&r, &zone, &[], "vm", TTL, SystemTime::now())
             .expect_err("full");
         assert!(matches!(e, Error::PickFree { .. }) && e.help().is_some());
     }
@@ -341,7 +349,7 @@ mod tests {
                     let store = ReservationStore::new(HostRoot::new(root), "/state");
                     barrier.wait();
                     store
-                        .allocate(&r, &[], &format!("vm-{i}"), TTL, SystemTime::now())
+                        .allocate(&r, &[], &[], &format!("vm-{i}"), TTL, SystemTime::now())
                         .expect("allocate")
                         .ip
                 })
