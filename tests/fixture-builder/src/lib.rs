@@ -312,11 +312,18 @@ impl Tree<'_> {
     }
 }
 
-/// The relative path from directory `from` to `to` (both relative to the same root).
+/// The relative path from directory `from` to `to` (both relative to the same root). Like the
+/// kernel's links (fs/kernfs/symlink.c), the target's own name is always spelled out, so a link
+/// to an ancestor reads `../../../0000:2a:00.0`, not `../..`.
 fn relative(from: &Path, to: &Path) -> PathBuf {
     let f: Vec<Component> = from.components().collect();
     let t: Vec<Component> = to.components().collect();
-    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let common = f
+        .iter()
+        .zip(&t)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(t.len().saturating_sub(1));
     let mut out = PathBuf::new();
     for _ in common..f.len() {
         out.push("..");
@@ -709,10 +716,15 @@ fn fib_trie(v4: &[V4]) -> String {
     for a in v4 {
         let _ = write!(
             body,
-            "     |-- {}\n        /{} {} UNICAST\n     |-- {}\n        /32 host LOCAL\n",
+            "     |-- {}\n        /{} {}\n     |-- {}\n        /32 host LOCAL\n",
             network(a),
             a.prefix,
-            if a.addr.is_loopback() { "host" } else { "link" },
+            // As the kernel shows them: 127.0.0.0/8 is itself a local route.
+            if a.addr.is_loopback() {
+                "host LOCAL"
+            } else {
+                "link UNICAST"
+            },
             a.addr
         );
     }
@@ -738,6 +750,13 @@ mod tests {
                 Path::new("sys/kernel/iommu_groups/14")
             ),
             Path::new("../../../../kernel/iommu_groups/14")
+        );
+        assert_eq!(
+            relative(
+                Path::new("sys/devices/pci0000:00/0000:00:1f.6/net/eno1"),
+                Path::new("sys/devices/pci0000:00/0000:00:1f.6")
+            ),
+            Path::new("../../../0000:00:1f.6")
         );
     }
 
