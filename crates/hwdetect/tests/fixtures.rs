@@ -339,6 +339,15 @@ fn capture_holds_only_what_detection_reads() {
     assert_eq!(link("etc/os-release"), Some("../usr/lib/os-release"));
     assert_eq!(link("proc/net"), Some("self/net"));
     assert!(names.contains(&"usr/lib/os-release".to_string()));
+    // The exact list is the contract of "only what detection reads".
+    let listing: Vec<String> = names
+        .iter()
+        .map(|n| match link(n) {
+            Some(t) => format!("{n} -> {t}"),
+            None => n.clone(),
+        })
+        .collect();
+    insta::assert_snapshot!("capture-synthetic-vfio-bound", listing.join("\n"));
     // Nothing detection does not read: driver directories, brif links, extra attributes.
     for p in &names {
         assert!(!p.starts_with("sys/bus/pci/drivers"), "{p}");
