@@ -58,6 +58,8 @@ packages=(
     linux-image-cloud-amd64 systemd-sysv udev
     cloud-init openssh-server qemu-guest-agent sudo
     ifupdown netbase iproute2
+    # Without D-Bus, systemd-logind doesn't run and an ACPI shutdown (virsh shutdown) is ignored.
+    dbus
     # cloud-init's resize_rootfs/growpart/locale modules need these, or `cloud-init status` reports errors.
     e2fsprogs cloud-guest-utils locales
 )
@@ -67,13 +69,21 @@ trap 'rm -rf "$work"' EXIT
 root=$work/root
 t0=$(lab_now)
 
+# Hooks: fstab by label (the kernel cmdline says root=/dev/vda, fstab must agree); NoCloud only, so
+# cloud-init skips probing other datasources; en_US.UTF-8 pre-generated AND named in /etc/default/locale,
+# else cloud-init's locale module regenerates it (30 s under TCG); no host keys baked in (each guest
+# makes its own); no timers that wake apt or fstrim during a test. Docs/man/locale files are dropped
+# to shrink the image (faster mkfs and copy).
 lab_log "mmdebstrap $suite (${#packages[@]} packages, mirrors: ${mirrors[*]})"
 mmdebstrap --mode=root --variant=apt --quiet \
     --include="$(IFS=,; echo "${packages[*]}")" \
     --customize-hook='echo "LABEL=rootfs / ext4 defaults 0 1" > "$1/etc/fstab"' \
     --customize-hook='echo lab-guest > "$1/etc/hostname"' \
     --customize-hook='printf "datasource_list: [ NoCloud, None ]\n" > "$1/etc/cloud/cloud.cfg.d/90_lab_datasource.cfg"' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --customize-hook='echo "en_US.UTF-8 UTF-8" > "$1/etc/locale.gen" && chroot "$1" locale-gen >/dev/null' \
+    --customize-hook='echo "LANG=en_US.UTF-8" > "$1/etc/default/locale"' \
     --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
     --customize-hook='chroot "$1" systemctl disable apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer >/dev/null 2>&1 || true' \
     "$suite" "$root" "${mirrors[@]}"

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# A local HTTP server for a directory on 127.0.0.1 (python3 -m http.server, in the background), the
+# stand-in for internet mirrors: Ubuntu cloud images (`<codename>/current/<file>` + `SHA256SUMS`), the
+# Talos factory's image paths, release ISOs. It serves the ROOT namespace's loopback: vmctl reaches it,
+# guests on the lab bridge do not.
+#
+# Usage:
+#   http-mirror.sh start DIR PORT    serve DIR on http://127.0.0.1:PORT/ (prints the URL)
+#   http-mirror.sh stop DIR PORT     stop the server started for PORT (DIR is accepted and ignored)
+#   http-mirror.sh ubuntu-layout DIR CODENAME FILE...
+#                                    copy FILEs to DIR/CODENAME/current/ and write SHA256SUMS there
+#                                    in the publisher's format ("<sha256> *<name>")
+# Pid and log files: $GVB_LAB_RUN/http-mirror-PORT.{pid,log}. Python's http.server answers plain GETs
+# (no Range); tests of resumed downloads need their own server.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/lab/lib.sh
+. "$here/lib.sh"
+
+usage() { lab_die "usage: $0 start|stop DIR PORT | ubuntu-layout DIR CODENAME FILE..." "see the header of $0"; }
+
+cmd=${1:-}
+case $cmd in
+    start | stop)
+        [[ $# -eq 3 ]] || usage
+        dir=$2 port=$3
+        [[ $port =~ ^[0-9]+$ ]] || lab_die "port '$port' is not a number"
+        mkdir -p "$GVB_LAB_RUN"
+        pidfile=$GVB_LAB_RUN/http-mirror-$port.pid
+        logfile=$GVB_LAB_RUN/http-mirror-$port.log
+        ;;
+    ubuntu-layout)
+        [[ $# -ge 4 ]] || usage
+        ;;
+    *) usage ;;
+esac
+
+case $cmd in
+    start)
+        [[ -d $dir ]] || lab_die "$dir is not a directory"
+        if [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            lab_die "a mirror already runs on port $port (pid $(cat "$pidfile"))" "$0 stop $dir $port"
+        fi
+        python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >"$logfile" 2>&1 &
+        echo $! >"$pidfile"
+        if ! lab_wait_for 10 "http server on port $port" curl -fsS -o /dev/null "http://127.0.0.1:$port/"; then
+            kill "$(cat "$pidfile")" 2>/dev/null || true
+            rm -f "$pidfile"
+            lab_die "the HTTP server did not answer on port $port" "look at $logfile (port taken?)"
+        fi
+        lab_log "serving $dir on http://127.0.0.1:$port/ (pid $(cat "$pidfile"), log $logfile)"
+        echo "http://127.0.0.1:$port"
+        ;;
+    stop)
+        if [[ -s $pidfile ]]; then
+            pid=$(cat "$pidfile")
+            # Only kill it if it still is our http.server (the pid may have been reused).
+            if grep -q 'http.server' "/proc/$pid/cmdline" 2>/dev/null; then
+                kill "$pid"
+                lab_log "stopped mirror on port $port (pid $pid)"
+            fi
+            rm -f "$pidfile"
+        fi
+        ;;
+    ubuntu-layout)
+        dir=$2 codename=$3
+        shift 3
+        dest=$dir/$codename/current
+        mkdir -p "$dest"
+        for f in "$@"; do
+            cp --reflink=auto "$f" "$dest/"
+        done
+        (cd "$dest" && for f in *; do [[ $f == SHA256SUMS* ]] || echo "$(sha256sum <"$f" | cut -d' ' -f1) *$f"; done) >"$dest/SHA256SUMS.new"
+        mv "$dest/SHA256SUMS.new" "$dest/SHA256SUMS"
+        lab_log "wrote $dest/SHA256SUMS ($(wc -l <"$dest/SHA256SUMS") files)"
+        ;;
+esac
