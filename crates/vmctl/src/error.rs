@@ -148,6 +148,8 @@ pub enum Error {
     },
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: String, secs: u64 },
+    #[error("{name} did not shut down within {secs} s")]
+    ShutdownTimeout { name: String, secs: u64 },
     #[error("{name} is running")]
     DomainRunning { name: String },
     #[error("refusing to delete {name} without confirmation")]
@@ -224,6 +226,10 @@ impl Error {
                 keyring.display()
             )],
             Timeout { .. } => vec!["the VM may still be booting: `vmctl info NAME` shows its console log path".into()],
+            ShutdownTimeout { name, .. } => vec![
+                format!("power it off with `vmctl stop {name} --force`"),
+                "a guest shuts down on request only if it handles ACPI (systemd-logind with dbus, or acpid) or runs qemu-guest-agent with a working `shutdown`".into(),
+            ],
             DomainRunning { name } => vec![format!("stop it first: `vmctl stop {name}` (add --force to power it off)")],
             NotConfirmed { name } => vec![format!("re-run with --yes: `vmctl delete {name} --yes`")],
             NoAddress { .. } => vec![

@@ -392,37 +392,9 @@ fn confirm(question: &str) -> bool {
 fn wait_for_ssh(ctx: &Ctx, name: &str, timeout: Duration) -> Result<SocketAddr, Error> {
     let spinner = ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let start = std::time::Instant::now();
-    let result = (|| {
-        let ip = loop {
-            match ssh::address(ctx, name) {
-                Ok(ip) => break ip,
-                Err(Error::NoAddress { .. }) if start.elapsed() < timeout => {
-                    spinner.set_message(format!(
-                        "waiting for {name} to get an address ({} s)",
-                        start.elapsed().as_secs()
-                    ));
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-                Err(Error::NoAddress { .. }) => {
-                    return Err(Error::Timeout {
-                        what: format!("an address for {name}"),
-                        secs: timeout.as_secs(),
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let addr = SocketAddr::from((ip, 22));
-        let left = timeout.saturating_sub(start.elapsed());
-        vmctl::net::wait_for_tcp(addr, left, &|_| {
-            spinner.set_message(format!(
-                "waiting for SSH on {addr} ({} s)",
-                start.elapsed().as_secs()
-            ));
-        })?;
-        Ok(addr)
-    })();
+    let result = ssh::wait_for_ssh(ctx, name, timeout, &|msg| {
+        spinner.set_message(msg.to_string())
+    });
     spinner.finish_and_clear();
     result
 }

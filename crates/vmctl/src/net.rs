@@ -143,6 +143,16 @@ pub fn neighbour_ip(host: &HostRoot, mac: &str) -> Option<Ipv4Addr> {
     })
 }
 
+/// The MAC the neighbour table holds for `ip` (complete entries only).
+pub fn neighbour_mac(host: &HostRoot, ip: Ipv4Addr) -> Option<String> {
+    let text = host.read_to_string(PROC_NET_ARP).ok()?;
+    let ip = ip.to_string();
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<_> = l.split_whitespace().collect();
+        (f.len() >= 4 && f[0] == ip && f[2] != "0x0").then(|| f[3].to_ascii_lowercase())
+    })
+}
+
 /// Polls `addr` until a TCP connection succeeds or `timeout` passes; `tick` is called between
 /// attempts with the elapsed time (the binary drives a spinner with it).
 pub fn wait_for_tcp(
@@ -226,6 +236,11 @@ mod tests {
             Some(Ipv4Addr::new(198, 18, 0, 10))
         );
         assert_eq!(neighbour_ip(&host, "52:54:00:aa:aa:aa"), None);
+        assert_eq!(
+            neighbour_mac(&host, Ipv4Addr::new(198, 18, 0, 10)).as_deref(),
+            Some("52:54:00:12:34:56")
+        );
+        assert_eq!(neighbour_mac(&host, Ipv4Addr::new(198, 18, 0, 9)), None);
     }
 
     #[test]

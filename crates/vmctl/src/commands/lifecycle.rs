@@ -66,8 +66,8 @@ pub fn stop(ctx: &Ctx, name: &str, timeout: Duration, force: bool) -> Result<Out
         std::thread::sleep(Duration::from_millis(250));
     }
     if !force {
-        return Err(Error::Timeout {
-            what: format!("{name} to shut down (add --force to power it off)"),
+        return Err(Error::ShutdownTimeout {
+            name: name.into(),
             secs: timeout.as_secs(),
         });
     }

@@ -2,8 +2,9 @@
 //! address (static IP in the metadata, else the guest agent, else the neighbour table). The
 //! binary execs it.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::Ctx;
 use crate::domain::parse::parse_domain;
@@ -76,4 +77,56 @@ pub fn argv(ctx: &Ctx, name: &str, args: &[String]) -> Result<Vec<String>> {
     out.push(format!("{user}@{ip}"));
     out.extend(args.iter().cloned());
     Ok(out)
+}
+
+/// Waits until SSH (TCP 22) answers on the VM's address, from the VM's own MAC: a stale guest
+/// or another host holding the same address must not count. `tick` gets a status line.
+pub fn wait_for_ssh(
+    ctx: &Ctx,
+    name: &str,
+    timeout: Duration,
+    tick: &dyn Fn(&str),
+) -> Result<SocketAddr> {
+    let rec = ctx.hv.require(name)?;
+    let macs: Vec<String> = parse_domain(&rec.xml)?
+        .nics
+        .iter()
+        .filter_map(|n| n.mac.as_ref().map(|m| m.to_ascii_lowercase()))
+        .collect();
+    let start = Instant::now();
+    loop {
+        let secs = start.elapsed().as_secs();
+        match address(ctx, name) {
+            Ok(ip) => {
+                let addr = SocketAddr::from((ip, 22));
+                if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
+                    match net::neighbour_mac(ctx.host, ip) {
+                        Some(mac) if !macs.contains(&mac) => tick(&format!(
+                            "{addr} answers from {mac}, not from {name}: another host uses this address ({secs} s)"
+                        )),
+                        _ => return Ok(addr),
+                    }
+                } else {
+                    tick(&format!("waiting for SSH on {addr} ({secs} s)"));
+                }
+            }
+            Err(Error::NoAddress { .. }) => {
+                tick(&format!("waiting for {name} to get an address ({secs} s)"))
+            }
+            Err(e) => return Err(e),
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::Timeout {
+                what: format!("SSH on {name}"),
+                secs: timeout.as_secs(),
+            });
+        }
+        if !ctx.hv.state(name)?.is_active() {
+            return Err(Error::Timeout {
+                what: format!("SSH on {name}, which stopped running"),
+                secs: start.elapsed().as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
