@@ -365,3 +365,90 @@ fn verify_on_an_already_set_up_host() {
     let report = gpu_vm_bootstrap::verify(&h.facts, &opts(GpuMode::Passthrough), &state, None);
     insta::assert_snapshot!(report.render());
 }
+
+/// Booted with the IOMMU args, but the firmware has VT-d off: no groups.
+const IOMMU_OFF_AFTER_REBOOT: &str = r#"
+cmdline = "BOOT_IMAGE=/boot/vmlinuz root=UUID=0 ro quiet splash intel_iommu=on iommu=pt"
+kvm = true
+iommu = false
+[cpu]
+vendor = "intel"
+[os]
+id = "ubuntu"
+version_id = "24.04"
+[[device]]
+bdf = "01:00.0"
+class = "0302"
+id = "10de:2330"
+[[device]]
+bdf = "03:00.0"
+class = "0200"
+id = "8086:15b8"
+[[nic]]
+name = "eno1"
+mac = "52:54:00:12:34:56"
+pci = "03:00.0"
+addresses = ["198.18.0.10/24"]
+gateway = "198.18.0.1"
+"#;
+
+#[test]
+fn iommu_groups_absent_after_the_reboot_is_refused() {
+    let h = host_from_toml(IOMMU_OFF_AFTER_REBOOT, Net::Dhcp);
+    let r = h.plan(&opts(GpuMode::Passthrough)).unwrap_err();
+    assert_eq!(r.problems.len(), 1, "{r:?}");
+    assert!(r.problems[0].message.contains("no IOMMU groups"), "{r}");
+    assert!(r.problems[0].help.contains("VT-d"), "{r:?}");
+    // Host mode does not need groups now: a warning-level problem, forced through.
+    assert!(
+        h.plan(&Options {
+            force: true,
+            ..opts(GpuMode::Host)
+        })
+        .is_ok()
+    );
+}
+
+#[test]
+fn reboot_flag_appends_a_reboot_action_only_when_needed() {
+    let h = host("intel-z170-gtx960", Net::Dhcp);
+    let o = Options {
+        reboot: true,
+        ..opts(GpuMode::Passthrough)
+    };
+    let plan = h.plan(&o).unwrap();
+    assert!(plan.reboot_required);
+    assert!(matches!(
+        plan.actions.last().unwrap().kind,
+        ActionKind::Reboot { .. }
+    ));
+    let none = h
+        .plan(&Options {
+            reboot: true,
+            gpu_mode: GpuMode::None,
+            skip: gpu_vm_bootstrap::Skips {
+                nvidia: true,
+                kvm: true,
+                iommu: true,
+                bridge: true,
+                vmctl: true,
+            },
+            ..opts(GpuMode::None)
+        })
+        .unwrap();
+    assert!(!none.reboot_required);
+    assert!(none.actions.is_empty(), "{none:#?}");
+}
+
+#[test]
+fn gpu_mode_none_touches_no_gpu_file() {
+    let h = host("amd-b550m-gt710-rtx2070s", Net::Dhcp);
+    let plan = h.plan(&opts(GpuMode::None)).unwrap();
+    assert!(
+        plan.actions
+            .iter()
+            .all(|a| a.phase != Phase::Nvidia && a.phase != Phase::Iommu),
+        "{}",
+        plan.render()
+    );
+}

@@ -387,3 +387,56 @@ fn plan_apply(p: &mut Planner<'_>, nic: &Nic, iface: &str, br: &str, files: Vec<
         format!("activate {br}; if {br} does not get the host's address and reach the gateway in time, the old files are restored and applied again"),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(s: &str) -> Value {
+        serde_yaml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn gateway4_becomes_a_default_route_and_nameservers_move() {
+        let d = doc(
+            "network:\n  ethernets:\n    eth0:\n      addresses: [198.18.0.10/24]\n      gateway4: 198.18.0.1\n      nameservers: {addresses: [198.18.0.53]}\n",
+        );
+        let src = find_source("/etc/netplan/00.yaml", &d, "eth0", None).unwrap();
+        let y = bridge_yaml("br0", &src.id, Some(&src.stanza), Some("52:54:00:00:00:01"));
+        let v = doc(&y);
+        let br = &v["network"]["bridges"]["br0"];
+        assert_eq!(br["routes"][0]["to"].as_str(), Some("default"));
+        assert_eq!(br["routes"][0]["via"].as_str(), Some("198.18.0.1"));
+        assert!(br.get("gateway4").is_none());
+        assert_eq!(
+            br["nameservers"]["addresses"][0].as_str(),
+            Some("198.18.0.53")
+        );
+        assert_eq!(br["macaddress"].as_str(), Some("52:54:00:00:00:01"));
+        assert_eq!(br["parameters"]["stp"].as_bool(), Some(false));
+        assert_eq!(
+            v["network"]["ethernets"]["eth0"]["dhcp4"].as_bool(),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn stanza_is_found_by_mac_match_and_removed_cleanly() {
+        let d = doc(
+            "network:\n  version: 2\n  ethernets:\n    id0:\n      match: {macaddress: \"AA:bb:cc:dd:ee:ff\"}\n      set-name: lan\n      dhcp4: true\n",
+        );
+        let src = find_source(
+            "/etc/netplan/50-cloud-init.yaml",
+            &d,
+            "enp1s0",
+            Some("aa:bb:cc:dd:ee:ff"),
+        )
+        .unwrap();
+        assert_eq!(src.id, "id0");
+        let rest = without_stanza(&src);
+        assert!(rest.starts_with(EDITED_HEADER));
+        let v = doc(&rest);
+        assert!(v["network"].get("ethernets").is_none(), "{rest}");
+        assert_eq!(v["network"]["version"].as_u64(), Some(2));
+    }
+}
