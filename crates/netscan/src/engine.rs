@@ -110,7 +110,13 @@ pub(crate) fn run(plan: &ScanPlan) -> Result<Outcome, Error> {
 
     thread::scope(|s| {
         let receiver = s.spawn(|| receive(plan, rx, &answered, &stop));
-        let sent = send(plan, tx, &answered);
+        let sent = send(plan, &answered, |ip, frame| {
+            send_one(tx, frame).map_err(|source| Error::SendArp {
+                interface: plan.interface.clone(),
+                ip,
+                source,
+            })
+        });
         // The window of the last request stays open in full even if everything answered: a
         // second MAC for the same address (a conflict) may still be on its way.
         if let Ok((last, _)) = &sent {
@@ -134,12 +140,12 @@ pub(crate) fn run(plan: &ScanPlan) -> Result<Outcome, Error> {
     })
 }
 
-/// Sends first tries and due retries at the plan's rate; returns the time of the last request
-/// and the number of packets sent.
+/// Sends first tries and due retries at the plan's rate through `transmit`; returns the time of
+/// the last request and the number of packets sent.
 fn send(
     plan: &ScanPlan,
-    tx: &PacketSocket,
     answered: &[AtomicBool],
+    mut transmit: impl FnMut(Ipv4Addr, &[u8]) -> Result<(), Error>,
 ) -> Result<(Instant, u64), Error> {
     let mut pacer = Pacer::new(plan.rate_pps);
     let mut fresh = plan.targets();
@@ -177,11 +183,7 @@ fn send(
         }
         pacer.wait_turn();
         let frame = build_request(plan.local_mac, plan.local_ip, ip);
-        send_one(tx, &frame).map_err(|source| Error::SendArp {
-            interface: plan.interface.clone(),
-            ip,
-            source,
-        })?;
+        transmit(ip, &frame)?;
         last = Instant::now();
         if left > 0 {
             retry.push_back((last + plan.timeout, ip, left - 1));
@@ -235,6 +237,72 @@ fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::{ScanMethod, parse_frame};
+    use std::cell::RefCell;
+
+    fn plan(subnet: &str, retries: u32) -> ScanPlan {
+        ScanPlan {
+            interface: "br0".into(),
+            ifindex: 1,
+            local_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            local_ip: Ipv4Addr::new(198, 18, 5, 1),
+            subnet: subnet.parse().expect("net"),
+            rate_pps: 1_000_000,
+            timeout: Duration::from_millis(1),
+            retries,
+            method: ScanMethod::Raw,
+        }
+    }
+
+    /// Records what would go on the wire; `.10` and `.20` "answer" their first request.
+    fn record(plan: &ScanPlan) -> (Vec<Ipv4Addr>, u64) {
+        let size = 1usize << (32 - u32::from(plan.subnet.prefix_len()));
+        let answered: Vec<AtomicBool> = (0..size).map(|_| AtomicBool::new(false)).collect();
+        let wire = RefCell::new(Vec::new());
+        let (_, n) = send(plan, &answered, |ip, frame| {
+            let p = parse_frame(frame).expect("an ARP frame");
+            assert_eq!(
+                (p.op, p.target_ip, p.sender_ip),
+                (ArpOp::Request, ip, plan.local_ip)
+            );
+            if [10, 20].contains(&ip.octets()[3]) {
+                answered[offset(plan, ip).expect("in subnet")].store(true, Ordering::Relaxed);
+            }
+            wire.borrow_mut().push(ip);
+            Ok(())
+        })
+        .expect("send");
+        (wire.into_inner(), n)
+    }
+
+    #[test]
+    fn first_requests_go_out_in_order_then_retries_for_silent_addresses_only() {
+        let p = plan("198.18.5.0/24", 2);
+        let (wire, n) = record(&p);
+        // 253 targets (not .0, .255 or our .1); 251 silent ones twice more.
+        assert_eq!(n, 253 + 2 * 251);
+        assert_eq!(wire.len() as u64, n);
+        let first: Vec<Ipv4Addr> = p.targets().collect();
+        assert_eq!(&wire[..253], &first[..]);
+        let retried = &wire[253..];
+        assert!(!retried.iter().any(|ip| [10, 20].contains(&ip.octets()[3])));
+        assert!(
+            wire.iter()
+                .all(|ip| p.subnet.contains(ip) && *ip != p.local_ip)
+        );
+        assert_eq!(retried.iter().filter(|ip| ip.octets()[3] == 11).count(), 2);
+    }
+
+    #[test]
+    fn a_single_address_probe_sends_retries_until_it_answers() {
+        let (wire, n) = record(&plan("198.18.5.20/32", 2));
+        assert_eq!((wire.len(), n), (1, 1), "answered at once: no retry");
+        let (wire, _) = record(&plan("198.18.5.21/32", 2));
+        assert_eq!(wire.len(), 3);
+        let (wire, _) = record(&plan("198.18.5.1/32", 2));
+        assert!(wire.is_empty(), "never our own address");
+    }
 
     /// Lower bounds only: sleeping can make the pacer slower, never faster.
     #[test]
