@@ -4,8 +4,8 @@
 //! # Shape
 //! Facts, then a pure plan, then the scan:
 //! 1. [`Interface::lookup`] reads the interface (index, MAC, IPv4 networks) from the kernel.
-//! 2. [`plan_scan`] validates a [`ScanRequest`] against it (rate, CIDR scope, `/16` width guard)
-//!    and returns a [`ScanPlan`]. It is pure and unit-tested.
+//! 2. [`plan_scan`] validates a [`ScanRequest`] against it (link up and Ethernet, rate, CIDR
+//!    scope, `/16` width guard) and returns a [`ScanPlan`]. It is pure and unit-tested.
 //! 3. [`Scanner::scan`] runs the plan: raw ARP over `AF_PACKET` when the process has
 //!    `CAP_NET_RAW`, else the kernel neighbour table ([`ScanMethod::Neighbour`], slower).
 //!
@@ -27,13 +27,15 @@
 //!   bridge, matching VM MACs against [`ScanResult::used`].
 //! - `create --ip auto`: scan, then [`ReservationStore::allocate`] (under the lock: expired
 //!   reservations dropped, first free address outside the reserved ranges and other owners'
-//!   reservations; pass the IPs in VM metadata as `known`, since a stopped VM is silent). Release with [`ReservationStore::release`] once the address is in the VM's
-//!   metadata, or let it expire (TTL) if the create dies.
+//!   reservations; pass the IPs in VM metadata as `known`, since a stopped VM is silent).
+//!   Release with [`ReservationStore::release`] once the address is in the VM's metadata, or
+//!   let it expire (TTL) if the create dies.
 //! - `create --ip X`: [`Scanner::probe_one`] (refuse if taken), then [`ReservationStore::reserve`]
 //!   (refused if another create holds it).
 //!
 //! Raw ARP needs root or `CAP_NET_RAW`; the process must run in the network namespace of the
-//! interface. The scanner only sends on the chosen interface, only for addresses inside one of
+//! interface. The fallback reads `/proc/net/arp` (through the [`hostio::HostRoot`]), not netlink:
+//! it has the same complete entries, and the wait is the kernel's ARP timers either way. The scanner only sends on the chosen interface, only for addresses inside one of
 //! its IPv4 networks.
 //!
 //! # Example
