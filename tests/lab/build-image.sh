@@ -75,6 +75,7 @@ t0=$(lab_now)
 # makes its own); no timers that wake apt or fstrim during a test. Docs/man/locale files are dropped
 # to shrink the image (faster mkfs and copy).
 lab_log "mmdebstrap $suite (${#packages[@]} packages, mirrors: ${mirrors[*]})"
+# shellcheck disable=SC2016 # the hooks' "$1" is expanded by mmdebstrap, not here
 mmdebstrap --mode=root --variant=apt --quiet \
     --include="$(IFS=,; echo "${packages[*]}")" \
     --customize-hook='echo "LABEL=rootfs / ext4 defaults 0 1" > "$1/etc/fstab"' \
@@ -82,6 +83,7 @@ mmdebstrap --mode=root --variant=apt --quiet \
     --customize-hook='printf "datasource_list: [ NoCloud, None ]\n" > "$1/etc/cloud/cloud.cfg.d/90_lab_datasource.cfg"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-include=/usr/share/locale/locale.alias' \
     --customize-hook='echo "en_US.UTF-8 UTF-8" > "$1/etc/locale.gen" && chroot "$1" locale-gen >/dev/null' \
     --customize-hook='echo "LANG=en_US.UTF-8" > "$1/etc/default/locale"' \
     --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
@@ -92,7 +94,7 @@ t1=$(lab_now)
 lab_log "mkfs.ext4 + qemu-img convert"
 cp -L "$root"/boot/vmlinuz-* "$work/vmlinuz"
 cp -L "$root"/boot/initrd.img-* "$work/initrd.img"
-mkfs.ext4 -q -L rootfs -d "$root" "$work/img.raw" 2G
+mkfs.ext4 -q -L rootfs -d "$root" "$work/img.raw" 2G >/dev/null
 qemu-img convert -O qcow2 "$work/img.raw" "$work/base.qcow2"
 rm -f "$work/img.raw"
 rm -rf "$root"

@@ -17,10 +17,10 @@ in_lab_ns() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null && [[ $(ip netns 
 
 # stop_daemon PIDFILE NAME: SIGTERM, wait up to 10 s, then SIGKILL.
 stop_daemon() {
-    local pidfile=$1 name=$2 pid i
+    local pidfile=$1 name=$2 pid
     pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 20); do
+    for _ in $(seq 1 20); do
         kill -0 "$pid" 2>/dev/null || { lab_log "stopped $name (pid $pid)"; return 0; }
         sleep 0.5
     done

@@ -29,10 +29,12 @@ lab_require_root() {
 lab_now() { date +%s.%3N; }
 lab_elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
-# The image cache entry for the current recipe: a hash of build-image.sh and the suite.
+# The image cache entry for the current recipe: a hash of build-image.sh (without comment-only and blank
+# lines, so editing a comment doesn't cost a rebuild) and the suite.
 lab_image_dir() {
     local key
-    key=$( { cat "$LAB_DIR/build-image.sh"; echo "${GVB_LAB_SUITE:-bookworm}"; } | sha256sum | cut -c1-16)
+    key=$( { grep -vE '^[[:space:]]*(#|$)' "$LAB_DIR/build-image.sh"; echo "${GVB_LAB_SUITE:-bookworm}"; } |
+        sha256sum | cut -c1-16)
     echo "$GVB_LAB_CACHE/images/$key"
 }
 
