@@ -43,6 +43,8 @@ pub enum Error {
         bridge: String,
         subnets: String,
     },
+    #[error("{ip} is already the address of VM {owner:?}")]
+    IpInUse { ip: String, owner: String },
     #[error("unknown Ubuntu release {release:?} (known: {known})")]
     UnknownRelease { release: String, known: String },
     #[error("read config file {path}")]
@@ -170,6 +172,7 @@ impl Error {
             | MissingBridge { .. }
             | MissingSshKey { .. }
             | IpOutsideBridge { .. }
+            | IpInUse { .. }
             | UnknownRelease { .. }
             | ParseConfig { .. }
             | BadConfig { .. }
@@ -206,6 +209,9 @@ impl Error {
             IpOutsideBridge { .. } => vec![
                 "pick an address in the bridge's subnet, or use --dhcp".into(),
             ],
+            IpInUse { owner, .. } => vec![format!(
+                "pick a free address, or delete the other VM first (`vmctl delete {owner}`)"
+            )],
             UnknownRelease { .. } => vec!["pass a known --release, or --image PATH|URL".into()],
             ReadConfig { path, .. } | ParseConfig { path, .. } | BadConfig { path, .. } => vec![
                 format!("fix {} (keys are listed in the README), or point --config elsewhere", path.display()),

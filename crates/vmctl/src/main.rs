@@ -82,9 +82,24 @@ enum Command {
     /// Create a VM
     #[command(subcommand)]
     Create(CreateKind),
+    /// Image cache
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Show settings
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Download URL into the content-addressed cache, verified by --sha256 or the hash recorded
+    /// at its first download; prints the cached path
+    Fetch {
+        url: String,
+        /// Expected sha256 (64 hex digits)
+        #[arg(long)]
+        sha256: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -443,6 +458,22 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         return Ok(());
     }
+    if let Command::Image(ImageCommand::Fetch { url, sha256 }) = &cli.command {
+        let bar = Bar(ProgressBar::new(0));
+        let f = vmctl::commands::image::fetch(&config, url, sha256.as_deref(), &bar)?;
+        if cli.json {
+            out_json(&f);
+        } else {
+            out(&format!("{}\n", f.path.display()));
+            eprintln!(
+                "sha256 {} ({:?}{})",
+                f.sha256,
+                f.verification,
+                if f.downloaded { "" } else { ", already cached" }
+            );
+        }
+        return Ok(());
+    }
     let hv = Libvirt::open(config.connect())?;
     let runner = SystemRunner;
     let ctx = Ctx {
@@ -453,7 +484,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         env: &env,
     };
     match cli.command {
-        Command::Config(_) => {}
+        Command::Config(_) | Command::Image(_) => {}
         Command::List { all: _ } => {
             let list = inspect::list(&ctx)?;
             if cli.json {

@@ -232,6 +232,24 @@ fn require_file(option: &str, p: &Path) -> Result<()> {
     }
 }
 
+/// Refuses an address another domain already has in vmctl's metadata.
+fn check_ip_unused(ctx: &Ctx, ip: &StaticIp) -> Result<()> {
+    let want = ip.address.addr().to_string();
+    for rec in ctx.hv.list()? {
+        let Ok(f) = crate::domain::parse::parse_domain(&rec.xml) else {
+            continue;
+        };
+        let theirs = f.metadata.and_then(|m| m.ip);
+        if theirs.as_deref().and_then(|t| t.split('/').next()) == Some(want.as_str()) {
+            return Err(Error::IpInUse {
+                ip: want,
+                owner: rec.name,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Validates the request against the host and libvirt. Creates nothing.
 pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
     names::validate_vm_name(&req.name)?;
@@ -316,6 +334,7 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
             let s = net::parse_static(ip, gateway.as_deref(), dns)?;
             let subnets = net::bridge_subnets(ctx.runner, &bridge);
             net::check_on_bridge(&s, &bridge, &subnets)?;
+            check_ip_unused(ctx, &s)?;
             Some(s)
         }
     };

@@ -63,13 +63,17 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
+/// Every request gets its own address: test:///default is shared by all tests in this process.
+static NEXT_HOST: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(10);
+
 fn request(f: &Fixture, name: &str) -> UbuntuRequest {
+    let host = NEXT_HOST.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut r = UbuntuRequest::new(name);
     r.image = Some(f.base.display().to_string());
     r.ssh_key = Some(f.key.clone());
     r.bridge = Some("br0".into());
     r.network = NetworkRequest::Static {
-        ip: "198.18.0.10/24".into(),
+        ip: format!("198.18.0.{host}/24"),
         gateway: Some("198.18.0.1".into()),
         dns: vec!["198.18.0.1".into()],
     };
@@ -96,7 +100,8 @@ fn create_then_delete_on_the_test_driver() {
     let f = fixture();
     let lv = Libvirt::open("test:///default").unwrap();
     let c = ctx(&f, &SystemRunner, &lv);
-    let created = create_ubuntu(&c, &request(&f, "ct-ok"), &NoProgress).unwrap();
+    let req = request(&f, "ct-ok");
+    let created = create_ubuntu(&c, &req, &NoProgress).unwrap();
     assert!(created.defined && created.started);
     let dir = vm_dir_of(&f, "ct-ok");
     assert!(dir.join("disk.qcow2").is_file() && dir.join("seed.iso").is_file());
@@ -112,13 +117,20 @@ fn create_then_delete_on_the_test_driver() {
     crate::domain::render::tests::assert_valid_domain_xml(&rec.xml);
     let facts = parse_domain(&rec.xml).unwrap();
     let md = facts.metadata.unwrap();
-    assert_eq!(md.ip.as_deref(), Some("198.18.0.10/24"));
+    assert_eq!(md.ip, created.ip);
     assert_eq!(md.os, "ubuntu");
     assert_eq!(md.disks, vec![dir.join("disk.qcow2"), dir.join("seed.iso")]);
     assert_eq!(facts.domain_type, "qemu");
 
+    // Another VM with the same static address is refused.
+    let mut same = request(&f, "ct-sameip");
+    same.network = req.network.clone();
+    let err = create_ubuntu(&c, &same, &NoProgress).unwrap_err();
+    assert!(matches!(err, Error::IpInUse { .. }), "{err}");
+    assert!(!vm_dir_of(&f, "ct-sameip").exists());
+
     // A second create with the same name is refused before anything is made.
-    let err = create_ubuntu(&c, &request(&f, "ct-ok"), &NoProgress).unwrap_err();
+    let err = create_ubuntu(&c, &req, &NoProgress).unwrap_err();
     assert!(matches!(err, Error::NameTaken { .. }));
 
     // Running: delete refuses; after stop it removes exactly what vmctl made.
