@@ -142,6 +142,21 @@ pub fn load_journals(root: &HostRoot) -> Vec<Journal> {
     out
 }
 
+/// Commands an interrupted apply never finished; the next apply runs them first.
+pub fn pending_commands(root: &HostRoot) -> Vec<Vec<String>> {
+    match load_journals(root).pop() {
+        Some(j) if !j.finished && !j.rolled_back => j
+            .commands
+            .into_iter()
+            .filter(|c| {
+                c.resumable && matches!(c.status, CommandStatus::Pending | CommandStatus::Failed)
+            })
+            .map(|c| c.argv)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Applies plans and rolls them back.
 pub struct Applier<'a> {
     pub root: &'a HostRoot,
@@ -198,20 +213,10 @@ impl<'a> Applier<'a> {
         };
         // Commands an interrupted run never finished (its files are in place, so this plan no
         // longer contains them): run them first.
-        let mut resumed: Vec<Vec<String>> = Vec::new();
-        let mut previous: Option<Journal> = None;
-        if let Some(prev) = load_journals(self.root).pop()
-            && !prev.finished
-            && !prev.rolled_back
-        {
-            for c in &prev.commands {
-                if c.resumable && matches!(c.status, CommandStatus::Pending | CommandStatus::Failed)
-                {
-                    resumed.push(c.argv.clone());
-                }
-            }
-            previous = Some(prev);
-        }
+        let resumed = pending_commands(self.root);
+        let mut previous = load_journals(self.root)
+            .pop()
+            .filter(|p| !p.finished && !p.rolled_back);
         for argv in &resumed {
             j.commands.push(JournalCommand {
                 argv: argv.clone(),

@@ -458,14 +458,27 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             if !a.json {
                 print!("{}", plan.render());
             }
-            if plan.is_empty() {
+            let pending = gpu_vm_bootstrap::apply::pending_commands(&root);
+            if !pending.is_empty() && !a.json {
+                println!("An earlier apply was interrupted; these commands run first:");
+                for c in &pending {
+                    println!("  {}", c.join(" "));
+                }
+            }
+            if plan.is_empty() && pending.is_empty() {
                 if a.json {
                     println!("{}", serde_json::json!({"plan": plan, "result": null}));
                 }
                 return Ok(ExitCode::SUCCESS);
             }
             need_root(&root, "apply")?;
-            confirm(a, &format!("Apply these {} action(s)", plan.actions.len()))?;
+            confirm(
+                a,
+                &format!(
+                    "Apply these {} action(s)",
+                    plan.actions.len() + pending.len()
+                ),
+            )?;
             let log = Logger::open(Some(log_path(a, &root)));
             let runner = SystemRunner;
             let mut applier = Applier::new(&root, &runner, &log);
