@@ -374,3 +374,70 @@ fn delete_never_removes_foreign_or_base_files() {
     assert!(f.base.is_file());
     lv.undefine("ct-other", false).unwrap();
 }
+
+#[test]
+fn create_from_release_fetches_and_verifies_through_the_mirror_setting() {
+    use sha2::Digest;
+    let mut f = fixture();
+    let img = std::fs::read(&f.base).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(&img));
+    let srv = crate::cache::testserver::serve(vec![
+        ("/noble/current/noble-server-cloudimg-amd64.img".into(), img),
+        (
+            "/noble/current/SHA256SUMS".into(),
+            format!("{sha} *noble-server-cloudimg-amd64.img\n").into_bytes(),
+        ),
+    ]);
+    f.config.set("ubuntu_cloud_url", srv.base.clone());
+    f.config.set("gpg_keyring", "/nonexistent/keyring.gpg");
+    let lv = Libvirt::open("test:///default").unwrap();
+    let mut r = request(&f, "ct-release");
+    r.image = None;
+    r.release = Some("noble".into());
+    r.no_start = true;
+    let created = create_ubuntu(&ctx(&f, &SystemRunner, &lv), &r, &NoProgress).unwrap();
+    assert_eq!(created.base_sha256.as_deref(), Some(sha.as_str()));
+    assert!(
+        created.verification.contains("checksum only"),
+        "{}",
+        created.verification
+    );
+    assert_eq!(
+        created.base_image,
+        Some(f.dir.path().join("cache/sha256").join(&sha))
+    );
+    let md = parse_domain(&lv.require("ct-release").unwrap().xml)
+        .unwrap()
+        .metadata
+        .unwrap();
+    assert_eq!(md.release.as_deref(), Some("24.04"));
+    assert_eq!(md.base_sha256.as_deref(), Some(sha.as_str()));
+    lifecycle::delete(&ctx(&f, &SystemRunner, &lv), "ct-release", true, false).unwrap();
+    assert!(created.base_image.unwrap().is_file(), "cached base kept");
+
+    // A mirror whose SHA256SUMS disagrees: refused, nothing created, nothing cached.
+    let srv2 = crate::cache::testserver::serve(vec![
+        (
+            "/noble/current/noble-server-cloudimg-amd64.img".into(),
+            b"corrupt".to_vec(),
+        ),
+        (
+            "/noble/current/SHA256SUMS".into(),
+            format!("{} *noble-server-cloudimg-amd64.img\n", "1".repeat(64)).into_bytes(),
+        ),
+    ]);
+    f.config.set("ubuntu_cloud_url", srv2.base.clone());
+    let mut r = request(&f, "ct-release2");
+    r.image = None;
+    r.release = Some("24.04".into());
+    let err = create_ubuntu(&ctx(&f, &SystemRunner, &lv), &r, &NoProgress).unwrap_err();
+    assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
+    assert_nothing_left(&f, &lv, "ct-release2");
+    assert!(
+        !f.dir
+            .path()
+            .join("cache/sha256")
+            .join("1".repeat(64))
+            .exists()
+    );
+}
