@@ -46,14 +46,19 @@ struct GlobalArgs {
     #[arg(long, global = true, conflicts_with = "skip_nvidia")]
     host_driver: bool,
 
+    /// Skip the NVIDIA phase (driver, CUDA toolkit, container toolkit).
     #[arg(long, global = true)]
     skip_nvidia: bool,
+    /// Skip the KVM phase (QEMU/libvirt packages, libvirtd, groups).
     #[arg(long, global = true)]
     skip_kvm: bool,
+    /// Skip the IOMMU/VFIO phase (kernel args, vfio-pci binding).
     #[arg(long, global = true)]
     skip_iommu: bool,
+    /// Skip the bridge phase (leave the network config alone).
     #[arg(long, global = true)]
     skip_bridge: bool,
+    /// Skip installing vmctl and its default config.
     #[arg(long, global = true)]
     skip_vmctl: bool,
 

@@ -101,6 +101,17 @@ pub fn verify(
         })
     };
 
+    let os = &facts.os;
+    r.check(
+        Phase::Preflight,
+        os.id == "ubuntu" && os.version_id == "24.04",
+        format!(
+            "distribution: {} {}",
+            if os.id.is_empty() { "unknown" } else { &os.id },
+            os.version_id
+        ),
+        "gpu-vm-bootstrap targets Ubuntu 24.04; other releases may need manual steps",
+    );
     if !opts.skip.kvm {
         r.check(
             Phase::Kvm,
@@ -251,4 +262,50 @@ pub fn verify(
     }
     r.ok = r.checks.iter().all(|c| c.status != CheckStatus::Fail);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostio::{Output, RecordingRunner};
+    use hwdetect::{Gpu, OsInfo};
+
+    #[test]
+    fn live_checks_use_the_runner_and_give_fix_hints() {
+        let facts = HostFacts {
+            os: OsInfo {
+                id: "ubuntu".into(),
+                version_id: "24.04".into(),
+                ..OsInfo::default()
+            },
+            gpus: vec![Gpu {
+                bdf: "0000:01:00.0".into(),
+                boot_vga: true,
+                ..Gpu::default()
+            }],
+            ..HostFacts::default()
+        };
+        let runner = RecordingRunner::new()
+            .answer(["virsh"], Output::ok("<capabilities><guest><arch name='x86_64'><domain type='kvm'/></arch></guest></capabilities>"))
+            .answer(["nvidia-smi"], Output::failed(9, "NVIDIA-SMI has failed"));
+        let opts = Options::default();
+        let r = verify(&facts, &opts, &HostState::default(), Some(&runner));
+        assert!(!r.ok);
+        let text = r.render();
+        assert!(
+            text.contains("✓ [preflight] distribution: ubuntu 24.04"),
+            "{text}"
+        );
+        assert!(
+            text.contains("✓ [kvm] libvirt at qemu:///system reports a kvm domain type"),
+            "{text}"
+        );
+        assert!(text.contains("✗ [nvidia] nvidia-smi failed"), "{text}");
+        assert!(
+            text.contains("✗ [kvm] /dev/kvm exists\n    fix: "),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["checks"][0]["status"], "ok");
+    }
 }

@@ -183,3 +183,32 @@ fn verify_reports_checks_as_json() {
     assert!(v["checks"].as_array().unwrap().len() >= 5);
     assert_eq!(out.status.code(), Some(if v["ok"] == true { 0 } else { 1 }));
 }
+
+#[test]
+fn help_lists_every_documented_option() {
+    let out = bin().env("COLUMNS", "100").arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for opt in [
+        "--gpu-mode",
+        "--gpu <BDF>",
+        "--host-driver",
+        "--skip-nvidia",
+        "--skip-kvm",
+        "--skip-iommu",
+        "--skip-bridge",
+        "--skip-vmctl",
+        "--bridge-name",
+        "--bridge-iface",
+        "--dry-run",
+        "--yes",
+        "--reboot",
+        "--force",
+        "--json",
+        "--log-file",
+        "--host-root",
+    ] {
+        assert!(help.contains(opt), "{opt} missing from --help");
+    }
+    insta::assert_snapshot!(help);
+}
