@@ -642,7 +642,7 @@ pub fn follow_up_commands<'p>(paths_changed: impl Iterator<Item = &'p str>) -> V
     let any = |f: &dyn Fn(&str) -> bool| changed.iter().any(|p| f(p));
     let mut out: Vec<Vec<String>> = Vec::new();
     let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    if any(&|p| p == paths::ETC_DEFAULT_GRUB) {
+    if any(&|p| p.starts_with(paths::ETC_DEFAULT_GRUB)) {
         out.push(v(&["update-grub"]));
     }
     if any(&|p| {

@@ -138,10 +138,17 @@ impl<'a> Planner<'a> {
         if missing.is_empty() {
             return;
         }
-        let mut argv: Vec<String> = ["apt-get", "install", "-y", "--no-install-recommends"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        // No debconf questions: the run must not stall on a prompt (debconf(7)).
+        let mut argv: Vec<String> = [
+            "env",
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "install",
+            "-y",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         argv.extend(missing.iter().cloned());
         self.push(
             phase,

@@ -22,6 +22,8 @@ pub struct HostState {
     pub files: BTreeMap<String, FileState>,
     /// Host paths of `/etc/netplan/*.yaml`, sorted (netplan's lexical order).
     pub netplan_files: Vec<String>,
+    /// Host paths of `/etc/default/grub.d/*.cfg`, sorted (the order update-grub sources them).
+    pub grub_d_files: Vec<String>,
     /// Packages dpkg reports as installed.
     pub installed_packages: BTreeSet<String>,
     /// `/etc/group`: group → members.
@@ -65,6 +67,14 @@ impl HostState {
                 let p = format!("{}/{n}", paths::ETC_NETPLAN);
                 if st.load(root, &p) {
                     st.netplan_files.push(p);
+                }
+            }
+        }
+        if let Ok(names) = root.read_dir_names(paths::ETC_DEFAULT_GRUB_D) {
+            for n in names.iter().filter(|n| n.ends_with(".cfg")) {
+                let p = format!("{}/{n}", paths::ETC_DEFAULT_GRUB_D);
+                if st.load(root, &p) {
+                    st.grub_d_files.push(p);
                 }
             }
         }

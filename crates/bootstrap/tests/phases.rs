@@ -452,3 +452,42 @@ fn gpu_mode_none_touches_no_gpu_file() {
         plan.render()
     );
 }
+
+#[test]
+fn cloud_image_grub_d_setting_is_edited_where_it_wins() {
+    let h = host("intel-z170-gtx960", Net::Dhcp);
+    let cfg = "/etc/default/grub.d/50-cloudimg-settings.cfg";
+    write(
+        h.path(),
+        cfg,
+        "# Cloud Image specific Grub settings for Generic Cloud Images\nGRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0\"\nGRUB_TIMEOUT=0\n",
+        0o644,
+    );
+    let plan = h.plan(&opts(GpuMode::Passthrough)).unwrap();
+    let grub: Vec<&str> = plan
+        .file_actions()
+        .filter_map(|a| a.kind.path())
+        .filter(|p| p.starts_with("/etc/default/grub"))
+        .collect();
+    assert_eq!(grub, vec![cfg]);
+    let root = h.root();
+    Applier::new(&root, &RecordingRunner::new(), &NullLog)
+        .apply(&plan)
+        .unwrap();
+    assert!(
+        root.read_to_string(cfg)
+            .unwrap()
+            .contains("\"console=tty1 console=ttyS0 intel_iommu=on iommu=pt\"")
+    );
+    assert_eq!(
+        root.read_to_string("/etc/default/grub").unwrap(),
+        UBUNTU_GRUB
+    );
+    assert_eq!(
+        h.plan(&opts(GpuMode::Passthrough))
+            .unwrap()
+            .file_actions()
+            .count(),
+        0
+    );
+}

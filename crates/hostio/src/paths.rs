@@ -26,6 +26,8 @@ pub const SYSTEM_PCI_IDS: &[&str] = &[
 
 // gpu-vm-bootstrap: files it plans, checks or keeps its state in.
 pub const ETC_DEFAULT_GRUB: &str = "/etc/default/grub";
+/// Sourced after /etc/default/grub by update-grub; cloud images set the cmdline here.
+pub const ETC_DEFAULT_GRUB_D: &str = "/etc/default/grub.d";
 pub const ETC_MODULES_LOAD_VFIO: &str = "/etc/modules-load.d/vfio.conf";
 pub const ETC_MODPROBE_VFIO: &str = "/etc/modprobe.d/vfio.conf";
 pub const VFIO_OVERRIDE_SCRIPT: &str = "/usr/local/sbin/gpu-vm-bootstrap-vfio-override";

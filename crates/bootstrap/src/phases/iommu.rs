@@ -187,18 +187,30 @@ pub fn plan(p: &mut Planner<'_>) {
             "unknown CPU vendor: adding only `iommu=pt`; Intel hosts also need `intel_iommu=on`",
         );
     }
-    let old_grub = p.state.content(paths::ETC_DEFAULT_GRUB).unwrap_or("");
+    // update-grub sources /etc/default/grub.d/*.cfg after /etc/default/grub, and Ubuntu cloud
+    // images set GRUB_CMDLINE_LINUX_DEFAULT there (50-cloudimg-settings.cfg): edit the file whose
+    // assignment wins.
+    let grub_path = p
+        .state
+        .grub_d_files
+        .iter()
+        .rev()
+        .find(|f| {
+            p.state
+                .content(f)
+                .is_some_and(|c| c.lines().any(|l| l.trim_start().starts_with(GRUB_KEY)))
+        })
+        .cloned()
+        .unwrap_or_else(|| paths::ETC_DEFAULT_GRUB.to_string());
+    let old_grub = p.state.content(&grub_path).unwrap_or("");
     let (grub, warns) = grub_with_args(old_grub, args);
     for w in warns {
-        p.warn(w);
+        p.warn(w.replace(paths::ETC_DEFAULT_GRUB, &grub_path));
     }
-    let mode = p
-        .state
-        .file(paths::ETC_DEFAULT_GRUB)
-        .map_or(0o644, |f| f.mode);
+    let mode = p.state.file(&grub_path).map_or(0o644, |f| f.mode);
     let grub_changed = p.write_file(
         ph,
-        paths::ETC_DEFAULT_GRUB,
+        &grub_path,
         mode,
         grub,
         format!(
