@@ -86,6 +86,10 @@ pub struct JournalCommand {
 pub struct Journal {
     pub id: String,
     pub finished: bool,
+    /// The run was cut short and a later run finished its job; the two are one apply for
+    /// `rollback`.
+    #[serde(default)]
+    pub interrupted: bool,
     pub rolled_back: bool,
     pub files: Vec<JournalFile>,
     pub commands: Vec<JournalCommand>,
@@ -202,6 +206,7 @@ impl<'a> Applier<'a> {
         let mut j = Journal {
             id: new_run_id(),
             finished: false,
+            interrupted: false,
             rolled_back: false,
             files: Vec::new(),
             commands: Vec::new(),
@@ -251,6 +256,7 @@ impl<'a> Applier<'a> {
                 );
             }
             prev.finished = true;
+            prev.interrupted = true;
             self.save(prev)?;
         }
         let mut cmd_idx = 0;
@@ -588,10 +594,9 @@ impl<'a> Applier<'a> {
     /// runs (or lists) the commands that make the restored files effective.
     pub fn rollback(&self) -> Result<RollbackReport, Error> {
         let mut journals = load_journals(self.root);
-        let Some(mut j) = journals
-            .drain(..)
-            .rev()
-            .find(|j| !j.rolled_back && !j.files.is_empty())
+        let Some(last) = journals
+            .iter()
+            .rposition(|j| !j.rolled_back && !j.files.is_empty())
         else {
             return Err(Error::NothingToRollBack {
                 dir: self
@@ -601,22 +606,49 @@ impl<'a> Applier<'a> {
                     .to_string(),
             });
         };
+        // Runs that were interrupted and finished by the run after them belong to this apply:
+        // undo newest first, so the oldest backup (the true original) is written last.
+        let mut group = vec![last];
+        let mut k = last;
+        while k > 0 {
+            k -= 1;
+            if journals[k].rolled_back || !journals[k].interrupted {
+                break;
+            }
+            group.push(k);
+        }
         let mut report = RollbackReport {
-            run_id: j.id.clone(),
+            run_id: group
+                .iter()
+                .map(|&i| journals[i].id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             ..RollbackReport::default()
         };
-        for f in j.files.iter().rev() {
-            self.restore(&j.id, f)?;
-            if f.existed {
-                report.files_restored.push(f.path.clone());
-            } else {
-                report.files_removed.push(f.path.clone());
+        let mut touched: Vec<String> = Vec::new();
+        for &i in &group {
+            let j = &mut journals[i];
+            for f in j.files.iter().rev() {
+                self.restore(&j.id, f)?;
+                let list = if f.existed {
+                    &mut report.files_restored
+                } else {
+                    &mut report.files_removed
+                };
+                if !list.contains(&f.path) {
+                    list.push(f.path.clone());
+                }
+                touched.push(f.path.clone());
+                self.log.log(Level::Info, &format!("restored {}", f.path));
             }
-            self.log.log(Level::Info, &format!("restored {}", f.path));
+            j.rolled_back = true;
+            self.save(j)?;
         }
-        j.rolled_back = true;
-        self.save(&j)?;
-        for argv in follow_up_commands(j.files.iter().map(|f| f.path.as_str())) {
+        // A file created by one run and edited by the next is removed, not "restored".
+        report
+            .files_restored
+            .retain(|p| !report.files_removed.contains(p));
+        for argv in follow_up_commands(touched.iter().map(String::as_str)) {
             if self.run_commands {
                 self.log
                     .log(Level::Info, &format!("running: {}", argv.join(" ")));

@@ -76,3 +76,32 @@ fn failed_command_is_resumed_by_the_next_run() {
     a.apply(&next).unwrap();
     assert!(runner.calls().is_empty());
 }
+
+#[test]
+fn rollback_undoes_an_interrupted_run_together_with_the_run_that_finished_it() {
+    let h = host("amd-b550m-gt710-rtx2070s", Net::Dhcp);
+    let root = h.root();
+    let before = snapshot_tree(h.path(), &["var"]);
+    let full = opts(GpuMode::Passthrough);
+    // Run 1 (the IOMMU phase: its files come before its commands) dies at update-grub.
+    let plan = h.plan(&iommu_only()).unwrap();
+    let runner = RecordingRunner::failing_at(0);
+    let mut a = Applier::new(&root, &runner, &NullLog);
+    a.run_commands = true;
+    assert!(a.apply(&plan).is_err());
+    // Run 2 (everything else) finishes the job, under the host root.
+    let rest = h.plan(&full).unwrap();
+    assert!(rest.file_actions().count() > 0);
+    Applier::new(&root, &RecordingRunner::new(), &NullLog)
+        .apply(&rest)
+        .unwrap();
+    assert_eq!(h.plan(&full).unwrap().file_actions().count(), 0);
+    let report = Applier::new(&root, &RecordingRunner::new(), &NullLog)
+        .rollback()
+        .unwrap();
+    assert!(report.run_id.contains(", "), "two runs: {}", report.run_id);
+    assert_eq!(
+        tree_diff(&before, &snapshot_tree(h.path(), &["var"])),
+        Vec::<String>::new()
+    );
+}
