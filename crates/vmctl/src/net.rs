@@ -131,6 +131,23 @@ pub fn check_on_bridge(ip: &StaticIp, bridge: &str, subnets: &[Ipv4Net]) -> Resu
     })
 }
 
+/// The complete entries of the neighbour table as (IPv4, lower-case MAC).
+pub fn neighbour_table(host: &HostRoot) -> Vec<(Ipv4Addr, String)> {
+    let Ok(text) = host.read_to_string(PROC_NET_ARP) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<_> = l.split_whitespace().collect();
+            if f.len() < 4 || f[2] == "0x0" {
+                return None;
+            }
+            Some((f[0].parse().ok()?, f[3].to_ascii_lowercase()))
+        })
+        .collect()
+}
+
 /// The IPv4 address the neighbour table holds for `mac`.
 pub fn neighbour_ip(host: &HostRoot, mac: &str) -> Option<Ipv4Addr> {
     let text = host.read_to_string(PROC_NET_ARP).ok()?;

@@ -1,5 +1,6 @@
 //! `vmctl list` and `vmctl info`: what libvirt and vmctl's metadata know about domains.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -47,19 +48,23 @@ fn facts(rec: &DomainRecord) -> Result<DomainFacts> {
 
 /// Addresses known without asking the guest: the static IP in vmctl's metadata, then the
 /// neighbour table for the NICs' MACs.
-fn cheap_ips(ctx: &Ctx, f: &DomainFacts) -> Vec<String> {
+fn cheap_ips(neighbours: &[(Ipv4Addr, String)], f: &DomainFacts) -> Vec<String> {
     if let Some(ip) = f.metadata.as_ref().and_then(|m| m.ip.clone()) {
         return vec![ip.split('/').next().unwrap_or_default().to_string()];
     }
     f.nics
         .iter()
         .filter_map(|n| n.mac.as_deref())
-        .filter_map(|mac| net::neighbour_ip(ctx.host, mac))
-        .map(|ip| ip.to_string())
+        .filter_map(|mac| {
+            neighbours
+                .iter()
+                .find(|(_, m)| m.eq_ignore_ascii_case(mac))
+                .map(|(ip, _)| ip.to_string())
+        })
         .collect()
 }
 
-fn summary(ctx: &Ctx, rec: &DomainRecord, f: &DomainFacts) -> VmSummary {
+fn summary(neighbours: &[(Ipv4Addr, String)], rec: &DomainRecord, f: &DomainFacts) -> VmSummary {
     VmSummary {
         name: rec.name.clone(),
         state: rec.state,
@@ -67,7 +72,7 @@ fn summary(ctx: &Ctx, rec: &DomainRecord, f: &DomainFacts) -> VmSummary {
         vcpus: f.vcpus,
         memory_mib: f.memory_kib / 1024,
         gpus: f.hostdevs.iter().map(ToString::to_string).collect(),
-        ips: cheap_ips(ctx, f),
+        ips: cheap_ips(neighbours, f),
         os: f.metadata.as_ref().map(|m| m.os.clone()),
         vmctl: f.metadata.is_some(),
     }
@@ -75,10 +80,11 @@ fn summary(ctx: &Ctx, rec: &DomainRecord, f: &DomainFacts) -> VmSummary {
 
 /// Every domain on the connection, vmctl's or not.
 pub fn list(ctx: &Ctx) -> Result<VmList> {
+    let neighbours = net::neighbour_table(ctx.host);
     let mut vms = Vec::new();
     for rec in ctx.hv.list()? {
         let f = facts(&rec)?;
-        vms.push(summary(ctx, &rec, &f));
+        vms.push(summary(&neighbours, &rec, &f));
     }
     Ok(VmList {
         uri: ctx.hv.uri().to_string(),
@@ -124,7 +130,7 @@ pub struct VmInfo {
 pub fn info(ctx: &Ctx, name: &str) -> Result<VmInfo> {
     let rec = ctx.hv.require(name)?;
     let f = facts(&rec)?;
-    let mut s = summary(ctx, &rec, &f);
+    let mut s = summary(&net::neighbour_table(ctx.host), &rec, &f);
     if s.ips.is_empty()
         && rec.state == State::Running
         && let Ok(addrs) = ctx.hv.agent_addresses(name)

@@ -72,6 +72,8 @@ pub fn argv(ctx: &Ctx, name: &str, args: &[String]) -> Result<Vec<String>> {
         "StrictHostKeyChecking=accept-new".into(),
         "-o".into(),
         "ConnectTimeout=10".into(),
+        "-o".into(),
+        "LogLevel=ERROR".into(),
     ]);
     let user = md.user.unwrap_or_else(|| "root".into());
     out.push(format!("{user}@{ip}"));
