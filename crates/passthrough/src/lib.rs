@@ -6,12 +6,16 @@
 //! on a fixture tree as on the real host.
 
 mod checks;
+mod fake;
 mod rebind;
 mod select;
 mod usage;
 
 pub use checks::{Attachment, Refusal, check};
-pub use rebind::{SysfsWrite, apply_writes, bind_host_steps, bind_vfio_steps, mig_capable};
+pub use fake::FakeKernel;
+pub use rebind::{
+    SysfsWrite, SysfsWriter, apply_writes, bind_host_steps, bind_vfio_steps, mig_capable,
+};
 pub use select::{Selector, resolve};
 pub use usage::{GpuUser, gpu_users};
 

@@ -2,6 +2,8 @@
 //! `driver_override` names the driver the next probe must use, `driver/unbind` releases the
 //! device, and `drivers_probe` asks the kernel to bind it again.
 
+use std::io;
+
 use hostio::HostRoot;
 use hostio::paths::{SYS_BUS_PCI_DEVICES, SYS_BUS_PCI_DRIVERS_PROBE};
 use serde::Serialize;
@@ -51,10 +53,23 @@ fn steps(
     out
 }
 
+/// Where kernel attribute writes go: the host (through [`HostRoot`]) or a fake kernel in tests
+/// ([`crate::FakeKernel`]), which records them and moves the `driver` links as the kernel would.
+pub trait SysfsWriter {
+    fn write_attribute(&self, host_path: &str, value: &str) -> io::Result<()>;
+}
+
+impl SysfsWriter for HostRoot {
+    fn write_attribute(&self, host_path: &str, value: &str) -> io::Result<()> {
+        HostRoot::write_attribute(self, host_path, value)
+    }
+}
+
 /// Performs the writes in order, stopping at the first failure.
-pub fn apply_writes(root: &HostRoot, writes: &[SysfsWrite]) -> Result<(), Error> {
+pub fn apply_writes(sysfs: &dyn SysfsWriter, writes: &[SysfsWrite]) -> Result<(), Error> {
     for w in writes {
-        root.write_attribute(&w.path, &w.value)
+        sysfs
+            .write_attribute(&w.path, &w.value)
             .map_err(|source| Error::SysfsWrite {
                 path: w.path.clone(),
                 value: w.value.trim().to_string(),
