@@ -201,6 +201,18 @@ mod tests {
     }
 
     #[test]
+    fn remove_dir_if_empty_leaves_full_and_missing_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = HostRoot::new(dir.path());
+        r.write_atomic("/etc/vmctl/config.toml", b"x", 0o644).unwrap();
+        assert!(!r.remove_dir_if_empty("/etc/vmctl").unwrap());
+        r.remove_file("/etc/vmctl/config.toml").unwrap();
+        assert!(r.remove_dir_if_empty("/etc/vmctl").unwrap());
+        assert!(!r.exists("/etc/vmctl"));
+        assert!(!r.remove_dir_if_empty("/etc/vmctl").unwrap());
+    }
+
+    #[test]
     fn atomic_write_sets_mode_and_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let r = HostRoot::new(dir.path());
