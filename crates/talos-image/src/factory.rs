@@ -64,6 +64,16 @@ impl Endpoints {
         )
     }
 
+    /// [`Self::image_url`] plus the names vmctl needs to cache it.
+    pub fn image(&self, schematic_id: &str, version: &TalosVersion, kind: ImageKind) -> ImageRef {
+        ImageRef {
+            url: self.image_url(schematic_id, version, kind),
+            schematic_id: schematic_id.to_string(),
+            version: version.clone(),
+            kind,
+        }
+    }
+
     /// Host (and port) of the factory, as used in installer image references.
     pub fn factory_host(&self) -> &str {
         let rest = self
@@ -116,6 +126,35 @@ impl ImageKind {
     /// Whether the download must go through [`crate::xz::decompress`].
     pub fn is_xz(self) -> bool {
         matches!(self, ImageKind::NocloudRawXz | ImageKind::MetalRawXz)
+    }
+}
+
+/// One factory image: where to get it and what to call it in a cache.
+///
+/// The factory publishes no checksums: the downloader records the sha256 at first download
+/// (keyed by [`ImageRef::url`]) and verifies re-downloads against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub url: String,
+    pub schematic_id: String,
+    pub version: TalosVersion,
+    pub kind: ImageKind,
+}
+
+impl ImageRef {
+    /// `talos-v1.12.1-<first 12 hex of the schematic>-nocloud-amd64.qcow2`.
+    pub fn file_name(&self) -> String {
+        let short: String = self.schematic_id.chars().take(12).collect();
+        format!("talos-{}-{short}-{}", self.version, self.kind.file_name())
+    }
+
+    /// The name after [`crate::xz::decompress`] (`….raw`), or [`Self::file_name`] if not compressed.
+    pub fn decompressed_file_name(&self) -> String {
+        let name = self.file_name();
+        match name.strip_suffix(".xz") {
+            Some(stem) if self.kind.is_xz() => stem.to_string(),
+            _ => name,
+        }
     }
 }
 
@@ -512,6 +551,23 @@ mod tests {
                 .installer_image("nocloud", id, &v("v1.12.0"), false)
                 .starts_with("mirror.example:5000/nocloud-installer/")
         );
+    }
+
+    #[test]
+    fn image_ref_names() {
+        let id = "d8f2337e57a0899a5a20429fdc5d52c41bbb1f8166bcfa8d6bb221104bb416fc";
+        let r = Endpoints::default().image(id, &v("v1.12.1"), ImageKind::NocloudRawXz);
+        assert_eq!(
+            r.file_name(),
+            "talos-v1.12.1-d8f2337e57a0-nocloud-amd64.raw.xz"
+        );
+        assert_eq!(
+            r.decompressed_file_name(),
+            "talos-v1.12.1-d8f2337e57a0-nocloud-amd64.raw"
+        );
+        assert!(r.url.ends_with("/image/d8f2337e57a0899a5a20429fdc5d52c41bbb1f8166bcfa8d6bb221104bb416fc/v1.12.1/nocloud-amd64.raw.xz"));
+        let q = Endpoints::default().image(id, &v("v1.12.1"), ImageKind::NocloudQcow2);
+        assert_eq!(q.decompressed_file_name(), q.file_name());
     }
 
     #[test]

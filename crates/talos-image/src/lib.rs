@@ -3,30 +3,70 @@
 //! This crate is a library only (no CLI, no printing). `vmctl talos …` and `vmctl create talos`
 //! are thin layers over it. The intended flow for `vmctl create talos NAME --gpu`:
 //!
-//! ```text
-//! let ep = Endpoints::from_env();                      // or Endpoints::default() / from config.toml
+//! ```no_run
+//! use talos_image::factory::{Endpoints, FactoryClient, ImageKind, VersionSource};
+//! use talos_image::machineconfig::{self, ConfigInput, NodePatch, Role, StaticIp};
+//! use talos_image::nvidia::{Driver, DriverChoice, NvidiaPreset};
+//! use talos_image::secrets::SecretsBundle;
+//!
+//! # fn main() -> Result<(), talos_image::Error> {
+//! // Base URLs: defaults, VMCTL_GITHUB_API_URL / VMCTL_TALOS_FACTORY_URL, or config.toml values
+//! // through Endpoints::new / Endpoints::from_lookup.
+//! let ep = Endpoints::from_env();
 //! let client = FactoryClient::new(ep.clone())?;
-//! let version = client.resolve_version(None, false)?;  // latest stable, or check --version
-//! let preset = NvidiaPreset { flavour, driver: Driver::for_chip(chip).0, fabric_manager, extras };
+//! // --version vX.Y.Z [--allow-prerelease] → Some("vX.Y.Z"); nothing → highest stable release.
+//! let version = client.resolve_version(VersionSource::Github, None, false)?;
+//!
+//! // --gpu: driver from the detected chip code; DriverChoice::Unknown → print a warning.
+//! let (driver, choice) = Driver::for_chip("AD102");
+//! let preset = NvidiaPreset::for_vm(driver); // production, + siderolabs/qemu-guest-agent
 //! let schematic = preset.schematic();
-//! let offline = schematic.id();                        // Err(SchematicNotPlainSafe) → use online:
-//! let id = client.create_schematic(&schematic)?;       // POST /schematics, compares with offline
-//! let url = ep.image_url(&id.id, &version, ImageKind::NocloudQcow2);   // vmctl downloads + caches
-//! let installer = ep.installer_image("nocloud", &id.id, &version, false);
-//! let secrets = SecretsBundle::generate(&version)?;    // or SecretsBundle::from_yaml(saved)
-//! let out = generate(&ConfigInput { .. }, &secrets)?;  // controlplane / worker / talosconfig
-//! let user_data = out.node_config(&NodePatch { .. })?; // the NoCloud user-data for this node
+//! // --online: check extensions, POST, compare IDs (a mismatch is an error naming both).
+//! client.check_extensions(&version, &preset.extensions())?;
+//! let id = match schematic.id() {
+//!     Ok(offline) => offline.id,
+//!     // Not plain-safe: tell the user to use --online (or just go online).
+//!     Err(_) => client.create_schematic(&schematic)?.id,
+//! };
+//!
+//! // vmctl downloads + caches (progress, resume, sha256 recorded at first download).
+//! let image = ep.image(&id, &version, ImageKind::NocloudQcow2);
+//! let (_url, _cache_name) = (image.url.clone(), image.file_name());
+//!
+//! // New cluster: generate and store secrets.yaml (0600); existing: SecretsBundle::from_yaml.
+//! let secrets = SecretsBundle::generate(&version)?;
+//! let mut input = ConfigInput::new("lab", "https://198.18.0.10:6443", version.clone());
+//! input.installer_image = ep.installer_image("nocloud", &id, &version, false);
+//! let patch = NodePatch {
+//!     hostname: Some("cp1".into()),
+//!     static_ip: Some(StaticIp {
+//!         mac: "52:54:00:12:34:56".into(),
+//!         address: "198.18.0.10/24".parse().expect("cidr"),
+//!         gateway: Some("198.18.0.1".parse().expect("ip")),
+//!         nameservers: vec!["198.18.0.1".parse().expect("ip")],
+//!     }),
+//!     gpu: true,
+//!     ..Default::default()
+//! };
+//! // NoCloud user-data for this node (multi-document YAML shaped for `version`).
+//! let user_data = machineconfig::node_config(&input, &secrets, Role::Controlplane, &patch)?;
+//! // `vmctl talos config`: controlplane.yaml, worker.yaml, talosconfig (write with mode 0600).
+//! let files = machineconfig::generate(&input, &secrets)?;
+//! // Next steps text: talos_image::nvidia::RUNTIME_CLASS_MANIFEST.
+//! # let _ = (choice, user_data, files);
+//! # Ok(()) }
 //! ```
 //!
 //! * [`schematic`]: typed schematic, canonical YAML, offline ID, plain-safe refusal.
-//! * [`factory`]: endpoints (base URLs), version resolution, online schematic ID, extension list, URLs.
-//! * [`nvidia`]: extension presets for GPU nodes.
+//! * [`factory`]: endpoints (base URLs), version resolution, online schematic ID, extension list,
+//!   image URLs and installer image references.
+//! * [`nvidia`]: extension presets for GPU nodes, GPU kernel modules/sysctl, RuntimeClass manifest.
 //! * [`xz`]: streaming `.raw.xz` decompression via the system liblzma.
-//! * [`secrets`]: the `talosctl gen secrets` bundle (generate, load, save).
+//! * [`secrets`]: the `talosctl gen secrets` bundle (generate, load, save, admin client cert).
 //! * [`machineconfig`]: version-aware `controlplane.yaml`/`worker.yaml`/`talosconfig` and per-node patches.
 //!
-//! Downloading and caching images (with the record-at-first-download sha256) belong to vmctl;
-//! this crate only builds the URLs and offers [`xz::decompress`].
+//! Errors: one [`Error`] enum; `VersionNotFound`, `VersionIsPrerelease`, `UnknownExtensions`,
+//! `SchematicNotPlainSafe`, `InvalidConfigInput` are bad input (exit 2 in the CLI), the rest failures.
 
 pub mod factory;
 pub mod machineconfig;
@@ -35,7 +75,7 @@ pub mod schematic;
 pub mod secrets;
 pub mod xz;
 
-pub use factory::{Endpoints, FactoryClient, ImageKind, TalosVersion};
+pub use factory::{Endpoints, FactoryClient, ImageKind, ImageRef, TalosVersion, VersionSource};
 
 pub use machineconfig::{ConfigInput, Contract, GeneratedConfigs, NodePatch, Role, StaticIp};
 pub use nvidia::{Driver, Flavour, NvidiaPreset};

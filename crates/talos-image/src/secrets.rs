@@ -78,12 +78,14 @@ pub struct SecretsBundle {
 }
 
 /// Knobs for [`SecretsBundle::generate_with`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretsOptions {
     /// RSA size of the service-account key; 4096 for real clusters.
     pub service_account_bits: usize,
     /// Start of validity (tests pin it).
     pub now: OffsetDateTime,
+    /// Reuse this PKCS#1 PEM RSA key instead of generating one (benchmarks, fixtures).
+    pub service_account_key: Option<String>,
 }
 
 impl Default for SecretsOptions {
@@ -91,6 +93,7 @@ impl Default for SecretsOptions {
         SecretsOptions {
             service_account_bits: SERVICE_ACCOUNT_RSA_BITS,
             now: OffsetDateTime::now_utc(),
+            service_account_key: None,
         }
     }
 }
@@ -129,7 +132,10 @@ impl SecretsBundle {
                 k8s: new_ca(CaKind::Kubernetes, opts.now)?,
                 k8saggregator: new_ca(CaKind::Aggregator, opts.now)?,
                 k8sserviceaccount: KeyOnly {
-                    key: new_rsa_pem(opts.service_account_bits)?,
+                    key: match opts.service_account_key {
+                        Some(pem) => check_rsa_pem(pem)?,
+                        None => new_rsa_pem(opts.service_account_bits)?,
+                    },
                 },
                 os: new_ca(CaKind::Os, opts.now)?,
             },
@@ -301,6 +307,20 @@ fn new_rsa_pem(bits: usize) -> Result<String, Error> {
         .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
         .map_err(|source| Error::EncodeRsa { source })?;
     Ok(pem.to_string())
+}
+
+fn check_rsa_pem(pem: String) -> Result<String, Error> {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    rsa::RsaPrivateKey::from_pkcs1_pem(&pem).map_err(|e| Error::InvalidSecrets {
+        field: "certs.k8sserviceaccount.key",
+        reason: format!("not a PKCS#1 RSA private key: {e}"),
+    })?;
+    Ok(pem)
+}
+
+/// A PKCS#1 PEM RSA key of `bits` (the slow part of [`SecretsBundle::generate`]).
+pub fn generate_service_account_key(bits: usize) -> Result<String, Error> {
+    new_rsa_pem(bits)
 }
 
 fn pem_text(tag: &str, der: Vec<u8>) -> String {

@@ -20,9 +20,9 @@ const VERSIONS: [(&str, &str); 4] = [
 fn secrets() -> &'static SecretsBundle {
     static B: OnceLock<SecretsBundle> = OnceLock::new();
     B.get_or_init(|| {
-        // RSA-2048 keeps the debug test fast; key size does not change the document shape.
+        // A fixture RSA-4096 key: generating one takes a minute in a debug build.
         let opts = SecretsOptions {
-            service_account_bits: 2048,
+            service_account_key: Some(include_str!("fixtures/test-only-sa-rsa4096.pem").into()),
             ..Default::default()
         };
         SecretsBundle::generate_with(&TalosVersion::parse("v1.12.1").expect("v"), opts)

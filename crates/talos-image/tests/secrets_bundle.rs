@@ -9,13 +9,13 @@ use talos_image::secrets::{SecretsBundle, SecretsOptions, is_token};
 use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ED25519};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// One bundle per test binary. RSA-2048 here because RSA-4096 keygen takes a minute in a debug
-/// build; `service_account_key_is_rsa_4096_pkcs1` covers the real default.
+/// One bundle per test binary, with a fixture RSA-4096 key because generating one takes a minute
+/// in a debug build; `service_account_key_is_rsa_4096_pkcs1` covers real generation.
 fn bundle() -> &'static SecretsBundle {
     static B: OnceLock<SecretsBundle> = OnceLock::new();
     B.get_or_init(|| {
         let opts = SecretsOptions {
-            service_account_bits: 2048,
+            service_account_key: Some(include_str!("fixtures/test-only-sa-rsa4096.pem").into()),
             ..Default::default()
         };
         SecretsBundle::generate_with(&TalosVersion::parse("v1.12.1").expect("v"), opts)
@@ -170,4 +170,17 @@ fn admin_client_cert_chains_to_the_os_ca() {
     assert!(eku.value.client_auth && !eku.value.server_auth);
     cert.verify_signature(Some(ca.public_key()))
         .expect("signed by the OS CA");
+}
+
+#[test]
+fn supplied_service_account_key_must_be_pkcs1_rsa() {
+    let opts = SecretsOptions {
+        service_account_key: Some(
+            "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n".into(),
+        ),
+        ..Default::default()
+    };
+    let err = SecretsBundle::generate_with(&TalosVersion::parse("v1.12.1").expect("v"), opts)
+        .expect_err("bad key");
+    assert!(err.to_string().contains("k8sserviceaccount"), "{err}");
 }
