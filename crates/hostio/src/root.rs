@@ -204,7 +204,8 @@ mod tests {
     fn remove_dir_if_empty_leaves_full_and_missing_dirs() {
         let dir = tempfile::tempdir().unwrap();
         let r = HostRoot::new(dir.path());
-        r.write_atomic("/etc/vmctl/config.toml", b"x", 0o644).unwrap();
+        r.write_atomic("/etc/vmctl/config.toml", b"x", 0o644)
+            .unwrap();
         assert!(!r.remove_dir_if_empty("/etc/vmctl").unwrap());
         r.remove_file("/etc/vmctl/config.toml").unwrap();
         assert!(r.remove_dir_if_empty("/etc/vmctl").unwrap());
