@@ -15,6 +15,9 @@ pub const DEFAULT_GITHUB_API: &str = "https://api.github.com";
 pub const DEFAULT_FACTORY: &str = "https://factory.talos.dev";
 pub const ENV_GITHUB_API: &str = "VMCTL_GITHUB_API_URL";
 pub const ENV_FACTORY: &str = "VMCTL_TALOS_FACTORY_URL";
+const GITHUB_PAGE_SIZE: usize = 100;
+/// Older releases sit on later pages; stop after this many (1000 releases).
+const GITHUB_MAX_PAGES: u32 = 10;
 
 /// Base URLs (no trailing slash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,13 +301,18 @@ impl FactoryClient {
         decode(url, resp)
     }
 
-    /// All releases from the first page (100) of the GitHub list.
-    pub fn github_releases(&self) -> Result<Vec<Release>, Error> {
+    /// One page (100 entries, newest first) of the GitHub releases list; pages start at 1.
+    pub fn github_releases_page(&self, page: u32) -> Result<Vec<Release>, Error> {
         let url = format!(
-            "{}/repos/siderolabs/talos/releases?per_page=100",
+            "{}/repos/siderolabs/talos/releases?per_page={GITHUB_PAGE_SIZE}&page={page}",
             self.endpoints.github_api
         );
         self.get_json(&url)
+    }
+
+    /// The first page of releases: enough for "latest".
+    pub fn github_releases(&self) -> Result<Vec<Release>, Error> {
+        self.github_releases_page(1)
     }
 
     /// The factory's `/versions` list (tags).
@@ -316,19 +324,7 @@ impl FactoryClient {
     /// Published versions, newest first, drafts and unparsable tags dropped.
     pub fn versions(&self, source: VersionSource) -> Result<Vec<KnownVersion>, Error> {
         let mut out: Vec<KnownVersion> = match source {
-            VersionSource::Github => self
-                .github_releases()?
-                .into_iter()
-                .filter(|r| !r.draft)
-                .filter_map(|r| {
-                    let v = TalosVersion::parse(&r.tag_name).ok()?;
-                    let prerelease = r.prerelease || v.is_prerelease();
-                    Some(KnownVersion {
-                        version: v,
-                        prerelease,
-                    })
-                })
-                .collect(),
+            VersionSource::Github => releases_to_known(self.github_releases()?),
             VersionSource::Factory => self
                 .factory_versions()?
                 .iter()
@@ -352,7 +348,24 @@ impl FactoryClient {
         requested: Option<&str>,
         allow_prerelease: bool,
     ) -> Result<TalosVersion, Error> {
-        let known = self.versions(source)?;
+        let mut known = self.versions(source)?;
+        // A requested version older than the first GitHub page: walk further pages.
+        if source == VersionSource::Github
+            && let Some(text) = requested
+        {
+            let want = TalosVersion::parse(text)?;
+            let mut page = 1;
+            let mut last_len = known.len();
+            while !known.iter().any(|k| k.version == want)
+                && last_len >= GITHUB_PAGE_SIZE
+                && page < GITHUB_MAX_PAGES
+            {
+                page += 1;
+                let more = self.github_releases_page(page)?;
+                last_len = more.len();
+                known.extend(releases_to_known(more));
+            }
+        }
         pick_version(&known, requested, allow_prerelease).map_err(|e| match e {
             Error::NoStableRelease { .. } => Error::NoStableRelease {
                 url: match source {
@@ -438,6 +451,21 @@ impl FactoryClient {
             })
         }
     }
+}
+
+fn releases_to_known(releases: Vec<Release>) -> Vec<KnownVersion> {
+    releases
+        .into_iter()
+        .filter(|r| !r.draft)
+        .filter_map(|r| {
+            let v = TalosVersion::parse(&r.tag_name).ok()?;
+            let prerelease = r.prerelease || v.is_prerelease();
+            Some(KnownVersion {
+                version: v,
+                prerelease,
+            })
+        })
+        .collect()
 }
 
 fn decode<T: serde::de::DeserializeOwned>(

@@ -176,3 +176,22 @@ pub enum Error {
     #[error("invalid machine-config input {field}: {reason}")]
     InvalidConfigInput { field: &'static str, reason: String },
 }
+
+impl Error {
+    /// Errors caused by what the user asked for (the CLI exits 2 and prints a `help:` line);
+    /// everything else is a failure (exit 1).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::ParseSchematic { .. }
+                | Error::SchematicNotPlainSafe { .. }
+                | Error::UnknownExtensions { .. }
+                | Error::ParseVersion { .. }
+                | Error::VersionNotFound { .. }
+                | Error::VersionIsPrerelease { .. }
+                | Error::ParseSecrets { .. }
+                | Error::InvalidSecrets { .. }
+                | Error::InvalidConfigInput { .. }
+        )
+    }
+}

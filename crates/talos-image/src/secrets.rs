@@ -116,8 +116,9 @@ impl SecretsBundle {
         let mut rng = rand::rng();
         Ok(SecretsBundle {
             cluster: ClusterSecrets {
+                // Talos: ID URL-safe base64, secret standard base64 (generate/secrets NewCluster).
                 id: URL_SAFE.encode(rng.random::<[u8; 32]>()),
-                secret: URL_SAFE.encode(rng.random::<[u8; 32]>()),
+                secret: STANDARD.encode(rng.random::<[u8; 32]>()),
             },
             secrets: Secrets {
                 bootstraptoken: new_token(&mut rng),

@@ -185,3 +185,43 @@ fn unknown_extensions_are_named() {
         other => panic!("unexpected {other}"),
     }
 }
+
+#[test]
+fn old_requested_version_is_found_on_a_later_page() {
+    let server = MockServer::start();
+    let page1: Vec<serde_json::Value> = (0..100)
+        .map(|i| json!({"tag_name": format!("v1.12.{}", 100 - i), "draft": false, "prerelease": false}))
+        .collect();
+    server.mock(|when, then| {
+        when.method(GET)
+            .path("/repos/siderolabs/talos/releases")
+            .query_param("page", "1");
+        then.status(200).json_body(serde_json::Value::Array(page1));
+    });
+    let page2 = server.mock(|when, then| {
+        when.method(GET)
+            .path("/repos/siderolabs/talos/releases")
+            .query_param("page", "2");
+        then.status(200)
+            .json_body(json!([{"tag_name": "v1.7.6", "draft": false, "prerelease": false}]));
+    });
+    let c = client(&server);
+    assert_eq!(
+        c.resolve_version(VersionSource::Github, None, false)
+            .expect("latest")
+            .to_string(),
+        "v1.12.100"
+    );
+    page2.assert_calls(0);
+    assert_eq!(
+        c.resolve_version(VersionSource::Github, Some("v1.7.6"), false)
+            .expect("page 2")
+            .to_string(),
+        "v1.7.6"
+    );
+    page2.assert_calls(1);
+    assert!(matches!(
+        c.resolve_version(VersionSource::Github, Some("v1.6.0"), false),
+        Err(Error::VersionNotFound { .. })
+    ));
+}
