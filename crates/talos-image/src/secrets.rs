@@ -20,6 +20,7 @@ use crate::factory::TalosVersion;
 
 /// Certificates live 87600h (10 years), like `talosctl gen secrets`.
 pub const CERT_VALIDITY: Duration = Duration::hours(87600);
+const CLOCK_SKEW: Duration = Duration::seconds(10);
 /// Service-account key size (Talos ≥ 1.7 generates RSA-4096).
 pub const SERVICE_ACCOUNT_RSA_BITS: usize = 4096;
 
@@ -198,8 +199,9 @@ impl SecretsBundle {
         dn.push(DnType::CommonName, "admin");
         params.distinguished_name = dn;
         params.serial_number = Some(random_serial());
-        params.not_before = now - Duration::seconds(10);
-        params.not_after = now + CERT_VALIDITY;
+        // Backdated a little for guests whose clock lags at first boot; the span stays 87600h.
+        params.not_before = now - CLOCK_SKEW;
+        params.not_after = params.not_before + CERT_VALIDITY;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
@@ -278,8 +280,9 @@ fn new_ca(kind: CaKind, now: OffsetDateTime) -> Result<CertAndKey, Error> {
     params.distinguished_name = dn;
     params.serial_number = Some(random_serial());
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.not_before = now - Duration::seconds(10);
-    params.not_after = now + CERT_VALIDITY;
+    // Backdated a little for guests whose clock lags at first boot; the span stays 87600h.
+    params.not_before = now - CLOCK_SKEW;
+    params.not_after = params.not_before + CERT_VALIDITY;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyCertSign,
