@@ -10,6 +10,9 @@
 #   http-mirror.sh ubuntu-layout DIR CODENAME FILE...
 #                                    copy FILEs to DIR/CODENAME/current/ and write SHA256SUMS there
 #                                    in the publisher's format ("<sha256> *<name>")
+# With GVB_LAB_MIRROR_NETNS=vmlab the server runs inside the lab namespace instead: then a vmctl run
+# under `ip netns exec vmlab` (as the e2e tests do) reaches it on 127.0.0.1:PORT, and with
+# GVB_LAB_MIRROR_BIND=0.0.0.0 guests reach it on 198.18.0.1:PORT.
 # Pid and log files: $GVB_LAB_RUN/http-mirror-PORT.{pid,log}. Python's http.server answers plain GETs
 # (no Range); tests of resumed downloads need their own server.
 set -euo pipefail
@@ -42,14 +45,19 @@ case $cmd in
         if [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
             lab_die "a mirror already runs on port $port (pid $(cat "$pidfile"))" "$0 stop $dir $port"
         fi
-        python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >"$logfile" 2>&1 &
+        ns=${GVB_LAB_MIRROR_NETNS:-}
+        bind=${GVB_LAB_MIRROR_BIND:-127.0.0.1}
+        in_ns=()
+        [[ -n $ns ]] && in_ns=(ip netns exec "$ns")
+        # `ip netns exec` execs python3, so $! is the server's pid either way.
+        "${in_ns[@]}" python3 -m http.server --bind "$bind" --directory "$dir" "$port" >"$logfile" 2>&1 </dev/null &
         echo $! >"$pidfile"
-        if ! lab_wait_for 10 "http server on port $port" curl -fsS -o /dev/null "http://127.0.0.1:$port/"; then
+        if ! lab_wait_for 10 "http server on port $port" "${in_ns[@]}" curl -fsS -o /dev/null "http://127.0.0.1:$port/"; then
             kill "$(cat "$pidfile")" 2>/dev/null || true
             rm -f "$pidfile"
             lab_die "the HTTP server did not answer on port $port" "look at $logfile (port taken?)"
         fi
-        lab_log "serving $dir on http://127.0.0.1:$port/ (pid $(cat "$pidfile"), log $logfile)"
+        lab_log "serving $dir on http://$bind:$port/ in netns ${ns:-root} (pid $(cat "$pidfile"), log $logfile)"
         echo "http://127.0.0.1:$port"
         ;;
     stop)
