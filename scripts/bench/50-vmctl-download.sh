@@ -31,16 +31,16 @@ best_s() {
         rm -rf "$work/out" "$work/cache"
         mkdir -p "$work/out"
         t0=$(date +%s%N)
-        "$@" >/dev/null 2>&1
+        "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; echo "FAIL: $*" >&2; return 1; }
         t1=$(date +%s%N)
         if [[ -z $best || $((t1 - t0)) -lt $best ]]; then best=$((t1 - t0)); fi
     done
     awk -v n="$best" 'BEGIN { printf "%.3f", n / 1e9 }'
 }
 
-t_curl=$(best_s curl -fsS -o "$work/out/blob.img" "$url")
-t_curl_sha=$(best_s sh -c "curl -fsS -o '$work/out/blob.img' '$url' && sha256sum '$work/out/blob.img'")
-t_vmctl=$(best_s env VMCTL_IMAGE_CACHE="$work/cache" "$VMCTL_BIN" image fetch "$url" --sha256 "$sha")
+t_curl=$(best_s curl -fsS -o "$work/out/blob.img" "$url") || exit 1
+t_curl_sha=$(best_s sh -c "curl -fsS -o '$work/out/blob.img' '$url' && sha256sum '$work/out/blob.img'") || exit 1
+t_vmctl=$(best_s env VMCTL_IMAGE_CACHE="$work/cache" "$VMCTL_BIN" image fetch "$url" --sha256 "$sha") || exit 1
 # Prove vmctl really verified and cached the file.
 VMCTL_IMAGE_CACHE="$work/cache" "$VMCTL_BIN" image fetch "$url" --sha256 "$sha" >/dev/null 2>&1
 [[ -f $work/cache/sha256/$sha ]] || { echo "FAIL: vmctl did not cache the blob" >&2; exit 1; }

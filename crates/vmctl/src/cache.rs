@@ -298,27 +298,50 @@ impl ImageCache {
         };
         let remaining = resp.content_length();
         progress.begin(url, remaining.map(|r| r + have), have);
+        // Hashing runs on its own thread, fed full chunks through a bounded channel, so that
+        // SHA-256 overlaps with receiving and writing; memory stays at a few chunks.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let hasher_thread = std::thread::spawn(move || {
+            let mut hasher = hasher;
+            for chunk in rx {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
         let mut got = 0u64;
+        let mut failure = None;
         loop {
-            let n = match resp.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    progress.finish();
-                    return Err(Error::Download {
-                        url: url.to_string(),
-                        source,
-                    });
-                }
-            };
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])
-                .map_err(io("write partial download"))?;
+            let mut chunk = vec![0u8; CHUNK];
+            let (n, read_error) = read_full(&mut resp, &mut chunk);
+            if let Some(source) = read_error {
+                failure = Some(Error::Download {
+                    url: url.to_string(),
+                    source,
+                });
+            }
+            if n == 0 {
+                break;
+            }
+            chunk.truncate(n);
+            if let Err(e) = file.write_all(&chunk) {
+                failure = Some(io("write partial download")(e));
+                break;
+            }
             got += n as u64;
             progress.advance(n as u64);
+            if tx.send(chunk).is_err() || n < CHUNK || failure.is_some() {
+                break;
+            }
         }
+        drop(tx);
         progress.finish();
+        let hasher = hasher_thread.join().map_err(|_| Error::Download {
+            url: url.to_string(),
+            source: std::io::Error::other("the hashing thread panicked"),
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
         if let Some(len) = remaining
             && got < len
         {
@@ -337,6 +360,21 @@ impl ImageCache {
         file.sync_all().map_err(io("sync partial download"))?;
         Ok((hex::encode(hasher.finalize()), have + got))
     }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read and the error that
+/// stopped it early, if any (the bytes before an error are still good and are kept).
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> (usize, Option<std::io::Error>) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return (filled, Some(e)),
+        }
+    }
+    (filled, None)
 }
 
 /// Parses a `SHA256SUMS` file (`<hex> *<name>` or `<hex>  <name>`) and returns the hash of `file`.

@@ -114,6 +114,12 @@ pub const KEYS: &[Key] = &[
         doc: "addresses vmctl may hand out, e.g. 192.0.2.100-192.0.2.199",
     },
     Key {
+        name: "reserved_ips",
+        env: "VMCTL_RESERVED_IPS",
+        default: None,
+        doc: "addresses `create --ip auto` never picks (A, A-B or CIDR, comma-separated), e.g. the gateway and a DHCP pool",
+    },
+    Key {
         name: "ssh_user",
         env: "VMCTL_SSH_USER",
         default: Some("ubuntu"),

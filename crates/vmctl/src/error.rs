@@ -45,6 +45,30 @@ pub enum Error {
     },
     #[error("{ip} is already the address of VM {owner:?}")]
     IpInUse { ip: String, owner: String },
+    #[error("{ip} is in use on {bridge}: it answers ARP from {by}")]
+    IpAnswers {
+        ip: String,
+        bridge: String,
+        by: String,
+    },
+    #[error("ARP scan on {interface}")]
+    Scan {
+        interface: String,
+        #[source]
+        source: netscan::Error,
+    },
+    #[error("reserve an IP address in {dir}")]
+    ReserveIp {
+        dir: PathBuf,
+        #[source]
+        source: netscan::Error,
+    },
+    #[error("setting {key} = {value:?}: {reason}")]
+    BadSetting {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("unknown Ubuntu release {release:?} (known: {known})")]
     UnknownRelease { release: String, known: String },
     #[error("read config file {path}")]
@@ -173,6 +197,8 @@ impl Error {
             | MissingSshKey { .. }
             | IpOutsideBridge { .. }
             | IpInUse { .. }
+            | IpAnswers { .. }
+            | BadSetting { .. }
             | UnknownRelease { .. }
             | ParseConfig { .. }
             | BadConfig { .. }
@@ -180,6 +206,11 @@ impl Error {
             | NotConfirmed { .. }
             | DomainRunning { .. } => ExitKind::Usage,
             HttpStatus { status, .. } if (400..500).contains(status) => ExitKind::Usage,
+            Scan { source, .. } | ReserveIp { source, .. }
+                if source.is_usage() || matches!(source, netscan::Error::ReserveTaken { .. }) =>
+            {
+                ExitKind::Usage
+            }
             _ => ExitKind::Failure,
         }
     }
@@ -211,6 +242,16 @@ impl Error {
             ],
             IpInUse { owner, .. } => vec![format!(
                 "pick a free address, or delete the other VM first (`vmctl delete {owner}`)"
+            )],
+            IpAnswers { bridge, .. } => vec![format!(
+                "pick a free address (`vmctl ip check --bridge {bridge}` lists them), or use --ip auto"
+            )],
+            ReserveIp { source: netscan::Error::ReserveTaken { .. }, .. } => vec![
+                "a create running now holds it (reservations of finished creates expire after 10 minutes); pick another address or use --ip auto".into(),
+            ],
+            Scan { source, .. } | ReserveIp { source, .. } => source.help().into_iter().collect(),
+            BadSetting { key, .. } => vec![format!(
+                "fix {key} in /etc/vmctl/config.toml or its VMCTL_* variable; `vmctl config show` says where it comes from"
             )],
             UnknownRelease { .. } => vec!["pass a known --release, or --image PATH|URL".into()],
             ReadConfig { path, .. } | ParseConfig { path, .. } | BadConfig { path, .. } => vec![

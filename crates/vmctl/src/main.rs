@@ -17,6 +17,8 @@ use vmctl::config::{Config, KEYS, Source};
 use vmctl::libvirt::Libvirt;
 use vmctl::{Error, ExitKind};
 
+mod cli_ip;
+
 const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed).\n\
 Settings: flags > environment (VMCTL_*) > /etc/vmctl/config.toml > built-in defaults; see `vmctl config show`.";
 
@@ -88,6 +90,9 @@ enum Command {
     /// Show settings
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Agentless IP discovery on the bridge by ARP (check, list)
+    #[command(subcommand)]
+    Ip(cli_ip::IpCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,7 +141,8 @@ struct UbuntuArgs {
     /// Host bridge (default: setting `bridge`, br0)
     #[arg(long)]
     bridge: Option<String>,
-    /// Static address A.B.C.D/NN
+    /// Static address A.B.C.D/NN (probed first: refused if it answers ARP), or `auto`: the
+    /// first free address on the bridge outside setting `reserved_ips`
     #[arg(long, value_name = "CIDR", conflicts_with = "dhcp")]
     ip: Option<String>,
     /// Default gateway (inside the --ip subnet)
@@ -474,6 +480,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         return Ok(());
     }
+    if let Command::Ip(c) = &cli.command {
+        return cli_ip::run(c, &config, &host, cli.json);
+    }
     let hv = Libvirt::open(config.connect())?;
     let runner = SystemRunner;
     let ctx = Ctx {
@@ -484,7 +493,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         env: &env,
     };
     match cli.command {
-        Command::Config(_) | Command::Image(_) => {}
+        Command::Config(_) | Command::Image(_) | Command::Ip(_) => {}
         Command::List { all: _ } => {
             let list = inspect::list(&ctx)?;
             if cli.json {

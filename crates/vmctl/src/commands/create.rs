@@ -330,6 +330,8 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
     }
     let static_ip = match &req.network {
         NetworkRequest::Dhcp => None,
+        // Picked by `ip::claim` in `create_ubuntu`, after validation.
+        NetworkRequest::Static { ip, .. } if super::ip::is_auto(ip) => None,
         NetworkRequest::Static { ip, gateway, dns } => {
             let s = net::parse_static(ip, gateway.as_deref(), dns)?;
             let subnets = net::bridge_subnets(ctx.runner, &bridge);
@@ -652,8 +654,12 @@ pub fn apply(
 
 /// Validates, then creates.
 pub fn create_ubuntu(ctx: &Ctx, req: &UbuntuRequest, progress: &dyn Progress) -> Result<Created> {
-    let plan = plan(ctx, req)?;
-    apply(ctx, req, &plan, progress)
+    let mut plan = plan(ctx, req)?;
+    // Probe/pick the static address and hold it in the reservation store (issue 6).
+    let claim = super::ip::claim(ctx, req, &mut plan)?;
+    let created = apply(ctx, req, &plan, progress);
+    claim.settle(created.is_ok());
+    created
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod create;
 pub mod image;
 pub mod inspect;
+pub mod ip;
 pub mod lifecycle;
 pub mod ssh;
 

@@ -1,0 +1,90 @@
+//! `vmctl ip check` bad input (issue 6): exit 2, a message naming what is wrong, a `help:` line,
+//! and nothing sent. These need no privilege: every case fails before a socket is opened. The
+//! interface-without-IPv4 case needs a namespace and lives in `ip_lab.rs`.
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn vmctl() -> Command {
+    let mut c = Command::cargo_bin("vmctl").unwrap();
+    // Settings must not come from the machine running the tests.
+    c.env("VMCTL_CONNECT", "test:///default")
+        .env("VMCTL_BRIDGE", "br0")
+        .env_remove("VMCTL_LOG");
+    c
+}
+
+#[test]
+fn ip_check_bad_input_exits_2_with_a_clear_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--subnet", "198.18.5.0/33"],
+            "parse subnet \"198.18.5.0/33\"",
+        ),
+        (&["--subnet", "198.18.5.0"], "expected IPv4 CIDR"),
+        (&["--subnet", "garbage"], "parse subnet"),
+        (
+            &["--subnet", "198.18.0.0/15"],
+            "a prefix shorter than /16 needs force",
+        ),
+        (&["--rate", "0"], "the rate must be at least 1"),
+        (&["-i", "gvbnosuch0"], "no such interface"),
+        (&["-i", "lo"], "ARP needs an Ethernet interface"),
+    ];
+    for (args, needle) in cases {
+        vmctl()
+            .args(["ip", "check"])
+            .args(*args)
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(
+                predicate::str::contains(*needle)
+                    .and(predicate::str::contains("help: "))
+                    .and(predicate::str::contains("note: libvirt").not()),
+            );
+    }
+}
+
+#[test]
+fn ip_check_clap_errors_exit_2() {
+    for args in [
+        &["ip", "check", "198.18.5.300"][..],
+        &["ip", "check", "--interface", "a", "--bridge", "b"],
+        &["ip", "check", "198.18.5.7", "--subnet", "198.18.5.0/24"],
+        &["ip", "check", "--rate", "-5"],
+        &["ip", "check", "--method", "magic"],
+    ] {
+        vmctl().args(args).assert().code(2).stdout("");
+    }
+}
+
+#[test]
+fn ip_list_needs_libvirt_and_says_so() {
+    vmctl()
+        .args(["--connect", "gvb-no-such-driver:///x", "ip", "list"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("connect to libvirt").and(predicate::str::contains("help: ")),
+        );
+}
+
+#[test]
+fn ip_help_lists_check_and_list() {
+    vmctl()
+        .args(["ip", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("check").and(predicate::str::contains("list")));
+    vmctl()
+        .args(["ip", "check", "--help"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("--force")
+                .and(predicate::str::contains("--timeout-ms"))
+                .and(predicate::str::contains("[default: 2000]")),
+        );
+}
