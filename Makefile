@@ -18,9 +18,13 @@ build:
 	$(CARGO) build --workspace --bins
 
 ## demo: detect this host, then plan a full bootstrap on a fixture host (changes nothing)
+DEMO_HOST ?= amd-b550m-gt710-rtx2070s
+DEMO_ROOT ?= $(CURDIR)/target/demo-host
 demo: build
 	./target/debug/gpu-vm-bootstrap detect
-	./target/debug/gpu-vm-bootstrap plan --gpu-mode passthrough --host-root tests/fixtures/trees/amd-b550m-gt710-shared-rtx2070s-isolated
+	$(CARGO) run -q -p gpu-vm-bootstrap --example fixture-tree -- $(DEMO_HOST) $(DEMO_ROOT) dhcp
+	./target/debug/gpu-vm-bootstrap detect --host-root $(DEMO_ROOT)
+	./target/debug/gpu-vm-bootstrap plan --gpu-mode passthrough --host-root $(DEMO_ROOT)
 	./target/debug/vmctl --connect test:///default list
 
 ## test: every test: unit, CLI, real-component (root: libvirtd, netns, netplan) and end-to-end

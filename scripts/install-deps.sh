@@ -10,6 +10,9 @@ PACKAGES=(
   arp-scan iproute2                     # reference scanner for benchmarks; network namespaces
   genisoimage xorriso mmdebstrap        # NoCloud seeds, ISO extraction, the lab guest image
   python3 curl time hyperfine man-db    # local HTTP mirror, benchmarks, man page rendering
+  util-linux liblzma-dev                # setpriv (unprivileged scan tests); liblzma for .raw.xz images
+  golang-go golang-gopkg-yaml.v3-dev    # go-yaml oracle: checks Talos schematic YAML byte for byte
+  dpkg-dev fakeroot                     # building the .deb packages
 )
 
 SUDO=""
