@@ -99,6 +99,15 @@ ssh_uname() {
 }
 e2e_step "vmctl ssh $vm -- uname -a" ssh_uname
 
+# Facts for whoever reads the log, not asserted: cloud-init's verdict (vmctl's `packages:` needs a
+# mirror the lab doesn't have) and whether the guest agent reports the address.
+guest_facts() {
+    vmctl ssh "$vm" -- 'timeout 120 cloud-init status --wait >/dev/null 2>&1; cloud-init status --long | head -n 8' || true
+    lab_wait_for 60 "guest agent" lab_virsh domifaddr "$vm" --source agent &&
+        lab_virsh domifaddr "$vm" --source agent || echo "guest agent: no answer within 60 s"
+}
+e2e_step "guest facts (cloud-init status, agent; informational)" guest_facts
+
 list_json() {
     local json
     json=$(vmctl list --json)
