@@ -300,18 +300,23 @@ impl ImageCache {
         progress.begin(url, remaining.map(|r| r + have), have);
         // Hashing runs on its own thread, fed full chunks through a bounded channel, so that
         // SHA-256 overlaps with receiving and writing; memory stays at a few chunks.
+        // Hashed chunks come back through `done` and are reused: fresh 1 MiB buffers would
+        // cost a page fault per 4 KiB on every chunk.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (done_tx, done) = std::sync::mpsc::channel::<Vec<u8>>();
         let hasher_thread = std::thread::spawn(move || {
             let mut hasher = hasher;
             for chunk in rx {
                 hasher.update(&chunk);
+                let _ = done_tx.send(chunk);
             }
             hasher
         });
         let mut got = 0u64;
         let mut failure = None;
         loop {
-            let mut chunk = vec![0u8; CHUNK];
+            let mut chunk = done.try_recv().unwrap_or_default();
+            chunk.resize(CHUNK, 0);
             let (n, read_error) = read_full(&mut resp, &mut chunk);
             if let Some(source) = read_error {
                 failure = Some(Error::Download {
