@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use hwdetect::Gpu;
+use hwdetect::{Gpu, HostFacts};
 use serde::Serialize;
 
 use crate::GpuUser;
@@ -31,6 +31,9 @@ pub enum Refusal {
         gpu: String,
         group: u32,
         blockers: Vec<String>,
+        /// Every blocker is a function of another NVIDIA GPU, so selecting the whole group
+        /// (`group:N`) would pass.
+        gpus_only: bool,
     },
     BootVga {
         gpu: String,
@@ -75,6 +78,7 @@ impl Refusal {
                 gpu,
                 group,
                 blockers,
+                ..
             } => format!(
                 "GPU {gpu} shares IOMMU group {group} with {}: VFIO hands out whole groups, so those \
                  devices would be taken from the host too (libvirt reports \"group is not viable\")",
@@ -104,10 +108,17 @@ impl Refusal {
     /// The next step, for a `help:` line.
     pub fn help(&self) -> String {
         match self {
-            Self::NotIsolated { group, .. } => format!(
-                "pass the whole group (`--gpu group:{group}`) if every device in it may go to the VM, \
-                 move the card to another slot, or use --force to try anyway"
+            Self::NotIsolated {
+                group,
+                gpus_only: true,
+                ..
+            } => format!(
+                "pass the whole group (`--gpu group:{group}`) if all its GPUs may go to the VM, \
+                 move a card to another slot, or use --force to try anyway"
             ),
+            Self::NotIsolated { .. } => "move the card to a slot with its own IOMMU group \
+                 (`vmctl gpu status` shows the groups), or use --force to try anyway"
+                .to_string(),
             Self::BootVga { .. } => "make another GPU the primary display in the firmware setup, \
                  or use --force if the host runs headless"
                 .to_string(),
@@ -128,6 +139,7 @@ impl Refusal {
 /// A group is acceptable when its only non-bridge members are functions of selected GPUs,
 /// which is what `group:N` or naming all of a group's GPUs gives.
 pub fn check(
+    facts: &HostFacts,
     selected: &[&Gpu],
     target_vm: Option<&str>,
     attachments: &[Attachment],
@@ -151,10 +163,14 @@ pub fn check(
                     .cloned()
                     .collect();
                 if !blockers.is_empty() {
+                    let gpus_only = blockers
+                        .iter()
+                        .all(|b| facts.gpus.iter().any(|g| g.functions.contains(b)));
                     refusals.push(Refusal::NotIsolated {
                         gpu: gpu.bdf.clone(),
                         group,
                         blockers,
+                        gpus_only,
                     });
                 }
             }
@@ -216,17 +232,22 @@ mod tests {
             &["0000:01:00.0", "0000:01:00.1"],
             &["0000:02:00.0", "0000:02:00.1"],
         );
-        let alone = check(&[&a], None, &[], &[]);
+        let facts = HostFacts {
+            gpus: vec![a.clone(), b.clone()],
+            ..HostFacts::default()
+        };
+        let alone = check(&facts, &[&a], None, &[], &[]);
         assert_eq!(
             alone,
             vec![Refusal::NotIsolated {
                 gpu: "0000:01:00.0".into(),
                 group: 1,
                 blockers: vec!["0000:02:00.0".into(), "0000:02:00.1".into()],
+                gpus_only: true,
             }]
         );
         assert!(alone[0].forceable());
-        assert!(check(&[&a, &b], None, &[], &[]).is_empty());
+        assert!(check(&facts, &[&a, &b], None, &[], &[]).is_empty());
     }
 
     #[test]
@@ -238,10 +259,11 @@ mod tests {
             live: true,
             config: true,
         };
-        let r = check(&[&a], Some("vm1"), std::slice::from_ref(&att), &[]);
+        let facts = HostFacts::default();
+        let r = check(&facts, &[&a], Some("vm1"), std::slice::from_ref(&att), &[]);
         assert_eq!(r.len(), 1);
         assert!(!r[0].forceable());
         assert!(r[0].help().contains("vmctl gpu detach vm2"));
-        assert!(check(&[&a], Some("vm2"), &[att], &[]).is_empty());
+        assert!(check(&facts, &[&a], Some("vm2"), &[att], &[]).is_empty());
     }
 }

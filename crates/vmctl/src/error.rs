@@ -182,6 +182,9 @@ pub enum Error {
     NotConfirmed { name: String },
     #[error("no IP address known for {name}")]
     NoAddress { name: String },
+    /// `vmctl gpu` and `create --gpu`: refusals, selectors, libvirt errors explained, rebinding.
+    #[error(transparent)]
+    Gpu(Box<crate::commands::gpu::GpuError>),
 }
 
 impl Error {
@@ -211,6 +214,7 @@ impl Error {
             {
                 ExitKind::Usage
             }
+            Gpu(e) => e.exit_kind(),
             _ => ExitKind::Failure,
         }
     }
@@ -284,6 +288,7 @@ impl Error {
             ],
             CreateOverlay { .. } | ImageInfo { .. } => vec!["is qemu-utils installed (`qemu-img`)?".into()],
             WriteSeed { .. } => vec!["is genisoimage installed?".into()],
+            Gpu(e) => e.help(),
             _ => Vec::new(),
         }
     }

@@ -77,6 +77,23 @@ pub trait Hypervisor {
     /// IPv4/IPv6 addresses from qemu-guest-agent (`virsh domifaddr --source agent`).
     fn agent_addresses(&self, name: &str) -> Result<Vec<GuestAddress>>;
 
+    /// The persistent definition with secrets kept (`virsh dumpxml --inactive --security-info`):
+    /// what a config change starts from, so redefining loses nothing. The default returns the
+    /// current XML, which is the persistent one for a stopped domain.
+    fn inactive_xml(&self, name: &str) -> Result<String> {
+        Ok(self.require(name)?.xml)
+    }
+
+    /// Hot-plugs one device into the running domain (`virsh attach-device --live`).
+    fn attach_device_live(&self, name: &str, _xml: &str) -> Result<()> {
+        Err(crate::commands::gpu::unsupported("hot-plug a device into", name))
+    }
+
+    /// Hot-unplugs one device from the running domain (`virsh detach-device --live`).
+    fn detach_device_live(&self, name: &str, _xml: &str) -> Result<()> {
+        Err(crate::commands::gpu::unsupported("hot-unplug a device from", name))
+    }
+
     /// The domain, or [`Error::NoSuchDomain`].
     fn require(&self, name: &str) -> Result<DomainRecord> {
         self.get(name)?.ok_or_else(|| Error::NoSuchDomain {
@@ -244,6 +261,24 @@ impl Hypervisor for Libvirt {
             .state()
             .map_err(Self::err("read the state of", name))?;
         Ok(map_state(s))
+    }
+
+    fn inactive_xml(&self, name: &str) -> Result<String> {
+        self.lookup_required(name)?
+            .xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE | virt::sys::VIR_DOMAIN_XML_SECURE)
+            .map_err(Self::err("read the persistent XML of", name))
+    }
+
+    fn attach_device_live(&self, name: &str, xml: &str) -> Result<()> {
+        self.lookup_required(name)?
+            .attach_device_flags(xml, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map_err(Self::err("hot-plug a device into", name))
+    }
+
+    fn detach_device_live(&self, name: &str, xml: &str) -> Result<()> {
+        self.lookup_required(name)?
+            .detach_device_flags(xml, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map_err(Self::err("hot-unplug a device from", name))
     }
 
     fn agent_addresses(&self, name: &str) -> Result<Vec<GuestAddress>> {

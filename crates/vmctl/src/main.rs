@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod gpu_cli;
+
 use clap::{Args, Parser, Subcommand};
 use hostio::{HostRoot, SystemRunner};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -87,6 +89,9 @@ enum Command {
     /// Image cache
     #[command(subcommand)]
     Image(ImageCommand),
+    /// GPU passthrough: status, attach, detach
+    #[command(subcommand)]
+    Gpu(gpu_cli::GpuCommand),
     /// Show settings
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -483,6 +488,9 @@ fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Ip(c) = &cli.command {
         return cli_ip::run(c, &config, &host, cli.json);
     }
+    if let Command::Gpu(g) = &cli.command {
+        return gpu_cli::run(g, cli.json, &host, &config);
+    }
     let hv = Libvirt::open(config.connect())?;
     let runner = SystemRunner;
     let ctx = Ctx {
@@ -493,7 +501,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         env: &env,
     };
     match cli.command {
-        Command::Config(_) | Command::Image(_) | Command::Ip(_) => {}
+        Command::Config(_) | Command::Image(_) | Command::Gpu(_) | Command::Ip(_) => {}
         Command::List { all: _ } => {
             let list = inspect::list(&ctx)?;
             if cli.json {

@@ -1,0 +1,867 @@
+//! `vmctl gpu status|attach|detach` and the GPU part of `vmctl create --gpu`: group-aware
+//! passthrough that checks isolation, boot VGA, host users and other VMs before libvirt is
+//! asked, and explains libvirt's errors in the same words as `gpu status`.
+//!
+//! Facts come from `hwdetect` on the host root (`--host-root` points it at a fixture), the rules
+//! from the `passthrough` crate. Hostdevs are `managed='yes'`, so on a real host libvirt itself
+//! moves the functions to vfio-pci when the VM starts and back when it stops; vmctl writes sysfs
+//! only for an explicit `detach --rebind`.
+//!
+//! Live hot-plug adds each function as its own single-function device, because libvirt only
+//! hot-plugs guest addresses with function 0 (src/conf/domain_addr.c,
+//! `virDomainPCIAddressEnsureAddr`); the persistent config gets the full layout (function 0
+//! `multifunction='on'`, the others in the same guest slot behind a new pcie-root-port).
+
+mod explain;
+pub mod xml;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hostio::HostRoot;
+use hwdetect::{Gpu, HostFacts};
+use passthrough::{Attachment, GpuUser, Refusal, Selector, SysfsWrite, SysfsWriter};
+use serde::Serialize;
+
+pub use explain::{Explanation, explain};
+
+use crate::domain::parse::parse_domain;
+use crate::domain::render::hostdev_xml;
+use crate::domain::{Firmware, Hostdev, PciAddress, device_hostdevs};
+use crate::error::{Error, ExitKind, Result};
+use crate::libvirt::Hypervisor;
+
+/// Errors of `vmctl gpu`; wrapped in [`Error::Gpu`].
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("refusing to pass {} to VM `{vm}`:\n{}", plural_gpus(gpus), bullet(refusals.iter().map(Refusal::reason)))]
+    Refused {
+        vm: String,
+        gpus: Vec<String>,
+        refusals: Vec<Refusal>,
+    },
+    #[error("{0}")]
+    Select(passthrough::Error),
+    #[error("VM `{vm}` has no {} attached", if gpus.is_empty() { "GPU".to_string() } else { plural_gpus(gpus) })]
+    NotAttached { vm: String, gpus: Vec<String> },
+    #[error("libvirt could not {op} VM `{vm}`:\n{}", bullet(explanation.reasons.iter().cloned()))]
+    Explained {
+        op: &'static str,
+        vm: String,
+        explanation: Explanation,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("VM `{vm}` is not running, so nothing can be hot-plugged (--live)")]
+    NotRunning { vm: String },
+    #[error("VM `{vm}` is transient: it has no persistent config to change (--persistent)")]
+    Transient { vm: String },
+    #[error("GPU passthrough needs UEFI firmware and a q35 machine; --firmware bios was asked")]
+    NeedsUefi,
+    #[error("rebinding {gpu} to the {target} driver")]
+    Rebind {
+        gpu: String,
+        target: &'static str,
+        #[source]
+        source: passthrough::Error,
+    },
+    #[error("the libvirt driver cannot {op} VM `{vm}`")]
+    Unsupported { op: &'static str, vm: String },
+}
+
+fn plural_gpus(gpus: &[String]) -> String {
+    match gpus {
+        [one] => format!("GPU {one}"),
+        many => format!("GPUs {}", many.join(", ")),
+    }
+}
+
+fn bullet(lines: impl Iterator<Item = String>) -> String {
+    lines
+        .map(|l| format!("  - {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl GpuError {
+    pub fn exit_kind(&self) -> ExitKind {
+        match self {
+            Self::Refused { .. }
+            | Self::Select(_)
+            | Self::NotAttached { .. }
+            | Self::NotRunning { .. }
+            | Self::Transient { .. }
+            | Self::NeedsUefi => ExitKind::Usage,
+            Self::Explained { .. } | Self::Rebind { .. } | Self::Unsupported { .. } => {
+                ExitKind::Failure
+            }
+        }
+    }
+
+    pub fn help(&self) -> Vec<String> {
+        match self {
+            Self::Refused { refusals, .. } => {
+                let mut out: Vec<String> = Vec::new();
+                for r in refusals {
+                    let h = r.help();
+                    if !out.contains(&h) {
+                        out.push(h);
+                    }
+                }
+                if refusals.iter().any(|r| !r.forceable()) {
+                    out.push(
+                        "--force overrides only isolation, boot VGA and host-use checks".into(),
+                    );
+                }
+                out
+            }
+            Self::Select(passthrough::Error::UnknownSelector { available, .. }) => {
+                if available.is_empty() {
+                    vec!["this host has no NVIDIA GPU (`vmctl gpu status`)".into()]
+                } else {
+                    vec![format!(
+                        "the GPUs here (`vmctl gpu status`): {}",
+                        available.join("; ")
+                    )]
+                }
+            }
+            Self::Select(_) => vec![
+                "a selector is a BDF (0000:01:00.0 or 01:00.0), an index from `vmctl gpu status`, \
+                 `all`, or `group:N`"
+                    .into(),
+            ],
+            Self::NotAttached { .. } => {
+                vec!["`vmctl gpu status` shows which VM each GPU is attached to".into()]
+            }
+            Self::Explained { explanation, .. } => explanation.help.clone(),
+            Self::NotRunning { vm } => vec![format!(
+                "drop --live to change the config for the next boot, or start it: `vmctl start {vm}`"
+            )],
+            Self::Transient { .. } => vec!["use --live".into()],
+            Self::NeedsUefi => vec!["drop --firmware bios: --gpu uses q35 with OVMF".into()],
+            Self::Rebind { gpu, .. } => vec![format!(
+                "the GPU is detached from the VM but its driver is unchanged; `vmctl gpu status` \
+                 shows it, and `echo {gpu} > /sys/bus/pci/drivers_probe` retries the probe"
+            )],
+            Self::Unsupported { .. } => vec!["use --persistent to change the config only".into()],
+        }
+    }
+}
+
+impl From<GpuError> for Error {
+    fn from(e: GpuError) -> Self {
+        Error::Gpu(Box::new(e))
+    }
+}
+
+/// The default for [`Hypervisor`] operations a driver lacks (the test driver has no hot-plug).
+pub fn unsupported(op: &'static str, vm: &str) -> Error {
+    GpuError::Unsupported {
+        op,
+        vm: vm.to_string(),
+    }
+    .into()
+}
+
+/// `isolated` in `gpu status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    Yes,
+    No,
+    /// No IOMMU groups: the IOMMU is off or the kernel does not show them.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunctionStatus {
+    pub bdf: String,
+    /// `vendor:device`.
+    pub id: String,
+    /// Bound driver, `null` when none.
+    pub driver: Option<String>,
+}
+
+/// A VM holding some of the GPU's functions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttachedTo {
+    pub vm: String,
+    /// In the running domain.
+    pub live: bool,
+    /// In the persistent config.
+    pub config: bool,
+}
+
+/// A check `gpu attach` would fail, in the words its refusal uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    #[serde(flatten)]
+    pub refusal: Refusal,
+    pub reason: String,
+    pub help: String,
+    pub forceable: bool,
+}
+
+impl From<Refusal> for Problem {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            reason: refusal.reason(),
+            help: refusal.help(),
+            forceable: refusal.forceable(),
+            refusal,
+        }
+    }
+}
+
+/// One row of `vmctl gpu status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GpuStatus {
+    /// The selector index (GPUs sorted by BDF).
+    pub index: usize,
+    pub bdf: String,
+    pub name: String,
+    pub chip: Option<String>,
+    /// `vga` (class 0300) or `3d` (class 0302, datacenter GPUs without display).
+    pub kind: &'static str,
+    pub functions: Vec<FunctionStatus>,
+    pub iommu_group: Option<u32>,
+    pub isolated: Isolation,
+    /// Devices sharing the group that are not this GPU's functions or bridges.
+    pub blockers: Vec<String>,
+    pub boot_vga: bool,
+    pub reset_methods: Vec<String>,
+    /// Set when the GPU has no reset method.
+    pub reset_warning: Option<String>,
+    pub attached: Vec<AttachedTo>,
+    /// Host processes with the GPU's `/dev/nvidiaN` open.
+    pub host_users: Vec<GpuUser>,
+    /// sysfs shows `mdev_supported_types` (vGPU); report only.
+    pub mdev_supported: bool,
+    /// The chip supports Multi-Instance GPU; report only.
+    pub mig_capable: bool,
+    /// What `gpu attach` would refuse for this GPU alone (other VMs' claims are in `attached`).
+    pub problems: Vec<Problem>,
+}
+
+/// `vmctl gpu status --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GpuReport {
+    pub iommu_enabled: bool,
+    pub gpus: Vec<GpuStatus>,
+    pub warnings: Vec<String>,
+}
+
+const NO_RESET: &str = "no reset method: after the VM stops the GPU may stay unusable until the \
+                        host reboots";
+
+/// Every PCI function a domain holds, live and in its persistent config.
+pub fn attachments(hv: &dyn Hypervisor) -> Result<Vec<Attachment>> {
+    let mut map: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
+    for rec in hv.list()? {
+        let live: Vec<PciAddress> = if rec.state.is_active() {
+            parse_domain(&rec.xml)?.hostdevs
+        } else {
+            Vec::new()
+        };
+        let config: Vec<PciAddress> = if !rec.persistent {
+            Vec::new()
+        } else if rec.state.is_active() {
+            parse_domain(&hv.inactive_xml(&rec.name)?)?.hostdevs
+        } else {
+            parse_domain(&rec.xml)?.hostdevs
+        };
+        for a in live {
+            map.entry((a.to_string(), rec.name.clone())).or_default().0 = true;
+        }
+        for a in config {
+            map.entry((a.to_string(), rec.name.clone())).or_default().1 = true;
+        }
+    }
+    Ok(map
+        .into_iter()
+        .map(|((bdf, vm), (live, config))| Attachment {
+            bdf,
+            vm,
+            live,
+            config,
+        })
+        .collect())
+}
+
+fn attached_to(gpu: &Gpu, atts: &[Attachment]) -> Vec<AttachedTo> {
+    let mut by_vm: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+    for a in atts.iter().filter(|a| gpu.functions.contains(&a.bdf)) {
+        let e = by_vm.entry(a.vm.as_str()).or_default();
+        e.0 |= a.live;
+        e.1 |= a.config;
+    }
+    by_vm
+        .into_iter()
+        .map(|(vm, (live, config))| AttachedTo {
+            vm: vm.to_string(),
+            live,
+            config,
+        })
+        .collect()
+}
+
+/// The status of every NVIDIA GPU. Without libvirt (`hv` is `None`) attachments are unknown
+/// and a warning says so.
+pub fn status(
+    facts: &HostFacts,
+    users: &[GpuUser],
+    atts: Option<&[Attachment]>,
+    libvirt_warning: Option<String>,
+) -> GpuReport {
+    let gpus = facts
+        .gpus
+        .iter()
+        .enumerate()
+        .map(|(index, g)| {
+            let problems = passthrough::check(facts, &[g], None, &[], users)
+                .into_iter()
+                .map(Problem::from)
+                .collect();
+            GpuStatus {
+                index,
+                bdf: g.bdf.clone(),
+                name: g.name.clone(),
+                chip: g.chip.clone(),
+                kind: if g.class == "0302" { "3d" } else { "vga" },
+                functions: g
+                    .functions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| FunctionStatus {
+                        bdf: f.clone(),
+                        id: g.function_ids.get(i).cloned().unwrap_or_default(),
+                        driver: g.function_drivers.get(i).cloned().flatten(),
+                    })
+                    .collect(),
+                iommu_group: g.iommu_group,
+                isolated: match g.isolated {
+                    Some(true) => Isolation::Yes,
+                    Some(false) => Isolation::No,
+                    None => Isolation::Unknown,
+                },
+                blockers: g.group_blockers.clone(),
+                boot_vga: g.boot_vga,
+                reset_methods: g.reset_methods.clone(),
+                reset_warning: (!g.reset && g.reset_methods.is_empty())
+                    .then(|| NO_RESET.to_string()),
+                attached: atts.map(|a| attached_to(g, a)).unwrap_or_default(),
+                host_users: users.iter().filter(|u| u.gpu == g.bdf).cloned().collect(),
+                mdev_supported: g.mdev_supported,
+                mig_capable: passthrough::mig_capable(g.chip.as_deref()),
+                problems,
+            }
+        })
+        .collect();
+    let mut warnings: Vec<String> = libvirt_warning.into_iter().collect();
+    if !facts.iommu.enabled {
+        warnings.push(
+            "no IOMMU groups: enable VT-d/AMD-Vi in the firmware and run \
+             `sudo gpu-vm-bootstrap --gpu-mode passthrough`"
+                .into(),
+        );
+    }
+    GpuReport {
+        iommu_enabled: facts.iommu.enabled,
+        gpus,
+        warnings,
+    }
+}
+
+/// The facts, the host users and the attachments: what every GPU command starts from.
+pub fn gather(
+    host: &HostRoot,
+    hv: &dyn Hypervisor,
+) -> Result<(HostFacts, Vec<GpuUser>, Vec<Attachment>)> {
+    let facts = hwdetect::detect(host);
+    let users = passthrough::gpu_users(host, &facts);
+    let atts = attachments(hv)?;
+    Ok((facts, users, atts))
+}
+
+/// The human view of `gpu status`.
+pub fn render_status(r: &GpuReport) -> String {
+    let mut o = String::new();
+    if r.gpus.is_empty() {
+        o.push_str("no NVIDIA GPU found\n");
+    }
+    for g in &r.gpus {
+        o += &format!(
+            "[{}] {}  {}  ({})\n",
+            g.index,
+            g.bdf,
+            g.name,
+            if g.kind == "3d" {
+                "3D controller"
+            } else {
+                "VGA"
+            }
+        );
+        let funcs: Vec<String> = g
+            .functions
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {} {}",
+                    f.bdf,
+                    f.id,
+                    f.driver.as_deref().unwrap_or("none")
+                )
+            })
+            .collect();
+        o += &format!("    functions:  {}\n", funcs.join(", "));
+        let group = g.iommu_group.map_or("none".to_string(), |n| n.to_string());
+        let iso = match g.isolated {
+            Isolation::Yes => "isolated".to_string(),
+            Isolation::No => format!("NOT isolated, shared with {}", g.blockers.join(", ")),
+            Isolation::Unknown => "isolation unknown".to_string(),
+        };
+        o += &format!("    IOMMU:      group {group}, {iso}\n");
+        o += &format!(
+            "    boot VGA:   {}\n",
+            if g.boot_vga { "yes" } else { "no" }
+        );
+        match &g.reset_warning {
+            Some(w) if g.reset_methods.is_empty() => o += &format!("    reset:      WARNING {w}\n"),
+            _ => o += &format!("    reset:      {}\n", g.reset_methods.join(" ")),
+        }
+        let att: Vec<String> = g
+            .attached
+            .iter()
+            .map(|a| {
+                let mut where_ = Vec::new();
+                if a.live {
+                    where_.push("live");
+                }
+                if a.config {
+                    where_.push("config");
+                }
+                format!("{} ({})", a.vm, where_.join(", "))
+            })
+            .collect();
+        o += &format!(
+            "    attached:   {}\n",
+            if att.is_empty() {
+                "-".to_string()
+            } else {
+                att.join(", ")
+            }
+        );
+        if !g.host_users.is_empty() {
+            let u: Vec<String> = g
+                .host_users
+                .iter()
+                .map(|u| format!("{} (pid {})", u.command, u.pid))
+                .collect();
+            o += &format!("    host users: {}\n", u.join(", "));
+        }
+        o += &format!(
+            "    vGPU/MIG:   mdev {}, MIG {}\n",
+            if g.mdev_supported { "yes" } else { "no" },
+            if g.mig_capable { "capable" } else { "no" }
+        );
+        for p in &g.problems {
+            o += &format!("    problem:    {}\n", p.reason);
+        }
+    }
+    for w in &r.warnings {
+        o += &format!("warning: {w}\n");
+    }
+    o
+}
+
+/// `--live` / `--persistent` as given; neither means "both when running, config when shut off".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub live: bool,
+    pub persistent: bool,
+}
+
+impl Scope {
+    /// (live, config) for a domain in this state.
+    fn resolve(self, vm: &str, running: bool, persistent: bool) -> Result<(bool, bool)> {
+        let (live, config) = if !self.live && !self.persistent {
+            (running, persistent || !running)
+        } else {
+            (self.live, self.persistent)
+        };
+        if live && !running {
+            return Err(GpuError::NotRunning { vm: vm.into() }.into());
+        }
+        if config && !persistent {
+            return Err(GpuError::Transient { vm: vm.into() }.into());
+        }
+        Ok((live, config))
+    }
+}
+
+/// `vmctl gpu attach`.
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    pub vm: String,
+    /// Empty means `all`.
+    pub selectors: Vec<Selector>,
+    pub scope: Scope,
+    pub force: bool,
+}
+
+/// What `gpu attach` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttachOutcome {
+    pub vm: String,
+    pub gpus: Vec<String>,
+    /// Functions hot-plugged into the running domain.
+    pub live: Vec<String>,
+    /// Functions added to the persistent config.
+    pub config: Vec<String>,
+    /// Refusals overridden with --force.
+    pub forced: Vec<String>,
+}
+
+fn select<'a>(facts: &'a HostFacts, selectors: &[Selector]) -> Result<Vec<&'a Gpu>> {
+    let all = [Selector::All];
+    let selectors = if selectors.is_empty() {
+        &all[..]
+    } else {
+        selectors
+    };
+    passthrough::resolve(facts, selectors).map_err(|e| GpuError::Select(e).into())
+}
+
+fn addresses(gpu: &Gpu) -> Vec<PciAddress> {
+    gpu.functions
+        .iter()
+        .filter_map(|f| f.parse().ok())
+        .collect()
+}
+
+/// Checks the selection for `vm` and returns the refusals `--force` overrode; every other
+/// refusal is an error.
+pub fn check_selection(
+    facts: &HostFacts,
+    vm: &str,
+    selected: &[&Gpu],
+    atts: &[Attachment],
+    users: &[GpuUser],
+    force: bool,
+) -> Result<Vec<String>> {
+    let refusals = passthrough::check(facts, selected, Some(vm), atts, users);
+    let (forced, blocking): (Vec<Refusal>, Vec<Refusal>) =
+        refusals.into_iter().partition(|r| force && r.forceable());
+    if !blocking.is_empty() {
+        return Err(GpuError::Refused {
+            vm: vm.to_string(),
+            gpus: selected.iter().map(|g| g.bdf.clone()).collect(),
+            refusals: blocking,
+        }
+        .into());
+    }
+    Ok(forced.iter().map(Refusal::reason).collect())
+}
+
+/// Maps a libvirt error about passthrough to the explanation `gpu status` gives.
+fn explained(
+    op: &'static str,
+    vm: &str,
+    facts: &HostFacts,
+    gpus: &[&Gpu],
+) -> impl Fn(Error) -> Error {
+    let vm = vm.to_string();
+    let facts = facts.clone();
+    let gpus: Vec<Gpu> = gpus.iter().map(|g| (*g).clone()).collect();
+    move |e| match e {
+        Error::Libvirt { source, .. } => {
+            let refs: Vec<&Gpu> = gpus.iter().collect();
+            match explain(source.message(), &facts, &refs) {
+                Some(explanation) => GpuError::Explained {
+                    op,
+                    vm: vm.clone(),
+                    explanation,
+                    source,
+                }
+                .into(),
+                None => Error::Libvirt {
+                    op,
+                    name: vm.clone(),
+                    source,
+                },
+            }
+        }
+        other => other,
+    }
+}
+
+/// A hostdev for hot-plug: host address only, libvirt picks a free hot-pluggable port.
+fn live_hostdev(a: PciAddress) -> Result<String> {
+    hostdev_xml(&Hostdev {
+        host: a,
+        guest: None,
+        multifunction: false,
+    })
+}
+
+/// The GPUs' hostdevs for a new domain (`vmctl create --gpu`), one entry per GPU with all its
+/// functions, after the same checks as `gpu attach`. Pass each entry to
+/// [`crate::domain::DomainSpec::add_pci_device`].
+pub fn hostdevs_for_create(
+    host: &HostRoot,
+    hv: &dyn Hypervisor,
+    vm: &str,
+    selectors: &[Selector],
+    firmware: Firmware,
+    force: bool,
+) -> Result<Vec<Vec<PciAddress>>> {
+    if firmware == Firmware::Bios {
+        return Err(GpuError::NeedsUefi.into());
+    }
+    let (facts, users, atts) = gather(host, hv)?;
+    let selected = select(&facts, selectors)?;
+    check_selection(&facts, vm, &selected, &atts, &users, force)?;
+    Ok(selected.iter().map(|g| addresses(g)).collect())
+}
+
+/// `vmctl gpu attach`: checks, then hot-plugs and/or changes the persistent config. A config
+/// failure after a hot-plug unplugs again, so nothing is left half done.
+pub fn attach(host: &HostRoot, hv: &dyn Hypervisor, req: &AttachRequest) -> Result<AttachOutcome> {
+    let rec = hv.require(&req.vm)?;
+    let (facts, users, atts) = gather(host, hv)?;
+    let selected = select(&facts, &req.selectors)?;
+    let forced = check_selection(&facts, &req.vm, &selected, &atts, &users, req.force)?;
+    let (live, config) = req
+        .scope
+        .resolve(&req.vm, rec.state.is_active(), rec.persistent)?;
+    let mine = |f: &str, want_live: bool| {
+        atts.iter()
+            .any(|a| a.vm == req.vm && a.bdf == f && if want_live { a.live } else { a.config })
+    };
+    let mut out = AttachOutcome {
+        vm: req.vm.clone(),
+        gpus: selected.iter().map(|g| g.bdf.clone()).collect(),
+        live: Vec::new(),
+        config: Vec::new(),
+        forced,
+    };
+    let explain_err = explained("attach GPUs to", &req.vm, &facts, &selected);
+    if live {
+        for g in &selected {
+            for a in addresses(g) {
+                if mine(&a.to_string(), true) {
+                    continue;
+                }
+                if let Err(e) = hv.attach_device_live(&req.vm, &live_hostdev(a)?) {
+                    undo_live(hv, &req.vm, &out.live);
+                    return Err(explain_err(e));
+                }
+                out.live.push(a.to_string());
+            }
+        }
+    }
+    if config {
+        let result = attach_config(hv, &req.vm, &selected, |f| mine(f, false));
+        match result {
+            Ok(added) => out.config = added,
+            Err(e) => {
+                undo_live(hv, &req.vm, &out.live);
+                return Err(explain_err(e));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn undo_live(hv: &dyn Hypervisor, vm: &str, functions: &[String]) {
+    for f in functions.iter().rev() {
+        if let Ok(a) = f.parse::<PciAddress>()
+            && let Ok(x) = live_hostdev(a)
+            && let Err(e) = hv.detach_device_live(vm, &x)
+        {
+            tracing::warn!("could not undo the hot-plug of {f} into {vm}: {e}");
+        }
+    }
+}
+
+/// Adds the GPUs that are not fully in the config yet; a GPU with only some functions there is
+/// replaced as a whole, so its functions share one guest slot.
+fn attach_config(
+    hv: &dyn Hypervisor,
+    vm: &str,
+    selected: &[&Gpu],
+    in_config: impl Fn(&str) -> bool,
+) -> Result<Vec<String>> {
+    let current = hv.inactive_xml(vm)?;
+    let mut index = xml::next_controller_index(vm, &current)?;
+    let mut remove = BTreeSet::new();
+    let mut ports = Vec::new();
+    let mut add = Vec::new();
+    let mut added = Vec::new();
+    for g in selected {
+        let funcs = addresses(g);
+        if funcs.iter().all(|f| in_config(&f.to_string())) {
+            continue;
+        }
+        remove.extend(funcs.iter().copied());
+        ports.push(index);
+        add.extend(device_hostdevs(&funcs, index));
+        added.extend(funcs.iter().map(ToString::to_string));
+        index = index.checked_add(1).ok_or_else(|| Error::InvalidOption {
+            option: "domain XML".into(),
+            value: vm.into(),
+            reason: "all 256 PCI controller indexes are taken".into(),
+        })?;
+    }
+    if !added.is_empty() {
+        let new = xml::splice(vm, &current, &remove, &ports, &add)?;
+        hv.define(vm, &new)?;
+    }
+    Ok(added)
+}
+
+/// What `detach --rebind` does with the functions afterwards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rebind {
+    /// Back to the host driver: clear `driver_override`, unbind, `drivers_probe`.
+    Host,
+    /// Keep them on (or move them to) vfio-pci.
+    Vfio,
+    /// Leave them as libvirt left them.
+    #[default]
+    None,
+}
+
+/// `vmctl gpu detach`.
+#[derive(Debug, Clone)]
+pub struct DetachRequest {
+    pub vm: String,
+    /// Empty means every GPU attached to the VM.
+    pub selectors: Vec<Selector>,
+    pub scope: Scope,
+    pub rebind: Rebind,
+}
+
+/// What `gpu detach` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DetachOutcome {
+    pub vm: String,
+    pub gpus: Vec<String>,
+    pub live: Vec<String>,
+    pub config: Vec<String>,
+    /// The sysfs writes of `--rebind`, in order.
+    pub rebind: Vec<SysfsWrite>,
+    pub warnings: Vec<String>,
+}
+
+/// `vmctl gpu detach`: removes the GPUs from the running domain and/or its config, then
+/// rebinds their functions through `sysfs` when asked.
+pub fn detach(
+    host: &HostRoot,
+    hv: &dyn Hypervisor,
+    sysfs: &dyn SysfsWriter,
+    req: &DetachRequest,
+) -> Result<DetachOutcome> {
+    let rec = hv.require(&req.vm)?;
+    let (facts, _, atts) = gather(host, hv)?;
+    let mine: Vec<&Attachment> = atts.iter().filter(|a| a.vm == req.vm).collect();
+    let holds = |g: &Gpu| g.functions.iter().any(|f| mine.iter().any(|a| &a.bdf == f));
+    let targets: Vec<&Gpu> = if req.selectors.is_empty() {
+        facts.gpus.iter().filter(|g| holds(g)).collect()
+    } else {
+        let selected = select(&facts, &req.selectors)?;
+        let missing: Vec<String> = selected
+            .iter()
+            .filter(|g| !holds(g))
+            .map(|g| g.bdf.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Err(GpuError::NotAttached {
+                vm: req.vm.clone(),
+                gpus: missing,
+            }
+            .into());
+        }
+        selected
+    };
+    if targets.is_empty() {
+        return Err(GpuError::NotAttached {
+            vm: req.vm.clone(),
+            gpus: Vec::new(),
+        }
+        .into());
+    }
+    let (live, config) = req
+        .scope
+        .resolve(&req.vm, rec.state.is_active(), rec.persistent)?;
+    let explain_err = explained("detach GPUs from", &req.vm, &facts, &targets);
+    let mut out = DetachOutcome {
+        vm: req.vm.clone(),
+        gpus: targets.iter().map(|g| g.bdf.clone()).collect(),
+        live: Vec::new(),
+        config: Vec::new(),
+        rebind: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let functions: BTreeSet<PciAddress> = targets.iter().flat_map(|g| addresses(g)).collect();
+    if live {
+        for a in &functions {
+            if !mine.iter().any(|m| m.live && m.bdf == a.to_string()) {
+                continue;
+            }
+            hv.detach_device_live(&req.vm, &live_hostdev(*a)?)
+                .map_err(&explain_err)?;
+            out.live.push(a.to_string());
+        }
+    }
+    if config {
+        let present: BTreeSet<PciAddress> = functions
+            .iter()
+            .filter(|a| mine.iter().any(|m| m.config && m.bdf == a.to_string()))
+            .copied()
+            .collect();
+        if !present.is_empty() {
+            let current = hv.inactive_xml(&req.vm)?;
+            let new = xml::splice(&req.vm, &current, &present, &[], &[])?;
+            hv.define(&req.vm, &new).map_err(&explain_err)?;
+            out.config = present.iter().map(ToString::to_string).collect();
+        }
+    }
+    if req.rebind != Rebind::None {
+        // managed='yes' hostdevs were just handed back by libvirt: read the drivers again.
+        let now = hwdetect::detect(host);
+        let still = attachments(hv)?;
+        for bdf in &out.gpus {
+            let Some(g) = now.gpus.iter().find(|g| &g.bdf == bdf) else {
+                continue;
+            };
+            if let Some(a) = still
+                .iter()
+                .find(|a| a.live && g.functions.contains(&a.bdf))
+            {
+                out.warnings.push(format!(
+                    "not rebinding {bdf}: VM `{}` still has {} live",
+                    a.vm, a.bdf
+                ));
+                continue;
+            }
+            let funcs: Vec<(String, Option<String>)> = g
+                .functions
+                .iter()
+                .cloned()
+                .zip(g.function_drivers.iter().cloned())
+                .collect();
+            let (steps, target) = match req.rebind {
+                Rebind::Host => (passthrough::bind_host_steps(&funcs), "host"),
+                _ => (passthrough::bind_vfio_steps(&funcs), "vfio-pci"),
+            };
+            passthrough::apply_writes(sysfs, &steps).map_err(|source| GpuError::Rebind {
+                gpu: bdf.clone(),
+                target,
+                source,
+            })?;
+            out.rebind.extend(steps);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,179 @@
+//! `vmctl gpu …`: arguments (clap) and rendering; the work is in `vmctl::commands::gpu`.
+
+use clap::{Args, Subcommand, ValueEnum};
+use hostio::HostRoot;
+use passthrough::Selector;
+use vmctl::Error;
+use vmctl::commands::gpu::{self, AttachRequest, DetachRequest, GpuError, Rebind, Scope};
+use vmctl::config::Config;
+use vmctl::libvirt::{Hypervisor, Libvirt};
+
+use super::{out, out_json};
+
+#[derive(Debug, Subcommand)]
+pub enum GpuCommand {
+    /// One entry per NVIDIA GPU: functions and drivers, IOMMU group and isolation, boot VGA,
+    /// reset, the VM holding it, vGPU/MIG capability, and what `attach` would refuse
+    Status,
+    /// Pass GPUs (every function) to a VM after checking isolation, boot VGA, host users and
+    /// other VMs; default: live and config when the VM runs, config when it is shut off
+    Attach {
+        vm: String,
+        /// BDF (0000:01:00.0 or 01:00.0), index from `gpu status`, `all` or `group:N`
+        /// (repeatable; default all)
+        #[arg(long = "gpu", value_name = "SELECTOR")]
+        gpus: Vec<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Override the isolation, boot VGA and host-use refusals
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove GPUs from a VM (default: all of its GPUs), then optionally rebind their functions
+    Detach {
+        vm: String,
+        /// As for attach (repeatable; default: every GPU the VM holds)
+        #[arg(long = "gpu", value_name = "SELECTOR")]
+        gpus: Vec<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Afterwards: back to the host driver, onto vfio-pci, or leave as libvirt left them
+        #[arg(long, value_enum, default_value = "none")]
+        rebind: RebindArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    /// The running VM only (hot-plug)
+    #[arg(long)]
+    live: bool,
+    /// The persistent config only, for the next boot (virsh's --config; vmctl's --config names
+    /// its config file)
+    #[arg(long)]
+    persistent: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RebindArg {
+    Host,
+    Vfio,
+    None,
+}
+
+fn selectors(raw: &[String]) -> Result<Vec<Selector>, Error> {
+    raw.iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.parse().map_err(|e| GpuError::Select(e).into()))
+        .collect()
+}
+
+pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Result<(), Error> {
+    if let GpuCommand::Status = cmd {
+        // Status works without libvirt: attachments are then unknown, and it says so.
+        let facts = hwdetect::detect(host);
+        let users = passthrough::gpu_users(host, &facts);
+        let (atts, warning) =
+            match Libvirt::open(config.connect()).and_then(|hv| gpu::attachments(&hv)) {
+                Ok(a) => (Some(a), None),
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "libvirt at {} not readable ({e}): attached VMs unknown",
+                        config.connect()
+                    )),
+                ),
+            };
+        let report = gpu::status(&facts, &users, atts.as_deref(), warning);
+        if json {
+            out_json(&report);
+        } else {
+            out(&gpu::render_status(&report));
+        }
+        return Ok(());
+    }
+    let hv = Libvirt::open(config.connect())?;
+    let hv: &dyn Hypervisor = &hv;
+    match cmd {
+        GpuCommand::Status => {}
+        GpuCommand::Attach {
+            vm,
+            gpus,
+            scope,
+            force,
+        } => {
+            let req = AttachRequest {
+                vm: vm.clone(),
+                selectors: selectors(gpus)?,
+                scope: Scope {
+                    live: scope.live,
+                    persistent: scope.persistent,
+                },
+                force: *force,
+            };
+            let o = gpu::attach(host, hv, &req)?;
+            for f in &o.forced {
+                eprintln!("warning: --force: {f}");
+            }
+            if json {
+                out_json(&o);
+            } else {
+                out(&format!(
+                    "{}: attached {} (live: {}, config: {})\n",
+                    o.vm,
+                    o.gpus.join(", "),
+                    list_or_dash(&o.live),
+                    list_or_dash(&o.config)
+                ));
+            }
+        }
+        GpuCommand::Detach {
+            vm,
+            gpus,
+            scope,
+            rebind,
+        } => {
+            let req = DetachRequest {
+                vm: vm.clone(),
+                selectors: selectors(gpus)?,
+                scope: Scope {
+                    live: scope.live,
+                    persistent: scope.persistent,
+                },
+                rebind: match rebind {
+                    RebindArg::Host => Rebind::Host,
+                    RebindArg::Vfio => Rebind::Vfio,
+                    RebindArg::None => Rebind::None,
+                },
+            };
+            let o = gpu::detach(host, hv, host, &req)?;
+            for w in &o.warnings {
+                eprintln!("warning: {w}");
+            }
+            if json {
+                out_json(&o);
+            } else {
+                let mut s = format!(
+                    "{}: detached {} (live: {}, config: {})\n",
+                    o.vm,
+                    o.gpus.join(", "),
+                    list_or_dash(&o.live),
+                    list_or_dash(&o.config)
+                );
+                for w in &o.rebind {
+                    s += &format!("  wrote {:?} to {}\n", w.value, w.path);
+                }
+                out(&s);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_or_dash(v: &[String]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(" ")
+    }
+}

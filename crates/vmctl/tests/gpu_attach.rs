@@ -1,0 +1,418 @@
+//! `vmctl gpu attach/detach` against libvirt's in-process test driver (a private node file per
+//! test) on fixture hosts. The test driver has no device hot-plug, so
+//! live operations go through a recording wrapper; config changes are real redefinitions.
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
+
+use std::cell::RefCell;
+
+use hostio::HostRoot;
+use passthrough::{FakeKernel, Selector, SysfsWrite};
+use vmctl::commands::gpu::{self, AttachRequest, DetachRequest, Rebind, Scope};
+use vmctl::domain::parse::parse_domain;
+use vmctl::libvirt::{DomainRecord, GuestAddress, Hypervisor, Libvirt, State};
+
+/// A private test-driver node (a `test:///default` connection would share its state with the
+/// other tests of this process): `off` is shut off, `on` runs; both persistent, q35, no devices.
+fn private_libvirt(dir: &std::path::Path) -> Libvirt {
+    let p = dir.join("node.xml");
+    let dom = |name: &str, n: u8, runstate: &str| {
+        format!(
+            "  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+    <name>{name}</name>
+    <uuid>6b5a8e02-0000-4000-8000-0000000000{n:02x}</uuid>
+    <memory unit='KiB'>1048576</memory>
+    <os>
+      <type arch='x86_64' machine='q35'>hvm</type>
+    </os>
+    <devices>
+      <controller type='pci' index='0' model='pcie-root'/>
+    </devices>
+    {runstate}
+  </domain>
+"
+        )
+    };
+    let node = format!(
+        "<node>\n{}{}{}</node>\n",
+        dom("off", 1, "<test:runstate>5</test:runstate>"),
+        dom("off2", 2, "<test:runstate>5</test:runstate>"),
+        dom("on", 3, "")
+    );
+    std::fs::write(&p, node).unwrap();
+    Libvirt::open(&format!("test://{}", p.display())).unwrap()
+}
+
+fn sel(s: &str) -> Selector {
+    s.parse().unwrap()
+}
+
+fn attach_req(vm: &str, sels: &[&str]) -> AttachRequest {
+    AttachRequest {
+        vm: vm.into(),
+        selectors: sels.iter().map(|s| sel(s)).collect(),
+        scope: Scope::default(),
+        force: false,
+    }
+}
+
+fn validate(xml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d.xml");
+    std::fs::write(&p, xml).unwrap();
+    let out = std::process::Command::new("virt-xml-validate")
+        .arg(&p)
+        .arg("domain")
+        .output()
+        .expect("virt-xml-validate (libvirt-clients) is installed");
+    assert!(
+        out.status.success(),
+        "{xml}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Forwards to the test driver and records hot-plug calls instead of making them (the test
+/// driver has none); `fail_at` makes the n-th hot-plug call fail.
+struct LiveRecorder<'a> {
+    inner: &'a Libvirt,
+    calls: RefCell<Vec<(&'static str, String)>>,
+    fail_at: Option<usize>,
+}
+
+impl LiveRecorder<'_> {
+    fn record(&self, op: &'static str, name: &str, xml: &str) -> vmctl::Result<()> {
+        let n = {
+            let mut c = self.calls.borrow_mut();
+            c.push((op, xml.to_string()));
+            c.len() - 1
+        };
+        if self.fail_at == Some(n) {
+            return Err(gpu::unsupported("hot-plug a device into", name));
+        }
+        Ok(())
+    }
+}
+
+impl Hypervisor for LiveRecorder<'_> {
+    fn uri(&self) -> &str {
+        self.inner.uri()
+    }
+    fn list(&self) -> vmctl::Result<Vec<DomainRecord>> {
+        self.inner.list()
+    }
+    fn get(&self, name: &str) -> vmctl::Result<Option<DomainRecord>> {
+        self.inner.get(name)
+    }
+    fn define(&self, name: &str, xml: &str) -> vmctl::Result<()> {
+        self.inner.define(name, xml)
+    }
+    fn undefine(&self, name: &str, nvram: bool) -> vmctl::Result<()> {
+        self.inner.undefine(name, nvram)
+    }
+    fn start(&self, name: &str) -> vmctl::Result<()> {
+        self.inner.start(name)
+    }
+    fn shutdown(&self, name: &str) -> vmctl::Result<()> {
+        self.inner.shutdown(name)
+    }
+    fn destroy(&self, name: &str) -> vmctl::Result<()> {
+        self.inner.destroy(name)
+    }
+    fn state(&self, name: &str) -> vmctl::Result<State> {
+        self.inner.state(name)
+    }
+    fn agent_addresses(&self, name: &str) -> vmctl::Result<Vec<GuestAddress>> {
+        self.inner.agent_addresses(name)
+    }
+    fn inactive_xml(&self, name: &str) -> vmctl::Result<String> {
+        self.inner.inactive_xml(name)
+    }
+    fn attach_device_live(&self, name: &str, xml: &str) -> vmctl::Result<()> {
+        self.record("attach", name, xml)
+    }
+    fn detach_device_live(&self, name: &str, xml: &str) -> vmctl::Result<()> {
+        self.record("detach", name, xml)
+    }
+}
+
+#[test]
+fn config_attach_of_a_four_function_turing_then_detach() {
+    let tree = fixture_builder::build_host("amd-b550m-gt710-rtx2070s");
+    let host = HostRoot::new(tree.path());
+    let dir = tempfile::tempdir().unwrap();
+    let lv = private_libvirt(dir.path());
+
+    let o = gpu::attach(&host, &lv, &attach_req("off", &["2b:00.0"])).unwrap();
+    assert!(o.live.is_empty());
+    assert_eq!(
+        o.config,
+        [
+            "0000:2b:00.0",
+            "0000:2b:00.1",
+            "0000:2b:00.2",
+            "0000:2b:00.3"
+        ]
+    );
+    let xml = lv.inactive_xml("off").unwrap();
+    insta::assert_snapshot!("turing_config_xml", xml);
+    validate(&xml);
+    let hostdevs: Vec<String> = parse_domain(&xml)
+        .unwrap()
+        .hostdevs
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(hostdevs, o.config);
+
+    // Attaching again changes nothing.
+    let again = gpu::attach(&host, &lv, &attach_req("off", &["1"])).unwrap();
+    assert!(again.config.is_empty() && again.live.is_empty());
+    assert_eq!(lv.inactive_xml("off").unwrap(), xml);
+
+    // status sees it in the config.
+    let atts = gpu::attachments(&lv).unwrap();
+    let facts = hwdetect::detect(&host);
+    let report = gpu::status(&facts, &[], Some(&atts), None);
+    let rtx = &report.gpus[1];
+    assert_eq!(rtx.attached.len(), 1);
+    assert_eq!(
+        (
+            rtx.attached[0].vm.as_str(),
+            rtx.attached[0].live,
+            rtx.attached[0].config
+        ),
+        ("off", false, true)
+    );
+
+    let d = gpu::detach(
+        &host,
+        &lv,
+        &host,
+        &DetachRequest {
+            vm: "off".into(),
+            selectors: Vec::new(),
+            scope: Scope::default(),
+            rebind: Rebind::None,
+        },
+    )
+    .unwrap();
+    assert_eq!(d.config, o.config);
+    assert!(d.rebind.is_empty());
+    let after = lv.inactive_xml("off").unwrap();
+    assert!(parse_domain(&after).unwrap().hostdevs.is_empty());
+    assert!(!after.contains("<hostdev"), "{after}");
+}
+
+#[test]
+fn running_vm_gets_each_function_hot_plugged_and_the_config_for_next_boot() {
+    let tree = fixture_builder::build_host("amd-b550m-gt710-rtx2070s");
+    let host = HostRoot::new(tree.path());
+    let dir = tempfile::tempdir().unwrap();
+    let lv = private_libvirt(dir.path());
+    let hv = LiveRecorder {
+        inner: &lv,
+        calls: RefCell::new(Vec::new()),
+        fail_at: None,
+    };
+    // `on` runs and is persistent: the default scope is live + config.
+    let o = gpu::attach(&host, &hv, &attach_req("on", &["0000:2b:00.0"])).unwrap();
+    assert_eq!(o.live.len(), 4);
+    assert_eq!(o.config.len(), 4);
+    let calls = hv.calls.borrow().clone();
+    assert_eq!(calls.len(), 4);
+    insta::assert_snapshot!("turing_live_hostdev_function1", calls[1].1);
+    assert!(
+        calls
+            .iter()
+            .all(|(op, x)| *op == "attach" && !x.contains("type=\"pci\" domain"))
+    );
+    // The persistent config has the full layout; the running XML is untouched by the fake.
+    let atts = gpu::attachments(&lv).unwrap();
+    assert_eq!(atts.len(), 4);
+    assert!(atts.iter().all(|a| a.vm == "on" && a.config && !a.live));
+}
+
+#[test]
+fn a_failed_hot_plug_unplugs_what_was_plugged() {
+    let tree = fixture_builder::build_host("amd-b550m-gt710-rtx2070s");
+    let host = HostRoot::new(tree.path());
+    let dir = tempfile::tempdir().unwrap();
+    let lv = private_libvirt(dir.path());
+    let hv = LiveRecorder {
+        inner: &lv,
+        calls: RefCell::new(Vec::new()),
+        fail_at: Some(2),
+    };
+    let err = gpu::attach(&host, &hv, &attach_req("on", &["2b:00.0"])).unwrap_err();
+    assert_eq!(err.exit_kind(), vmctl::ExitKind::Failure, "{err}");
+    let ops: Vec<(&str, String)> = hv
+        .calls
+        .borrow()
+        .iter()
+        .map(|(op, x)| {
+            let f = x.split("function=\"").nth(1).unwrap_or("")[..3].to_string();
+            (*op, f)
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("attach", "0x0".to_string()),
+            ("attach", "0x1".into()),
+            ("attach", "0x2".into()),
+            ("detach", "0x1".into()),
+            ("detach", "0x0".into()),
+        ]
+    );
+    // Nothing reached the config.
+    assert!(gpu::attachments(&lv).unwrap().is_empty());
+}
+
+#[test]
+fn different_gpus_to_different_vms_and_no_stealing() {
+    let tree = fixture_builder::build_host("hgx-h200x8-nvswitch-truncated");
+    let host = HostRoot::new(tree.path());
+    let dir = tempfile::tempdir().unwrap();
+    let lv = private_libvirt(dir.path());
+    gpu::attach(&host, &lv, &attach_req("off", &["0", "1"])).unwrap();
+    gpu::attach(&host, &lv, &attach_req("off2", &["0000:5d:00.0"])).unwrap();
+    let err = gpu::attach(&host, &lv, &attach_req("off2", &["1"])).unwrap_err();
+    assert_eq!(err.exit_kind(), vmctl::ExitKind::Usage);
+    assert!(
+        err.to_string()
+            .contains("GPU 0000:2a:00.0 is already attached to VM `off`"),
+        "{err}"
+    );
+    let facts = hwdetect::detect(&host);
+    let report = gpu::status(&facts, &[], Some(&gpu::attachments(&lv).unwrap()), None);
+    let holders: Vec<(String, Vec<String>)> = report
+        .gpus
+        .iter()
+        .map(|g| {
+            (
+                g.bdf.clone(),
+                g.attached.iter().map(|a| a.vm.clone()).collect(),
+            )
+        })
+        .filter(|(_, v): &(String, Vec<String>)| !v.is_empty())
+        .collect();
+    assert_eq!(
+        holders,
+        [
+            ("0000:18:00.0".to_string(), vec!["off".to_string()]),
+            ("0000:2a:00.0".into(), vec!["off".into()]),
+            ("0000:5d:00.0".into(), vec!["off2".into()]),
+        ]
+    );
+    // Detaching one GPU of `a` by BDF keeps the other.
+    let d = gpu::detach(
+        &host,
+        &lv,
+        &host,
+        &DetachRequest {
+            vm: "off".into(),
+            selectors: vec![sel("2a:00.0")],
+            scope: Scope::default(),
+            rebind: Rebind::None,
+        },
+    )
+    .unwrap();
+    assert_eq!(d.gpus, ["0000:2a:00.0"]);
+    let left: Vec<String> = gpu::attachments(&lv)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.vm == "off")
+        .map(|a| a.bdf)
+        .collect();
+    assert_eq!(left, ["0000:18:00.0"]);
+}
+
+#[test]
+fn detach_rebind_host_writes_override_unbind_probe_in_order() {
+    let tree = fixture_builder::build_host("synthetic-vfio-bound");
+    let host = HostRoot::new(tree.path());
+    let dir = tempfile::tempdir().unwrap();
+    let lv = private_libvirt(dir.path());
+    gpu::attach(&host, &lv, &attach_req("off", &["01:00.0"])).unwrap();
+    let kernel = FakeKernel::new(
+        host.clone(),
+        &[
+            ("0000:01:00.0", "nvidia"),
+            ("0000:01:00.1", "snd_hda_intel"),
+        ],
+    );
+    let d = gpu::detach(
+        &host,
+        &lv,
+        &kernel,
+        &DetachRequest {
+            vm: "off".into(),
+            selectors: Vec::new(),
+            scope: Scope::default(),
+            rebind: Rebind::Host,
+        },
+    )
+    .unwrap();
+    let w = |path: &str, value: &str| SysfsWrite {
+        path: path.into(),
+        value: value.into(),
+    };
+    let expected = vec![
+        w("/sys/bus/pci/devices/0000:01:00.0/driver_override", "\n"),
+        w(
+            "/sys/bus/pci/devices/0000:01:00.0/driver/unbind",
+            "0000:01:00.0",
+        ),
+        w("/sys/bus/pci/drivers_probe", "0000:01:00.0"),
+        w("/sys/bus/pci/devices/0000:01:00.1/driver_override", "\n"),
+        w(
+            "/sys/bus/pci/devices/0000:01:00.1/driver/unbind",
+            "0000:01:00.1",
+        ),
+        w("/sys/bus/pci/drivers_probe", "0000:01:00.1"),
+    ];
+    assert_eq!(kernel.writes(), expected);
+    assert_eq!(d.rebind, expected);
+    let after = hwdetect::detect(&host);
+    assert_eq!(
+        after.gpus[0].function_drivers,
+        [
+            Some("nvidia".to_string()),
+            Some("snd_hda_intel".to_string())
+        ]
+    );
+
+    // And back onto vfio-pci: attach again, detach with --rebind vfio.
+    gpu::attach(&host, &lv, &attach_req("off", &["0"])).unwrap();
+    let kernel = FakeKernel::new(host.clone(), &[]);
+    gpu::detach(
+        &host,
+        &lv,
+        &kernel,
+        &DetachRequest {
+            vm: "off".into(),
+            selectors: vec![sel("0")],
+            scope: Scope::default(),
+            rebind: Rebind::Vfio,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        kernel.writes()[..3],
+        [
+            w(
+                "/sys/bus/pci/devices/0000:01:00.0/driver_override",
+                "vfio-pci"
+            ),
+            w(
+                "/sys/bus/pci/devices/0000:01:00.0/driver/unbind",
+                "0000:01:00.0"
+            ),
+            w("/sys/bus/pci/drivers_probe", "0000:01:00.0"),
+        ]
+    );
+    assert_eq!(
+        hwdetect::detect(&host).gpus[0].function_drivers,
+        [Some("vfio-pci".to_string()), Some("vfio-pci".to_string())]
+    );
+}
