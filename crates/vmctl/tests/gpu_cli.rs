@@ -175,7 +175,12 @@ fn gpu_user(bdf: &'static str) -> impl FnOnce(&Path) {
 }
 
 /// (snapshot name, host, `gpu` arguments, change to the host tree).
-type Case = (&'static str, &'static str, Vec<&'static str>, Box<dyn FnOnce(&Path)>);
+type Case = (
+    &'static str,
+    &'static str,
+    Vec<&'static str>,
+    Box<dyn FnOnce(&Path)>,
+);
 
 #[test]
 fn refusals_are_exact() {

@@ -85,11 +85,25 @@ pub fn explain(message: &str, facts: &HostFacts, gpus: &[&Gpu]) -> Option<Explan
         || m.contains("no iommu")
         || m.contains("iommu is not enabled")
     {
-        let refusals: Vec<Refusal> = gpus
+        // Without a group the cause is the one `gpu status` shows; with one, the facts
+        // (perhaps another host's, through --host-root) disagree with libvirt's host.
+        let no_group: Vec<Refusal> = gpus
             .iter()
+            .filter(|g| g.iommu_group.is_none())
             .map(|g| Refusal::NoIommu { gpu: g.bdf.clone() })
             .collect();
-        return Some(Explanation::from_refusals(&refusals));
+        let mut e = Explanation::from_refusals(&no_group);
+        if no_group.is_empty() {
+            let any = gpus
+                .first()
+                .map_or("the GPU".to_string(), |g| g.bdf.clone());
+            e = Explanation::from_refusals(&[Refusal::NoIommu { gpu: any.clone() }]);
+            e.reasons = vec![format!(
+                "libvirt finds no IOMMU support on its host, so VFIO passthrough of {any} is \
+                 impossible there"
+            )];
+        }
+        return Some(e);
     }
     if m.contains("failed to bind pci device")
         || m.contains("failed to unbind pci device")
@@ -167,6 +181,18 @@ mod tests {
         )
         .unwrap();
         assert!(e.reasons[0].contains("the IOMMU is off"), "{e:?}");
+        let with_group = gpu("0000:01:00.0", Some(3), &[]);
+        let e = explain(
+            "unsupported configuration: host doesn't support passthrough of host PCI devices",
+            &HostFacts::default(),
+            &[&with_group],
+        )
+        .unwrap();
+        assert!(
+            e.reasons[0].starts_with("libvirt finds no IOMMU support"),
+            "{e:?}"
+        );
+        assert!(e.help[0].contains("VT-d"), "{e:?}");
         assert!(explain("Domain not found", &HostFacts::default(), &[&g]).is_none());
     }
 }
