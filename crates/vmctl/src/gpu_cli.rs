@@ -2,9 +2,8 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use hostio::HostRoot;
-use passthrough::Selector;
 use vmctl::Error;
-use vmctl::commands::gpu::{self, AttachRequest, DetachRequest, GpuError, Rebind, Scope};
+use vmctl::commands::gpu::{self, AttachRequest, DetachRequest, Rebind, Scope};
 use vmctl::config::Config;
 use vmctl::libvirt::{Hypervisor, Libvirt};
 
@@ -61,13 +60,6 @@ pub enum RebindArg {
     None,
 }
 
-fn selectors(raw: &[String]) -> Result<Vec<Selector>, Error> {
-    raw.iter()
-        .flat_map(|s| s.split(','))
-        .map(|s| s.parse().map_err(|e| GpuError::Select(e).into()))
-        .collect()
-}
-
 pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Result<(), Error> {
     if let GpuCommand::Status = cmd {
         // Status works without libvirt: attachments are then unknown, and it says so.
@@ -104,7 +96,7 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
         } => {
             let req = AttachRequest {
                 vm: vm.clone(),
-                selectors: selectors(gpus)?,
+                selectors: gpu::parse_selectors(gpus)?,
                 scope: Scope {
                     live: scope.live,
                     persistent: scope.persistent,
@@ -135,7 +127,7 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
         } => {
             let req = DetachRequest {
                 vm: vm.clone(),
-                selectors: selectors(gpus)?,
+                selectors: gpu::parse_selectors(gpus)?,
                 scope: Scope {
                     live: scope.live,
                     persistent: scope.persistent,

@@ -86,12 +86,18 @@ pub trait Hypervisor {
 
     /// Hot-plugs one device into the running domain (`virsh attach-device --live`).
     fn attach_device_live(&self, name: &str, _xml: &str) -> Result<()> {
-        Err(crate::commands::gpu::unsupported("hot-plug a device into", name))
+        Err(crate::commands::gpu::unsupported(
+            "hot-plug a device into",
+            name,
+        ))
     }
 
     /// Hot-unplugs one device from the running domain (`virsh detach-device --live`).
     fn detach_device_live(&self, name: &str, _xml: &str) -> Result<()> {
-        Err(crate::commands::gpu::unsupported("hot-unplug a device from", name))
+        Err(crate::commands::gpu::unsupported(
+            "hot-unplug a device from",
+            name,
+        ))
     }
 
     /// The domain, or [`Error::NoSuchDomain`].

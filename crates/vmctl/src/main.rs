@@ -195,6 +195,13 @@ struct UbuntuArgs {
     /// Hide KVM from the guest (only old GeForce Windows drivers need it)
     #[arg(long)]
     kvm_hidden: bool,
+    /// Pass GPUs through (every function), checked like `vmctl gpu attach`; implies q35 + UEFI.
+    /// SELECTOR: BDF, index from `vmctl gpu status`, `all` (the default) or `group:N`; repeatable
+    #[arg(long = "gpu", value_name = "SELECTOR", num_args = 0..=1, default_missing_value = "all")]
+    gpu: Vec<String>,
+    /// Override the GPU isolation, boot VGA and host-use refusals
+    #[arg(long, requires = "gpu")]
+    gpu_force: bool,
     /// Define the domain but do not start it
     #[arg(long)]
     no_start: bool,
@@ -603,6 +610,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 initrd: a.initrd.clone(),
                 kernel_args: a.kernel_args.clone(),
                 kvm_hidden: a.kvm_hidden,
+                gpus: a.gpu.clone(),
+                gpu_force: a.gpu_force,
                 no_start: a.no_start,
                 seed_only: a.seed_only,
             };

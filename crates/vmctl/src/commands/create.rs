@@ -53,6 +53,10 @@ pub struct UbuntuRequest {
     pub initrd: Option<PathBuf>,
     pub kernel_args: Option<String>,
     pub kvm_hidden: bool,
+    /// GPU selectors (`--gpu`): passthrough through `commands::gpu`, which implies q35 + UEFI.
+    pub gpus: Vec<String>,
+    /// Override the GPU isolation, boot VGA and host-use refusals.
+    pub gpu_force: bool,
     pub no_start: bool,
     /// Only write the seed into the VM's directory (for inspection or other tools).
     pub seed_only: bool,
@@ -81,6 +85,8 @@ impl UbuntuRequest {
             initrd: None,
             kernel_args: None,
             kvm_hidden: false,
+            gpus: Vec::new(),
+            gpu_force: false,
             no_start: false,
             seed_only: false,
         }
@@ -115,6 +121,8 @@ pub struct UbuntuPlan {
     pub firmware: Firmware,
     pub direct_boot: Option<DirectBoot>,
     pub vm_dir: PathBuf,
+    /// Each passed-through GPU's functions (`--gpu`), checked like `vmctl gpu attach`.
+    pub gpus: Vec<Vec<crate::domain::PciAddress>>,
 }
 
 /// What `create` made.
@@ -281,11 +289,28 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
         .as_deref()
         .unwrap_or(ctx.config.value("cpu_mode"))
         .parse()?;
-    let firmware: Firmware = req
+    let mut firmware: Firmware = req
         .firmware
         .as_deref()
         .unwrap_or(ctx.config.value("firmware"))
         .parse()?;
+    let gpus = if req.gpus.is_empty() {
+        Vec::new()
+    } else {
+        // Passthrough implies UEFI: a BIOS default gives way, an explicit --firmware bios is refused.
+        if req.firmware.is_none() && firmware == Firmware::Bios {
+            firmware = Firmware::Efi { secure_boot: false };
+        }
+        let selectors = super::gpu::parse_selectors(&req.gpus)?;
+        super::gpu::hostdevs_for_create(
+            ctx.host,
+            ctx.hv,
+            &req.name,
+            &selectors,
+            firmware,
+            req.gpu_force,
+        )?
+    };
     let user = req
         .user
         .clone()
@@ -416,6 +441,7 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
         firmware,
         direct_boot,
         vm_dir,
+        gpus,
     })
 }
 
@@ -615,6 +641,9 @@ pub fn apply(
     spec.vcpus = plan.vcpus;
     spec.direct_boot = plan.direct_boot.clone();
     spec.kvm_hidden = req.kvm_hidden;
+    for functions in &plan.gpus {
+        spec.add_pci_device(functions);
+    }
     spec.disks = vec![
         Disk::virtio(&disk_path, "qcow2", "vda"),
         Disk::seed(&seed_path, "vdb"),

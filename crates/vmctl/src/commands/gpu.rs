@@ -521,6 +521,14 @@ pub struct AttachOutcome {
     pub forced: Vec<String>,
 }
 
+/// Parses `--gpu` values (comma-separated lists allowed).
+pub fn parse_selectors(raw: &[String]) -> Result<Vec<Selector>> {
+    raw.iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.parse().map_err(|e| GpuError::Select(e).into()))
+        .collect()
+}
+
 fn select<'a>(facts: &'a HostFacts, selectors: &[Selector]) -> Result<Vec<&'a Gpu>> {
     let all = [Selector::All];
     let selectors = if selectors.is_empty() {

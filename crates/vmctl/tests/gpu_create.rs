@@ -1,0 +1,167 @@
+//! `vmctl create ubuntu --gpu` goes through the same checks and hostdev layout as `gpu attach`:
+//! every function in one guest slot, UEFI implied, refusals before anything is made.
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
+
+use std::path::PathBuf;
+
+use hostio::{Cmd, CommandRunner, HostRoot, SystemRunner};
+use vmctl::cache::NoProgress;
+use vmctl::commands::Ctx;
+use vmctl::commands::create::{UbuntuRequest, create_ubuntu};
+use vmctl::config::Config;
+use vmctl::domain::parse::parse_domain;
+use vmctl::libvirt::{Hypervisor, Libvirt};
+use vmctl::{Error, ExitKind};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    _tree: tempfile::TempDir,
+    host: HostRoot,
+    config: Config,
+    key: PathBuf,
+    base: PathBuf,
+    lv: Libvirt,
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// A fixture host with bridge br0, a private test-driver node, a key and a tiny base image.
+fn fixture(host_name: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = fixture_builder::build_host(host_name);
+    let host = HostRoot::new(tree.path());
+    host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
+    let mut config = Config::defaults();
+    config.set("storage_dir", dir.path().join("vms").display().to_string());
+    config.set(
+        "image_cache",
+        dir.path().join("cache").display().to_string(),
+    );
+    config.set("domain_type", "qemu");
+    config.set("firmware", "bios");
+    let key = dir.path().join("id_ed25519.pub");
+    std::fs::write(
+        &key,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnkmqS0xAbuPsE6mVUf1h7gWOY/mOKs7YiFcBPWnOZ6 t@h\n",
+    )
+    .unwrap();
+    let base = dir.path().join("base.qcow2");
+    SystemRunner
+        .run(&Cmd::new([
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            &base.display().to_string(),
+            "64M",
+        ]))
+        .unwrap();
+    let node = dir.path().join("node.xml");
+    std::fs::write(&node, "<node/>\n").unwrap();
+    let lv = Libvirt::open(&format!("test://{}", node.display())).unwrap();
+    Fixture {
+        dir,
+        _tree: tree,
+        host,
+        config,
+        key,
+        base,
+        lv,
+    }
+}
+
+fn request(f: &Fixture, name: &str, gpus: &[&str]) -> UbuntuRequest {
+    let mut r = UbuntuRequest::new(name);
+    r.image = Some(f.base.display().to_string());
+    r.ssh_key = Some(f.key.clone());
+    r.bridge = Some("br0".into());
+    r.mac = Some("52:54:00:00:50:01".into());
+    r.no_start = true;
+    r.gpus = gpus.iter().map(|s| s.to_string()).collect();
+    r
+}
+
+fn create(f: &Fixture, r: &UbuntuRequest) -> vmctl::Result<()> {
+    let ctx = Ctx {
+        config: &f.config,
+        host: &f.host,
+        runner: &SystemRunner,
+        hv: &f.lv,
+        env: &no_env,
+    };
+    create_ubuntu(&ctx, r, &NoProgress).map(|_| ())
+}
+
+fn nothing_left(f: &Fixture, name: &str) {
+    assert!(f.lv.get(name).unwrap().is_none());
+    assert!(!f.dir.path().join("vms").join(name).exists());
+}
+
+#[test]
+fn create_with_a_gpu_gets_all_functions_in_one_slot_and_uefi() {
+    let f = fixture("synthetic-vfio-bound");
+    create(&f, &request(&f, "g1", &["01:00.0"])).unwrap();
+    let xml = f.lv.inactive_xml("g1").unwrap();
+    let facts = parse_domain(&xml).unwrap();
+    assert_eq!(facts.firmware, "efi", "the bios default gives way to UEFI");
+    assert_eq!(facts.machine.as_deref(), Some("q35"));
+    let hostdevs: Vec<String> = facts.hostdevs.iter().map(ToString::to_string).collect();
+    assert_eq!(hostdevs, ["0000:01:00.0", "0000:01:00.1"]);
+    assert_eq!(xml.matches("multifunction='on'").count(), 1, "{xml}");
+    assert!(
+        !xml.contains("<hidden state='on'/>"),
+        "kvm hidden is opt-in"
+    );
+    // gpu status sees the new VM holding the GPU.
+    let atts = vmctl::commands::gpu::attachments(&f.lv).unwrap();
+    assert_eq!(atts.len(), 2);
+    assert!(atts.iter().all(|a| a.vm == "g1" && a.config));
+
+    // A second VM cannot have it.
+    let err = create(&f, &request(&f, "g2", &["0"])).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(
+        err.to_string()
+            .contains("GPU 0000:01:00.0 is already attached to VM `g1`"),
+        "{err}"
+    );
+    nothing_left(&f, "g2");
+}
+
+#[test]
+fn create_refusals_leave_nothing_behind() {
+    let f = fixture("synthetic-nvidia-boot-vga-only");
+    let err = create(&f, &request(&f, "bootvga", &["all"])).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert_eq!(
+        err.to_string(),
+        "refusing to pass GPU 0000:01:00.0 to VM `bootvga`:\n  - GPU 0000:01:00.0 is the boot \
+         VGA device: the firmware and the host console use it, and detaching it blanks the host \
+         display"
+    );
+    nothing_left(&f, "bootvga");
+
+    let mut bios = request(&f, "bios", &["all"]);
+    bios.firmware = Some("bios".into());
+    bios.gpu_force = true;
+    let err = create(&f, &bios).unwrap_err();
+    assert!(matches!(&err, Error::Gpu(_)), "{err:?}");
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert_eq!(
+        err.help(),
+        ["drop --firmware bios: --gpu uses q35 with OVMF"]
+    );
+    nothing_left(&f, "bios");
+
+    // --gpu-force passes the boot VGA refusal; --kvm-hidden is there when asked.
+    let mut forced = request(&f, "forced", &["0"]);
+    forced.gpu_force = true;
+    forced.kvm_hidden = true;
+    create(&f, &forced).unwrap();
+    let xml = f.lv.inactive_xml("forced").unwrap();
+    assert_eq!(parse_domain(&xml).unwrap().hostdevs.len(), 4);
+    assert!(xml.contains("<hidden state='on'/>"), "{xml}");
+}
