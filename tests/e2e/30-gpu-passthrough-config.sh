@@ -4,7 +4,8 @@
 # in one guest slot (dumpxml + virt-xml-validate); different GPUs go to different VMs and one VM
 # cannot take another's (exit 2, naming it); status shows who holds what; detach removes all.
 set -euo pipefail
-. "$(dirname "$0")/lib.sh"
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 e2e_gate
 lab_up_check() { virsh -c "$GVB_LAB_URI" list --all >/dev/null || lab_die "libvirtd not reachable at $GVB_LAB_URI" "run tests/lab/up.sh"; }
 lab_up_check
