@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clikit::{out, outln};
 use gpu_vm_bootstrap::{
     Applier, Error as LibError, GpuMode, HostState, Level, Log, Options, Refusal, RepoUrls, Skips,
     VmctlSource, Watchdog,
@@ -20,10 +21,14 @@ use hostio::{HostRoot, SystemRunner, paths};
 /// Phases: preflight, NVIDIA driver/CUDA/container toolkit, KVM/libvirt, IOMMU/VFIO, br0 bridge,
 /// vmctl. Every change is planned first and shown as a diff; nothing is changed by `plan`.
 /// Without a subcommand, `apply` runs.
-///
-/// Exit codes: 0 ok, 1 failure, 2 bad usage or refused as unsafe.
 #[derive(Debug, Parser)]
-#[command(name = "gpu-vm-bootstrap", version, about, long_about)]
+#[command(
+    name = "gpu-vm-bootstrap",
+    version = env!("GVB_BUILD_VERSION"),
+    about,
+    long_about,
+    after_help = clikit::EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -95,6 +100,10 @@ struct GlobalArgs {
     #[arg(long, global = true)]
     json: bool,
 
+    /// More logging on stderr: -v info, -vv debug (GVB_LOG=<filter> overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
     /// Log file [default: /var/log/gpu-vm-bootstrap.log, inside DIR with --host-root].
     #[arg(long, global = true, value_name = "PATH")]
     log_file: Option<PathBuf>,
@@ -149,6 +158,8 @@ enum Command {
         #[arg(long, value_name = "FILE.tar.gz")]
         capture: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Docs(clikit::DocsCommand),
 }
 
 /// A failure to report: the error chain, `help:` lines and the exit code.
@@ -205,7 +216,7 @@ impl From<LibError> for Failure {
 fn refusal(r: &Refusal, json: bool) -> Failure {
     if json {
         let v = serde_json::json!({"error": "refused", "problems": r.problems});
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln(&serde_json::to_string_pretty(&v).unwrap_or_default());
     }
     let mut msg = String::from("refusing to continue:");
     let mut help = Vec::new();
@@ -280,7 +291,13 @@ fn is_root() -> bool {
 }
 
 fn options(a: &GlobalArgs) -> Options {
-    let vmctl_source = match &a.vmctl_from {
+    // apt-get takes a .deb only by a path (see phases::vmctl::install_deb); make it absolute so
+    // the plan names the same file whatever directory apply runs in.
+    let from = a
+        .vmctl_from
+        .as_ref()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+    let vmctl_source = match &from {
         Some(p) if p.extension().is_some_and(|e| e == "deb") => VmctlSource::Deb(p.clone()),
         Some(p) => VmctlSource::Binary(p.clone()),
         None => std::env::current_exe()
@@ -384,6 +401,9 @@ fn log_path(a: &GlobalArgs, root: &HostRoot) -> PathBuf {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    if let Some(Command::Docs(d)) = &cli.command {
+        return Ok(d.run(Cli::command()));
+    }
     let a = &cli.args;
     let root = a.host_root.clone().map(HostRoot::new).unwrap_or_default();
     if let Some(dir) = &a.host_root
@@ -395,7 +415,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         ));
     }
     let command = cli.command.unwrap_or(Command::Apply);
+    tracing::debug!(?command, host_root = ?a.host_root, "start");
     match command {
+        Command::Docs(d) => Ok(d.run(Cli::command())),
         Command::Detect { capture } => detect(a, &root, capture),
         Command::Verify => {
             let f = facts(a, &root)?;
@@ -407,12 +429,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .then_some(&runner as &dyn hostio::CommandRunner);
             let report = gpu_vm_bootstrap::verify(&f, &opts, &state, live);
             if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+                outln(&serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
-                print!("{}", report.render());
+                out(&report.render());
             }
             Ok(if report.ok {
                 ExitCode::SUCCESS
@@ -428,20 +447,18 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let applier = Applier::new(&root, &runner, &log);
             let report = applier.rollback()?;
             if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+                outln(&serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
-                println!(
-                    "rolled back run {}: {} file(s) restored, {} removed",
+                let mut s = format!(
+                    "rolled back run {}: {} file(s) restored, {} removed\n",
                     report.run_id,
                     report.files_restored.len(),
                     report.files_removed.len()
                 );
                 for c in &report.commands_skipped {
-                    println!("  skipped (host root): {}", c.join(" "));
+                    s += &format!("  skipped (host root): {}\n", c.join(" "));
                 }
+                out(&s);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -449,30 +466,33 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let dry = matches!(command, Command::Plan) || a.dry_run;
             let f = facts(a, &root)?;
             let opts = options(a);
+            tracing::debug!(?opts, "options");
             let state = HostState::read(&root, &opts);
             let plan =
                 gpu_vm_bootstrap::plan(&f, &opts, &state).map_err(|r| refusal(&r, a.json))?;
             if dry {
                 if a.json {
-                    println!("{}", plan.to_json());
+                    outln(&plan.to_json());
                 } else {
-                    print!("{}", plan.render());
+                    out(&plan.render());
                 }
                 return Ok(ExitCode::SUCCESS);
             }
             if !a.json {
-                print!("{}", plan.render());
+                out(&plan.render());
             }
             let pending = gpu_vm_bootstrap::apply::pending_commands(&root);
             if !pending.is_empty() && !a.json {
-                println!("An earlier apply was interrupted; these commands run first:");
+                let mut s =
+                    String::from("An earlier apply was interrupted; these commands run first:\n");
                 for c in &pending {
-                    println!("  {}", c.join(" "));
+                    s += &format!("  {}\n", c.join(" "));
                 }
+                out(&s);
             }
             if plan.is_empty() && pending.is_empty() {
                 if a.json {
-                    println!("{}", serde_json::json!({"plan": plan, "result": null}));
+                    outln(&serde_json::json!({"plan": plan, "result": null}).to_string());
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -494,17 +514,18 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let report = applier.apply(&plan)?;
             if a.json {
                 let v = serde_json::json!({"plan": plan, "result": report});
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                outln(&serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!(
-                    "applied: {} file(s) written, {} command(s) run, {} skipped",
+                let mut s = format!(
+                    "applied: {} file(s) written, {} command(s) run, {} skipped\n",
                     report.files_written.len(),
                     report.commands_run.len(),
                     report.commands_skipped.len()
                 );
                 if plan.reboot_required && !a.reboot {
-                    println!("reboot required; afterwards run `gpu-vm-bootstrap verify`");
+                    s += "reboot required; afterwards run `gpu-vm-bootstrap verify`\n";
                 }
+                out(&s);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -523,12 +544,9 @@ fn detect(a: &GlobalArgs, root: &HostRoot, capture: Option<PathBuf>) -> Result<E
     }
     let facts = hwdetect::detect(root);
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&facts).unwrap_or_default()
-        );
+        outln(&serde_json::to_string_pretty(&facts).unwrap_or_default());
     } else {
-        print!("{}", hwdetect::render_table(&facts));
+        out(&hwdetect::render_table(&facts));
     }
     for w in &facts.warnings {
         eprintln!("warning: {w}");
@@ -538,6 +556,7 @@ fn detect(a: &GlobalArgs, root: &HostRoot, capture: Option<PathBuf>) -> Result<E
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    clikit::init_logging(cli.args.verbose, "GVB_LOG");
     match run(cli) {
         Ok(code) => code,
         Err(f) => {

@@ -38,13 +38,10 @@ pub enum VmctlSource {
 }
 
 impl VmctlSource {
-    /// Looks next to `dir` (the directory of the running `gpu-vm-bootstrap`): a `vmctl` binary
-    /// first, then the newest-named `vmctl_*.deb`.
+    /// Looks next to `dir` (the directory of the running `gpu-vm-bootstrap`): the newest-named
+    /// `vmctl_*.deb` first (a release directory holds both; the package also brings completions,
+    /// man pages, the config file and the dependencies), then a `vmctl` binary.
     pub fn find_in(dir: &std::path::Path) -> Self {
-        let bin = dir.join("vmctl");
-        if bin.is_file() {
-            return VmctlSource::Binary(bin);
-        }
         let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
@@ -57,7 +54,14 @@ impl VmctlSource {
             })
             .collect();
         debs.sort();
-        debs.pop().map_or(VmctlSource::Missing, VmctlSource::Deb)
+        if let Some(deb) = debs.pop() {
+            return VmctlSource::Deb(deb);
+        }
+        let bin = dir.join("vmctl");
+        if bin.is_file() {
+            return VmctlSource::Binary(bin);
+        }
+        VmctlSource::Missing
     }
 }
 
@@ -119,5 +123,32 @@ impl Default for Options {
             vmctl_source: VmctlSource::Missing,
             urls: RepoUrls::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_in_prefers_the_newest_deb_over_the_binary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(VmctlSource::find_in(dir.path()), VmctlSource::Missing);
+        std::fs::write(dir.path().join("vmctl"), b"\x7fELF").expect("write");
+        assert_eq!(
+            VmctlSource::find_in(dir.path()),
+            VmctlSource::Binary(dir.path().join("vmctl"))
+        );
+        for n in [
+            "vmctl_0.1.0_amd64.deb",
+            "vmctl_0.2.0_amd64.deb",
+            "vmctl-dbg.deb",
+        ] {
+            std::fs::write(dir.path().join(n), b"!<arch>").expect("write");
+        }
+        assert_eq!(
+            VmctlSource::find_in(dir.path()),
+            VmctlSource::Deb(dir.path().join("vmctl_0.2.0_amd64.deb"))
+        );
     }
 }

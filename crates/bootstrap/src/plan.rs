@@ -70,6 +70,13 @@ pub enum ActionKind {
         packages: Vec<String>,
         argv: Vec<String>,
     },
+    /// Install the local package file `deb` (providing `package`) with apt, which also installs
+    /// the dependencies it declares (`dpkg -i` would leave them unmet).
+    InstallDeb {
+        package: String,
+        deb: String,
+        argv: Vec<String>,
+    },
     AddUserToGroup {
         user: String,
         group: String,
@@ -110,6 +117,7 @@ impl ActionKind {
         match self {
             ActionKind::RunCommand { argv }
             | ActionKind::InstallPackages { argv, .. }
+            | ActionKind::InstallDeb { argv, .. }
             | ActionKind::AddUserToGroup { argv, .. }
             | ActionKind::EnableService { argv, .. }
             | ActionKind::ApplyBridge { argv, .. }
@@ -226,6 +234,7 @@ fn render_action(out: &mut String, a: &Action) {
         kind => {
             let label = match kind {
                 ActionKind::InstallPackages { .. } => "install packages",
+                ActionKind::InstallDeb { .. } => "install package file",
                 ActionKind::AddUserToGroup { .. } => "add user to group",
                 ActionKind::EnableService { .. } => "enable service",
                 ActionKind::ApplyBridge { .. } => "apply network (with watchdog)",

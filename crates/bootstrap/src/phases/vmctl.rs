@@ -1,5 +1,5 @@
-//! vmctl phase: install the `vmctl` binary from this build (or its .deb) to /usr/local/bin and
-//! write a default `/etc/vmctl/config.toml` when there is none.
+//! vmctl phase: install vmctl — its .deb with apt when one ships next to us, else the bare
+//! binary to /usr/local/bin — and write a default `/etc/vmctl/config.toml` when there is none.
 
 use hostio::paths;
 
@@ -21,6 +21,41 @@ pub fn default_config(bridge: &str) -> String {
     )
 }
 
+/// The bridge the packaged `/etc/vmctl/config.toml` (a conffile) assumes.
+const PACKAGE_DEFAULT_BRIDGE: &str = "br0";
+
+/// `apt-get install` of a local .deb: apt needs a path with a `/` to take it as a file
+/// (apt-get(8)), and installs what the package `Depends` on, which `dpkg -i` would not.
+/// `--force-confold` keeps an `/etc/vmctl/config.toml` an earlier run wrote, without the
+/// conffile prompt that would stall an unattended run (dpkg(1)).
+pub fn install_deb(package: &str, deb: &str) -> ActionKind {
+    let deb = if deb.contains('/') {
+        deb.to_string()
+    } else {
+        format!("./{deb}")
+    };
+    let argv = [
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+        &deb,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    ActionKind::InstallDeb {
+        package: package.to_string(),
+        deb,
+        argv,
+    }
+}
+
 pub fn plan(p: &mut Planner<'_>) {
     let ph = Phase::Vmctl;
     match p.opts.vmctl_source.clone() {
@@ -39,12 +74,17 @@ pub fn plan(p: &mut Planner<'_>) {
         }
         VmctlSource::Deb(deb) => {
             if !p.state.has_package("vmctl") {
-                let deb = deb.display().to_string();
-                p.run(
+                p.push(
                     ph,
-                    &["apt-get", "install", "-y", &deb],
-                    "install the vmctl package shipped next to gpu-vm-bootstrap",
+                    install_deb("vmctl", &deb.display().to_string()),
+                    "install the vmctl package shipped next to gpu-vm-bootstrap (with its dependencies)",
                 );
+            }
+            if p.state.existing.contains(paths::USR_LOCAL_BIN_VMCTL) {
+                p.warn(format!(
+                    "{} (an earlier unpackaged install) comes first in PATH and hides the packaged /usr/bin/vmctl; remove it",
+                    paths::USR_LOCAL_BIN_VMCTL
+                ));
             }
         }
         VmctlSource::Missing => {
@@ -54,7 +94,11 @@ pub fn plan(p: &mut Planner<'_>) {
         }
     }
     let bridge = p.opts.bridge_name.clone();
+    // The package ships a documented config.toml for br0; leave it to dpkg so it stays an
+    // unmodified conffile that upgrades may replace.
+    let packaged = matches!(p.opts.vmctl_source, VmctlSource::Deb(_));
     match p.state.content(paths::ETC_VMCTL_CONFIG) {
+        None if packaged && bridge == PACKAGE_DEFAULT_BRIDGE => {}
         None => {
             p.write_file(
                 ph,

@@ -1,0 +1,172 @@
+//! What both binaries share at the command line: the `completions` and hidden `__man`
+//! subcommands, the exit-code text for `--help`, `-v`/`-vv` tracing to stderr, and writing to
+//! stdout so that a closed pipe (`vmctl list | head -1`) is a clean exit.
+//!
+//! This crate depends on clap on purpose: it is the binaries' side of the line, never a
+//! library crate's.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+pub use clap_complete::Shell;
+
+/// The exit-code contract, appended to every `--help` (after_help) and repeated in the README.
+pub const EXIT_CODES: &str =
+    "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed).";
+
+/// Subcommands every binary has; flatten them into the binary's own subcommand enum with
+/// `#[command(flatten)] Docs(clikit::DocsCommand)`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DocsCommand {
+    /// Print a shell completion script (bash: `source <(BINARY completions bash)`)
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write one man page per command (roff) into DIR (used by packaging/build-debs.sh)
+    #[command(name = "__man", hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+impl DocsCommand {
+    /// Runs the subcommand for `cmd` (the binary's `Cli::command()`); prints errors itself.
+    pub fn run(&self, cmd: clap::Command) -> ExitCode {
+        let result = match self {
+            DocsCommand::Completions { shell } => {
+                let mut buf = Vec::new();
+                completions(cmd, *shell, &mut buf);
+                write_stdout(&buf)
+            }
+            DocsCommand::Man { dir } => man_pages(cmd, dir).map(|pages| {
+                for p in pages {
+                    eprintln!("wrote {}", p.display());
+                }
+            }),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                eprintln!("help: check that the directory exists and is writable");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// Writes the completion script of `cmd` for `shell`. (clap_complete's bash script also offers
+/// hidden subcommands such as `__man`; clap has no way to drop a subcommand from a `Command`.)
+pub fn completions(mut cmd: clap::Command, shell: Shell, w: &mut dyn Write) {
+    let name = cmd.get_name().to_string();
+    clap_complete::generate(shell, &mut cmd, name, w);
+}
+
+/// Writes `NAME.1` and `NAME-SUB[-SUB…].1` for every visible subcommand into `dir`, and
+/// returns the paths of the pages in `dir`, sorted. The pages carry no date, so a rebuild gives identical bytes.
+pub fn man_pages(cmd: clap::Command, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(cmd, dir)?;
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "1"))
+        .collect();
+    pages.sort();
+    Ok(pages)
+}
+
+/// Writes `bytes` to a locked stdout and flushes. A closed pipe (EPIPE) counts as success:
+/// the reader has all it wanted (Rust ignores SIGPIPE, so the write returns the error instead
+/// of killing us; we must not panic the way `println!` does).
+pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// [`write_stdout`] for text, ignoring every other error too (stdout closed or full is not
+/// something a read command can fix); use it where `print!` would be.
+pub fn out(text: &str) {
+    let _ = write_stdout(text.as_bytes());
+}
+
+/// Like [`out`] with a trailing newline.
+pub fn outln(text: &str) {
+    let mut s = String::with_capacity(text.len() + 1);
+    s.push_str(text);
+    s.push('\n');
+    out(&s);
+}
+
+/// `tracing` to stderr: warnings by default, `-v` info, `-vv` debug, `-vvv` trace. The
+/// environment variable `env_var` (an `EnvFilter` directive such as `vmctl=trace`) overrides.
+pub fn init_logging(verbose: u8, env_var: &str) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env_var)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> clap::Command {
+        clap::Command::new("demo")
+            .about("a demo")
+            .subcommand(
+                clap::Command::new("create")
+                    .about("create things")
+                    .subcommand(clap::Command::new("ubuntu").about("an ubuntu thing")),
+            )
+            .subcommand(clap::Command::new("secret").hide(true))
+    }
+
+    #[test]
+    fn man_pages_for_every_visible_command() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pages = man_pages(demo(), dir.path()).expect("man pages");
+        let names: Vec<String> = pages
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["demo-create-ubuntu.1", "demo-create.1", "demo.1"],
+            "hidden subcommands get no page"
+        );
+        let page = std::fs::read_to_string(dir.path().join("demo.1")).expect("read");
+        assert!(page.starts_with(".ie \\n(.g .ds Aq"), "{page}");
+        assert!(page.contains("a demo"));
+    }
+
+    #[test]
+    fn bash_completion_covers_nested_subcommands() {
+        let mut buf = Vec::new();
+        completions(demo(), Shell::Bash, &mut buf);
+        let s = String::from_utf8(buf).expect("utf-8");
+        assert!(s.contains("complete -F _demo"), "{s}");
+        assert!(s.contains("demo__subcmd__create__subcmd__ubuntu"), "{s}");
+    }
+}
