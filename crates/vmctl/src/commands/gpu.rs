@@ -581,7 +581,11 @@ fn explained(
     let facts = facts.clone();
     let gpus: Vec<Gpu> = gpus.iter().map(|g| (*g).clone()).collect();
     move |e| match e {
-        Error::Libvirt { source, .. } => {
+        Error::Libvirt {
+            op: libvirt_op,
+            name,
+            source,
+        } => {
             let refs: Vec<&Gpu> = gpus.iter().collect();
             match explain(source.message(), &facts, &refs) {
                 Some(explanation) => GpuError::Explained {
@@ -592,8 +596,8 @@ fn explained(
                 }
                 .into(),
                 None => Error::Libvirt {
-                    op,
-                    name: vm.clone(),
+                    op: libvirt_op,
+                    name,
                     source,
                 },
             }

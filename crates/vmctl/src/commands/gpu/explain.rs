@@ -105,6 +105,19 @@ pub fn explain(message: &str, facts: &HostFacts, gpus: &[&Gpu]) -> Option<Explan
         }
         return Some(e);
     }
+    if m.contains("no more available pci slots") || m.contains("no free pci") {
+        return Some(Explanation {
+            reasons: vec![
+                "the running VM has no free hot-pluggable PCIe root port: each GPU function \
+                 needs one for a live attach"
+                    .into(),
+            ],
+            help: vec![
+                "attach with --persistent (the config gets its own root port) and restart the VM"
+                    .into(),
+            ],
+        });
+    }
     if m.contains("failed to bind pci device")
         || m.contains("failed to unbind pci device")
         || m.contains("device or resource busy")
@@ -194,5 +207,12 @@ mod tests {
         );
         assert!(e.help[0].contains("VT-d"), "{e:?}");
         assert!(explain("Domain not found", &HostFacts::default(), &[&g]).is_none());
+        let slots = explain(
+            "internal error: No more available PCI slots",
+            &HostFacts::default(),
+            &[&g],
+        )
+        .unwrap();
+        assert!(slots.help[0].contains("--persistent"), "{slots:?}");
     }
 }
