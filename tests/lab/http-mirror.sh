@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A local HTTP server for a directory on 127.0.0.1 (python3 -m http.server, in the background), the
+# A local HTTP server for a directory on 127.0.0.1 (http_mirror.py: python3's http.server plus Range
+# requests and an optional cut connection; in the background), the
 # stand-in for internet mirrors: Ubuntu cloud images (`<codename>/current/<file>` + `SHA256SUMS`), the
 # Talos factory's image paths, release ISOs. It serves the ROOT namespace's loopback: vmctl reaches it,
 # guests on the lab bridge do not.
@@ -13,8 +14,9 @@
 # With GVB_LAB_MIRROR_NETNS=vmlab the server runs inside the lab namespace instead: then a vmctl run
 # under `ip netns exec vmlab` (as the e2e tests do) reaches it on 127.0.0.1:PORT, and with
 # GVB_LAB_MIRROR_BIND=0.0.0.0 guests reach it on 198.18.0.1:PORT.
-# Pid and log files: $GVB_LAB_RUN/http-mirror-PORT.{pid,log}. Python's http.server answers plain GETs
-# (no Range); tests of resumed downloads need their own server.
+# GVB_LAB_MIRROR_CUT_AFTER=BYTES cuts the first transfer of each file after BYTES (to test resume).
+# Pid and log files: $GVB_LAB_RUN/http-mirror-PORT.{pid,log}; the log has one line per request with its
+# Range header.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -50,7 +52,10 @@ case $cmd in
         in_ns=()
         [[ -n $ns ]] && in_ns=(ip netns exec "$ns")
         # `ip netns exec` execs python3, so $! is the server's pid either way.
-        "${in_ns[@]}" python3 -m http.server --bind "$bind" --directory "$dir" "$port" >"$logfile" 2>&1 </dev/null &
+        cut=()
+        [[ -n ${GVB_LAB_MIRROR_CUT_AFTER:-} ]] && cut=(--cut-after "$GVB_LAB_MIRROR_CUT_AFTER")
+        "${in_ns[@]}" python3 "$here/http_mirror.py" --bind "$bind" --directory "$dir" "${cut[@]}" "$port" \
+            >"$logfile" 2>&1 </dev/null &
         echo $! >"$pidfile"
         if ! lab_wait_for 10 "http server on port $port" "${in_ns[@]}" curl -fsS -o /dev/null "http://127.0.0.1:$port/"; then
             kill "$(cat "$pidfile")" 2>/dev/null || true
@@ -63,8 +68,8 @@ case $cmd in
     stop)
         if [[ -s $pidfile ]]; then
             pid=$(cat "$pidfile")
-            # Only kill it if it still is our http.server (the pid may have been reused).
-            if grep -q 'http.server' "/proc/$pid/cmdline" 2>/dev/null; then
+            # Only kill it if it still is our server (the pid may have been reused).
+            if grep -q 'http_mirror.py' "/proc/$pid/cmdline" 2>/dev/null; then
                 kill "$pid"
                 lab_log "stopped mirror on port $port (pid $pid)"
             fi
