@@ -250,11 +250,12 @@ fn render_check(c: &IpCheck) -> String {
             },
         ]);
     }
+    let in_use: std::collections::BTreeSet<Ipv4Addr> = c.used.iter().map(|u| u.ip).collect();
     let mut s = format!(
-        "{} {}: {} used, {} free ({}, {} ms)\n",
+        "{} {}: {} addresses in use, {} free ({}, {} ms)\n",
         c.interface,
         c.subnet,
-        c.used.len(),
+        in_use.len(),
         c.free_count,
         method_text(c.method),
         c.duration_ms

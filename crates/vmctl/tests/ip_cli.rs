@@ -88,3 +88,35 @@ fn ip_help_lists_check_and_list() {
                 .and(predicate::str::contains("[default: 2000]")),
         );
 }
+
+/// `--ip auto` scans the live bridge; against a fixture host root it is refused before anything
+/// is made (the static probe is skipped there instead, see `create_ubuntu_on_test_driver_prints_json`).
+#[test]
+fn create_ip_auto_is_refused_with_a_fixture_host_root() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("root/sys/class/net/br0/bridge")).unwrap();
+    std::fs::write(
+        d.path().join("id.pub"),
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnkmqS0xAbuPsE6mVUf1h7gWOY/mOKs7YiFcBPWnOZ6 t@h\n",
+    )
+    .unwrap();
+    std::fs::write(d.path().join("base.img"), b"").unwrap();
+    vmctl()
+        .env("VMCTL_STORAGE_DIR", d.path().join("vms"))
+        .env("VMCTL_STATE_DIR", d.path().join("state"))
+        .arg("--host-root")
+        .arg(d.path().join("root"))
+        .args(["create", "ubuntu", "auto1", "--ip", "auto", "--no-start"])
+        .arg("--image")
+        .arg(d.path().join("base.img"))
+        .arg("--ssh-key")
+        .arg(d.path().join("id.pub"))
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("cannot run against --host-root")
+                .and(predicate::str::contains("help: ")),
+        );
+    assert!(!d.path().join("vms/auto1").exists());
+    assert!(!d.path().join("state").exists());
+}
