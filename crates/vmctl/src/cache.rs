@@ -75,6 +75,8 @@ pub struct ImageCache {
 }
 
 const CHUNK: usize = 1 << 20;
+/// Written data is handed to the disk in windows of this size during the download.
+const WRITEBACK_WINDOW: u64 = 32 << 20;
 
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -334,6 +336,9 @@ impl ImageCache {
             }
             got += n as u64;
             progress.advance(n as u64);
+            if got.is_multiple_of(WRITEBACK_WINDOW) {
+                crate::writeback::start(&file, have + got - WRITEBACK_WINDOW, WRITEBACK_WINDOW);
+            }
             if tx.send(chunk).is_err() || n < CHUNK || failure.is_some() {
                 break;
             }

@@ -12,6 +12,7 @@ pub mod names;
 pub mod net;
 pub mod releases;
 pub mod seed;
+pub mod writeback;
 pub mod yaml;
 
 pub use error::{Error, ExitKind, Result};
