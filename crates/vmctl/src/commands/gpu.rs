@@ -304,8 +304,8 @@ fn attached_to(gpu: &Gpu, atts: &[Attachment]) -> Vec<AttachedTo> {
         .collect()
 }
 
-/// The status of every NVIDIA GPU. Without libvirt (`hv` is `None`) attachments are unknown
-/// and a warning says so.
+/// The status of every NVIDIA GPU. Without libvirt (`atts` is `None`) attachments are unknown
+/// and `libvirt_warning` says so.
 pub fn status(
     facts: &HostFacts,
     users: &[GpuUser],
