@@ -25,7 +25,7 @@ const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (n
 Settings: flags > environment (VMCTL_*) > /etc/vmctl/config.toml > built-in defaults; see `vmctl config show`.";
 
 #[derive(Debug, Parser)]
-#[command(name = "vmctl", version, args_override_self = true, about = "Manage VMs on libvirt: Ubuntu guests on a host bridge, verified images, GPU passthrough", after_help = AFTER_HELP)]
+#[command(name = "vmctl", version = env!("GVB_BUILD_VERSION"), args_override_self = true, about = "Manage VMs on libvirt: Ubuntu guests on a host bridge, verified images, GPU passthrough", after_help = AFTER_HELP)]
 struct Cli {
     /// libvirt URI (default: VMCTL_CONNECT, then config.toml `connect`, then qemu:///system)
     #[arg(long, global = true, value_name = "URI")]
@@ -98,6 +98,8 @@ enum Command {
     /// Agentless IP discovery on the bridge by ARP (check, list)
     #[command(subcommand)]
     Ip(cli_ip::IpCommand),
+    #[command(flatten)]
+    Docs(clikit::DocsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -508,7 +510,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         env: &env,
     };
     match cli.command {
-        Command::Config(_) | Command::Image(_) | Command::Gpu(_) | Command::Ip(_) => {}
+        Command::Config(_)
+        | Command::Image(_)
+        | Command::Gpu(_)
+        | Command::Ip(_)
+        | Command::Docs(_) => {}
         Command::List { all: _ } => {
             let list = inspect::list(&ctx)?;
             if cli.json {
@@ -669,6 +675,9 @@ fn hv_exists(ctx: &Ctx, name: &str) -> Result<bool, Error> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Docs(d) = &cli.command {
+        return d.run(<Cli as clap::CommandFactory>::command());
+    }
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
