@@ -17,7 +17,7 @@ pub use rebind::{
     SysfsWrite, SysfsWriter, apply_writes, bind_host_steps, bind_vfio_steps, mig_capable,
 };
 pub use select::{Selector, resolve};
-pub use usage::{GpuUser, gpu_users};
+pub use usage::{GpuUser, gpu_users, host_gpu_users, nvidia_smi_users};
 
 /// Errors of this crate; each names the operation and what it was applied to.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,9 @@
 //! Who holds a GPU open on the host: `/proc/<pid>/fd/*` links to `/dev/nvidia<minor>`, with the
-//! minor mapped to a BDF through `/proc/driver/nvidia/gpus/<BDF>/information` ("Device Minor:").
+//! minor mapped to a BDF through `/proc/driver/nvidia/gpus/<BDF>/information` ("Device Minor:"),
+//! and, on the real host, the compute processes `nvidia-smi` reports (it also sees processes in
+//! other PID namespaces, e.g. containers, whose fds this `/proc` may not show).
 
-use hostio::HostRoot;
+use hostio::{Cmd, CommandRunner, HostRoot};
 use hwdetect::HostFacts;
 use serde::Serialize;
 
@@ -74,12 +76,98 @@ pub fn gpu_users(root: &HostRoot, facts: &HostFacts) -> Vec<GpuUser> {
     users
 }
 
+/// The compute processes `nvidia-smi --query-compute-apps` lists on the GPUs in `facts`.
+/// Without nvidia-smi (not installed, no driver loaded) the answer is empty.
+pub fn nvidia_smi_users(runner: &dyn CommandRunner, facts: &HostFacts) -> Vec<GpuUser> {
+    let cmd = Cmd::new([
+        "nvidia-smi",
+        "--query-compute-apps=gpu_bus_id,pid,process_name",
+        "--format=csv,noheader",
+    ]);
+    let Ok(out) = runner.run(&cmd) else {
+        return Vec::new();
+    };
+    let mut users = Vec::new();
+    for line in out.stdout_str().lines() {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let [bus_id, pid, name] = fields[..] else {
+            continue;
+        };
+        // nvidia-smi prints an 8-digit PCI domain (`00000000:01:00.0`); sysfs uses 4.
+        let Some((domain, rest)) = bus_id.split_once(':') else {
+            continue;
+        };
+        let bdf = format!("{}:{rest}", &domain[domain.len().saturating_sub(4)..]).to_lowercase();
+        let (Ok(pid), true) = (pid.parse::<u32>(), facts.gpus.iter().any(|g| g.bdf == bdf)) else {
+            continue;
+        };
+        users.push(GpuUser {
+            gpu: bdf,
+            pid,
+            command: name.rsplit('/').next().unwrap_or(name).to_string(),
+            device: "nvidia-smi".into(),
+        });
+    }
+    users
+}
+
+/// [`gpu_users`], plus [`nvidia_smi_users`] when `root` is the real host; one entry per GPU and
+/// process.
+pub fn host_gpu_users(
+    root: &HostRoot,
+    runner: &dyn CommandRunner,
+    facts: &HostFacts,
+) -> Vec<GpuUser> {
+    let mut users = gpu_users(root, facts);
+    if root.is_system() {
+        for u in nvidia_smi_users(runner, facts) {
+            if !users.iter().any(|v| v.gpu == u.gpu && v.pid == u.pid) {
+                users.push(u);
+            }
+        }
+    }
+    users
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use hwdetect::Gpu;
     use std::fs;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn nvidia_smi_compute_apps_are_users_of_known_gpus() {
+        use hostio::{Output, RecordingRunner};
+        let runner = RecordingRunner::new().answer(
+            ["nvidia-smi"],
+            Output::ok(
+                "00000000:01:00.0, 4242, /usr/bin/python3\n00000000:02:00.0, 7, x\ngarbage\n",
+            ),
+        );
+        let facts = HostFacts {
+            gpus: vec![Gpu {
+                bdf: "0000:01:00.0".into(),
+                ..Gpu::default()
+            }],
+            ..HostFacts::default()
+        };
+        assert_eq!(
+            nvidia_smi_users(&runner, &facts),
+            vec![GpuUser {
+                gpu: "0000:01:00.0".into(),
+                pid: 4242,
+                command: "python3".into(),
+                device: "nvidia-smi".into()
+            }]
+        );
+        assert!(nvidia_smi_users(&RecordingRunner::failing_at(0), &facts).is_empty());
+        // A fixture root never asks the real nvidia-smi.
+        let dir = tempfile::tempdir().unwrap();
+        let r = RecordingRunner::new();
+        assert!(host_gpu_users(&HostRoot::new(dir.path()), &r, &facts).is_empty());
+        assert!(r.calls().is_empty());
+    }
 
     #[test]
     fn finds_a_process_holding_the_gpu_minor() {

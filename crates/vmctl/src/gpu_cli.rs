@@ -1,11 +1,12 @@
 //! `vmctl gpu …`: arguments (clap) and rendering; the work is in `vmctl::commands::gpu`.
 
 use clap::{Args, Subcommand, ValueEnum};
-use hostio::HostRoot;
+use hostio::{HostRoot, SystemRunner};
 use vmctl::Error;
+use vmctl::commands::Ctx;
 use vmctl::commands::gpu::{self, AttachRequest, DetachRequest, Rebind, Scope};
 use vmctl::config::Config;
-use vmctl::libvirt::{Hypervisor, Libvirt};
+use vmctl::libvirt::Libvirt;
 
 use super::{out, out_json};
 
@@ -64,7 +65,7 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
     if let GpuCommand::Status = cmd {
         // Status works without libvirt: attachments are then unknown, and it says so.
         let facts = hwdetect::detect(host);
-        let users = passthrough::gpu_users(host, &facts);
+        let users = passthrough::host_gpu_users(host, &SystemRunner, &facts);
         let (atts, warning) =
             match Libvirt::open(config.connect()).and_then(|hv| gpu::attachments(&hv)) {
                 Ok(a) => (Some(a), None),
@@ -85,7 +86,13 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
         return Ok(());
     }
     let hv = Libvirt::open(config.connect())?;
-    let hv: &dyn Hypervisor = &hv;
+    let ctx = Ctx {
+        config,
+        host,
+        runner: &SystemRunner,
+        hv: &hv,
+        env: &super::env,
+    };
     match cmd {
         GpuCommand::Status => {}
         GpuCommand::Attach {
@@ -103,7 +110,7 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
                 },
                 force: *force,
             };
-            let o = gpu::attach(host, hv, &req)?;
+            let o = gpu::attach(&ctx, &req)?;
             for f in &o.forced {
                 eprintln!("warning: --force: {f}");
             }
@@ -138,7 +145,8 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
                     RebindArg::None => Rebind::None,
                 },
             };
-            let o = gpu::detach(host, hv, host, &req)?;
+            // The host root is the door to sysfs: on the real host these are the kernel's files.
+            let o = gpu::detach(&ctx, host, &req)?;
             for w in &o.warnings {
                 eprintln!("warning: {w}");
             }

@@ -5,9 +5,13 @@
 
 use std::cell::RefCell;
 
-use hostio::HostRoot;
-use passthrough::{FakeKernel, Selector, SysfsWrite};
-use vmctl::commands::gpu::{self, AttachRequest, DetachRequest, Rebind, Scope};
+use hostio::{HostRoot, RecordingRunner};
+use passthrough::{FakeKernel, Selector, SysfsWrite, SysfsWriter};
+use vmctl::commands::Ctx;
+use vmctl::commands::gpu::{
+    self, AttachOutcome, AttachRequest, DetachOutcome, DetachRequest, Rebind, Scope,
+};
+use vmctl::config::Config;
 use vmctl::domain::parse::parse_domain;
 use vmctl::libvirt::{DomainRecord, GuestAddress, Hypervisor, Libvirt, State};
 
@@ -40,6 +44,46 @@ fn private_libvirt(dir: &std::path::Path) -> Libvirt {
     );
     std::fs::write(&p, node).unwrap();
     Libvirt::open(&format!("test://{}", p.display())).unwrap()
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// `gpu attach` with a context on `host` and `hv` (the runner is never used on a fixture root).
+fn attach(
+    host: &HostRoot,
+    hv: &dyn Hypervisor,
+    req: &AttachRequest,
+) -> vmctl::Result<AttachOutcome> {
+    let config = Config::defaults();
+    let runner = RecordingRunner::new();
+    let ctx = Ctx {
+        config: &config,
+        host,
+        runner: &runner,
+        hv,
+        env: &no_env,
+    };
+    gpu::attach(&ctx, req)
+}
+
+fn detach(
+    host: &HostRoot,
+    hv: &dyn Hypervisor,
+    sysfs: &dyn SysfsWriter,
+    req: &DetachRequest,
+) -> vmctl::Result<DetachOutcome> {
+    let config = Config::defaults();
+    let runner = RecordingRunner::new();
+    let ctx = Ctx {
+        config: &config,
+        host,
+        runner: &runner,
+        hv,
+        env: &no_env,
+    };
+    gpu::detach(&ctx, sysfs, req)
 }
 
 fn sel(s: &str) -> Selector {
@@ -142,7 +186,7 @@ fn config_attach_of_a_four_function_turing_then_detach() {
     let dir = tempfile::tempdir().unwrap();
     let lv = private_libvirt(dir.path());
 
-    let o = gpu::attach(&host, &lv, &attach_req("off", &["2b:00.0"])).unwrap();
+    let o = attach(&host, &lv, &attach_req("off", &["2b:00.0"])).unwrap();
     assert!(o.live.is_empty());
     assert_eq!(
         o.config,
@@ -165,7 +209,7 @@ fn config_attach_of_a_four_function_turing_then_detach() {
     assert_eq!(hostdevs, o.config);
 
     // Attaching again changes nothing.
-    let again = gpu::attach(&host, &lv, &attach_req("off", &["1"])).unwrap();
+    let again = attach(&host, &lv, &attach_req("off", &["1"])).unwrap();
     assert!(again.config.is_empty() && again.live.is_empty());
     assert_eq!(lv.inactive_xml("off").unwrap(), xml);
 
@@ -184,7 +228,7 @@ fn config_attach_of_a_four_function_turing_then_detach() {
         ("off", false, true)
     );
 
-    let d = gpu::detach(
+    let d = detach(
         &host,
         &lv,
         &host,
@@ -215,7 +259,7 @@ fn running_vm_gets_each_function_hot_plugged_and_the_config_for_next_boot() {
         fail_at: None,
     };
     // `on` runs and is persistent: the default scope is live + config.
-    let o = gpu::attach(&host, &hv, &attach_req("on", &["0000:2b:00.0"])).unwrap();
+    let o = attach(&host, &hv, &attach_req("on", &["0000:2b:00.0"])).unwrap();
     assert_eq!(o.live.len(), 4);
     assert_eq!(o.config.len(), 4);
     let calls = hv.calls.borrow().clone();
@@ -243,7 +287,7 @@ fn a_failed_hot_plug_unplugs_what_was_plugged() {
         calls: RefCell::new(Vec::new()),
         fail_at: Some(2),
     };
-    let err = gpu::attach(&host, &hv, &attach_req("on", &["2b:00.0"])).unwrap_err();
+    let err = attach(&host, &hv, &attach_req("on", &["2b:00.0"])).unwrap_err();
     assert_eq!(err.exit_kind(), vmctl::ExitKind::Failure, "{err}");
     let ops: Vec<(&str, String)> = hv
         .calls
@@ -274,9 +318,9 @@ fn different_gpus_to_different_vms_and_no_stealing() {
     let host = HostRoot::new(tree.path());
     let dir = tempfile::tempdir().unwrap();
     let lv = private_libvirt(dir.path());
-    gpu::attach(&host, &lv, &attach_req("off", &["0", "1"])).unwrap();
-    gpu::attach(&host, &lv, &attach_req("off2", &["0000:5d:00.0"])).unwrap();
-    let err = gpu::attach(&host, &lv, &attach_req("off2", &["1"])).unwrap_err();
+    attach(&host, &lv, &attach_req("off", &["0", "1"])).unwrap();
+    attach(&host, &lv, &attach_req("off2", &["0000:5d:00.0"])).unwrap();
+    let err = attach(&host, &lv, &attach_req("off2", &["1"])).unwrap_err();
     assert_eq!(err.exit_kind(), vmctl::ExitKind::Usage);
     assert!(
         err.to_string()
@@ -305,7 +349,7 @@ fn different_gpus_to_different_vms_and_no_stealing() {
         ]
     );
     // Detaching one GPU of `a` by BDF keeps the other.
-    let d = gpu::detach(
+    let d = detach(
         &host,
         &lv,
         &host,
@@ -333,7 +377,7 @@ fn detach_rebind_host_writes_override_unbind_probe_in_order() {
     let host = HostRoot::new(tree.path());
     let dir = tempfile::tempdir().unwrap();
     let lv = private_libvirt(dir.path());
-    gpu::attach(&host, &lv, &attach_req("off", &["01:00.0"])).unwrap();
+    attach(&host, &lv, &attach_req("off", &["01:00.0"])).unwrap();
     let kernel = FakeKernel::new(
         host.clone(),
         &[
@@ -341,7 +385,7 @@ fn detach_rebind_host_writes_override_unbind_probe_in_order() {
             ("0000:01:00.1", "snd_hda_intel"),
         ],
     );
-    let d = gpu::detach(
+    let d = detach(
         &host,
         &lv,
         &kernel,
@@ -383,9 +427,9 @@ fn detach_rebind_host_writes_override_unbind_probe_in_order() {
     );
 
     // And back onto vfio-pci: attach again, detach with --rebind vfio.
-    gpu::attach(&host, &lv, &attach_req("off", &["0"])).unwrap();
+    attach(&host, &lv, &attach_req("off", &["0"])).unwrap();
     let kernel = FakeKernel::new(host.clone(), &[]);
-    gpu::detach(
+    detach(
         &host,
         &lv,
         &kernel,

@@ -302,14 +302,7 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
             firmware = Firmware::Efi { secure_boot: false };
         }
         let selectors = super::gpu::parse_selectors(&req.gpus)?;
-        super::gpu::hostdevs_for_create(
-            ctx.host,
-            ctx.hv,
-            &req.name,
-            &selectors,
-            firmware,
-            req.gpu_force,
-        )?
+        super::gpu::hostdevs_for_create(ctx, &req.name, &selectors, firmware, req.gpu_force)?
     };
     let user = req
         .user

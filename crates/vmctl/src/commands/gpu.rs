@@ -17,13 +17,13 @@ pub mod xml;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hostio::HostRoot;
 use hwdetect::{Gpu, HostFacts};
 use passthrough::{Attachment, GpuUser, Refusal, Selector, SysfsWrite, SysfsWriter};
 use serde::Serialize;
 
 pub use explain::{Explanation, explain};
 
+use super::Ctx;
 use crate::domain::parse::parse_domain;
 use crate::domain::render::hostdev_xml;
 use crate::domain::{Firmware, Hostdev, PciAddress, device_hostdevs};
@@ -372,13 +372,10 @@ pub fn status(
 }
 
 /// The facts, the host users and the attachments: what every GPU command starts from.
-pub fn gather(
-    host: &HostRoot,
-    hv: &dyn Hypervisor,
-) -> Result<(HostFacts, Vec<GpuUser>, Vec<Attachment>)> {
-    let facts = hwdetect::detect(host);
-    let users = passthrough::gpu_users(host, &facts);
-    let atts = attachments(hv)?;
+pub fn gather(ctx: &Ctx) -> Result<(HostFacts, Vec<GpuUser>, Vec<Attachment>)> {
+    let facts = hwdetect::detect(ctx.host);
+    let users = passthrough::host_gpu_users(ctx.host, ctx.runner, &facts);
+    let atts = attachments(ctx.hv)?;
     Ok((facts, users, atts))
 }
 
@@ -619,8 +616,7 @@ fn live_hostdev(a: PciAddress) -> Result<String> {
 /// functions, after the same checks as `gpu attach`. Pass each entry to
 /// [`crate::domain::DomainSpec::add_pci_device`].
 pub fn hostdevs_for_create(
-    host: &HostRoot,
-    hv: &dyn Hypervisor,
+    ctx: &Ctx,
     vm: &str,
     selectors: &[Selector],
     firmware: Firmware,
@@ -629,7 +625,7 @@ pub fn hostdevs_for_create(
     if firmware == Firmware::Bios {
         return Err(GpuError::NeedsUefi.into());
     }
-    let (facts, users, atts) = gather(host, hv)?;
+    let (facts, users, atts) = gather(ctx)?;
     let selected = select(&facts, selectors)?;
     check_selection(&facts, vm, &selected, &atts, &users, force)?;
     Ok(selected.iter().map(|g| addresses(g)).collect())
@@ -637,9 +633,10 @@ pub fn hostdevs_for_create(
 
 /// `vmctl gpu attach`: checks, then hot-plugs and/or changes the persistent config. A config
 /// failure after a hot-plug unplugs again, so nothing is left half done.
-pub fn attach(host: &HostRoot, hv: &dyn Hypervisor, req: &AttachRequest) -> Result<AttachOutcome> {
+pub fn attach(ctx: &Ctx, req: &AttachRequest) -> Result<AttachOutcome> {
+    let hv = ctx.hv;
     let rec = hv.require(&req.vm)?;
-    let (facts, users, atts) = gather(host, hv)?;
+    let (facts, users, atts) = gather(ctx)?;
     let selected = select(&facts, &req.selectors)?;
     let forced = check_selection(&facts, &req.vm, &selected, &atts, &users, req.force)?;
     let (live, config) = req
@@ -768,14 +765,10 @@ pub struct DetachOutcome {
 
 /// `vmctl gpu detach`: removes the GPUs from the running domain and/or its config, then
 /// rebinds their functions through `sysfs` when asked.
-pub fn detach(
-    host: &HostRoot,
-    hv: &dyn Hypervisor,
-    sysfs: &dyn SysfsWriter,
-    req: &DetachRequest,
-) -> Result<DetachOutcome> {
+pub fn detach(ctx: &Ctx, sysfs: &dyn SysfsWriter, req: &DetachRequest) -> Result<DetachOutcome> {
+    let (host, hv) = (ctx.host, ctx.hv);
     let rec = hv.require(&req.vm)?;
-    let (facts, _, atts) = gather(host, hv)?;
+    let (facts, _, atts) = gather(ctx)?;
     let mine: Vec<&Attachment> = atts.iter().filter(|a| a.vm == req.vm).collect();
     let holds = |g: &Gpu| g.functions.iter().any(|f| mine.iter().any(|a| &a.bdf == f));
     let targets: Vec<&Gpu> = if req.selectors.is_empty() {
