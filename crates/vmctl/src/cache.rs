@@ -265,8 +265,10 @@ impl ImageCache {
                 have += n as u64;
             }
         }
+        tracing::info!(url, resume_from = have, "downloading");
         let mut resp = self.request(url, have)?;
         let status = resp.status().as_u16();
+        tracing::debug!(url, status, "response");
         let mut file = match status {
             206 if have > 0 => OpenOptions::new()
                 .append(true)

@@ -66,6 +66,7 @@ pub fn create_overlay(
     if let Some(size) = size {
         argv.push(size.to_string());
     }
+    tracing::info!(argv = ?argv, "creating overlay");
     runner
         .run(&Cmd::new(argv))
         .map(|_| ())

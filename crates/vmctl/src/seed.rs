@@ -215,6 +215,7 @@ pub fn write_iso(runner: &dyn CommandRunner, files: &[(&str, String)], out: &Pat
             std::fs::write(&p, body).map_err(io("write", p.clone()))?;
             argv.push(p.display().to_string());
         }
+        tracing::info!(argv = ?argv, "writing seed");
         runner
             .run(&Cmd::new(argv))
             .map(|_| ())

@@ -60,6 +60,7 @@ pub fn stop(ctx: &Ctx, name: &str, timeout: Duration, force: bool) -> Result<Out
             break;
         }
         if last_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            tracing::info!(name, elapsed = ?start.elapsed(), "requesting shutdown");
             ctx.hv.shutdown(name)?;
             last_request = Some(Instant::now());
         }
