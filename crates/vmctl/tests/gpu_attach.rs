@@ -16,20 +16,26 @@ use vmctl::domain::parse::parse_domain;
 use vmctl::libvirt::{DomainRecord, GuestAddress, Hypervisor, Libvirt, State};
 
 /// A private test-driver node (a `test:///default` connection would share its state with the
-/// other tests of this process): `off` is shut off, `on` runs; both persistent, q35, no devices.
+/// other tests of this process): `off`, `off2` and `pc` (an i440fx machine) are shut off, `on`
+/// runs; all persistent, without devices.
 fn private_libvirt(dir: &std::path::Path) -> Libvirt {
     let p = dir.join("node.xml");
     let dom = |name: &str, n: u8, runstate: &str| {
+        let (machine, root) = if name == "pc" {
+            ("pc", "<controller type='pci' index='0' model='pci-root'/>")
+        } else {
+            ("q35", "<controller type='pci' index='0' model='pcie-root'/>")
+        };
         format!(
             "  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
     <name>{name}</name>
     <uuid>6b5a8e02-0000-4000-8000-0000000000{n:02x}</uuid>
     <memory unit='KiB'>1048576</memory>
     <os>
-      <type arch='x86_64' machine='q35'>hvm</type>
+      <type arch='x86_64' machine='{machine}'>hvm</type>
     </os>
     <devices>
-      <controller type='pci' index='0' model='pcie-root'/>
+      {root}
     </devices>
     {runstate}
   </domain>
@@ -37,10 +43,11 @@ fn private_libvirt(dir: &std::path::Path) -> Libvirt {
         )
     };
     let node = format!(
-        "<node>\n{}{}{}</node>\n",
+        "<node>\n{}{}{}{}</node>\n",
         dom("off", 1, "<test:runstate>5</test:runstate>"),
         dom("off2", 2, "<test:runstate>5</test:runstate>"),
-        dom("on", 3, "")
+        dom("on", 3, ""),
+        dom("pc", 4, "<test:runstate>5</test:runstate>"),
     );
     std::fs::write(&p, node).unwrap();
     Libvirt::open(&format!("test://{}", p.display())).unwrap()
@@ -459,4 +466,19 @@ fn detach_rebind_host_writes_override_unbind_probe_in_order() {
         hwdetect::detect(&host).gpus[0].function_drivers,
         [Some("vfio-pci".to_string()), Some("vfio-pci".to_string())]
     );
+}
+
+#[test]
+fn config_attach_to_a_non_q35_machine_is_refused() {
+    let tree = fixture_builder::build_host("intel-z170-gtx960");
+    let host = HostRoot::new(tree.path());
+    let dir = tempfile::tempdir().unwrap();
+    let lv = private_libvirt(dir.path());
+    let err = attach(&host, &lv, &attach_req("pc", &[])).unwrap_err();
+    assert_eq!(err.exit_kind(), vmctl::ExitKind::Usage);
+    assert_eq!(
+        err.to_string(),
+        "VM `pc` has machine type `pc`: a GPU's functions need a PCIe (q35) slot"
+    );
+    assert!(!lv.inactive_xml("pc").unwrap().contains("<hostdev"));
 }

@@ -57,6 +57,8 @@ pub enum GpuError {
     Transient { vm: String },
     #[error("GPU passthrough needs UEFI firmware and a q35 machine; --firmware bios was asked")]
     NeedsUefi,
+    #[error("VM `{vm}` has machine type `{machine}`: a GPU's functions need a PCIe (q35) slot")]
+    NotQ35 { vm: String, machine: String },
     #[error("rebinding {gpu} to the {target} driver")]
     Rebind {
         gpu: String,
@@ -90,7 +92,8 @@ impl GpuError {
             | Self::NotAttached { .. }
             | Self::NotRunning { .. }
             | Self::Transient { .. }
-            | Self::NeedsUefi => ExitKind::Usage,
+            | Self::NeedsUefi
+            | Self::NotQ35 { .. } => ExitKind::Usage,
             Self::Explained { .. } | Self::Rebind { .. } | Self::Unsupported { .. } => {
                 ExitKind::Failure
             }
@@ -138,6 +141,10 @@ impl GpuError {
             )],
             Self::Transient { .. } => vec!["use --live".into()],
             Self::NeedsUefi => vec!["drop --firmware bios: --gpu uses q35 with OVMF".into()],
+            Self::NotQ35 { .. } => vec![
+                "create the VM with `vmctl create … --gpu` (q35 + UEFI), or use --live for a hot-plug"
+                    .into(),
+            ],
             Self::Rebind { gpu, .. } => vec![format!(
                 "the GPU is detached from the VM but its driver is unchanged; `vmctl gpu status` \
                  shows it, and `echo {gpu} > /sys/bus/pci/drivers_probe` retries the probe"
@@ -701,6 +708,15 @@ fn attach_config(
     in_config: impl Fn(&str) -> bool,
 ) -> Result<Vec<String>> {
     let current = hv.inactive_xml(vm)?;
+    // The guest slot sits behind a pcie-root-port, which only a q35 (PCIe) machine has.
+    let machine = parse_domain(&current)?.machine.unwrap_or_default();
+    if !machine.contains("q35") {
+        return Err(GpuError::NotQ35 {
+            vm: vm.to_string(),
+            machine,
+        }
+        .into());
+    }
     let mut index = xml::next_controller_index(vm, &current)?;
     let mut remove = BTreeSet::new();
     let mut ports = Vec::new();
