@@ -120,3 +120,64 @@ fn create_ip_auto_is_refused_with_a_fixture_host_root() {
     assert!(!d.path().join("vms/auto1").exists());
     assert!(!d.path().join("state").exists());
 }
+
+/// The `ip check --json` document is the contract scripts read (issue 6): field names, order,
+/// `a-b` free ranges, `vm` null when no domain has the MAC.
+#[test]
+fn ip_check_json_shape_snapshot() {
+    use netscan::{Conflict, Host, ScanMethod, ScanResult};
+    use std::collections::BTreeSet;
+    use std::net::Ipv4Addr;
+    use vmctl::commands::ip::{MacOwners, check_from_scan};
+
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let mac = |s: &str| s.parse::<netscan::MacAddr>().unwrap();
+    let host = |i: &str, m: &str, vendor: Option<&str>, local: bool| Host {
+        ip: ip(i),
+        mac: mac(m),
+        vendor: vendor.map(String::from),
+        local,
+    };
+    let used = vec![
+        host("198.18.5.1", "02:00:00:00:00:01", None, true),
+        host(
+            "198.18.5.10",
+            "52:54:00:00:00:0a",
+            Some("QEMU/KVM virtual NIC"),
+            false,
+        ),
+        host("198.18.5.200", "02:00:00:00:00:c8", None, false),
+        host(
+            "198.18.5.200",
+            "52:54:00:00:00:c8",
+            Some("QEMU/KVM virtual NIC"),
+            false,
+        ),
+    ];
+    let subnet: ipnet::Ipv4Net = "198.18.5.0/24".parse().unwrap();
+    let taken: BTreeSet<Ipv4Addr> = used.iter().map(|h| h.ip).collect();
+    let (free, free_count) = netscan::free_ranges(subnet, &taken);
+    let scan = ScanResult {
+        interface: "br0".into(),
+        subnet,
+        local_ip: ip("198.18.5.1"),
+        method: ScanMethod::Raw,
+        fallback: false,
+        used,
+        conflicts: vec![Conflict {
+            ip: ip("198.18.5.200"),
+            macs: vec![mac("02:00:00:00:00:c8"), mac("52:54:00:00:00:c8")],
+        }],
+        free,
+        free_count,
+        probed: 253,
+        packets_sent: 482,
+        rate_pps: 2000,
+        retries: 1,
+        timeout_ms: 100,
+        duration_ms: 341,
+    };
+    let owners: MacOwners = [(mac("52:54:00:00:00:0a"), "web1".to_string())].into();
+    let doc = serde_json::to_string_pretty(&check_from_scan(scan, Some(&owners))).unwrap();
+    insta::assert_snapshot!(doc);
+}
