@@ -185,6 +185,9 @@ pub enum Error {
     /// `vmctl gpu` and `create --gpu`: refusals, selectors, libvirt errors explained, rebinding.
     #[error(transparent)]
     Gpu(Box<crate::commands::gpu::GpuError>),
+    /// `vmctl talos …` and `create talos`: versions, schematics, clusters, machine configs.
+    #[error(transparent)]
+    Talos(Box<crate::commands::talos::TalosError>),
 }
 
 impl Error {
@@ -215,6 +218,7 @@ impl Error {
                 ExitKind::Usage
             }
             Gpu(e) => e.exit_kind(),
+            Talos(e) => e.exit_kind(),
             _ => ExitKind::Failure,
         }
     }
@@ -289,6 +293,7 @@ impl Error {
             CreateOverlay { .. } | ImageInfo { .. } => vec!["is qemu-utils installed (`qemu-img`)?".into()],
             WriteSeed { .. } => vec!["is genisoimage installed?".into()],
             Gpu(e) => e.help(),
+            Talos(e) => e.help(),
             _ => Vec::new(),
         }
     }

@@ -20,6 +20,7 @@ use vmctl::libvirt::Libvirt;
 use vmctl::{Error, ExitKind};
 
 mod cli_ip;
+mod cli_talos;
 
 const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed).\n\
 Settings: flags > environment (VMCTL_*) > /etc/vmctl/config.toml > built-in defaults; see `vmctl config show`.";
@@ -98,6 +99,9 @@ enum Command {
     /// Agentless IP discovery on the bridge by ARP (check, list)
     #[command(subcommand)]
     Ip(cli_ip::IpCommand),
+    /// Talos Linux: Image Factory schematics, versions, cluster configs
+    #[command(subcommand)]
+    Talos(cli_talos::TalosCommand),
     #[command(flatten)]
     Docs(clikit::DocsCommand),
 }
@@ -118,6 +122,8 @@ enum ImageCommand {
 enum CreateKind {
     /// An Ubuntu VM from a cloud image (or a custom image), configured by cloud-init
     Ubuntu(Box<UbuntuArgs>),
+    /// A Talos Linux node from the Image Factory, booted into its generated machine config
+    Talos(Box<cli_talos::TalosArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -500,6 +506,9 @@ fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Gpu(g) = &cli.command {
         return gpu_cli::run(g, cli.json, &host, &config);
     }
+    if let Command::Talos(t) = &cli.command {
+        return cli_talos::run(t, &config, &host, cli.json);
+    }
     let hv = Libvirt::open(config.connect())?;
     let runner = SystemRunner;
     let ctx = Ctx {
@@ -510,7 +519,8 @@ fn run(cli: Cli) -> Result<(), Error> {
         env: &env,
     };
     match cli.command {
-        Command::Config(_)
+        Command::Talos(_)
+        | Command::Config(_)
         | Command::Image(_)
         | Command::Gpu(_)
         | Command::Ip(_)
@@ -585,6 +595,15 @@ fn run(cli: Cli) -> Result<(), Error> {
                 path: PathBuf::from(&argv[0]),
                 source: err,
             });
+        }
+        Command::Create(CreateKind::Talos(a)) => {
+            let bar = Bar(ProgressBar::new(0));
+            let created = vmctl::commands::talos::create::create_talos(&ctx, &a.request(), &bar)?;
+            if cli.json {
+                out_json(&created)
+            } else {
+                cli_talos::render_created(&created, ctx.hv.uri())
+            }
         }
         Command::Create(CreateKind::Ubuntu(a)) => {
             let network = match a.ip.clone() {
@@ -699,9 +718,7 @@ fn main() -> ExitCode {
                 eprintln!("  caused by: {s}");
                 src = s.source();
             }
-            for h in e.help() {
-                eprintln!("help: {h}");
-            }
+            clikit::print_help_lines("vmctl", &e.help());
             match e.exit_kind() {
                 ExitKind::Usage => ExitCode::from(2),
                 ExitKind::Failure => ExitCode::from(1),

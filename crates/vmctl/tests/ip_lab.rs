@@ -487,3 +487,35 @@ fn lab_parallel_create_ip_auto_gets_distinct_addresses() {
     // Nothing left of the refused creates.
     assert!(!d.join("vms/static-a").exists() && !d.join("vms/static-b").exists());
 }
+
+/// Without CAP_NET_RAW `ip check` falls back to the kernel neighbour table, still finds every
+/// address, and says once on stderr that it is slower (issue 6, behaviour 1).
+#[test]
+fn lab_ip_check_unprivileged_falls_back_and_says_so() {
+    if !lab_enabled() {
+        return;
+    }
+    let lab = Lab::up(
+        "ipcnp",
+        "198.18.52.1/24",
+        &["198.18.52.10", "198.18.52.11,noicmp", "198.18.52.77"],
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.name, "setpriv"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .args(["env", "VMCTL_CONNECT=test:///default", "VMCTL_BRIDGE=br0"])
+        .arg(vmctl_bin())
+        .args(["--config", "/dev/null", "ip", "check", "--json"])
+        .output()
+        .expect("setpriv");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["method"], "neighbour");
+    assert_eq!(v["fallback"], true);
+    let ips: BTreeSet<String> = found(&v).into_iter().map(|(ip, _)| ip).collect();
+    let truth: BTreeSet<String> = lab.truth.iter().map(|(ip, _)| ip.clone()).collect();
+    assert_eq!(ips, truth);
+    assert_eq!(err.matches("slower").count(), 1, "{err}");
+}

@@ -241,7 +241,7 @@ fn require_file(option: &str, p: &Path) -> Result<()> {
 }
 
 /// Refuses an address another domain already has in vmctl's metadata.
-fn check_ip_unused(ctx: &Ctx, ip: &StaticIp) -> Result<()> {
+pub(crate) fn check_ip_unused(ctx: &Ctx, ip: &StaticIp) -> Result<()> {
     let want = ip.address.addr().to_string();
     for rec in ctx.hv.list()? {
         let Ok(f) = crate::domain::parse::parse_domain(&rec.xml) else {
@@ -438,16 +438,26 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
     })
 }
 
-/// Undoes what a failed create made, newest first, unless committed.
-struct Rollback<'a> {
-    hv: &'a dyn Hypervisor,
-    dir: Option<PathBuf>,
-    files: Vec<PathBuf>,
-    domain: Option<String>,
-    committed: bool,
+/// Undoes what a failed create made, newest first, unless committed (also `create talos`).
+pub(crate) struct Rollback<'a> {
+    pub(crate) hv: &'a dyn Hypervisor,
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
+    pub(crate) domain: Option<String>,
+    pub(crate) committed: bool,
 }
 
-impl Rollback<'_> {
+impl<'a> Rollback<'a> {
+    pub(crate) fn new(hv: &'a dyn Hypervisor) -> Self {
+        Rollback {
+            hv,
+            dir: None,
+            files: Vec::new(),
+            domain: None,
+            committed: false,
+        }
+    }
+
     fn undo(&mut self) {
         if self.committed {
             return;
@@ -474,7 +484,7 @@ impl Drop for Rollback<'_> {
     }
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

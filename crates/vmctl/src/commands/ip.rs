@@ -588,10 +588,28 @@ impl Claim {
 /// static probe skipped. The probe is also skipped when the bridge has no IPv4 address in the
 /// VM's subnet (ARP needs a sender address there).
 pub fn claim(ctx: &Ctx, req: &UbuntuRequest, plan: &mut UbuntuPlan) -> Result<Claim> {
-    let NetworkRequest::Static { ip, gateway, dns } = &req.network else {
-        return Ok(Claim::none(&req.name));
+    claim_address(
+        ctx,
+        &req.name,
+        &req.network,
+        &plan.bridge,
+        &mut plan.static_ip,
+    )
+}
+
+/// [`claim`] for any create (`create talos` too): `static_ip` is the validated static address
+/// (filled in for `--ip auto`).
+pub fn claim_address(
+    ctx: &Ctx,
+    name: &str,
+    network: &NetworkRequest,
+    bridge: &str,
+    static_ip: &mut Option<net::StaticIp>,
+) -> Result<Claim> {
+    let NetworkRequest::Static { ip, gateway, dns } = network else {
+        return Ok(Claim::none(name));
     };
-    let owner = req.name.clone();
+    let owner = name.to_string();
     let now = SystemTime::now();
     let scanner = Scanner::new(ctx.host.clone());
     if is_auto(ip) {
@@ -602,8 +620,8 @@ pub fn claim(ctx: &Ctx, req: &UbuntuRequest, plan: &mut UbuntuPlan) -> Result<Cl
                 reason: "auto scans the live bridge; it cannot run against --host-root".into(),
             });
         }
-        let req_scan = ScanRequest::new(&plan.bridge);
-        let result = scanner.scan(&req_scan).map_err(scan_err(&plan.bridge))?;
+        let req_scan = ScanRequest::new(bridge);
+        let result = scanner.scan(&req_scan).map_err(scan_err(bridge))?;
         if result.fallback {
             tracing::warn!("{}", fallback_note());
         }
@@ -624,7 +642,7 @@ pub fn claim(ctx: &Ctx, req: &UbuntuRequest, plan: &mut UbuntuPlan) -> Result<Cl
         let cidr = format!("{}/{}", r.ip, result.subnet.prefix_len());
         match net::parse_static(&cidr, gateway.as_deref(), dns) {
             Ok(s) => {
-                plan.static_ip = Some(s);
+                *static_ip = Some(s);
                 Ok(claim)
             }
             Err(e) => {
@@ -633,7 +651,7 @@ pub fn claim(ctx: &Ctx, req: &UbuntuRequest, plan: &mut UbuntuPlan) -> Result<Cl
             }
         }
     } else {
-        let Some(s) = &plan.static_ip else {
+        let Some(s) = static_ip.as_ref() else {
             return Ok(Claim::none(&owner));
         };
         let addr = s.address.addr();
@@ -641,11 +659,11 @@ pub fn claim(ctx: &Ctx, req: &UbuntuRequest, plan: &mut UbuntuPlan) -> Result<Cl
             tracing::debug!("fixture host root: {addr} not probed");
             return Ok(Claim::none(&owner));
         }
-        let subnets = net::bridge_subnets(ctx.runner, &plan.bridge);
+        let subnets = net::bridge_subnets(ctx.runner, bridge);
         if !subnets.iter().any(|n| n.contains(&addr)) {
             tracing::warn!(
                 "{} has no IPv4 address in {}: {addr} not probed by ARP",
-                plan.bridge,
+                bridge,
                 s.address.trunc()
             );
             return Ok(Claim::none(&owner));
@@ -653,14 +671,14 @@ pub fn claim(ctx: &Ctx, req: &UbuntuRequest, plan: &mut UbuntuPlan) -> Result<Cl
         let owners = mac_owners(ctx.hv).ok();
         let p = probe(
             &scanner,
-            &ScanRequest::new(&plan.bridge),
+            &ScanRequest::new(bridge),
             addr,
             owners.as_ref(),
         )?;
         if !p.free {
             return Err(Error::IpAnswers {
                 ip: addr.to_string(),
-                bridge: plan.bridge.clone(),
+                bridge: bridge.to_string(),
                 by: p.holders(),
             });
         }

@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod ip;
 pub mod lifecycle;
 pub mod ssh;
+pub mod talos;
 
 use hostio::{CommandRunner, HostRoot};
 

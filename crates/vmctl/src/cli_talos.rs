@@ -1,0 +1,344 @@
+//! The `vmctl talos` subcommands and `vmctl create talos` on the binary side: their arguments,
+//! and the rendering of [`vmctl::commands::talos`] results as text or JSON.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use hostio::HostRoot;
+use talos_image::machineconfig::Role;
+use talos_image::nvidia::{Driver, Flavour};
+use vmctl::Error;
+use vmctl::commands::create::NetworkRequest;
+use vmctl::commands::talos::create::{TalosCreated, TalosRequest};
+use vmctl::commands::talos::{self, ConfigRequest, SchematicRequest};
+use vmctl::config::Config;
+
+use crate::{out, out_json};
+
+#[derive(Debug, Subcommand)]
+pub enum TalosCommand {
+    /// Build an Image Factory schematic and print its canonical YAML and ID (computed offline,
+    /// byte-exact with the factory; --online asks the factory and checks it agrees)
+    Schematic(SchematicArgs),
+    /// Published Talos releases (GitHub releases API), newest first; the latest stable marked
+    Versions,
+    /// Generate cluster secrets, controlplane.yaml, worker.yaml and talosconfig (mode 0600),
+    /// as `talosctl gen secrets` + `talosctl gen config` would
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FlavourArg {
+    Production,
+    Lts,
+}
+
+impl From<FlavourArg> for Flavour {
+    fn from(f: FlavourArg) -> Self {
+        match f {
+            FlavourArg::Production => Flavour::Production,
+            FlavourArg::Lts => Flavour::Lts,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DriverArg {
+    /// nvidia-open-gpu-kernel-modules (Turing and newer)
+    Open,
+    /// nonfree-kmod-nvidia (every generation; required before Turing)
+    Proprietary,
+}
+
+impl From<DriverArg> for Driver {
+    fn from(d: DriverArg) -> Self {
+        match d {
+            DriverArg::Open => Driver::Open,
+            DriverArg::Proprietary => Driver::Proprietary,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Controlplane,
+    Worker,
+}
+
+#[derive(Debug, Args)]
+pub struct SchematicArgs {
+    /// Add the NVIDIA preset: kernel modules and container toolkit of this flavour
+    #[arg(long, value_enum, value_name = "FLAVOUR")]
+    nvidia: Option<FlavourArg>,
+    /// NVIDIA kernel modules (default: from the detected GPU's architecture)
+    #[arg(long, value_enum, requires = "nvidia")]
+    driver: Option<DriverArg>,
+    /// Add nvidia-fabricmanager (NVSwitch systems; added by itself when one is detected)
+    #[arg(long, requires = "nvidia")]
+    fabric_manager: bool,
+    /// A system extension (`qemu-guest-agent` or `siderolabs/qemu-guest-agent`); repeatable
+    #[arg(long = "extension", value_name = "NAME")]
+    extensions: Vec<String>,
+    /// An extra kernel argument; repeatable
+    #[arg(long = "kernel-arg", value_name = "ARG", allow_hyphen_values = true)]
+    kernel_args: Vec<String>,
+    /// Start from this schematic YAML
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Check extensions against the factory's list and let the factory compute the ID
+    #[arg(long)]
+    online: bool,
+    /// Version whose extension list --online checks (default: latest stable)
+    #[arg(long, value_name = "vX.Y.Z", requires = "online")]
+    version: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Cluster name (a DNS label)
+    #[arg(long)]
+    cluster: String,
+    /// Kubernetes API endpoint, https://IP:6443
+    #[arg(long, value_name = "URL")]
+    endpoint: String,
+    /// Talos version whose config contract to follow (default: latest stable)
+    #[arg(long, value_name = "vX.Y.Z")]
+    version: Option<String>,
+    /// Directory for the four files (created; existing files are never overwritten)
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TalosArgs {
+    /// VM name (letters, digits, '.', '_', '-'); also the node's hostname
+    name: String,
+    #[arg(long, value_enum, default_value = "controlplane")]
+    role: RoleArg,
+    /// Join this cluster (its secrets are in vmctl's state directory), or start it under this
+    /// name; default: a new cluster named after the VM
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
+    /// Kubernetes API endpoint of a new cluster (default https://<--ip>:6443)
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// Talos version (default: the cluster's, else the latest stable release)
+    #[arg(long, value_name = "vX.Y.Z")]
+    version: Option<String>,
+    /// Accept a pre-release for --version
+    #[arg(long)]
+    allow_prerelease: bool,
+    /// Pass GPUs through (every function) and add the NVIDIA extensions; checked like
+    /// `vmctl gpu attach`. SELECTOR: BDF, index, `all` (the default) or `group:N`; repeatable
+    #[arg(long = "gpu", value_name = "SELECTOR", num_args = 0..=1, default_missing_value = "all")]
+    gpu: Vec<String>,
+    /// Override the GPU isolation, boot VGA and host-use refusals
+    #[arg(long, requires = "gpu")]
+    gpu_force: bool,
+    /// NVIDIA extension flavour for --gpu
+    #[arg(long, value_enum, default_value = "production", value_name = "FLAVOUR")]
+    nvidia: FlavourArg,
+    /// NVIDIA kernel modules for --gpu (default: from the GPU's architecture)
+    #[arg(long, value_enum)]
+    driver: Option<DriverArg>,
+    /// Further system extensions (qemu-guest-agent is always included); repeatable
+    #[arg(long = "extension", value_name = "NAME")]
+    extensions: Vec<String>,
+    /// Check extensions against the factory's list and let the factory confirm the schematic ID
+    #[arg(long)]
+    online: bool,
+    /// Static address A.B.C.D/NN (probed first: refused if it answers ARP), or `auto`
+    #[arg(long, value_name = "CIDR")]
+    ip: Option<String>,
+    /// Default gateway (inside the --ip subnet)
+    #[arg(long, requires = "ip")]
+    gateway: Option<String>,
+    /// DNS servers (repeat or comma-separate)
+    #[arg(long, value_delimiter = ',', requires = "ip")]
+    dns: Vec<String>,
+    /// MAC address (default: random 52:54:00:xx:xx:xx)
+    #[arg(long)]
+    mac: Option<String>,
+    /// Virtual CPUs
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Memory: MiB, or with a unit (4G)
+    #[arg(long, default_value = "4096")]
+    memory: String,
+    /// Disk size (default 20G)
+    #[arg(long, value_name = "SIZE")]
+    disk: Option<String>,
+    /// Host bridge (default: setting `bridge`, br0)
+    #[arg(long)]
+    bridge: Option<String>,
+    /// Define the domain but do not start it
+    #[arg(long)]
+    no_start: bool,
+    /// When talosctl is on PATH: bootstrap etcd, fetch the kubeconfig and (GPU) create the
+    /// RuntimeClass once the node answers
+    #[arg(long, conflicts_with = "no_start")]
+    bootstrap: bool,
+}
+
+impl TalosArgs {
+    pub fn request(&self) -> TalosRequest {
+        let mut r = TalosRequest::new(&self.name);
+        r.role = match self.role {
+            RoleArg::Controlplane => Role::Controlplane,
+            RoleArg::Worker => Role::Worker,
+        };
+        r.cluster = self.cluster.clone();
+        r.endpoint = self.endpoint.clone();
+        r.version = self.version.clone();
+        r.allow_prerelease = self.allow_prerelease;
+        r.gpus = self.gpu.clone();
+        r.gpu_force = self.gpu_force;
+        r.nvidia = self.nvidia.into();
+        r.driver = self.driver.map(Into::into);
+        r.extensions = self.extensions.clone();
+        r.online = self.online;
+        r.network = match &self.ip {
+            Some(ip) => NetworkRequest::Static {
+                ip: ip.clone(),
+                gateway: self.gateway.clone(),
+                dns: self.dns.clone(),
+            },
+            None => NetworkRequest::Dhcp,
+        };
+        r.mac = self.mac.clone();
+        r.cpus = self.cpus;
+        r.memory = self.memory.clone();
+        r.disk = self.disk.clone();
+        r.bridge = self.bridge.clone();
+        r.no_start = self.no_start;
+        r.bootstrap = self.bootstrap;
+        r
+    }
+}
+
+/// Runs a `talos` subcommand (none needs libvirt).
+pub fn run(cmd: &TalosCommand, config: &Config, host: &HostRoot, json: bool) -> Result<(), Error> {
+    match cmd {
+        TalosCommand::Schematic(a) => {
+            let req = SchematicRequest {
+                nvidia: a.nvidia.map(Into::into),
+                driver: a.driver.map(Into::into),
+                fabric_manager: a.fabric_manager,
+                extensions: a.extensions.clone(),
+                kernel_args: a.kernel_args.clone(),
+                file: a.file.clone(),
+                online: a.online,
+                version: a.version.clone(),
+            };
+            let s = talos::schematic(config, host, &req)?;
+            if let Some(n) = &s.driver_note {
+                eprintln!("{n}");
+            }
+            if json {
+                out_json(&s);
+            } else {
+                out(&format!("{}---\nid: {}\n", s.yaml, s.id));
+            }
+        }
+        TalosCommand::Versions => {
+            let v = talos::versions(config)?;
+            if json {
+                out_json(&v);
+            } else {
+                let mut s = String::new();
+                for k in &v.versions {
+                    let mark = if Some(&k.version) == v.latest.as_ref() {
+                        "  (latest)"
+                    } else if k.prerelease {
+                        "  (pre-release)"
+                    } else {
+                        ""
+                    };
+                    s += &format!("{}{mark}\n", k.version);
+                }
+                out(&s);
+            }
+        }
+        TalosCommand::Config(a) => {
+            let req = ConfigRequest {
+                cluster: a.cluster.clone(),
+                endpoint: a.endpoint.clone(),
+                version: a.version.clone(),
+                out: a.out.clone(),
+            };
+            let c = talos::config(config, &req)?;
+            if json {
+                out_json(&c);
+            } else {
+                let mut s = String::new();
+                for f in &c.files {
+                    s += &format!("{}\n", f.display());
+                }
+                out(&s);
+                eprintln!(
+                    "cluster {} (Talos {}, endpoint {}): files written with mode 0600",
+                    c.cluster, c.version, c.endpoint
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The human view of `create talos`: a summary on stderr, the next steps on stdout.
+pub fn render_created(c: &TalosCreated, uri: &str) {
+    if let Some(n) = &c.driver_note {
+        eprintln!("{n}");
+    }
+    eprintln!(
+        "{}: {} (Talos {}, {} of cluster {}{}, MAC {}, {})",
+        c.name,
+        if c.started {
+            "defined and started"
+        } else {
+            "defined"
+        },
+        c.version,
+        match c.role {
+            Role::Controlplane => "control plane",
+            Role::Worker => "worker",
+        },
+        c.cluster,
+        if c.new_cluster { ", new" } else { "" },
+        c.mac,
+        c.ip.as_deref().unwrap_or("DHCP")
+    );
+    eprintln!(
+        "  schematic {} ({})",
+        c.schematic_id,
+        c.extensions.join(", ")
+    );
+    eprintln!(
+        "  image {} sha256 {} ({})",
+        c.image_url,
+        c.base_sha256,
+        match c.verification {
+            vmctl::cache::Verification::MatchedRecord =>
+                "matches the sha256 recorded at its first download",
+            _ => "no published checksum; sha256 recorded at this first download",
+        }
+    );
+    let mut s = format!(
+        "{}\ntalosconfig: {}\nconsole:     virsh -c {uri} console {}\n",
+        c.name,
+        c.talosconfig.display(),
+        c.name
+    );
+    if !c.next_steps.is_empty() {
+        s += "next steps:\n";
+        for step in &c.next_steps {
+            s += &format!(
+                "  # {}{}\n  {}\n",
+                step.what,
+                if step.done { " (done)" } else { "" },
+                step.argv.join(" ")
+            );
+        }
+    }
+    out(&s);
+}

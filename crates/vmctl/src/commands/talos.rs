@@ -1,0 +1,542 @@
+//! `vmctl talos schematic|versions|config` and the cluster state behind `vmctl create talos`
+//! (issue 7): thin layers over the `talos-image` library, with base URLs from vmctl's settings
+//! (`talos_factory_url`, `github_api_url`) and per-cluster secrets under vmctl's state directory.
+//!
+//! Cluster state: `<state_dir>/talos/<cluster>/` holds `secrets.yaml` (the `talosctl gen secrets`
+//! bundle), `cluster.json` (endpoint, version), `talosconfig` and, for GPU clusters, the
+//! `nvidia` RuntimeClass manifest; every file mode 0600 since most hold private keys.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use hostio::{CommandError, HostRoot};
+use hwdetect::HostFacts;
+use serde::{Deserialize, Serialize};
+use talos_image::factory::{KnownVersion, VersionSource};
+use talos_image::nvidia::{self, Driver, DriverChoice, Flavour, NvidiaPreset};
+use talos_image::{ConfigInput, Endpoints, FactoryClient, Schematic, SecretsBundle, TalosVersion};
+
+use crate::config::Config;
+use crate::error::{Error, ExitKind, Result};
+
+pub mod create;
+
+/// Errors of the Talos commands; the library's own errors pass through [`TalosError::Library`].
+#[derive(Debug, thiserror::Error)]
+pub enum TalosError {
+    #[error(transparent)]
+    Library(#[from] talos_image::Error),
+    #[error("Talos cluster {cluster:?} already exists ({dir})")]
+    ClusterExists { cluster: String, dir: PathBuf },
+    #[error("no Talos cluster {cluster:?} in {dir}")]
+    NoSuchCluster { cluster: String, dir: PathBuf },
+    #[error("new cluster {cluster:?} needs a Kubernetes API endpoint")]
+    NoEndpoint { cluster: String },
+    #[error("{path} already exists")]
+    OutputExists { path: PathBuf },
+    #[error("read {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse cluster record {path}")]
+    ParseRecord {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("write {path}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("decompress {url} into {path}")]
+    Decompress {
+        url: String,
+        path: PathBuf,
+        #[source]
+        source: talos_image::Error,
+    },
+    #[error("{program} is not on PATH")]
+    MissingProgram { program: &'static str },
+    #[error("--bootstrap needs {what}")]
+    BootstrapUnsupported { what: &'static str },
+    #[error("{step} did not succeed within {secs} s")]
+    Bootstrap {
+        step: String,
+        secs: u64,
+        #[source]
+        source: CommandError,
+    },
+}
+
+impl TalosError {
+    pub fn exit_kind(&self) -> ExitKind {
+        match self {
+            TalosError::Library(e) if e.is_bad_input() => ExitKind::Usage,
+            TalosError::Library(talos_image::Error::HttpStatus { status, .. })
+                if (400..500).contains(status) =>
+            {
+                ExitKind::Usage
+            }
+            TalosError::ClusterExists { .. }
+            | TalosError::NoSuchCluster { .. }
+            | TalosError::NoEndpoint { .. }
+            | TalosError::OutputExists { .. }
+            | TalosError::MissingProgram { .. }
+            | TalosError::BootstrapUnsupported { .. } => ExitKind::Usage,
+            _ => ExitKind::Failure,
+        }
+    }
+
+    pub fn help(&self) -> Vec<String> {
+        use talos_image::Error as L;
+        match self {
+            TalosError::Library(e) => match e {
+                L::VersionNotFound { .. } => {
+                    vec!["list the published versions with `vmctl talos versions`".into()]
+                }
+                L::VersionIsPrerelease { .. } => {
+                    vec!["add --allow-prerelease to use a pre-release".into()]
+                }
+                L::UnknownExtensions { version, .. } => vec![format!(
+                    "the factory's list for {version} is at /version/{version}/extensions/official; names look like siderolabs/qemu-guest-agent"
+                )],
+                L::SchematicNotPlainSafe { .. } => {
+                    vec!["add --online to let the Image Factory compute the ID".into()]
+                }
+                L::InvalidConfigInput { field, .. } if *field == "endpoint" => {
+                    vec!["give the Kubernetes API endpoint as https://IP:6443".into()]
+                }
+                L::InvalidConfigInput { field, .. } if *field == "cluster name" => vec![
+                    "cluster names are DNS labels: lowercase letters, digits and '-'".into(),
+                ],
+                L::Http { url, .. } | L::HttpStatus { url, .. } | L::Decode { url, .. } => vec![
+                    format!("check that {url} is reachable; base URLs: settings talos_factory_url / github_api_url (VMCTL_TALOS_FACTORY_URL / VMCTL_GITHUB_API_URL)"),
+                ],
+                _ => Vec::new(),
+            },
+            TalosError::ClusterExists { cluster, .. } => vec![
+                format!("to add this VM to it, pass `--cluster {cluster}`"),
+                "to start a new cluster, pick another name with --cluster NAME".into(),
+            ],
+            TalosError::NoSuchCluster { cluster, .. } => vec![format!(
+                "create its control plane first: `vmctl create talos NAME --cluster {cluster} --ip A.B.C.D/NN`"
+            )],
+            TalosError::NoEndpoint { .. } => vec![
+                "give the control plane a static address with --ip A.B.C.D/NN (or --ip auto), or pass --endpoint https://IP:6443".into(),
+            ],
+            TalosError::OutputExists { .. } => {
+                vec!["choose an empty --out directory; vmctl never overwrites secrets".into()]
+            }
+            TalosError::MissingProgram { program } => vec![format!(
+                "install {program}, or drop --bootstrap and run the printed steps yourself"
+            )],
+            TalosError::BootstrapUnsupported { .. } => {
+                vec!["drop --bootstrap and run the printed steps once the node is up".into()]
+            }
+            TalosError::Bootstrap { .. } => vec![
+                "the node may still be booting: watch it with `virsh console NAME`, then run the printed steps".into(),
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<TalosError> for Error {
+    fn from(e: TalosError) -> Self {
+        Error::Talos(Box::new(e))
+    }
+}
+
+impl From<talos_image::Error> for Error {
+    fn from(e: talos_image::Error) -> Self {
+        TalosError::Library(e).into()
+    }
+}
+
+/// The factory and GitHub base URLs from vmctl's settings (flags > VMCTL_* > config.toml).
+pub fn endpoints(config: &Config) -> Endpoints {
+    Endpoints::new(
+        config.value("github_api_url"),
+        config.value("talos_factory_url"),
+    )
+}
+
+/// A client for [`endpoints`].
+pub fn client(config: &Config) -> Result<FactoryClient> {
+    Ok(FactoryClient::new(endpoints(config))?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// vmctl talos versions
+
+/// `vmctl talos versions --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Versions {
+    /// Where the list came from (the GitHub releases API URL).
+    pub source: String,
+    /// The highest stable release.
+    pub latest: Option<TalosVersion>,
+    /// Newest first.
+    pub versions: Vec<KnownVersion>,
+}
+
+/// Published releases from the GitHub releases API (drafts dropped).
+pub fn versions(config: &Config) -> Result<Versions> {
+    let c = client(config)?;
+    let versions = c.versions(VersionSource::Github)?;
+    let latest = versions
+        .iter()
+        .find(|k| !k.prerelease)
+        .map(|k| k.version.clone());
+    Ok(Versions {
+        source: format!("{}/repos/siderolabs/talos/releases", c.endpoints.github_api),
+        latest,
+        versions,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// vmctl talos schematic
+
+/// What goes into a schematic (`vmctl talos schematic` and `create talos`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchematicRequest {
+    /// `--nvidia FLAVOUR`: the NVIDIA preset (kernel modules + container toolkit).
+    pub nvidia: Option<Flavour>,
+    /// `--driver`: otherwise chosen from the detected GPU's chip.
+    pub driver: Option<Driver>,
+    /// Add `nvidia-fabricmanager-<flavour>` (also added when an NVSwitch is detected).
+    pub fabric_manager: bool,
+    /// Further extensions (`qemu-guest-agent` or `siderolabs/qemu-guest-agent`).
+    pub extensions: Vec<String>,
+    pub kernel_args: Vec<String>,
+    /// A schematic YAML to start from.
+    pub file: Option<PathBuf>,
+    /// Check extensions against the factory and let it compute (and confirm) the ID.
+    pub online: bool,
+    /// The version whose extension list `online` checks against (default: latest stable).
+    pub version: Option<String>,
+}
+
+/// `vmctl talos schematic --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchematicOut {
+    pub id: String,
+    /// The canonical YAML the ID is the sha256 of.
+    pub yaml: String,
+    pub extensions: Vec<String>,
+    /// `offline`, `online-verified` (the factory agreed with the offline ID) or `online`.
+    pub computed: &'static str,
+    /// Why the NVIDIA driver was chosen, when it was chosen automatically.
+    pub driver_note: Option<String>,
+}
+
+/// Picks the NVIDIA driver: the flag, else from the chip of `chip` (the GPU being passed
+/// through, or the host's first GPU). Returns the driver and a note for the user.
+pub fn pick_driver(given: Option<Driver>, chip: Option<&str>) -> (Driver, Option<String>) {
+    if let Some(d) = given {
+        return (d, None);
+    }
+    match chip {
+        None => (
+            Driver::Open,
+            Some("no NVIDIA GPU detected: open kernel modules (Turing and newer); use --driver proprietary for older GPUs".into()),
+        ),
+        Some(c) => match Driver::for_chip(c) {
+            (d, DriverChoice::Turing) => (d, Some(format!("{c} is Turing or newer: open kernel modules"))),
+            (d, DriverChoice::PreTuring) => (d, Some(format!("{c} is older than Turing: proprietary kernel modules"))),
+            (d, DriverChoice::Unknown) => (d, Some(format!("warning: unknown GPU architecture {c:?}: proprietary kernel modules (they support every generation); pass --driver open for Turing and newer"))),
+        },
+    }
+}
+
+/// The schematic for `req` (pure apart from reading `req.file`). `chip`: the GPU whose
+/// architecture picks the driver; `nvswitch`: the host has an NVSwitch (adds the fabric manager).
+pub fn build_schematic(
+    req: &SchematicRequest,
+    chip: Option<&str>,
+    nvswitch: bool,
+) -> Result<(Schematic, Option<String>)> {
+    let mut schematic = match &req.file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| TalosError::ReadFile {
+                path: p.clone(),
+                source,
+            })?;
+            Schematic::from_yaml(&text)?
+        }
+        None => Schematic::default(),
+    };
+    let mut note = None;
+    let mut wanted: Vec<String> = Vec::new();
+    if let Some(flavour) = req.nvidia {
+        let (driver, n) = pick_driver(req.driver, chip);
+        note = n;
+        let preset = NvidiaPreset {
+            flavour,
+            driver,
+            fabric_manager: req.fabric_manager || nvswitch,
+            extras: Vec::new(),
+        };
+        wanted.extend(preset.extensions());
+    }
+    wanted.extend(req.extensions.iter().map(|e| nvidia::qualify(e)));
+    let list = &mut schematic
+        .customization
+        .system_extensions
+        .official_extensions;
+    for e in wanted {
+        if !list.contains(&e) {
+            list.push(e);
+        }
+    }
+    schematic
+        .customization
+        .extra_kernel_args
+        .extend(req.kernel_args.iter().cloned());
+    Ok((schematic, note))
+}
+
+/// The ID: offline, or with `online` checked against the factory's extension list and
+/// computed by the factory (which must agree with the offline ID when there is one).
+pub fn schematic_id(
+    config: &Config,
+    schematic: &Schematic,
+    online: bool,
+    version: Option<&TalosVersion>,
+) -> Result<(String, String, &'static str)> {
+    if !online {
+        let id = schematic.id()?;
+        return Ok((id.id, id.yaml, "offline"));
+    }
+    let c = client(config)?;
+    let v = match version {
+        Some(v) => v.clone(),
+        None => c.resolve_version(VersionSource::Github, None, false)?,
+    };
+    c.check_extensions(
+        &v,
+        &schematic
+            .customization
+            .system_extensions
+            .official_extensions,
+    )?;
+    let o = c.create_schematic(schematic)?;
+    let how = if o.verified_offline {
+        "online-verified"
+    } else {
+        "online"
+    };
+    Ok((o.id, o.yaml, how))
+}
+
+/// `vmctl talos schematic`.
+pub fn schematic(config: &Config, host: &HostRoot, req: &SchematicRequest) -> Result<SchematicOut> {
+    let (chip, nvswitch) = if req.nvidia.is_some() {
+        host_gpu(&hwdetect::detect(host))
+    } else {
+        (None, false)
+    };
+    let (s, driver_note) = build_schematic(req, chip.as_deref(), nvswitch)?;
+    let version = match (&req.version, req.online) {
+        (Some(v), true) => {
+            Some(client(config)?.resolve_version(VersionSource::Github, Some(v), true)?)
+        }
+        _ => None,
+    };
+    let (id, yaml, computed) = schematic_id(config, &s, req.online, version.as_ref())?;
+    Ok(SchematicOut {
+        id,
+        yaml,
+        extensions: s
+            .customization
+            .system_extensions
+            .official_extensions
+            .clone(),
+        computed,
+        driver_note,
+    })
+}
+
+/// The first GPU's chip code and whether an NVSwitch is present.
+fn host_gpu(facts: &HostFacts) -> (Option<String>, bool) {
+    (
+        facts.gpus.iter().find_map(|g| g.chip.clone()),
+        !facts.nvswitches.is_empty(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// vmctl talos config
+
+/// `vmctl talos config` options.
+#[derive(Debug, Clone)]
+pub struct ConfigRequest {
+    pub cluster: String,
+    pub endpoint: String,
+    pub version: Option<String>,
+    pub out: PathBuf,
+}
+
+/// `vmctl talos config --json`: what was written.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigOut {
+    pub cluster: String,
+    pub endpoint: String,
+    pub version: TalosVersion,
+    /// The config contract the documents follow (`v1_10`, `v1_12`, …).
+    pub contract: talos_image::Contract,
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes `content` to a new file with mode 0600; an existing file is never overwritten.
+pub fn write_private(path: &Path, content: &[u8]) -> Result<()> {
+    let err = |source| TalosError::WriteFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                TalosError::OutputExists {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                err(e)
+            }
+        })?;
+    f.write_all(content).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    Ok(())
+}
+
+/// `secrets.yaml`, `controlplane.yaml`, `worker.yaml` and `talosconfig` in `req.out` (mode 0600),
+/// like `talosctl gen secrets` + `talosctl gen config`.
+pub fn config(config: &Config, req: &ConfigRequest) -> Result<ConfigOut> {
+    let version = match &req.version {
+        Some(v) => TalosVersion::parse(v)?,
+        None => client(config)?.resolve_version(VersionSource::Github, None, false)?,
+    };
+    let input = ConfigInput::new(&req.cluster, &req.endpoint, version.clone());
+    input.validate()?;
+    let names = [
+        "secrets.yaml",
+        "controlplane.yaml",
+        "worker.yaml",
+        "talosconfig",
+    ];
+    for n in names {
+        let p = req.out.join(n);
+        if p.exists() {
+            return Err(TalosError::OutputExists { path: p }.into());
+        }
+    }
+    let secrets = SecretsBundle::generate(&version)?;
+    let generated = talos_image::machineconfig::generate(&input, &secrets)?;
+    std::fs::create_dir_all(&req.out).map_err(|source| TalosError::WriteFile {
+        path: req.out.clone(),
+        source,
+    })?;
+    let contents = [
+        secrets.to_yaml()?,
+        generated.controlplane,
+        generated.worker,
+        generated.talosconfig,
+    ];
+    let mut files = Vec::new();
+    for (n, c) in names.iter().zip(contents) {
+        let p = req.out.join(n);
+        write_private(&p, c.as_bytes())?;
+        files.push(p);
+    }
+    Ok(ConfigOut {
+        cluster: req.cluster.clone(),
+        endpoint: req.endpoint.clone(),
+        version,
+        contract: generated.contract,
+        files,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster state
+
+/// `cluster.json`: what later nodes of the cluster need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub name: String,
+    pub endpoint: String,
+    pub version: TalosVersion,
+    pub created: String,
+}
+
+/// A cluster's directory in vmctl's state directory.
+#[derive(Debug, Clone)]
+pub struct ClusterDir {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl ClusterDir {
+    pub fn new(host: &HostRoot, config: &Config, name: &str) -> Self {
+        ClusterDir {
+            name: name.to_string(),
+            dir: host
+                .path(config.value("state_dir"))
+                .join("talos")
+                .join(name),
+        }
+    }
+
+    pub fn secrets(&self) -> PathBuf {
+        self.dir.join("secrets.yaml")
+    }
+    pub fn record(&self) -> PathBuf {
+        self.dir.join("cluster.json")
+    }
+    pub fn talosconfig(&self) -> PathBuf {
+        self.dir.join("talosconfig")
+    }
+    pub fn runtime_class(&self) -> PathBuf {
+        self.dir.join("runtimeclass-nvidia.yaml")
+    }
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// A cluster exists once its directory does (secrets are written first).
+    pub fn exists(&self) -> bool {
+        self.dir.exists()
+    }
+
+    fn read(&self, path: &Path) -> Result<String> {
+        std::fs::read_to_string(path).map_err(|source| {
+            TalosError::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            }
+            .into()
+        })
+    }
+
+    /// The stored record and secrets.
+    pub fn load(&self) -> Result<(ClusterRecord, SecretsBundle)> {
+        let text = self.read(&self.record())?;
+        let record: ClusterRecord =
+            serde_json::from_str(&text).map_err(|source| TalosError::ParseRecord {
+                path: self.record(),
+                source,
+            })?;
+        let secrets = SecretsBundle::from_yaml(&self.read(&self.secrets())?)?;
+        Ok((record, secrets))
+    }
+}

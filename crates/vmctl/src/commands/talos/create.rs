@@ -1,0 +1,834 @@
+//! `vmctl create talos NAME`: validate everything first (nothing is made on bad input), claim
+//! the address, then fetch the factory image for the schematic, write the cluster's secrets (new
+//! cluster) and the node's machine config as the NoCloud `user-data` on a `cidata` seed, and
+//! define (and start) a q35 UEFI domain on the bridge with the GPUs passed through.
+//!
+//! The building blocks are `create ubuntu`'s: overlay disk, seed ISO, domain spec, rollback, GPU
+//! checks (`commands::gpu`) and address claims (`commands::ip`).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hostio::Cmd;
+use serde::Serialize;
+use talos_image::factory::{ImageKind, VersionSource};
+use talos_image::machineconfig::{self, NodePatch, Role};
+use talos_image::nvidia::{self, Driver, Flavour};
+use talos_image::{ConfigInput, SecretsBundle, TalosVersion};
+
+use super::{ClusterDir, ClusterRecord, SchematicRequest, TalosError, write_private};
+use crate::cache::{Expect, ImageCache, Progress, Verification};
+use crate::commands::Ctx;
+use crate::commands::create::{NetworkRequest, Rollback, check_ip_unused, now_rfc3339};
+use crate::domain::render::to_xml;
+use crate::domain::{
+    CpuMode, Disk, DomainSpec, DomainType, Firmware, Metadata, Nic, PciAddress, Serial,
+};
+use crate::error::{Error, Result};
+use crate::net::{self, StaticIp};
+use crate::seed::{self, GuestNetwork, SeedSpec};
+use crate::{disk, names};
+
+/// Default disk: Talos wants room for its EPHEMERAL partition (container images, etcd).
+pub const DEFAULT_DISK: &str = "20G";
+/// Default memory: the Talos minimum for a control plane is 2 GiB; 4 GiB leaves room for pods.
+pub const DEFAULT_MEMORY: &str = "4096";
+/// How long `--bootstrap` waits for the node's API.
+pub const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `vmctl create talos` options, as given (unvalidated).
+#[derive(Debug, Clone)]
+pub struct TalosRequest {
+    pub name: String,
+    pub role: Role,
+    /// Join (or start) this cluster; default: a new cluster named after the VM.
+    pub cluster: Option<String>,
+    /// Kubernetes API endpoint of a new cluster (default `https://<--ip>:6443`).
+    pub endpoint: Option<String>,
+    pub version: Option<String>,
+    pub allow_prerelease: bool,
+    pub gpus: Vec<String>,
+    pub gpu_force: bool,
+    pub nvidia: Flavour,
+    pub driver: Option<Driver>,
+    pub extensions: Vec<String>,
+    /// Check extensions against the factory and let it confirm the schematic ID.
+    pub online: bool,
+    pub network: NetworkRequest,
+    pub mac: Option<String>,
+    pub cpus: u32,
+    pub memory: String,
+    pub disk: Option<String>,
+    pub bridge: Option<String>,
+    pub no_start: bool,
+    /// Run `talosctl bootstrap` + `kubeconfig` (+ the RuntimeClass) once the node answers.
+    pub bootstrap: bool,
+}
+
+impl TalosRequest {
+    pub fn new(name: &str) -> Self {
+        TalosRequest {
+            name: name.into(),
+            role: Role::Controlplane,
+            cluster: None,
+            endpoint: None,
+            version: None,
+            allow_prerelease: false,
+            gpus: Vec::new(),
+            gpu_force: false,
+            nvidia: Flavour::Production,
+            driver: None,
+            extensions: Vec::new(),
+            online: false,
+            network: NetworkRequest::Dhcp,
+            mac: None,
+            cpus: 2,
+            memory: DEFAULT_MEMORY.into(),
+            disk: None,
+            bridge: None,
+            no_start: false,
+            bootstrap: false,
+        }
+    }
+}
+
+/// Where the cluster's secrets come from.
+#[derive(Debug, Clone)]
+enum ClusterState {
+    New,
+    Existing {
+        record: ClusterRecord,
+        secrets: Box<SecretsBundle>,
+    },
+}
+
+/// The validated request: everything checked, nothing created yet.
+#[derive(Debug, Clone)]
+pub struct TalosPlan {
+    pub name: String,
+    pub role: Role,
+    pub cluster: ClusterDir,
+    cluster_state: ClusterState,
+    pub version: TalosVersion,
+    pub schematic_id: String,
+    pub schematic_yaml: String,
+    pub extensions: Vec<String>,
+    pub driver_note: Option<String>,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_bytes: u64,
+    pub bridge: String,
+    pub mac: String,
+    pub static_ip: Option<StaticIp>,
+    pub domain_type: DomainType,
+    pub cpu: CpuMode,
+    pub vm_dir: PathBuf,
+    pub gpus: Vec<Vec<PciAddress>>,
+    talosctl: Option<PathBuf>,
+    kubectl: Option<PathBuf>,
+}
+
+/// One next step, as a command line to show (and, with `--bootstrap`, to run).
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub what: String,
+    pub argv: Vec<String>,
+    /// Run by `--bootstrap`.
+    pub done: bool,
+}
+
+/// What `create talos` made.
+#[derive(Debug, Clone, Serialize)]
+pub struct TalosCreated {
+    pub name: String,
+    pub role: Role,
+    pub cluster: String,
+    /// True when this create generated the cluster's secrets.
+    pub new_cluster: bool,
+    pub endpoint: String,
+    pub version: TalosVersion,
+    pub schematic_id: String,
+    pub extensions: Vec<String>,
+    pub installer_image: String,
+    pub image_url: String,
+    pub base_image: PathBuf,
+    pub base_sha256: String,
+    pub verification: Verification,
+    pub defined: bool,
+    pub started: bool,
+    pub mac: String,
+    pub ip: Option<String>,
+    pub disk: PathBuf,
+    pub seed: PathBuf,
+    pub console_log: PathBuf,
+    pub cluster_dir: PathBuf,
+    pub talosconfig: PathBuf,
+    /// `runtimeclass-nvidia.yaml` for GPU nodes.
+    pub runtime_class: Option<PathBuf>,
+    pub driver_note: Option<String>,
+    pub next_steps: Vec<Step>,
+}
+
+fn invalid(option: &str, value: &str, reason: &str) -> Error {
+    Error::InvalidOption {
+        option: option.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// `program` in `$PATH` (as the runner would find it).
+pub fn which(env: &dyn Fn(&str) -> Option<String>, program: &str) -> Option<PathBuf> {
+    let path = env("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The chip code of the GPU whose functions include `first`, from the host's facts.
+fn chip_of(facts: &hwdetect::HostFacts, first: Option<&PciAddress>) -> Option<String> {
+    let first = first?;
+    facts
+        .gpus
+        .iter()
+        .find(|g| {
+            g.functions
+                .iter()
+                .any(|f| f.parse::<PciAddress>().ok().as_ref() == Some(first))
+        })
+        .and_then(|g| g.chip.clone())
+}
+
+/// Validates the request against the host, libvirt and the factory. Creates nothing.
+pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
+    names::validate_vm_name(&req.name)?;
+    if ctx.hv.get(&req.name)?.is_some() {
+        return Err(Error::NameTaken {
+            name: req.name.clone(),
+        });
+    }
+    if req.cpus == 0 || req.cpus > 1024 {
+        return Err(invalid(
+            "--cpus",
+            &req.cpus.to_string(),
+            "expected 1 to 1024",
+        ));
+    }
+    let memory_mib = names::parse_memory_mib(&req.memory)?;
+    let disk_bytes = names::parse_size("--disk", req.disk.as_deref().unwrap_or(DEFAULT_DISK))?;
+    let domain_type: DomainType = ctx.config.value("domain_type").parse()?;
+    let cpu: CpuMode = ctx.config.value("cpu_mode").parse()?;
+
+    // The cluster: a new one named after the VM, or the one --cluster names (new or existing).
+    let cluster_name = req.cluster.clone().unwrap_or_else(|| req.name.clone());
+    ConfigInput::new(
+        &cluster_name,
+        "https://192.0.2.1:6443",
+        TalosVersion::parse("1.10.0")?,
+    )
+    .validate()?;
+    let cluster = ClusterDir::new(ctx.host, ctx.config, &cluster_name);
+    let cluster_state = if cluster.exists() {
+        if req.cluster.is_none() {
+            return Err(TalosError::ClusterExists {
+                cluster: cluster_name,
+                dir: cluster.dir,
+            }
+            .into());
+        }
+        let (record, secrets) = cluster.load()?;
+        ClusterState::Existing {
+            record,
+            secrets: Box::new(secrets),
+        }
+    } else {
+        if req.role == Role::Worker {
+            return Err(TalosError::NoSuchCluster {
+                cluster: cluster_name,
+                dir: cluster.dir,
+            }
+            .into());
+        }
+        ClusterState::New
+    };
+    if let Some(e) = &req.endpoint {
+        machineconfig::endpoint_host(e)?;
+    }
+
+    let bridge = req
+        .bridge
+        .clone()
+        .unwrap_or_else(|| ctx.config.value("bridge").to_string());
+    if !net::bridge_exists(ctx.host, &bridge) {
+        return Err(Error::MissingBridge { bridge });
+    }
+    let static_ip = match &req.network {
+        NetworkRequest::Dhcp => None,
+        NetworkRequest::Static { ip, .. } if super::super::ip::is_auto(ip) => None,
+        NetworkRequest::Static { ip, gateway, dns } => {
+            let s = net::parse_static(ip, gateway.as_deref(), dns)?;
+            let subnets = net::bridge_subnets(ctx.runner, &bridge);
+            net::check_on_bridge(&s, &bridge, &subnets)?;
+            check_ip_unused(ctx, &s)?;
+            Some(s)
+        }
+    };
+    if matches!(cluster_state, ClusterState::New)
+        && req.endpoint.is_none()
+        && matches!(req.network, NetworkRequest::Dhcp)
+    {
+        return Err(TalosError::NoEndpoint {
+            cluster: cluster_name,
+        }
+        .into());
+    }
+    let mac = match &req.mac {
+        Some(m) => names::parse_mac(m)?,
+        None => names::random_mac(),
+    };
+
+    // --bootstrap runs talosctl (and kubectl for the RuntimeClass): check before making anything.
+    let (talosctl, kubectl) = if req.bootstrap {
+        if req.role != Role::Controlplane || !matches!(cluster_state, ClusterState::New) {
+            return Err(TalosError::BootstrapUnsupported {
+                what: "the first control plane of a new cluster",
+            }
+            .into());
+        }
+        if req.no_start {
+            return Err(TalosError::BootstrapUnsupported {
+                what: "a started VM (drop --no-start)",
+            }
+            .into());
+        }
+        let t = which(ctx.env, "talosctl").ok_or(TalosError::MissingProgram {
+            program: "talosctl",
+        })?;
+        (Some(t), which(ctx.env, "kubectl"))
+    } else {
+        (None, None)
+    };
+
+    let gpus = if req.gpus.is_empty() {
+        Vec::new()
+    } else {
+        let selectors = crate::commands::gpu::parse_selectors(&req.gpus)?;
+        crate::commands::gpu::hostdevs_for_create(
+            ctx,
+            &req.name,
+            &selectors,
+            Firmware::Efi { secure_boot: false },
+            req.gpu_force,
+        )?
+    };
+
+    let vm_dir = disk::vm_dir(&ctx.config.storage_dir(), &req.name);
+    if vm_dir.exists() {
+        return Err(Error::StorageExists {
+            name: req.name.clone(),
+            path: vm_dir,
+        });
+    }
+
+    // Version: the flag (checked against the published releases), else the cluster's, else the
+    // latest stable release.
+    let version = match (&req.version, &cluster_state) {
+        (None, ClusterState::Existing { record, .. }) => record.version.clone(),
+        (v, _) => super::client(ctx.config)?.resolve_version(
+            VersionSource::Github,
+            v.as_deref(),
+            req.allow_prerelease,
+        )?,
+    };
+
+    // Schematic: the NVIDIA preset for GPU nodes, always the guest agent, then --extension.
+    let (chip, nvswitch) = if gpus.is_empty() {
+        (None, false)
+    } else {
+        let facts = hwdetect::detect(ctx.host);
+        (
+            chip_of(&facts, gpus.first().and_then(|f| f.first())),
+            !facts.nvswitches.is_empty(),
+        )
+    };
+    let mut extensions = Vec::new();
+    extensions.push(nvidia::QEMU_GUEST_AGENT.to_string());
+    extensions.extend(req.extensions.iter().cloned());
+    let sreq = SchematicRequest {
+        nvidia: (!gpus.is_empty()).then_some(req.nvidia),
+        driver: req.driver,
+        fabric_manager: false,
+        extensions,
+        ..Default::default()
+    };
+    let (schematic, driver_note) = super::build_schematic(&sreq, chip.as_deref(), nvswitch)?;
+    let (schematic_id, schematic_yaml, _) =
+        super::schematic_id(ctx.config, &schematic, req.online, Some(&version))?;
+
+    Ok(TalosPlan {
+        name: req.name.clone(),
+        role: req.role,
+        cluster,
+        cluster_state,
+        version,
+        schematic_id,
+        schematic_yaml,
+        extensions: schematic
+            .customization
+            .system_extensions
+            .official_extensions
+            .clone(),
+        driver_note,
+        vcpus: req.cpus,
+        memory_mib,
+        disk_bytes,
+        bridge,
+        mac,
+        static_ip,
+        domain_type,
+        cpu,
+        vm_dir,
+        gpus,
+        talosctl,
+        kubectl,
+    })
+}
+
+/// Fetches the nocloud disk image into the cache: qcow2, or `.raw.xz` decompressed next to the
+/// cache's blobs when the factory has no qcow2. No published checksums: the sha256 of the first
+/// download is recorded and later downloads must match it.
+fn fetch_image(
+    ctx: &Ctx,
+    plan: &TalosPlan,
+    progress: &dyn Progress,
+) -> Result<(PathBuf, String, Verification, String)> {
+    let ep = super::endpoints(ctx.config);
+    let cache = ImageCache::new(ctx.config.image_cache());
+    let qcow = ep.image(&plan.schematic_id, &plan.version, ImageKind::NocloudQcow2);
+    match cache.fetch(&qcow.url, &Expect::RecordFirst, progress) {
+        Ok(f) => return Ok((f.path, f.sha256, f.verification, qcow.url)),
+        Err(Error::HttpStatus { status: 404, .. }) => {
+            tracing::info!("{} not found; trying the .raw.xz image", qcow.url);
+        }
+        Err(e) => return Err(e),
+    }
+    let xz = ep.image(&plan.schematic_id, &plan.version, ImageKind::NocloudRawXz);
+    let f = cache.fetch(&xz.url, &Expect::RecordFirst, progress)?;
+    let dir = cache.dir().join("talos");
+    let raw = dir.join(format!(
+        "{}-{}",
+        &f.sha256[..12],
+        xz.decompressed_file_name()
+    ));
+    if !raw.exists() {
+        let derr = |source| TalosError::Decompress {
+            url: xz.url.clone(),
+            path: raw.clone(),
+            source,
+        };
+        let werr = |source| TalosError::WriteFile {
+            path: raw.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(werr)?;
+        let tmp = dir.join(format!(
+            ".{}.part-{}",
+            xz.decompressed_file_name(),
+            std::process::id()
+        ));
+        let result = (|| -> Result<()> {
+            let input = std::fs::File::open(&f.path).map_err(werr)?;
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(werr)?);
+            talos_image::xz::decompress(std::io::BufReader::new(input), &mut out).map_err(derr)?;
+            let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
+            file.sync_all().map_err(werr)?;
+            std::fs::rename(&tmp, &raw).map_err(werr)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result?;
+    }
+    Ok((raw, f.sha256, f.verification, xz.url))
+}
+
+/// The NoCloud seed: the machine config as `user-data`, plus `meta-data` and a `network-config`
+/// (v2) that Talos' nocloud platform reads too (siderolabs/talos
+/// internal/app/machined/pkg/runtime/v1alpha1/platform/nocloud).
+pub fn seed_files(
+    name: &str,
+    instance_id: &str,
+    mac: &str,
+    ip: Option<&StaticIp>,
+    user_data: String,
+) -> Result<Vec<(&'static str, String)>> {
+    let spec = SeedSpec {
+        hostname: name.into(),
+        instance_id: instance_id.into(),
+        user: String::new(),
+        ssh_authorized_keys: Vec::new(),
+        password_hash: None,
+        packages: Vec::new(),
+        network: match ip {
+            Some(s) => GuestNetwork::Static {
+                mac: mac.into(),
+                address: s.address.to_string(),
+                gateway: s.gateway.map(|g| g.to_string()),
+                dns: s.dns.iter().map(ToString::to_string).collect(),
+            },
+            None => GuestNetwork::Dhcp { mac: mac.into() },
+        },
+    };
+    Ok(vec![
+        ("user-data", user_data),
+        ("meta-data", seed::meta_data(&spec)),
+        ("network-config", seed::network_config(&spec)?),
+    ])
+}
+
+fn endpoint_for(req: &TalosRequest, plan: &TalosPlan) -> Result<String> {
+    match (&plan.cluster_state, &req.endpoint, &plan.static_ip) {
+        (ClusterState::Existing { record, .. }, _, _) => Ok(record.endpoint.clone()),
+        (ClusterState::New, Some(e), _) => Ok(e.clone()),
+        (ClusterState::New, None, Some(s)) => Ok(format!("https://{}:6443", s.address.addr())),
+        (ClusterState::New, None, None) => Err(TalosError::NoEndpoint {
+            cluster: plan.cluster.name.clone(),
+        }
+        .into()),
+    }
+}
+
+/// Runs the plan. On failure everything made so far is removed again (the new cluster's
+/// directory too).
+pub fn apply(
+    ctx: &Ctx,
+    req: &TalosRequest,
+    plan: &TalosPlan,
+    progress: &dyn Progress,
+) -> Result<TalosCreated> {
+    let endpoint = endpoint_for(req, plan)?;
+    let mut rb = Rollback::new(ctx.hv);
+    let new_cluster = matches!(plan.cluster_state, ClusterState::New);
+    let mut cluster_rb = ClusterRollback {
+        dir: new_cluster.then(|| plan.cluster.dir.clone()),
+    };
+
+    let (base, base_sha, verification, image_url) = fetch_image(ctx, plan, progress)?;
+    let info = disk::image_info(ctx.runner, &base)?;
+    if plan.disk_bytes < info.virtual_size {
+        return Err(invalid(
+            "--disk",
+            req.disk.as_deref().unwrap_or(DEFAULT_DISK),
+            &format!(
+                "smaller than the image's virtual size of {} bytes",
+                info.virtual_size
+            ),
+        ));
+    }
+
+    let ep = super::endpoints(ctx.config);
+    let installer_image = ep.installer_image("nocloud", &plan.schematic_id, &plan.version, false);
+    let mut input = ConfigInput::new(&plan.cluster.name, &endpoint, plan.version.clone());
+    input.installer_image = installer_image.clone();
+    input.validate()?;
+
+    // Secrets: generated and stored first for a new cluster (RSA-4096 takes a moment).
+    let secrets = match &plan.cluster_state {
+        ClusterState::Existing { secrets, .. } => (**secrets).clone(),
+        ClusterState::New => {
+            let s = SecretsBundle::generate(&plan.version)?;
+            std::fs::create_dir_all(&plan.cluster.dir).map_err(|source| TalosError::WriteFile {
+                path: plan.cluster.dir.clone(),
+                source,
+            })?;
+            write_private(&plan.cluster.secrets(), s.to_yaml()?.as_bytes())?;
+            let record = ClusterRecord {
+                name: plan.cluster.name.clone(),
+                endpoint: endpoint.clone(),
+                version: plan.version.clone(),
+                created: now_rfc3339(),
+            };
+            let json = serde_json::to_string_pretty(&record).map_err(|source| {
+                TalosError::ParseRecord {
+                    path: plan.cluster.record(),
+                    source,
+                }
+            })?;
+            write_private(&plan.cluster.record(), format!("{json}\n").as_bytes())?;
+            let mut tinput = input.clone();
+            if let Some(s) = &plan.static_ip {
+                tinput.talos_endpoints = vec![s.address.addr().to_string()];
+            }
+            let tc = machineconfig::talosconfig(&tinput, &s, time::OffsetDateTime::now_utc())?;
+            write_private(&plan.cluster.talosconfig(), tc.as_bytes())?;
+            s
+        }
+    };
+    let gpu = !plan.gpus.is_empty();
+    let runtime_class = if gpu {
+        let p = plan.cluster.runtime_class();
+        if !p.exists() {
+            write_private(&p, nvidia::RUNTIME_CLASS_MANIFEST.as_bytes())?;
+        }
+        Some(p)
+    } else {
+        None
+    };
+
+    let patch = NodePatch {
+        hostname: Some(plan.name.clone()),
+        static_ip: plan.static_ip.as_ref().map(|s| machineconfig::StaticIp {
+            mac: plan.mac.clone(),
+            address: s.address,
+            gateway: s.gateway,
+            nameservers: s.dns.clone(),
+        }),
+        gpu,
+        ..Default::default()
+    };
+    let user_data = machineconfig::node_config(&input, &secrets, plan.role, &patch)?;
+
+    let dir = &plan.vm_dir;
+    let seed_path = dir.join("seed.iso");
+    let disk_path = dir.join("disk.qcow2");
+    let console_log = dir.join("console.log");
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        op: "create VM directory",
+        path: dir.clone(),
+        source,
+    })?;
+    rb.dir = Some(dir.clone());
+    rb.files.push(disk_path.clone());
+    disk::create_overlay(
+        ctx.runner,
+        &base,
+        &info.format,
+        &disk_path,
+        Some(plan.disk_bytes),
+    )?;
+    let instance_id = format!("{}-{:08x}", plan.name, rand::random::<u32>());
+    let files = seed_files(
+        &plan.name,
+        &instance_id,
+        &plan.mac,
+        plan.static_ip.as_ref(),
+        user_data,
+    )?;
+    rb.files.push(seed_path.clone());
+    seed::write_iso(ctx.runner, &files, &seed_path)?;
+
+    let mut spec = DomainSpec::new(
+        &plan.name,
+        plan.domain_type,
+        plan.cpu.clone(),
+        Firmware::Efi { secure_boot: false },
+    );
+    spec.memory_mib = plan.memory_mib;
+    spec.vcpus = plan.vcpus;
+    for functions in &plan.gpus {
+        spec.add_pci_device(functions);
+    }
+    spec.disks = vec![
+        Disk::virtio(&disk_path, "qcow2", "vda"),
+        Disk::seed(&seed_path, "vdb"),
+    ];
+    spec.nics = vec![Nic {
+        bridge: plan.bridge.clone(),
+        mac: plan.mac.clone(),
+    }];
+    spec.serial = Some(Serial {
+        log_file: Some(console_log.clone()),
+    });
+    let ip = plan.static_ip.as_ref().map(|s| s.address.to_string());
+    spec.metadata = Some(Metadata {
+        os: "talos".into(),
+        release: Some(plan.version.to_string()),
+        user: None,
+        ssh_key: None,
+        ip: ip.clone(),
+        base_image: Some(base.clone()),
+        base_sha256: Some(base_sha.clone()),
+        created: now_rfc3339(),
+        version: crate::VERSION.into(),
+        disks: vec![disk_path.clone(), seed_path.clone()],
+        files: vec![console_log.clone()],
+        dir: Some(dir.clone()),
+    });
+    let xml = to_xml(&spec)?;
+    ctx.hv.define(&plan.name, &xml)?;
+    rb.domain = Some(plan.name.clone());
+    let mut started = false;
+    if !req.no_start {
+        ctx.hv.start(&plan.name)?;
+        started = true;
+    }
+    rb.committed = true;
+    cluster_rb.dir = None;
+
+    let node_ip = plan.static_ip.as_ref().map(|s| s.address.addr());
+    let next_steps = next_steps(plan, node_ip, runtime_class.as_deref());
+    Ok(TalosCreated {
+        name: plan.name.clone(),
+        role: plan.role,
+        cluster: plan.cluster.name.clone(),
+        new_cluster,
+        endpoint,
+        version: plan.version.clone(),
+        schematic_id: plan.schematic_id.clone(),
+        extensions: plan.extensions.clone(),
+        installer_image,
+        image_url,
+        base_image: base,
+        base_sha256: base_sha,
+        verification,
+        defined: true,
+        started,
+        mac: plan.mac.clone(),
+        ip,
+        disk: disk_path,
+        seed: seed_path,
+        console_log,
+        cluster_dir: plan.cluster.dir.clone(),
+        talosconfig: plan.cluster.talosconfig(),
+        runtime_class,
+        driver_note: plan.driver_note.clone(),
+        next_steps,
+    })
+}
+
+/// Removes a new cluster's directory when the create that started it fails.
+struct ClusterRollback {
+    dir: Option<PathBuf>,
+}
+
+impl Drop for ClusterRollback {
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// `talosctl bootstrap` (first control plane only), `talosctl kubeconfig`, the RuntimeClass.
+fn next_steps(plan: &TalosPlan, ip: Option<Ipv4Addr>, runtime_class: Option<&Path>) -> Vec<Step> {
+    let tc = plan.cluster.talosconfig().display().to_string();
+    let node = ip
+        .map(|i| i.to_string())
+        .unwrap_or_else(|| "NODE_IP".into());
+    let talosctl = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "talosctl".into(),
+            "--talosconfig".into(),
+            tc.clone(),
+            "--nodes".into(),
+            node.clone(),
+            "--endpoints".into(),
+            node.clone(),
+        ];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let kubeconfig = plan.cluster.kubeconfig().display().to_string();
+    let mut steps = Vec::new();
+    if plan.role == Role::Controlplane && matches!(plan.cluster_state, ClusterState::New) {
+        steps.push(Step {
+            what: "bootstrap etcd on the first control plane (once)".into(),
+            argv: talosctl(&["bootstrap"]),
+            done: false,
+        });
+    }
+    steps.push(Step {
+        what: "fetch the admin kubeconfig".into(),
+        argv: talosctl(&["kubeconfig", "--force", &kubeconfig]),
+        done: false,
+    });
+    if let Some(rc) = runtime_class {
+        steps.push(Step {
+            what: "create the RuntimeClass `nvidia` (pods use runtimeClassName: nvidia)".into(),
+            argv: vec![
+                "kubectl".into(),
+                "--kubeconfig".into(),
+                kubeconfig.clone(),
+                "apply".into(),
+                "-f".into(),
+                rc.display().to_string(),
+            ],
+            done: false,
+        });
+    }
+    steps
+}
+
+/// `--bootstrap`: runs the next steps through the runner, retrying each until the node's API
+/// (or the Kubernetes API) answers.
+fn bootstrap(ctx: &Ctx, plan: &TalosPlan, created: &mut TalosCreated) -> Result<()> {
+    let deadline = Instant::now() + BOOTSTRAP_TIMEOUT;
+    for step in &mut created.next_steps {
+        let mut argv = step.argv.clone();
+        match argv[0].as_str() {
+            "talosctl" => {
+                if let Some(t) = &plan.talosctl {
+                    argv[0] = t.display().to_string();
+                }
+            }
+            _ => match &plan.kubectl {
+                Some(k) => argv[0] = k.display().to_string(),
+                None => {
+                    tracing::warn!("kubectl is not on PATH: {} left to do", step.what);
+                    continue;
+                }
+            },
+        }
+        loop {
+            match ctx.runner.run(&Cmd::new(argv.clone())) {
+                Ok(_) => break,
+                Err(source) if Instant::now() >= deadline => {
+                    return Err(TalosError::Bootstrap {
+                        step: step.argv.join(" "),
+                        secs: BOOTSTRAP_TIMEOUT.as_secs(),
+                        source,
+                    }
+                    .into());
+                }
+                Err(e) => {
+                    tracing::info!("{}: {e}; retrying", step.what);
+                    std::thread::sleep(Duration::from_secs(10));
+                }
+            }
+        }
+        step.done = true;
+    }
+    Ok(())
+}
+
+/// Validates, claims the address, creates; with `--bootstrap` runs the next steps.
+pub fn create_talos(
+    ctx: &Ctx,
+    req: &TalosRequest,
+    progress: &dyn Progress,
+) -> Result<TalosCreated> {
+    let mut plan = plan(ctx, req)?;
+    let claim = crate::commands::ip::claim_address(
+        ctx,
+        &req.name,
+        &req.network,
+        &plan.bridge,
+        &mut plan.static_ip,
+    )?;
+    let created = apply(ctx, req, &plan, progress);
+    claim.settle(created.is_ok());
+    let mut created = created?;
+    if req.bootstrap {
+        bootstrap(ctx, &plan, &mut created)?;
+    }
+    Ok(created)
+}
+
+/// The node's address for messages (`--ip`, else unknown until DHCP).
+pub fn node_address(c: &TalosCreated) -> Option<IpAddr> {
+    c.ip.as_deref()
+        .and_then(|i| i.split('/').next())
+        .and_then(|i| i.parse().ok())
+}

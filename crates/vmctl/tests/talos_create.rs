@@ -1,0 +1,458 @@
+//! `vmctl create talos` against libvirt's test driver, a fixture host root and a local stand-in
+//! for the Image Factory and GitHub (no internet, no root): the seed's `user-data` is exactly the
+//! node's generated config, the domain XML validates, clusters are reused or refused, and a
+//! failed create leaves nothing behind.
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
+
+mod talos_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use hostio::{HostRoot, SystemRunner};
+use httpmock::MockServer;
+use talos_image::machineconfig::{self, NodePatch, Role};
+use talos_image::{ConfigInput, Endpoints, Schematic, SecretsBundle, TalosVersion};
+use talos_support::*;
+use vmctl::cache::NoProgress;
+use vmctl::commands::Ctx;
+use vmctl::commands::create::NetworkRequest;
+use vmctl::commands::talos::create::{TalosCreated, TalosRequest, create_talos};
+use vmctl::config::Config;
+use vmctl::domain::parse::parse_domain;
+use vmctl::libvirt::{Hypervisor, Libvirt};
+use vmctl::{Error, ExitKind};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    _tree: tempfile::TempDir,
+    host: HostRoot,
+    config: Config,
+    lv: Libvirt,
+    server: MockServer,
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// A fixture host with bridge br0, a private test-driver node, and the mock factory.
+fn fixture(host_name: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = fixture_builder::build_host(host_name);
+    let host = HostRoot::new(tree.path());
+    host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
+    let server = factory(Some(fake_qcow2(dir.path(), "64M")));
+    let mut config = Config::defaults();
+    config.set("storage_dir", dir.path().join("vms").display().to_string());
+    config.set(
+        "image_cache",
+        dir.path().join("cache").display().to_string(),
+    );
+    config.set("domain_type", "qemu");
+    config.set("talos_factory_url", server.base_url());
+    config.set("github_api_url", server.base_url());
+    let node = dir.path().join("node.xml");
+    std::fs::write(&node, "<node/>\n").unwrap();
+    let lv = Libvirt::open(&format!("test://{}", node.display())).unwrap();
+    Fixture {
+        dir,
+        _tree: tree,
+        host,
+        config,
+        lv,
+        server,
+    }
+}
+
+fn request(name: &str, ip: Option<&str>) -> TalosRequest {
+    let mut r = TalosRequest::new(name);
+    r.bridge = Some("br0".into());
+    r.no_start = true;
+    r.disk = Some("1G".into());
+    if let Some(ip) = ip {
+        r.network = NetworkRequest::Static {
+            ip: ip.into(),
+            gateway: Some("198.18.7.1".into()),
+            dns: vec!["198.18.7.1".into()],
+        };
+    }
+    r
+}
+
+fn create(f: &Fixture, r: &TalosRequest) -> vmctl::Result<TalosCreated> {
+    let ctx = Ctx {
+        config: &f.config,
+        host: &f.host,
+        runner: &SystemRunner,
+        hv: &f.lv,
+        env: &no_env,
+    };
+    create_talos(&ctx, r, &NoProgress)
+}
+
+fn cluster_dir(f: &Fixture, cluster: &str) -> PathBuf {
+    f.host.path("/var/lib/vmctl/talos").join(cluster)
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn nothing_left(f: &Fixture, name: &str) {
+    assert!(f.lv.get(name).unwrap().is_none());
+    assert!(!f.dir.path().join("vms").join(name).exists());
+}
+
+/// The config `create talos` must have put in the seed, rendered again from the stored secrets.
+fn expected_user_data(
+    f: &Fixture,
+    c: &TalosCreated,
+    role: Role,
+    gpu: bool,
+    gateway: Option<&str>,
+) -> String {
+    let secrets = SecretsBundle::from_yaml(
+        &std::fs::read_to_string(c.cluster_dir.join("secrets.yaml")).unwrap(),
+    )
+    .unwrap();
+    let version = TalosVersion::parse(LATEST).unwrap();
+    let ep = Endpoints::new(&f.server.base_url(), &f.server.base_url());
+    let mut input = ConfigInput::new(&c.cluster, &c.endpoint, version.clone());
+    input.installer_image = ep.installer_image("nocloud", &c.schematic_id, &version, false);
+    let patch = NodePatch {
+        hostname: Some(c.name.clone()),
+        static_ip: c.ip.as_ref().map(|ip| machineconfig::StaticIp {
+            mac: c.mac.clone(),
+            address: ip.parse().unwrap(),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            nameservers: gateway.iter().map(|g| g.parse().unwrap()).collect(),
+        }),
+        gpu,
+        ..Default::default()
+    };
+    machineconfig::node_config(&input, &secrets, role, &patch).unwrap()
+}
+
+#[test]
+fn controlplane_seed_holds_the_generated_config_and_the_domain_validates() {
+    let f = fixture("intel-z370-no-nvidia");
+    let mut r = request("cp1", Some("198.18.7.10/24"));
+    r.mac = Some("52:54:00:07:00:10".into());
+    let c = create(&f, &r).unwrap();
+    assert!(c.defined && !c.started && c.new_cluster);
+    assert_eq!(
+        c.version.to_string(),
+        LATEST,
+        "latest stable, not the beta or the draft"
+    );
+    assert_eq!(c.endpoint, "https://198.18.7.10:6443");
+    let guest_agent_only = Schematic::with_extensions(["siderolabs/qemu-guest-agent"]);
+    assert_eq!(c.schematic_id, guest_agent_only.id().unwrap().id);
+    assert!(c.image_url.ends_with(&format!(
+        "/image/{}/{LATEST}/nocloud-amd64.qcow2",
+        c.schematic_id
+    )));
+    assert_eq!(
+        c.installer_image,
+        format!(
+            "{}/nocloud-installer/{}:{LATEST}",
+            f.server.base_url().trim_start_matches("http://"),
+            c.schematic_id
+        )
+    );
+
+    // The seed: a cidata volume whose user-data is exactly the node's machine config.
+    assert_eq!(iso_label(&c.seed), "cidata");
+    let user_data = iso_file(&c.seed, "user-data");
+    assert_eq!(
+        user_data,
+        expected_user_data(&f, &c, Role::Controlplane, false, Some("198.18.7.1"))
+    );
+    let docs = yaml_docs(&user_data);
+    assert_eq!(docs[0]["machine"]["type"], "controlplane");
+    assert!(user_data.contains("198.18.7.10/24"), "{user_data}");
+    assert!(user_data.contains("52:54:00:07:00:10"), "{user_data}");
+    assert!(user_data.contains("cp1"), "hostname: {user_data}");
+    assert!(!user_data.contains("nvidia"), "no GPU, no modules");
+    let meta = iso_file(&c.seed, "meta-data");
+    assert!(meta.contains("local-hostname: cp1"), "{meta}");
+    let net = iso_file(&c.seed, "network-config");
+    assert!(
+        net.contains("52:54:00:07:00:10") && net.contains("198.18.7.10/24"),
+        "{net}"
+    );
+
+    // The domain: q35, UEFI, virtio disk + seed, the bridge and MAC, vmctl metadata.
+    let xml = f.lv.inactive_xml("cp1").unwrap();
+    validate_domain_xml(f.dir.path(), &xml);
+    let facts = parse_domain(&xml).unwrap();
+    assert_eq!(facts.firmware, "efi");
+    assert_eq!(facts.machine.as_deref(), Some("q35"));
+    assert_eq!(facts.nics[0].mac.as_deref(), Some("52:54:00:07:00:10"));
+    assert_eq!(facts.nics[0].source.as_deref(), Some("br0"));
+    assert!(facts.hostdevs.is_empty());
+    let m = facts.metadata.unwrap();
+    assert_eq!(m.os, "talos");
+    assert_eq!(m.release.as_deref(), Some(LATEST));
+    assert_eq!(m.ip.as_deref(), Some("198.18.7.10/24"));
+    assert_eq!(m.base_sha256.as_deref(), Some(c.base_sha256.as_str()));
+
+    // The cluster's state: secrets, record, talosconfig, all 0600.
+    let dir = cluster_dir(&f, "cp1");
+    assert_eq!(c.cluster_dir, dir);
+    for name in ["secrets.yaml", "cluster.json", "talosconfig"] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+    }
+    let tc = std::fs::read_to_string(dir.join("talosconfig")).unwrap();
+    assert!(tc.contains("198.18.7.10"), "{tc}");
+    assert!(
+        c.next_steps
+            .iter()
+            .any(|s| s.argv.contains(&"bootstrap".to_string()))
+    );
+}
+
+#[test]
+fn workers_join_with_the_clusters_secrets_and_clashes_are_refused() {
+    let f = fixture("intel-z370-no-nvidia");
+    let cp = create(&f, &request("cp1", Some("198.18.7.10/24"))).unwrap();
+
+    // The same VM again.
+    let err = create(&f, &request("cp1", Some("198.18.7.12/24")))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, Error::NameTaken { .. }), "{err}");
+    // A new VM whose name matches an existing cluster.
+    std::fs::create_dir_all(cluster_dir(&f, "w0")).unwrap();
+    let err = create(&f, &request("w0", Some("198.18.7.13/24")))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Talos cluster \"w0\" already exists"),
+        "{err}"
+    );
+    assert!(
+        err.help().iter().any(|h| h.contains("--cluster w0")),
+        "{:?}",
+        err.help()
+    );
+    std::fs::remove_dir(cluster_dir(&f, "w0")).unwrap();
+
+    // A worker of an unknown cluster.
+    let mut w = request("w1", Some("198.18.7.20/24"));
+    w.role = Role::Worker;
+    w.cluster = Some("nope".into());
+    let err = create(&f, &w).map(|_| ()).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(
+        err.to_string().contains("no Talos cluster \"nope\""),
+        "{err}"
+    );
+    nothing_left(&f, "w1");
+
+    // The cluster's address is taken by cp1.
+    let mut w = request("w1", Some("198.18.7.10/24"));
+    w.role = Role::Worker;
+    w.cluster = Some("cp1".into());
+    let err = create(&f, &w).map(|_| ()).unwrap_err();
+    assert!(matches!(err, Error::IpInUse { .. }), "{err}");
+    nothing_left(&f, "w1");
+
+    // A worker joins: same secrets, the cluster's endpoint and version.
+    let mut w = request("w1", Some("198.18.7.20/24"));
+    w.role = Role::Worker;
+    w.cluster = Some("cp1".into());
+    let before = std::fs::read(cluster_dir(&f, "cp1").join("secrets.yaml")).unwrap();
+    let c = create(&f, &w).unwrap();
+    assert!(!c.new_cluster);
+    assert_eq!(c.endpoint, cp.endpoint);
+    assert_eq!(
+        std::fs::read(cluster_dir(&f, "cp1").join("secrets.yaml")).unwrap(),
+        before,
+        "secrets are reused, never regenerated"
+    );
+    let user_data = iso_file(&c.seed, "user-data");
+    assert_eq!(
+        user_data,
+        expected_user_data(&f, &c, Role::Worker, false, Some("198.18.7.1"))
+    );
+    assert_eq!(yaml_docs(&user_data)[0]["machine"]["type"], "worker");
+    assert!(
+        !c.next_steps
+            .iter()
+            .any(|s| s.argv.contains(&"bootstrap".to_string()))
+    );
+}
+
+#[test]
+fn gpu_node_gets_the_nvidia_schematic_modules_and_hostdevs() {
+    let f = fixture("synthetic-vfio-bound");
+    let mut r = request("gpu1", Some("198.18.7.30/24"));
+    r.gpus = vec!["01:00.0".into()];
+    let c = create(&f, &r).unwrap();
+    assert_eq!(
+        c.extensions,
+        [
+            "siderolabs/nvidia-open-gpu-kernel-modules-production",
+            "siderolabs/nvidia-container-toolkit-production",
+            "siderolabs/qemu-guest-agent",
+        ],
+        "GA102 is Turing or newer: open modules"
+    );
+    assert_eq!(
+        c.schematic_id,
+        Schematic::with_extensions(c.extensions.clone())
+            .id()
+            .unwrap()
+            .id
+    );
+    let user_data = iso_file(&c.seed, "user-data");
+    assert_eq!(
+        user_data,
+        expected_user_data(&f, &c, Role::Controlplane, true, Some("198.18.7.1"))
+    );
+    assert!(user_data.contains("nvidia_uvm") && user_data.contains("bpf_jit_harden"));
+    let xml = f.lv.inactive_xml("gpu1").unwrap();
+    validate_domain_xml(f.dir.path(), &xml);
+    let facts = parse_domain(&xml).unwrap();
+    let hostdevs: Vec<String> = facts.hostdevs.iter().map(ToString::to_string).collect();
+    assert_eq!(hostdevs, ["0000:01:00.0", "0000:01:00.1"]);
+    assert_eq!(facts.firmware, "efi");
+    let rc = c.runtime_class.clone().unwrap();
+    assert!(
+        std::fs::read_to_string(&rc)
+            .unwrap()
+            .contains("handler: nvidia")
+    );
+    assert!(c.next_steps.iter().any(|s| s.argv[0] == "kubectl"));
+
+    // --driver proprietary wins over the detection.
+    let mut r = request("gpu2", Some("198.18.7.31/24"));
+    r.cluster = Some("other".into());
+    r.gpus = vec!["01:00.0".into()];
+    r.gpu_force = true;
+    r.driver = Some(talos_image::Driver::Proprietary);
+    // The GPU is gpu1's: refused even though the schematic would differ.
+    let err = create(&f, &r).map(|_| ()).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(
+        !cluster_dir(&f, "other").exists(),
+        "refusal made no cluster"
+    );
+}
+
+#[test]
+fn bad_versions_and_extensions_are_refused_before_anything_is_made() {
+    let f = fixture("intel-z370-no-nvidia");
+    let cases: [(&str, Option<&str>, bool, &str); 3] = [
+        ("v1", Some("v1.9.99"), false, "is not a published release"),
+        ("v2", Some("v1.13.0-beta.0"), false, "is a pre-release"),
+        ("v3", Some("v1.14.0"), false, "is not a published release"),
+    ];
+    for (name, version, allow, msg) in cases {
+        let mut r = request(name, Some("198.18.7.40/24"));
+        r.version = version.map(String::from);
+        r.allow_prerelease = allow;
+        let err = create(&f, &r).map(|_| ()).unwrap_err();
+        assert_eq!(err.exit_kind(), ExitKind::Usage, "{err}");
+        assert!(err.to_string().contains(msg), "{err}");
+        assert!(!err.help().is_empty());
+        nothing_left(&f, name);
+        assert!(!cluster_dir(&f, name).exists());
+    }
+    // An unknown extension, checked online.
+    let mut r = request("v4", Some("198.18.7.40/24"));
+    r.extensions = vec!["siderolabs/no-such-extension".into()];
+    r.online = true;
+    let err = create(&f, &r).map(|_| ()).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(err.to_string().contains("no-such-extension"), "{err}");
+    nothing_left(&f, "v4");
+    // A pre-release with --allow-prerelease is fine.
+    let mut r = request("v5", Some("198.18.7.41/24"));
+    r.version = Some("v1.13.0-beta.0".into());
+    r.allow_prerelease = true;
+    assert_eq!(
+        create(&f, &r).unwrap().version.to_string(),
+        "v1.13.0-beta.0"
+    );
+    // A new cluster needs an endpoint; a bad --endpoint is refused.
+    let err = create(&f, &request("v6", None)).map(|_| ()).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(
+        err.to_string().contains("needs a Kubernetes API endpoint"),
+        "{err}"
+    );
+    let mut r = request("v7", None);
+    r.endpoint = Some("198.18.7.50:6443".into());
+    let err = create(&f, &r).map(|_| ()).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(err.to_string().contains("not an https:// URL"), "{err}");
+}
+
+#[test]
+fn failed_image_download_rolls_back_the_new_cluster() {
+    let f = fixture("intel-z370-no-nvidia");
+    // A version whose image the factory does not have (neither qcow2 nor raw.xz).
+    let mut r = request("gone", Some("198.18.7.60/24"));
+    r.version = Some("v1.10.7".into());
+    let server = factory(None);
+    let mut config = f.config.clone();
+    config.set("talos_factory_url", server.base_url());
+    config.set("github_api_url", server.base_url());
+    let ctx = Ctx {
+        config: &config,
+        host: &f.host,
+        runner: &SystemRunner,
+        hv: &f.lv,
+        env: &no_env,
+    };
+    let err = create_talos(&ctx, &r, &NoProgress).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    nothing_left(&f, "gone");
+    assert!(
+        !cluster_dir(&f, "gone").exists(),
+        "the new cluster's secrets are removed"
+    );
+}
+
+#[test]
+fn raw_xz_image_is_decompressed_when_there_is_no_qcow2() {
+    let f = fixture("intel-z370-no-nvidia");
+    let server = factory(None);
+    // A raw disk, xz-compressed by the xz tool.
+    let raw = f.dir.path().join("disk.raw");
+    std::fs::write(&raw, vec![0u8; 4 << 20]).unwrap();
+    let st = std::process::Command::new("xz")
+        .args(["-k", "-0"])
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let xz = std::fs::read(f.dir.path().join("disk.raw.xz")).unwrap();
+    server.mock(|when, then| {
+        when.method(httpmock::Method::GET)
+            .path_matches(r"^/image/[0-9a-f]{64}/v[^/]+/nocloud-amd64\.raw\.xz$");
+        then.status(200).body(xz);
+    });
+    let mut config = f.config.clone();
+    config.set("talos_factory_url", server.base_url());
+    config.set("github_api_url", server.base_url());
+    let ctx = Ctx {
+        config: &config,
+        host: &f.host,
+        runner: &SystemRunner,
+        hv: &f.lv,
+        env: &no_env,
+    };
+    let c = create_talos(&ctx, &request("xz1", Some("198.18.7.70/24")), &NoProgress).unwrap();
+    assert!(c.image_url.ends_with("nocloud-amd64.raw.xz"));
+    assert_eq!(std::fs::read(&c.base_image).unwrap().len(), 4 << 20);
+    assert!(
+        c.base_image
+            .to_string_lossy()
+            .ends_with("nocloud-amd64.raw")
+    );
+}

@@ -1,0 +1,144 @@
+//! Shared by the Talos tests: a local stand-in for the Image Factory and the GitHub releases API
+//! (httpmock, no internet), a tiny fake nocloud qcow2, and seed/XML readers.
+#![allow(dead_code)] // each test crate uses a part
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use httpmock::prelude::*;
+use serde_json::json;
+use talos_image::Schematic;
+
+/// The release the mock calls latest stable.
+pub const LATEST: &str = "v1.12.1";
+
+/// Extensions the mock factory offers for every version.
+pub const OFFICIAL: [&str; 6] = [
+    "siderolabs/qemu-guest-agent",
+    "siderolabs/nvidia-open-gpu-kernel-modules-production",
+    "siderolabs/nonfree-kmod-nvidia-production",
+    "siderolabs/nvidia-container-toolkit-production",
+    "siderolabs/nvidia-fabricmanager-production",
+    "siderolabs/iscsi-tools",
+];
+
+/// A qcow2 of `size` made by qemu-img (a few hundred KiB on disk).
+pub fn fake_qcow2(dir: &Path, size: &str) -> Vec<u8> {
+    let p = dir.join("fake-talos.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&p)
+        .arg(size)
+        .status()
+        .expect("qemu-img");
+    assert!(st.success());
+    std::fs::read(&p).expect("read fake qcow2")
+}
+
+/// Releases (one pre-release, one draft), factory versions, the extension list, and
+/// `nocloud-amd64.qcow2` for any schematic and version when `image` is given.
+pub fn factory(image: Option<Vec<u8>>) -> MockServer {
+    let server = MockServer::start();
+    server.mock(|when, then| {
+        when.method(GET).path("/repos/siderolabs/talos/releases");
+        then.status(200).json_body(json!([
+            {"tag_name": "v1.13.0-beta.0", "draft": false, "prerelease": true},
+            {"tag_name": "v1.14.0", "draft": true, "prerelease": false},
+            {"tag_name": LATEST, "draft": false, "prerelease": false},
+            {"tag_name": "v1.11.5", "draft": false, "prerelease": false},
+            {"tag_name": "v1.10.7", "draft": false, "prerelease": false}
+        ]));
+    });
+    server.mock(|when, then| {
+        when.method(GET).path("/versions");
+        then.status(200)
+            .json_body(json!(["v1.10.7", "v1.11.5", LATEST, "v1.13.0-beta.0"]));
+    });
+    let exts: Vec<_> = OFFICIAL
+        .iter()
+        .map(|n| json!({"name": n, "ref": format!("ghcr.io/{n}:1"), "digest": "sha256:00", "author": "Sidero Labs", "description": "test"}))
+        .collect();
+    server.mock(|when, then| {
+        when.method(GET)
+            .path_matches(r"^/version/v[0-9.]+[^/]*/extensions/official$");
+        then.status(200).json_body(json!(exts));
+    });
+    if let Some(bytes) = image {
+        server.mock(|when, then| {
+            when.method(GET)
+                .path_matches(r"^/image/[0-9a-f]{64}/v[^/]+/nocloud-amd64\.qcow2$");
+            then.status(200)
+                .header("content-type", "application/octet-stream")
+                .body(bytes);
+        });
+    }
+    server
+}
+
+/// Answers `POST /schematics` for exactly this schematic with its offline ID.
+pub fn accept_schematic(server: &MockServer, s: &Schematic) -> String {
+    let id = s.id().expect("plain-safe schematic");
+    let (yaml, sid) = (id.yaml.clone(), id.id.clone());
+    server.mock(|when, then| {
+        when.method(POST).path("/schematics").body(yaml.clone());
+        then.status(201)
+            .json_body(json!({"id": sid, "schematic": yaml}));
+    });
+    id.id
+}
+
+/// A file of an ISO 9660 seed, by its Rock Ridge name (`user-data`).
+pub fn iso_file(iso: &Path, name: &str) -> String {
+    let out = Command::new("isoinfo")
+        .args(["-R", "-i"])
+        .arg(iso)
+        .args(["-x", &format!("/{name}")])
+        .output()
+        .expect("isoinfo (genisoimage package)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The ISO's volume label.
+pub fn iso_label(iso: &Path) -> String {
+    let out = Command::new("isoinfo")
+        .args(["-d", "-i"])
+        .arg(iso)
+        .output()
+        .expect("isoinfo");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Volume id: "))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Runs `virt-xml-validate FILE domain` on `xml`; panics with its output on failure.
+pub fn validate_domain_xml(dir: &Path, xml: &str) {
+    let p: PathBuf = dir.join("domain-under-test.xml");
+    std::fs::write(&p, xml).expect("write xml");
+    let out = Command::new("virt-xml-validate")
+        .arg(&p)
+        .arg("domain")
+        .output()
+        .expect("virt-xml-validate (libvirt-clients)");
+    assert!(
+        out.status.success(),
+        "virt-xml-validate: {}{}\n{xml}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every document of a multi-document YAML.
+pub fn yaml_docs(text: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde_yaml::Value::deserialize(d).expect("yaml document"))
+        .collect()
+}
