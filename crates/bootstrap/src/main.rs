@@ -561,9 +561,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(f) => {
             eprintln!("error: {}", f.message);
-            for h in &f.help {
-                eprintln!("help: {h}");
-            }
+            clikit::print_help_lines("gpu-vm-bootstrap", &f.help);
             ExitCode::from(f.code)
         }
     }

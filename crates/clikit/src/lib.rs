@@ -80,6 +80,17 @@ pub fn man_pages(cmd: clap::Command, dir: &Path) -> std::io::Result<Vec<PathBuf>
     Ok(pages)
 }
 
+/// Prints `help:` lines to stderr after an error. Every error ends with at least one: when the
+/// error has no specific next step, the generic one says how to learn more.
+pub fn print_help_lines(bin: &str, help: &[String]) {
+    if help.is_empty() {
+        eprintln!("help: run again with -vv for details; `{bin} --help` lists the options");
+    }
+    for h in help {
+        eprintln!("help: {h}");
+    }
+}
+
 /// Writes `bytes` to a locked stdout and flushes. A closed pipe (EPIPE) counts as success:
 /// the reader has all it wanted (Rust ignores SIGPIPE, so the write returns the error instead
 /// of killing us; we must not panic the way `println!` does).
