@@ -85,7 +85,10 @@ fn man_pages_cover_nested_subcommands() {
         let text = std::fs::read_to_string(man.join(page)).unwrap();
         assert!(text.contains(".SH NAME"), "{page}");
     }
-    assert!(!man.join("vmctl-__man.1").exists(), "hidden subcommands get no page");
+    assert!(
+        !man.join("vmctl-__man.1").exists(),
+        "hidden subcommands get no page"
+    );
 }
 
 #[test]
@@ -117,5 +120,8 @@ fn errors_end_with_help_and_bad_config_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: "), "{err}");
-    assert!(err.trim_end().lines().last().unwrap().starts_with("help: "), "{err}");
+    assert!(
+        err.trim_end().lines().last().unwrap().starts_with("help: "),
+        "{err}"
+    );
 }
