@@ -1,0 +1,446 @@
+//! CLI tests of `vmctl talos schematic|versions|config` and `vmctl create talos` (assert_cmd)
+//! against a local stand-in for the Image Factory and GitHub: output contracts, files 0600, and
+//! bad input exiting 2 with a `help:` line and nothing made.
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
+
+mod talos_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use assert_cmd::Command;
+use httpmock::MockServer;
+use predicates::prelude::*;
+use talos_image::Schematic;
+use talos_support::*;
+
+/// vmctl with every setting from the environment cleared and the mock's URLs.
+fn vmctl(server: Option<&MockServer>) -> Command {
+    let mut c = Command::cargo_bin("vmctl").unwrap();
+    for k in [
+        "VMCTL_CONNECT",
+        "VMCTL_BRIDGE",
+        "VMCTL_STORAGE_DIR",
+        "VMCTL_IMAGE_CACHE",
+        "VMCTL_STATE_DIR",
+        "VMCTL_TALOS_FACTORY_URL",
+        "VMCTL_GITHUB_API_URL",
+    ] {
+        c.env_remove(k);
+    }
+    // Nothing may reach the internet: an unset mock points at a closed port.
+    let base = server
+        .map(|s| s.base_url())
+        .unwrap_or_else(|| "http://127.0.0.1:9".into());
+    c.env("VMCTL_TALOS_FACTORY_URL", &base)
+        .env("VMCTL_GITHUB_API_URL", &base);
+    c
+}
+
+fn json(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out).unwrap()
+}
+
+#[test]
+fn schematic_offline_prints_canonical_yaml_and_id() {
+    // The upstream vector for the empty schematic.
+    vmctl(None)
+        .args(["talos", "schematic"])
+        .assert()
+        .success()
+        .stdout("customization: {}\n---\nid: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba\n");
+    vmctl(None)
+        .args([
+            "talos",
+            "schematic",
+            "--kernel-arg",
+            "noapic",
+            "--kernel-arg",
+            "nolapic",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::ends_with(
+            "id: 9cba8e32753f91a16c1837ab8abf356af021706ef284aef07380780177d9a06c\n",
+        ));
+    let out = vmctl(None)
+        .args([
+            "talos",
+            "schematic",
+            "--nvidia",
+            "lts",
+            "--driver",
+            "proprietary",
+            "--extension",
+            "qemu-guest-agent",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    let want = [
+        "siderolabs/nonfree-kmod-nvidia-lts",
+        "siderolabs/nvidia-container-toolkit-lts",
+        "siderolabs/qemu-guest-agent",
+    ];
+    assert_eq!(v["extensions"], serde_json::json!(want));
+    assert_eq!(v["id"], Schematic::with_extensions(want).id().unwrap().id);
+    assert_eq!(v["computed"], "offline");
+    assert!(v["yaml"].as_str().unwrap().contains("officialExtensions"));
+}
+
+#[test]
+fn schematic_driver_follows_the_detected_gpu() {
+    let tree = fixture_builder::build_host("synthetic-vfio-bound");
+    let out = vmctl(None)
+        .arg("--host-root")
+        .arg(tree.path())
+        .args(["talos", "schematic", "--nvidia", "production", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v = json(&out.stdout);
+    assert_eq!(
+        v["extensions"][0],
+        "siderolabs/nvidia-open-gpu-kernel-modules-production"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Turing or newer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A schematic file as the starting point keeps its own fields.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    std::fs::write(
+        &file,
+        "customization:\n  meta:\n    - key: 10\n      value: foo\n",
+    )
+    .unwrap();
+    vmctl(None)
+        .args(["talos", "schematic", "--file"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout(predicate::str::ends_with(
+            "id: d308a2a5ee2277bed5fbaa104fcbc8d59122abfa737df987a95b4ca763459a7f\n",
+        ));
+}
+
+#[test]
+fn schematic_refusals_exit_2_with_help() {
+    // Not plain-safe: no offline ID.
+    vmctl(None)
+        .args(["talos", "schematic", "--kernel-arg", "a: b"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("use the online mode"))
+        .stderr(predicate::str::contains("help: add --online"));
+    // Unknown extension, checked online.
+    let server = factory(None);
+    vmctl(Some(&server))
+        .args([
+            "talos",
+            "schematic",
+            "--online",
+            "--extension",
+            "no-such-thing",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("siderolabs/no-such-thing"))
+        .stderr(predicate::str::contains("help:"));
+    // A driver without the preset is a usage error (clap).
+    vmctl(None)
+        .args(["talos", "schematic", "--driver", "open"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn schematic_online_is_checked_against_the_offline_id() {
+    let server = factory(None);
+    let s = Schematic::with_extensions(["siderolabs/qemu-guest-agent"]);
+    let id = accept_schematic(&server, &s);
+    let out = vmctl(Some(&server))
+        .args([
+            "talos",
+            "schematic",
+            "--online",
+            "--extension",
+            "qemu-guest-agent",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    assert_eq!(v["id"], id);
+    assert_eq!(v["computed"], "online-verified");
+}
+
+#[test]
+fn versions_lists_releases_and_marks_latest() {
+    let server = factory(None);
+    let out = vmctl(Some(&server))
+        .args(["talos", "versions", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v = json(&out.stdout);
+    assert_eq!(v["latest"], LATEST);
+    let tags: Vec<&str> = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tags,
+        ["v1.13.0-beta.0", LATEST, "v1.11.5", "v1.10.7"],
+        "draft dropped"
+    );
+    vmctl(Some(&server))
+        .args(["talos", "versions"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("{LATEST}  (latest)\n")))
+        .stdout(predicate::str::contains("v1.13.0-beta.0  (pre-release)\n"));
+    // Unreachable API: a failure naming the URL and the setting.
+    vmctl(None)
+        .args(["talos", "versions"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("127.0.0.1:9"))
+        .stderr(predicate::str::contains("github_api_url"));
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn config_writes_four_private_files_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("lab");
+    let out = vmctl(None)
+        .args([
+            "talos",
+            "config",
+            "--cluster",
+            "lab",
+            "--endpoint",
+            "https://198.18.0.10:6443",
+            "--version",
+            "v1.11.5",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    assert_eq!(v["version"], "v1.11.5");
+    for f in [
+        "secrets.yaml",
+        "controlplane.yaml",
+        "worker.yaml",
+        "talosconfig",
+    ] {
+        assert_eq!(mode(&out_dir.join(f)), 0o600, "{f}");
+    }
+    let cp = std::fs::read_to_string(out_dir.join("controlplane.yaml")).unwrap();
+    let docs = yaml_docs(&cp);
+    assert_eq!(docs[0]["machine"]["type"], "controlplane");
+    assert_eq!(
+        docs[0]["cluster"]["controlPlane"]["endpoint"],
+        "https://198.18.0.10:6443"
+    );
+    let worker = std::fs::read_to_string(out_dir.join("worker.yaml")).unwrap();
+    assert_eq!(yaml_docs(&worker)[0]["machine"]["type"], "worker");
+    let before = std::fs::read(out_dir.join("secrets.yaml")).unwrap();
+    vmctl(None)
+        .args([
+            "talos",
+            "config",
+            "--cluster",
+            "lab",
+            "--endpoint",
+            "https://198.18.0.10:6443",
+            "--version",
+            "v1.11.5",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("already exists"))
+        .stderr(predicate::str::contains("help:"));
+    assert_eq!(std::fs::read(out_dir.join("secrets.yaml")).unwrap(), before);
+}
+
+#[test]
+fn config_refuses_bad_endpoint_and_cluster_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (cluster, endpoint, msg) in [
+        ("lab", "198.18.0.10:6443", "not an https:// URL"),
+        ("lab", "https://198.18.0.10:port", "bad port"),
+        ("Lab_1", "https://198.18.0.10:6443", "cluster name"),
+    ] {
+        vmctl(None)
+            .args([
+                "talos",
+                "config",
+                "--cluster",
+                cluster,
+                "--endpoint",
+                endpoint,
+            ])
+            .args(["--version", "v1.12.1", "--out"])
+            .arg(dir.path().join("x"))
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(msg))
+            .stderr(predicate::str::contains("help:"));
+    }
+    assert!(!dir.path().join("x").exists(), "nothing written");
+}
+
+/// A fixture host with br0, its own libvirt test-driver node and storage under `dir`.
+fn create_cmd(server: &MockServer, tree: &Path, dir: &Path) -> Command {
+    let node = dir.join("node.xml");
+    if !node.exists() {
+        std::fs::write(&node, "<node/>\n").unwrap();
+    }
+    let mut c = vmctl(Some(server));
+    c.arg("--connect")
+        .arg(format!("test://{}", node.display()))
+        .arg("--host-root")
+        .arg(tree)
+        .env("VMCTL_STORAGE_DIR", dir.join("vms"))
+        .env("VMCTL_IMAGE_CACHE", dir.join("cache"))
+        .env("VMCTL_DOMAIN_TYPE", "qemu")
+        .args(["create", "talos"]);
+    c
+}
+
+#[test]
+fn create_talos_cli_defines_and_refuses_bad_input_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = factory(Some(fake_qcow2(dir.path(), "64M")));
+    let tree = fixture_builder::build_host("intel-z370-no-nvidia");
+    std::fs::create_dir_all(tree.path().join("sys/class/net/br0/bridge")).unwrap();
+    let base = [
+        "--bridge",
+        "br0",
+        "--no-start",
+        "--disk",
+        "1G",
+        "--ip",
+        "198.18.9.10/24",
+    ];
+
+    // A version that does not exist, a pre-release without --allow-prerelease.
+    for (v, msg, help) in [
+        (
+            "v1.9.99",
+            "is not a published release",
+            "vmctl talos versions",
+        ),
+        ("v1.13.0-beta.0", "is a pre-release", "--allow-prerelease"),
+    ] {
+        create_cmd(&server, tree.path(), dir.path())
+            .arg("cp1")
+            .args(base)
+            .args(["--version", v])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(msg))
+            .stderr(predicate::str::contains(help));
+    }
+    // An endpoint that is not a URL; a worker without a cluster.
+    create_cmd(&server, tree.path(), dir.path())
+        .arg("cp1")
+        .args(base)
+        .args(["--endpoint", "198.18.9.10"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not an https:// URL"));
+    create_cmd(&server, tree.path(), dir.path())
+        .arg("w1")
+        .args(base)
+        .args(["--role", "worker", "--cluster", "nope"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no Talos cluster \"nope\""));
+    assert!(!dir.path().join("vms").exists(), "nothing made");
+
+    // The real thing.
+    let out = create_cmd(&server, tree.path(), dir.path())
+        .arg("cp1")
+        .args(base)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    assert_eq!(v["version"], LATEST);
+    assert_eq!(v["defined"], true);
+    assert_eq!(v["started"], false);
+    assert_eq!(v["new_cluster"], true);
+    let seed = Path::new(v["seed"].as_str().unwrap());
+    let user_data = iso_file(seed, "user-data");
+    assert!(user_data.contains("198.18.9.10/24"));
+    let tc = tree.path().join("var/lib/vmctl/talos/cp1/talosconfig");
+    assert_eq!(mode(&tc), 0o600);
+
+    // The same cluster name again (a new VM name would clash with it): refused, exit 2.
+    create_cmd(&server, tree.path(), dir.path())
+        .arg("cp1")
+        .args(["--bridge", "br0", "--no-start", "--ip", "198.18.9.11/24"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "Talos cluster \"cp1\" already exists",
+        ))
+        .stderr(predicate::str::contains(
+            "help: to add this VM to it, pass `--cluster cp1`",
+        ));
+
+    // The human view prints the next steps.
+    create_cmd(&server, tree.path(), dir.path())
+        .arg("w1")
+        .args([
+            "--bridge",
+            "br0",
+            "--no-start",
+            "--disk",
+            "1G",
+            "--ip",
+            "198.18.9.20/24",
+        ])
+        .args(["--role", "worker", "--cluster", "cp1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("talosconfig: "))
+        .stdout(predicate::str::contains("kubeconfig"))
+        .stderr(predicate::str::contains("worker of cluster cp1"));
+}
