@@ -245,13 +245,22 @@ pub fn verify(
     }
 
     if !opts.skip.vmctl {
+        // The package installs /usr/bin/vmctl; a bare binary goes to /usr/local/bin.
+        let (installed, bin) = if state.has_package("vmctl") {
+            (true, paths::USR_BIN_VMCTL)
+        } else {
+            (
+                state.existing.contains(paths::USR_LOCAL_BIN_VMCTL),
+                paths::USR_LOCAL_BIN_VMCTL,
+            )
+        };
         r.check(
             Phase::Vmctl,
-            state.existing.contains(paths::USR_LOCAL_BIN_VMCTL),
-            format!("{} is installed", paths::USR_LOCAL_BIN_VMCTL),
-            "run `sudo gpu-vm-bootstrap apply` from a directory holding vmctl",
+            installed,
+            format!("{bin} is installed"),
+            "run `sudo gpu-vm-bootstrap apply` from a directory holding vmctl or vmctl_*.deb",
         );
-        if let Some(res) = live(&[paths::USR_LOCAL_BIN_VMCTL, "--version"]) {
+        if let Some(res) = live(&[bin, "--version"]) {
             r.check(
                 Phase::Vmctl,
                 res.is_ok(),

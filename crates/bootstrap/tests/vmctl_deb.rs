@@ -125,3 +125,27 @@ fn relative_deb_path_is_given_to_apt_as_a_path() {
     assert_eq!(deb, "./vmctl_0.1.0_amd64.deb");
     assert_eq!(argv.last().unwrap(), "./vmctl_0.1.0_amd64.deb");
 }
+
+#[test]
+fn verify_finds_the_packaged_vmctl_in_usr_bin() {
+    let h = host("intel-z170-gtx960", Net::Dhcp);
+    write(
+        h.path(),
+        "/var/lib/dpkg/status",
+        "Package: vmctl\nStatus: install ok installed\nVersion: 0.1.0\n\n",
+        0o644,
+    );
+    let opts = vmctl_only("br0");
+    let state = gpu_vm_bootstrap::HostState::read(&h.root(), &opts);
+    let runner = RecordingRunner::new();
+    let report = gpu_vm_bootstrap::verify(&h.facts, &opts, &state, Some(&runner));
+    let text = report.render();
+    assert!(text.contains("/usr/bin/vmctl is installed"), "{text}");
+    assert!(
+        runner
+            .calls()
+            .contains(&vec!["/usr/bin/vmctl".to_string(), "--version".into()]),
+        "{:?}",
+        runner.calls()
+    );
+}

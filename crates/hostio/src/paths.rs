@@ -45,6 +45,8 @@ pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
 pub const ETC_GROUP: &str = "/etc/group";
 pub const LIBVIRTD_WANTS: &str = "/etc/systemd/system/multi-user.target.wants/libvirtd.service";
 pub const USR_LOCAL_BIN_VMCTL: &str = "/usr/local/bin/vmctl";
+/// vmctl as installed by its .deb (packaging/build-debs.sh).
+pub const USR_BIN_VMCTL: &str = "/usr/bin/vmctl";
 pub const ETC_VMCTL_CONFIG: &str = "/etc/vmctl/config.toml";
 pub const BOOTSTRAP_STATE_DIR: &str = "/var/lib/gpu-vm-bootstrap";
 pub const BOOTSTRAP_LOG: &str = "/var/log/gpu-vm-bootstrap.log";
