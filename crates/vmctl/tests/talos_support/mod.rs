@@ -142,3 +142,40 @@ pub fn yaml_docs(text: &str) -> Vec<serde_yaml::Value> {
         .map(|d| serde_yaml::Value::deserialize(d).expect("yaml document"))
         .collect()
 }
+
+/// The machine config `create talos` must have written for the node described by its `--json`
+/// output, rendered again from the cluster's stored secrets (`cluster_dir/secrets.yaml`).
+pub fn rerender_user_data(
+    created: &serde_json::Value,
+    factory_base: &str,
+    gateway: Option<&str>,
+) -> String {
+    use talos_image::machineconfig::{self, NodePatch, Role};
+    use talos_image::{ConfigInput, Endpoints, SecretsBundle, TalosVersion};
+    let s = |k: &str| created[k].as_str().unwrap_or_default().to_string();
+    let dir = std::path::PathBuf::from(s("cluster_dir"));
+    let secrets =
+        SecretsBundle::from_yaml(&std::fs::read_to_string(dir.join("secrets.yaml")).unwrap())
+            .unwrap();
+    let version = TalosVersion::parse(&s("version")).unwrap();
+    let ep = Endpoints::new(factory_base, factory_base);
+    let mut input = ConfigInput::new(&s("cluster"), &s("endpoint"), version.clone());
+    input.installer_image = ep.installer_image("nocloud", &s("schematic_id"), &version, false);
+    let role = if s("role") == "worker" {
+        Role::Worker
+    } else {
+        Role::Controlplane
+    };
+    let patch = NodePatch {
+        hostname: Some(s("name")),
+        static_ip: created["ip"].as_str().map(|ip| machineconfig::StaticIp {
+            mac: s("mac"),
+            address: ip.parse().unwrap(),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            nameservers: gateway.iter().map(|g| g.parse().unwrap()).collect(),
+        }),
+        gpu: created["runtime_class"].is_string(),
+        ..Default::default()
+    };
+    machineconfig::node_config(&input, &secrets, role, &patch).unwrap()
+}
