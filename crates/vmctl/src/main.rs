@@ -697,18 +697,9 @@ fn main() -> ExitCode {
     if let Command::Docs(d) = &cli.command {
         return d.run(<Cli as clap::CommandFactory>::command());
     }
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
-                .unwrap_or_else(|_| level.into()),
-        )
-        .try_init();
+    // -v info, -vv debug, -vvv trace; VMCTL_LOG (an EnvFilter) overrides; no colours unless
+    // stderr is a terminal.
+    clikit::init_logging(cli.verbose, "VMCTL_LOG");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
