@@ -122,7 +122,7 @@ control() {
       # genisoimage writes the NoCloud seed (crates/vmctl/src/seed.rs); gpgv checks
       # SHA256SUMS.gpg; iproute2 reads the bridge's subnets; openssh-client for `vmctl ssh`.
       depends="qemu-system-x86 | qemu-kvm, qemu-utils, ovmf, genisoimage, openssh-client, iproute2, gpgv"
-      recommends="libvirt-daemon-system, libvirt-clients, ubuntu-cloudimage-keyring | ubuntu-keyring"
+      recommends="libvirt-daemon-system, libvirt-clients, ubuntu-cloudimage-keyring, ubuntu-keyring"
       suggests="gpu-vm-bootstrap"
       section=admin
       summary="manage GPU VMs on libvirt"
