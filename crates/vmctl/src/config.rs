@@ -90,6 +90,13 @@ pub const KEYS: &[Key] = &[
         doc: "keyring for SHA256SUMS.gpg",
     },
     Key {
+        name: "ubuntu_iso_keyring",
+        env: "VMCTL_UBUNTU_ISO_KEYRING",
+        // ubuntu-keyring: holds the "Ubuntu CD Image Automatic Signing Key" of release ISOs.
+        default: Some("/usr/share/keyrings/ubuntu-archive-keyring.gpg"),
+        doc: "keyring for the release ISOs' SHA256SUMS.gpg (create --desktop)",
+    },
+    Key {
         name: "cpu_mode",
         env: "VMCTL_CPU_MODE",
         default: Some("host-passthrough"),

@@ -188,6 +188,9 @@ pub enum Error {
     /// `vmctl talos …` and `create talos`: versions, schematics, clusters, machine configs.
     #[error(transparent)]
     Talos(Box<crate::commands::talos::TalosError>),
+    /// `create ubuntu --desktop`: ISO, disk minimum, password, installer phases.
+    #[error(transparent)]
+    Desktop(Box<crate::commands::desktop::DesktopError>),
 }
 
 impl Error {
@@ -219,6 +222,7 @@ impl Error {
             }
             Gpu(e) => e.exit_kind(),
             Talos(e) => e.exit_kind(),
+            Desktop(e) => e.exit_kind(),
             _ => ExitKind::Failure,
         }
     }
@@ -294,6 +298,7 @@ impl Error {
             WriteSeed { .. } => vec!["is genisoimage installed?".into()],
             Gpu(e) => e.help(),
             Talos(e) => e.help(),
+            Desktop(e) => e.help(),
             _ => Vec::new(),
         }
     }

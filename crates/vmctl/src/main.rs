@@ -19,6 +19,7 @@ use vmctl::config::{Config, KEYS, Source};
 use vmctl::libvirt::Libvirt;
 use vmctl::{Error, ExitKind};
 
+mod cli_desktop;
 mod cli_ip;
 mod cli_talos;
 
@@ -145,9 +146,9 @@ struct UbuntuArgs {
     /// Virtual CPUs
     #[arg(long, default_value_t = 2)]
     cpus: u32,
-    /// Memory: MiB, or with a unit (4G)
-    #[arg(long, default_value = "2048")]
-    memory: String,
+    /// Memory: MiB, or with a unit (4G); default 2048, 4G with --desktop
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
     /// Disk size (e.g. 20G); default: the image's size
     #[arg(long, value_name = "SIZE")]
     disk: Option<String>,
@@ -219,9 +220,34 @@ struct UbuntuArgs {
     /// Wait until SSH answers on the VM's address
     #[arg(long, conflicts_with = "no_start")]
     wait: bool,
-    /// Give up waiting after this many seconds
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
-    wait_timeout: u64,
+    /// Give up waiting after this many seconds (default 600; 5400 with --desktop)
+    #[arg(long, value_name = "SECONDS")]
+    wait_timeout: Option<u64>,
+    /// Unattended Ubuntu Desktop install from the release ISO (autoinstall); with --wait, until
+    /// the installed desktop answers SSH
+    #[arg(long)]
+    desktop: bool,
+    /// --desktop: the ISO to install from instead of the release's from the mirror
+    #[arg(long, value_name = "PATH|URL", requires = "desktop")]
+    iso: Option<String>,
+    /// --desktop: install ubuntu-desktop-minimal instead of ubuntu-desktop
+    #[arg(long, requires = "desktop")]
+    minimal: bool,
+    /// --desktop: ask for the user's password (hashed with SHA-512-crypt here, never stored in clear)
+    #[arg(long, requires = "desktop", conflicts_with = "password_hash")]
+    password_prompt: bool,
+    /// Refused: a plaintext password on the command line (use --password-prompt)
+    #[arg(long, value_name = "PASSWORD", hide = true)]
+    password: Option<String>,
+    /// --desktop: locale (default en_US.UTF-8)
+    #[arg(long, requires = "desktop")]
+    locale: Option<String>,
+    /// --desktop: keyboard LAYOUT[:VARIANT] (default us)
+    #[arg(long, requires = "desktop")]
+    keyboard: Option<String>,
+    /// --desktop: time zone (default Etc/UTC)
+    #[arg(long, requires = "desktop")]
+    timezone: Option<String>,
 }
 
 /// Writes to stdout; a closed pipe (`vmctl list | head`) is a clean exit.
@@ -619,7 +645,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 release: a.release.clone(),
                 image: a.image.clone(),
                 cpus: a.cpus,
-                memory: a.memory.clone(),
+                memory: a.memory.clone().unwrap_or_else(|| "2048".into()),
                 disk: a.disk.clone(),
                 bridge: a.bridge.clone(),
                 network,
@@ -640,6 +666,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 no_start: a.no_start,
                 seed_only: a.seed_only,
             };
+            if a.password.is_some() || a.desktop {
+                return cli_desktop::run(&ctx, &a, req, cli.json);
+            }
             let bar = Bar(ProgressBar::new(0));
             let created = create::create_ubuntu(&ctx, &req, &bar)?;
             if !cli.json {
@@ -665,7 +694,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
             if a.wait && created.started {
-                let addr = wait_for_ssh(&ctx, &created.name, Duration::from_secs(a.wait_timeout))?;
+                let addr = wait_for_ssh(
+                    &ctx,
+                    &created.name,
+                    Duration::from_secs(a.wait_timeout.unwrap_or(600)),
+                )?;
                 if !cli.json {
                     eprintln!("{}: SSH answers on {addr}", created.name);
                 }

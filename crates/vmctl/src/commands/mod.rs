@@ -2,6 +2,7 @@
 //! hypervisor) and returns typed results that the binary renders as text or JSON.
 
 pub mod create;
+pub mod desktop;
 pub mod gpu;
 pub mod image;
 pub mod inspect;

@@ -1,0 +1,212 @@
+//! The binary's side of `vmctl create ubuntu NAME --desktop`: turns the shared `create ubuntu`
+//! arguments into a desktop request, asks for the password (`--password-prompt`), draws the
+//! install progress for `--wait` and renders the result. The work is in
+//! `vmctl::commands::desktop`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use vmctl::Error;
+use vmctl::commands::Ctx;
+use vmctl::commands::create::UbuntuRequest;
+use vmctl::commands::desktop::{self, DesktopError, DesktopRequest, WaitEvent, iso};
+
+use super::{Bar, UbuntuArgs, out, out_json};
+
+/// Default `--wait-timeout` of a desktop install: download excluded, the install itself takes
+/// 10-30 min on a real host; 90 min leaves room for slow disks and the NVIDIA driver build.
+const INSTALL_TIMEOUT_SECS: u64 = 5400;
+
+pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) -> Result<(), Error> {
+    if a.password.is_some() {
+        return Err(DesktopError::PlaintextPassword.into());
+    }
+    let mut base = base;
+    base.memory = a
+        .memory
+        .clone()
+        .unwrap_or_else(|| desktop::DEFAULT_MEMORY.into());
+    let req = DesktopRequest {
+        base,
+        iso: a.iso.clone(),
+        minimal: a.minimal,
+        locale: a.locale.clone(),
+        keyboard: a.keyboard.clone(),
+        timezone: a.timezone.clone(),
+    };
+    let mut plan = desktop::plan(ctx, &req, &iso::this_month())?;
+    if a.password_prompt {
+        let password = prompt_password(&format!(
+            "Password for {} on {}: ",
+            plan.base.user, plan.base.name
+        ))?;
+        plan.set_password_hash(desktop::hash_password(ctx.runner, &password)?);
+    }
+    if !json {
+        eprintln!(
+            "{}: Ubuntu {} {} desktop, {} vCPUs, {} MiB, {} GiB disk{}",
+            plan.base.name,
+            plan.release.version,
+            plan.release.codename,
+            plan.base.vcpus,
+            plan.base.memory_mib,
+            plan.disk_bytes >> 30,
+            if plan.base.gpus.is_empty() {
+                String::new()
+            } else {
+                format!(", {} GPU(s) + NVIDIA driver", plan.base.gpus.len())
+            }
+        );
+    }
+    let bar = Bar(ProgressBar::new(0));
+    let created = desktop::create_planned(ctx, plan, &bar)?;
+    if !json {
+        eprintln!(
+            "{}: ISO {} ({})",
+            created.name,
+            created.iso.path.display(),
+            created.iso.verification
+        );
+        if !created.iso.signature_verified {
+            eprintln!("  note: only the checksum was verified, not the SHA256SUMS signature");
+        }
+        eprintln!(
+            "{}: install phase {} (MAC {}, {}); console log {}",
+            created.name,
+            if created.started {
+                "defined and started"
+            } else {
+                "defined"
+            },
+            created.mac,
+            created.ip.as_deref().unwrap_or("DHCP"),
+            created.console_log.display()
+        );
+    }
+    let mut switched = None;
+    if a.wait && created.started {
+        let timeout = Duration::from_secs(a.wait_timeout.unwrap_or(INSTALL_TIMEOUT_SECS));
+        let began = Instant::now();
+        let spinner = ProgressBar::new_spinner();
+        spinner.enable_steady_tick(Duration::from_millis(200));
+        let name = created.name.clone();
+        let s = desktop::wait_install(ctx, &created.name, timeout, &|ev| match ev {
+            WaitEvent::Phase(p, t) => spinner.suspend(|| {
+                eprintln!(
+                    "{name}: [{:>3}:{:02}] {}",
+                    t.as_secs() / 60,
+                    t.as_secs() % 60,
+                    p.describe()
+                )
+            }),
+            WaitEvent::Line(l) => spinner.set_message(l.clone()),
+        });
+        spinner.finish_and_clear();
+        let s = s?;
+        let t = began.elapsed().as_secs();
+        eprintln!(
+            "{}: [{:>3}:{:02}] switched to boot from disk (ISO, seed and installer kernel detached); started",
+            created.name,
+            t / 60,
+            t % 60
+        );
+        let rest = timeout
+            .saturating_sub(began.elapsed())
+            .max(Duration::from_secs(600));
+        let addr = super::wait_for_ssh(ctx, &created.name, rest)?;
+        let t = began.elapsed().as_secs();
+        eprintln!(
+            "{}: [{:>3}:{:02}] the installed desktop answers SSH on {addr}",
+            created.name,
+            t / 60,
+            t % 60
+        );
+        switched = Some(s);
+    }
+    if json {
+        out_json(&serde_json::json!({ "created": created, "switched": switched }));
+    } else {
+        let mut s = format!(
+            "{}\nssh:     vmctl ssh {}\nconsole: virsh -c {} console {}\nscreen:  virt-viewer -c {} {}\n",
+            created.name,
+            created.name,
+            ctx.hv.uri(),
+            created.name,
+            ctx.hv.uri(),
+            created.name
+        );
+        if switched.is_none() {
+            s += &format!(
+                "the installer powers the VM off when done; then `vmctl start {}` boots the installed desktop\n",
+                created.name
+            );
+        }
+        out(&s);
+    }
+    Ok(())
+}
+
+/// Reads a password: twice without echo from a terminal, or one line from stdin otherwise
+/// (scripts: `printf '%s\n' "$pw" | vmctl create … --password-prompt`).
+fn prompt_password(question: &str) -> Result<String, Error> {
+    let stdin = std::io::stdin();
+    let refuse = |reason: &str| Error::InvalidOption {
+        option: "--password-prompt".into(),
+        value: String::new(),
+        reason: reason.into(),
+    };
+    let password = if stdin.is_terminal() {
+        let first = read_hidden(question)?;
+        let second = read_hidden("Again: ")?;
+        if first != second {
+            return Err(refuse("the two passwords differ"));
+        }
+        first
+    } else {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|source| Error::Io {
+                op: "read password from",
+                path: "stdin".into(),
+                source,
+            })?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    if password.is_empty() {
+        return Err(refuse("empty password"));
+    }
+    Ok(password)
+}
+
+/// One line from the terminal on stdin with echo off (termios(3)), echo restored after.
+#[allow(unsafe_code)]
+fn read_hidden(question: &str) -> Result<String, Error> {
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    // SAFETY: termios is plain old data; tcgetattr fills it for fd 0, which is a terminal
+    // (checked by the caller), and we only pass pointers to this local.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    let have = unsafe { libc::tcgetattr(0, &mut saved) } == 0;
+    if have {
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        quiet.c_lflag |= libc::ECHONL;
+        // SAFETY: as above; `quiet` is a valid termios copied from the current settings.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let r = std::io::stdin().lock().read_line(&mut line);
+    if have {
+        // SAFETY: restores the settings read above.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) };
+    }
+    r.map_err(|source| Error::Io {
+        op: "read password from",
+        path: "the terminal".into(),
+        source,
+    })?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
