@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Build the lab guest: a small cloud-init-enabled Debian bookworm image with no bootloader, booted by
-# libvirt direct kernel boot. Output (in the cache dir printed on the last line):
-#   base.qcow2   ext4 filesystem labelled "rootfs" on the whole disk (no partition table), 2 GiB virtual
-#   vmlinuz      the guest kernel (linux-image-cloud-amd64)
-#   initrd.img   its initramfs
+# Build the lab guest: a small cloud-init-enabled Debian bookworm system, as two disks with the same
+# root filesystem. Output (in the cache dir printed on the last line):
+#   base.qcow2      ext4 labelled "rootfs" on the whole disk (no partition table, no bootloader), 2 GiB
+#                   virtual; boot it with libvirt direct kernel boot and the two files below
+#   vmlinuz         the guest kernel (linux-image-cloud-amd64)
+#   initrd.img      its initramfs
+#   bootable.qcow2  a bootable disk like a cloud image: GPT, an EFI system partition with a standalone
+#                   GRUB at \EFI\BOOT\BOOTX64.EFI (unsigned: UEFI without Secure Boot), then the same
+#                   ext4 "rootfs"; 2 GiB virtual, grows with growpart
 # The cache lives outside the checkout (GVB_LAB_CACHE, default /var/cache/gvb-lab) and is keyed by a hash
 # of this script, so a changed recipe rebuilds and an unchanged one is reused.
 #
@@ -14,6 +18,9 @@
 #   GVB_LAB_REBUILD  set to 1 to rebuild even when the cache entry exists
 # Usage: build-image.sh [--print-dir]   (--print-dir: only print the cache dir, build nothing)
 set -euo pipefail
+# The whole script sits in one { } group, so bash has read all of it before running any of it: editing
+# the file while a build runs can't derail the build.
+{
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/lab/lib.sh
@@ -62,6 +69,8 @@ packages=(
     dbus
     # cloud-init's resize_rootfs/growpart/locale modules need these, or `cloud-init status` reports errors.
     e2fsprogs cloud-guest-utils locales
+    # Only used at build time, inside the chroot, to make bootable.qcow2's EFI system partition.
+    grub-efi-amd64-bin dosfstools mtools
 )
 
 work=$(mktemp -d "$GVB_LAB_CACHE/.build.XXXXXX")
@@ -91,18 +100,55 @@ mmdebstrap --mode=root --variant=apt --quiet \
     "$suite" "$root" "${mirrors[@]}"
 t1=$(lab_now)
 
-lab_log "mkfs.ext4 + qemu-img convert"
+# The EFI system partition, made with the guest's own tools (no host packages needed): a standalone
+# GRUB with its config embedded finds the filesystem by label and boots the kernel through Debian's
+# /vmlinuz and /initrd.img symlinks. `search` does not autoload partition or filesystem modules
+# ("no such device: rootfs" without the insmods).
+cat >"$root/tmp/grub-embed.cfg" <<'GRUB'
+set timeout=0
+insmod part_gpt
+insmod ext2
+search --no-floppy --label rootfs --set=root
+linux /vmlinuz root=LABEL=rootfs rw console=tty0 console=ttyS0 net.ifnames=0
+initrd /initrd.img
+boot
+GRUB
+chroot "$root" grub-mkstandalone --format=x86_64-efi --output=/tmp/BOOTX64.EFI \
+    --locales= --fonts= "boot/grub/grub.cfg=/tmp/grub-embed.cfg"
+chroot "$root" mkfs.vfat -C -n ESP /tmp/esp.img $((63 * 1024)) >/dev/null
+chroot "$root" mmd -i /tmp/esp.img ::/EFI ::/EFI/BOOT
+chroot "$root" mcopy -i /tmp/esp.img /tmp/BOOTX64.EFI ::/EFI/BOOT/BOOTX64.EFI
+mv "$root/tmp/esp.img" "$work/esp.img"
+rm -f "$root/tmp/BOOTX64.EFI" "$root/tmp/grub-embed.cfg"
+t_esp=$(lab_now)
+
+lab_log "mkfs.ext4 + qemu-img convert (base.qcow2, bootable.qcow2)"
 cp -L "$root"/boot/vmlinuz-* "$work/vmlinuz"
 cp -L "$root"/boot/initrd.img-* "$work/initrd.img"
 mkfs.ext4 -q -L rootfs -d "$root" "$work/img.raw" 2G >/dev/null
 qemu-img convert -O qcow2 "$work/img.raw" "$work/base.qcow2"
 rm -f "$work/img.raw"
+
+# bootable.qcow2: GPT with ESP (1 MiB..64 MiB) and root (the rest); the filesystem is written straight
+# into the partition's byte range (mke2fs -E offset), so no loop device or mount is needed.
+truncate -s 2G "$work/disk.raw"
+sfdisk --quiet "$work/disk.raw" <<'GPT'
+label: gpt
+start=1MiB, size=63MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=ESP
+start=64MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=rootfs
+GPT
+read -r root_start root_sectors < <(sfdisk --json "$work/disk.raw" |
+    python3 -c 'import json,sys; p=json.load(sys.stdin)["partitiontable"]["partitions"][1]; print(p["start"], p["size"])')
+dd if="$work/esp.img" of="$work/disk.raw" bs=1M seek=1 conv=notrunc status=none
+mkfs.ext4 -q -L rootfs -E offset=$((root_start * 512)) -d "$root" "$work/disk.raw" $((root_sectors / 2))k >/dev/null
+qemu-img convert -O qcow2 "$work/disk.raw" "$work/bootable.qcow2"
+rm -f "$work/disk.raw" "$work/esp.img"
 rm -rf "$root"
 t2=$(lab_now)
 
 rm -rf "$dir"
 mkdir -p "$dir"
-mv "$work/base.qcow2" "$work/vmlinuz" "$work/initrd.img" "$dir/"
+mv "$work/base.qcow2" "$work/bootable.qcow2" "$work/vmlinuz" "$work/initrd.img" "$dir/"
 chmod 0644 "$dir"/*
 {
     echo "suite=$suite"
@@ -110,6 +156,8 @@ chmod 0644 "$dir"/*
     echo "packages=${packages[*]}"
 } >"$dir/.complete"
 
-lab_log "timings: mmdebstrap $(lab_elapsed "$t0" "$t1") s, mkfs+convert $(lab_elapsed "$t1" "$t2") s, total $(lab_elapsed "$t0" "$t2") s"
-lab_log "image: $dir ($(du -h "$dir/base.qcow2" | cut -f1) qcow2)"
+lab_log "timings: mmdebstrap $(lab_elapsed "$t0" "$t1") s, ESP $(lab_elapsed "$t1" "$t_esp") s, mkfs+convert $(lab_elapsed "$t_esp" "$t2") s, total $(lab_elapsed "$t0" "$t2") s"
+lab_log "image: $dir (base.qcow2 $(du -h "$dir/base.qcow2" | cut -f1), bootable.qcow2 $(du -h "$dir/bootable.qcow2" | cut -f1))"
 echo "$dir"
+exit 0
+}

@@ -5,6 +5,8 @@
 #
 # Env (besides lib.sh's): GVB_LAB_SMOKE_IP (default 198.18.0.50), GVB_LAB_SMOKE_CPU_MODE (maximum |
 # host-model | none, default maximum), GVB_LAB_SMOKE_TIMEOUT (seconds to SSH, default 180),
+# GVB_LAB_SMOKE_BOOT (direct: base.qcow2 + direct kernel boot, BIOS, the default | disk: bootable.qcow2
+# under UEFI without Secure Boot),
 # GVB_LAB_KEEP=1 keeps the domain and files for inspection.
 set -euo pipefail
 
@@ -16,6 +18,7 @@ lab_require_root
 ip_addr=${GVB_LAB_SMOKE_IP:-198.18.0.50}
 cpu_mode=${GVB_LAB_SMOKE_CPU_MODE:-maximum}
 timeout=${GVB_LAB_SMOKE_TIMEOUT:-180}
+boot=${GVB_LAB_SMOKE_BOOT:-direct}
 name=gvb-smoke-$$
 user=smoke
 # A locally administered MAC in qemu's 52:54:00 range, unique per run (stale guests with the same MAC/IP
@@ -87,7 +90,29 @@ genisoimage -quiet -output "$work/seed.iso" -volid cidata -joliet -rock \
     "$work/seed/user-data" "$work/seed/meta-data" "$work/seed/network-config"
 
 # --- disk + domain ----------------------------------------------------------------------------------
-qemu-img create -q -f qcow2 -F qcow2 -b "$image/base.qcow2" "$work/disk.qcow2" 4G
+case $boot in
+    direct)
+        base=$image/base.qcow2
+        os_xml="<os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>$image/vmlinuz</kernel>
+    <initrd>$image/initrd.img</initrd>
+    <cmdline>root=/dev/vda rw console=ttyS0 net.ifnames=0</cmdline>
+  </os>"
+        ;;
+    disk)
+        base=$image/bootable.qcow2
+        # Plain UEFI: without the secure-boot feature off, libvirt autoselects the Secure Boot OVMF
+        # build, which refuses the unsigned GRUB.
+        os_xml="<os firmware='efi'>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <firmware><feature enabled='no' name='secure-boot'/></firmware>
+    <boot dev='hd'/>
+  </os>"
+        ;;
+    *) lab_die "GVB_LAB_SMOKE_BOOT must be direct or disk, not '$boot'" ;;
+esac
+qemu-img create -q -f qcow2 -F qcow2 -b "$base" "$work/disk.qcow2" 4G
 
 case $cpu_mode in
     none) cpu_xml="" ;;
@@ -98,12 +123,7 @@ cat >"$work/domain.xml" <<EOF
   <name>$name</name>
   <memory unit='MiB'>1024</memory>
   <vcpu>2</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>$image/vmlinuz</kernel>
-    <initrd>$image/initrd.img</initrd>
-    <cmdline>root=/dev/vda rw console=ttyS0 net.ifnames=0</cmdline>
-  </os>
+  $os_xml
   <features><acpi/><apic/></features>
   $cpu_xml
   <clock offset='utc'/>
@@ -150,14 +170,14 @@ t_define=$(lab_now)
 lab_virsh define "$work/domain.xml" >/dev/null
 lab_virsh start "$name" >/dev/null
 t_started=$(lab_now)
-lab_log "started $name (mac $mac, ip $ip_addr, cpu mode $cpu_mode) in $(lab_elapsed "$t_define" "$t_started") s"
+lab_log "started $name ($boot boot, mac $mac, ip $ip_addr, cpu mode $cpu_mode) in $(lab_elapsed "$t_define" "$t_started") s"
 
 ssh_opts=(-i "$work/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
     -o ConnectTimeout=3 -o LogLevel=ERROR)
 lab_wait_for "$timeout" "SSH on $ip_addr" lab_in_ns ssh "${ssh_opts[@]}" "$user@$ip_addr" true ||
     lab_die "no SSH to $ip_addr within $timeout s" "GVB_LAB_KEEP=1 $0, then look at the serial log"
 t_ssh=$(lab_now)
-lab_in_ns ssh "${ssh_opts[@]}" "$user@$ip_addr" uname -a
+lab_in_ns ssh "${ssh_opts[@]}" "$user@$ip_addr" 'uname -a; [ -d /sys/firmware/efi ] && echo "booted by UEFI"; df -h / | tail -n1'
 lab_log "start -> SSH: $(lab_elapsed "$t_started" "$t_ssh") s"
 
 # Extra facts for later users of the lab: cloud-init's verdict and the guest agent's view of the NIC.
