@@ -12,7 +12,7 @@
 #   direct (default): base.qcow2 + --kernel/--initrd/--kernel-args, BIOS: what the brief for issue 4 asks;
 #   disk:             bootable.qcow2 like a real cloud image: UEFI (vmctl's default firmware), GRUB on
 #                     the disk, --disk 4G, and the guest must see EFI and a root fs grown past 3 GiB.
-#                     12-ubuntu-vm-uefi.sh runs this mode.
+#                     90-ubuntu-vm-uefi.sh runs this mode.
 # Env: VMCTL (binary), GVB_E2E_VM / GVB_E2E_IP (default e2e1 / 198.18.0.60), GVB_E2E_CPU_MODE (default
 # host-model), GVB_E2E_WAIT_TIMEOUT (default 420 s), GVB_LAB_KEEP=1 (keep the VM and scratch dir).
 set -euo pipefail
