@@ -95,8 +95,10 @@ stage_common() {
   "$bin" completions zsh >"$st/usr/share/zsh/vendor-completions/_$pkg"
   "$bin" completions fish >"$st/usr/share/fish/vendor_completions.d/$pkg.fish"
   "$bin" __man "$WORK/man-$pkg" 2>/dev/null
+  local page name
   for page in "$WORK/man-$pkg"/*.1; do
-    gzip -9n <"$page" >"$st/usr/share/man/man1/$(basename "$page").gz"
+    name=$(basename "$page")
+    gzip -9n <"$page" >"$st/usr/share/man/man1/$name.gz"
   done
   copyright >"$st/usr/share/doc/$pkg/copyright"
   # A native package's changelog is changelog.gz (Debian Policy 12.7).
@@ -124,7 +126,7 @@ control() {
       depends="qemu-system-x86 | qemu-kvm, qemu-utils, ovmf, genisoimage, openssh-client, iproute2, gpgv"
       recommends="libvirt-daemon-system, libvirt-clients, ubuntu-cloudimage-keyring, ubuntu-keyring"
       suggests="gpu-vm-bootstrap"
-      section=admin
+      section="admin"
       summary="manage GPU VMs on libvirt"
       description=" vmctl creates, lists, starts, stops and deletes VMs on libvirt: Ubuntu
  guests from verified cloud images configured by cloud-init, Talos guests,
@@ -138,7 +140,7 @@ control() {
       depends="apt, systemd, passwd, iproute2, iputils-ping, curl, gpg, initramfs-tools"
       recommends="netplan.io, grub2-common, vmctl, libvirt-clients"
       suggests=""
-      section=admin
+      section="admin"
       summary="prepare an Ubuntu host with NVIDIA GPUs as a GPU VM host"
       description=" gpu-vm-bootstrap plans, shows as a diff, applies, verifies and rolls back
  the host setup for GPU VMs: the NVIDIA driver or VFIO passthrough, KVM and

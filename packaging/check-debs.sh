@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Helpers are called through check(), which shellcheck cannot follow:
+# shellcheck disable=SC2317
 # CI check of the Debian packages: builds both (packaging/build-debs.sh), inspects them with
 # `dpkg-deb -I/-c`, unpacks them into a scratch root with `dpkg-deb -x`, and checks that the
 # files are there with the right owner and mode, the md5sums match, `--version` runs from the
@@ -15,7 +17,7 @@ set -uo pipefail
 umask 022
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 FAILED=0
@@ -185,7 +187,7 @@ for k in $keys; do
   grep -qE "^#? ?$k = " "$CFG" || fail "config.toml does not document key $k"
   grep -qF "\`$k\`" packaging/README-config.md || fail "packaging/README-config.md does not document key $k"
 done
-pass "config.toml and README-config.md document every key ($(echo $keys | wc -w))"
+pass "config.toml and README-config.md document every key ($(wc -w <<<"$keys"))"
 check "config show --json names each value's source" bash -c \
   "env -i VMCTL_BRIDGE=br9 '$R/usr/bin/vmctl' --config '$CFG' --connect test:///default config show --json |
    python3 -c 'import json,sys; s=json.load(sys.stdin)[\"settings\"]; assert s[\"bridge\"][\"source\"][\"kind\"]==\"env\", s[\"bridge\"]; assert s[\"connect\"][\"source\"][\"kind\"]==\"flag\"; assert s[\"storage_dir\"][\"source\"][\"kind\"]==\"default\"'"

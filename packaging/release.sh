@@ -47,12 +47,13 @@ for b in "${BINS[@]}"; do
   }
 done
 
-OUT=$OUT BIN_DIR=$OUT packaging/build-debs.sh >/dev/null
+export OUT
+BIN_DIR=$OUT packaging/build-debs.sh >/dev/null
 
 cd "$OUT"
 files=("${BINS[@]}" *.deb)
 sha256sum "${files[@]}" >SHA256SUMS
 sha256sum --check --quiet SHA256SUMS
 echo "release $commit in $OUT:"
-ls -l "${files[@]}" SHA256SUMS | awk '{printf "  %10s  %s\n", $5, $9}'
+stat -c '  %10s  %n' "${files[@]}" SHA256SUMS
 echo "verify with: (cd $OUT && sha256sum -c SHA256SUMS)"
