@@ -20,10 +20,19 @@ fn main() {
             Some(hash) => {
                 // Rebuild when HEAD moves (a commit or a checkout), not on every edit: the
                 // `-dirty` mark reflects the tree as it was when this script last ran.
+                // A path that does not exist would make cargo re-run this on every build, so
+                // only existing files are named (a packed ref lives in packed-refs).
                 if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-                    println!("cargo:rerun-if-changed={dir}/HEAD");
+                    let mut watch = vec![
+                        format!("{dir}/HEAD"),
+                        format!("{dir}/packed-refs"),
+                        format!("{dir}/refs/heads"),
+                    ];
                     if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                        println!("cargo:rerun-if-changed={dir}/{r}");
+                        watch.push(format!("{dir}/{r}"));
+                    }
+                    for w in watch.iter().filter(|w| std::path::Path::new(w).exists()) {
+                        println!("cargo:rerun-if-changed={w}");
                     }
                 }
                 let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
