@@ -456,3 +456,101 @@ fn raw_xz_image_is_decompressed_when_there_is_no_qcow2() {
             .ends_with("nocloud-amd64.raw")
     );
 }
+
+/// Runs everything for real except talosctl and kubectl, which it records (and answers 0).
+struct ClusterTools {
+    calls: std::sync::Mutex<Vec<Vec<String>>>,
+}
+
+impl hostio::CommandRunner for ClusterTools {
+    fn output(&self, cmd: &hostio::Cmd) -> Result<hostio::Output, hostio::CommandError> {
+        let prog = cmd.argv[0].rsplit('/').next().unwrap_or_default();
+        if prog == "talosctl" || prog == "kubectl" {
+            self.calls.lock().unwrap().push(cmd.argv.clone());
+            return Ok(hostio::Output::ok(""));
+        }
+        SystemRunner.output(cmd)
+    }
+}
+
+#[test]
+fn bootstrap_runs_talosctl_and_the_runtime_class_through_the_runner() {
+    let f = fixture("synthetic-vfio-bound");
+    let bin = f.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for p in ["talosctl", "kubectl"] {
+        std::fs::write(bin.join(p), "#!/bin/sh\nexit 0\n").unwrap();
+    }
+    let path = bin.display().to_string();
+    let env = move |k: &str| (k == "PATH").then(|| path.clone());
+    let tools = ClusterTools {
+        calls: Default::default(),
+    };
+    let ctx = Ctx {
+        config: &f.config,
+        host: &f.host,
+        runner: &tools,
+        hv: &f.lv,
+        env: &env,
+    };
+    let mut r = request("boot1", Some("198.18.7.80/24"));
+    r.gpus = vec!["01:00.0".into()];
+    r.bootstrap = true;
+    // --bootstrap needs a started VM.
+    let err = create_talos(&ctx, &r, &NoProgress).map(|_| ()).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    nothing_left(&f, "boot1");
+    r.no_start = false;
+    let c = create_talos(&ctx, &r, &NoProgress).unwrap();
+    assert!(c.started);
+    assert!(c.next_steps.iter().all(|s| s.done), "{:?}", c.next_steps);
+    let calls = tools.calls.lock().unwrap().clone();
+    let tc = c.talosconfig.display().to_string();
+    let kubeconfig = c.cluster_dir.join("kubeconfig").display().to_string();
+    let rc = c.runtime_class.unwrap().display().to_string();
+    let talosctl = format!("{}/talosctl", bin.display());
+    let kubectl = format!("{}/kubectl", bin.display());
+    let node = "198.18.7.80";
+    assert_eq!(
+        calls,
+        [
+            vec![
+                &talosctl,
+                "--talosconfig",
+                &tc,
+                "--nodes",
+                node,
+                "--endpoints",
+                node,
+                "bootstrap"
+            ],
+            vec![
+                &talosctl,
+                "--talosconfig",
+                &tc,
+                "--nodes",
+                node,
+                "--endpoints",
+                node,
+                "kubeconfig",
+                "--force",
+                &kubeconfig
+            ],
+            vec![&kubectl, "--kubeconfig", &kubeconfig, "apply", "-f", &rc],
+        ]
+    );
+
+    // Without talosctl on PATH: refused before anything is made.
+    let ctx = Ctx {
+        env: &no_env,
+        ..ctx
+    };
+    let mut r = request("boot2", Some("198.18.7.81/24"));
+    r.cluster = Some("other".into());
+    r.no_start = false;
+    r.bootstrap = true;
+    let err = create_talos(&ctx, &r, &NoProgress).map(|_| ()).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(err.to_string().contains("talosctl is not on PATH"), "{err}");
+    nothing_left(&f, "boot2");
+}

@@ -668,7 +668,7 @@ pub fn apply(
     cluster_rb.dir = None;
 
     let node_ip = plan.static_ip.as_ref().map(|s| s.address.addr());
-    let next_steps = next_steps(plan, node_ip, runtime_class.as_deref());
+    let next_steps = next_steps(plan, node_ip, &endpoint, runtime_class.as_deref());
     Ok(TalosCreated {
         name: plan.name.clone(),
         role: plan.role,
@@ -712,11 +712,22 @@ impl Drop for ClusterRollback {
 }
 
 /// `talosctl bootstrap` (first control plane only), `talosctl kubeconfig`, the RuntimeClass.
-fn next_steps(plan: &TalosPlan, ip: Option<Ipv4Addr>, runtime_class: Option<&Path>) -> Vec<Step> {
+fn next_steps(
+    plan: &TalosPlan,
+    ip: Option<Ipv4Addr>,
+    endpoint: &str,
+    runtime_class: Option<&Path>,
+) -> Vec<Step> {
     let tc = plan.cluster.talosconfig().display().to_string();
-    let node = ip
-        .map(|i| i.to_string())
-        .unwrap_or_else(|| "NODE_IP".into());
+    let first = plan.role == Role::Controlplane && matches!(plan.cluster_state, ClusterState::New);
+    // The first control plane is talked to directly; a joining node's cluster through its
+    // control plane (the endpoint's host), which serves the kubeconfig.
+    let node = match (first, ip) {
+        (true, Some(i)) => i.to_string(),
+        _ => machineconfig::endpoint_host(endpoint)
+            .map(|h| h.trim_matches(['[', ']']).to_string())
+            .unwrap_or_else(|_| "CONTROL_PLANE_IP".into()),
+    };
     let talosctl = |args: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = vec![
             "talosctl".into(),
@@ -732,7 +743,7 @@ fn next_steps(plan: &TalosPlan, ip: Option<Ipv4Addr>, runtime_class: Option<&Pat
     };
     let kubeconfig = plan.cluster.kubeconfig().display().to_string();
     let mut steps = Vec::new();
-    if plan.role == Role::Controlplane && matches!(plan.cluster_state, ClusterState::New) {
+    if first {
         steps.push(Step {
             what: "bootstrap etcd on the first control plane (once)".into(),
             argv: talosctl(&["bootstrap"]),
