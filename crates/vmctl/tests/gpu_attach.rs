@@ -24,7 +24,10 @@ fn private_libvirt(dir: &std::path::Path) -> Libvirt {
         let (machine, root) = if name == "pc" {
             ("pc", "<controller type='pci' index='0' model='pci-root'/>")
         } else {
-            ("q35", "<controller type='pci' index='0' model='pcie-root'/>")
+            (
+                "q35",
+                "<controller type='pci' index='0' model='pcie-root'/>",
+            )
         };
         format!(
             "  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>

@@ -669,12 +669,7 @@ pub fn claim_address(
             return Ok(Claim::none(&owner));
         }
         let owners = mac_owners(ctx.hv).ok();
-        let p = probe(
-            &scanner,
-            &ScanRequest::new(bridge),
-            addr,
-            owners.as_ref(),
-        )?;
+        let p = probe(&scanner, &ScanRequest::new(bridge), addr, owners.as_ref())?;
         if !p.free {
             return Err(Error::IpAnswers {
                 ip: addr.to_string(),
