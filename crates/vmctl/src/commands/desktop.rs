@@ -414,6 +414,23 @@ pub fn phase_specs(p: &PhaseInputs) -> (DomainSpec, DomainSpec) {
     (install, fin)
 }
 
+/// The domain XML of either phase. Plain UEFI asks libvirt for firmware without Secure Boot
+/// (libvirt formatdomain, "firmware feature"): its autoselection otherwise prefers the
+/// Secure Boot build with Microsoft keys enrolled, where OVMF refuses the directly booted
+/// installer kernel (it is signed for shim, not by a key in db) and the installed system could
+/// not load the unsigned NVIDIA DKMS module. `--firmware efi-secure` keeps Secure Boot.
+pub fn domain_xml(spec: &DomainSpec) -> Result<String> {
+    let xml = to_xml(spec)?;
+    if spec.firmware != (crate::domain::Firmware::Efi { secure_boot: false }) {
+        return Ok(xml);
+    }
+    Ok(xml.replacen(
+        "hvm</type>\n",
+        "hvm</type>\n    <firmware>\n      <feature enabled=\"no\" name=\"secure-boot\"/>\n    </firmware>\n",
+        1,
+    ))
+}
+
 fn random_uuid() -> String {
     let b: [u8; 16] = rand::random();
     // RFC 9562 version 4, variant 10.
@@ -504,12 +521,12 @@ pub fn apply(ctx: &Ctx, plan: &DesktopPlan, progress: &dyn Progress) -> Result<D
         iso: iso.path.clone(),
         iso_sha256: iso.sha256.clone(),
     });
-    std::fs::write(&layout.final_xml, to_xml(&fin)?).map_err(|source| Error::Io {
+    std::fs::write(&layout.final_xml, domain_xml(&fin)?).map_err(|source| Error::Io {
         op: "write",
         path: layout.final_xml.clone(),
         source,
     })?;
-    ctx.hv.define(&b.name, &to_xml(&install)?)?;
+    ctx.hv.define(&b.name, &domain_xml(&install)?)?;
     rb.domain = Some(b.name.clone());
     let started = !req.no_start;
     if started {

@@ -171,7 +171,8 @@ fn fixed_specs(f: &Fixture, gpus: bool) -> (DomainSpec, DomainSpec) {
 fn install_phase_xml_boots_the_iso_kernel_with_iso_and_seed_attached() {
     let f = fixture();
     let (install, _) = fixed_specs(&f, true);
-    let xml = to_xml(&install).unwrap();
+    let xml = domain_xml(&install).unwrap();
+    assert!(xml.contains("<feature enabled=\"no\" name=\"secure-boot\"/>"));
     assert_valid_domain_xml(&xml);
     assert!(xml.contains("<kernel>/var/lib/vmctl/vms/desk1/installer-vmlinuz</kernel>"));
     assert!(xml.contains("<initrd>/var/lib/vmctl/vms/desk1/installer-initrd</initrd>"));
@@ -185,7 +186,7 @@ fn install_phase_xml_boots_the_iso_kernel_with_iso_and_seed_attached() {
 fn final_phase_xml_boots_from_disk_with_nothing_else_attached() {
     let f = fixture();
     let (install, fin) = fixed_specs(&f, true);
-    let xml = to_xml(&fin).unwrap();
+    let xml = domain_xml(&fin).unwrap();
     assert_valid_domain_xml(&xml);
     for gone in [
         "<kernel>",
@@ -424,4 +425,51 @@ fn password_hashed_with_openssl_on_stdin() {
     assert!(real.starts_with("$6$") && !real.contains("correct"));
     let bad = RecordingRunner::new().answer(["openssl"], Output::ok("oops"));
     assert!(hash_password(&bad, "pw").is_err());
+}
+
+#[test]
+fn wait_switches_after_the_installer_powers_off_and_reports_an_early_stop() {
+    let f = fixture();
+    let iso = fake_iso(f.dir.path());
+    let srv = mirror(&iso, None);
+    let mut f = f;
+    f.config.set("ubuntu_releases_url", srv.base.clone());
+    let lv = Libvirt::open("test:///default").unwrap();
+    let c = ctx(&f, &SystemRunner, &lv);
+    for name in ["dt-wait-ok", "dt-wait-early"] {
+        let created = create_desktop(&c, &request(&f, name), "2026-11", &NoProgress).unwrap();
+        // The installer powers off (on_poweroff destroy).
+        lv.destroy(name).unwrap();
+        let mut log = String::from("Linux version 6.8\nstart: subiquity/Early/run\n");
+        if name == "dt-wait-ok" {
+            log += &format!("{DONE_MARKER}\nreboot: Power down\n");
+        }
+        std::fs::write(&created.console_log, log).unwrap();
+    }
+    let phases = std::cell::RefCell::new(Vec::new());
+    let s = wait_install(&c, "dt-wait-ok", Duration::from_secs(30), &|e| {
+        if let WaitEvent::Phase(p, _) = e {
+            phases.borrow_mut().push(*p);
+        }
+    })
+    .unwrap();
+    assert_eq!(*phases.borrow(), [InstallPhase::Finished]);
+    assert!(s.started && !s.destroyed);
+    assert!(!lv.require("dt-wait-ok").unwrap().xml.contains("<kernel>"));
+
+    let err = wait_install(&c, "dt-wait-early", Duration::from_secs(30), &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("powered off before"), "{err}");
+    assert_eq!(err.exit_kind(), ExitKind::Failure);
+    // Left in its install phase for inspection.
+    assert!(
+        lv.require("dt-wait-early")
+            .unwrap()
+            .xml
+            .contains("<kernel>")
+    );
+
+    let _ = lv.destroy("dt-wait-ok");
+    for name in ["dt-wait-ok", "dt-wait-early"] {
+        crate::commands::lifecycle::delete(&c, name, true, false).unwrap();
+    }
 }
