@@ -115,7 +115,7 @@ fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
             .join("bridge"),
     )
     .unwrap();
-    let mac = "52:54:00:18:00:70";
+    let mac = "52:54:00:18:00:75";
     let out = vmctl(&base, host.path(), &scratch)
         .args([
             "create",
@@ -129,7 +129,7 @@ fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
         ])
         .args([
             "--ip",
-            "198.18.0.70/24",
+            "198.18.0.75/24",
             "--dns",
             "198.18.0.1",
             "--gateway",
@@ -209,7 +209,7 @@ fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
         .args(["--role", "worker", "--cluster", &cp, "--gpu", "01:00.0"])
         .args([
             "--ip",
-            "198.18.0.71/24",
+            "198.18.0.76/24",
             "--dns",
             "198.18.0.1",
             "--gateway",
@@ -220,7 +220,7 @@ fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let worker: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(worker["endpoint"], "https://198.18.0.70:6443");
+    assert_eq!(worker["endpoint"], "https://198.18.0.75:6443");
     let user_data = iso_file(Path::new(worker["seed"].as_str().unwrap()), "user-data");
     assert_eq!(
         user_data,
