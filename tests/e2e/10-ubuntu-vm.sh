@@ -102,7 +102,8 @@ base_stat_before=$(stat -c '%s %Y' "$base")
 # first: seconds, instead of a --wait timeout.
 secure_boot_off() {
     local twin=${vm}-sbcheck xml rc=0
-    vmctl create ubuntu "$twin" "${boot_args[@]}" --bridge "$GVB_LAB_BRIDGE" --ip "${vm_ip%.*}.99/24" \
+    local twin_ip=${vm_ip%.*}.$((${vm_ip##*.} + 1)) # the next address; the twin never starts
+    vmctl create ubuntu "$twin" "${boot_args[@]}" --bridge "$GVB_LAB_BRIDGE" --ip "$twin_ip/24" \
         --domain-type qemu --ssh-key "$work/id_ed25519.pub" --user e2e --no-start >/dev/null || return 1
     xml=$(lab_virsh dumpxml --inactive "$twin")
     vmctl delete "$twin" --yes >/dev/null || true
