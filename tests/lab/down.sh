@@ -2,6 +2,7 @@
 # Tear the lab down: destroy running guests of the lab daemon, stop libvirtd and virtlogd (only the ones
 # running in the lab namespace), delete the bridge and the namespace. Safe to run twice.
 # Defined-but-stopped domains stay defined (their owners' tests clean them up); they are listed.
+# Mirrors left running by http-mirror.sh (a test killed before its trap ran) are stopped too.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,6 +28,15 @@ stop_daemon() {
     kill -9 "$pid" 2>/dev/null || true
     lab_log "killed $name (pid $pid) after 10 s"
 }
+
+shopt -s nullglob
+for pidfile in "$GVB_LAB_RUN"/http-mirror-*.pid; do
+    pid=$(cat "$pidfile")
+    if grep -q 'http_mirror.py' "/proc/$pid/cmdline" 2>/dev/null; then
+        kill "$pid" && lab_log "stopped leftover mirror (pid $pid, $(basename "$pidfile" .pid))"
+    fi
+    rm -f "$pidfile"
+done
 
 if in_lab_ns /run/libvirtd.pid; then
     for dom in $(lab_virsh list --name 2>/dev/null); do
