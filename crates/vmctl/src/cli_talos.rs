@@ -329,6 +329,16 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
         c.talosconfig.display(),
         c.name
     );
+    if let Some(rc) = &c.runtime_class {
+        s += &format!(
+            "runtime class ({}; pods ask for it with runtimeClassName: nvidia):\n{}",
+            rc.display(),
+            talos_image::nvidia::RUNTIME_CLASS_MANIFEST
+                .lines()
+                .map(|l| format!("  {l}\n"))
+                .collect::<String>()
+        );
+    }
     if !c.next_steps.is_empty() {
         s += "next steps:\n";
         for step in &c.next_steps {

@@ -370,6 +370,15 @@ fn bad_versions_and_extensions_are_refused_before_anything_is_made() {
     assert_eq!(err.exit_kind(), ExitKind::Usage);
     assert!(err.to_string().contains("no-such-extension"), "{err}");
     nothing_left(&f, "v4");
+    // Online: the factory's list knows the extension and its ID agrees with the offline one.
+    let id = accept_schematic(
+        &f.server,
+        &Schematic::with_extensions(["siderolabs/qemu-guest-agent", "siderolabs/iscsi-tools"]),
+    );
+    let mut r = request("v4b", Some("198.18.7.42/24"));
+    r.extensions = vec!["iscsi-tools".into()];
+    r.online = true;
+    assert_eq!(create(&f, &r).unwrap().schematic_id, id);
     // A pre-release with --allow-prerelease is fine.
     let mut r = request("v5", Some("198.18.7.41/24"));
     r.version = Some("v1.13.0-beta.0".into());
