@@ -49,26 +49,30 @@ impl Host {
     }
 
     fn create(&self, mirror: &str, name: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
-        self.cmd(mirror)
-            .args([
-                "create",
-                "ubuntu",
-                name,
-                "--desktop",
-                "--domain-type",
-                "qemu",
-            ])
-            .args([
-                "--firmware",
-                "bios",
-                "--bridge",
-                "br0",
-                "--release",
-                "24.04",
-            ])
-            .args(["--ip", "198.18.0.81/24", "--mac", "52:54:00:00:81:01"])
-            .args(extra)
-            .assert()
+        self.create_cmd(mirror, name, extra).assert()
+    }
+
+    fn create_cmd(&self, mirror: &str, name: &str, extra: &[&str]) -> Command {
+        let mut c = self.cmd(mirror);
+        c.args([
+            "create",
+            "ubuntu",
+            name,
+            "--desktop",
+            "--domain-type",
+            "qemu",
+        ])
+        .args([
+            "--firmware",
+            "bios",
+            "--bridge",
+            "br0",
+            "--release",
+            "24.04",
+        ])
+        .args(["--ip", "198.18.0.81/24", "--mac", "52:54:00:00:81:01"])
+        .args(extra);
+        c
     }
 
     fn key(&self) -> String {
@@ -172,7 +176,7 @@ fn creates_the_install_phase_from_a_verified_mirror_iso() {
     let sha = hex::encode(sha2::Sha256::digest(&iso));
     let m = mirror(iso, sha.clone());
     let out = h
-        .create(
+        .create_cmd(
             &m.base_url(),
             "dcli2",
             &[
@@ -183,8 +187,12 @@ fn creates_the_install_phase_from_a_verified_mirror_iso() {
                 "--no-start",
                 "--json",
                 "--minimal",
+                "--password-prompt",
             ],
         )
+        // --password-prompt reads one line from stdin when it is not a terminal.
+        .write_stdin("s3cret horse\n")
+        .assert()
         .success()
         .get_output()
         .clone();
@@ -203,6 +211,11 @@ fn creates_the_install_phase_from_a_verified_mirror_iso() {
         .output()
         .unwrap();
     let ud = String::from_utf8_lossy(&listing.stdout);
+    // Only the SHA-512-crypt hash is in the seed, never the password.
+    assert!(
+        ud.contains("password: \"$6$") && !ud.contains("s3cret"),
+        "{ud}"
+    );
     assert!(ud.starts_with("#cloud-config\nautoinstall:"), "{ud}");
     assert!(
         ud.contains("ubuntu-desktop-minimal") && ud.contains("198.18.0.81/24"),

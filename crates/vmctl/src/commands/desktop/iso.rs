@@ -258,7 +258,13 @@ fn from_sums(
         origin: f.url,
         checksum_verified: true,
         signature_verified: prov.signature_verified,
-        verification: format!("sha256 matches {}; {}", prov.sums_url, prov.note),
+        // The shared note names the cloud-image keyring setting; the ISO has its own.
+        verification: format!(
+            "sha256 matches {}; {}",
+            prov.sums_url,
+            prov.note
+                .replace("set gpg_keyring", "set ubuntu_iso_keyring")
+        ),
     })
 }
 
