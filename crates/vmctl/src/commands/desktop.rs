@@ -421,7 +421,10 @@ pub fn phase_specs(p: &PhaseInputs) -> (DomainSpec, DomainSpec) {
 /// not load the unsigned NVIDIA DKMS module. `--firmware efi-secure` keeps Secure Boot.
 pub fn domain_xml(spec: &DomainSpec) -> Result<String> {
     let xml = to_xml(spec)?;
-    if spec.firmware != (crate::domain::Firmware::Efi { secure_boot: false }) {
+    // Once the shared renderer states the feature itself, there is nothing to add.
+    if spec.firmware != (crate::domain::Firmware::Efi { secure_boot: false })
+        || xml.contains("name=\"secure-boot\"")
+    {
         return Ok(xml);
     }
     Ok(xml.replacen(
