@@ -11,7 +11,7 @@ use std::process::Command;
 
 use hostio::{HostRoot, SystemRunner};
 use vmctl::commands::Ctx;
-use vmctl::commands::desktop::switch_to_final;
+use vmctl::commands::desktop::{InstallPhase, phase_of, switch_to_final};
 use vmctl::config::Config;
 use vmctl::libvirt::{Hypervisor, Libvirt};
 
@@ -187,6 +187,26 @@ fn install_phase_from_the_fake_iso_then_switch_to_disk_boot() {
         "{xml}"
     );
     assert!(xml.contains("seed.iso"), "{xml}");
+
+    // The ISO's kernel really boots: its messages reach the console log that --wait reads.
+    let log = vm_dir.join("console.log");
+    let began = std::time::Instant::now();
+    loop {
+        let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+        if phase_of(&text) >= Some(InstallPhase::Booting) {
+            break;
+        }
+        assert!(
+            began.elapsed().as_secs() < 120,
+            "no kernel output in {} after 120 s:\n{text}",
+            log.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    eprintln!(
+        "installer kernel output after {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
 
     // The simulated "install finished" signal: destroy + switch, as `--wait` does on power-off.
     let lv = Libvirt::open(URI).unwrap();
