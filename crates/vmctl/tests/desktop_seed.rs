@@ -21,8 +21,22 @@ fn schema() -> Option<Value> {
         );
         return None;
     };
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("GVB_AUTOINSTALL_SCHEMA={path} is set but cannot be read: {e}"));
+    // Relative paths are meant from the workspace root (CI: ../shared/…); cargo runs tests in
+    // the crate's directory, so try both.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let found = [PathBuf::from(&path), root.join(&path)]
+        .into_iter()
+        .find(|p| p.is_file());
+    let text = found
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "GVB_AUTOINSTALL_SCHEMA={path} is set but cannot be read (tried it from {} and from the workspace root {})",
+                std::env::current_dir().unwrap().display(),
+                root.display()
+            )
+        });
     Some(serde_json::from_str(&text).unwrap())
 }
 
@@ -118,6 +132,13 @@ fn every_generated_seed_validates() {
             assert!(
                 errors.is_empty(),
                 "{name}: schema errors {errors:?}\n{user_data}"
+            );
+            // The check is live: a value subiquity refuses fails it.
+            let mut bad = ai.clone();
+            bad["shutdown"] = "halt".into();
+            assert!(
+                !v.is_valid(&bad),
+                "{name}: the schema accepted shutdown: halt"
             );
         }
 
