@@ -97,15 +97,7 @@ impl ConfigInput {
     /// Check names and the endpoint before anything is generated.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field, reason: String| Err(Error::InvalidConfigInput { field, reason });
-        if !is_dns_label(&self.cluster_name) {
-            return bad(
-                "cluster name",
-                format!(
-                    "{:?} must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'",
-                    self.cluster_name
-                ),
-            );
-        }
+        validate_cluster_name(&self.cluster_name)?;
         endpoint_host(&self.endpoint)?;
         if !self.install_disk.starts_with("/dev/") {
             return bad(
@@ -669,6 +661,20 @@ fn is_port(p: &str) -> bool {
         && p.len() <= 5
         && p.bytes().all(|b| b.is_ascii_digit())
         && p.parse::<u16>().is_ok_and(|n| n > 0)
+}
+
+/// A cluster name is a DNS label (it names the kubeconfig context and the talosconfig context).
+pub fn validate_cluster_name(name: &str) -> Result<(), Error> {
+    if is_dns_label(name) {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfigInput {
+            field: "cluster name",
+            reason: format!(
+                "{name:?} must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'"
+            ),
+        })
+    }
 }
 
 fn is_dns_label(s: &str) -> bool {

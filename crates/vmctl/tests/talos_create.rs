@@ -387,6 +387,13 @@ fn bad_versions_and_extensions_are_refused_before_anything_is_made() {
         create(&f, &r).unwrap().version.to_string(),
         "v1.13.0-beta.0"
     );
+    // A cluster name that is not a DNS label.
+    let mut r = request("v8", Some("198.18.7.43/24"));
+    r.cluster = Some("Bad_Name".into());
+    let err = create(&f, &r).map(|_| ()).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(err.to_string().contains("cluster name"), "{err}");
+    assert!(err.help()[0].contains("DNS labels"), "{:?}", err.help());
     // A new cluster needs an endpoint; a bad --endpoint is refused.
     let err = create(&f, &request("v6", None)).map(|_| ()).unwrap_err();
     assert_eq!(err.exit_kind(), ExitKind::Usage);

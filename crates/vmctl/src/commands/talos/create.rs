@@ -222,12 +222,7 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
 
     // The cluster: a new one named after the VM, or the one --cluster names (new or existing).
     let cluster_name = req.cluster.clone().unwrap_or_else(|| req.name.clone());
-    ConfigInput::new(
-        &cluster_name,
-        "https://192.0.2.1:6443",
-        TalosVersion::parse("1.10.0")?,
-    )
-    .validate()?;
+    machineconfig::validate_cluster_name(&cluster_name)?;
     let cluster = ClusterDir::new(ctx.host, ctx.config, &cluster_name);
     let cluster_state = if cluster.exists() {
         if req.cluster.is_none() {
