@@ -9,8 +9,9 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use vmctl::commands::desktop::autoinstall::{
-    AutoinstallSpec, DONE_MARKER, Flavour, Keyboard, render,
+    AutoinstallSpec, DONE_MARKER, FAILED_MARKER, Flavour, Keyboard, render,
 };
+use vmctl::commands::desktop::{InstallStatus, install_status};
 use vmctl::seed::{GuestNetwork, SeedSpec};
 
 /// The schema, or `None` (with a message) when the variable is unset. Set but unreadable fails.
@@ -151,7 +152,7 @@ fn every_generated_seed_validates() {
         assert_eq!(ai["network"]["version"], 2, "{name}");
         let late = serde_json::to_string(&ai["late-commands"]).unwrap();
         assert!(
-            late.contains("qemu-guest-agent") && late.contains(DONE_MARKER),
+            late.contains("qemu-guest-agent") && late.contains("VMCTL_DESKTOP_INSTALL DONE"),
             "{name}"
         );
         assert_eq!(late.contains("ubuntu-drivers"), spec.nvidia, "{name}");
@@ -170,7 +171,36 @@ fn every_generated_seed_validates() {
             }
         }
         assert!(!user_data.contains("plain_text_passwd"), "{name}");
+        // Markers are assembled at run time (printf), never present literally.
+        assert!(!user_data.contains(DONE_MARKER) && !user_data.contains(FAILED_MARKER));
 
+        // The last late-command, as the guest's shell gets it from the YAML, prints exactly the
+        // finish signal --wait looks for.
+        let last: Vec<String> = serde_json::from_value(
+            ai["late-commands"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .clone(),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("ttyS0");
+        let script = last[2].replace("/dev/ttyS0", &console.display().to_string());
+        assert!(
+            std::process::Command::new(&last[0])
+                .args([&last[1], &script])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let printed = std::fs::read_to_string(&console).unwrap();
+        assert_eq!(
+            install_status(&printed, false),
+            InstallStatus::Finished,
+            "{name}: {printed:?}"
+        );
         cloud_init_schema(user_data, &format!("{name} user-data"));
         let installed = format!(
             "#cloud-config\n{}",

@@ -181,11 +181,15 @@ fn in_target(args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn to_console(line: &str) -> Vec<String> {
+/// Prints a marker on the serial console. The marker is assembled by printf at run time, so
+/// its literal text is nowhere in the config: should the installer echo its configuration or a
+/// command line to the console, the marker still appears only when the command runs.
+fn to_console(marker: &str) -> Vec<String> {
+    let (head, tail) = marker.rsplit_once('_').unwrap_or((marker, ""));
     vec![
         "sh".into(),
         "-c".into(),
-        format!("echo {line} > /dev/ttyS0"),
+        format!("printf '%s_%s\\n' {head} {tail} > /dev/ttyS0"),
     ]
 }
 
@@ -334,7 +338,17 @@ mod tests {
     fn late_commands_end_with_the_marker_and_add_nvidia_only_with_gpu() {
         let without = late_commands(&sample(true, false));
         let with = late_commands(&sample(true, true));
-        assert!(without.last().unwrap()[2].contains(DONE_MARKER));
+        let last = &without.last().unwrap()[2];
+        assert_eq!(
+            last,
+            "printf '%s_%s\\n' VMCTL_DESKTOP_INSTALL DONE > /dev/ttyS0"
+        );
+        // The markers' literal text is nowhere in the seed.
+        let ud = user_data(&sample(true, true)).unwrap();
+        assert!(
+            !ud.contains(DONE_MARKER) && !ud.contains(FAILED_MARKER),
+            "{ud}"
+        );
         assert!(
             !without
                 .iter()
