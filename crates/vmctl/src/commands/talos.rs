@@ -540,3 +540,77 @@ impl ClusterDir {
         Ok((record, secrets))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_comes_from_the_flag_then_the_chip() {
+        assert_eq!(
+            pick_driver(Some(Driver::Proprietary), Some("AD102")),
+            (Driver::Proprietary, None)
+        );
+        let (d, note) = pick_driver(None, Some("AD102"));
+        assert_eq!(d, Driver::Open);
+        assert!(note.unwrap().contains("Turing or newer"));
+        let (d, note) = pick_driver(None, Some("GP102"));
+        assert_eq!(d, Driver::Proprietary);
+        assert!(note.unwrap().contains("older than Turing"));
+        let (d, note) = pick_driver(None, Some("XY999"));
+        assert_eq!(d, Driver::Proprietary);
+        assert!(
+            note.unwrap()
+                .starts_with("warning: unknown GPU architecture")
+        );
+        assert_eq!(pick_driver(None, None).0, Driver::Open);
+    }
+
+    #[test]
+    fn schematic_keeps_order_drops_duplicates_and_adds_fabric_manager_for_nvswitch() {
+        let req = SchematicRequest {
+            nvidia: Some(Flavour::Lts),
+            extensions: vec![
+                "qemu-guest-agent".into(),
+                "siderolabs/nvidia-container-toolkit-lts".into(),
+            ],
+            kernel_args: vec!["console=ttyS0".into()],
+            ..Default::default()
+        };
+        let (s, _) = build_schematic(&req, Some("GH100"), true).unwrap();
+        assert_eq!(
+            s.customization.system_extensions.official_extensions,
+            [
+                "siderolabs/nvidia-open-gpu-kernel-modules-lts",
+                "siderolabs/nvidia-container-toolkit-lts",
+                "siderolabs/nvidia-fabricmanager-lts",
+                "siderolabs/qemu-guest-agent",
+            ]
+        );
+        assert_eq!(s.customization.extra_kernel_args, ["console=ttyS0"]);
+        // Without the preset, the chip and NVSwitch do not matter.
+        let (s, note) = build_schematic(&SchematicRequest::default(), Some("GH100"), true).unwrap();
+        assert!(
+            s.customization
+                .system_extensions
+                .official_extensions
+                .is_empty()
+        );
+        assert!(note.is_none());
+    }
+
+    #[test]
+    fn private_files_are_0600_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secrets.yaml");
+        write_private(&p, b"a").unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let err = write_private(&p, b"b").unwrap_err();
+        assert_eq!(err.exit_kind(), ExitKind::Usage, "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"a");
+    }
+}
