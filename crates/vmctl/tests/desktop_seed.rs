@@ -150,6 +150,7 @@ fn every_generated_seed_validates() {
         assert_eq!(ai["storage"]["layout"]["name"], "direct", "{name}");
         assert_eq!(ai["keyboard"]["variant"], "nodeadkeys", "{name}");
         assert_eq!(ai["network"]["version"], 2, "{name}");
+        assert_eq!(ai["network"]["renderer"], "NetworkManager", "{name}");
         let late = serde_json::to_string(&ai["late-commands"]).unwrap();
         assert!(
             late.contains("qemu-guest-agent") && late.contains("VMCTL_DESKTOP_INSTALL DONE"),
