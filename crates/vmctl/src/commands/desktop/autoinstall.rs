@@ -221,10 +221,11 @@ fn document(spec: &AutoinstallSpec) -> Result<CloudConfig<'_>> {
     let s = &spec.seed;
     // The same netplan v2 document the cloud-image seed writes, matched by MAC.
     let network_yaml = seed::network_config(s)?;
-    let mut network: Value = serde_yaml::from_str(&network_yaml).map_err(|e| Error::RenderSeed {
-        file: "user-data",
-        source: serde_json::Error::io(std::io::Error::other(e.to_string())),
-    })?;
+    let mut network: Value =
+        serde_yaml::from_str(&network_yaml).map_err(|e| Error::RenderSeed {
+            file: "user-data",
+            source: serde_json::Error::io(std::io::Error::other(e.to_string())),
+        })?;
     // On a desktop NetworkManager owns the NIC (the panel shows and edits it), not networkd.
     if let Some(m) = network.as_object_mut() {
         m.insert("renderer".into(), "NetworkManager".into());
