@@ -229,6 +229,8 @@ pub fn plan(ctx: &Ctx, req: &DesktopRequest, month: &str) -> Result<DesktopPlan>
         (b.kernel_args.is_some(), "--kernel-args"),
         (b.seed_only, "--seed-only"),
         (!b.packages.is_empty(), "--packages"),
+        // Only pre-R465 GeForce drivers on Windows need it; Ubuntu's drivers do not.
+        (b.kvm_hidden, "--kvm-hidden"),
     ] {
         if set {
             return Err(invalid(
