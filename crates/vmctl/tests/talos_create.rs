@@ -570,3 +570,65 @@ fn bootstrap_runs_talosctl_and_the_runtime_class_through_the_runner() {
     assert!(err.to_string().contains("talosctl is not on PATH"), "{err}");
     nothing_left(&f, "boot2");
 }
+
+#[test]
+fn a_cluster_started_concurrently_is_refused_and_left_alone() {
+    let f = fixture("intel-z370-no-nvidia");
+    let ctx = Ctx {
+        config: &f.config,
+        host: &f.host,
+        runner: &SystemRunner,
+        hv: &f.lv,
+        env: &no_env,
+    };
+    let r = request("race", Some("198.18.7.90/24"));
+    let plan = vmctl::commands::talos::create::plan(&ctx, &r).unwrap();
+    // Another create starts the same cluster between this one's checks and its writes.
+    let dir = cluster_dir(&f, "race");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secrets.yaml"), "theirs").unwrap();
+    let err = vmctl::commands::talos::create::apply(&ctx, &r, &plan, &NoProgress)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("secrets.yaml")).unwrap(),
+        "theirs"
+    );
+    nothing_left(&f, "race");
+}
+
+/// Fails `genisoimage` (the seed), runs everything else.
+struct NoSeed;
+
+impl hostio::CommandRunner for NoSeed {
+    fn output(&self, cmd: &hostio::Cmd) -> Result<hostio::Output, hostio::CommandError> {
+        if cmd.argv[0] == "genisoimage" {
+            return Ok(hostio::Output::failed(1, "no space left on device"));
+        }
+        SystemRunner.output(cmd)
+    }
+}
+
+#[test]
+fn a_failure_after_the_secrets_removes_the_new_cluster_and_the_vm_files() {
+    let f = fixture("intel-z370-no-nvidia");
+    let ctx = Ctx {
+        config: &f.config,
+        host: &f.host,
+        runner: &NoSeed,
+        hv: &f.lv,
+        env: &no_env,
+    };
+    let err = create_talos(
+        &ctx,
+        &request("noseed", Some("198.18.7.91/24")),
+        &NoProgress,
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(matches!(err, Error::WriteSeed { .. }), "{err:?}");
+    nothing_left(&f, "noseed");
+    assert!(!cluster_dir(&f, "noseed").exists(), "new cluster removed");
+}

@@ -7,6 +7,7 @@
 //! checks (`commands::gpu`) and address claims (`commands::ip`).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -506,9 +507,7 @@ pub fn apply(
     let endpoint = endpoint_for(req, plan)?;
     let mut rb = Rollback::new(ctx.hv);
     let new_cluster = matches!(plan.cluster_state, ClusterState::New);
-    let mut cluster_rb = ClusterRollback {
-        dir: new_cluster.then(|| plan.cluster.dir.clone()),
-    };
+    let mut cluster_rb = ClusterRollback { dir: None };
 
     let (base, base_sha, verification, image_url) = fetch_image(ctx, plan, progress)?;
     let info = disk::image_info(ctx.runner, &base)?;
@@ -534,10 +533,28 @@ pub fn apply(
         ClusterState::Existing { secrets, .. } => (**secrets).clone(),
         ClusterState::New => {
             let s = SecretsBundle::generate(&plan.version)?;
-            std::fs::create_dir_all(&plan.cluster.dir).map_err(|source| TalosError::WriteFile {
-                path: plan.cluster.dir.clone(),
+            // create_dir, not create_dir_all: of two creates starting the same cluster at once,
+            // the second is refused here and must not remove the first one's directory.
+            let dir = &plan.cluster.dir;
+            let werr = |source| TalosError::WriteFile {
+                path: dir.clone(),
                 source,
-            })?;
+            };
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).map_err(werr)?;
+            }
+            match std::fs::create_dir(dir) {
+                Ok(()) => cluster_rb.dir = Some(dir.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(TalosError::ClusterExists {
+                        cluster: plan.cluster.name.clone(),
+                        dir: dir.clone(),
+                    }
+                    .into());
+                }
+                Err(e) => return Err(werr(e).into()),
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(werr)?;
             write_private(&plan.cluster.secrets(), s.to_yaml()?.as_bytes())?;
             let record = ClusterRecord {
                 name: plan.cluster.name.clone(),
