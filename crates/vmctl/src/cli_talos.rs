@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use hostio::HostRoot;
+use talos_image::factory::VersionSource;
 use talos_image::machineconfig::Role;
 use talos_image::nvidia::{Driver, Flavour};
 use vmctl::Error;
@@ -21,7 +22,11 @@ pub enum TalosCommand {
     /// byte-exact with the factory; --online asks the factory and checks it agrees)
     Schematic(SchematicArgs),
     /// Published Talos releases (GitHub releases API), newest first; the latest stable marked
-    Versions,
+    Versions {
+        /// Where to list them: `github` (drafts and pre-releases flagged) or the factory's `/versions`
+        #[arg(long, value_enum, default_value = "github")]
+        source: SourceArg,
+    },
     /// Generate cluster secrets, controlplane.yaml, worker.yaml and talosconfig (mode 0600),
     /// as `talosctl gen secrets` + `talosctl gen config` would
     Config(ConfigArgs),
@@ -57,6 +62,12 @@ impl From<DriverArg> for Driver {
             DriverArg::Proprietary => Driver::Proprietary,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SourceArg {
+    Github,
+    Factory,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -240,8 +251,14 @@ pub fn run(cmd: &TalosCommand, config: &Config, host: &HostRoot, json: bool) -> 
                 out(&format!("{}---\nid: {}\n", s.yaml, s.id));
             }
         }
-        TalosCommand::Versions => {
-            let v = talos::versions(config)?;
+        TalosCommand::Versions { source } => {
+            let v = talos::versions(
+                config,
+                match source {
+                    SourceArg::Github => VersionSource::Github,
+                    SourceArg::Factory => VersionSource::Factory,
+                },
+            )?;
             if json {
                 out_json(&v);
             } else {

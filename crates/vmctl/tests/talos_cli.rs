@@ -215,6 +215,15 @@ fn versions_lists_releases_and_marks_latest() {
         .success()
         .stdout(predicate::str::contains(format!("{LATEST}  (latest)\n")))
         .stdout(predicate::str::contains("v1.13.0-beta.0  (pre-release)\n"));
+    // The factory's list instead: no draft/pre-release flags, pre-releases by their tag.
+    let out = vmctl(Some(&server))
+        .args(["talos", "versions", "--source", "factory", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v = json(&out.stdout);
+    assert_eq!(v["latest"], LATEST);
+    assert!(v["source"].as_str().unwrap().ends_with("/versions"));
     // Unreachable API: a failure naming the URL and the setting.
     vmctl(None)
         .args(["talos", "versions"])

@@ -185,16 +185,21 @@ pub struct Versions {
     pub versions: Vec<KnownVersion>,
 }
 
-/// Published releases from the GitHub releases API (drafts dropped).
-pub fn versions(config: &Config) -> Result<Versions> {
+/// Published releases from the GitHub releases API (drafts dropped), or the factory's `/versions`.
+pub fn versions(config: &Config, source: VersionSource) -> Result<Versions> {
     let c = client(config)?;
-    let versions = c.versions(VersionSource::Github)?;
+    let versions = c.versions(source)?;
     let latest = versions
         .iter()
         .find(|k| !k.prerelease)
         .map(|k| k.version.clone());
     Ok(Versions {
-        source: format!("{}/repos/siderolabs/talos/releases", c.endpoints.github_api),
+        source: match source {
+            VersionSource::Github => {
+                format!("{}/repos/siderolabs/talos/releases", c.endpoints.github_api)
+            }
+            VersionSource::Factory => format!("{}/versions", c.endpoints.factory),
+        },
         latest,
         versions,
     })
