@@ -107,8 +107,17 @@ fn write_os(w: &mut W, s: &DomainSpec) -> io::Result<()> {
             &[("arch", "x86_64"), ("machine", &s.machine)],
             "hvm",
         )?;
-        if let Firmware::Efi { secure_boot: true } = s.firmware {
-            empty(w, "loader", &[("secure", "yes")])?;
+        // Firmware autoselection picks any matching descriptor, and a bare `firmware='efi'` often
+        // resolves to the Secure Boot build (OVMF_CODE_4M.ms.fd), which refuses unsigned loaders.
+        // State the feature either way (libvirt formatdomain "BIOS bootloader", since 7.2).
+        if let Firmware::Efi { secure_boot } = s.firmware {
+            let enabled = if secure_boot { "yes" } else { "no" };
+            el(w, "firmware", &[], |w| {
+                empty(w, "feature", &[("enabled", enabled), ("name", "secure-boot")])
+            })?;
+            if secure_boot {
+                empty(w, "loader", &[("secure", "yes")])?;
+            }
         }
         match &s.direct_boot {
             Some(b) => {
