@@ -10,6 +10,8 @@ PACKAGES=(
   arp-scan iproute2                     # reference scanner for benchmarks; network namespaces
   genisoimage xorriso mmdebstrap        # NoCloud seeds, ISO extraction, the lab guest image
   python3 curl time hyperfine man-db    # local HTTP mirror, benchmarks, man page rendering
+  openssh-client openssl gpgv xz-utils  # vmctl ssh, password hashing, SHA256SUMS.gpg checks, raw.xz
+  fdisk e2fsprogs dosfstools            # the lab's bootable guest disk
   util-linux liblzma-dev                # setpriv (unprivileged scan tests); liblzma for .raw.xz images
   golang-go golang-gopkg-yaml.v3-dev    # go-yaml oracle: checks Talos schematic YAML byte for byte
   dpkg-dev fakeroot                     # building the .deb packages
