@@ -28,8 +28,8 @@ demo: build
 	./target/debug/vmctl --connect test:///default list
 
 ## test: every test: unit, CLI, real-component (root: libvirtd, netns, netplan) and end-to-end
-test: unit
-	@if [ "$(GVB_LAB)" = 1 ]; then $(MAKE) e2e; else echo "e2e skipped: run 'sudo make test' (needs root for libvirtd and network namespaces)"; fi
+test: build
+	scripts/test-all.sh
 
 unit:
 	$(CARGO) test --workspace --all-targets

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# `make test`: every test. With GVB_LAB=1 (root) the lab comes up first, because the Rust lab
+# tests (libvirtd, network namespaces) need it, then the end-to-end scripts run, and the lab is
+# torn down whatever failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+rc=0
+if [ "${GVB_LAB:-0}" = 1 ]; then
+  tests/e2e/00-lab-up.sh || { echo "error: the test lab did not come up" >&2; exit 1; }
+  trap 'tests/e2e/99-lab-down.sh >/dev/null 2>&1' EXIT
+fi
+${CARGO:-cargo} test --workspace --all-targets || rc=1
+if [ "${GVB_LAB:-0}" = 1 ]; then
+  scripts/run-all.sh tests/e2e || rc=1
+else
+  echo "lab and e2e tests skipped: run 'make test' as root (GVB_LAB=1) for libvirtd, namespaces and VMs"
+fi
+exit $rc
