@@ -6,7 +6,7 @@ CARGO ?= cargo
 GVB_LAB ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 export GVB_LAB
 
-.PHONY: setup deps build demo test unit e2e lint bench deb release fmt
+.PHONY: setup deps build demo test unit e2e lint bench deb release check-debs fmt
 
 ## setup: install system packages, then build both binaries
 setup: deps build
@@ -48,3 +48,15 @@ fmt:
 bench:
 	$(CARGO) build --release --workspace --bins --examples
 	scripts/run-all.sh scripts/bench
+
+## deb: Debian packages for both binaries in dist/ (packaging/README.md)
+deb:
+	packaging/build-debs.sh
+
+## release: stripped binaries, the .debs and SHA256SUMS in dist/
+release:
+	packaging/release.sh
+
+## check-debs: build the .debs and check contents, a scratch-root install, completions, man pages
+check-debs:
+	PROFILE=dev packaging/check-debs.sh
