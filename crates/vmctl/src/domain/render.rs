@@ -113,7 +113,11 @@ fn write_os(w: &mut W, s: &DomainSpec) -> io::Result<()> {
         if let Firmware::Efi { secure_boot } = s.firmware {
             let enabled = if secure_boot { "yes" } else { "no" };
             el(w, "firmware", &[], |w| {
-                empty(w, "feature", &[("enabled", enabled), ("name", "secure-boot")])
+                empty(
+                    w,
+                    "feature",
+                    &[("enabled", enabled), ("name", "secure-boot")],
+                )
             })?;
             if secure_boot {
                 empty(w, "loader", &[("secure", "yes")])?;
