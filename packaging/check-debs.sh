@@ -185,9 +185,9 @@ keys=$(env -i "$R/usr/bin/vmctl" --config "$CFG" config show --json |
   fail "vmctl config show --json"
 for k in $keys; do
   grep -qE "^#? ?$k = " "$CFG" || fail "config.toml does not document key $k"
-  grep -qF "\`$k\`" packaging/README-config.md || fail "packaging/README-config.md does not document key $k"
+  grep -qF "\`$k\`" README.md || fail "README.md does not document key $k"
 done
-pass "config.toml and README-config.md document every key ($(wc -w <<<"$keys"))"
+pass "config.toml and README.md document every key ($(wc -w <<<"$keys"))"
 check "config show --json names each value's source" bash -c \
   "env -i VMCTL_BRIDGE=br9 '$R/usr/bin/vmctl' --config '$CFG' --connect test:///default config show --json |
    python3 -c 'import json,sys; s=json.load(sys.stdin)[\"settings\"]; assert s[\"bridge\"][\"source\"][\"kind\"]==\"env\", s[\"bridge\"]; assert s[\"connect\"][\"source\"][\"kind\"]==\"flag\"; assert s[\"storage_dir\"][\"source\"][\"kind\"]==\"default\"'"

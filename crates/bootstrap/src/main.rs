@@ -222,7 +222,7 @@ fn refusal(r: &Refusal, json: bool) -> Failure {
     let mut help = Vec::new();
     for p in &r.problems {
         msg.push_str(&format!("\n  - [{}] {}", p.phase.name(), p.message));
-        help.push(if p.forceable {
+        help.push(if p.forceable && !p.help.contains("--force") {
             format!("{} (or --force)", p.help)
         } else {
             p.help.clone()

@@ -53,31 +53,14 @@ pub fn plan(p: &mut Planner<'_>) {
     } else if !p.facts.iommu.enabled {
         p.warn("no IOMMU groups yet: GPU isolation is checked again after the reboot (`gpu-vm-bootstrap verify`)");
     }
+    // The same rules `vmctl gpu attach` applies (crates/passthrough): boot VGA and groups shared
+    // with unrelated devices are refused unless forced; GPUs passed together may share a group.
+    // Missing groups are expected before the reboot that enables the IOMMU (handled above).
     let sel = p.sel.passthrough.clone();
-    for g in sel {
-        if g.boot_vga {
-            p.problem(
-                Phase::Preflight,
-                true,
-                format!(
-                    "GPU {} ({}) is the boot VGA device: giving it to a VM takes the host console away",
-                    g.bdf, g.name
-                ),
-                "select another GPU with --gpu BDF, or pass --force if the host is managed only over the network".into(),
-            );
+    for r in passthrough::check(p.facts, &sel, None, &[], &[]) {
+        if matches!(r, passthrough::Refusal::NoIommu { .. }) {
+            continue;
         }
-        if g.isolated == Some(false) {
-            p.problem(
-                Phase::Preflight,
-                true,
-                format!(
-                    "GPU {} shares IOMMU group {} with {}: a VM can only get the whole group",
-                    g.bdf,
-                    g.iommu_group.map_or("?".into(), |n| n.to_string()),
-                    g.group_blockers.join(", ")
-                ),
-                "move the card to a slot with its own IOMMU group (ACS override is a security trade-off this tool never applies), or pass --force to reserve it anyway".into(),
-            );
-        }
+        p.problem(Phase::Preflight, r.forceable(), r.reason(), r.help());
     }
 }
