@@ -10,7 +10,7 @@ use super::Ctx;
 use crate::cache::{Expect, ImageCache, Progress};
 use crate::domain::render::to_xml;
 use crate::domain::{
-    CpuMode, DirectBoot, Disk, DomainSpec, DomainType, Firmware, Metadata, Nic, Serial,
+    CpuMode, DirectBoot, Disk, DomainSpec, DomainType, Firmware, Metadata, Nic, PciAddress, Serial,
 };
 use crate::error::{Error, Result};
 use crate::libvirt::Hypervisor;
@@ -438,7 +438,8 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
     })
 }
 
-/// Undoes what a failed create made, newest first, unless committed (also `create talos`).
+/// Undoes what a failed create made, newest first, unless committed (also `create talos` and
+/// `create desktop`).
 pub(crate) struct Rollback<'a> {
     pub(crate) hv: &'a dyn Hypervisor,
     pub(crate) dir: Option<PathBuf>,
@@ -456,6 +457,28 @@ impl<'a> Rollback<'a> {
             domain: None,
             committed: false,
         }
+    }
+
+    /// Creates the VM's directory and marks it for removal on failure.
+    pub(crate) fn make_dir(&mut self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            op: "create VM directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        self.dir = Some(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Defines the domain (undefined again on failure) and starts it if asked; whether it was
+    /// started. The caller still commits.
+    pub(crate) fn define_and_start(&mut self, name: &str, xml: &str, start: bool) -> Result<bool> {
+        self.hv.define(name, xml)?;
+        self.domain = Some(name.to_string());
+        if start {
+            self.hv.start(name)?;
+        }
+        Ok(start)
     }
 
     fn undo(&mut self) {
@@ -482,6 +505,64 @@ impl Drop for Rollback<'_> {
     fn drop(&mut self) {
         self.undo();
     }
+}
+
+/// The part of the domain every create builds the same way (`create ubuntu`, `create talos`,
+/// `create desktop`): CPU, firmware, memory, vCPUs, passed-through GPUs, one NIC on the bridge,
+/// and the serial console logged to a file. Callers add disks, metadata and the rest.
+pub(crate) struct BridgedVm<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) domain_type: DomainType,
+    pub(crate) cpu: &'a CpuMode,
+    pub(crate) firmware: Firmware,
+    pub(crate) memory_mib: u64,
+    pub(crate) vcpus: u32,
+    pub(crate) gpus: &'a [Vec<PciAddress>],
+    pub(crate) bridge: &'a str,
+    pub(crate) mac: &'a str,
+    pub(crate) console_log: &'a Path,
+}
+
+impl<'a> BridgedVm<'a> {
+    /// The shared part of an Ubuntu plan (`create ubuntu` and `create desktop`).
+    pub(crate) fn of(plan: &'a UbuntuPlan, console_log: &'a Path) -> Self {
+        BridgedVm {
+            name: &plan.name,
+            domain_type: plan.domain_type,
+            cpu: &plan.cpu,
+            firmware: plan.firmware,
+            memory_mib: plan.memory_mib,
+            vcpus: plan.vcpus,
+            gpus: &plan.gpus,
+            bridge: &plan.bridge,
+            mac: &plan.mac,
+            console_log,
+        }
+    }
+
+    /// The domain so far; the caller sets disks, metadata and any extras.
+    pub(crate) fn spec(&self) -> DomainSpec {
+        let mut spec =
+            DomainSpec::new(self.name, self.domain_type, self.cpu.clone(), self.firmware);
+        spec.memory_mib = self.memory_mib;
+        spec.vcpus = self.vcpus;
+        for functions in self.gpus {
+            spec.add_pci_device(functions);
+        }
+        spec.nics = vec![Nic {
+            bridge: self.bridge.to_string(),
+            mac: self.mac.to_string(),
+        }];
+        spec.serial = Some(Serial {
+            log_file: Some(self.console_log.to_path_buf()),
+        });
+        spec
+    }
+}
+
+/// The qcow2 system disk as `vda` and the seed ISO as `vdb`.
+pub(crate) fn overlay_and_seed(disk: &Path, seed: &Path) -> Vec<Disk> {
+    vec![Disk::virtio(disk, "qcow2", "vda"), Disk::seed(seed, "vdb")]
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -542,13 +623,7 @@ pub fn apply(
     plan: &UbuntuPlan,
     progress: &dyn Progress,
 ) -> Result<Created> {
-    let mut rb = Rollback {
-        hv: ctx.hv,
-        dir: None,
-        files: Vec::new(),
-        domain: None,
-        committed: false,
-    };
+    let mut rb = Rollback::new(ctx.hv);
     let dir = &plan.vm_dir;
     let seed_path = dir.join("seed.iso");
     let disk_path = dir.join("disk.qcow2");
@@ -597,12 +672,7 @@ pub fn apply(
         (Some(base), sha, how, Some(info))
     };
 
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        op: "create VM directory",
-        path: dir.clone(),
-        source,
-    })?;
-    rb.dir = Some(dir.clone());
+    rb.make_dir(dir)?;
 
     if let (Some(base), Some(info)) = (&base, &info) {
         rb.files.push(disk_path.clone());
@@ -634,30 +704,10 @@ pub fn apply(
         ImageSource::Release { version, .. } => Some(version.clone()),
         _ => None,
     };
-    let mut spec = DomainSpec::new(
-        &plan.name,
-        plan.domain_type,
-        plan.cpu.clone(),
-        plan.firmware,
-    );
-    spec.memory_mib = plan.memory_mib;
-    spec.vcpus = plan.vcpus;
+    let mut spec = BridgedVm::of(plan, &console_log).spec();
     spec.direct_boot = plan.direct_boot.clone();
     spec.kvm_hidden = req.kvm_hidden;
-    for functions in &plan.gpus {
-        spec.add_pci_device(functions);
-    }
-    spec.disks = vec![
-        Disk::virtio(&disk_path, "qcow2", "vda"),
-        Disk::seed(&seed_path, "vdb"),
-    ];
-    spec.nics = vec![Nic {
-        bridge: plan.bridge.clone(),
-        mac: plan.mac.clone(),
-    }];
-    spec.serial = Some(Serial {
-        log_file: Some(console_log.clone()),
-    });
+    spec.disks = overlay_and_seed(&disk_path, &seed_path);
     spec.metadata = Some(Metadata {
         os: "ubuntu".into(),
         release,
@@ -672,14 +722,8 @@ pub fn apply(
         files: vec![console_log, known_hosts],
         dir: Some(dir.clone()),
     });
-    let xml = to_xml(&spec)?;
-    ctx.hv.define(&plan.name, &xml)?;
-    rb.domain = Some(plan.name.clone());
+    created.started = rb.define_and_start(&plan.name, &to_xml(&spec)?, !req.no_start)?;
     created.defined = true;
-    if !req.no_start {
-        ctx.hv.start(&plan.name)?;
-        created.started = true;
-    }
     rb.committed = true;
     Ok(created)
 }

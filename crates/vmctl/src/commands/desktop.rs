@@ -19,13 +19,11 @@ use serde::Serialize;
 use self::autoinstall::{AutoinstallSpec, DONE_MARKER, FAILED_MARKER, Flavour, Keyboard};
 use self::iso::{IsoRequest, ResolvedIso};
 use super::Ctx;
-use super::create::{self, Rollback, UbuntuPlan, UbuntuRequest};
+use super::create::{self, BridgedVm, Rollback, UbuntuPlan, UbuntuRequest};
 use crate::cache::Progress;
 use crate::domain::parse::parse_domain;
 use crate::domain::render::to_xml;
-use crate::domain::{
-    DirectBoot, Disk, DiskBus, DiskDevice, DomainSpec, Graphics, Metadata, Nic, Serial,
-};
+use crate::domain::{DirectBoot, Disk, DiskBus, DiskDevice, DomainSpec, Graphics, Metadata};
 use crate::error::{Error, ExitKind, Result};
 use crate::releases::{self, Release};
 use crate::seed::{GuestNetwork, SeedSpec};
@@ -350,25 +348,8 @@ pub struct PhaseInputs<'a> {
 pub fn phase_specs(p: &PhaseInputs) -> (DomainSpec, DomainSpec) {
     let plan = p.plan;
     let l = p.layout;
-    let mut common = DomainSpec::new(
-        &plan.name,
-        plan.domain_type,
-        plan.cpu.clone(),
-        plan.firmware,
-    );
+    let mut common = BridgedVm::of(plan, &l.console_log).spec();
     common.uuid = Some(p.uuid.clone());
-    common.memory_mib = plan.memory_mib;
-    common.vcpus = plan.vcpus;
-    for functions in &plan.gpus {
-        common.add_pci_device(functions);
-    }
-    common.nics = vec![Nic {
-        bridge: plan.bridge.clone(),
-        mac: plan.mac.clone(),
-    }];
-    common.serial = Some(Serial {
-        log_file: Some(l.console_log.clone()),
-    });
     // A desktop wants a screen: SPICE on localhost (virt-viewer / virt-manager).
     common.graphics = Some(Graphics::Spice);
     let metadata = Metadata {
@@ -396,18 +377,15 @@ pub fn phase_specs(p: &PhaseInputs) -> (DomainSpec, DomainSpec) {
         initrd: Some(l.initrd.clone()),
         cmdline: Some(INSTALL_CMDLINE.into()),
     });
-    install.disks = vec![
-        Disk::virtio(&l.disk, "qcow2", "vda"),
-        Disk::seed(&l.seed, "vdb"),
-        Disk {
-            path: p.iso.clone(),
-            format: "raw".into(),
-            device: DiskDevice::Cdrom,
-            bus: DiskBus::Sata,
-            target: "sda".into(),
-            readonly: true,
-        },
-    ];
+    install.disks = create::overlay_and_seed(&l.disk, &l.seed);
+    install.disks.push(Disk {
+        path: p.iso.clone(),
+        format: "raw".into(),
+        device: DiskDevice::Cdrom,
+        bus: DiskBus::Sata,
+        target: "sda".into(),
+        readonly: true,
+    });
     let mut md = metadata;
     md.disks.push(l.seed.clone());
     md.files
@@ -505,12 +483,7 @@ pub fn apply(ctx: &Ctx, plan: &DesktopPlan, progress: &dyn Progress) -> Result<D
     let iso = iso::resolve(ctx, &plan.release, &plan.month, &plan.iso, progress)?;
     let layout = Layout::new(&b.vm_dir);
     let mut rb = Rollback::new(ctx.hv);
-    std::fs::create_dir_all(&layout.dir).map_err(|source| Error::Io {
-        op: "create VM directory",
-        path: layout.dir.clone(),
-        source,
-    })?;
-    rb.dir = Some(layout.dir.clone());
+    rb.make_dir(&layout.dir)?;
     iso::extract(ctx.runner, &iso.path, "/casper/vmlinuz", &layout.kernel)?;
     iso::extract(ctx.runner, &iso.path, "/casper/initrd", &layout.initrd)?;
     create_disk(ctx.runner, &layout.disk, plan.disk_bytes)?;
@@ -531,12 +504,7 @@ pub fn apply(ctx: &Ctx, plan: &DesktopPlan, progress: &dyn Progress) -> Result<D
         path: layout.final_xml.clone(),
         source,
     })?;
-    ctx.hv.define(&b.name, &domain_xml(&install)?)?;
-    rb.domain = Some(b.name.clone());
-    let started = !req.no_start;
-    if started {
-        ctx.hv.start(&b.name)?;
-    }
+    let started = rb.define_and_start(&b.name, &domain_xml(&install)?, !req.no_start)?;
     rb.committed = true;
     Ok(DesktopCreated {
         name: b.name.clone(),

@@ -21,11 +21,11 @@ use talos_image::{ConfigInput, SecretsBundle, TalosVersion};
 use super::{ClusterDir, ClusterRecord, SchematicRequest, TalosError, write_private};
 use crate::cache::{Expect, ImageCache, Progress, Verification};
 use crate::commands::Ctx;
-use crate::commands::create::{NetworkRequest, Rollback, check_ip_unused, now_rfc3339};
-use crate::domain::render::to_xml;
-use crate::domain::{
-    CpuMode, Disk, DomainSpec, DomainType, Firmware, Metadata, Nic, PciAddress, Serial,
+use crate::commands::create::{
+    BridgedVm, NetworkRequest, Rollback, check_ip_unused, now_rfc3339, overlay_and_seed,
 };
+use crate::domain::render::to_xml;
+use crate::domain::{CpuMode, DomainType, Firmware, Metadata, PciAddress};
 use crate::error::{Error, Result};
 use crate::net::{self, StaticIp};
 use crate::seed::{self, GuestNetwork, SeedSpec};
@@ -606,12 +606,7 @@ pub fn apply(
     let seed_path = dir.join("seed.iso");
     let disk_path = dir.join("disk.qcow2");
     let console_log = dir.join("console.log");
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        op: "create VM directory",
-        path: dir.clone(),
-        source,
-    })?;
-    rb.dir = Some(dir.clone());
+    rb.make_dir(dir)?;
     rb.files.push(disk_path.clone());
     disk::create_overlay(
         ctx.runner,
@@ -631,28 +626,20 @@ pub fn apply(
     rb.files.push(seed_path.clone());
     seed::write_iso(ctx.runner, &files, &seed_path)?;
 
-    let mut spec = DomainSpec::new(
-        &plan.name,
-        plan.domain_type,
-        plan.cpu.clone(),
-        Firmware::Efi { secure_boot: false },
-    );
-    spec.memory_mib = plan.memory_mib;
-    spec.vcpus = plan.vcpus;
-    for functions in &plan.gpus {
-        spec.add_pci_device(functions);
+    let mut spec = BridgedVm {
+        name: &plan.name,
+        domain_type: plan.domain_type,
+        cpu: &plan.cpu,
+        firmware: Firmware::Efi { secure_boot: false },
+        memory_mib: plan.memory_mib,
+        vcpus: plan.vcpus,
+        gpus: &plan.gpus,
+        bridge: &plan.bridge,
+        mac: &plan.mac,
+        console_log: &console_log,
     }
-    spec.disks = vec![
-        Disk::virtio(&disk_path, "qcow2", "vda"),
-        Disk::seed(&seed_path, "vdb"),
-    ];
-    spec.nics = vec![Nic {
-        bridge: plan.bridge.clone(),
-        mac: plan.mac.clone(),
-    }];
-    spec.serial = Some(Serial {
-        log_file: Some(console_log.clone()),
-    });
+    .spec();
+    spec.disks = overlay_and_seed(&disk_path, &seed_path);
     let ip = plan.static_ip.as_ref().map(|s| s.address.to_string());
     spec.metadata = Some(Metadata {
         os: "talos".into(),
@@ -668,14 +655,7 @@ pub fn apply(
         files: vec![console_log.clone()],
         dir: Some(dir.clone()),
     });
-    let xml = to_xml(&spec)?;
-    ctx.hv.define(&plan.name, &xml)?;
-    rb.domain = Some(plan.name.clone());
-    let mut started = false;
-    if !req.no_start {
-        ctx.hv.start(&plan.name)?;
-        started = true;
-    }
+    let started = rb.define_and_start(&plan.name, &to_xml(&spec)?, !req.no_start)?;
     rb.committed = true;
     cluster_rb.dir = None;
 
