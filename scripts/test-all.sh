@@ -9,7 +9,7 @@ if [ "${GVB_LAB:-0}" = 1 ]; then
   tests/e2e/00-lab-up.sh || { echo "error: the test lab did not come up" >&2; exit 1; }
   trap 'tests/e2e/99-lab-down.sh >/dev/null 2>&1' EXIT
 fi
-${CARGO:-cargo} test --workspace --all-targets || rc=1
+${CARGO:-cargo} test --workspace --all-targets --no-fail-fast || rc=1
 if [ "${GVB_LAB:-0}" = 1 ]; then
   scripts/run-all.sh tests/e2e || rc=1
 else
