@@ -9,6 +9,9 @@ if [ "${GVB_LAB:-0}" = 1 ]; then
   tests/e2e/00-lab-up.sh || { echo "error: the test lab did not come up" >&2; exit 1; }
   trap 'tests/e2e/99-lab-down.sh >/dev/null 2>&1' EXIT
 fi
+# The lab tests run example binaries (target/debug/examples/*); `cargo test --all-targets`
+# builds examples only as test harnesses, so build the plain ones first.
+${CARGO:-cargo} build --workspace --bins --examples || exit 1
 ${CARGO:-cargo} test --workspace --all-targets --no-fail-fast || rc=1
 if [ "${GVB_LAB:-0}" = 1 ]; then
   scripts/run-all.sh tests/e2e || rc=1
