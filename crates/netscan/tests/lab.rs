@@ -9,17 +9,10 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn lab_enabled() -> bool {
-    if std::env::var("GVB_LAB").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set GVB_LAB=1");
-    false
-}
+#[path = "../../../tests/lab/netns_lan.rs"]
+mod netns_lan;
 
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/lab/netns-lan.sh")
-}
+use netns_lan::{Lan, lab_enabled};
 
 /// `cargo test` builds examples next to the test binaries: target/<profile>/examples/scan.
 fn scan_bin() -> PathBuf {
@@ -37,54 +30,23 @@ fn scan_bin() -> PathBuf {
     bin
 }
 
-/// A LAN that deletes its namespaces when dropped. Tags must be unique per test: tests run in
-/// parallel threads of one process.
-struct Lab {
-    name: String,
-    truth: BTreeSet<(String, String)>,
+/// A namespace LAN with the scanner run inside it.
+struct Lab(Lan);
+
+impl std::ops::Deref for Lab {
+    type Target = Lan;
+    fn deref(&self) -> &Lan {
+        &self.0
+    }
 }
 
 impl Lab {
     fn up(tag: &str, bridge_cidr: &str, hosts: &[&str]) -> Lab {
-        let name = format!("gvbscan-{}-{tag}", std::process::id());
-        // Leftovers of an earlier run with the same pid would make `up` refuse.
-        let _ = Command::new(script()).args(["down", &name]).output();
-        let out = Command::new(script())
-            .args(["up", &name, bridge_cidr])
-            .args(hosts)
-            .output()
-            .expect("run netns-lan.sh (needs root and iproute2)");
-        let mut lab = Lab {
-            name,
-            truth: BTreeSet::new(),
-        };
-        assert!(
-            out.status.success(),
-            "netns-lan.sh up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lab.truth = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                l.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-            })
-            .collect();
-        lab
-    }
-
-    fn ip(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .expect("ip")
+        Lab(Lan::up(tag, bridge_cidr, hosts))
     }
 
     fn scan(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .arg(scan_bin())
+        self.exec(&scan_bin())
             .args(args)
             .output()
             .expect("ip netns exec scan")
@@ -98,12 +60,6 @@ impl Lab {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("scan JSON")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(script()).args(["down", &self.name]).output();
     }
 }
 

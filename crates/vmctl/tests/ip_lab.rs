@@ -12,81 +12,40 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-fn lab_enabled() -> bool {
-    if std::env::var("GVB_LAB").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set GVB_LAB=1");
-    false
-}
+#[path = "../../../tests/lab/netns_lan.rs"]
+mod netns_lan;
 
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/lab/netns-lan.sh")
-}
+use netns_lan::{Lan, lab_enabled};
 
 fn vmctl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vmctl"))
 }
 
-/// A LAN that deletes its namespaces when dropped. Tags are unique per test (tests run in
-/// parallel threads of one process).
+/// A namespace LAN plus a scratch directory for the test-driver node file.
 struct Lab {
-    name: String,
-    truth: BTreeSet<(String, String)>,
+    lan: Lan,
     dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = Lan;
+    fn deref(&self) -> &Lan {
+        &self.lan
+    }
 }
 
 impl Lab {
     fn up(tag: &str, bridge_cidr: &str, hosts: &[&str]) -> Lab {
-        let name = format!("gvbscan-{}-{tag}", std::process::id());
-        let _ = Command::new(script()).args(["down", &name]).output();
-        let out = Command::new(script())
-            .args(["up", &name, bridge_cidr])
-            .args(hosts)
-            .output()
-            .expect("run netns-lan.sh (needs root and iproute2)");
-        let mut lab = Lab {
-            name,
-            truth: BTreeSet::new(),
+        Lab {
+            lan: Lan::up(tag, bridge_cidr, hosts),
             dir: tempfile::tempdir().unwrap(),
-        };
-        assert!(
-            out.status.success(),
-            "netns-lan.sh up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lab.truth = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                l.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-            })
-            .collect();
-        lab
-    }
-
-    fn mac_of(&self, ip: &str) -> String {
-        self.truth
-            .iter()
-            .find(|(i, _)| i == ip)
-            .map(|(_, m)| m.clone())
-            .unwrap()
-    }
-
-    fn ip(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .expect("ip")
+        }
     }
 
     /// `vmctl ARGS` inside the scanner namespace, settings from `env` only.
     fn vmctl_cmd(&self, args: &[&str], env: &[(&str, String)]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name])
-            .arg("env")
-            .args(env.iter().map(|(k, v)| format!("{k}={v}")))
+        let mut c = self.exec(Path::new("env"));
+        c.args(env.iter().map(|(k, v)| format!("{k}={v}")))
             .arg(vmctl_bin())
             .args(args);
         c
@@ -128,12 +87,6 @@ impl Lab {
         let path = self.dir.path().join("node.xml");
         std::fs::write(&path, xml).unwrap();
         format!("test://{}", path.display())
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(script()).args(["down", &self.name]).output();
     }
 }
 
