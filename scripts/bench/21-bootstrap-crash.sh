@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 export GVB_CRASH_TRIALS="${TRIALS:-100}"
 [ -n "${SEED:-}" ] && export GVB_CRASH_SEED="$SEED"
 start="$(date +%s)"
-out="$(cargo test --quiet -p gpu-vm-bootstrap --test crash -- --nocapture 2>&1)" || {
+out="$(cargo test --quiet -p gpu-vm-bootstrap --test integration crash:: -- --nocapture 2>&1)" || {
     echo "$out"
     echo "FAIL: crash test"
     exit 1

@@ -1,8 +1,7 @@
 //! CLI tests: bad input exits 2 with a clear message and `help:` lines and changes nothing;
 //! `plan --json` has the documented shape; apply → plan → rollback round trip.
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on broken fixtures too
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use common::*;

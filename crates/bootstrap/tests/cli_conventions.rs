@@ -1,7 +1,6 @@
 //! The conventions both binaries share (issue 9): a closed stdout pipe is a clean exit, the bash
 //! completion script loads and completes, `-v` logs to stderr only, and every error ends with a
 //! `help:` line and exit code 2 for bad usage.
-#![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Stdio};
 

@@ -2,9 +2,8 @@
 //! `GVB_CRASH_TRIALS` to change, `GVB_CRASH_SEED` to replay). After every kill each planned file
 //! is either its old or its new version (content and mode), never a mix; a re-run converges to
 //! the full new state, leaves no temp files behind, and plans no file actions afterwards.
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on broken fixtures too
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;

@@ -1,7 +1,6 @@
 //! Every `--help` of the binary, as a snapshot (the walk is shared: clikit/testing/help_walk.rs).
 //! After a deliberate change to the CLI, regenerate with
-//! `INSTA_UPDATE=always cargo test -p gpu-vm-bootstrap --test help_snapshots` and review the diff.
-#![allow(clippy::unwrap_used)]
+//! `INSTA_UPDATE=always cargo test -p gpu-vm-bootstrap --test integration help_snapshots` and review the diff.
 
 #[path = "../../clikit/testing/help_walk.rs"]
 mod help_walk;

@@ -1,9 +1,8 @@
 //! Phase tests on fixture hosts: snapshot plans (Intel and AMD, one or two GPUs, isolated and
 //! shared groups, shared IDs), refusals, apply → plan idempotency on every fixture host,
 //! rollback byte for byte, and a real `netplan generate --root-dir` on every bridge config.
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on broken fixtures too
 
-mod common;
+use crate::common;
 
 use common::*;
 use gpu_vm_bootstrap::{ActionKind, Applier, GpuMode, NullLog, Options, Phase};

@@ -1,9 +1,8 @@
 //! Interrupted applies: a command that fails stops the run with its argv and stderr; the files
 //! already written stay, and the next run first re-runs the commands the failed run never
 //! finished (their files are in place, so the new plan alone would no longer contain them).
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on broken fixtures too
 
-mod common;
+use crate::common;
 
 use common::*;
 use gpu_vm_bootstrap::{Applier, Error, GpuMode, NullLog, Options, Skips};

@@ -1,9 +1,8 @@
 //! The vmctl phase with a `vmctl_*.deb` next to the binary: one typed `InstallDeb` action
 //! (apt-get, so the package's dependencies come too), run through the runner by apply, nothing
 //! once the package is installed, and the packaged config.toml left to dpkg.
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on broken fixtures too
 
-mod common;
+use crate::common;
 
 use common::*;
 use gpu_vm_bootstrap::{ActionKind, Applier, GpuMode, NullLog, Options, Phase, Skips, VmctlSource};

@@ -1,8 +1,7 @@
 //! The bridge watchdog, driven by the recording command runner: a failed connectivity check
 //! restores the old netplan files and applies them again; a good check keeps the new ones.
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on broken fixtures too
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

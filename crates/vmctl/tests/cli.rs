@@ -1,5 +1,4 @@
 //! CLI tests of the `vmctl` binary against libvirt's in-process test driver and fixture roots.
-#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
 use assert_cmd::Command;
 use predicates::prelude::*;

@@ -2,7 +2,6 @@
 //! exit, the bash completion script loads and completes, man pages cover the subcommands,
 //! `config show --json` names each value's source, and errors end with a `help:` line.
 //! None of these needs libvirt: they use `config`, `completions` and `__man`.
-#![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Stdio};
 

@@ -1,6 +1,5 @@
 //! `vmctl create ubuntu NAME --desktop` through the binary: bad input exits 2 with a `help:`
 //! line and leaves nothing behind; a full run against the test driver and a local mirror.
-#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
 use assert_cmd::Command;
 use httpmock::prelude::*;

@@ -3,7 +3,6 @@
 //! AGPL, so the schema is not in this repository; CI points the variable at
 //! `../shared/data/ubuntu/autoinstall-schema.json`) and `cloud-init schema` for the whole
 //! user-data and for the installed system's `autoinstall.user-data`.
-#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
 use std::path::PathBuf;
 

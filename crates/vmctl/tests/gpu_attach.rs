@@ -1,7 +1,6 @@
 //! `vmctl gpu attach/detach` against libvirt's in-process test driver (a private node file per
 //! test) on fixture hosts. The test driver has no device hot-plug, so
 //! live operations go through a recording wrapper; config changes are real redefinitions.
-#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
 use std::cell::RefCell;
 

@@ -1,6 +1,5 @@
 //! `vmctl gpu` CLI tests on fixture hosts (`--host-root`) and libvirt's test driver: the exact
 //! `gpu status --json` per host kind, and the exact refusal (exit 2, reason, `help:`) per case.
-#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
 use std::path::{Path, PathBuf};
 

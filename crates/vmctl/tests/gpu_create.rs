@@ -1,6 +1,5 @@
 //! `vmctl create ubuntu --gpu` goes through the same checks and hostdev layout as `gpu attach`:
 //! every function in one guest slot, UEFI implied, refusals before anything is made.
-#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
 use std::path::PathBuf;
 

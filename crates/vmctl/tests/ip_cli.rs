@@ -1,7 +1,6 @@
 //! `vmctl ip check` bad input (issue 6): exit 2, a message naming what is wrong, a `help:` line,
 //! and nothing sent. These need no privilege: every case fails before a socket is opened. The
 //! interface-without-IPv4 case needs a namespace and lives in `ip_lab.rs`.
-#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
 use assert_cmd::Command;
 use predicates::prelude::*;

@@ -1,9 +1,8 @@
 //! CLI tests of `vmctl talos schematic|versions|config` and `vmctl create talos` (assert_cmd)
 //! against a local stand-in for the Image Factory and GitHub: output contracts, files 0600, and
 //! bad input exiting 2 with a `help:` line and nothing made.
-#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
-mod talos_support;
+use crate::talos_support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

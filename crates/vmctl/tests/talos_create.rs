@@ -2,9 +2,8 @@
 //! for the Image Factory and GitHub (no internet, no root): the seed's `user-data` is exactly the
 //! node's generated config, the domain XML validates, clusters are reused or refused, and a
 //! failed create leaves nothing behind.
-#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
-mod talos_support;
+use crate::talos_support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

@@ -1,0 +1,15 @@
+//! The integration tests of this crate, linked into one test binary (each module was its own
+//! binary before: one binary per crate keeps a test build small and links once).
+// Helpers outside #[test] fns panic on a broken setup too.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod cli_conventions;
+mod common;
+mod crash;
+mod detect_cli;
+mod help_snapshots;
+mod phases;
+mod resume;
+mod vmctl_deb;
+mod watchdog;
