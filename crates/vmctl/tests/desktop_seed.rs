@@ -217,13 +217,15 @@ fn schema_variable_set_to_a_missing_file_fails_loudly() {
         schema();
         return;
     }
+    // This test's own name as the harness lists it: the module path without the crate.
+    let name = concat!(
+        module_path!(),
+        "::schema_variable_set_to_a_missing_file_fails_loudly"
+    );
+    let name = name.split_once("::").map_or(name, |(_, rest)| rest);
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "schema_variable_set_to_a_missing_file_fails_loudly",
-            "--nocapture",
-        ])
+        .args(["--exact", name, "--nocapture"])
         .env("GVB_DESKTOP_SCHEMA_CHILD", "1")
         .env(
             "GVB_AUTOINSTALL_SCHEMA",
@@ -231,6 +233,8 @@ fn schema_variable_set_to_a_missing_file_fails_loudly() {
         )
         .output()
         .unwrap();
+    // The filter must have picked this test, or the child's success would mean nothing.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("running 1 test"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is set but cannot be read"));
 }
