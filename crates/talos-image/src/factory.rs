@@ -106,6 +106,16 @@ impl Endpoints {
     }
 }
 
+/// Volume label Talos' metal platform reads its machine config from (`config.yaml` at the root)
+/// when booted with [`METAL_ISO_KERNEL_ARG`] (siderolabs/talos `constants.MetalConfigISOLabel`;
+/// also what `talosctl cluster create --config-injection-method metal-iso` attaches).
+pub const METAL_ISO_LABEL: &str = "metal-iso";
+/// The file on the [`METAL_ISO_LABEL`] volume.
+pub const METAL_ISO_CONFIG_FILE: &str = "config.yaml";
+/// Kernel argument that points the metal platform at the [`METAL_ISO_LABEL`] volume. A factory
+/// ISO takes no boot-time arguments, so it goes into the schematic's `extraKernelArgs`.
+pub const METAL_ISO_KERNEL_ARG: &str = "talos.config=metal-iso";
+
 /// Disk and boot images the factory builds for a schematic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -123,6 +133,15 @@ impl ImageKind {
             ImageKind::NocloudRawXz => "nocloud-amd64.raw.xz",
             ImageKind::MetalIso => "metal-amd64.iso",
             ImageKind::MetalRawXz => "metal-amd64.raw.xz",
+        }
+    }
+
+    /// The platform the image boots as, which also names its installer image
+    /// ([`Endpoints::installer_image`]): the installed system keeps the image's platform.
+    pub fn platform(self) -> &'static str {
+        match self {
+            ImageKind::NocloudQcow2 | ImageKind::NocloudRawXz => "nocloud",
+            ImageKind::MetalIso | ImageKind::MetalRawXz => "metal",
         }
     }
 
@@ -596,6 +615,35 @@ mod tests {
         assert!(r.url.ends_with("/image/d8f2337e57a0899a5a20429fdc5d52c41bbb1f8166bcfa8d6bb221104bb416fc/v1.12.1/nocloud-amd64.raw.xz"));
         let q = Endpoints::default().image(id, &v("v1.12.1"), ImageKind::NocloudQcow2);
         assert_eq!(q.decompressed_file_name(), q.file_name());
+    }
+
+    #[test]
+    fn metal_iso_kind_and_kernel_arg() {
+        let id = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+        assert_eq!(ImageKind::MetalIso.platform(), "metal");
+        assert_eq!(ImageKind::NocloudQcow2.platform(), "nocloud");
+        assert_eq!(
+            Endpoints::default().installer_image(
+                ImageKind::MetalIso.platform(),
+                id,
+                &v("v1.12.1"),
+                false
+            ),
+            format!("factory.talos.dev/metal-installer/{id}:v1.12.1")
+        );
+        // The kernel argument is plain-safe, so the ID stays offline-computable, and it is
+        // part of the canonical YAML: the ISO's schematic is a different one.
+        let plain = Schematic::with_extensions(["siderolabs/qemu-guest-agent"]);
+        let mut iso = plain.clone();
+        iso.customization
+            .extra_kernel_args
+            .push(METAL_ISO_KERNEL_ARG.into());
+        let (a, b) = (plain.id().unwrap(), iso.id().unwrap());
+        assert_ne!(a.id, b.id);
+        assert_eq!(
+            b.yaml,
+            "customization:\n    extraKernelArgs:\n        - talos.config=metal-iso\n    systemExtensions:\n        officialExtensions:\n            - siderolabs/qemu-guest-agent\n"
+        );
     }
 
     #[test]

@@ -179,6 +179,12 @@ pub struct TalosArgs {
     /// Disk size (default 20G)
     #[arg(long, value_name = "SIZE")]
     disk: Option<String>,
+    /// Install like bare metal: boot the factory's metal-amd64.iso (its schematic gets
+    /// talos.config=metal-iso) with the config on a `metal-iso` volume, and let Talos install
+    /// itself to a blank disk. Use it to test the bare-metal install path; the default nocloud
+    /// disk image boots faster (no install step)
+    #[arg(long)]
+    iso: bool,
     /// Host bridge (default: setting `bridge`, br0)
     #[arg(long)]
     bridge: Option<String>,
@@ -223,6 +229,7 @@ impl TalosArgs {
         r.bridge = self.bridge.clone();
         r.no_start = self.no_start;
         r.bootstrap = self.bootstrap;
+        r.iso = self.iso;
         r
     }
 }
@@ -326,10 +333,30 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
         c.ip.as_deref().unwrap_or("DHCP")
     );
     eprintln!(
-        "  schematic {} ({})",
+        "  schematic {} ({}{})",
         c.schematic_id,
-        c.extensions.join(", ")
+        c.extensions.join(", "),
+        if c.kernel_args.is_empty() {
+            String::new()
+        } else {
+            format!("; kernel args {}", c.kernel_args.join(" "))
+        }
     );
+    eprintln!("  installer {}", c.installer_image);
+    eprintln!(
+        "  config on the {} volume {}",
+        c.seed_label,
+        c.seed.display()
+    );
+    for b in &c.boot_order {
+        eprintln!(
+            "  boot {}: {} {} ({})",
+            b.order,
+            b.target,
+            b.path.display(),
+            b.what
+        );
+    }
     eprintln!(
         "  image {} sha256 {} ({})",
         c.image_url,

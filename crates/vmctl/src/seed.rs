@@ -196,6 +196,16 @@ pub fn render(spec: &SeedSpec) -> Result<Vec<(&'static str, String)>> {
 
 /// Writes files as a `cidata` ISO at `out` (files are staged next to it and removed after).
 pub fn write_iso(runner: &dyn CommandRunner, files: &[(&str, String)], out: &Path) -> Result<()> {
+    write_iso_labelled(runner, "cidata", files, out)
+}
+
+/// [`write_iso`] with another volume label (Talos' metal platform reads a `metal-iso` volume).
+pub fn write_iso_labelled(
+    runner: &dyn CommandRunner,
+    label: &str,
+    files: &[(&str, String)],
+    out: &Path,
+) -> Result<()> {
     let stage = staging_dir(out);
     let io = |op: &'static str, path: PathBuf| move |source| Error::Io { op, path, source };
     std::fs::create_dir_all(&stage).map_err(io("create", stage.clone()))?;
@@ -206,7 +216,7 @@ pub fn write_iso(runner: &dyn CommandRunner, files: &[(&str, String)], out: &Pat
             "-output".into(),
             out.display().to_string(),
             "-volid".into(),
-            "cidata".into(),
+            label.into(),
             "-joliet".into(),
             "-rock".into(),
         ];

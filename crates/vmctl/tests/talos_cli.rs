@@ -452,3 +452,85 @@ fn create_talos_cli_defines_and_refuses_bad_input_with_exit_2() {
         .stdout(predicate::str::contains("kubeconfig"))
         .stderr(predicate::str::contains("worker of cluster cp1"));
 }
+
+#[test]
+fn create_talos_iso_cli_shows_the_schematic_installer_and_boot_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = factory(None);
+    serve_metal_iso(&server, fake_iso(dir.path()));
+    let tree = fixture_builder::build_host("intel-z370-no-nvidia");
+    std::fs::create_dir_all(tree.path().join("sys/class/net/br0/bridge")).unwrap();
+    let base = ["--bridge", "br0", "--no-start", "--disk", "1G", "--iso"];
+
+    // Bad input with --iso: exit 2, a help: line, nothing made, nothing downloaded.
+    create_cmd(&server, tree.path(), dir.path())
+        .arg("iso0")
+        .args(base)
+        .args(["--ip", "198.18.9.40/24", "--mac", "not-a-mac"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("help:"));
+    assert!(!dir.path().join("vms").exists(), "nothing made");
+    assert!(!dir.path().join("cache").exists(), "nothing downloaded");
+
+    let out = create_cmd(&server, tree.path(), dir.path())
+        .arg("iso1")
+        .args(base)
+        .args(["--ip", "198.18.9.41/24", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    assert_eq!(v["media"], "metal-iso");
+    assert_eq!(v["image_kind"], "metal-iso");
+    assert_eq!(
+        v["kernel_args"],
+        serde_json::json!(["talos.config=metal-iso"])
+    );
+    assert_eq!(v["seed_label"], "metal-iso");
+    let id = v["schematic_id"].as_str().unwrap();
+    assert!(
+        v["installer_image"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/metal-installer/{id}:{LATEST}"))
+    );
+    let order: Vec<_> = v["boot_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["order"].as_u64().unwrap(), b["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(order, [(1, "vda"), (2, "sda")]);
+    assert!(
+        v["boot_order"][1]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with(dir.path().join("cache").to_str().unwrap()),
+        "the ISO is the cached one: {v}"
+    );
+    assert_eq!(
+        iso_file(Path::new(v["seed"].as_str().unwrap()), "config.yaml"),
+        rerender_user_data(&v, &server.base_url(), None)
+    );
+
+    // The human view says the same on stderr.
+    create_cmd(&server, tree.path(), dir.path())
+        .arg("iso2")
+        .args(base)
+        .args(["--ip", "198.18.9.42/24"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "kernel args talos.config=metal-iso",
+        ))
+        .stderr(predicate::str::contains("/metal-installer/"))
+        .stderr(predicate::str::contains("config on the metal-iso volume"))
+        .stderr(predicate::str::contains("boot 1: vda"))
+        .stderr(predicate::str::contains("boot 2: sda"))
+        .stderr(predicate::str::contains("metal-amd64.iso sha256"));
+}

@@ -1,7 +1,8 @@
 //! `vmctl create talos` against libvirt's test driver, a fixture host root and a local stand-in
 //! for the Image Factory and GitHub (no internet, no root): the seed's `user-data` is exactly the
 //! node's generated config, the domain XML validates, clusters are reused or refused, and a
-//! failed create leaves nothing behind.
+//! failed create leaves nothing behind. `--iso`: the metal ISO boots after a blank disk, with the
+//! config on a `metal-iso` volume.
 
 use crate::talos_support;
 
@@ -16,7 +17,7 @@ use talos_support::*;
 use vmctl::cache::NoProgress;
 use vmctl::commands::Ctx;
 use vmctl::commands::create::NetworkRequest;
-use vmctl::commands::talos::create::{TalosCreated, TalosRequest, create_talos};
+use vmctl::commands::talos::create::{Media, TalosCreated, TalosRequest, create_talos};
 use vmctl::config::Config;
 use vmctl::domain::parse::parse_domain;
 use vmctl::libvirt::{Hypervisor, Libvirt};
@@ -118,7 +119,8 @@ fn expected_user_data(
     let version = TalosVersion::parse(LATEST).unwrap();
     let ep = Endpoints::new(&f.server.base_url(), &f.server.base_url());
     let mut input = ConfigInput::new(&c.cluster, &c.endpoint, version.clone());
-    input.installer_image = ep.installer_image("nocloud", &c.schematic_id, &version, false);
+    input.installer_image =
+        ep.installer_image(c.media.platform(), &c.schematic_id, &version, false);
     let patch = NodePatch {
         hostname: Some(c.name.clone()),
         static_ip: c.ip.as_ref().map(|ip| machineconfig::StaticIp {
@@ -630,4 +632,155 @@ fn a_failure_after_the_secrets_removes_the_new_cluster_and_the_vm_files() {
     assert!(matches!(err, Error::WriteSeed { .. }), "{err:?}");
     nothing_left(&f, "noseed");
     assert!(!cluster_dir(&f, "noseed").exists(), "new cluster removed");
+}
+
+#[test]
+fn iso_node_installs_from_the_metal_iso_with_its_config_on_a_metal_iso_volume() {
+    let f = fixture("intel-z370-no-nvidia");
+    let iso_bytes = fake_iso(f.dir.path());
+    let iso_mock = serve_metal_iso(&f.server, iso_bytes.clone());
+    let mut r = request("iso1", Some("198.18.7.80/24"));
+    r.mac = Some("52:54:00:07:00:80".into());
+    r.iso = true;
+    let c = create(&f, &r).unwrap();
+    assert!(c.defined && !c.started);
+
+    // The schematic carries the kernel argument (a factory ISO takes none at boot), so its ID
+    // is not the nocloud one, and the installer is the metal installer of that schematic.
+    let nocloud = Schematic::with_extensions(["siderolabs/qemu-guest-agent"]);
+    let mut with_arg = nocloud.clone();
+    with_arg
+        .customization
+        .extra_kernel_args
+        .push("talos.config=metal-iso".into());
+    assert_eq!(c.schematic_id, with_arg.id().unwrap().id);
+    assert_ne!(c.schematic_id, nocloud.id().unwrap().id);
+    assert_eq!(c.kernel_args, ["talos.config=metal-iso"]);
+    assert_eq!(c.media, Media::MetalIso);
+    assert_eq!(c.image_kind, talos_image::ImageKind::MetalIso);
+    assert!(
+        c.image_url.ends_with(&format!(
+            "/image/{}/{LATEST}/metal-amd64.iso",
+            c.schematic_id
+        )),
+        "{}",
+        c.image_url
+    );
+    assert_eq!(
+        c.installer_image,
+        format!(
+            "{}/metal-installer/{}:{LATEST}",
+            f.server.base_url().trim_start_matches("http://"),
+            c.schematic_id
+        )
+    );
+    // The ISO itself, cached by content with its sha256 recorded at this first download.
+    assert_eq!(std::fs::read(&c.base_image).unwrap(), iso_bytes);
+    assert_eq!(c.verification, vmctl::cache::Verification::RecordedFirst);
+    iso_mock.assert_calls(1);
+
+    // The config volume: labelled metal-iso, config.yaml = the node's machine config, which
+    // names the metal installer and validates against the official 1.12 schema.
+    assert_eq!(c.seed_label, "metal-iso");
+    assert_eq!(iso_label(&c.seed), "metal-iso");
+    assert_eq!(blkid_label(&c.seed), "metal-iso");
+    let config = iso_file(&c.seed, "config.yaml");
+    assert_eq!(
+        config,
+        expected_user_data(&f, &c, Role::Controlplane, false, Some("198.18.7.1"))
+    );
+    assert!(config.contains(&c.installer_image), "{config}");
+    assert!(config.contains("198.18.7.80/24") && config.contains("52:54:00:07:00:80"));
+    assert_valid_machine_config("v1.12", &config);
+
+    // The system disk is blank (no backing image) and of --disk size.
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&c.disk)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["virtual-size"], 1u64 << 30);
+    assert!(info.get("backing-filename").is_none(), "{info}");
+
+    // The domain: disk first, then the Talos ISO; the config volume a second, unbootable cdrom.
+    let xml = f.lv.inactive_xml("iso1").unwrap();
+    validate_domain_xml(f.dir.path(), &xml);
+    assert_eq!(
+        boot_orders(&xml),
+        [
+            ("vda".to_string(), Some(1)),
+            ("sda".to_string(), Some(2)),
+            ("sdb".to_string(), None)
+        ]
+    );
+    assert!(!xml.contains("<boot dev="), "{xml}");
+    let facts = parse_domain(&xml).unwrap();
+    let by_target = |t: &str| facts.disks.iter().find(|d| d.target == t).unwrap();
+    assert_eq!(by_target("sda").device, "cdrom");
+    assert!(by_target("sda").readonly);
+    assert_eq!(
+        by_target("sda").path.as_deref(),
+        Some(c.base_image.as_path())
+    );
+    assert_eq!(by_target("sdb").device, "cdrom");
+    assert_eq!(by_target("sdb").path.as_deref(), Some(c.seed.as_path()));
+    assert_eq!(facts.firmware, "efi");
+    assert_eq!(facts.nics[0].mac.as_deref(), Some("52:54:00:07:00:80"));
+    let m = facts.metadata.unwrap();
+    assert_eq!(m.base_image.as_deref(), Some(c.base_image.as_path()));
+    assert_eq!(m.disks, [c.disk.clone(), c.seed.clone()]);
+    let order: Vec<_> = c
+        .boot_order
+        .iter()
+        .map(|b| (b.order, b.target.as_str()))
+        .collect();
+    assert_eq!(order, [(1, "vda"), (2, "sda")]);
+
+    // A second ISO node of the same schematic: the cached ISO is verified against the record.
+    let mut r2 = request("iso2", Some("198.18.7.81/24"));
+    r2.iso = true;
+    let c2 = create(&f, &r2).unwrap();
+    assert_eq!(c2.verification, vmctl::cache::Verification::MatchedRecord);
+    assert_eq!(c2.base_image, c.base_image);
+
+    // Deleting a node removes its disk and config volume, never the cached ISO.
+    let ctx = Ctx {
+        config: &f.config,
+        host: &f.host,
+        runner: &SystemRunner,
+        hv: &f.lv,
+        env: &no_env,
+    };
+    let d = vmctl::commands::lifecycle::delete(&ctx, "iso1", true, false).unwrap();
+    assert!(
+        d.removed.contains(&c.disk) && d.removed.contains(&c.seed),
+        "{d:?}"
+    );
+    assert!(c.base_image.exists());
+    nothing_left(&f, "iso1");
+}
+
+#[test]
+fn iso_refusals_leave_nothing_behind() {
+    let f = fixture("intel-z370-no-nvidia");
+    let mut iso_mock = serve_metal_iso(&f.server, fake_iso(f.dir.path()));
+    // Bad input is refused before the download, with exit 2.
+    let mut r = request("iso3", Some("198.18.7.90/24"));
+    r.iso = true;
+    r.disk = Some("lots".into());
+    let err = create(&f, &r).map(|_| ()).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage, "{err}");
+    iso_mock.assert_calls(0);
+    nothing_left(&f, "iso3");
+    assert!(!cluster_dir(&f, "iso3").exists());
+
+    // A factory without the ISO: the failure rolls back the new cluster and the VM's files.
+    iso_mock.delete();
+    let mut r = request("iso4", Some("198.18.7.91/24"));
+    r.iso = true;
+    let err = create(&f, &r).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("metal-amd64.iso"), "{err}");
+    nothing_left(&f, "iso4");
+    assert!(!cluster_dir(&f, "iso4").exists());
 }

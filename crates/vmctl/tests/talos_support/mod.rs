@@ -1,5 +1,6 @@
 //! Shared by the Talos tests: a local stand-in for the Image Factory and the GitHub releases API
-//! (httpmock, no internet), a tiny fake nocloud qcow2, and seed/XML readers.
+//! (httpmock, no internet), a tiny fake nocloud qcow2 and metal ISO, seed/XML readers, and the
+//! official machine-config schemas.
 #![allow(dead_code)] // each test crate uses a part
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,87 @@ pub fn fake_qcow2(dir: &Path, size: &str) -> Vec<u8> {
         .expect("qemu-img");
     assert!(st.success());
     std::fs::read(&p).expect("read fake qcow2")
+}
+
+/// A small ISO 9660 image standing in for `metal-amd64.iso` (not bootable).
+pub fn fake_iso(dir: &Path) -> Vec<u8> {
+    let stage = dir.join("fake-talos-iso.d");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::write(stage.join("README"), "not Talos\n").unwrap();
+    let p = dir.join("fake-metal-amd64.iso");
+    let st = Command::new("genisoimage")
+        .args(["-quiet", "-volid", "TALOS", "-rock", "-output"])
+        .arg(&p)
+        .arg(&stage)
+        .status()
+        .expect("genisoimage");
+    assert!(st.success());
+    std::fs::read(&p).expect("read fake iso")
+}
+
+/// Serves `metal-amd64.iso` for any schematic and version; the mock that counts its hits.
+pub fn serve_metal_iso<'a>(server: &'a MockServer, bytes: Vec<u8>) -> httpmock::Mock<'a> {
+    server.mock(|when, then| {
+        when.method(GET)
+            .path_matches(r"^/image/[0-9a-f]{64}/v[^/]+/metal-amd64\.iso$");
+        then.status(200)
+            .header("content-type", "application/octet-stream")
+            .body(bytes);
+    })
+}
+
+/// The filesystem label blkid(8) reads, as Talos' volume discovery would see it.
+pub fn blkid_label(path: &Path) -> String {
+    let out = Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "LABEL"])
+        .arg(path)
+        .output()
+        .expect("blkid (util-linux)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Checks every document of `yaml` against the official machine-config schema `schema`
+/// (`v1.12`, …; copies in crates/talos-image/tests/schemas).
+pub fn assert_valid_machine_config(schema: &str, yaml: &str) {
+    let path = format!(
+        "{}/../talos-image/tests/schemas/config.schema.{schema}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("schema file");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("schema json");
+    let v = jsonschema::validator_for(&json).expect("compile schema");
+    for doc in yaml_docs(yaml) {
+        let doc = serde_json::to_value(doc).expect("yaml as json");
+        let errors: Vec<String> = v
+            .iter_errors(&doc)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{schema}: {}\n---\n{yaml}",
+            errors.join("\n")
+        );
+    }
+}
+
+/// The `<boot order=…/>` of each disk in a domain XML: (target dev, order), in XML order.
+pub fn boot_orders(xml: &str) -> Vec<(String, Option<u32>)> {
+    xml.split("<disk ")
+        .skip(1)
+        .map(|d| {
+            let d = &d[..d.find("</disk>").unwrap()];
+            let attr = |el: &str, a: &str| {
+                let at = d.find(&format!("<{el} "))?;
+                let rest = &d[at..];
+                let rest = &rest[rest.find(&format!("{a}="))? + a.len() + 2..];
+                Some(rest[..rest.find(['\'', '"'])?].to_string())
+            };
+            (
+                attr("target", "dev").unwrap_or_default(),
+                attr("boot", "order").map(|o| o.parse().unwrap()),
+            )
+        })
+        .collect()
 }
 
 /// Releases (one pre-release, one draft), factory versions, the extension list, and
@@ -160,7 +242,12 @@ pub fn rerender_user_data(
     let version = TalosVersion::parse(&s("version")).unwrap();
     let ep = Endpoints::new(factory_base, factory_base);
     let mut input = ConfigInput::new(&s("cluster"), &s("endpoint"), version.clone());
-    input.installer_image = ep.installer_image("nocloud", &s("schematic_id"), &version, false);
+    let platform = if s("media") == "metal-iso" {
+        "metal"
+    } else {
+        "nocloud"
+    };
+    input.installer_image = ep.installer_image(platform, &s("schematic_id"), &version, false);
     let role = if s("role") == "worker" {
         Role::Worker
     } else {

@@ -3,6 +3,13 @@
 //! cluster) and the node's machine config as the NoCloud `user-data` on a `cidata` seed, and
 //! define (and start) a q35 UEFI domain on the bridge with the GPUs passed through.
 //!
+//! With `--iso` the node boots like bare metal instead: the factory's `metal-amd64.iso` for a
+//! schematic carrying `talos.config=metal-iso`, a blank system disk first in the boot order (no
+//! bootloader yet, so UEFI falls through to the ISO), and the machine config as `config.yaml` on a
+//! second ISO labelled `metal-iso`. Talos installs itself to the disk from the ISO and reboots
+//! into it (siderolabs/talos metal platform; `talosctl cluster create
+//! --config-injection-method metal-iso` uses the same volume).
+//!
 //! The building blocks are `create ubuntu`'s: overlay disk, seed ISO, domain spec, rollback, GPU
 //! checks (`commands::gpu`) and address claims (`commands::ip`).
 
@@ -13,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use hostio::Cmd;
 use serde::Serialize;
-use talos_image::factory::{ImageKind, VersionSource};
+use talos_image::factory::{
+    ImageKind, METAL_ISO_CONFIG_FILE, METAL_ISO_KERNEL_ARG, METAL_ISO_LABEL, VersionSource,
+};
 use talos_image::machineconfig::{self, NodePatch, Role};
 use talos_image::nvidia::{self, Driver, Flavour};
 use talos_image::{ConfigInput, SecretsBundle, TalosVersion};
@@ -22,10 +31,11 @@ use super::{ClusterDir, ClusterRecord, SchematicRequest, TalosError, write_priva
 use crate::cache::{Expect, ImageCache, Progress, Verification};
 use crate::commands::Ctx;
 use crate::commands::create::{
-    BridgedVm, NetworkRequest, Rollback, check_ip_unused, now_rfc3339, overlay_and_seed,
+    BridgedVm, NetworkRequest, Rollback, blank_disk, cdrom, check_ip_unused, now_rfc3339,
+    overlay_and_seed, with_boot_order,
 };
 use crate::domain::render::to_xml;
-use crate::domain::{CpuMode, DomainType, Firmware, Metadata, PciAddress};
+use crate::domain::{CpuMode, Disk, DomainType, Firmware, Metadata, PciAddress};
 use crate::error::{Error, Result};
 use crate::net::{self, StaticIp};
 use crate::seed::{self, GuestNetwork, SeedSpec};
@@ -65,6 +75,8 @@ pub struct TalosRequest {
     pub no_start: bool,
     /// Run `talosctl bootstrap` + `kubeconfig` (+ the RuntimeClass) once the node answers.
     pub bootstrap: bool,
+    /// Boot the factory's metal ISO and install to a blank disk (instead of the nocloud image).
+    pub iso: bool,
 }
 
 impl TalosRequest {
@@ -90,6 +102,7 @@ impl TalosRequest {
             bridge: None,
             no_start: false,
             bootstrap: false,
+            iso: false,
         }
     }
 }
@@ -115,6 +128,10 @@ pub struct TalosPlan {
     pub schematic_id: String,
     pub schematic_yaml: String,
     pub extensions: Vec<String>,
+    /// The schematic's `extraKernelArgs` (`talos.config=metal-iso` with `--iso`).
+    pub kernel_args: Vec<String>,
+    /// What the node boots: the nocloud image (qcow2, `.raw.xz` as fallback) or the metal ISO.
+    pub media: Media,
     pub driver_note: Option<String>,
     pub vcpus: u32,
     pub memory_mib: u64,
@@ -128,6 +145,46 @@ pub struct TalosPlan {
     pub gpus: Vec<Vec<PciAddress>>,
     talosctl: Option<PathBuf>,
     kubectl: Option<PathBuf>,
+}
+
+/// How the node gets Talos and its machine config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Media {
+    /// An overlay of the factory's nocloud disk image; the config is NoCloud `user-data` on a
+    /// `cidata` volume.
+    Nocloud,
+    /// The factory's metal ISO installing to a blank disk; the config is `config.yaml` on a
+    /// `metal-iso` volume.
+    MetalIso,
+}
+
+impl Media {
+    /// The platform the node runs as, which names its installer image.
+    pub fn platform(self) -> &'static str {
+        match self {
+            Media::Nocloud => ImageKind::NocloudQcow2.platform(),
+            Media::MetalIso => ImageKind::MetalIso.platform(),
+        }
+    }
+
+    /// The label of the volume the config is on.
+    pub fn config_label(self) -> &'static str {
+        match self {
+            Media::Nocloud => "cidata",
+            Media::MetalIso => METAL_ISO_LABEL,
+        }
+    }
+}
+
+/// One entry of the domain's boot order.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootEntry {
+    pub order: u32,
+    /// Guest target (`vda`, `sda`).
+    pub target: String,
+    pub path: PathBuf,
+    pub what: String,
 }
 
 /// One next step, as a command line to show (and, with `--bootstrap`, to run).
@@ -151,6 +208,11 @@ pub struct TalosCreated {
     pub version: TalosVersion,
     pub schematic_id: String,
     pub extensions: Vec<String>,
+    /// The schematic's extra kernel arguments (part of its ID).
+    pub kernel_args: Vec<String>,
+    pub media: Media,
+    /// The factory file that was fetched (`nocloud-amd64.qcow2`, `metal-amd64.iso`, …).
+    pub image_kind: ImageKind,
     pub installer_image: String,
     pub image_url: String,
     pub base_image: PathBuf,
@@ -161,7 +223,12 @@ pub struct TalosCreated {
     pub mac: String,
     pub ip: Option<String>,
     pub disk: PathBuf,
+    /// The config volume: the NoCloud seed, or the `metal-iso` volume with `--iso`.
     pub seed: PathBuf,
+    /// Its volume label (`cidata` or `metal-iso`).
+    pub seed_label: String,
+    /// Devices in the order the firmware tries them.
+    pub boot_order: Vec<BootEntry>,
     pub console_log: PathBuf,
     pub cluster_dir: PathBuf,
     pub talosconfig: PathBuf,
@@ -356,6 +423,13 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
         driver: req.driver,
         fabric_manager: false,
         extensions,
+        // A factory ISO takes no boot-time arguments: the schematic carries the one that points
+        // Talos at the config volume (it changes the ID; the installer keeps it).
+        kernel_args: if req.iso {
+            vec![METAL_ISO_KERNEL_ARG.to_string()]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     };
     let (schematic, driver_note) = super::build_schematic(&sreq, chip.as_deref(), nvswitch)?;
@@ -375,6 +449,12 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
             .system_extensions
             .official_extensions
             .clone(),
+        kernel_args: schematic.customization.extra_kernel_args.clone(),
+        media: if req.iso {
+            Media::MetalIso
+        } else {
+            Media::Nocloud
+        },
         driver_note,
         vcpus: req.cpus,
         memory_mib,
@@ -391,19 +471,58 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
     })
 }
 
-/// Fetches the nocloud disk image into the cache: qcow2, or `.raw.xz` decompressed next to the
-/// cache's blobs when the factory has no qcow2. No published checksums: the sha256 of the first
+/// A factory image in the cache.
+struct FactoryImage {
+    path: PathBuf,
+    sha256: String,
+    verification: Verification,
+    url: String,
+    kind: ImageKind,
+}
+
+/// Fetches what the node boots into the cache. No published checksums: the sha256 of the first
 /// download is recorded and later downloads must match it.
-fn fetch_image(
-    ctx: &Ctx,
-    plan: &TalosPlan,
-    progress: &dyn Progress,
-) -> Result<(PathBuf, String, Verification, String)> {
+fn fetch_image(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<FactoryImage> {
+    match plan.media {
+        Media::Nocloud => fetch_nocloud(ctx, plan, progress),
+        Media::MetalIso => {
+            let iso = super::endpoints(ctx.config).image(
+                &plan.schematic_id,
+                &plan.version,
+                ImageKind::MetalIso,
+            );
+            let f = ImageCache::new(ctx.config.image_cache()).fetch(
+                &iso.url,
+                &Expect::RecordFirst,
+                progress,
+            )?;
+            Ok(FactoryImage {
+                path: f.path,
+                sha256: f.sha256,
+                verification: f.verification,
+                url: iso.url,
+                kind: ImageKind::MetalIso,
+            })
+        }
+    }
+}
+
+/// The nocloud disk image: qcow2, or `.raw.xz` decompressed next to the cache's blobs when the
+/// factory has no qcow2.
+fn fetch_nocloud(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<FactoryImage> {
     let ep = super::endpoints(ctx.config);
     let cache = ImageCache::new(ctx.config.image_cache());
     let qcow = ep.image(&plan.schematic_id, &plan.version, ImageKind::NocloudQcow2);
     match cache.fetch(&qcow.url, &Expect::RecordFirst, progress) {
-        Ok(f) => return Ok((f.path, f.sha256, f.verification, qcow.url)),
+        Ok(f) => {
+            return Ok(FactoryImage {
+                path: f.path,
+                sha256: f.sha256,
+                verification: f.verification,
+                url: qcow.url,
+                kind: ImageKind::NocloudQcow2,
+            });
+        }
         Err(Error::HttpStatus { status: 404, .. }) => {
             tracing::info!("{} not found; trying the .raw.xz image", qcow.url);
         }
@@ -447,7 +566,13 @@ fn fetch_image(
         }
         result?;
     }
-    Ok((raw, f.sha256, f.verification, xz.url))
+    Ok(FactoryImage {
+        path: raw,
+        sha256: f.sha256,
+        verification: f.verification,
+        url: xz.url,
+        kind: ImageKind::NocloudRawXz,
+    })
 }
 
 /// The NoCloud seed: the machine config as `user-data`, plus `meta-data` and a `network-config`
@@ -509,21 +634,35 @@ pub fn apply(
     let new_cluster = matches!(plan.cluster_state, ClusterState::New);
     let mut cluster_rb = ClusterRollback { dir: None };
 
-    let (base, base_sha, verification, image_url) = fetch_image(ctx, plan, progress)?;
-    let info = disk::image_info(ctx.runner, &base)?;
-    if plan.disk_bytes < info.virtual_size {
-        return Err(invalid(
-            "--disk",
-            req.disk.as_deref().unwrap_or(DEFAULT_DISK),
-            &format!(
-                "smaller than the image's virtual size of {} bytes",
-                info.virtual_size
-            ),
-        ));
-    }
+    let image = fetch_image(ctx, plan, progress)?;
+    // The nocloud image is the system disk's backing file: --disk cannot be smaller. The ISO
+    // installs to a blank disk instead.
+    let base_format = match plan.media {
+        Media::MetalIso => None,
+        Media::Nocloud => {
+            let info = disk::image_info(ctx.runner, &image.path)?;
+            if plan.disk_bytes < info.virtual_size {
+                return Err(invalid(
+                    "--disk",
+                    req.disk.as_deref().unwrap_or(DEFAULT_DISK),
+                    &format!(
+                        "smaller than the image's virtual size of {} bytes",
+                        info.virtual_size
+                    ),
+                ));
+            }
+            Some(info.format)
+        }
+    };
 
     let ep = super::endpoints(ctx.config);
-    let installer_image = ep.installer_image("nocloud", &plan.schematic_id, &plan.version, false);
+    // The installed system keeps the booted image's platform and schematic.
+    let installer_image = ep.installer_image(
+        plan.media.platform(),
+        &plan.schematic_id,
+        &plan.version,
+        false,
+    );
     let mut input = ConfigInput::new(&plan.cluster.name, &endpoint, plan.version.clone());
     input.installer_image = installer_image.clone();
     input.validate()?;
@@ -603,28 +742,40 @@ pub fn apply(
     let user_data = machineconfig::node_config(&input, &secrets, plan.role, &patch)?;
 
     let dir = &plan.vm_dir;
-    let seed_path = dir.join("seed.iso");
+    let seed_path = dir.join(match plan.media {
+        Media::Nocloud => "seed.iso",
+        Media::MetalIso => "config.iso",
+    });
     let disk_path = dir.join("disk.qcow2");
     let console_log = dir.join("console.log");
     rb.make_dir(dir)?;
     rb.files.push(disk_path.clone());
-    disk::create_overlay(
-        ctx.runner,
-        &base,
-        &info.format,
-        &disk_path,
-        Some(plan.disk_bytes),
-    )?;
-    let instance_id = format!("{}-{:08x}", plan.name, rand::random::<u32>());
-    let files = seed_files(
-        &plan.name,
-        &instance_id,
-        &plan.mac,
-        plan.static_ip.as_ref(),
-        user_data,
-    )?;
+    match &base_format {
+        Some(format) => disk::create_overlay(
+            ctx.runner,
+            &image.path,
+            format,
+            &disk_path,
+            Some(plan.disk_bytes),
+        )?,
+        None => blank_disk(ctx.runner, &disk_path, plan.disk_bytes)?,
+    }
+    let files = match plan.media {
+        Media::Nocloud => {
+            let instance_id = format!("{}-{:08x}", plan.name, rand::random::<u32>());
+            seed_files(
+                &plan.name,
+                &instance_id,
+                &plan.mac,
+                plan.static_ip.as_ref(),
+                user_data,
+            )?
+        }
+        Media::MetalIso => vec![(METAL_ISO_CONFIG_FILE, user_data)],
+    };
     rb.files.push(seed_path.clone());
-    seed::write_iso(ctx.runner, &files, &seed_path)?;
+    seed::write_iso_labelled(ctx.runner, plan.media.config_label(), &files, &seed_path)?;
+    let (disks, boot_order) = disks_and_boot_order(plan.media, &disk_path, &image.path, &seed_path);
 
     let mut spec = BridgedVm {
         name: &plan.name,
@@ -639,7 +790,7 @@ pub fn apply(
         console_log: &console_log,
     }
     .spec();
-    spec.disks = overlay_and_seed(&disk_path, &seed_path);
+    spec.disks = disks;
     let ip = plan.static_ip.as_ref().map(|s| s.address.to_string());
     spec.metadata = Some(Metadata {
         os: "talos".into(),
@@ -647,15 +798,21 @@ pub fn apply(
         user: None,
         ssh_key: None,
         ip: ip.clone(),
-        base_image: Some(base.clone()),
-        base_sha256: Some(base_sha.clone()),
+        // The cached image, never removed by `vmctl delete`.
+        base_image: Some(image.path.clone()),
+        base_sha256: Some(image.sha256.clone()),
         created: now_rfc3339(),
         version: crate::VERSION.into(),
         disks: vec![disk_path.clone(), seed_path.clone()],
         files: vec![console_log.clone()],
         dir: Some(dir.clone()),
     });
-    let started = rb.define_and_start(&plan.name, &to_xml(&spec)?, !req.no_start)?;
+    let mut xml = to_xml(&spec)?;
+    if plan.media == Media::MetalIso {
+        let targets: Vec<&str> = boot_order.iter().map(|b| b.target.as_str()).collect();
+        xml = with_boot_order(&plan.name, &xml, &targets)?;
+    }
+    let started = rb.define_and_start(&plan.name, &xml, !req.no_start)?;
     rb.committed = true;
     cluster_rb.dir = None;
 
@@ -670,17 +827,22 @@ pub fn apply(
         version: plan.version.clone(),
         schematic_id: plan.schematic_id.clone(),
         extensions: plan.extensions.clone(),
+        kernel_args: plan.kernel_args.clone(),
+        media: plan.media,
+        image_kind: image.kind,
         installer_image,
-        image_url,
-        base_image: base,
-        base_sha256: base_sha,
-        verification,
+        image_url: image.url,
+        base_image: image.path,
+        base_sha256: image.sha256,
+        verification: image.verification,
         defined: true,
         started,
         mac: plan.mac.clone(),
         ip,
         disk: disk_path,
         seed: seed_path,
+        seed_label: plan.media.config_label().to_string(),
+        boot_order,
         console_log,
         cluster_dir: plan.cluster.dir.clone(),
         talosconfig: plan.cluster.talosconfig(),
@@ -688,6 +850,50 @@ pub fn apply(
         driver_note: plan.driver_note.clone(),
         next_steps,
     })
+}
+
+/// The domain's disks and the order the firmware tries them. Nocloud: the overlay (`<os><boot
+/// dev='hd'/>`) and the seed. Metal ISO: the blank disk first (no bootloader until Talos has
+/// installed itself, so UEFI falls through to the next entry), then the Talos ISO; the config
+/// volume is a second cdrom, not bootable.
+fn disks_and_boot_order(
+    media: Media,
+    disk: &Path,
+    image: &Path,
+    config: &Path,
+) -> (Vec<Disk>, Vec<BootEntry>) {
+    match media {
+        Media::Nocloud => (
+            overlay_and_seed(disk, config),
+            vec![BootEntry {
+                order: 1,
+                target: "vda".into(),
+                path: disk.to_path_buf(),
+                what: "system disk (overlay of the nocloud image)".into(),
+            }],
+        ),
+        Media::MetalIso => (
+            vec![
+                Disk::virtio(disk, "qcow2", "vda"),
+                cdrom(image, "sda"),
+                cdrom(config, "sdb"),
+            ],
+            vec![
+                BootEntry {
+                    order: 1,
+                    target: "vda".into(),
+                    path: disk.to_path_buf(),
+                    what: "system disk (blank until Talos installs to it)".into(),
+                },
+                BootEntry {
+                    order: 2,
+                    target: "sda".into(),
+                    path: image.to_path_buf(),
+                    what: "Talos metal ISO (first boot: installs to the disk)".into(),
+                },
+            ],
+        ),
+    }
 }
 
 /// Removes a new cluster's directory when the create that started it fails.
@@ -834,4 +1040,75 @@ pub fn node_address(c: &TalosCreated) -> Option<IpAddr> {
     c.ip.as_deref()
         .and_then(|i| i.split('/').next())
         .and_then(|i| i.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::DomainSpec;
+
+    #[test]
+    fn metal_iso_domain_boots_the_disk_then_the_iso() {
+        let (disk, iso, config) = (
+            Path::new("/v/n/disk.qcow2"),
+            Path::new("/c/metal-amd64.iso"),
+            Path::new("/v/n/config.iso"),
+        );
+        let (disks, order) = disks_and_boot_order(Media::MetalIso, disk, iso, config);
+        let mut spec = DomainSpec::new(
+            "n",
+            DomainType::Qemu,
+            CpuMode::HostModel,
+            Firmware::Efi { secure_boot: false },
+        );
+        spec.disks = disks;
+        let targets: Vec<&str> = order.iter().map(|b| b.target.as_str()).collect();
+        assert_eq!(targets, ["vda", "sda"]);
+        let xml = with_boot_order("n", &to_xml(&spec).unwrap(), &targets).unwrap();
+        assert!(!xml.contains("<boot dev="), "{xml}");
+        let disk_el = |path: &Path| {
+            let at = xml.find(&path.display().to_string()).unwrap();
+            let start = xml[..at].rfind("<disk ").unwrap();
+            let end = start + xml[start..].find("</disk>").unwrap();
+            xml[start..end].to_string()
+        };
+        let d = disk_el(disk);
+        assert!(
+            d.contains("device=\"disk\"") && d.contains("<boot order=\"1\"/>"),
+            "{d}"
+        );
+        let i = disk_el(iso);
+        assert!(
+            i.contains("device=\"cdrom\"") && i.contains("<readonly/>"),
+            "{i}"
+        );
+        assert!(i.contains("<boot order=\"2\"/>"), "{i}");
+        let c = disk_el(config);
+        assert!(
+            c.contains("device=\"cdrom\"") && !c.contains("<boot"),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn boot_order_refuses_xml_it_does_not_recognise() {
+        let err = with_boot_order("n", "<domain/>", &["vda"]).unwrap_err();
+        assert!(err.to_string().contains("render domain XML of n"), "{err}");
+        let two =
+            "<os>\n  <boot dev=\"hd\"/>\n</os>\n<target dev=\"vda\"/>\n<target dev=\"vda\"/>\n";
+        assert!(with_boot_order("n", two, &["vda"]).is_err());
+        let one = "<os>\n  <boot dev=\"hd\"/>\n</os>\n  <target dev=\"vda\" bus=\"virtio\"/>\n";
+        assert_eq!(
+            with_boot_order("n", one, &["vda"]).unwrap(),
+            "<os>\n</os>\n  <target dev=\"vda\" bus=\"virtio\"/>\n  <boot order=\"1\"/>\n"
+        );
+    }
+
+    #[test]
+    fn media_platform_and_label() {
+        assert_eq!(Media::MetalIso.platform(), "metal");
+        assert_eq!(Media::MetalIso.config_label(), "metal-iso");
+        assert_eq!(Media::Nocloud.platform(), "nocloud");
+        assert_eq!(Media::Nocloud.config_label(), "cidata");
+    }
 }
