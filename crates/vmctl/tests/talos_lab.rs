@@ -3,7 +3,9 @@
 //! with `--no-start`, checked (seed `user-data` = the generated config, `virt-xml-validate` of
 //! libvirt's own XML: UEFI, bridge, MAC), then started by libvirt to prove qemu accepts the
 //! firmware, seed and bridge; a GPU worker of the same cluster is defined config-only with a
-//! fixture host's BDFs (the lab has no IOMMU). Root and GVB_LAB=1; without it: "skipped".
+//! fixture host's BDFs (the lab has no IOMMU). `--iso`: the node is defined with the cached
+//! (fake) metal ISO after a blank disk in the boot order and its config on a `metal-iso` volume,
+//! started once, then deleted with `vmctl delete`. Root and GVB_LAB=1; without it: "skipped".
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
 mod talos_support;
@@ -236,4 +238,121 @@ fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
         xml.contains("bus='0x01' slot='0x00' function='0x1'"),
         "{xml}"
     );
+}
+
+#[test]
+fn create_talos_iso_no_start_on_the_lab_libvirtd_then_delete() {
+    if !lab() {
+        return;
+    }
+    let list = virsh(&["list", "--all"]);
+    assert!(
+        list.status.success(),
+        "lab libvirtd not reachable at {URI} (run tests/lab/up.sh): {}",
+        text(&list.stderr)
+    );
+    std::fs::create_dir_all("/var/lib/gvb-lab").unwrap();
+    let scratch = PathBuf::from(format!("/var/lib/gvb-lab/talos-iso.{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let name = format!("gvb-talos-iso-{}", std::process::id());
+    let _cleanup = Cleanup {
+        domains: vec![name.clone()],
+        dir: scratch.clone(),
+    };
+    let server = factory(None);
+    let iso = serve_metal_iso(&server, fake_iso(&scratch));
+    let base = server.base_url();
+    let host = fixture_builder::build_host("intel-z370-no-nvidia");
+    std::fs::create_dir_all(
+        host.path()
+            .join("sys/class/net")
+            .join(BRIDGE)
+            .join("bridge"),
+    )
+    .unwrap();
+    let mac = "52:54:00:18:00:77";
+    let out = vmctl(&base, host.path(), &scratch)
+        .args(["create", "talos", &name, "--iso", "--bridge", BRIDGE])
+        .args(["--no-start", "--disk", "2G", "--mac", mac])
+        .args(["--ip", "198.18.0.77/24", "--gateway", "198.18.0.1"])
+        .args([
+            "--dns",
+            "198.18.0.1",
+            "--memory",
+            "512",
+            "--cpus",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    iso.assert_calls(1);
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["started"], false);
+    assert_eq!(created["kernel_args"][0], "talos.config=metal-iso");
+    let id = created["schematic_id"].as_str().unwrap();
+    assert!(
+        created["installer_image"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/metal-installer/{id}:{LATEST}"))
+    );
+
+    let config = PathBuf::from(created["seed"].as_str().unwrap());
+    assert_eq!(blkid_label(&config), "metal-iso");
+    let yaml = iso_file(&config, "config.yaml");
+    assert_eq!(
+        yaml,
+        rerender_user_data(&created, &base, Some("198.18.0.1")),
+        "config.yaml is the node's generated machine config"
+    );
+    assert_valid_machine_config("v1.12", &yaml);
+
+    // libvirt's own XML: the blank disk boots first, the cached ISO second, the config volume
+    // is an unbootable cdrom; UEFI, the bridge and the MAC as for the nocloud node.
+    let xml = validate(&scratch, &name);
+    assert_eq!(
+        boot_orders(&xml),
+        [
+            ("vda".to_string(), Some(1)),
+            ("sda".to_string(), Some(2)),
+            ("sdb".to_string(), None)
+        ],
+        "{xml}"
+    );
+    let cached_iso = created["base_image"].as_str().unwrap();
+    assert!(
+        xml.contains(&format!("<source file='{cached_iso}'/>")),
+        "{xml}"
+    );
+    assert_eq!(xml.matches("device='cdrom'").count(), 2, "{xml}");
+    assert!(xml.contains(&format!("<mac address='{mac}'/>")), "{xml}");
+    assert!(
+        xml.contains(&format!("<source bridge='{BRIDGE}'/>")),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("firmware='efi'") || xml.contains("<loader"),
+        "UEFI: {xml}"
+    );
+
+    // qemu accepts the SATA cdroms and the per-device boot order (the fake ISO boots nothing:
+    // the firmware just stays up).
+    let st = virsh(&["start", &name]);
+    assert!(st.status.success(), "virsh start: {}", text(&st.stderr));
+    assert_eq!(text(&virsh(&["domstate", &name]).stdout).trim(), "running");
+    let _ = virsh(&["destroy", &name]);
+
+    // Delete: the VM's disk and config volume go, the cached ISO stays.
+    let out = vmctl(&base, host.path(), &scratch)
+        .args(["delete", &name, "--yes", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!virsh(&["dominfo", &name]).status.success(), "undefined");
+    assert!(!config.exists());
+    assert!(!Path::new(created["disk"].as_str().unwrap()).exists());
+    assert!(Path::new(cached_iso).exists(), "the cache keeps the ISO");
 }
