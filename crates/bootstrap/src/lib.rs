@@ -3,6 +3,7 @@
 //! No argument parsing and no printing here; the binary does both.
 
 pub mod apply;
+pub mod debversion;
 pub mod options;
 pub mod phases;
 pub mod plan;

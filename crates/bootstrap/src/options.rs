@@ -38,23 +38,24 @@ pub enum VmctlSource {
 }
 
 impl VmctlSource {
-    /// Looks next to `dir` (the directory of the running `gpu-vm-bootstrap`): the newest-named
-    /// `vmctl_*.deb` first (a release directory holds both; the package also brings completions,
-    /// man pages, the config file and the dependencies), then a `vmctl` binary.
+    /// Looks next to `dir` (the directory of the running `gpu-vm-bootstrap`): the
+    /// `vmctl_<version>_<arch>.deb` with the highest version first (a release directory holds
+    /// both; the package also brings completions, man pages, the config file and the
+    /// dependencies), then a `vmctl` binary.
     pub fn find_in(dir: &std::path::Path) -> Self {
-        let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
+        let debs = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("vmctl_") && n.ends_with(".deb"))
-            })
-            .collect();
-        debs.sort();
-        if let Some(deb) = debs.pop() {
+            .filter_map(|p| {
+                let name = p.file_name()?.to_str()?;
+                let version = crate::debversion::from_file_name(name, "vmctl")?.to_string();
+                Some((version, p))
+            });
+        if let Some((_, deb)) =
+            debs.max_by(|(a, pa), (b, pb)| crate::debversion::compare(a, b).then(pa.cmp(pb)))
+        {
             return VmctlSource::Deb(deb);
         }
         let bin = dir.join("vmctl");
@@ -140,15 +141,17 @@ mod tests {
             VmctlSource::Binary(dir.path().join("vmctl"))
         );
         for n in [
-            "vmctl_0.1.0_amd64.deb",
-            "vmctl_0.2.0_amd64.deb",
+            "vmctl_0.9.0_amd64.deb",
+            "vmctl_0.10.0_amd64.deb",
+            "vmctl_0.10.0~rc1_amd64.deb",
             "vmctl-dbg.deb",
         ] {
             std::fs::write(dir.path().join(n), b"!<arch>").expect("write");
         }
+        // By version, not by name: 0.10.0 > 0.10.0~rc1 > 0.9.0.
         assert_eq!(
             VmctlSource::find_in(dir.path()),
-            VmctlSource::Deb(dir.path().join("vmctl_0.2.0_amd64.deb"))
+            VmctlSource::Deb(dir.path().join("vmctl_0.10.0_amd64.deb"))
         );
     }
 }

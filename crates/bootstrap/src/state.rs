@@ -24,8 +24,8 @@ pub struct HostState {
     pub netplan_files: Vec<String>,
     /// Host paths of `/etc/default/grub.d/*.cfg`, sorted (the order update-grub sources them).
     pub grub_d_files: Vec<String>,
-    /// Packages dpkg reports as installed.
-    pub installed_packages: BTreeSet<String>,
+    /// Packages dpkg reports as installed, with their versions.
+    pub installed_packages: BTreeMap<String, String>,
     /// `/etc/group`: group → members.
     pub groups: BTreeMap<String, Vec<String>>,
     /// Paths (keyrings, service links) that merely need to exist.
@@ -121,7 +121,12 @@ impl HostState {
     }
 
     pub fn has_package(&self, name: &str) -> bool {
-        self.installed_packages.contains(name)
+        self.installed_packages.contains_key(name)
+    }
+
+    /// The installed version of a package, if dpkg lists it as installed.
+    pub fn package_version(&self, name: &str) -> Option<&str> {
+        self.installed_packages.get(name).map(String::as_str)
     }
 
     pub fn in_group(&self, user: &str, group: &str) -> bool {
@@ -131,21 +136,23 @@ impl HostState {
     }
 }
 
-/// Installed packages from dpkg's status file (`Status: install ok installed`).
-pub fn parse_dpkg_status(s: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
+/// Installed packages and their versions from dpkg's status file (`Status: install ok installed`).
+pub fn parse_dpkg_status(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
     for para in s.split("\n\n") {
-        let mut name = None;
+        let (mut name, mut version) = (None, String::new());
         let mut installed = false;
         for line in para.lines() {
             if let Some(v) = line.strip_prefix("Package:") {
                 name = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("Version:") {
+                version = v.trim().to_string();
             } else if let Some(v) = line.strip_prefix("Status:") {
                 installed = v.trim().ends_with(" installed");
             }
         }
         if let (Some(n), true) = (name, installed) {
-            out.insert(n);
+            out.insert(n, version);
         }
     }
     out
@@ -175,8 +182,11 @@ mod tests {
 
     #[test]
     fn dpkg_status_lists_only_installed() {
-        let s = "Package: a\nStatus: install ok installed\n\nPackage: b\nStatus: deinstall ok config-files\n";
-        assert_eq!(parse_dpkg_status(s), BTreeSet::from(["a".to_string()]));
+        let s = "Package: a\nStatus: install ok installed\nVersion: 1.2-3\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 1\n";
+        assert_eq!(
+            parse_dpkg_status(s),
+            BTreeMap::from([("a".to_string(), "1.2-3".to_string())])
+        );
     }
 
     #[test]

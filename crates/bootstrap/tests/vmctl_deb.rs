@@ -1,6 +1,7 @@
 //! The vmctl phase with a `vmctl_*.deb` next to the binary: one typed `InstallDeb` action
-//! (apt-get, so the package's dependencies come too), run through the runner by apply, nothing
-//! once the package is installed, and the packaged config.toml left to dpkg.
+//! (apt-get, so the package's dependencies come too), run through the runner by apply, an
+//! upgrade of an older installed package, nothing once it is current, and the packaged
+//! config.toml left to dpkg.
 
 use crate::common;
 
@@ -112,6 +113,52 @@ fn installed_package_plans_nothing_and_a_stray_binary_is_named() {
         "{:?}",
         plan.warnings
     );
+}
+
+/// An installed vmctl older than the shipped .deb is upgraded (by dpkg's version order, so
+/// 0.0.9 < 0.1.0~rc1 < 0.1.0); the same version plans nothing; a newer one is left with a warning.
+#[test]
+fn installed_package_is_upgraded_never_downgraded() {
+    for (installed, upgrade, warned) in [
+        ("0.0.9", true, false),
+        ("0.1.0~rc1", true, false),
+        ("0.1.0", false, false),
+        ("0.1.0-1", false, true),
+        ("1:0.0.1", false, true),
+    ] {
+        let h = host("intel-z170-gtx960", Net::Dhcp);
+        write(
+            h.path(),
+            "/var/lib/dpkg/status",
+            &format!("Package: vmctl\nStatus: install ok installed\nVersion: {installed}\n\n"),
+            0o644,
+        );
+        let plan = h.plan(&vmctl_only("br0")).unwrap();
+        assert_eq!(
+            plan.actions.len(),
+            usize::from(upgrade),
+            "{installed}: {}",
+            plan.render()
+        );
+        if upgrade {
+            let a = &plan.actions[0];
+            assert!(matches!(a.kind, ActionKind::InstallDeb { .. }));
+            assert_eq!(
+                a.reason,
+                format!(
+                    "upgrade vmctl {installed} to 0.1.0, the package shipped next to gpu-vm-bootstrap"
+                )
+            );
+        }
+        assert_eq!(
+            plan.warnings
+                .iter()
+                .any(|w| w.contains("newer than the shipped 0.1.0")),
+            warned,
+            "{installed}: {:?}",
+            plan.warnings
+        );
+    }
 }
 
 #[test]

@@ -1,8 +1,12 @@
-//! vmctl phase: install vmctl — its .deb with apt when one ships next to us, else the bare
+//! vmctl phase: install vmctl — its .deb with apt when one ships next to us (also upgrading an
+//! older installed package, never downgrading a newer one), else the bare
 //! binary to /usr/local/bin — and write a default `/etc/vmctl/config.toml` when there is none.
+
+use std::cmp::Ordering;
 
 use hostio::paths;
 
+use crate::debversion;
 use crate::options::VmctlSource;
 use crate::plan::{ActionKind, Phase};
 use crate::planner::Planner;
@@ -73,12 +77,31 @@ pub fn plan(p: &mut Planner<'_>) {
             }
         }
         VmctlSource::Deb(deb) => {
-            if !p.state.has_package("vmctl") {
-                p.push(
-                    ph,
-                    install_deb("vmctl", &deb.display().to_string()),
-                    "install the vmctl package shipped next to gpu-vm-bootstrap (with its dependencies)",
-                );
+            let shipped = deb
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| debversion::from_file_name(n, "vmctl"));
+            let reason = match (p.state.package_version("vmctl"), shipped) {
+                (None, _) => Some(
+                    "install the vmctl package shipped next to gpu-vm-bootstrap (with its dependencies)"
+                        .to_string(),
+                ),
+                (Some(have), Some(new)) => match debversion::compare(have, new) {
+                    Ordering::Less => Some(format!(
+                        "upgrade vmctl {have} to {new}, the package shipped next to gpu-vm-bootstrap"
+                    )),
+                    Ordering::Greater => {
+                        p.warn(format!(
+                            "vmctl {have} is installed, newer than the shipped {new}; left as it is"
+                        ));
+                        None
+                    }
+                    Ordering::Equal => None,
+                },
+                (Some(_), None) => None,
+            };
+            if let Some(reason) = reason {
+                p.push(ph, install_deb("vmctl", &deb.display().to_string()), reason);
             }
             if p.state.existing.contains(paths::USR_LOCAL_BIN_VMCTL) {
                 p.warn(format!(
