@@ -166,7 +166,7 @@ pub enum Error {
         #[source]
         source: CommandError,
     },
-    #[error("write cloud-init seed {path}")]
+    #[error("write seed ISO {path}")]
     WriteSeed {
         path: PathBuf,
         #[source]

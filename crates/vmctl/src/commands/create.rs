@@ -565,18 +565,6 @@ pub(crate) fn overlay_and_seed(disk: &Path, seed: &Path) -> Vec<Disk> {
     vec![Disk::virtio(disk, "qcow2", "vda"), Disk::seed(seed, "vdb")]
 }
 
-/// A read-only SATA cdrom (q35's AHCI): installer ISOs, which firmware boots from.
-pub(crate) fn cdrom(path: &Path, target: &str) -> Disk {
-    Disk {
-        path: path.to_path_buf(),
-        format: "raw".into(),
-        device: crate::domain::DiskDevice::Cdrom,
-        bus: crate::domain::DiskBus::Sata,
-        target: target.into(),
-        readonly: true,
-    }
-}
-
 /// A blank qcow2 of `size` bytes (the target of an installer).
 pub(crate) fn blank_disk(runner: &dyn hostio::CommandRunner, path: &Path, size: u64) -> Result<()> {
     let argv = vec![
@@ -596,45 +584,6 @@ pub(crate) fn blank_disk(runner: &dyn hostio::CommandRunner, path: &Path, size: 
             path: path.to_path_buf(),
             source,
         })
-}
-
-/// Replaces the renderer's `<os><boot dev="hd"/>` with per-device `<boot order="N"/>` on the
-/// disks `order` names by target (`vda`, `sda`), first = 1. libvirt refuses the two forms
-/// together (formatdomain "BIOS bootloader": "per-device boot elements cannot be used together
-/// with general boot elements"). Works on [`to_xml`]'s own output, which the shared renderer
-/// writes with `<boot dev="hd"/>` and one `<target dev=…/>` per disk; anything else is an error,
-/// not a silently different domain.
-pub(crate) fn with_boot_order(name: &str, xml: &str, order: &[&str]) -> Result<String> {
-    let broken = |what: String| Error::RenderDomainXml {
-        name: name.to_string(),
-        source: std::io::Error::other(what),
-    };
-    let os_boot = "<boot dev=\"hd\"/>";
-    let (before, after) = xml
-        .split_once(os_boot)
-        .ok_or_else(|| broken(format!("no {os_boot} to replace")))?;
-    // Drop the whole line: its indentation before, its newline after.
-    let mut out = before.trim_end_matches(' ').to_string();
-    out.push_str(after.strip_prefix('\n').unwrap_or(after));
-    for (i, target) in order.iter().enumerate() {
-        let needle = format!("<target dev=\"{target}\"");
-        let start = match out
-            .match_indices(&needle)
-            .map(|(i, _)| i)
-            .collect::<Vec<_>>()[..]
-        {
-            [one] => one,
-            _ => return Err(broken(format!("not exactly one disk with target {target}"))),
-        };
-        let close = out[start..]
-            .find("/>")
-            .map(|e| start + e + 2)
-            .ok_or_else(|| broken(format!("unterminated target {target}")))?;
-        let line_start = out[..start].rfind('\n').map_or(0, |n| n + 1);
-        let indent = out[line_start..start].to_string();
-        out.insert_str(close, &format!("\n{indent}<boot order=\"{}\"/>", i + 1));
-    }
-    Ok(out)
 }
 
 pub(crate) fn now_rfc3339() -> String {

@@ -23,7 +23,7 @@ use super::create::{self, BridgedVm, Rollback, UbuntuPlan, UbuntuRequest};
 use crate::cache::Progress;
 use crate::domain::parse::parse_domain;
 use crate::domain::render::to_xml;
-use crate::domain::{DirectBoot, Disk, DiskBus, DiskDevice, DomainSpec, Graphics, Metadata};
+use crate::domain::{DirectBoot, Disk, DomainSpec, Graphics, Metadata};
 use crate::error::{Error, ExitKind, Result};
 use crate::releases::{self, Release};
 use crate::seed::{GuestNetwork, SeedSpec};
@@ -378,14 +378,7 @@ pub fn phase_specs(p: &PhaseInputs) -> (DomainSpec, DomainSpec) {
         cmdline: Some(INSTALL_CMDLINE.into()),
     });
     install.disks = create::overlay_and_seed(&l.disk, &l.seed);
-    install.disks.push(Disk {
-        path: p.iso.clone(),
-        format: "raw".into(),
-        device: DiskDevice::Cdrom,
-        bus: DiskBus::Sata,
-        target: "sda".into(),
-        readonly: true,
-    });
+    install.disks.push(Disk::cdrom(&p.iso, "sda"));
     let mut md = metadata;
     md.disks.push(l.seed.clone());
     md.files

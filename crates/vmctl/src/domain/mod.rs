@@ -150,6 +150,11 @@ pub struct Disk {
     /// `vda`, `vdb`, `sda`…
     pub target: String,
     pub readonly: bool,
+    /// Per-device `<boot order='N'/>`. When any disk has one, the renderer leaves out the
+    /// general `<os><boot dev='hd'/>`: libvirt refuses the two forms together (formatdomain,
+    /// "BIOS bootloader").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_order: Option<u32>,
 }
 
 impl Disk {
@@ -162,6 +167,7 @@ impl Disk {
             bus: DiskBus::Virtio,
             target: target.into(),
             readonly: false,
+            boot_order: None,
         }
     }
 
@@ -171,6 +177,24 @@ impl Disk {
         Self {
             readonly: true,
             ..Self::virtio(path, "raw", target)
+        }
+    }
+
+    /// A read-only SATA cdrom (an installer ISO, or a config volume for guests that have AHCI).
+    pub fn cdrom(path: impl Into<PathBuf>, target: &str) -> Self {
+        Self {
+            device: DiskDevice::Cdrom,
+            bus: DiskBus::Sata,
+            readonly: true,
+            ..Self::virtio(path, "raw", target)
+        }
+    }
+
+    /// The same disk with a per-device boot order (1 boots first).
+    pub fn boot(self, order: u32) -> Self {
+        Self {
+            boot_order: Some(order),
+            ..self
         }
     }
 }

@@ -133,6 +133,8 @@ fn write_os(w: &mut W, s: &DomainSpec) -> io::Result<()> {
                     text(w, "cmdline", &[], cmdline)?;
                 }
             }
+            // Per-device boot orders replace the general element (see `Disk::boot_order`).
+            None if s.disks.iter().any(|d| d.boot_order.is_some()) => {}
             None => empty(w, "boot", &[("dev", "hd")])?,
         }
         Ok(())
@@ -151,6 +153,9 @@ fn write_devices(w: &mut W, s: &DomainSpec) -> io::Result<()> {
             empty(w, "target", &[("dev", &d.target), ("bus", d.bus.as_str())])?;
             if d.readonly {
                 empty(w, "readonly", &[])?;
+            }
+            if let Some(order) = d.boot_order {
+                empty(w, "boot", &[("order", &order.to_string())])?;
             }
             Ok(())
         })?;

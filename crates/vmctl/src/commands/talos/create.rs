@@ -31,8 +31,7 @@ use super::{ClusterDir, ClusterRecord, SchematicRequest, TalosError, write_priva
 use crate::cache::{Expect, ImageCache, Progress, Verification};
 use crate::commands::Ctx;
 use crate::commands::create::{
-    BridgedVm, NetworkRequest, Rollback, blank_disk, cdrom, check_ip_unused, now_rfc3339,
-    overlay_and_seed, with_boot_order,
+    BridgedVm, NetworkRequest, Rollback, blank_disk, check_ip_unused, now_rfc3339, overlay_and_seed,
 };
 use crate::domain::render::to_xml;
 use crate::domain::{CpuMode, Disk, DomainType, Firmware, Metadata, PciAddress};
@@ -807,12 +806,7 @@ pub fn apply(
         files: vec![console_log.clone()],
         dir: Some(dir.clone()),
     });
-    let mut xml = to_xml(&spec)?;
-    if plan.media == Media::MetalIso {
-        let targets: Vec<&str> = boot_order.iter().map(|b| b.target.as_str()).collect();
-        xml = with_boot_order(&plan.name, &xml, &targets)?;
-    }
-    let started = rb.define_and_start(&plan.name, &xml, !req.no_start)?;
+    let started = rb.define_and_start(&plan.name, &to_xml(&spec)?, !req.no_start)?;
     rb.committed = true;
     cluster_rb.dir = None;
 
@@ -874,9 +868,9 @@ fn disks_and_boot_order(
         ),
         Media::MetalIso => (
             vec![
-                Disk::virtio(disk, "qcow2", "vda"),
-                cdrom(image, "sda"),
-                cdrom(config, "sdb"),
+                Disk::virtio(disk, "qcow2", "vda").boot(1),
+                Disk::cdrom(image, "sda").boot(2),
+                Disk::cdrom(config, "sdb"),
             ],
             vec![
                 BootEntry {
@@ -1064,7 +1058,7 @@ mod tests {
         spec.disks = disks;
         let targets: Vec<&str> = order.iter().map(|b| b.target.as_str()).collect();
         assert_eq!(targets, ["vda", "sda"]);
-        let xml = with_boot_order("n", &to_xml(&spec).unwrap(), &targets).unwrap();
+        let xml = to_xml(&spec).unwrap();
         assert!(!xml.contains("<boot dev="), "{xml}");
         let disk_el = |path: &Path| {
             let at = xml.find(&path.display().to_string()).unwrap();
@@ -1087,20 +1081,6 @@ mod tests {
         assert!(
             c.contains("device=\"cdrom\"") && !c.contains("<boot"),
             "{c}"
-        );
-    }
-
-    #[test]
-    fn boot_order_refuses_xml_it_does_not_recognise() {
-        let err = with_boot_order("n", "<domain/>", &["vda"]).unwrap_err();
-        assert!(err.to_string().contains("render domain XML of n"), "{err}");
-        let two =
-            "<os>\n  <boot dev=\"hd\"/>\n</os>\n<target dev=\"vda\"/>\n<target dev=\"vda\"/>\n";
-        assert!(with_boot_order("n", two, &["vda"]).is_err());
-        let one = "<os>\n  <boot dev=\"hd\"/>\n</os>\n  <target dev=\"vda\" bus=\"virtio\"/>\n";
-        assert_eq!(
-            with_boot_order("n", one, &["vda"]).unwrap(),
-            "<os>\n</os>\n  <target dev=\"vda\" bus=\"virtio\"/>\n  <boot order=\"1\"/>\n"
         );
     }
 
