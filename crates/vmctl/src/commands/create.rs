@@ -258,22 +258,54 @@ pub(crate) fn check_ip_unused(ctx: &Ctx, ip: &StaticIp) -> Result<()> {
     Ok(())
 }
 
+/// The checks every create starts with: a valid VM name that no domain has yet (`libvirt`:
+/// whether to ask; a seed-only run defines nothing) and 1 to 1024 vCPUs. Returns the memory in MiB.
+pub(crate) fn check_name_and_size(
+    ctx: &Ctx,
+    name: &str,
+    libvirt: bool,
+    cpus: u32,
+    memory: &str,
+) -> Result<u64> {
+    names::validate_vm_name(name)?;
+    if libvirt && ctx.hv.get(name)?.is_some() {
+        return Err(Error::NameTaken { name: name.into() });
+    }
+    if cpus == 0 || cpus > 1024 {
+        return Err(invalid("--cpus", &cpus.to_string(), "expected 1 to 1024"));
+    }
+    names::parse_memory_mib(memory)
+}
+
+/// The bridge (`--bridge`, else the `bridge` setting), which must exist, and for a static
+/// `--ip` the address, checked to be on the bridge's subnet and unused. `--ip auto` gives
+/// `None` here: `ip::claim` picks the address after validation.
+pub(crate) fn bridge_and_address(
+    ctx: &Ctx,
+    bridge: Option<&str>,
+    network: &NetworkRequest,
+) -> Result<(String, Option<StaticIp>)> {
+    let bridge = bridge.map_or_else(|| ctx.config.value("bridge").to_string(), str::to_string);
+    if !net::bridge_exists(ctx.host, &bridge) {
+        return Err(Error::MissingBridge { bridge });
+    }
+    let static_ip = match network {
+        NetworkRequest::Dhcp => None,
+        NetworkRequest::Static { ip, .. } if super::ip::is_auto(ip) => None,
+        NetworkRequest::Static { ip, gateway, dns } => {
+            let s = net::parse_static(ip, gateway.as_deref(), dns)?;
+            let subnets = net::bridge_subnets(ctx.runner, &bridge);
+            net::check_on_bridge(&s, &bridge, &subnets)?;
+            check_ip_unused(ctx, &s)?;
+            Some(s)
+        }
+    };
+    Ok((bridge, static_ip))
+}
+
 /// Validates the request against the host and libvirt. Creates nothing.
 pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
-    names::validate_vm_name(&req.name)?;
-    if !req.seed_only && ctx.hv.get(&req.name)?.is_some() {
-        return Err(Error::NameTaken {
-            name: req.name.clone(),
-        });
-    }
-    if req.cpus == 0 || req.cpus > 1024 {
-        return Err(invalid(
-            "--cpus",
-            &req.cpus.to_string(),
-            "expected 1 to 1024",
-        ));
-    }
-    let memory_mib = names::parse_memory_mib(&req.memory)?;
+    let memory_mib = check_name_and_size(ctx, &req.name, !req.seed_only, req.cpus, &req.memory)?;
     let disk_bytes = req
         .disk
         .as_deref()
@@ -339,25 +371,7 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
             return Err(invalid("--packages", p, "not a package name"));
         }
     }
-    let bridge = req
-        .bridge
-        .clone()
-        .unwrap_or_else(|| ctx.config.value("bridge").to_string());
-    if !net::bridge_exists(ctx.host, &bridge) {
-        return Err(Error::MissingBridge { bridge });
-    }
-    let static_ip = match &req.network {
-        NetworkRequest::Dhcp => None,
-        // Picked by `ip::claim` in `create_ubuntu`, after validation.
-        NetworkRequest::Static { ip, .. } if super::ip::is_auto(ip) => None,
-        NetworkRequest::Static { ip, gateway, dns } => {
-            let s = net::parse_static(ip, gateway.as_deref(), dns)?;
-            let subnets = net::bridge_subnets(ctx.runner, &bridge);
-            net::check_on_bridge(&s, &bridge, &subnets)?;
-            check_ip_unused(ctx, &s)?;
-            Some(s)
-        }
-    };
+    let (bridge, static_ip) = bridge_and_address(ctx, req.bridge.as_deref(), &req.network)?;
     let mac = match &req.mac {
         Some(m) => names::parse_mac(m)?,
         None => names::random_mac(),

@@ -31,12 +31,13 @@ use super::{ClusterDir, ClusterRecord, SchematicRequest, TalosError, write_priva
 use crate::cache::{Expect, ImageCache, Progress, Verification};
 use crate::commands::Ctx;
 use crate::commands::create::{
-    BridgedVm, NetworkRequest, Rollback, blank_disk, check_ip_unused, now_rfc3339, overlay_and_seed,
+    BridgedVm, NetworkRequest, Rollback, blank_disk, bridge_and_address, check_name_and_size,
+    now_rfc3339, overlay_and_seed,
 };
 use crate::domain::render::to_xml;
 use crate::domain::{CpuMode, Disk, DomainType, Firmware, Metadata, PciAddress};
 use crate::error::{Error, Result};
-use crate::net::{self, StaticIp};
+use crate::net::StaticIp;
 use crate::seed::{self, GuestNetwork, SeedSpec};
 use crate::{disk, names};
 
@@ -269,20 +270,7 @@ fn chip_of(facts: &hwdetect::HostFacts, first: Option<&PciAddress>) -> Option<St
 
 /// Validates the request against the host, libvirt and the factory. Creates nothing.
 pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
-    names::validate_vm_name(&req.name)?;
-    if ctx.hv.get(&req.name)?.is_some() {
-        return Err(Error::NameTaken {
-            name: req.name.clone(),
-        });
-    }
-    if req.cpus == 0 || req.cpus > 1024 {
-        return Err(invalid(
-            "--cpus",
-            &req.cpus.to_string(),
-            "expected 1 to 1024",
-        ));
-    }
-    let memory_mib = names::parse_memory_mib(&req.memory)?;
+    let memory_mib = check_name_and_size(ctx, &req.name, true, req.cpus, &req.memory)?;
     let disk_bytes = names::parse_size("--disk", req.disk.as_deref().unwrap_or(DEFAULT_DISK))?;
     let domain_type: DomainType = ctx.config.value("domain_type").parse()?;
     let cpu: CpuMode = ctx.config.value("cpu_mode").parse()?;
@@ -318,24 +306,7 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
         machineconfig::endpoint_host(e)?;
     }
 
-    let bridge = req
-        .bridge
-        .clone()
-        .unwrap_or_else(|| ctx.config.value("bridge").to_string());
-    if !net::bridge_exists(ctx.host, &bridge) {
-        return Err(Error::MissingBridge { bridge });
-    }
-    let static_ip = match &req.network {
-        NetworkRequest::Dhcp => None,
-        NetworkRequest::Static { ip, .. } if super::super::ip::is_auto(ip) => None,
-        NetworkRequest::Static { ip, gateway, dns } => {
-            let s = net::parse_static(ip, gateway.as_deref(), dns)?;
-            let subnets = net::bridge_subnets(ctx.runner, &bridge);
-            net::check_on_bridge(&s, &bridge, &subnets)?;
-            check_ip_unused(ctx, &s)?;
-            Some(s)
-        }
-    };
+    let (bridge, static_ip) = bridge_and_address(ctx, req.bridge.as_deref(), &req.network)?;
     if matches!(cluster_state, ClusterState::New)
         && req.endpoint.is_none()
         && matches!(req.network, NetworkRequest::Dhcp)
