@@ -63,3 +63,50 @@ pub fn pages(bin: &str) -> Vec<(Vec<String>, String)> {
     }
     out
 }
+
+/// The two help tests of a binary: every page as an insta snapshot (named `help@<path>`, stored
+/// next to the calling test file, since insta's macros expand there), and the common footer and
+/// `--version` format. Call as `help_walk::help_tests!("vmctl");` in the including test file.
+macro_rules! help_tests {
+    ($bin:literal) => {
+        #[test]
+        fn every_help_page() {
+            let pages = help_walk::pages($bin);
+            assert!(pages.len() > 1, "the walk found no subcommands");
+            for (path, page) in pages {
+                let name = if path.is_empty() {
+                    "root".to_string()
+                } else {
+                    path.join("-")
+                };
+                let command = [$bin]
+                    .into_iter()
+                    .chain(path.iter().map(String::as_str))
+                    .chain(["--help"])
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                insta::with_settings!({ snapshot_suffix => name, description => command, omit_expression => true }, {
+                    insta::assert_snapshot!("help", page);
+                });
+            }
+        }
+
+        #[test]
+        fn help_ends_with_exit_codes_and_version_names_the_commit() {
+            let page = help_walk::help($bin, &[]);
+            assert!(
+                page.contains("Exit codes: 0 ok, 1 failure, 2 bad usage or refused"),
+                "{page}"
+            );
+            let out = assert_cmd::Command::cargo_bin($bin)
+                .expect("binary under test")
+                .arg("--version")
+                .output()
+                .expect("run --version");
+            let v = String::from_utf8(out.stdout).expect("UTF-8");
+            // "<bin> 0.1.0 (1a2b3c4)", "(1a2b3c4-dirty)" or "(unknown)" outside git.
+            assert!(v.trim_end().ends_with(')') && v.contains(" ("), "{v}");
+        }
+    };
+}
+pub(crate) use help_tests;
