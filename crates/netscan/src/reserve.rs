@@ -68,6 +68,12 @@ impl ReservationStore {
         self.dir.join(DATA_FILE)
     }
 
+    /// Whether anything was ever reserved here (callers that only release can skip the lock,
+    /// and the directory it would create, when not).
+    pub fn exists(&self) -> bool {
+        self.host.path(self.data_path()).exists()
+    }
+
     /// Takes the exclusive lock (blocking). It is held until the returned value is dropped, and
     /// released by the kernel if the process dies.
     pub fn lock(&self) -> Result<ReservationLock<'_>, Error> {

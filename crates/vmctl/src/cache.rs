@@ -341,6 +341,12 @@ impl ImageCache {
             if got.is_multiple_of(WRITEBACK_WINDOW) {
                 crate::writeback::start(&file, have + got - WRITEBACK_WINDOW, WRITEBACK_WINDOW);
             }
+            if let Err(e) = crate::interrupt::check(
+                || format!("the download of {url}"),
+                || "run the same command again: the download resumes where it stopped".to_string(),
+            ) {
+                failure = Some(e);
+            }
             if tx.send(chunk).is_err() || n < CHUNK || failure.is_some() {
                 break;
             }

@@ -12,6 +12,8 @@ pub enum ExitKind {
     Failure,
     /// 2: bad usage or refused; nothing was changed.
     Usage,
+    /// 130: stopped by Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention).
+    Interrupted,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +174,8 @@ pub enum Error {
         #[source]
         source: CommandError,
     },
+    #[error("interrupted during {during}")]
+    Interrupted { during: String, next: String },
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: String, secs: u64 },
     #[error("{name} did not shut down within {secs} s")]
@@ -223,6 +227,7 @@ impl Error {
             Gpu(e) => e.exit_kind(),
             Talos(e) => e.exit_kind(),
             Desktop(e) => e.exit_kind(),
+            Interrupted { .. } => ExitKind::Interrupted,
             _ => ExitKind::Failure,
         }
     }
@@ -231,6 +236,7 @@ impl Error {
     pub fn help(&self) -> Vec<String> {
         use Error::*;
         match self {
+            Interrupted { next, .. } => vec![next.clone()],
             InvalidName { .. } => vec![
                 "use letters, digits, '.', '_' and '-' only, starting with a letter or digit (at most 63 characters)".into(),
             ],

@@ -1,5 +1,6 @@
 //! The `vmctl` binary: parses arguments (clap), calls the vmctl library, renders results as text
-//! or `--json`, prints errors with `help:` lines. Exit codes: 0 ok, 1 failure, 2 usage/refused.
+//! or `--json`, prints errors with `help:` lines. Exit codes: 0 ok, 1 failure, 2 usage/refused,
+//! 130 interrupted.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -23,7 +24,8 @@ mod cli_desktop;
 mod cli_ip;
 mod cli_talos;
 
-const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed).\n\
+const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed), 130 interrupted\n\
+(Ctrl-C during `create` removes what it made; a second Ctrl-C quits at once).\n\
 Settings: flags > environment (VMCTL_*) > /etc/vmctl/config.toml > built-in defaults; see `vmctl config show`.";
 
 #[derive(Debug, Parser)]
@@ -477,6 +479,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         flags.push(("connect", c.clone()));
     }
     let config = Config::load(&host, cli.config.as_deref(), &env, &flags)?;
+    // Only `create` makes things a Ctrl-C should undo; every other command keeps the default.
+    if matches!(cli.command, Command::Create(_))
+        && let Err(e) = vmctl::interrupt::install()
+    {
+        tracing::warn!("Ctrl-C will stop create without rolling back: {e}");
+    }
     if let Command::Config(ConfigCommand::Show) = &cli.command {
         if cli.json {
             out_json(&config);
@@ -746,6 +754,7 @@ fn main() -> ExitCode {
             match e.exit_kind() {
                 ExitKind::Usage => ExitCode::from(2),
                 ExitKind::Failure => ExitCode::from(1),
+                ExitKind::Interrupted => ExitCode::from(130),
             }
         }
     }

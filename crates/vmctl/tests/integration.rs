@@ -12,6 +12,7 @@ mod gpu_attach;
 mod gpu_cli;
 mod gpu_create;
 mod help_snapshots;
+mod interrupt;
 mod ip_cli;
 mod talos_cli;
 mod talos_create;

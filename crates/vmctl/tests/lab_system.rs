@@ -3,8 +3,10 @@
 //! print "skipped" and pass. With it they fail loudly when the lab is missing.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::process::Stdio;
 
 fn lab() -> bool {
     if std::env::var("GVB_LAB").as_deref() != Ok("1") {
@@ -46,56 +48,66 @@ fn vmctl_in_lab(args: &[&str], storage: &std::path::Path) -> std::process::Outpu
         .unwrap()
 }
 
+/// A temporary directory holding an SSH key pair `id`, `id.pub`.
+fn keyed_tempdir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-f")
+            .arg(tmp.path().join("id"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    tmp
+}
+
+/// `create ubuntu NAME` of the lab image by direct kernel boot on `labbr0` at `ip` (TCG).
+fn create_args(img: &Path, pubkey: &Path, name: &str, ip: &str) -> Vec<String> {
+    let s = |p: PathBuf| p.display().to_string();
+    [
+        "create",
+        "ubuntu",
+        name,
+        "--image",
+        &s(img.join("base.qcow2")),
+        "--kernel",
+        &s(img.join("vmlinuz")),
+        "--initrd",
+        &s(img.join("initrd.img")),
+        "--kernel-args",
+        "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+        "--bridge",
+        "labbr0",
+        "--ip",
+        ip,
+        "--gateway",
+        "198.18.0.1",
+        "--domain-type",
+        "qemu",
+        "--cpu-mode",
+        "host-model",
+        "--ssh-key",
+        &s(pubkey.to_path_buf()),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 #[test]
 fn define_on_system_libvirtd_validates_and_deletes_cleanly() {
     if !lab() {
         return;
     }
     let img = lab_image_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let key = tmp.path().join("id");
-    assert!(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", ""])
-            .arg("-f")
-            .arg(&key)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let tmp = keyed_tempdir();
     let storage = tmp.path().join("vms");
     let name = format!("vmctl-lab-{}", std::process::id());
-    let s = |p: PathBuf| p.display().to_string();
-    let out = vmctl_in_lab(
-        &[
-            "create",
-            "ubuntu",
-            &name,
-            "--image",
-            &s(img.join("base.qcow2")),
-            "--kernel",
-            &s(img.join("vmlinuz")),
-            "--initrd",
-            &s(img.join("initrd.img")),
-            "--kernel-args",
-            "root=/dev/vda rw console=ttyS0 net.ifnames=0",
-            "--bridge",
-            "labbr0",
-            "--ip",
-            "198.18.0.97/24",
-            "--gateway",
-            "198.18.0.1",
-            "--domain-type",
-            "qemu",
-            "--cpu-mode",
-            "host-model",
-            "--ssh-key",
-            &s(tmp.path().join("id.pub")),
-            "--no-start",
-            "--json",
-        ],
-        &storage,
-    );
+    let mut args = create_args(&img, &tmp.path().join("id.pub"), &name, "198.18.0.97/24");
+    args.extend(["--no-start".into(), "--json".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = vmctl_in_lab(&args, &storage);
     assert!(
         out.status.success(),
         "create failed: {}",
@@ -141,9 +153,103 @@ fn define_on_system_libvirtd_validates_and_deletes_cleanly() {
     );
     assert!(!storage.join(&name).exists());
     assert!(img.join("base.qcow2").is_file());
+    // delete released the address create reserved for the first boot.
+    let reservations = std::fs::read_to_string("/var/lib/vmctl/ip-reservations.json").unwrap();
+    assert!(
+        !reservations.contains(&format!("\"{name}\"")),
+        "{reservations}"
+    );
     let gone = Command::new("virsh")
         .args(["-c", "qemu:///system", "domstate", &name])
         .output()
         .unwrap();
     assert!(!gone.status.success());
+}
+
+/// Destroys and undefines a lab domain when dropped, so a failed assertion leaves no VM behind.
+struct DomainGuard(String);
+
+impl Drop for DomainGuard {
+    fn drop(&mut self) {
+        for args in [
+            &["destroy", &self.0][..],
+            &["undefine", &self.0, "--nvram"][..],
+        ] {
+            let _ = Command::new("virsh")
+                .args(["-c", "qemu:///system"])
+                .args(args)
+                .output();
+        }
+    }
+}
+
+/// Ctrl-C (a real SIGINT) while `create --wait` waits for SSH: exit 130, the VM is kept and
+/// running, and the message says how to reach or remove it.
+#[test]
+fn ctrl_c_during_wait_keeps_the_running_vm() {
+    if !lab() {
+        return;
+    }
+    let img = lab_image_dir();
+    let tmp = keyed_tempdir();
+    let storage = tmp.path().join("vms");
+    let name = format!("vmctl-int-{}", std::process::id());
+    let _guard = DomainGuard(name.clone());
+    let mut args = create_args(&img, &tmp.path().join("id.pub"), &name, "198.18.0.98/24");
+    args.push("--wait".into());
+    // `ip netns exec` execs vmctl, so the child's pid is vmctl's own.
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", "vmlab"])
+        .arg(env!("CARGO_BIN_EXE_vmctl"))
+        .args(["--connect", "qemu:///system"])
+        .args(&args)
+        .env("VMCTL_STORAGE_DIR", &storage)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The "defined and started" line (stderr) comes before the wait; a TCG guest takes far
+    // longer than this to answer SSH.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut err = String::new();
+    while !err.contains("defined and started") {
+        assert!(
+            stderr.read_line(&mut err).unwrap() > 0,
+            "create ended before the wait: {err}"
+        );
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    stderr.read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: interrupted during the wait for SSH on {name}"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "help: {name} is created and keeps running: `vmctl ssh {name}`"
+        )),
+        "{err}"
+    );
+    let state = Command::new("virsh")
+        .args(["-c", "qemu:///system", "domstate", &name])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "running");
+    let _ = Command::new("virsh")
+        .args(["-c", "qemu:///system", "destroy", &name])
+        .output();
+    let del = vmctl_in_lab(&["delete", &name, "--yes"], &storage);
+    assert!(
+        del.status.success(),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
 }

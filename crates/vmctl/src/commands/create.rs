@@ -487,6 +487,12 @@ impl<'a> Rollback<'a> {
     /// Defines the domain (undefined again on failure) and starts it if asked; whether it was
     /// started. The caller still commits.
     pub(crate) fn define_and_start(&mut self, name: &str, xml: &str, start: bool) -> Result<bool> {
+        // The last point before the VM exists: a Ctrl-C that came during the quick steps since
+        // the download (overlay, seed) rolls back here.
+        crate::interrupt::check(
+            || format!("the create of {name}"),
+            || "nothing was kept but the image cache; run the same command again".to_string(),
+        )?;
         self.hv.define(name, xml)?;
         self.domain = Some(name.to_string());
         if start {

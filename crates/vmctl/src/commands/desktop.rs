@@ -745,6 +745,14 @@ pub fn wait_install(
     let began = Instant::now();
     let mut shown: Option<InstallPhase> = None;
     loop {
+        crate::interrupt::check(
+            || format!("the wait for the desktop install of {name}"),
+            || {
+                format!(
+                    "the install goes on unwatched; once {name} powers off, `vmctl start {name}` boots the installed system (or `vmctl delete {name} --yes`)"
+                )
+            },
+        )?;
         let active = ctx.hv.state(name)?.is_active();
         let bytes = std::fs::read(&layout.console_log).unwrap_or_default();
         let console = String::from_utf8_lossy(&bytes);

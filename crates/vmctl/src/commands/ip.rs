@@ -536,6 +536,20 @@ fn store(ctx: &Ctx) -> ReservationStore {
     ReservationStore::new(ctx.host.clone(), ctx.config.value("state_dir"))
 }
 
+/// `vmctl delete`: the deleted VM's address is free at once, not only when the reservation its
+/// create left (for the first boot) expires. A failure is only logged: the VM is gone anyway.
+pub fn release_deleted(ctx: &Ctx, name: &str) {
+    let store = store(ctx);
+    if !store.exists() {
+        return;
+    }
+    match store.release(name, SystemTime::now()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("released {n} IP reservation(s) of {name}"),
+        Err(e) => tracing::warn!("IP reservation of {name} is left to expire: {e}"),
+    }
+}
+
 /// An address a create holds in the reservation store. [`Claim::settle`] when the create ends.
 #[derive(Debug)]
 pub struct Claim {

@@ -97,6 +97,14 @@ pub fn wait_for_ssh(
         .collect();
     let start = Instant::now();
     loop {
+        crate::interrupt::check(
+            || format!("the wait for SSH on {name}"),
+            || {
+                format!(
+                    "{name} is created and keeps running: `vmctl ssh {name}` once it is up, or `vmctl delete {name} --yes`"
+                )
+            },
+        )?;
         let secs = start.elapsed().as_secs();
         match address(ctx, name) {
             Ok(ip) => {

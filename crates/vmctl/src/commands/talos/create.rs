@@ -956,6 +956,17 @@ fn bootstrap(ctx: &Ctx, plan: &TalosPlan, created: &mut TalosCreated) -> Result<
             },
         }
         loop {
+            // Ctrl-C also kills the running talosctl/kubectl: stop instead of retrying.
+            crate::interrupt::check(
+                || format!("--bootstrap ({})", step.what),
+                || {
+                    format!(
+                        "{} is created and keeps running; run the printed steps by hand from `{}`",
+                        plan.name,
+                        step.argv.join(" ")
+                    )
+                },
+            )?;
             match ctx.runner.run(&Cmd::new(argv.clone())) {
                 Ok(_) => break,
                 Err(source) if Instant::now() >= deadline => {
