@@ -450,23 +450,6 @@ pub fn autoinstall_spec(plan: &DesktopPlan, password_hash: Option<String>) -> Au
     }
 }
 
-fn create_disk(runner: &dyn CommandRunner, path: &Path, bytes: u64) -> Result<()> {
-    runner
-        .run(&Cmd::new([
-            "qemu-img".to_string(),
-            "create".into(),
-            "-q".into(),
-            "-f".into(),
-            "qcow2".into(),
-            path.display().to_string(),
-            bytes.to_string(),
-        ]))
-        .map(|_| ())
-        .map_err(|source| Error::CreateOverlay {
-            path: path.into(),
-            source,
-        })
-}
 
 /// Fetches the ISO, makes disk, seed and installer files, defines the install phase and starts
 /// it. Everything made is removed again on failure (the cached ISO stays).
@@ -479,7 +462,7 @@ pub fn apply(ctx: &Ctx, plan: &DesktopPlan, progress: &dyn Progress) -> Result<D
     rb.make_dir(&layout.dir)?;
     iso::extract(ctx.runner, &iso.path, "/casper/vmlinuz", &layout.kernel)?;
     iso::extract(ctx.runner, &iso.path, "/casper/initrd", &layout.initrd)?;
-    create_disk(ctx.runner, &layout.disk, plan.disk_bytes)?;
+    create::blank_disk(ctx.runner, &layout.disk, plan.disk_bytes)?;
     let files = autoinstall::render(&autoinstall_spec(plan, req.password_hash.clone()))?;
     crate::seed::write_iso(ctx.runner, &files, &layout.seed)?;
 
