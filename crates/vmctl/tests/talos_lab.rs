@@ -82,23 +82,29 @@ fn validate(scratch: &Path, name: &str) -> String {
     xml
 }
 
-#[test]
-fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
-    if !lab() {
-        return;
-    }
+/// Checks the lab libvirtd answers, then makes a scratch directory for one test. qemu runs as
+/// libvirt-qemu: the overlay's backing file (in the cache) and the seed must be reachable, so
+/// the directory lives under /var/lib/gvb-lab with mode 0755.
+fn lab_scratch(kind: &str) -> PathBuf {
     let list = virsh(&["list", "--all"]);
     assert!(
         list.status.success(),
         "lab libvirtd not reachable at {URI} (run tests/lab/up.sh): {}",
         text(&list.stderr)
     );
-    // qemu runs as libvirt-qemu: the overlay's backing file (in the cache) and the seed must be
-    // reachable, so the scratch directory lives under /var/lib/gvb-lab with mode 0755.
     std::fs::create_dir_all("/var/lib/gvb-lab").unwrap();
-    let scratch = PathBuf::from(format!("/var/lib/gvb-lab/talos.{}", std::process::id()));
+    let scratch = PathBuf::from(format!("/var/lib/gvb-lab/{kind}.{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
     std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755)).unwrap();
+    scratch
+}
+
+#[test]
+fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
+    if !lab() {
+        return;
+    }
+    let scratch = lab_scratch("talos");
     let cp = format!("gvb-talos-cp-{}", std::process::id());
     let gw = format!("gvb-talos-gpu-{}", std::process::id());
     let _cleanup = Cleanup {
@@ -245,16 +251,7 @@ fn create_talos_iso_no_start_on_the_lab_libvirtd_then_delete() {
     if !lab() {
         return;
     }
-    let list = virsh(&["list", "--all"]);
-    assert!(
-        list.status.success(),
-        "lab libvirtd not reachable at {URI} (run tests/lab/up.sh): {}",
-        text(&list.stderr)
-    );
-    std::fs::create_dir_all("/var/lib/gvb-lab").unwrap();
-    let scratch = PathBuf::from(format!("/var/lib/gvb-lab/talos-iso.{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
-    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let scratch = lab_scratch("talos-iso");
     let name = format!("gvb-talos-iso-{}", std::process::id());
     let _cleanup = Cleanup {
         domains: vec![name.clone()],
