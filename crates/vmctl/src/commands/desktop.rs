@@ -450,7 +450,6 @@ pub fn autoinstall_spec(plan: &DesktopPlan, password_hash: Option<String>) -> Au
     }
 }
 
-
 /// Fetches the ISO, makes disk, seed and installer files, defines the install phase and starts
 /// it. Everything made is removed again on failure (the cached ISO stays).
 pub fn apply(ctx: &Ctx, plan: &DesktopPlan, progress: &dyn Progress) -> Result<DesktopCreated> {
