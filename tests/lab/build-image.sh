@@ -65,6 +65,10 @@ packages=(
     linux-image-cloud-amd64 systemd-sysv udev
     cloud-init openssh-server qemu-guest-agent sudo
     ifupdown netbase iproute2
+    # Not used at boot (cloud-init renders ifupdown, see the renderer hook): 50-bootstrap-bridge-vm.sh
+    # converts a guest to netplan + systemd-networkd, like an Ubuntu host, and needs ping for the
+    # bridge watchdog.
+    netplan.io iputils-ping
     # Without D-Bus, systemd-logind doesn't run and an ACPI shutdown (virsh shutdown) is ignored.
     dbus
     # cloud-init's resize_rootfs/growpart/locale modules need these, or `cloud-init status` reports errors.
@@ -79,7 +83,9 @@ root=$work/root
 t0=$(lab_now)
 
 # Hooks: fstab by label (the kernel cmdline says root=/dev/vda, fstab must agree); NoCloud only, so
-# cloud-init skips probing other datasources; en_US.UTF-8 pre-generated AND named in /etc/default/locale,
+# cloud-init skips probing other datasources; cloud-init renders the guest network for ifupdown only
+# (system_info.network.renderers; netplan.io is installed but must not take over at boot);
+# en_US.UTF-8 pre-generated AND named in /etc/default/locale,
 # else cloud-init's locale module regenerates it (30 s under TCG); no host keys baked in (each guest
 # makes its own); no timers that wake apt or fstrim during a test. Docs/man/locale files are dropped
 # to shrink the image (faster mkfs and copy).
@@ -90,6 +96,7 @@ mmdebstrap --mode=root --variant=apt --quiet \
     --customize-hook='echo "LABEL=rootfs / ext4 defaults 0 1" > "$1/etc/fstab"' \
     --customize-hook='echo lab-guest > "$1/etc/hostname"' \
     --customize-hook='printf "datasource_list: [ NoCloud, None ]\n" > "$1/etc/cloud/cloud.cfg.d/90_lab_datasource.cfg"' \
+    --customize-hook='printf "system_info:\n  network:\n    renderers: [eni]\n" > "$1/etc/cloud/cloud.cfg.d/91_lab_renderer.cfg"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-include=/usr/share/locale/locale.alias' \

@@ -93,6 +93,11 @@ pub struct Journal {
     pub rolled_back: bool,
     pub files: Vec<JournalFile>,
     pub commands: Vec<JournalCommand>,
+    /// Bridges this run brought up that did not exist before it. `netplan apply` with a config
+    /// that no longer defines a bridge leaves the device behind (seen with netplan 0.106 and
+    /// systemd-networkd: br0 stays, down, with the NIC's MAC), so `rollback` deletes them.
+    #[serde(default)]
+    pub created_links: Vec<String>,
 }
 
 /// What an apply did.
@@ -210,6 +215,7 @@ impl<'a> Applier<'a> {
             rolled_back: false,
             files: Vec::new(),
             commands: Vec::new(),
+            created_links: Vec::new(),
         };
         let mut report = ApplyReport {
             run_id: j.id.clone(),
@@ -297,17 +303,18 @@ impl<'a> Applier<'a> {
                     argv,
                 } => {
                     if self.run_commands {
-                        self.apply_bridge(
-                            &j,
+                        let res = self.apply_bridge(
+                            &mut j,
                             bridge,
                             gateway.as_deref(),
                             expect_ip.as_deref(),
                             files,
-                        )
-                        .inspect_err(|_| {
+                        );
+                        if res.is_err() {
                             j.commands[cmd_idx].status = CommandStatus::Failed;
                             let _ = self.save(&j);
-                        })?;
+                        }
+                        res?;
                         j.commands[cmd_idx].status = CommandStatus::Done;
                         report.commands_run.push(argv.clone());
                     } else {
@@ -478,16 +485,20 @@ impl<'a> Applier<'a> {
 
     /// `netplan generate` + `netplan apply`, then wait for the bridge to hold the host's IP and
     /// reach the gateway. On failure restore `files` from this run's backups and apply again:
-    /// `netplan try` does not revert bridges reliably (netplan-try(8)).
+    /// `netplan try` does not revert bridges reliably (netplan-try(8)); neither does `netplan
+    /// apply`, which leaves a bridge it no longer defines in place, so a bridge this run created
+    /// is deleted after the old config is back.
     fn apply_bridge(
         &self,
-        j: &Journal,
+        j: &mut Journal,
         bridge: &str,
         gateway: Option<&str>,
         expect_ip: Option<&str>,
         files: &[String],
     ) -> Result<(), Error> {
         let run = |argv: &[&str]| self.runner.run(&Cmd::new(argv.iter().copied()));
+        let link = format!("{}/{bridge}", paths::SYS_CLASS_NET);
+        let existed = self.root.exists(&link);
         let outcome: Result<(), String> = (|| {
             run(&["netplan", "generate"]).map_err(|e| e.to_string())?;
             self.log.log(
@@ -512,6 +523,9 @@ impl<'a> Applier<'a> {
                 Level::Info,
                 &format!("{bridge} is up with the host's address and reaches the gateway"),
             );
+            if !existed && !j.created_links.iter().any(|l| l == bridge) {
+                j.created_links.push(bridge.to_string());
+            }
             return Ok(());
         };
         self.log.log(
@@ -522,7 +536,7 @@ impl<'a> Applier<'a> {
         // interrupted before applying them: restore each from the newest record of it.
         let earlier = load_journals(self.root);
         for path in files {
-            let found = std::iter::once(j)
+            let found = std::iter::once(&*j)
                 .chain(
                     earlier
                         .iter()
@@ -546,10 +560,41 @@ impl<'a> Applier<'a> {
                 Err(e) => format!("old network config restored, but `netplan apply` failed: {e}"),
             },
         );
+        if !existed && self.root.exists(&link) {
+            self.delete_link(bridge);
+        }
         Err(Error::BridgeReverted {
             bridge: bridge.to_string(),
             reason,
         })
+    }
+
+    /// `ip link delete dev NAME` for a bridge this tool created; a failure is only logged (the
+    /// host's address is already back on the NIC).
+    fn delete_link(&self, name: &str) -> bool {
+        match self
+            .runner
+            .run(&Cmd::new(["ip", "link", "delete", "dev", name]))
+        {
+            Ok(_) => {
+                self.log.log(
+                    Level::Info,
+                    &format!(
+                        "deleted {name}: `netplan apply` leaves a bridge it no longer defines"
+                    ),
+                );
+                true
+            }
+            Err(e) => {
+                self.log.log(
+                    Level::Warn,
+                    &format!(
+                        "{name} is left over (delete it with `sudo ip link delete dev {name}`): {e}"
+                    ),
+                );
+                false
+            }
+        }
     }
 
     fn bridge_ok(
@@ -626,6 +671,17 @@ impl<'a> Applier<'a> {
             ..RollbackReport::default()
         };
         let mut touched: Vec<String> = Vec::new();
+        // Bridges brought up by this apply; a re-run that only applied files an interrupted run
+        // wrote comes after `last` and has no files of its own.
+        let oldest = group.iter().copied().min().unwrap_or(last);
+        let mut links: Vec<String> = Vec::new();
+        for j in journals[oldest..].iter().filter(|j| !j.rolled_back) {
+            for l in &j.created_links {
+                if !links.contains(l) {
+                    links.push(l.clone());
+                }
+            }
+        }
         for &i in &group {
             let j = &mut journals[i];
             for f in j.files.iter().rev() {
@@ -662,6 +718,24 @@ impl<'a> Applier<'a> {
                     &format!("skipped (host root): {}", argv.join(" ")),
                 );
                 report.commands_skipped.push(argv);
+            }
+        }
+        for name in links {
+            if !self.root.exists(format!("{}/{name}", paths::SYS_CLASS_NET)) {
+                continue;
+            }
+            let argv: Vec<String> = ["ip", "link", "delete", "dev", name.as_str()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if !self.run_commands {
+                self.log.log(
+                    Level::Info,
+                    &format!("skipped (host root): {}", argv.join(" ")),
+                );
+                report.commands_skipped.push(argv);
+            } else if self.delete_link(&name) {
+                report.commands_run.push(argv);
             }
         }
         Ok(report)

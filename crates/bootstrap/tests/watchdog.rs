@@ -176,3 +176,113 @@ fn bridge_written_but_never_applied_is_applied_on_rerun_and_reverts_to_the_earli
         ]
     );
 }
+
+/// The recording runner, plus what `netplan apply` does to `/sys/class/net` on a real host: the
+/// first apply creates the bridge device; re-applying a config without it does NOT delete it
+/// (netplan 0.106 + systemd-networkd in tests/e2e/50-bootstrap-bridge-vm.sh).
+struct NetplanCreatesBridge<'a> {
+    inner: RecordingRunner,
+    sys_br0: &'a std::path::Path,
+}
+
+impl hostio::CommandRunner for NetplanCreatesBridge<'_> {
+    fn output(&self, cmd: &hostio::Cmd) -> Result<Output, hostio::CommandError> {
+        if cmd.argv == ["netplan", "apply"] {
+            std::fs::create_dir_all(self.sys_br0).unwrap();
+        }
+        if cmd.argv == ["ip", "link", "delete", "dev", "br0"] {
+            std::fs::remove_dir(self.sys_br0).unwrap();
+        }
+        self.inner.output(cmd)
+    }
+}
+
+fn ip_json(ip: &str) -> String {
+    format!(
+        r#"[{{"ifname":"br0","addr_info":[{{"family":"inet","local":"{ip}","prefixlen":24}}]}}]"#
+    )
+}
+
+#[test]
+fn failed_check_deletes_the_bridge_it_created_after_the_restore() {
+    let h = host("intel-z170-gtx960", Net::Static);
+    let plan = h.plan(&bridge_only()).unwrap();
+    let sys_br0 = h.path().join("sys/class/net/br0");
+    assert!(!sys_br0.exists());
+    let runner = NetplanCreatesBridge {
+        inner: RecordingRunner::new(),
+        sys_br0: &sys_br0,
+    };
+    let root = h.root();
+    let mut a = Applier::new(&root, &runner, &NullLog);
+    a.run_commands = true;
+    a.watchdog = Watchdog {
+        tries: 2,
+        interval: Duration::ZERO,
+    };
+    let err = a.apply(&plan).unwrap_err();
+    assert!(matches!(err, Error::BridgeReverted { .. }), "{err}");
+    let calls = runner.inner.calls();
+    let n = calls.len();
+    assert_eq!(calls[n - 2], ["netplan", "apply"], "{calls:?}");
+    assert_eq!(
+        calls[n - 1],
+        ["ip", "link", "delete", "dev", "br0"],
+        "the old config first, then the bridge it no longer defines goes: {calls:?}"
+    );
+    assert!(!sys_br0.exists());
+}
+
+#[test]
+fn failed_check_keeps_a_bridge_that_existed_before() {
+    let h = host("intel-z170-gtx960", Net::Static);
+    let plan = h.plan(&bridge_only()).unwrap();
+    let sys_br0 = h.path().join("sys/class/net/br0");
+    std::fs::create_dir_all(&sys_br0).unwrap();
+    let runner = RecordingRunner::new();
+    let root = h.root();
+    applier(&root, &runner).apply(&plan).unwrap_err();
+    let calls = runner.calls();
+    assert!(!calls.iter().any(|c| c[..2] == ["ip", "link"]), "{calls:?}");
+    assert_eq!(calls.last().unwrap(), &["netplan", "apply"]);
+}
+
+#[test]
+fn rollback_deletes_the_bridge_the_apply_created() {
+    let h = host("intel-z170-gtx960", Net::Static);
+    let before = snapshot_tree(h.path(), &["var"]);
+    let plan = h.plan(&bridge_only()).unwrap();
+    let Some(ActionKind::ApplyBridge { expect_ip, .. }) = plan.actions.last().map(|a| &a.kind)
+    else {
+        panic!("{plan:#?}")
+    };
+    let sys_br0 = h.path().join("sys/class/net/br0");
+    let runner = NetplanCreatesBridge {
+        inner: RecordingRunner::new()
+            .answer(["ip"], Output::ok(ip_json(expect_ip.as_ref().unwrap()))),
+        sys_br0: &sys_br0,
+    };
+    let root = h.root();
+    let mut a = Applier::new(&root, &runner, &NullLog);
+    a.run_commands = true;
+    a.apply(&plan).unwrap();
+    assert!(sys_br0.exists());
+    let report = a.rollback().unwrap();
+    assert_eq!(
+        report.commands_run,
+        vec![
+            vec!["netplan".to_string(), "apply".into()],
+            vec![
+                "ip".into(),
+                "link".into(),
+                "delete".into(),
+                "dev".into(),
+                "br0".into()
+            ],
+        ]
+    );
+    assert!(!sys_br0.exists());
+    std::fs::remove_dir_all(h.path().join("sys/class/net/br0")).ok();
+    let diff = tree_diff(&before, &snapshot_tree(h.path(), &["var"]));
+    assert!(diff.iter().all(|d| !d.contains("netplan")), "{diff:?}");
+}
