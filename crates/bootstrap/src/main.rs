@@ -197,7 +197,7 @@ impl From<LibError> for Failure {
                 "fix the cause above, then run `sudo gpu-vm-bootstrap apply` again: it continues where it stopped".into(),
             ],
             LibError::BridgeReverted { .. } => vec![
-                format!("inspect the bridge config in {}; `sudo netplan generate` validates it", paths::NETPLAN_BRIDGE_FILE),
+                "the old network config is back; `sudo gpu-vm-bootstrap plan` shows the bridge config that failed its check (check the gateway and the NIC it names)".into(),
                 "or run again with --skip-bridge to leave the network as it is".into(),
             ],
             LibError::NothingToRollBack { .. } => vec!["there is nothing to undo".into()],
