@@ -55,9 +55,7 @@ fn private_libvirt(dir: &std::path::Path) -> Libvirt {
     Libvirt::open(&format!("test://{}", p.display())).unwrap()
 }
 
-fn no_env(_: &str) -> Option<String> {
-    None
-}
+use crate::support::no_env;
 
 /// `gpu attach` with a context on `host` and `hv` (the runner is never used on a fixture root).
 fn attach(

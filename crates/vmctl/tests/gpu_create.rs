@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::support::{TestHost, no_env, test_host};
+
 use hostio::{Cmd, CommandRunner, HostRoot, SystemRunner};
 use vmctl::cache::NoProgress;
 use vmctl::commands::Ctx;
@@ -22,23 +24,15 @@ struct Fixture {
     lv: Libvirt,
 }
 
-fn no_env(_: &str) -> Option<String> {
-    None
-}
-
 /// A fixture host with bridge br0, a private test-driver node, a key and a tiny base image.
 fn fixture(host_name: &str) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = fixture_builder::build_host(host_name);
-    let host = HostRoot::new(tree.path());
-    host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
-    let mut config = Config::defaults();
-    config.set("storage_dir", dir.path().join("vms").display().to_string());
-    config.set(
-        "image_cache",
-        dir.path().join("cache").display().to_string(),
-    );
-    config.set("domain_type", "qemu");
+    let TestHost {
+        dir,
+        tree,
+        host,
+        mut config,
+        lv,
+    } = test_host(host_name);
     config.set("firmware", "bios");
     let key = dir.path().join("id_ed25519.pub");
     std::fs::write(
@@ -58,9 +52,6 @@ fn fixture(host_name: &str) -> Fixture {
             "64M",
         ]))
         .unwrap();
-    let node = dir.path().join("node.xml");
-    std::fs::write(&node, "<node/>\n").unwrap();
-    let lv = Libvirt::open(&format!("test://{}", node.display())).unwrap();
     Fixture {
         dir,
         _tree: tree,

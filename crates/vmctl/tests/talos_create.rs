@@ -9,6 +9,8 @@ use crate::talos_support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use crate::support::{TestHost, no_env, test_host};
+
 use hostio::{HostRoot, SystemRunner};
 use httpmock::MockServer;
 use talos_image::machineconfig::{self, NodePatch, Role};
@@ -32,29 +34,18 @@ struct Fixture {
     server: MockServer,
 }
 
-fn no_env(_: &str) -> Option<String> {
-    None
-}
-
 /// A fixture host with bridge br0, a private test-driver node, and the mock factory.
 fn fixture(host_name: &str) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = fixture_builder::build_host(host_name);
-    let host = HostRoot::new(tree.path());
-    host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
+    let TestHost {
+        dir,
+        tree,
+        host,
+        mut config,
+        lv,
+    } = test_host(host_name);
     let server = factory(Some(fake_qcow2(dir.path(), "64M")));
-    let mut config = Config::defaults();
-    config.set("storage_dir", dir.path().join("vms").display().to_string());
-    config.set(
-        "image_cache",
-        dir.path().join("cache").display().to_string(),
-    );
-    config.set("domain_type", "qemu");
     config.set("talos_factory_url", server.base_url());
     config.set("github_api_url", server.base_url());
-    let node = dir.path().join("node.xml");
-    std::fs::write(&node, "<node/>\n").unwrap();
-    let lv = Libvirt::open(&format!("test://{}", node.display())).unwrap();
     Fixture {
         dir,
         _tree: tree,

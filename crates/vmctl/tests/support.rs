@@ -1,0 +1,44 @@
+//! What the library-level create tests share: a fixture host root with bridge br0, a private
+//! libvirt test-driver node, storage and image cache in a temporary directory, and an
+//! environment without variables.
+
+use hostio::HostRoot;
+use vmctl::config::Config;
+use vmctl::libvirt::Libvirt;
+
+pub fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+pub struct TestHost {
+    pub dir: tempfile::TempDir,
+    pub tree: tempfile::TempDir,
+    pub host: HostRoot,
+    pub config: Config,
+    pub lv: Libvirt,
+}
+
+/// The fixture host `host_name` (tests/fixtures/hosts) with bridge br0; TCG domains.
+pub fn test_host(host_name: &str) -> TestHost {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = fixture_builder::build_host(host_name);
+    let host = HostRoot::new(tree.path());
+    host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
+    let mut config = Config::defaults();
+    config.set("storage_dir", dir.path().join("vms").display().to_string());
+    config.set(
+        "image_cache",
+        dir.path().join("cache").display().to_string(),
+    );
+    config.set("domain_type", "qemu");
+    let node = dir.path().join("node.xml");
+    std::fs::write(&node, "<node/>\n").unwrap();
+    let lv = Libvirt::open(&format!("test://{}", node.display())).unwrap();
+    TestHost {
+        dir,
+        tree,
+        host,
+        config,
+        lv,
+    }
+}
