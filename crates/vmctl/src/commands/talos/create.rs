@@ -827,15 +827,11 @@ fn disks_and_boot_order(
     image: &Path,
     config: &Path,
 ) -> (Vec<Disk>, Vec<BootEntry>) {
-    match media {
+    // The boot entries are read off the disks (index, description), so the two cannot disagree.
+    let (disks, described): (Vec<Disk>, &[(usize, &str)]) = match media {
         Media::Nocloud => (
             overlay_and_seed(disk, config),
-            vec![BootEntry {
-                order: 1,
-                target: "vda".into(),
-                path: disk.to_path_buf(),
-                what: "system disk, an overlay of the nocloud image".into(),
-            }],
+            &[(0, "system disk, an overlay of the nocloud image")],
         ),
         Media::MetalIso => (
             vec![
@@ -843,22 +839,23 @@ fn disks_and_boot_order(
                 Disk::cdrom(image, "sda").boot(2),
                 Disk::cdrom(config, "sdb"),
             ],
-            vec![
-                BootEntry {
-                    order: 1,
-                    target: "vda".into(),
-                    path: disk.to_path_buf(),
-                    what: "system disk, blank until Talos installs to it".into(),
-                },
-                BootEntry {
-                    order: 2,
-                    target: "sda".into(),
-                    path: image.to_path_buf(),
-                    what: "Talos metal ISO, installs to the disk on first boot".into(),
-                },
+            &[
+                (0, "system disk, blank until Talos installs to it"),
+                (1, "Talos metal ISO, installs to the disk on first boot"),
             ],
         ),
-    }
+    };
+    let order = described
+        .iter()
+        .map(|&(i, what)| BootEntry {
+            // Without per-device orders the domain boots its first disk (`<boot dev='hd'/>`).
+            order: disks[i].boot_order.unwrap_or(1),
+            target: disks[i].target.clone(),
+            path: disks[i].path.clone(),
+            what: what.into(),
+        })
+        .collect();
+    (disks, order)
 }
 
 /// Removes a new cluster's directory when the create that started it fails.
