@@ -31,7 +31,10 @@ fn run_closed(args: &[&str], closed: Closed) -> (Option<i32>, String) {
         Closed::Stdout => out.stderr,
         Closed::Stderr | Closed::Both => out.stdout,
     };
-    (out.status.code(), String::from_utf8_lossy(&open).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&open).into_owned(),
+    )
 }
 
 #[test]

@@ -78,7 +78,7 @@ pub fn run(cmd: &IpCommand, config: &Config, host: &HostRoot, json: bool) -> Res
             let hv = Libvirt::open(config.connect())?;
             let l = ip::list(config, host, &hv, bridge.as_deref())?;
             for n in &l.notes {
-                eprintln!("note: {n}");
+                clikit::errln(&format!("note: {n}"));
             }
             if json {
                 out_json(&l);
@@ -135,7 +135,9 @@ fn owners(config: &Config) -> Option<MacOwners> {
     match Libvirt::open(uri).and_then(|hv| ip::mac_owners(&hv)) {
         Ok(o) => Some(o),
         Err(e) => {
-            eprintln!("note: libvirt at {uri} unreachable ({e}); the vm column is empty");
+            clikit::errln(&format!(
+                "note: libvirt at {uri} unreachable ({e}); the vm column is empty"
+            ));
             None
         }
     }
@@ -168,7 +170,7 @@ fn check(a: &CheckArgs, config: &Config, host: &HostRoot, json: bool) -> Result<
         Found::One(p) => {
             let p = attach_probe(p, owners.as_ref());
             if p.fallback {
-                eprintln!("note: {}", ip::fallback_note());
+                clikit::errln(&format!("note: {}", ip::fallback_note()));
             }
             if json {
                 out_json(&p);
@@ -182,7 +184,7 @@ fn check(a: &CheckArgs, config: &Config, host: &HostRoot, json: bool) -> Result<
         Found::All(c) => {
             let c = attach_check(c, owners.as_ref());
             if c.fallback {
-                eprintln!("note: {}", ip::fallback_note());
+                clikit::errln(&format!("note: {}", ip::fallback_note()));
             }
             if json {
                 out_json(&c);

@@ -250,7 +250,7 @@ pub fn run(cmd: &TalosCommand, config: &Config, host: &HostRoot, json: bool) -> 
             };
             let s = talos::schematic(config, host, &req)?;
             if let Some(n) = &s.driver_note {
-                eprintln!("{n}");
+                clikit::errln(n);
             }
             if json {
                 out_json(&s);
@@ -299,10 +299,10 @@ pub fn run(cmd: &TalosCommand, config: &Config, host: &HostRoot, json: bool) -> 
                     s += &format!("{}\n", f.display());
                 }
                 out(&s);
-                eprintln!(
+                clikit::errln(&format!(
                     "cluster {} (Talos {}, endpoint {}): files written with mode 0600",
                     c.cluster, c.version, c.endpoint
-                );
+                ));
             }
         }
     }
@@ -312,9 +312,9 @@ pub fn run(cmd: &TalosCommand, config: &Config, host: &HostRoot, json: bool) -> 
 /// The human view of `create talos`: a summary on stderr, the next steps on stdout.
 pub fn render_created(c: &TalosCreated, uri: &str) {
     if let Some(n) = &c.driver_note {
-        eprintln!("{n}");
+        clikit::errln(n);
     }
-    eprintln!(
+    clikit::errln(&format!(
         "{}: {} (Talos {}, {} of cluster {}{}, MAC {}, {})",
         c.name,
         if c.started {
@@ -331,8 +331,8 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
         if c.new_cluster { ", new" } else { "" },
         c.mac,
         c.ip.as_deref().unwrap_or("DHCP")
-    );
-    eprintln!(
+    ));
+    clikit::errln(&format!(
         "  schematic {} ({}{})",
         c.schematic_id,
         c.extensions.join(", "),
@@ -341,23 +341,23 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
         } else {
             format!("; kernel args {}", c.kernel_args.join(" "))
         }
-    );
-    eprintln!("  installer {}", c.installer_image);
-    eprintln!(
+    ));
+    clikit::errln(&format!("  installer {}", c.installer_image));
+    clikit::errln(&format!(
         "  config on the {} volume {}",
         c.seed_label,
         c.seed.display()
-    );
+    ));
     for b in &c.boot_order {
-        eprintln!(
+        clikit::errln(&format!(
             "  boot {}: {} {} ({})",
             b.order,
             b.target,
             b.path.display(),
             b.what
-        );
+        ));
     }
-    eprintln!(
+    clikit::errln(&format!(
         "  image {} sha256 {} ({})",
         c.image_url,
         c.base_sha256,
@@ -366,7 +366,7 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
                 "matches the sha256 recorded at its first download",
             _ => "no published checksum; sha256 recorded at this first download",
         }
-    );
+    ));
     let mut s = format!(
         "{}\ntalosconfig: {}\nconsole:     virsh -c {uri} console {}\n",
         c.name,

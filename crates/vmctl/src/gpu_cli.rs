@@ -112,7 +112,7 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
             };
             let o = gpu::attach(&ctx, &req)?;
             for f in &o.forced {
-                eprintln!("warning: --force: {f}");
+                clikit::errln(&format!("warning: --force: {f}"));
             }
             if json {
                 out_json(&o);
@@ -148,7 +148,7 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
             // The host root is the door to sysfs: on the real host these are the kernel's files.
             let o = gpu::detach(&ctx, host, &req)?;
             for w in &o.warnings {
-                eprintln!("warning: {w}");
+                clikit::errln(&format!("warning: {w}"));
             }
             if json {
                 out_json(&o);

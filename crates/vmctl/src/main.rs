@@ -2,7 +2,7 @@
 //! or `--json`, prints errors with `help:` lines. Exit codes: 0 ok, 1 failure, 2 usage/refused,
 //! 130 interrupted.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -252,16 +252,10 @@ struct UbuntuArgs {
     timezone: Option<String>,
 }
 
-/// Writes to stdout; a closed pipe (`vmctl list | head`) is a clean exit.
+/// Writes to stdout; a closed pipe (`vmctl list | head`) is ignored, so the exit code stays the
+/// one the command earned.
 fn out(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout
-        .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush())
-        && e.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        std::process::exit(0);
-    }
+    clikit::out(text);
 }
 
 fn out_json<T: serde::Serialize>(value: &T) {
@@ -453,7 +447,7 @@ fn confirm(question: &str) -> bool {
     if !std::io::stdin().is_terminal() {
         return false;
     }
-    eprint!("{question} [y/N] ");
+    clikit::err(&format!("{question} [y/N] "));
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
 }
@@ -525,12 +519,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             out_json(&f);
         } else {
             out(&format!("{}\n", f.path.display()));
-            eprintln!(
+            clikit::errln(&format!(
                 "sha256 {} ({:?}{})",
                 f.sha256,
                 f.verification,
                 if f.downloaded { "" } else { ", already cached" }
-            );
+            ));
         }
         return Ok(());
     }
@@ -681,7 +675,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let created = create::create_ubuntu(&ctx, &req, &bar)?;
             if !cli.json {
                 if created.defined {
-                    eprintln!(
+                    clikit::errln(&format!(
                         "{}: {} (MAC {}, {})",
                         created.name,
                         if created.started {
@@ -691,14 +685,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                         },
                         created.mac,
                         created.ip.as_deref().unwrap_or("DHCP")
-                    );
-                    eprintln!("  base image: {}", created.verification);
+                    ));
+                    clikit::errln(&format!("  base image: {}", created.verification));
                 } else {
-                    eprintln!(
+                    clikit::errln(&format!(
                         "{}: seed written to {}",
                         created.name,
                         created.seed.display()
-                    );
+                    ));
                 }
             }
             if a.wait && created.started {
@@ -708,7 +702,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     Duration::from_secs(a.wait_timeout.unwrap_or(600)),
                 )?;
                 if !cli.json {
-                    eprintln!("{}: SSH answers on {addr}", created.name);
+                    clikit::errln(&format!("{}: SSH answers on {addr}", created.name));
                 }
             }
             if cli.json {
@@ -744,13 +738,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            let mut causes = Vec::new();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
-                eprintln!("  caused by: {s}");
+                causes.push(s.to_string());
                 src = s.source();
             }
-            clikit::print_help_lines("vmctl", &e.help());
+            clikit::print_error("vmctl", &e.to_string(), &causes, &e.help());
             match e.exit_kind() {
                 ExitKind::Usage => ExitCode::from(2),
                 ExitKind::Failure => ExitCode::from(1),

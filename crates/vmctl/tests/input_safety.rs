@@ -52,7 +52,11 @@ impl Host {
              alice:x:1000:1000:Alice:/home/alice:/bin/bash\n",
         )
         .unwrap();
-        std::fs::write(d.join("id.pub"), format!("ssh-ed25519 {ED25519_BLOB} t@h\n")).unwrap();
+        std::fs::write(
+            d.join("id.pub"),
+            format!("ssh-ed25519 {ED25519_BLOB} t@h\n"),
+        )
+        .unwrap();
         let ok = std::process::Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2"])
             .arg(d.join("base.qcow2"))
@@ -225,8 +229,7 @@ fn yaml_lookalike_names_stay_strings_in_every_seed_file() {
         let nc = &docs["network-config"];
         assert_eq!(nc["version"][0], "int", "{name}: network-config {nc}");
         assert_eq!(
-            nc["ethernets"]["nic0"]["match"]["macaddress"][0],
-            "str",
+            nc["ethernets"]["nic0"]["match"]["macaddress"][0], "str",
             "{name}: network-config {nc}"
         );
         let schema = std::process::Command::new("cloud-init")
@@ -478,7 +481,11 @@ fn input_files_must_be_small_regular_files() {
         ("big.pub", "larger than"),
     ] {
         let p = h.path(file);
-        h.refused(h.create("in1", &["--ssh-key", p.to_str().unwrap()]), file, msg);
+        h.refused(
+            h.create("in1", &["--ssh-key", p.to_str().unwrap()]),
+            file,
+            msg,
+        );
     }
 }
 
@@ -597,10 +604,7 @@ fn assert_no_raw_controls(text: &str, what: &str) {
 fn names_in_text_output_are_escaped() {
     let dir = tempfile::tempdir().unwrap();
     let uri = odd_node(dir.path());
-    let out = vmctl()
-        .args(["--connect", &uri, "list"])
-        .output()
-        .unwrap();
+    let out = vmctl().args(["--connect", &uri, "list"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert_no_raw_controls(&text, "list");
@@ -706,7 +710,14 @@ fn talos_endpoint_help_and_validation_agree() {
         let mut c = vmctl();
         c.env("VMCTL_GITHUB_API_URL", "http://127.0.0.1:9")
             .env("VMCTL_TALOS_FACTORY_URL", "http://127.0.0.1:9")
-            .args(["talos", "config", "--cluster", "lab", "--endpoint", endpoint])
+            .args([
+                "talos",
+                "config",
+                "--cluster",
+                "lab",
+                "--endpoint",
+                endpoint,
+            ])
             .args(["--version", "v1.11.5", "--out"])
             .arg(out);
         c
