@@ -574,7 +574,7 @@ pub fn seed_files(
     };
     Ok(vec![
         ("user-data", user_data),
-        ("meta-data", seed::meta_data(&spec)),
+        ("meta-data", seed::meta_data(&spec)?),
         ("network-config", seed::network_config(&spec)?),
     ])
 }
