@@ -12,7 +12,7 @@ use vmctl::commands::Ctx;
 use vmctl::commands::create::UbuntuRequest;
 use vmctl::commands::desktop::{self, DesktopError, DesktopRequest, WaitEvent, iso};
 
-use super::{Bar, UbuntuArgs, out, out_json};
+use super::{Bar, UbuntuArgs, esc, out, out_json};
 
 /// Default `--wait-timeout` of a desktop install: download excluded, the install itself takes
 /// 10-30 min on a real host; 90 min leaves room for slow disks and the NVIDIA driver build.
@@ -65,7 +65,7 @@ pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) ->
         clikit::errln(&format!(
             "{}: ISO {} ({})",
             created.name,
-            created.iso.path.display(),
+            esc(&created.iso.path.display().to_string()),
             created.iso.verification
         ));
         if !created.iso.signature_verified {
@@ -81,7 +81,7 @@ pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) ->
             },
             created.mac,
             created.ip.as_deref().unwrap_or("DHCP"),
-            created.console_log.display()
+            esc(&created.console_log.display().to_string())
         ));
     }
     let mut switched = None;

@@ -13,7 +13,7 @@ use vmctl::commands::ip::{self, IpCheck, IpListing, IpProbe, MacOwners};
 use vmctl::config::Config;
 use vmctl::libvirt::Libvirt;
 
-use crate::{out, out_json};
+use crate::{esc, out, out_json, table};
 
 #[derive(Debug, Subcommand)]
 pub enum IpCommand {
@@ -78,7 +78,7 @@ pub fn run(cmd: &IpCommand, config: &Config, host: &HostRoot, json: bool) -> Res
             let hv = Libvirt::open(config.connect())?;
             let l = ip::list(config, host, &hv, bridge.as_deref())?;
             for n in &l.notes {
-                clikit::errln(&format!("note: {n}"));
+                clikit::errln(&format!("note: {}", clikit::escape_text(n)));
             }
             if json {
                 out_json(&l);
@@ -136,7 +136,9 @@ fn owners(config: &Config) -> Option<MacOwners> {
         Ok(o) => Some(o),
         Err(e) => {
             clikit::errln(&format!(
-                "note: libvirt at {uri} unreachable ({e}); the vm column is empty"
+                "note: libvirt at {} unreachable ({}); the vm column is empty",
+                esc(uri),
+                esc(&e.to_string())
             ));
             None
         }
@@ -212,24 +214,6 @@ fn attach_probe(mut p: IpProbe, owners: Option<&MacOwners>) -> IpProbe {
     p
 }
 
-fn table(rows: Vec<Vec<String>>) -> String {
-    let cols = rows.first().map(Vec::len).unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut s = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        s.push_str(line.join("  ").trim_end());
-        s.push('\n');
-    }
-    s
-}
-
 fn method_text(method: ScanMethod) -> &'static str {
     match method {
         ScanMethod::Raw => "raw ARP",
@@ -255,7 +239,7 @@ fn render_check(c: &IpCheck) -> String {
     let in_use: std::collections::BTreeSet<Ipv4Addr> = c.used.iter().map(|u| u.ip).collect();
     let mut s = format!(
         "{} {}: {} addresses in use, {} free ({}, {} ms)\n",
-        c.interface,
+        esc(&c.interface),
         c.subnet,
         in_use.len(),
         c.free_count,
@@ -285,12 +269,17 @@ fn render_probe(p: &IpProbe) -> String {
         format!(
             "{} is free on {} ({}, {} ms)\n",
             p.ip,
-            p.interface,
+            esc(&p.interface),
             method_text(p.method),
             p.duration_ms
         )
     } else {
-        format!("{} is taken on {} by {}\n", p.ip, p.interface, p.holders())
+        format!(
+            "{} is taken on {} by {}\n",
+            p.ip,
+            esc(&p.interface),
+            esc(&p.holders())
+        )
     }
 }
 

@@ -688,10 +688,11 @@ fn endpoint_help(args: &[&str]) -> String {
     para.join(" ")
 }
 
-/// The URLs a help paragraph gives as examples (placeholders such as `<--ip>` excluded).
+/// The URLs a help paragraph gives as examples (templates such as `https://<--ip>:6443` and
+/// `https://HOST:PORT` excluded).
 fn examples(help: &str) -> Vec<String> {
     help.split_whitespace()
-        .filter(|w| w.contains("://") && !w.contains('<'))
+        .filter(|w| w.contains("://") && !w.contains('<') && !w.contains("HOST"))
         .map(|w| w.trim_end_matches([',', '.', ';', ')']).to_string())
         .collect()
 }
