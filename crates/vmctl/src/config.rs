@@ -304,36 +304,6 @@ fn read_config(path: &Path) -> std::result::Result<String, Option<Error>> {
     })
 }
 
-/// toml's message without what it quotes from the file: a quoted part that is not just
-/// punctuation (the expected tokens, such as `=`) becomes `…`. (toml's `Display` also prints the
-/// offending line, so it is never shown.)
-fn scrub(message: &str) -> String {
-    let mut out = String::new();
-    let mut rest = message;
-    while let Some(i) = rest.find(['`', '"']) {
-        let quote = &rest[i..=i];
-        out.push_str(&rest[..=i]);
-        let after = &rest[i + 1..];
-        match after.find(quote) {
-            Some(j) => {
-                let inner = &after[..j];
-                if inner.chars().all(|c| c.is_ascii_punctuation()) {
-                    out.push_str(inner);
-                } else {
-                    out.push('…');
-                }
-                out.push_str(quote);
-                rest = &after[j + 1..];
-            }
-            None => {
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out.trim().to_string()
-}
-
 /// The key of [`KEYS`] closest to `key` (edit distance 2 or less), for "did you mean".
 fn closest_key(key: &str) -> Option<&'static str> {
     fn distance(a: &str, b: &str) -> usize {
@@ -372,7 +342,10 @@ fn parse_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
     let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> =
         toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
-            at(offset, format!("not valid TOML: {}", scrub(e.message())))
+            at(
+                offset,
+                format!("not valid TOML: {}", input::scrub(e.message())),
+            )
         })?;
     let mut out = BTreeMap::new();
     for (k, v) in table {
@@ -510,8 +483,5 @@ mod tests {
                 assert!(!msg.contains(needle), "{text:?}: {msg}");
             }
         }
-        assert_eq!(scrub("expected `.`, `=`"), "expected `.`, `=`");
-        assert_eq!(scrub("duplicate key `SECRET`"), "duplicate key `…`");
-        assert_eq!(scrub("invalid \"SECRET\" here"), "invalid \"…\" here");
     }
 }

@@ -93,6 +93,37 @@ pub fn read_text(path: &Path, max: u64) -> Result<String, InputError> {
     })
 }
 
+/// A parser's message without what it quotes from the file: a part in backticks or double
+/// quotes that is not just punctuation (an expected token such as `=`) becomes `…`. Parsers'
+/// `Display` often adds the offending line too; callers give only the position and this.
+pub fn scrub(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(i) = rest.find(['`', '"']) {
+        let quote = &rest[i..=i];
+        out.push_str(&rest[..=i]);
+        let after = &rest[i + 1..];
+        match after.find(quote) {
+            Some(j) => {
+                let inner = &after[..j];
+                if inner.chars().all(|c| c.is_ascii_punctuation()) {
+                    out.push_str(inner);
+                } else {
+                    out.push('…');
+                }
+                out.push_str(quote);
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push('…');
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out.trim().to_string()
+}
+
 /// The 1-based line and column (in characters) of byte `offset` of `text`.
 pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
@@ -152,6 +183,14 @@ mod tests {
         std::fs::write(&latin1, b"a\n\xc3\xa9t\xe9\n").unwrap();
         let err = read_text(&latin1, 100).unwrap_err();
         assert_eq!(err.to_string(), "line 2, column 3: not UTF-8 text");
+    }
+
+    #[test]
+    fn scrub_keeps_tokens_and_drops_quoted_content() {
+        assert_eq!(scrub("expected `.`, `=`"), "expected `.`, `=`");
+        assert_eq!(scrub("duplicate key `SECRET`"), "duplicate key `…`");
+        assert_eq!(scrub("invalid \"SECRET\" here"), "invalid \"…\" here");
+        assert_eq!(scrub("unclosed `SECRET"), "unclosed `…");
     }
 
     #[test]

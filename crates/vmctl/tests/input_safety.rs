@@ -547,6 +547,45 @@ fn file_errors_give_line_and_column_but_never_content() {
 }
 
 #[test]
+fn schematic_files_are_small_regular_files_never_quoted() {
+    let h = Host::new();
+    let secret = h.path("shadow");
+    std::fs::write(&secret, SECRET).unwrap();
+    let yaml = h.path("s.yaml");
+    std::fs::write(
+        &yaml,
+        "customization:\n  systemExtensions:\n    officialExtensions: SECRETVALUE\n",
+    )
+    .unwrap();
+    fifo(&h.path("fifo"));
+    let schematic = |p: &Path| {
+        let mut c = vmctl();
+        c.env("VMCTL_TALOS_FACTORY_URL", "http://127.0.0.1:9")
+            .env("VMCTL_GITHUB_API_URL", "http://127.0.0.1:9")
+            .arg("--host-root")
+            .arg(h.path("root"))
+            .args(["talos", "schematic", "--file"])
+            .arg(p);
+        c
+    };
+    for (file, msg) in [
+        (Path::new("/dev/zero"), "not a regular file"),
+        (h.path("fifo").as_path(), "not a regular file"),
+        (secret.as_path(), "line 1, column "),
+        (yaml.as_path(), "line 3, column "),
+    ] {
+        let err = h.refused(schematic(file), &file.display().to_string(), msg);
+        for needle in ["SECRET", "root:", "19700"] {
+            assert!(
+                !err.contains(needle),
+                "{} leaks {needle}: {err}",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
 fn config_values_must_be_strings() {
     let h = Host::new();
     for (text, msg) in [

@@ -41,6 +41,9 @@ pub enum TalosError {
         #[source]
         source: std::io::Error,
     },
+    /// `--file` is not a small regular file or not a schematic; never quotes the file.
+    #[error("schematic file {path}: {reason}")]
+    SchematicFile { path: PathBuf, reason: String },
     #[error("parse cluster record {path}")]
     ParseRecord {
         path: PathBuf,
@@ -86,6 +89,7 @@ impl TalosError {
             | TalosError::NoSuchCluster { .. }
             | TalosError::NoEndpoint { .. }
             | TalosError::OutputExists { .. }
+            | TalosError::SchematicFile { .. }
             | TalosError::MissingProgram { .. }
             | TalosError::BootstrapUnsupported { .. } => ExitKind::Usage,
             _ => ExitKind::Failure,
@@ -128,6 +132,9 @@ impl TalosError {
             )],
             TalosError::NoEndpoint { .. } => vec![
                 "give the control plane a static address with --ip A.B.C.D/NN (or --ip auto), or pass --endpoint https://IP:6443".into(),
+            ],
+            TalosError::SchematicFile { .. } => vec![
+                "pass an Image Factory schematic (YAML with customization.systemExtensions.officialExtensions, customization.extraKernelArgs), or leave out --file".into(),
             ],
             TalosError::OutputExists { .. } => {
                 vec!["choose an empty --out directory; vmctl never overwrites secrets".into()]
@@ -269,11 +276,35 @@ pub fn build_schematic(
 ) -> Result<(Schematic, Option<String>)> {
     let mut schematic = match &req.file {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| TalosError::ReadFile {
+            let bad = |reason: String| TalosError::SchematicFile {
                 path: p.clone(),
-                source,
-            })?;
-            Schematic::from_yaml(&text)?
+                reason,
+            };
+            // A small regular file only, and errors by position: the file may be anything (a
+            // symlink to /etc/shadow), so neither its text nor the parser's quotes of it are shown.
+            let text =
+                crate::input::read_text(p, crate::input::CONFIG_MAX).map_err(|e| match e {
+                    crate::input::InputError::Io(source) => TalosError::ReadFile {
+                        path: p.clone(),
+                        source,
+                    },
+                    other => bad(other.to_string()),
+                })?;
+            Schematic::from_yaml(&text).map_err(|e| match e {
+                talos_image::Error::ParseSchematic { source } => {
+                    let (line, column) =
+                        source.location().map_or((1, 1), |l| (l.line(), l.column()));
+                    let message = source.to_string();
+                    let message = message
+                        .rsplit_once(" at line ")
+                        .map_or(message.as_str(), |(m, _)| m);
+                    bad(format!(
+                        "line {line}, column {column}: not a schematic ({})",
+                        crate::input::scrub(message)
+                    ))
+                }
+                other => other.into(),
+            })?
         }
         None => Schematic::default(),
     };
