@@ -250,7 +250,10 @@ impl Logger {
             match OpenOptions::new().create(true).append(true).open(&p) {
                 Ok(f) => Some(Mutex::new(f)),
                 Err(e) => {
-                    eprintln!("warning: cannot open log file {}: {e}", p.display());
+                    clikit::errln(&format!(
+                        "warning: cannot open log file {}: {e}",
+                        p.display()
+                    ));
                     None
                 }
             }
@@ -273,9 +276,9 @@ impl Log for Logger {
             Level::Error => ("ERROR", "\x1b[31m"),
         };
         if self.color {
-            eprintln!("{ts} {colour}{name}\x1b[0m {msg}");
+            clikit::errln(&format!("{ts} {colour}{name}\x1b[0m {msg}"));
         } else {
-            eprintln!("{ts} {name} {msg}");
+            clikit::errln(&format!("{ts} {name} {msg}"));
         }
         if let Some(f) = &self.file
             && let Ok(mut f) = f.lock()
@@ -370,7 +373,7 @@ fn confirm(a: &GlobalArgs, what: &str) -> Result<(), Failure> {
             "review the plan above, then pass --yes",
         ));
     }
-    eprint!("{what}? [y/N] ");
+    clikit::err(&format!("{what}? [y/N] "));
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
@@ -539,7 +542,7 @@ fn detect(a: &GlobalArgs, root: &HostRoot, capture: Option<PathBuf>) -> Result<E
             message: chain(&e),
             help: vec!["check that the output directory exists and is writable".into()],
         })?;
-        eprintln!("wrote {n} entries to {}", out.display());
+        clikit::errln(&format!("wrote {n} entries to {}", out.display()));
         return Ok(ExitCode::SUCCESS);
     }
     let facts = hwdetect::detect(root);
@@ -549,7 +552,7 @@ fn detect(a: &GlobalArgs, root: &HostRoot, capture: Option<PathBuf>) -> Result<E
         out(&hwdetect::render_table(&facts));
     }
     for w in &facts.warnings {
-        eprintln!("warning: {w}");
+        clikit::errln(&format!("warning: {w}"));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -560,7 +563,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            clikit::errln(&format!("error: {}", f.message));
             clikit::print_help_lines("gpu-vm-bootstrap", &f.help);
             ExitCode::from(f.code)
         }

@@ -5,6 +5,7 @@
 
 mod cli;
 mod cli_conventions;
+mod closed_pipes;
 mod common;
 mod crash;
 mod detect_cli;

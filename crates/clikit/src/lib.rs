@@ -1,10 +1,12 @@
 //! What both binaries share at the command line: the `completions` and hidden `__man`
-//! subcommands, the exit-code text for `--help`, `-v`/`-vv` tracing to stderr, and writing to
-//! stdout so that a closed pipe (`vmctl list | head -1`) is a clean exit.
+//! subcommands, the exit-code text for `--help`, `-v`/`-vv` tracing to stderr, writing to
+//! stdout and stderr so that a closed pipe (`vmctl list | head -1`, `vmctl info x 2>&1 | head
+//! -c0`) never panics, and escaping the names a text view prints.
 //!
 //! This crate depends on clap on purpose: it is the binaries' side of the line, never a
 //! library crate's.
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -45,15 +47,15 @@ impl DocsCommand {
             }
             DocsCommand::Man { dir } => man_pages(cmd, dir).map(|pages| {
                 for p in pages {
-                    eprintln!("wrote {}", p.display());
+                    errln(&format!("wrote {}", escape(&p.display().to_string())));
                 }
             }),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
-                eprintln!("help: check that the directory exists and is writable");
+                errln(&format!("error: {}", escape_text(&e.to_string())));
+                errln("help: check that the directory exists and is writable");
                 ExitCode::from(1)
             }
         }
@@ -84,11 +86,87 @@ pub fn man_pages(cmd: clap::Command, dir: &Path) -> std::io::Result<Vec<PathBuf>
 /// error has no specific next step, the generic one says how to learn more.
 pub fn print_help_lines(bin: &str, help: &[String]) {
     if help.is_empty() {
-        eprintln!("help: run again with -vv for details; `{bin} --help` lists the options");
+        errln(&format!(
+            "help: run again with -vv for details; `{bin} --help` lists the options"
+        ));
     }
     for h in help {
-        eprintln!("help: {h}");
+        errln(&format!("help: {}", escape_text(h)));
     }
+}
+
+/// Prints an error to stderr: `error: MESSAGE`, one `  caused by: …` line per cause, then the
+/// `help:` lines. Messages are escaped with [`escape_text`] (they name paths and domains that
+/// came from outside); a closed stderr is ignored, so the caller still exits with its code.
+pub fn print_error(bin: &str, message: &str, causes: &[String], help: &[String]) {
+    errln(&format!("error: {}", escape_text(message)));
+    for c in causes {
+        errln(&format!("  caused by: {}", escape_text(c)));
+    }
+    print_help_lines(bin, help);
+}
+
+/// Writes `text` to stderr and flushes, ignoring every error: a closed or full stderr must not
+/// turn a refusal (exit 2) into a panic (exit 101) the way `eprintln!` does; there is nowhere
+/// left to report it.
+pub fn err(text: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_all(text.as_bytes()).and_then(|()| e.flush());
+}
+
+/// Like [`err`] with a trailing newline; use it where `eprintln!` would be.
+pub fn errln(text: &str) {
+    let mut s = String::with_capacity(text.len() + 1);
+    s.push_str(text);
+    s.push('\n');
+    err(&s);
+}
+
+/// True for characters a terminal acts on instead of showing: the C0 controls, DEL and the C1
+/// controls (ECMA-48: ESC and CSI start escape sequences that move the cursor, recolour or
+/// retitle the window), the Unicode bidi formatting characters (UAX #9: LRM, RLM, ALM, the
+/// embeddings and overrides U+202A-U+202E and the isolates U+2066-U+2069, which reorder what
+/// follows them; "Trojan Source", CVE-2021-42574) and the line and paragraph separators.
+pub fn is_unsafe_for_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
+
+/// `s` for a text view: every character of [`is_unsafe_for_terminal`] (newlines and tabs too)
+/// as `\u{…}`, the rest as is. JSON output needs none of this: serde_json escapes the controls
+/// and the rest is data.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    escape_keeping(s, |_| false)
+}
+
+/// [`escape`] for multi-line text (error messages): newlines stay, everything else unsafe is
+/// escaped.
+pub fn escape_text(s: &str) -> Cow<'_, str> {
+    escape_keeping(s, |c| c == '\n')
+}
+
+fn escape_keeping(s: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !s.chars().any(|c| is_unsafe_for_terminal(c) && !keep(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_unsafe_for_terminal(c) && !keep(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Writes `bytes` to a locked stdout and flushes. A closed pipe (EPIPE) counts as success:
@@ -127,8 +205,11 @@ pub fn init_logging(verbose: u8, env_var: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env(env_var)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // log_internal_errors(false): by default a failed write is reported with `eprintln!`, which
+    // panics when stderr is a closed pipe.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .try_init();
@@ -170,6 +251,35 @@ mod tests {
         let page = std::fs::read_to_string(dir.path().join("demo.1")).expect("read");
         assert!(page.starts_with(".ie \\n(.g .ds Aq"), "{page}");
         assert!(page.contains("a demo"));
+    }
+
+    #[test]
+    fn escape_shows_controls_and_bidi_as_code_points() {
+        assert_eq!(escape("web-01"), "web-01");
+        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+        for (raw, shown) in [
+            ("a\u{1b}[2Jb", "a\\u{1b}[2Jb"),
+            ("tab\tnl\n", "tab\\u{9}nl\\u{a}"),
+            ("del\u{7f}", "del\\u{7f}"),
+            ("csi\u{9b}31m", "csi\\u{9b}31m"),
+            ("nel\u{85}", "nel\\u{85}"),
+            ("evil\u{202e}gnp.exe", "evil\\u{202e}gnp.exe"),
+            (
+                "\u{202a}\u{202b}\u{202c}\u{202d}",
+                "\\u{202a}\\u{202b}\\u{202c}\\u{202d}",
+            ),
+            (
+                "\u{2066}\u{2067}\u{2068}\u{2069}",
+                "\\u{2066}\\u{2067}\\u{2068}\\u{2069}",
+            ),
+            ("\u{200e}\u{200f}\u{61c}", "\\u{200e}\\u{200f}\\u{61c}"),
+            ("\u{2028}\u{2029}", "\\u{2028}\\u{2029}"),
+            // Printable non-ASCII stays.
+            ("José ✓ 東京", "José ✓ 東京"),
+        ] {
+            assert_eq!(escape(raw), shown, "{raw:?}");
+        }
+        assert_eq!(escape_text("one\ntwo\u{1b}"), "one\ntwo\\u{1b}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use vmctl::commands::Ctx;
 use vmctl::commands::create::UbuntuRequest;
 use vmctl::commands::desktop::{self, DesktopError, DesktopRequest, WaitEvent, iso};
 
-use super::{Bar, UbuntuArgs, out, out_json};
+use super::{Bar, UbuntuArgs, esc, out, out_json};
 
 /// Default `--wait-timeout` of a desktop install: download excluded, the install itself takes
 /// 10-30 min on a real host; 90 min leaves room for slow disks and the NVIDIA driver build.
@@ -44,7 +44,7 @@ pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) ->
         plan.set_password_hash(desktop::hash_password(ctx.runner, &password)?);
     }
     if !json {
-        eprintln!(
+        clikit::errln(&format!(
             "{}: Ubuntu {} {} desktop, {} vCPUs, {} MiB, {} GiB disk{}",
             plan.base.name,
             plan.release.version,
@@ -57,21 +57,21 @@ pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) ->
             } else {
                 format!(", {} GPU(s) + NVIDIA driver", plan.base.gpus.len())
             }
-        );
+        ));
     }
     let bar = Bar(ProgressBar::new(0));
     let created = desktop::create_planned(ctx, plan, &bar)?;
     if !json {
-        eprintln!(
+        clikit::errln(&format!(
             "{}: ISO {} ({})",
             created.name,
-            created.iso.path.display(),
+            esc(&created.iso.path.display().to_string()),
             created.iso.verification
-        );
+        ));
         if !created.iso.signature_verified {
-            eprintln!("  note: only the checksum was verified, not the SHA256SUMS signature");
+            clikit::errln("  note: only the checksum was verified, not the SHA256SUMS signature");
         }
-        eprintln!(
+        clikit::errln(&format!(
             "{}: install phase {} (MAC {}, {}); console log {}",
             created.name,
             if created.started {
@@ -81,8 +81,8 @@ pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) ->
             },
             created.mac,
             created.ip.as_deref().unwrap_or("DHCP"),
-            created.console_log.display()
-        );
+            esc(&created.console_log.display().to_string())
+        ));
     }
     let mut switched = None;
     if a.wait && created.started {
@@ -93,35 +93,35 @@ pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) ->
         let name = created.name.clone();
         let s = desktop::wait_install(ctx, &created.name, timeout, &|ev| match ev {
             WaitEvent::Phase(p, t) => spinner.suspend(|| {
-                eprintln!(
+                clikit::errln(&format!(
                     "{name}: [{:>3}:{:02}] {}",
                     t.as_secs() / 60,
                     t.as_secs() % 60,
                     p.describe()
-                )
+                ))
             }),
             WaitEvent::Line(l) => spinner.set_message(l.clone()),
         });
         spinner.finish_and_clear();
         let s = s?;
         let t = began.elapsed().as_secs();
-        eprintln!(
+        clikit::errln(&format!(
             "{}: [{:>3}:{:02}] switched to boot from disk (ISO, seed and installer kernel detached); started",
             created.name,
             t / 60,
             t % 60
-        );
+        ));
         let rest = timeout
             .saturating_sub(began.elapsed())
             .max(Duration::from_secs(600));
         let addr = super::wait_for_ssh(ctx, &created.name, rest)?;
         let t = began.elapsed().as_secs();
-        eprintln!(
+        clikit::errln(&format!(
             "{}: [{:>3}:{:02}] the installed desktop answers SSH on {addr}",
             created.name,
             t / 60,
             t % 60
-        );
+        ));
         switched = Some(s);
     }
     if json {
@@ -184,7 +184,7 @@ fn prompt_password(question: &str) -> Result<String, Error> {
 /// One line from the terminal on stdin with echo off (termios(3)), echo restored after.
 #[allow(unsafe_code)]
 fn read_hidden(question: &str) -> Result<String, Error> {
-    eprint!("{question}");
+    clikit::err(question);
     let _ = std::io::stderr().flush();
     // SAFETY: termios is plain old data; tcgetattr fills it for fd 0, which is a terminal
     // (checked by the caller), and we only pass pointers to this local.

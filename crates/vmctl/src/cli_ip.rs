@@ -13,7 +13,7 @@ use vmctl::commands::ip::{self, IpCheck, IpListing, IpProbe, MacOwners};
 use vmctl::config::Config;
 use vmctl::libvirt::Libvirt;
 
-use crate::{out, out_json};
+use crate::{esc, out, out_json, table};
 
 #[derive(Debug, Subcommand)]
 pub enum IpCommand {
@@ -78,7 +78,7 @@ pub fn run(cmd: &IpCommand, config: &Config, host: &HostRoot, json: bool) -> Res
             let hv = Libvirt::open(config.connect())?;
             let l = ip::list(config, host, &hv, bridge.as_deref())?;
             for n in &l.notes {
-                eprintln!("note: {n}");
+                clikit::errln(&format!("note: {}", clikit::escape_text(n)));
             }
             if json {
                 out_json(&l);
@@ -135,7 +135,11 @@ fn owners(config: &Config) -> Option<MacOwners> {
     match Libvirt::open(uri).and_then(|hv| ip::mac_owners(&hv)) {
         Ok(o) => Some(o),
         Err(e) => {
-            eprintln!("note: libvirt at {uri} unreachable ({e}); the vm column is empty");
+            clikit::errln(&format!(
+                "note: libvirt at {} unreachable ({}); the vm column is empty",
+                esc(uri),
+                esc(&e.to_string())
+            ));
             None
         }
     }
@@ -168,7 +172,7 @@ fn check(a: &CheckArgs, config: &Config, host: &HostRoot, json: bool) -> Result<
         Found::One(p) => {
             let p = attach_probe(p, owners.as_ref());
             if p.fallback {
-                eprintln!("note: {}", ip::fallback_note());
+                clikit::errln(&format!("note: {}", ip::fallback_note()));
             }
             if json {
                 out_json(&p);
@@ -182,7 +186,7 @@ fn check(a: &CheckArgs, config: &Config, host: &HostRoot, json: bool) -> Result<
         Found::All(c) => {
             let c = attach_check(c, owners.as_ref());
             if c.fallback {
-                eprintln!("note: {}", ip::fallback_note());
+                clikit::errln(&format!("note: {}", ip::fallback_note()));
             }
             if json {
                 out_json(&c);
@@ -210,24 +214,6 @@ fn attach_probe(mut p: IpProbe, owners: Option<&MacOwners>) -> IpProbe {
     p
 }
 
-fn table(rows: Vec<Vec<String>>) -> String {
-    let cols = rows.first().map(Vec::len).unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut s = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        s.push_str(line.join("  ").trim_end());
-        s.push('\n');
-    }
-    s
-}
-
 fn method_text(method: ScanMethod) -> &'static str {
     match method {
         ScanMethod::Raw => "raw ARP",
@@ -253,7 +239,7 @@ fn render_check(c: &IpCheck) -> String {
     let in_use: std::collections::BTreeSet<Ipv4Addr> = c.used.iter().map(|u| u.ip).collect();
     let mut s = format!(
         "{} {}: {} addresses in use, {} free ({}, {} ms)\n",
-        c.interface,
+        esc(&c.interface),
         c.subnet,
         in_use.len(),
         c.free_count,
@@ -283,12 +269,17 @@ fn render_probe(p: &IpProbe) -> String {
         format!(
             "{} is free on {} ({}, {} ms)\n",
             p.ip,
-            p.interface,
+            esc(&p.interface),
             method_text(p.method),
             p.duration_ms
         )
     } else {
-        format!("{} is taken on {} by {}\n", p.ip, p.interface, p.holders())
+        format!(
+            "{} is taken on {} by {}\n",
+            p.ip,
+            esc(&p.interface),
+            esc(&p.holders())
+        )
     }
 }
 

@@ -11,10 +11,10 @@ use talos_image::nvidia::{Driver, Flavour};
 use vmctl::Error;
 use vmctl::commands::create::NetworkRequest;
 use vmctl::commands::talos::create::{TalosCreated, TalosRequest};
-use vmctl::commands::talos::{self, ConfigRequest, SchematicRequest};
+use vmctl::commands::talos::{self, ConfigRequest, ENDPOINT_FORMS, SchematicRequest};
 use vmctl::config::Config;
 
-use crate::{out, out_json};
+use crate::{esc, out, out_json};
 
 #[derive(Debug, Subcommand)]
 pub enum TalosCommand {
@@ -109,8 +109,8 @@ pub struct ConfigArgs {
     /// Cluster name (a DNS label)
     #[arg(long)]
     cluster: String,
-    /// Kubernetes API endpoint, https://IP:6443
-    #[arg(long, value_name = "URL")]
+    // The forms are vmctl::commands::talos::ENDPOINT_FORMS, which check_endpoint accepts.
+    #[arg(long, value_name = "URL", help = format!("Kubernetes API endpoint: {ENDPOINT_FORMS}"))]
     endpoint: String,
     /// Talos version whose config contract to follow (default: latest stable)
     #[arg(long, value_name = "vX.Y.Z")]
@@ -122,7 +122,7 @@ pub struct ConfigArgs {
 
 #[derive(Debug, Args)]
 pub struct TalosArgs {
-    /// VM name (letters, digits, '.', '_', '-'); also the node's hostname
+    /// VM name, also the node's hostname: letters, digits and '-' (an RFC 1123 label, at most 63)
     name: String,
     #[arg(long, value_enum, default_value = "controlplane")]
     role: RoleArg,
@@ -130,8 +130,10 @@ pub struct TalosArgs {
     /// name; default: a new cluster named after the VM
     #[arg(long, value_name = "NAME")]
     cluster: Option<String>,
-    /// Kubernetes API endpoint of a new cluster (default https://<--ip>:6443)
-    #[arg(long, value_name = "URL")]
+    // The forms are ENDPOINT_FORMS, which check_endpoint accepts.
+    #[arg(long, value_name = "URL", help = format!(
+        "Kubernetes API endpoint of a new cluster (default https://<--ip>:6443): {ENDPOINT_FORMS}"
+    ))]
     endpoint: Option<String>,
     /// Talos version (default: the cluster's, else the latest stable release)
     #[arg(long, value_name = "vX.Y.Z")]
@@ -250,7 +252,7 @@ pub fn run(cmd: &TalosCommand, config: &Config, host: &HostRoot, json: bool) -> 
             };
             let s = talos::schematic(config, host, &req)?;
             if let Some(n) = &s.driver_note {
-                eprintln!("{n}");
+                clikit::errln(&clikit::escape_text(n));
             }
             if json {
                 out_json(&s);
@@ -296,13 +298,13 @@ pub fn run(cmd: &TalosCommand, config: &Config, host: &HostRoot, json: bool) -> 
             } else {
                 let mut s = String::new();
                 for f in &c.files {
-                    s += &format!("{}\n", f.display());
+                    s += &format!("{}\n", esc(&f.display().to_string()));
                 }
                 out(&s);
-                eprintln!(
+                clikit::errln(&format!(
                     "cluster {} (Talos {}, endpoint {}): files written with mode 0600",
                     c.cluster, c.version, c.endpoint
-                );
+                ));
             }
         }
     }
@@ -312,9 +314,9 @@ pub fn run(cmd: &TalosCommand, config: &Config, host: &HostRoot, json: bool) -> 
 /// The human view of `create talos`: a summary on stderr, the next steps on stdout.
 pub fn render_created(c: &TalosCreated, uri: &str) {
     if let Some(n) = &c.driver_note {
-        eprintln!("{n}");
+        clikit::errln(&clikit::escape_text(n));
     }
-    eprintln!(
+    clikit::errln(&format!(
         "{}: {} (Talos {}, {} of cluster {}{}, MAC {}, {})",
         c.name,
         if c.started {
@@ -331,8 +333,8 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
         if c.new_cluster { ", new" } else { "" },
         c.mac,
         c.ip.as_deref().unwrap_or("DHCP")
-    );
-    eprintln!(
+    ));
+    clikit::errln(&format!(
         "  schematic {} ({}{})",
         c.schematic_id,
         c.extensions.join(", "),
@@ -341,42 +343,42 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
         } else {
             format!("; kernel args {}", c.kernel_args.join(" "))
         }
-    );
-    eprintln!("  installer {}", c.installer_image);
-    eprintln!(
+    ));
+    clikit::errln(&format!("  installer {}", c.installer_image));
+    clikit::errln(&format!(
         "  config on the {} volume {}",
         c.seed_label,
-        c.seed.display()
-    );
+        esc(&c.seed.display().to_string())
+    ));
     for b in &c.boot_order {
-        eprintln!(
+        clikit::errln(&format!(
             "  boot {}: {} {} ({})",
             b.order,
             b.target,
-            b.path.display(),
+            esc(&b.path.display().to_string()),
             b.what
-        );
+        ));
     }
-    eprintln!(
+    clikit::errln(&format!(
         "  image {} sha256 {} ({})",
-        c.image_url,
+        esc(&c.image_url),
         c.base_sha256,
         match c.verification {
             vmctl::cache::Verification::MatchedRecord =>
                 "matches the sha256 recorded at its first download",
             _ => "no published checksum; sha256 recorded at this first download",
         }
-    );
+    ));
     let mut s = format!(
         "{}\ntalosconfig: {}\nconsole:     virsh -c {uri} console {}\n",
         c.name,
-        c.talosconfig.display(),
+        esc(&c.talosconfig.display().to_string()),
         c.name
     );
     if let Some(rc) = &c.runtime_class {
         s += &format!(
             "runtime class ({}; pods ask for it with runtimeClassName: nvidia):\n{}",
-            rc.display(),
+            esc(&rc.display().to_string()),
             talos_image::nvidia::RUNTIME_CLASS_MANIFEST
                 .lines()
                 .map(|l| format!("  {l}\n"))
@@ -390,7 +392,7 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
                 "  # {}{}\n  {}\n",
                 step.what,
                 if step.done { " (done)" } else { "" },
-                step.argv.join(" ")
+                esc(&step.argv.join(" "))
             );
         }
     }

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use hostio::HostRoot;
 use serde::Serialize;
+use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::input::{self, InputError};
 
 /// The system config file.
 pub const SYSTEM_CONFIG: &str = "/etc/vmctl/config.toml";
@@ -174,28 +176,23 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         flags: &[(&str, String)],
     ) -> Result<Self> {
-        let (file, table) = match explicit {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                (Some(path.to_path_buf()), parse_file(path, &text)?)
+        let (path, required) = match explicit {
+            Some(path) => (path.to_path_buf(), true),
+            None => (host.path(SYSTEM_CONFIG), false),
+        };
+        let (file, table) = match read_config(&path) {
+            Ok(text) => {
+                let table = parse_file(&path, &text)?;
+                (Some(path), table)
             }
-            None => match host.read_to_string(SYSTEM_CONFIG) {
-                Ok(text) => {
-                    let path = host.path(SYSTEM_CONFIG);
-                    let table = parse_file(&path, &text)?;
-                    (Some(path), table)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, BTreeMap::new()),
-                Err(source) => {
-                    return Err(Error::ReadConfig {
-                        path: host.path(SYSTEM_CONFIG),
-                        source,
-                    });
-                }
-            },
+            Err(None) if !required => (None, BTreeMap::new()),
+            Err(None) => {
+                return Err(Error::ReadConfig {
+                    path,
+                    source: std::io::ErrorKind::NotFound.into(),
+                });
+            }
+            Err(Some(e)) => return Err(e),
         };
         let mut settings = BTreeMap::new();
         for key in KEYS {
@@ -285,32 +282,101 @@ impl Config {
     }
 }
 
+/// The config file's text; `Err(None)` when it does not exist. Only a small regular file is
+/// read ([`input::read_text`]).
+fn read_config(path: &Path) -> std::result::Result<String, Option<Error>> {
+    input::read_text(path, input::CONFIG_MAX).map_err(|e| match e {
+        InputError::NotFound => None,
+        InputError::Io(source) => Some(Error::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        }),
+        InputError::NotUtf8 { line, column } => Some(Error::ParseConfig {
+            path: path.to_path_buf(),
+            line,
+            column,
+            reason: "not UTF-8 text".into(),
+        }),
+        other => Some(Error::BadConfig {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        }),
+    })
+}
+
+/// The key of [`KEYS`] closest to `key` (edit distance 2 or less), for "did you mean".
+fn closest_key(key: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    KEYS.iter()
+        .map(|k| (distance(key, k.name), k.name))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, n)| n)
+}
+
+/// Parses config.toml: every key one of [`KEYS`], every value a TOML string. Errors give the
+/// line and column but never the file's content: a key or value is not repeated back.
 fn parse_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| Error::ParseConfig {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    })?;
+    let at = |offset: usize, reason: String| {
+        let (line, column) = input::line_column(text, offset);
+        Error::ParseConfig {
+            path: path.to_path_buf(),
+            line,
+            column,
+            reason,
+        }
+    };
+    let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> =
+        toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            at(
+                offset,
+                format!("not valid TOML: {}", input::scrub(e.message())),
+            )
+        })?;
     let mut out = BTreeMap::new();
     for (k, v) in table {
-        if !KEYS.iter().any(|key| key.name == k) {
+        let name = k.get_ref();
+        let Some(key) = KEYS.iter().find(|key| key.name == name) else {
+            let hint = closest_key(name)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
             let known: Vec<_> = KEYS.iter().map(|k| k.name).collect();
-            return Err(Error::BadConfig {
-                path: path.to_path_buf(),
-                reason: format!("unknown key {k:?} (known: {})", known.join(", ")),
-            });
-        }
-        let value = match v {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            other => {
-                return Err(Error::BadConfig {
-                    path: path.to_path_buf(),
-                    reason: format!("{k} must be a string, not {}", other.type_str()),
-                });
-            }
+            return Err(at(
+                k.span().start,
+                format!("unknown key{hint} (known: {})", known.join(", ")),
+            ));
         };
-        out.insert(k, value);
+        let span = v.span();
+        match v.into_inner() {
+            toml::Value::String(s) => {
+                out.insert(key.name.to_string(), s);
+            }
+            other => {
+                return Err(at(
+                    span.start,
+                    format!(
+                        "{} must be a string, not {}; write it in quotes: {} = \"…\"",
+                        key.name,
+                        other.type_str(),
+                        key.name
+                    ),
+                ));
+            }
+        }
     }
     Ok(out)
 }
@@ -361,7 +427,61 @@ mod tests {
         std::fs::write(&path, "brige = \"br0\"\n").unwrap();
         let err =
             Config::load(&HostRoot::new(dir.path()), Some(&path), &|_| None, &[]).unwrap_err();
-        assert!(err.to_string().contains("unknown key \"brige\""), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("line 1, column 1: unknown key; did you mean `bridge`?"),
+            "{msg}"
+        );
+        assert!(!msg.contains("brige"), "{msg}");
         assert_eq!(err.exit_kind(), crate::error::ExitKind::Usage);
+    }
+
+    fn parse_err(text: &str) -> String {
+        let err = parse_file(Path::new("/c.toml"), text).unwrap_err();
+        assert_eq!(err.exit_kind(), crate::error::ExitKind::Usage, "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn values_must_be_strings() {
+        for (text, at, ty) in [
+            ("bridge = 5\n", "line 1, column 10", "integer"),
+            ("\nbridge = true\n", "line 2, column 10", "boolean"),
+            ("bridge = 1.5\n", "line 1, column 10", "float"),
+            ("bridge = [\"br0\"]\n", "line 1, column 10", "array"),
+            ("[bridge]\nx = 1\n", "line 1, column 1", "table"),
+            ("ssh_user = 1979-05-27\n", "line 1, column 12", "datetime"),
+        ] {
+            let msg = parse_err(text);
+            assert!(msg.contains(at), "{text:?}: {msg}");
+            assert!(
+                msg.contains(&format!("must be a string, not {ty}")),
+                "{msg}"
+            );
+        }
+        let ok = parse_file(Path::new("/c.toml"), "bridge = \"br1\"\n").unwrap();
+        assert_eq!(ok["bridge"], "br1");
+    }
+
+    #[test]
+    fn errors_never_quote_the_file() {
+        for (text, at) in [
+            (
+                "root:$y$j9T$SECRET$HASH:19700:0:99999:7:::\n",
+                "line 1, column ",
+            ),
+            (
+                "bridge = \"SECRET\"\nbridge = \"SECRET2\"\n",
+                "line 2, column 1",
+            ),
+            ("# x\nSECRET_token = \"SECRET\"\n", "line 2, column 1"),
+            ("bridge = \"SECRET\n", "line 1, column "),
+        ] {
+            let msg = parse_err(text);
+            assert!(msg.contains(at), "{text:?}: {msg}");
+            for needle in ["SECRET", "root", "19700", "HASH"] {
+                assert!(!msg.contains(needle), "{text:?}: {msg}");
+            }
+        }
     }
 }

@@ -39,6 +39,9 @@ pub enum Error {
         path: Option<PathBuf>,
         reason: String,
     },
+    /// The key file exists but is not a usable OpenSSH public key (the reason never quotes it).
+    #[error("SSH public key {path}: {reason}")]
+    BadSshKey { path: PathBuf, reason: String },
     #[error("{ip} is outside the subnet(s) of bridge {bridge}: {subnets}")]
     IpOutsideBridge {
         ip: String,
@@ -71,19 +74,26 @@ pub enum Error {
         value: String,
         reason: String,
     },
-    #[error("unknown Ubuntu release {release:?} (known: {known})")]
-    UnknownRelease { release: String, known: String },
+    #[error("unknown Ubuntu release {release:?}: vmctl does not support it")]
+    UnknownRelease {
+        release: String,
+        /// The releases vmctl supports, `VERSION (CODENAME)`, comma-separated.
+        supported: String,
+    },
     #[error("read config file {path}")]
     ReadConfig {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("parse config file {path}")]
+    /// A config file that is not valid TOML, or a key or value vmctl does not take; the
+    /// position, never the content (the file may be a symlink to a secret).
+    #[error("config file {path}, line {line}, column {column}: {reason}")]
     ParseConfig {
         path: PathBuf,
-        #[source]
-        source: Box<toml::de::Error>,
+        line: usize,
+        column: usize,
+        reason: String,
     },
     #[error("config file {path}: {reason}")]
     BadConfig { path: PathBuf, reason: String },
@@ -111,6 +121,16 @@ pub enum Error {
         name: String,
         #[source]
         source: std::io::Error,
+    },
+    /// A seed value with a character YAML 1.1 does not allow in a stream, or a control or
+    /// bidi character: cloud-init would fail to read the file, or the guest would show it raw.
+    #[error(
+        "cloud-init {file}: {field} holds U+{codepoint:04X}, a control, bidi or non-printable character"
+    )]
+    SeedCharacter {
+        file: &'static str,
+        field: &'static str,
+        codepoint: u32,
     },
     #[error("render cloud-init {file}")]
     RenderSeed {
@@ -208,6 +228,8 @@ impl Error {
             | InvalidOption { .. }
             | MissingBridge { .. }
             | MissingSshKey { .. }
+            | BadSshKey { .. }
+            | SeedCharacter { .. }
             | IpOutsideBridge { .. }
             | IpInUse { .. }
             | IpAnswers { .. }
@@ -238,7 +260,7 @@ impl Error {
         match self {
             Interrupted { next, .. } => vec![next.clone()],
             InvalidName { .. } => vec![
-                "use letters, digits, '.', '_' and '-' only, starting with a letter or digit (at most 63 characters)".into(),
+                "the name is the guest's hostname: use letters, digits and '-' only, not first or last (an RFC 1123 label, at most 63 characters)".into(),
             ],
             NameTaken { name } => vec![format!(
                 "pick another name, or remove the old VM with `vmctl delete {name} --yes`"
@@ -255,6 +277,19 @@ impl Error {
             MissingSshKey { .. } => vec![
                 "create a key with `ssh-keygen -t ed25519`, or pass one with --ssh-key FILE.pub".into(),
             ],
+            BadSshKey { .. } => vec![
+                "pass the public key file ssh-keygen wrote (FILE.pub, one line: TYPE BASE64 [COMMENT]); `ssh-keygen -l -f FILE.pub` checks it".into(),
+            ],
+            SeedCharacter { field, .. } => vec![format!(
+                "remove the character from {}",
+                match *field {
+                    "ssh_authorized_keys" => "the SSH key's comment",
+                    "hashed_passwd" => "--password-hash",
+                    "name" => "--user",
+                    "packages" => "--packages",
+                    _ => "the VM name",
+                }
+            )],
             IpOutsideBridge { .. } => vec![
                 "pick an address in the bridge's subnet, or use --dhcp".into(),
             ],
@@ -271,7 +306,10 @@ impl Error {
             BadSetting { key, .. } => vec![format!(
                 "fix {key} in /etc/vmctl/config.toml or its VMCTL_* variable; `vmctl config show` says where it comes from"
             )],
-            UnknownRelease { .. } => vec!["pass a known --release, or --image PATH|URL".into()],
+            UnknownRelease { supported, .. } => vec![
+                format!("pass a supported --release (version or codename): {supported}"),
+                "or give a base image with --image PATH|URL".into(),
+            ],
             ReadConfig { path, .. } | ParseConfig { path, .. } | BadConfig { path, .. } => vec![
                 format!("fix {} (keys are listed in the README), or point --config elsewhere", path.display()),
             ],

@@ -8,7 +8,7 @@ use vmctl::commands::gpu::{self, AttachRequest, DetachRequest, Rebind, Scope};
 use vmctl::config::Config;
 use vmctl::libvirt::Libvirt;
 
-use super::{out, out_json};
+use super::{esc, out, out_json};
 
 #[derive(Debug, Subcommand)]
 pub enum GpuCommand {
@@ -81,7 +81,9 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
         if json {
             out_json(&report);
         } else {
-            out(&gpu::render_status(&report));
+            // The report names domains (libvirt allows any characters): keep the lines, escape
+            // the rest.
+            out(&clikit::escape_text(&gpu::render_status(&report)));
         }
         return Ok(());
     }
@@ -112,15 +114,15 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
             };
             let o = gpu::attach(&ctx, &req)?;
             for f in &o.forced {
-                eprintln!("warning: --force: {f}");
+                clikit::errln(&format!("warning: --force: {}", clikit::escape_text(f)));
             }
             if json {
                 out_json(&o);
             } else {
                 out(&format!(
                     "{}: attached {} (live: {}, config: {})\n",
-                    o.vm,
-                    o.gpus.join(", "),
+                    esc(&o.vm),
+                    esc(&o.gpus.join(", ")),
                     list_or_dash(&o.live),
                     list_or_dash(&o.config)
                 ));
@@ -148,20 +150,20 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
             // The host root is the door to sysfs: on the real host these are the kernel's files.
             let o = gpu::detach(&ctx, host, &req)?;
             for w in &o.warnings {
-                eprintln!("warning: {w}");
+                clikit::errln(&format!("warning: {}", clikit::escape_text(w)));
             }
             if json {
                 out_json(&o);
             } else {
                 let mut s = format!(
                     "{}: detached {} (live: {}, config: {})\n",
-                    o.vm,
-                    o.gpus.join(", "),
+                    esc(&o.vm),
+                    esc(&o.gpus.join(", ")),
                     list_or_dash(&o.live),
                     list_or_dash(&o.config)
                 );
                 for w in &o.rebind {
-                    s += &format!("  wrote {:?} to {}\n", w.value, w.path);
+                    s += &format!("  wrote {:?} to {}\n", w.value, esc(&w.path.to_string()));
                 }
                 out(&s);
             }
@@ -174,6 +176,6 @@ fn list_or_dash(v: &[String]) -> String {
     if v.is_empty() {
         "-".into()
     } else {
-        v.join(" ")
+        esc(&v.join(" "))
     }
 }

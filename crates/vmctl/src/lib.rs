@@ -7,6 +7,7 @@ pub mod config;
 pub mod disk;
 pub mod domain;
 pub mod error;
+pub mod input;
 pub mod interrupt;
 pub mod libvirt;
 pub mod names;

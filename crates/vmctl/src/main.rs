@@ -2,7 +2,7 @@
 //! or `--json`, prints errors with `help:` lines. Exit codes: 0 ok, 1 failure, 2 usage/refused,
 //! 130 interrupted.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,7 +137,7 @@ enum ConfigCommand {
 
 #[derive(Debug, Args)]
 struct UbuntuArgs {
-    /// VM name (letters, digits, '.', '_', '-')
+    /// VM name, also the guest's hostname: letters, digits and '-' (an RFC 1123 label, at most 63)
     name: String,
     /// Ubuntu release (24.04, 26.04, noble…); default 24.04
     #[arg(long)]
@@ -252,16 +252,10 @@ struct UbuntuArgs {
     timezone: Option<String>,
 }
 
-/// Writes to stdout; a closed pipe (`vmctl list | head`) is a clean exit.
+/// Writes to stdout; a closed pipe (`vmctl list | head`) is ignored, so the exit code stays the
+/// one the command earned.
 fn out(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout
-        .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush())
-        && e.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        std::process::exit(0);
-    }
+    clikit::out(text);
 }
 
 fn out_json<T: serde::Serialize>(value: &T) {
@@ -309,6 +303,36 @@ fn human_bytes_mib(mib: u64) -> String {
     }
 }
 
+/// A value from outside (a domain name, a path, guest metadata) for a text view: control and bidi
+/// characters shown as `\u{…}` (clikit::escape).
+fn esc(s: &str) -> String {
+    clikit::escape(s).into_owned()
+}
+
+/// Lays out `rows` (the first is the header) in columns two spaces apart. Cells are escaped
+/// first, and widths count characters, not bytes.
+fn table(rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.iter().map(|c| esc(c)).collect())
+        .collect();
+    let cols = rows.first().map(Vec::len).unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut s = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
 fn render_list(list: &inspect::VmList) -> String {
     let mut rows = vec![
         ["NAME", "STATE", "VCPUS", "MEMORY", "GPUS", "IPS", "OS"]
@@ -338,19 +362,7 @@ fn render_list(list: &inspect::VmList) -> String {
             v.os.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut s = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        s.push_str(line.join("  ").trim_end());
-        s.push('\n');
-    }
+    let mut s = table(rows);
     if list.vms.iter().any(|v| v.vmctl) {
         s.push_str("(* created by vmctl)\n");
     }
@@ -359,54 +371,45 @@ fn render_list(list: &inspect::VmList) -> String {
 
 fn render_info(i: &inspect::VmInfo) -> String {
     let s = &i.summary;
+    let path = |p: &std::path::Path| esc(&p.display().to_string());
+    let list = |v: &[String], sep: &str| {
+        if v.is_empty() {
+            "-".into()
+        } else {
+            esc(&v.join(sep))
+        }
+    };
     let mut o = format!(
         "Name:       {}{}\nState:      {}\nType:       {} ({})\nFirmware:   {}\nvCPUs:      {}\nMemory:     {}\n",
-        s.name,
+        esc(&s.name),
         if s.vmctl { " (created by vmctl)" } else { "" },
         s.state.as_str(),
-        i.domain_type,
-        i.machine.as_deref().unwrap_or("-"),
-        i.firmware,
+        esc(&i.domain_type.to_string()),
+        esc(i.machine.as_deref().unwrap_or("-")),
+        esc(&i.firmware.to_string()),
         s.vcpus,
         human_bytes_mib(s.memory_mib),
     );
     if let Some(k) = &i.kernel {
         o += &format!(
             "Kernel:     {} ({})\n",
-            k.display(),
-            i.cmdline.as_deref().unwrap_or("")
+            path(k),
+            esc(i.cmdline.as_deref().unwrap_or(""))
         );
     }
-    o += &format!(
-        "IPs:        {}\n",
-        if s.ips.is_empty() {
-            "-".into()
-        } else {
-            s.ips.join(", ")
-        }
-    );
-    o += &format!(
-        "GPUs:       {}\n",
-        if s.gpus.is_empty() {
-            "-".into()
-        } else {
-            s.gpus.join(", ")
-        }
-    );
+    o += &format!("IPs:        {}\n", list(&s.ips, ", "));
+    o += &format!("GPUs:       {}\n", list(&s.gpus, ", "));
     o += "Disks:\n";
     for d in &i.disks {
         o += &format!(
             "  {} {} {} ({}){}{}\n",
-            d.target,
-            d.device,
-            d.path
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "-".into()),
-            d.format.as_deref().unwrap_or("?"),
+            esc(&d.target),
+            esc(&d.device),
+            d.path.as_deref().map(path).unwrap_or_else(|| "-".into()),
+            esc(d.format.as_deref().unwrap_or("?")),
             d.backing
                 .as_ref()
-                .map(|b| format!(" backing {b}"))
+                .map(|b| format!(" backing {}", esc(&b.to_string())))
                 .unwrap_or_default(),
             if d.readonly { " read-only" } else { "" }
         );
@@ -415,33 +418,33 @@ fn render_info(i: &inspect::VmInfo) -> String {
     for n in &i.nics {
         o += &format!(
             "  {} {} {}\n",
-            n.mac.as_deref().unwrap_or("-"),
-            n.kind,
-            n.source.as_deref().unwrap_or("-")
+            esc(n.mac.as_deref().unwrap_or("-")),
+            esc(&n.kind),
+            esc(n.source.as_deref().unwrap_or("-"))
         );
     }
     if let Some(m) = &i.metadata {
         o += &format!(
             "vmctl:      os {} {}, user {}, ip {}, created {} by vmctl {}\n",
-            m.os,
-            m.release.as_deref().unwrap_or(""),
-            m.user.as_deref().unwrap_or("-"),
-            m.ip.as_deref().unwrap_or("dhcp"),
-            m.created,
-            m.version
+            esc(&m.os),
+            esc(m.release.as_deref().unwrap_or("")),
+            esc(m.user.as_deref().unwrap_or("-")),
+            esc(m.ip.as_deref().unwrap_or("dhcp")),
+            esc(&m.created),
+            esc(&m.version)
         );
         if let Some(b) = &m.base_image {
             o += &format!(
                 "Base image: {} sha256 {}\n",
-                b.display(),
-                m.base_sha256.as_deref().unwrap_or("(not recorded)")
+                path(b),
+                esc(m.base_sha256.as_deref().unwrap_or("(not recorded)"))
             );
         }
     }
     if let Some(l) = &i.console_log {
-        o += &format!("Console log: {}\n", l.display());
+        o += &format!("Console log: {}\n", path(l));
     }
-    o += &format!("Console:    {}\n", i.console_command);
+    o += &format!("Console:    {}\n", esc(&i.console_command));
     o
 }
 
@@ -453,7 +456,7 @@ fn confirm(question: &str) -> bool {
     if !std::io::stdin().is_terminal() {
         return false;
     }
-    eprint!("{question} [y/N] ");
+    clikit::err(&format!("{question} [y/N] "));
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
 }
@@ -494,7 +497,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 config
                     .file
                     .as_ref()
-                    .map(|p| p.display().to_string())
+                    .map(|p| esc(&p.display().to_string()))
                     .unwrap_or_else(|| "(none)".into())
             );
             for k in KEYS {
@@ -502,7 +505,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let from = match &st.source {
                     Source::Flag => "flag".to_string(),
                     Source::Env { var } => format!("env {var}"),
-                    Source::File { path } => format!("file {}", path.display()),
+                    Source::File { path } => format!("file {}", esc(&path.display().to_string())),
                     Source::Default => "default".to_string(),
                 };
                 s += &format!(
@@ -524,13 +527,13 @@ fn run(cli: Cli) -> Result<(), Error> {
         if cli.json {
             out_json(&f);
         } else {
-            out(&format!("{}\n", f.path.display()));
-            eprintln!(
+            out(&format!("{}\n", esc(&f.path.display().to_string())));
+            clikit::errln(&format!(
                 "sha256 {} ({:?}{})",
                 f.sha256,
                 f.verification,
                 if f.downloaded { "" } else { ", already cached" }
-            );
+            ));
         }
         return Ok(());
     }
@@ -580,7 +583,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             if cli.json {
                 out_json(&o)
             } else {
-                out(&format!("{}: {}\n", o.name, o.action))
+                out(&format!("{}: {}\n", esc(&o.name), o.action))
             }
         }
         Command::Stop {
@@ -592,7 +595,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             if cli.json {
                 out_json(&o)
             } else {
-                out(&format!("{}: {}\n", o.name, o.action))
+                out(&format!("{}: {}\n", esc(&o.name), o.action))
             }
         }
         Command::Delete {
@@ -603,18 +606,19 @@ fn run(cli: Cli) -> Result<(), Error> {
             let yes = yes
                 || (hv_exists(&ctx, &name)?
                     && confirm(&format!(
-                        "Delete VM {name} and the storage vmctl created for it?"
+                        "Delete VM {} and the storage vmctl created for it?",
+                        esc(&name)
                     )));
             let d = lifecycle::delete(&ctx, &name, yes, keep_disks)?;
             if cli.json {
                 out_json(&d)
             } else {
-                let mut s = format!("{}: undefined\n", d.name);
+                let mut s = format!("{}: undefined\n", esc(&d.name));
                 for p in &d.removed {
-                    s += &format!("  removed {}\n", p.display());
+                    s += &format!("  removed {}\n", esc(&p.display().to_string()));
                 }
                 for p in &d.kept {
-                    s += &format!("  kept    {}\n", p.display());
+                    s += &format!("  kept    {}\n", esc(&p.display().to_string()));
                 }
                 out(&s);
             }
@@ -681,7 +685,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let created = create::create_ubuntu(&ctx, &req, &bar)?;
             if !cli.json {
                 if created.defined {
-                    eprintln!(
+                    clikit::errln(&format!(
                         "{}: {} (MAC {}, {})",
                         created.name,
                         if created.started {
@@ -691,14 +695,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                         },
                         created.mac,
                         created.ip.as_deref().unwrap_or("DHCP")
-                    );
-                    eprintln!("  base image: {}", created.verification);
+                    ));
+                    clikit::errln(&format!("  base image: {}", created.verification));
                 } else {
-                    eprintln!(
+                    clikit::errln(&format!(
                         "{}: seed written to {}",
                         created.name,
-                        created.seed.display()
-                    );
+                        esc(&created.seed.display().to_string())
+                    ));
                 }
             }
             if a.wait && created.started {
@@ -708,7 +712,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     Duration::from_secs(a.wait_timeout.unwrap_or(600)),
                 )?;
                 if !cli.json {
-                    eprintln!("{}: SSH answers on {addr}", created.name);
+                    clikit::errln(&format!("{}: SSH answers on {addr}", created.name));
                 }
             }
             if cli.json {
@@ -722,7 +726,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     created.name
                 ));
             } else {
-                out(&format!("{}\n", created.seed.display()));
+                out(&format!("{}\n", esc(&created.seed.display().to_string())));
             }
         }
     }
@@ -744,13 +748,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            let mut causes = Vec::new();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
-                eprintln!("  caused by: {s}");
+                causes.push(s.to_string());
                 src = s.source();
             }
-            clikit::print_help_lines("vmctl", &e.help());
+            clikit::print_error("vmctl", &e.to_string(), &causes, &e.help());
             match e.exit_kind() {
                 ExitKind::Usage => ExitCode::from(2),
                 ExitKind::Failure => ExitCode::from(1),

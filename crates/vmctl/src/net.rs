@@ -30,7 +30,65 @@ fn invalid(option: &str, value: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Parses `--ip A.B.C.D/NN`, `--gateway`, `--dns`.
+/// Refuses dotted-quad text with a leading zero in an octet (or in the prefix): `198.018.0.10`
+/// is 198.18.0.10 to some parsers and 198.16.0.10 (octal) to inet_aton(3) and others.
+fn no_leading_zeros(option: &str, text: &str) -> Result<()> {
+    let looks_v4 = text.contains('.') && !text.contains(':');
+    let zero = text.split(['.', '/']).any(|part| {
+        part.len() > 1 && part.starts_with('0') && part.bytes().all(|b| b.is_ascii_digit())
+    });
+    if looks_v4 && zero {
+        return Err(invalid(
+            option,
+            text,
+            "an octet has a leading zero, which some tools read as octal; write 198.18.0.10, not 198.018.0.010",
+        ));
+    }
+    Ok(())
+}
+
+/// Why `a` can never be a host's own address on a LAN, if so (RFC 6890 special-purpose ranges).
+pub fn not_a_host_address(a: Ipv4Addr) -> Option<&'static str> {
+    let first = a.octets()[0];
+    if first == 0 {
+        Some("in 0.0.0.0/8 (\"this network\", RFC 1122 3.2.1.3), which is no host's address")
+    } else if a.is_loopback() {
+        Some("a loopback address (127.0.0.0/8); it never leaves the guest")
+    } else if a.is_multicast() {
+        Some("a multicast address (224.0.0.0/4)")
+    } else if first >= 240 {
+        Some("in 240.0.0.0/4, reserved (RFC 1112 4) and the limited broadcast address")
+    } else {
+        None
+    }
+}
+
+/// Refuses the network and broadcast addresses of `net` (prefixes up to /30; a /31 has no
+/// broadcast, RFC 3021, and a /32 is the one address).
+fn not_network_or_broadcast(option: &str, text: &str, a: Ipv4Addr, net: &Ipv4Net) -> Result<()> {
+    if net.prefix_len() > 30 {
+        return Ok(());
+    }
+    if a == net.network() {
+        return Err(invalid(
+            option,
+            text,
+            format!("{a} is the network address of {}", net.trunc()),
+        ));
+    }
+    if a == net.broadcast() {
+        return Err(invalid(
+            option,
+            text,
+            format!("{a} is the broadcast address of {}", net.trunc()),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `--ip A.B.C.D/NN`, `--gateway`, `--dns`: the address must be a host address (not
+/// 0/8, loopback, multicast or 240/4; no leading zeros; not the network or broadcast address of
+/// its prefix), and the gateway another host address inside the prefix.
 pub fn parse_static(ip: &str, gateway: Option<&str>, dns: &[String]) -> Result<StaticIp> {
     if !ip.contains('/') {
         return Err(invalid(
@@ -39,31 +97,24 @@ pub fn parse_static(ip: &str, gateway: Option<&str>, dns: &[String]) -> Result<S
             "expected CIDR notation A.B.C.D/NN, e.g. 192.0.2.10/24",
         ));
     }
+    no_leading_zeros("--ip", ip)?;
     let address = Ipv4Net::from_str(ip)
         .map_err(|e| invalid("--ip", ip, format!("not an IPv4 CIDR ({e})")))?;
     if address.prefix_len() < 8 {
         return Err(invalid("--ip", ip, "prefix shorter than /8"));
     }
-    if address.prefix_len() <= 30 {
-        if address.addr() == address.network() {
-            return Err(invalid(
-                "--ip",
-                ip,
-                format!("{} is the network address", address.addr()),
-            ));
-        }
-        if address.addr() == address.broadcast() {
-            return Err(invalid(
-                "--ip",
-                ip,
-                format!("{} is the broadcast address", address.addr()),
-            ));
-        }
+    if let Some(why) = not_a_host_address(address.addr()) {
+        return Err(invalid("--ip", ip, why));
     }
+    not_network_or_broadcast("--ip", ip, address.addr(), &address)?;
     let gateway = gateway
         .map(|g| {
+            no_leading_zeros("--gateway", g)?;
             let gw = Ipv4Addr::from_str(g)
                 .map_err(|_| invalid("--gateway", g, "not an IPv4 address"))?;
+            if let Some(why) = not_a_host_address(gw) {
+                return Err(invalid("--gateway", g, why));
+            }
             if !address.contains(&gw) {
                 return Err(invalid(
                     "--gateway",
@@ -74,12 +125,16 @@ pub fn parse_static(ip: &str, gateway: Option<&str>, dns: &[String]) -> Result<S
             if gw == address.addr() {
                 return Err(invalid("--gateway", g, "same as the VM's address"));
             }
+            not_network_or_broadcast("--gateway", g, gw, &address)?;
             Ok(gw)
         })
         .transpose()?;
     let dns = dns
         .iter()
-        .map(|d| IpAddr::from_str(d).map_err(|_| invalid("--dns", d, "not an IP address")))
+        .map(|d| {
+            no_leading_zeros("--dns", d)?;
+            IpAddr::from_str(d).map_err(|_| invalid("--dns", d, "not an IP address"))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(StaticIp {
         address,
@@ -215,6 +270,57 @@ mod tests {
         assert!(parse_static("198.18.0.10/24", Some("198.18.1.1"), &[]).is_err());
         assert!(parse_static("198.18.0.10/24", Some("198.18.0.10"), &[]).is_err());
         assert!(parse_static("198.18.0.10/24", None, &["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn only_host_addresses_are_accepted() {
+        for ok in [
+            "198.18.0.10/24",
+            "10.0.0.1/8",
+            "192.0.2.1/30",
+            "192.0.2.2/30",
+            "192.0.2.0/31",
+            "192.0.2.7/32",
+            "223.255.255.1/24",
+            "1.0.0.1/8",
+        ] {
+            parse_static(ok, None, &[]).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, why) in [
+            ("127.0.0.5/8", "loopback"),
+            ("127.1.2.3/24", "loopback"),
+            ("224.0.0.5/24", "multicast"),
+            ("239.1.1.1/24", "multicast"),
+            ("240.0.0.5/24", "reserved"),
+            ("255.255.255.254/24", "reserved"),
+            ("0.1.2.3/8", "0.0.0.0/8"),
+            ("198.018.0.10/24", "leading zero"),
+            ("198.18.0.010/24", "leading zero"),
+            ("198.18.0.10/024", "leading zero"),
+            ("198.18.0.0/24", "network address"),
+            ("198.18.0.255/24", "broadcast address"),
+            ("192.0.2.3/30", "broadcast address"),
+            ("192.0.2.0/30", "network address"),
+        ] {
+            let err = parse_static(bad, None, &[]).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let ip = "198.18.0.10/24";
+        for (gw, why) in [
+            ("198.18.0.0", "network address"),
+            ("198.18.0.255", "broadcast address"),
+            ("198.18.0.010", "leading zero"),
+            ("127.0.0.1", "loopback"),
+            ("198.18.1.1", "not inside"),
+            ("198.18.0.10", "same as"),
+        ] {
+            let err = parse_static(ip, Some(gw), &[]).unwrap_err().to_string();
+            assert!(err.contains(why), "{gw}: {err}");
+        }
+        parse_static(ip, Some("198.18.0.254"), &[]).unwrap();
+        let err = parse_static(ip, None, &["198.18.0.01".into()]).unwrap_err();
+        assert!(err.to_string().contains("leading zero"), "{err}");
+        parse_static(ip, None, &["2001:db8::1".into(), "198.18.0.1".into()]).unwrap();
     }
 
     #[test]

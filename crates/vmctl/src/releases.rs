@@ -66,7 +66,7 @@ pub fn find(release: &str) -> Result<&'static Release> {
         .find(|r| r.version == short || r.codename == wanted)
         .ok_or_else(|| Error::UnknownRelease {
             release: release.to_string(),
-            known: RELEASES
+            supported: RELEASES
                 .iter()
                 .map(|r| format!("{} ({})", r.version, r.codename))
                 .collect::<Vec<_>>()
@@ -206,7 +206,12 @@ mod tests {
         assert_eq!(find("resolute").unwrap().version, "26.04");
         assert_eq!(find("25.10").unwrap().codename, "questing");
         let err = find("23.99").unwrap_err();
-        assert!(err.to_string().contains("noble"), "{err}");
+        assert!(err.to_string().contains("\"23.99\""), "{err}");
+        let help = err.help().join("\n");
+        for r in RELEASES {
+            let listed = format!("{} ({})", r.version, r.codename);
+            assert!(help.contains(&listed), "{listed} missing: {help}");
+        }
         assert_eq!(err.exit_kind(), crate::ExitKind::Usage);
     }
 

@@ -64,8 +64,38 @@ struct User<'a> {
     ssh_authorized_keys: &'a [String],
 }
 
+/// Refuses a value with a character that YAML 1.1 does not allow in a stream (cloud-init's
+/// PyYAML rejects the whole file: no user, no key, no network) or a control or bidi character
+/// ([`crate::names::is_unsafe_text_char`]). The serializer escapes C0 controls, but DEL, the C1
+/// controls and U+FFFE/U+FFFF would pass through raw.
+fn check_text(file: &'static str, field: &'static str, value: &str) -> Result<()> {
+    match value
+        .chars()
+        .find(|c| crate::names::is_unsafe_text_char(*c))
+    {
+        Some(c) => Err(Error::SeedCharacter {
+            file,
+            field,
+            codepoint: u32::from(c),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// `#cloud-config` user-data.
 pub fn user_data(spec: &SeedSpec) -> Result<String> {
+    let file = "user-data";
+    check_text(file, "hostname", &spec.hostname)?;
+    check_text(file, "name", &spec.user)?;
+    for k in &spec.ssh_authorized_keys {
+        check_text(file, "ssh_authorized_keys", k)?;
+    }
+    if let Some(h) = &spec.password_hash {
+        check_text(file, "hashed_passwd", h)?;
+    }
+    for p in &spec.packages {
+        check_text(file, "packages", p)?;
+    }
     let mut packages: Vec<&str> = vec!["qemu-guest-agent"];
     for p in &spec.packages {
         if !packages.contains(&p.as_str()) {
@@ -99,12 +129,25 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
     Ok(format!("#cloud-config\n{body}"))
 }
 
-/// `meta-data`: cloud-init reruns per-instance modules only when `instance-id` changes.
-pub fn meta_data(spec: &SeedSpec) -> String {
-    format!(
-        "instance-id: {}\nlocal-hostname: {}\n",
-        spec.instance_id, spec.hostname
-    )
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct MetaData<'a> {
+    instance_id: &'a str,
+    local_hostname: &'a str,
+}
+
+/// `meta-data`: cloud-init reruns per-instance modules only when `instance-id` changes. From the
+/// serializer, which quotes every string: a host named `yes`, `null` or `012` would otherwise
+/// be a bool, None or a number to cloud-init's YAML 1.1 loader, and the NoCloud source fails.
+pub fn meta_data(spec: &SeedSpec) -> Result<String> {
+    let file = "meta-data";
+    check_text(file, "instance-id", &spec.instance_id)?;
+    check_text(file, "local-hostname", &spec.hostname)?;
+    crate::yaml::to_string(&MetaData {
+        instance_id: &spec.instance_id,
+        local_hostname: &spec.hostname,
+    })
+    .map_err(|source| Error::RenderSeed { file, source })
 }
 
 #[derive(Serialize)]
@@ -189,7 +232,7 @@ pub fn network_config(spec: &SeedSpec) -> Result<String> {
 pub fn render(spec: &SeedSpec) -> Result<Vec<(&'static str, String)>> {
     Ok(vec![
         ("user-data", user_data(spec)?),
-        ("meta-data", meta_data(spec)),
+        ("meta-data", meta_data(spec)?),
         ("network-config", network_config(spec)?),
     ])
 }
@@ -298,7 +341,7 @@ pub(crate) mod tests {
         assert!(!ud.contains("plain_text_passwd") && !ud.contains("hashed_passwd"));
         insta::assert_snapshot!("user_data_static", ud);
         insta::assert_snapshot!("network_config_static", network_config(&spec).unwrap());
-        insta::assert_snapshot!("meta_data", meta_data(&spec));
+        insta::assert_snapshot!("meta_data", meta_data(&spec).unwrap());
     }
 
     #[test]
@@ -311,6 +354,140 @@ pub(crate) mod tests {
         assert_valid_user_data(&ud);
         assert!(ud.contains("lock_passwd: false"));
         insta::assert_snapshot!("network_config_dhcp", network_config(&spec).unwrap());
+    }
+
+    /// The Python that runs cloud-init (its script's `#!` line), which has cloud-init's modules.
+    fn cloud_init_python() -> String {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let script = std::env::split_paths(&path)
+            .map(|d| d.join("cloud-init"))
+            .find(|p| p.is_file())
+            .expect("cloud-init is installed (apt-get install cloud-init)");
+        let text = std::fs::read_to_string(&script).unwrap();
+        let first = text.lines().next().unwrap_or_default();
+        first
+            .strip_prefix("#!")
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("python3")
+            .to_string()
+    }
+
+    /// Loads `files` (name, text) with cloud-init's YAML loader (`util.load_yaml`, what the
+    /// NoCloud source uses) in one Python run; returns, per file, the document as JSON with every
+    /// scalar tagged by its Python type.
+    fn load_with_cloud_init(files: &[(String, String)]) -> serde_json::Value {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for (name, body) in files {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            paths.push(p);
+        }
+        let script = r#"
+import json, sys
+from cloudinit import util
+def tag(v):
+    if isinstance(v, dict):
+        return {str(k): tag(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [tag(x) for x in v]
+    return [type(v).__name__, str(v)]
+print(json.dumps({p.rsplit("/", 1)[-1]: tag(util.load_yaml(open(p).read())) for p in sys.argv[1:]}))
+"#;
+        let out = std::process::Command::new(cloud_init_python())
+            .arg("-c")
+            .arg(script)
+            .args(&paths)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Host names YAML 1.1 reads as bools, null, floats, ints (hex, octal, base 60, with `_`).
+    /// Not all are valid VM names (`1.5`, `1_0`, `~`); the renderer must cope with each anyway.
+    const YAML_LOOKALIKES: &[&str] = &[
+        "yes", "on", "null", "1.5", "0x1f", "012", "1_0", "true", "off", "no", "y", "n", "1e3",
+        "~", "Null", "NO", "1:20", ".inf", "-1", "0b101",
+    ];
+
+    #[test]
+    fn yaml_lookalike_hostnames_load_as_strings_from_every_seed_file() {
+        let mut files = Vec::new();
+        for (i, name) in YAML_LOOKALIKES.iter().enumerate() {
+            let mut spec = sample(static_net());
+            spec.hostname = (*name).into();
+            spec.instance_id = (*name).into();
+            for (f, text) in render(&spec).unwrap() {
+                files.push((format!("{i}-{f}"), text));
+            }
+        }
+        let docs = load_with_cloud_init(&files);
+        let s = |x: &str| serde_json::json!(["str", x]);
+        for (i, name) in YAML_LOOKALIKES.iter().enumerate() {
+            let md = &docs[format!("{i}-meta-data")];
+            assert_eq!(md["local-hostname"], s(name), "{name}: {md}");
+            assert_eq!(md["instance-id"], s(name), "{name}: {md}");
+            let ud = &docs[format!("{i}-user-data")];
+            assert_eq!(ud["hostname"], s(name), "{name}: {ud}");
+            let nic = &docs[format!("{i}-network-config")]["ethernets"]["nic0"];
+            assert_eq!(nic["match"]["macaddress"], s("52:54:00:12:34:56"), "{nic}");
+        }
+        // The schema does not depend on the name's text; one run stands for all.
+        assert_valid_user_data(&files[0].1);
+    }
+
+    #[test]
+    fn characters_yaml_rejects_are_refused() {
+        for bad in [
+            '\u{7f}', '\u{85}', '\u{9b}', '\u{fffe}', '\u{ffff}', '\u{1b}', '\u{202e}',
+        ] {
+            let mut spec = sample(static_net());
+            spec.ssh_authorized_keys[0].push(bad);
+            let err = user_data(&spec).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::SeedCharacter {
+                        field: "ssh_authorized_keys",
+                        ..
+                    }
+                ),
+                "{bad:?}: {err}"
+            );
+            assert_eq!(err.exit_kind(), crate::ExitKind::Usage);
+            let mut spec = sample(static_net());
+            spec.password_hash = Some(format!("$6$salt{bad}$hash"));
+            let err = render(&spec).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::SeedCharacter {
+                        field: "hashed_passwd",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            let mut spec = sample(static_net());
+            spec.hostname = format!("a{bad}");
+            assert!(meta_data(&spec).is_err());
+        }
+        // Printable non-ASCII is fine and round-trips.
+        let mut spec = sample(static_net());
+        spec.ssh_authorized_keys[0].push_str(" José ✓");
+        let files: Vec<(String, String)> = render(&spec)
+            .unwrap()
+            .into_iter()
+            .map(|(f, t)| (f.to_string(), t))
+            .collect();
+        let docs = load_with_cloud_init(&files);
+        let key = &docs["user-data"]["users"][0]["ssh_authorized_keys"][0];
+        assert!(key[1].as_str().unwrap().ends_with(" José ✓"), "{key}");
     }
 
     #[test]

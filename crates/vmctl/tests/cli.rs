@@ -102,7 +102,7 @@ fn bad_config_file_is_usage_error() {
         .assert()
         .code(2)
         .stderr(
-            predicate::str::contains("unknown key \"bridgee\"")
+            predicate::str::contains("line 1, column 1: unknown key; did you mean `bridge`?")
                 .and(predicate::str::contains("help: ")),
         );
 }

@@ -119,7 +119,10 @@ fn every_generated_seed_validates() {
         let files = render(&spec).unwrap();
         let user_data = &files.iter().find(|(n, _)| *n == "user-data").unwrap().1;
         let meta_data = &files.iter().find(|(n, _)| *n == "meta-data").unwrap().1;
-        assert!(meta_data.contains("instance-id: desk1-00000001"), "{name}");
+        assert!(
+            meta_data.contains("instance-id: \"desk1-00000001\""),
+            "{name}"
+        );
         assert!(user_data.starts_with("#cloud-config\n"), "{name}");
 
         let doc: Value = serde_yaml::from_str(user_data).unwrap();

@@ -6,12 +6,14 @@
 
 mod cli;
 mod cli_conventions;
+mod closed_pipes;
 mod desktop_cli;
 mod desktop_seed;
 mod gpu_attach;
 mod gpu_cli;
 mod gpu_create;
 mod help_snapshots;
+mod input_safety;
 mod interrupt;
 mod ip_cli;
 mod support;

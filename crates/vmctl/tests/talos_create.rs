@@ -168,7 +168,7 @@ fn controlplane_seed_holds_the_generated_config_and_the_domain_validates() {
     assert!(user_data.contains("cp1"), "hostname: {user_data}");
     assert!(!user_data.contains("nvidia"), "no GPU, no modules");
     let meta = iso_file(&c.seed, "meta-data");
-    assert!(meta.contains("local-hostname: cp1"), "{meta}");
+    assert!(meta.contains("local-hostname: \"cp1\""), "{meta}");
     let net = iso_file(&c.seed, "network-config");
     assert!(
         net.contains("52:54:00:07:00:10") && net.contains("198.18.7.10/24"),

@@ -204,39 +204,50 @@ fn resolve_ssh_key(ctx: &Ctx, given: Option<&Path>) -> Result<(PathBuf, String)>
             })?
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::MissingSshKey {
-        path: Some(path.clone()),
-        reason: e.to_string(),
+    // A small regular file only (not /dev/zero, not a FIFO), and no error quotes it: the path
+    // may point at anything (a symlink to /etc/shadow).
+    let text = crate::input::read_text(&path, crate::input::SSH_KEY_MAX).map_err(|e| {
+        if matches!(e, crate::input::InputError::NotFound) {
+            Error::MissingSshKey {
+                path: Some(path.clone()),
+                reason: e.to_string(),
+            }
+        } else {
+            Error::BadSshKey {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+        }
     })?;
-    if text.contains("PRIVATE KEY") {
-        return Err(Error::MissingSshKey {
-            path: Some(path),
-            reason: "this is a private key; pass the .pub file".into(),
-        });
-    }
-    let key = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'));
-    let key = match key {
-        Some(k) if k.starts_with("ssh-") || k.starts_with("ecdsa-") || k.starts_with("sk-") => {
-            k.to_string()
-        }
-        _ => {
-            return Err(Error::MissingSshKey {
-                path: Some(path),
-                reason: "not an OpenSSH public key".into(),
-            });
-        }
+    let bad = |reason: String| Error::BadSshKey {
+        path: path.clone(),
+        reason,
     };
+    if text.contains("PRIVATE KEY") {
+        return Err(bad("this is a private key; pass the .pub file".into()));
+    }
+    // The first line that is not blank or a comment, as in authorized_keys (sshd(8)).
+    let (number, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .ok_or_else(|| bad("no public key in the file".into()))?;
+    let key = names::parse_ssh_public_key(line)
+        .map_err(|reason| bad(format!("line {}: {reason}", number + 1)))?;
     Ok((path, key))
 }
 
+/// A file vmctl hands to libvirt or qemu-img (kernel, initrd, base image): it must be a
+/// regular file (symlinks followed), not a device or FIFO that would hang or feed them garbage.
 fn require_file(option: &str, p: &Path) -> Result<()> {
-    if p.is_file() {
-        Ok(())
-    } else {
-        Err(invalid(option, &p.display().to_string(), "no such file"))
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(invalid(
+            option,
+            &p.display().to_string(),
+            "not a regular file",
+        )),
+        Err(_) => Err(invalid(option, &p.display().to_string(), "no such file")),
     }
 }
 
@@ -340,27 +351,12 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
         .user
         .clone()
         .unwrap_or_else(|| ctx.config.value("ssh_user").to_string());
-    if user.is_empty()
-        || user == "root"
-        || !user
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        || !user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-    {
-        return Err(invalid(
-            "--user",
-            &user,
-            "expected a lowercase login name other than root",
-        ));
-    }
-    if let Some(h) = &req.password_hash
-        && !h.starts_with('$')
-    {
-        return Err(invalid(
-            "--password-hash",
-            "(hidden)",
-            "expected a crypt(3) hash such as $6$…; plaintext passwords are refused",
-        ));
+    // The guest user gets NOPASSWD sudo: never a system account. The guest's are a fixed list;
+    // this host's /etc/passwd adds the ones its packages made (the guest may install the same).
+    let passwd = ctx.host.read_to_string("/etc/passwd").unwrap_or_default();
+    names::validate_user(&user, &names::system_accounts(&passwd))?;
+    if let Some(h) = &req.password_hash {
+        names::validate_password_hash(h)?;
     }
     for p in &req.packages {
         if p.is_empty()

@@ -41,6 +41,9 @@ pub enum TalosError {
         #[source]
         source: std::io::Error,
     },
+    /// `--file` is not a small regular file or not a schematic; never quotes the file.
+    #[error("schematic file {path}: {reason}")]
+    SchematicFile { path: PathBuf, reason: String },
     #[error("parse cluster record {path}")]
     ParseRecord {
         path: PathBuf,
@@ -86,6 +89,7 @@ impl TalosError {
             | TalosError::NoSuchCluster { .. }
             | TalosError::NoEndpoint { .. }
             | TalosError::OutputExists { .. }
+            | TalosError::SchematicFile { .. }
             | TalosError::MissingProgram { .. }
             | TalosError::BootstrapUnsupported { .. } => ExitKind::Usage,
             _ => ExitKind::Failure,
@@ -108,9 +112,9 @@ impl TalosError {
                 L::SchematicNotPlainSafe { .. } => {
                     vec!["add --online to let the Image Factory compute the ID".into()]
                 }
-                L::InvalidConfigInput { field, .. } if *field == "endpoint" => {
-                    vec!["give the Kubernetes API endpoint as https://IP:6443".into()]
-                }
+                L::InvalidConfigInput { field, .. } if *field == "endpoint" => vec![format!(
+                    "give the Kubernetes API endpoint as {ENDPOINT_FORMS}"
+                )],
                 L::InvalidConfigInput { field, .. } if *field == "cluster name" => vec![
                     "cluster names are DNS labels: lowercase letters, digits and '-'".into(),
                 ],
@@ -128,6 +132,9 @@ impl TalosError {
             )],
             TalosError::NoEndpoint { .. } => vec![
                 "give the control plane a static address with --ip A.B.C.D/NN (or --ip auto), or pass --endpoint https://IP:6443".into(),
+            ],
+            TalosError::SchematicFile { .. } => vec![
+                "pass an Image Factory schematic (YAML with customization.systemExtensions.officialExtensions, customization.extraKernelArgs), or leave out --file".into(),
             ],
             TalosError::OutputExists { .. } => {
                 vec!["choose an empty --out directory; vmctl never overwrites secrets".into()]
@@ -269,11 +276,35 @@ pub fn build_schematic(
 ) -> Result<(Schematic, Option<String>)> {
     let mut schematic = match &req.file {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| TalosError::ReadFile {
+            let bad = |reason: String| TalosError::SchematicFile {
                 path: p.clone(),
-                source,
-            })?;
-            Schematic::from_yaml(&text)?
+                reason,
+            };
+            // A small regular file only, and errors by position: the file may be anything (a
+            // symlink to /etc/shadow), so neither its text nor the parser's quotes of it are shown.
+            let text =
+                crate::input::read_text(p, crate::input::CONFIG_MAX).map_err(|e| match e {
+                    crate::input::InputError::Io(source) => TalosError::ReadFile {
+                        path: p.clone(),
+                        source,
+                    },
+                    other => bad(other.to_string()),
+                })?;
+            Schematic::from_yaml(&text).map_err(|e| match e {
+                talos_image::Error::ParseSchematic { source } => {
+                    let (line, column) =
+                        source.location().map_or((1, 1), |l| (l.line(), l.column()));
+                    let message = source.to_string();
+                    let message = message
+                        .rsplit_once(" at line ")
+                        .map_or(message.as_str(), |(m, _)| m);
+                    bad(format!(
+                        "line {line}, column {column}: not a schematic ({})",
+                        crate::input::scrub(message)
+                    ))
+                }
+                other => other.into(),
+            })?
         }
         None => Schematic::default(),
     };
@@ -377,6 +408,84 @@ fn host_gpu(facts: &HostFacts) -> (Option<String>, bool) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The Kubernetes API endpoint
+
+/// What `--endpoint` takes, in the words of both `--help` texts (`talos config`, `create
+/// talos`); [`check_endpoint`] accepts exactly this, and a test holds the two together.
+pub const ENDPOINT_FORMS: &str = "https://HOST:PORT with HOST an IPv4 address, an [IPv6] \
+    address or a DNS name, e.g. https://198.18.0.10:6443, https://[fd00::10]:6443 or \
+    https://k8s.example:6443";
+
+/// Checks `--endpoint`: `https://HOST:PORT` and nothing after the port, HOST an IPv4 address
+/// (dotted quad, no leading zeros), a bracketed IPv6 address or a DNS name (RFC 1123 labels of
+/// letters, digits and '-', at most 253 characters), PORT 1-65535. The port is required: the
+/// API server listens on 6443, and a URL without one means 443.
+pub fn check_endpoint(endpoint: &str) -> Result<()> {
+    let bad = |why: &str| -> Error {
+        TalosError::Library(talos_image::Error::InvalidConfigInput {
+            field: "endpoint",
+            reason: format!("{endpoint:?} {why}"),
+        })
+        .into()
+    };
+    let rest = endpoint
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("is not an https:// URL"))?;
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("has an unclosed '['"))?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("has no IPv6 address inside [ ]"));
+        }
+        (h, after.strip_prefix(':'))
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest.trim_end_matches('/'), None),
+        }
+    };
+    let Some(port) = port else {
+        return Err(bad("has no port (the API server listens on 6443)"));
+    };
+    if port.contains(['/', '?', '#']) {
+        return Err(bad("has something after the port"));
+    }
+    if !(!port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|n| n > 0))
+    {
+        return Err(bad("has a bad port"));
+    }
+    if rest.starts_with('[') {
+        return Ok(());
+    }
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        // All digits and dots: only a dotted quad (Rust's parser refuses leading zeros).
+        return host
+            .parse::<std::net::Ipv4Addr>()
+            .map(|_| ())
+            .map_err(|_| bad("has a host that is not an IPv4 address"));
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err(bad(
+            "has a host that is neither an IP address nor a DNS name (letters, digits, '-' and '.')",
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // vmctl talos config
 
 /// `vmctl talos config` options.
@@ -427,6 +536,7 @@ pub fn write_private(path: &Path, content: &[u8]) -> Result<()> {
 /// `secrets.yaml`, `controlplane.yaml`, `worker.yaml` and `talosconfig` in `req.out` (mode 0600),
 /// like `talosctl gen secrets` + `talosctl gen config`.
 pub fn config(config: &Config, req: &ConfigRequest) -> Result<ConfigOut> {
+    check_endpoint(&req.endpoint)?;
     let version = match &req.version {
         Some(v) => TalosVersion::parse(v)?,
         None => client(config)?.resolve_version(VersionSource::Github, None, false)?,
@@ -543,6 +653,72 @@ impl ClusterDir {
             })?;
         let secrets = SecretsBundle::from_yaml(&self.read(&self.secrets())?)?;
         Ok((record, secrets))
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    /// The URLs [`ENDPOINT_FORMS`] gives as examples.
+    fn examples() -> Vec<&'static str> {
+        ENDPOINT_FORMS
+            .split_whitespace()
+            .filter(|w| w.contains("://") && !w.contains("HOST"))
+            .map(|w| w.trim_end_matches(','))
+            .collect()
+    }
+
+    #[test]
+    fn the_help_and_the_check_agree() {
+        assert_eq!(
+            examples(),
+            [
+                "https://198.18.0.10:6443",
+                "https://[fd00::10]:6443",
+                "https://k8s.example:6443"
+            ]
+        );
+        for ok in examples().into_iter().chain([
+            "https://10.0.0.1:443",
+            "https://k8s:6443",
+            "https://api.cluster-1.example.com:65535",
+            "https://[::1]:6443",
+        ]) {
+            check_endpoint(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, why) in [
+            ("198.18.0.10:6443", "not an https:// URL"),
+            ("http://198.18.0.10:6443", "not an https:// URL"),
+            ("https://198.18.0.10", "no port"),
+            ("https://198.18.0.10/", "no port"),
+            ("https://k8s.example", "no port"),
+            ("https://[fd00::10]", "no port"),
+            ("https://198.18.0.10:port", "bad port"),
+            ("https://198.18.0.10:0", "bad port"),
+            ("https://198.18.0.10:65536", "bad port"),
+            ("https://198.18.0.10:", "bad port"),
+            ("https://198.18.0.10:6443/", "after the port"),
+            ("https://198.18.0.10:6443/api", "after the port"),
+            ("https://198.18.0.10:6443?x", "after the port"),
+            ("https://:6443", "no host"),
+            ("https://198.18.0.300:6443", "not an IPv4"),
+            ("https://198.018.0.10:6443", "not an IPv4"),
+            ("https://k8s_api.example:6443", "neither"),
+            ("https://-k8s.example:6443", "neither"),
+            ("https://k8s..example:6443", "neither"),
+            ("https://user@k8s:6443", "neither"),
+            ("https://fd00::10:6443", "bad port"),
+            ("https://[fd00::zz]:6443", "IPv6"),
+            ("https://[fd00::10:6443", "unclosed"),
+        ] {
+            let err = check_endpoint(bad).unwrap_err();
+            assert_eq!(err.exit_kind(), ExitKind::Usage);
+            let msg = err.to_string();
+            assert!(msg.contains(why), "{bad}: {msg}");
+            let help = err.help().join("\n");
+            assert!(help.contains(ENDPOINT_FORMS), "{help}");
+        }
     }
 }
 

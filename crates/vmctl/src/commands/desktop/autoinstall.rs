@@ -299,7 +299,7 @@ pub fn user_data(spec: &AutoinstallSpec) -> Result<String> {
 pub fn render(spec: &AutoinstallSpec) -> Result<Vec<(&'static str, String)>> {
     Ok(vec![
         ("user-data", user_data(spec)?),
-        ("meta-data", seed::meta_data(&spec.seed)),
+        ("meta-data", seed::meta_data(&spec.seed)?),
     ])
 }
 

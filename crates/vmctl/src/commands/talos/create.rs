@@ -303,7 +303,7 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
         ClusterState::New
     };
     if let Some(e) = &req.endpoint {
-        machineconfig::endpoint_host(e)?;
+        super::check_endpoint(e)?;
     }
 
     let (bridge, static_ip) = bridge_and_address(ctx, req.bridge.as_deref(), &req.network)?;
@@ -574,7 +574,7 @@ pub fn seed_files(
     };
     Ok(vec![
         ("user-data", user_data),
-        ("meta-data", seed::meta_data(&spec)),
+        ("meta-data", seed::meta_data(&spec)?),
         ("network-config", seed::network_config(&spec)?),
     ])
 }
