@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod detect_cli;
 mod help_snapshots;
+mod names;
 mod phases;
 mod resume;
 mod vmctl_deb;

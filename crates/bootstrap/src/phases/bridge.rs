@@ -37,6 +37,34 @@ fn key(s: &str) -> Value {
     Value::String(s.to_string())
 }
 
+/// `s` for a `#` comment line: control characters (a newline would end the comment and start a
+/// line of YAML) are shown escaped.
+fn comment_text(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
+}
+
+/// cloud-init's switch for its network config (cloud-init docs, "Network configuration:
+/// Disabling network configuration"), serialized like every other generated YAML.
+fn cloud_init_network_off() -> String {
+    let mut network = Mapping::new();
+    network.insert(key("config"), key("disabled"));
+    let mut doc = Mapping::new();
+    doc.insert(key("network"), Value::Mapping(network));
+    format!(
+        "# Written by gpu-vm-bootstrap: keep cloud-init from rewriting 50-cloud-init.yaml over the bridge.\n{}",
+        serde_yaml::to_string(&Value::Mapping(doc)).unwrap_or_default()
+    )
+}
+
 /// An ethernet stanza found in an existing netplan file.
 #[derive(Debug, Clone)]
 struct Source {
@@ -95,7 +123,7 @@ fn without_stanza(src: &Source) -> String {
     }
     format!(
         "{EDITED_HEADER} the `{}` stanza moved to {} (bridge); comments were not kept.\n{}",
-        src.id,
+        comment_text(&src.id),
         paths::NETPLAN_BRIDGE_FILE,
         serde_yaml::to_string(&doc).unwrap_or_default()
     )
@@ -167,7 +195,9 @@ fn bridge_yaml(bridge: &str, id: &str, stanza: Option<&Mapping>, mac: Option<&st
     let mut doc = Mapping::new();
     doc.insert(key("network"), Value::Mapping(net));
     format!(
-        "# Written by gpu-vm-bootstrap: bridge {bridge} for VMs, carrying the addressing of {id}.\n{}",
+        "# Written by gpu-vm-bootstrap: bridge {} for VMs, carrying the addressing of {}.\n{}",
+        comment_text(bridge),
+        comment_text(id),
         serde_yaml::to_string(&Value::Mapping(doc)).unwrap_or_default()
     )
 }
@@ -299,7 +329,7 @@ pub fn plan(p: &mut Planner<'_>) {
             ph,
             paths::CLOUD_INIT_NETWORK_OFF,
             0o644,
-            "# Written by gpu-vm-bootstrap: keep cloud-init from rewriting 50-cloud-init.yaml over the bridge.\nnetwork: {config: disabled}\n".into(),
+            cloud_init_network_off(),
             "stop cloud-init from regenerating the NIC's netplan config at boot",
         );
     }

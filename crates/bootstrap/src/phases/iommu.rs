@@ -89,6 +89,28 @@ pub fn grub_with_args(grub: &str, args: &[&str]) -> (String, Vec<String>) {
     (out, warnings)
 }
 
+/// A `vendor:device` ID as sysfs shows it (`10de:2204`).
+fn is_pci_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 9
+        && b[4] == b':'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || c.is_ascii_hexdigit())
+}
+
+/// A PCI address `domain:bus:device.function` as sysfs names it (`0000:01:00.0`).
+fn is_bdf(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+}
+
 pub const MODULES_LOAD: &str = "\
 # Written by gpu-vm-bootstrap: load VFIO early so vfio-pci can claim the reserved GPUs.
 # vfio_virqfd is part of vfio since Linux 6.2 and must not be listed (modprobe would fail).
@@ -106,12 +128,13 @@ const SOFTDEPS: &[&str] = &[
     "snd_hda_intel",
 ];
 
-/// Vendor:device IDs of every function of `gpus`, first-seen order, without duplicates.
+/// Vendor:device IDs of every function of `gpus`, first-seen order, without duplicates, and
+/// without IDs that are not in `vendor:device` form.
 pub fn function_ids(gpus: &[&Gpu]) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
     for g in gpus {
         for id in &g.function_ids {
-            if !ids.contains(id) {
+            if is_pci_id(id) && !ids.contains(id) {
                 ids.push(id.clone());
             }
         }
@@ -222,6 +245,38 @@ pub fn plan(p: &mut Planner<'_>) {
     let sel = p.sel.passthrough.clone();
     let host = p.sel.host.clone();
     if p.opts.gpu_mode == GpuMode::Passthrough && !sel.is_empty() {
+        // The IDs and addresses become modprobe.d lines and a shell script; anything but the
+        // sysfs forms (`10de:2204`, `0000:01:00.0`) could add lines to them. An unreadable
+        // `vendor` file gives an ID like `:1aef`, which vfio-pci would reject anyway: it is
+        // left out. A malformed address cannot come from sysfs (only from --facts): refused.
+        let odd_ids: Vec<&str> = sel
+            .iter()
+            .chain(host.iter())
+            .flat_map(|g| g.function_ids.iter().filter(|i| !is_pci_id(i)))
+            .map(String::as_str)
+            .collect();
+        if !odd_ids.is_empty() {
+            p.warn(format!(
+                "left out PCI IDs that are not in `vendor:device` form: {odd_ids:?}"
+            ));
+        }
+        let odd_bdfs: Vec<&str> = sel
+            .iter()
+            .chain(host.iter())
+            .flat_map(|g| g.functions.iter().chain(std::iter::once(&g.bdf)))
+            .filter(|b| !is_bdf(b))
+            .map(String::as_str)
+            .collect();
+        if !odd_bdfs.is_empty() {
+            p.problem(
+                ph,
+                false,
+                format!("the host facts hold PCI addresses in an unexpected form: {odd_bdfs:?}"),
+                "run `gpu-vm-bootstrap detect` to see what was read; with --facts, fix that file"
+                    .into(),
+            );
+            return;
+        }
         let bdfs: Vec<&str> = sel.iter().map(|g| g.bdf.as_str()).collect();
         let bdfs = bdfs.join(", ");
         initramfs_changed |= p.write_file(
@@ -320,6 +375,23 @@ mod tests {
     use super::*;
 
     const UBUNTU: &str = "GRUB_DEFAULT=0\nGRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"\"\n";
+
+    #[test]
+    fn only_sysfs_forms_of_ids_and_addresses_pass() {
+        assert!(is_pci_id("10de:2204") && is_pci_id("10DE:1aef"));
+        for bad in ["10de:220", "10de-2204", "10de:2204\nx", "10de:22g4", ""] {
+            assert!(!is_pci_id(bad), "{bad:?}");
+        }
+        assert!(is_bdf("0000:01:00.0") && is_bdf("0000:c3:1f.7"));
+        for bad in [
+            "01:00.0",
+            "0000:01:00.0\n",
+            "0000:01:00:0",
+            "0000:01:00.0 x",
+        ] {
+            assert!(!is_bdf(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn intel_args_are_appended_once() {
