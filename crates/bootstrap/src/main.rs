@@ -151,6 +151,10 @@ enum Command {
     /// After the reboot: check every phase's outcome (✓/✗ with fix hints).
     Verify,
     /// Restore the files of the last apply from the backup store and re-run what depends on them.
+    ///
+    /// A file changed since apply wrote it is never discarded: its current version is kept next
+    /// to it as FILE.gpu-vm-bootstrap-user-edit-TIME (mode 0600), named in the output, before the
+    /// original is restored.
     Rollback,
     /// Print the host facts: OS, CPU, KVM, IOMMU groups, GPUs and their isolation, NICs.
     Detect {
@@ -455,6 +459,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     report.files_restored.len(),
                     report.files_removed.len()
                 );
+                for k in &report.files_kept {
+                    s += &format!(
+                        "  {} was changed after apply: your version is kept as {}\n",
+                        k.path, k.copy
+                    );
+                }
                 for c in &report.commands_skipped {
                     s += &format!("  skipped (host root): {}\n", c.join(" "));
                 }
