@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod debversion;
+pub mod grubcfg;
 pub mod options;
 pub mod phases;
 pub mod plan;

@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod debris;
 mod detect_cli;
+mod grub_corpus;
 mod help_snapshots;
 mod names;
 mod phases;
