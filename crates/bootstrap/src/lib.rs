@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod debversion;
 pub mod grubcfg;
+pub mod netcheck;
 pub mod options;
 pub mod phases;
 pub mod plan;

@@ -478,8 +478,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let opts = options(a);
             tracing::debug!(?opts, "options");
             let state = HostState::read(&root, &opts);
-            let plan =
+            let mut plan =
                 gpu_vm_bootstrap::plan(&f, &opts, &state).map_err(|r| refusal(&r, a.json))?;
+            // netplan itself must accept the network config before it is offered.
+            if let Some(w) = gpu_vm_bootstrap::netcheck::check(&plan, &root, &SystemRunner)
+                .map_err(|r| refusal(&r, a.json))?
+            {
+                plan.warnings.push(w);
+            }
             if dry {
                 if a.json {
                     outln(&plan.to_json());

@@ -12,6 +12,7 @@ mod detect_cli;
 mod grub_corpus;
 mod help_snapshots;
 mod names;
+mod netplan_layouts;
 mod phases;
 mod resume;
 mod rollback_edits;
