@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hostio::{Cmd, CommandRunner, HostRoot, paths};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::Error;
 use crate::plan::{ActionKind, Plan};
@@ -60,7 +61,12 @@ pub struct JournalFile {
     /// File name of the old content in the run's `files/` directory.
     pub backup: Option<String>,
     /// Directories the write created, outermost first (removed again on rollback when empty).
+    #[serde(default)]
     pub created_dirs: Vec<String>,
+    /// SHA-256 of what the run wrote, so `rollback` can tell a file the user changed since.
+    /// Journals written before this field existed load with `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,12 +117,22 @@ pub struct ApplyReport {
     pub reboot_required: bool,
 }
 
+/// A file the user changed after apply wrote it: rollback put the original back and kept the
+/// user's version as `copy`, next to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeptFile {
+    pub path: String,
+    pub copy: String,
+}
+
 /// What a rollback did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RollbackReport {
     pub run_id: String,
     pub files_restored: Vec<String>,
     pub files_removed: Vec<String>,
+    /// Files changed since apply wrote them, kept as copies before the restore.
+    pub files_kept: Vec<KeptFile>,
     pub commands_run: Vec<Vec<String>>,
     pub commands_skipped: Vec<Vec<String>>,
 }
@@ -127,6 +143,13 @@ fn runs_dir() -> String {
 
 fn run_dir(id: &str) -> String {
     format!("{}/{id}", runs_dir())
+}
+
+/// The suffix of the copy rollback keeps of a file the user changed after apply.
+pub const USER_EDIT_SUFFIX: &str = ".gpu-vm-bootstrap-user-edit-";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn new_run_id() -> String {
@@ -225,8 +248,16 @@ impl<'a> Applier<'a> {
         // Commands an interrupted run never finished (its files are in place, so this plan no
         // longer contains them): run them first.
         let resumed = pending_commands(self.root);
-        let mut previous = load_journals(self.root)
-            .pop()
+        let journals = load_journals(self.root);
+        let unfinished: Vec<Journal> = journals
+            .iter()
+            .filter(|p| !p.finished && !p.rolled_back)
+            .cloned()
+            .collect();
+        self.clear_stale_temps(&unfinished)?;
+        let mut previous = journals
+            .into_iter()
+            .last()
             .filter(|p| !p.finished && !p.rolled_back);
         for argv in &resumed {
             j.commands.push(JournalCommand {
@@ -402,28 +433,22 @@ impl<'a> Applier<'a> {
             path: path.to_string(),
             source,
         };
-        let host = Path::new(path);
+        // Through a symlink, inside the root: the link stays a link and its target is written.
+        let real = self.root.resolve(path).map_err(wrap)?;
         // A run killed inside write_atomic leaves its temp file behind; clear those first.
-        if let (Some(dir), Some(name)) = (host.parent(), host.file_name()) {
-            let prefix = format!(".{}.tmp-", name.to_string_lossy());
-            for n in self.root.read_dir_names(dir).unwrap_or_default() {
-                if n.starts_with(&prefix) {
-                    self.root.remove_file(dir.join(&n)).map_err(wrap)?;
-                }
-            }
-        }
-        let old = match self.root.read(path) {
+        self.root.remove_stale_temps(&real).map_err(wrap)?;
+        let old = match self.root.read(&real) {
             Ok(b) => Some(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(wrap(e)),
         };
         let old_mode = self
             .root
-            .stat(path)
+            .stat(&real)
             .ok()
             .map(|m| m.permissions().mode() & 0o7777);
         let mut created_dirs = Vec::new();
-        let mut dir = host.parent();
+        let mut dir = real.parent();
         while let Some(d) = dir {
             if d == Path::new("/") || self.root.exists(d) {
                 break;
@@ -452,35 +477,142 @@ impl<'a> Applier<'a> {
             mode: old_mode,
             backup,
             created_dirs,
+            written_sha256: Some(sha256_hex(bytes)),
         });
         self.save(j)?;
-        self.root.write_atomic(path, bytes, mode).map_err(wrap)
+        self.root.write_atomic(&real, bytes, mode).map_err(wrap)
     }
 
-    /// Puts one journalled file back as it was.
-    fn restore(&self, run_id: &str, f: &JournalFile) -> Result<(), Error> {
+    /// Clears the temp files a killed run left: next to every file `journals` record, and in
+    /// the whole journal store (a run can be killed while it writes its journal or a backup,
+    /// before the journal names that backup). Only `.NAME.tmp-PID` names of files this tool
+    /// writes are touched.
+    fn clear_stale_temps(&self, journals: &[Journal]) -> Result<(), Error> {
+        let mut ours: Vec<String> = Vec::new();
+        for id in self.root.read_dir_names(runs_dir()).unwrap_or_default() {
+            let dir = run_dir(&id);
+            ours.push(format!("{dir}/journal.json"));
+            let files = format!("{dir}/files");
+            for n in self.root.read_dir_names(&files).unwrap_or_default() {
+                // `.N.tmp-PID` belongs to the backup `N`.
+                if let Some(backup) = n
+                    .strip_prefix('.')
+                    .and_then(|r| r.split_once(".tmp-"))
+                    .map(|(b, _)| b)
+                    .filter(|b| !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()))
+                {
+                    ours.push(format!("{files}/{backup}"));
+                }
+            }
+        }
+        for f in journals.iter().flat_map(|j| &j.files) {
+            if let Ok(real) = self.root.resolve(&f.path) {
+                ours.push(real.display().to_string());
+            }
+        }
+        ours.dedup();
+        for p in ours {
+            let removed = self
+                .root
+                .remove_stale_temps(&p)
+                .map_err(|source| Error::WriteFile {
+                    path: p.clone(),
+                    source,
+                })?;
+            for r in removed {
+                self.log.log(
+                    Level::Info,
+                    &format!("removed {}, left by an interrupted run", r.display()),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts one journalled file back as it was. A file changed since the run wrote it (its hash
+    /// differs from the recorded one) is first kept as a copy next to it; the copy is returned.
+    fn restore(&self, run_id: &str, f: &JournalFile) -> Result<Option<KeptFile>, Error> {
         let wrap = |source| Error::Restore {
             path: f.path.clone(),
             source,
         };
-        match (&f.backup, f.existed) {
-            (Some(b), true) => {
-                let bytes = self
-                    .root
-                    .read(format!("{}/files/{b}", run_dir(run_id)))
-                    .map_err(wrap)?;
+        let real = self.root.resolve(&f.path).map_err(wrap)?;
+        self.root.remove_stale_temps(&real).map_err(wrap)?;
+        let original = match (&f.backup, f.existed) {
+            (Some(b), true) => Some(
                 self.root
-                    .write_atomic(&f.path, &bytes, f.mode.unwrap_or(0o644))
+                    .read(format!("{}/files/{b}", run_dir(run_id)))
+                    .map_err(wrap)?,
+            ),
+            _ => None,
+        };
+        let current = match self.root.read(&real) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(wrap(e)),
+        };
+        // Changed since the run wrote it, and not simply the original (a run killed between
+        // its journal entry and the write never changed the file). A journal from before the
+        // hash was recorded cannot tell the run's content from an edit: keep a copy then too.
+        let kept = match &current {
+            Some(cur)
+                if Some(cur) != original.as_ref()
+                    && f.written_sha256.as_deref() != Some(sha256_hex(cur).as_str()) =>
+            {
+                Some(self.keep_copy(&f.path, cur).map_err(wrap)?)
+            }
+            _ => None,
+        };
+        match original {
+            Some(bytes) => {
+                self.root
+                    .write_atomic(&real, &bytes, f.mode.unwrap_or(0o644))
                     .map_err(wrap)?;
             }
-            _ => {
-                self.root.remove_file(&f.path).map_err(wrap)?;
+            None => {
+                self.root.remove_file(&real).map_err(wrap)?;
                 for d in f.created_dirs.iter().rev() {
                     self.root.remove_dir_if_empty(d).map_err(wrap)?;
                 }
             }
         }
-        Ok(())
+        Ok(kept)
+    }
+
+    /// Saves `content` as `PATH.gpu-vm-bootstrap-user-edit-TIME` (mode 0600: the file may hold
+    /// secrets, such as Wi-Fi passwords in netplan files, and must not run as a hook or script
+    /// from a directory of them). The name is claimed with `O_EXCL`.
+    fn keep_copy(&self, path: &str, content: &[u8]) -> std::io::Result<KeptFile> {
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .unwrap_or_else(|_| new_run_id());
+        let base = format!("{path}{USER_EDIT_SUFFIX}{stamp}");
+        let mut n = 1;
+        loop {
+            let copy = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            match self.root.write_new(&copy, content, 0o600) {
+                Ok(()) => {
+                    self.log.log(
+                        Level::Warn,
+                        &format!(
+                            "{path} was changed after apply wrote it: kept that version as {copy}"
+                        ),
+                    );
+                    return Ok(KeptFile {
+                        path: path.to_string(),
+                        copy,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `netplan generate` + `netplan apply`, then wait for the bridge to hold the host's IP and
@@ -545,7 +677,9 @@ impl<'a> Applier<'a> {
                 )
                 .find_map(|jr| jr.files.iter().find(|f| &f.path == path).map(|f| (jr, f)));
             match found {
-                Some((jr, f)) => self.restore(&jr.id, f)?,
+                Some((jr, f)) => {
+                    self.restore(&jr.id, f)?;
+                }
                 None => self.log.log(
                     Level::Warn,
                     &format!("no backup of {path} in the journal; left as it is"),
@@ -682,10 +816,13 @@ impl<'a> Applier<'a> {
                 }
             }
         }
+        self.clear_stale_temps(&journals[oldest..])?;
         for &i in &group {
             let j = &mut journals[i];
             for f in j.files.iter().rev() {
-                self.restore(&j.id, f)?;
+                if let Some(kept) = self.restore(&j.id, f)? {
+                    report.files_kept.push(kept);
+                }
                 let list = if f.existed {
                     &mut report.files_restored
                 } else {
@@ -782,4 +919,58 @@ pub fn parse_ip_addr_json(s: &str) -> Vec<String> {
         .flat_map(|link| link["addr_info"].as_array().cloned().unwrap_or_default())
         .filter_map(|a| a["local"].as_str().map(str::to_string))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journals_from_before_the_hash_and_created_dirs_still_load() {
+        // A journal as 684daa3 wrote it, and one from before `created_dirs`/`interrupted`/
+        // `created_links` existed.
+        for text in [
+            r#"{"id":"1","finished":true,"interrupted":false,"rolled_back":false,
+                "files":[{"path":"/etc/default/grub","existed":true,"mode":420,"backup":"0",
+                          "created_dirs":[]}],
+                "commands":[],"created_links":[]}"#,
+            r#"{"id":"1","finished":true,"rolled_back":false,
+                "files":[{"path":"/etc/default/grub","existed":true,"mode":420,"backup":"0"}],
+                "commands":[]}"#,
+        ] {
+            let j: Journal = serde_json::from_str(text).unwrap();
+            assert_eq!(j.files[0].written_sha256, None);
+            assert!(j.files[0].created_dirs.is_empty());
+        }
+    }
+
+    #[test]
+    fn rollback_of_an_old_journal_keeps_a_copy_rather_than_guess() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path());
+        root.write_atomic("/etc/default/grub", b"ours\n", 0o644)
+            .unwrap();
+        root.write_atomic(format!("{}/files/0", run_dir("1")), b"original\n", 0o600)
+            .unwrap();
+        let old = r#"{"id":"1","finished":true,"rolled_back":false,
+            "files":[{"path":"/etc/default/grub","existed":true,"mode":420,"backup":"0"}],
+            "commands":[]}"#;
+        root.write_atomic(
+            format!("{}/journal.json", run_dir("1")),
+            old.as_bytes(),
+            0o600,
+        )
+        .unwrap();
+        let runner = hostio::RecordingRunner::new();
+        let report = Applier::new(&root, &runner, &NullLog).rollback().unwrap();
+        assert_eq!(
+            root.read_to_string("/etc/default/grub").unwrap(),
+            "original\n"
+        );
+        assert_eq!(report.files_kept.len(), 1);
+        assert_eq!(
+            root.read_to_string(&report.files_kept[0].copy).unwrap(),
+            "ours\n"
+        );
+    }
 }

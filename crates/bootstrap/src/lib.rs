@@ -4,6 +4,8 @@
 
 pub mod apply;
 pub mod debversion;
+pub mod grubcfg;
+pub mod netcheck;
 pub mod options;
 pub mod phases;
 pub mod plan;

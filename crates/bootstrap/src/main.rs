@@ -151,6 +151,10 @@ enum Command {
     /// After the reboot: check every phase's outcome (✓/✗ with fix hints).
     Verify,
     /// Restore the files of the last apply from the backup store and re-run what depends on them.
+    ///
+    /// A file changed since apply wrote it is never discarded: its current version is kept next
+    /// to it as FILE.gpu-vm-bootstrap-user-edit-TIME (mode 0600), named in the output, before the
+    /// original is restored.
     Rollback,
     /// Print the host facts: OS, CPU, KVM, IOMMU groups, GPUs and their isolation, NICs.
     Detect {
@@ -458,6 +462,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     report.files_restored.len(),
                     report.files_removed.len()
                 );
+                for k in &report.files_kept {
+                    s += &format!(
+                        "  {} was changed after apply: your version is kept as {}\n",
+                        k.path, k.copy
+                    );
+                }
                 for c in &report.commands_skipped {
                     s += &format!("  skipped (host root): {}\n", c.join(" "));
                 }
@@ -471,8 +481,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let opts = options(a);
             tracing::debug!(?opts, "options");
             let state = HostState::read(&root, &opts);
-            let plan =
+            let mut plan =
                 gpu_vm_bootstrap::plan(&f, &opts, &state).map_err(|r| refusal(&r, a.json))?;
+            // netplan itself must accept the network config before it is offered.
+            if let Some(w) = gpu_vm_bootstrap::netcheck::check(&plan, &root, &SystemRunner)
+                .map_err(|r| refusal(&r, a.json))?
+            {
+                plan.warnings.push(w);
+            }
             if dry {
                 if a.json {
                     outln(&plan.to_json());

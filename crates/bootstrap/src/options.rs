@@ -66,6 +66,40 @@ impl VmctlSource {
     }
 }
 
+/// Checks a network interface name by the kernel's rules (net/core/dev.c, `dev_valid_name`):
+/// 1 to 15 bytes (`IFNAMSIZ` is 16 with the NUL), not `.` or `..`, and no `/`, `:` or
+/// whitespace, where whitespace is the kernel's `isspace()` (lib/ctype.c: space, `\t`, `\n`,
+/// `\v`, `\f`, `\r` and the Latin-1 no-break space byte 0xA0). Control characters are refused
+/// too: systemd-networkd, which applies netplan's config, rejects them (`ifname_valid_full`).
+/// Returns why the name is invalid.
+pub fn check_ifname(name: &str) -> Result<(), String> {
+    const IFNAMSIZ: usize = 16;
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() >= IFNAMSIZ {
+        return Err(format!(
+            "it is {} bytes long; the kernel allows at most {}",
+            name.len(),
+            IFNAMSIZ - 1
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err("`.` and `..` are not interface names".into());
+    }
+    for b in name.bytes() {
+        let why = match b {
+            b'/' => "a `/`",
+            b':' => "a `:`",
+            b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0xa0 => "whitespace",
+            0..=0x1f | 0x7f => "a control character",
+            _ => continue,
+        };
+        return Err(format!("it contains {why}"));
+    }
+    Ok(())
+}
+
 /// Base URLs of the NVIDIA repositories, overridable so tests never touch the internet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoUrls {
@@ -130,6 +164,39 @@ impl Default for Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_names_by_the_kernel_rules() {
+        for ok in [
+            "br0",
+            "a",
+            "fifteen-bytes-x",
+            "eno1.100",
+            "br#\"x\\",
+            "vm-bridge",
+        ] {
+            assert_eq!(check_ifname(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "sixteen-bytes-xx",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "a\u{0b}b",
+            "a\u{0c}b",
+            "a\rb",
+            "a\u{1}b",
+            // U+00E0 is C3 A0 in UTF-8: the kernel's isspace() takes the 0xA0 byte as a space.
+            "\u{e0}",
+        ] {
+            assert!(check_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn find_in_prefers_the_newest_deb_over_the_binary() {

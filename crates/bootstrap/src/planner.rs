@@ -5,7 +5,7 @@
 use hwdetect::{Gpu, HostFacts};
 use serde::Serialize;
 
-use crate::options::{GpuMode, Options};
+use crate::options::{GpuMode, Options, check_ifname};
 use crate::phases;
 use crate::plan::{Action, ActionKind, Phase, Plan};
 use crate::state::HostState;
@@ -191,7 +191,7 @@ pub fn plan(facts: &HostFacts, opts: &Options, state: &HostState) -> Result<Plan
         problems: Vec::new(),
         reboot_reasons: Vec::new(),
     };
-    check_options(&mut p, &unknown);
+    let names_ok = check_options(&mut p, &unknown);
     phases::preflight::plan(&mut p);
     if !opts.skip.nvidia {
         phases::nvidia::plan(&mut p);
@@ -202,17 +202,21 @@ pub fn plan(facts: &HostFacts, opts: &Options, state: &HostState) -> Result<Plan
     if !opts.skip.iommu {
         phases::iommu::plan(&mut p);
     }
-    if !opts.skip.bridge {
+    // Invalid interface names are already refused; the phases that use them would only add
+    // follow-on noise.
+    if !opts.skip.bridge && names_ok {
         phases::bridge::plan(&mut p);
     }
-    if !opts.skip.vmctl {
+    if !opts.skip.vmctl && names_ok {
         phases::vmctl::plan(&mut p);
     }
     finish(p)
 }
 
-/// Combinations of options that contradict each other, and `--gpu` values that name no GPU.
-fn check_options(p: &mut Planner<'_>, unknown: &[String]) {
+/// Combinations of options that contradict each other, `--gpu` values that name no GPU, and
+/// values that cannot go into a file safely. Returns whether the interface names are valid.
+fn check_options(p: &mut Planner<'_>, unknown: &[String]) -> bool {
+    let mut names_ok = true;
     let o = p.opts;
     for bdf in unknown {
         let known: Vec<&str> = p.facts.gpus.iter().map(|g| g.bdf.as_str()).collect();
@@ -244,6 +248,43 @@ fn check_options(p: &mut Planner<'_>, unknown: &[String]) {
             "drop --host-driver, or use --gpu-mode passthrough without --skip-nvidia".into(),
         );
     }
+    // The names reach netplan's YAML, vmctl's TOML and `ip` argv: check them before any of it.
+    for (flag, name) in [
+        ("--bridge-name", Some(&o.bridge_name)),
+        ("--bridge-iface", o.bridge_iface.as_ref()),
+    ] {
+        if let Some(name) = name
+            && let Err(why) = check_ifname(name)
+        {
+            names_ok = false;
+            p.problem(
+                Phase::Preflight,
+                false,
+                format!("{flag} {name:?} is not a valid interface name: {why}"),
+                format!(
+                    "pass {flag} a name of 1 to 15 bytes without `/`, `:` or whitespace (the kernel's rules; `ip -br link` lists the interfaces)"
+                ),
+            );
+        }
+    }
+    // The repository URL becomes a line of an apt sources file: it must stay one line and one
+    // field (sources.list(5)).
+    if o.urls.container_repo.is_empty()
+        || o.urls
+            .container_repo
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        p.problem(
+            Phase::Preflight,
+            false,
+            format!(
+                "the container toolkit repository URL {:?} is empty or contains whitespace",
+                o.urls.container_repo
+            ),
+            "unset GVB_CONTAINER_REPO_URL, or set it to a URL without spaces".into(),
+        );
+    }
     if o.bridge_iface.is_some() && o.skip.bridge {
         p.problem(
             Phase::Preflight,
@@ -252,6 +293,7 @@ fn check_options(p: &mut Planner<'_>, unknown: &[String]) {
             "drop one of --bridge-iface and --skip-bridge".into(),
         );
     }
+    names_ok
 }
 
 fn finish(mut p: Planner<'_>) -> Result<Plan, Refusal> {

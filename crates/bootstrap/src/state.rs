@@ -62,7 +62,8 @@ impl HostState {
         for p in WATCHED {
             st.load(root, p);
         }
-        if let Ok(names) = root.read_dir_names(paths::ETC_NETPLAN) {
+        let in_root = |p: &str| root.resolve(p).unwrap_or_else(|_| p.into());
+        if let Ok(names) = root.read_dir_names(in_root(paths::ETC_NETPLAN)) {
             for n in names.iter().filter(|n| n.ends_with(".yaml")) {
                 let p = format!("{}/{n}", paths::ETC_NETPLAN);
                 if st.load(root, &p) {
@@ -70,7 +71,7 @@ impl HostState {
                 }
             }
         }
-        if let Ok(names) = root.read_dir_names(paths::ETC_DEFAULT_GRUB_D) {
+        if let Ok(names) = root.read_dir_names(in_root(paths::ETC_DEFAULT_GRUB_D)) {
             for n in names.iter().filter(|n| n.ends_with(".cfg")) {
                 let p = format!("{}/{n}", paths::ETC_DEFAULT_GRUB_D);
                 if st.load(root, &p) {
@@ -78,8 +79,10 @@ impl HostState {
                 }
             }
         }
+        // A link counts as present even when its target is missing under the root (a service
+        // enabled in a fixture tree without the unit file).
         for p in PRESENCE {
-            if root.exists(p) {
+            if root.read_link(p).is_ok() || root.exists(in_root(p)) {
                 st.existing.insert((*p).to_string());
             }
         }
@@ -90,8 +93,10 @@ impl HostState {
             st.groups = parse_group(&s);
         }
         if let VmctlSource::Binary(src) = &opts.vmctl_source {
-            st.vmctl_up_to_date = match (std::fs::read(src), root.read(paths::USR_LOCAL_BIN_VMCTL))
-            {
+            st.vmctl_up_to_date = match (
+                std::fs::read(src),
+                root.read(in_root(paths::USR_LOCAL_BIN_VMCTL)),
+            ) {
                 (Ok(a), Ok(b)) => a == b,
                 _ => false,
             };
@@ -99,12 +104,17 @@ impl HostState {
         st
     }
 
+    /// Reads `p`, following symlinks inside the root only (an absolute link target is taken
+    /// under the root, never from the machine running us).
     fn load(&mut self, root: &HostRoot, p: &str) -> bool {
-        let Ok(content) = root.read_to_string(p) else {
+        let Ok(real) = root.resolve(p) else {
+            return false;
+        };
+        let Ok(content) = root.read_to_string(&real) else {
             return false;
         };
         let mode = root
-            .stat(p)
+            .stat(&real)
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o644);
         self.files

@@ -1,4 +1,6 @@
 //! [`HostRoot`]: host paths resolved under a root directory, with reads and atomic writes.
+//! It also owns the name of [`HostRoot::write_atomic`]'s temp files (`.NAME.tmp-PID`), so the
+//! leftovers of a killed writer can be found and cleared ([`HostRoot::remove_stale_temps`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -119,13 +121,16 @@ impl HostRoot {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let tmp = dir.join(format!("{}{}", temp_prefix(&name), std::process::id()));
         let result = (|| {
+            // Owner-only until it is complete: a writer killed mid-write leaves a partial file
+            // nobody else can read or run (a 0755 binary would be runnable). The final mode is
+            // set before the rename; a 0600 file is created with its final mode.
             let mut f = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .mode(mode)
+                .mode(mode & 0o600)
                 .open(&tmp)?;
             f.write_all(content)?;
             // The umask may have narrowed the mode given to open().
@@ -177,6 +182,114 @@ impl HostRoot {
     pub fn create_dir_all(&self, host_path: impl AsRef<Path>) -> io::Result<()> {
         fs::create_dir_all(self.path(host_path))
     }
+
+    /// Creates a file that must not exist yet (`O_EXCL`), with its final `mode`, and syncs it.
+    /// Fails with `AlreadyExists` when the name is taken, so a caller can claim a fresh name.
+    pub fn write_new(
+        &self,
+        host_path: impl AsRef<Path>,
+        content: &[u8],
+        mode: u32,
+    ) -> io::Result<()> {
+        let target = self.path(host_path);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&target)?;
+        f.write_all(content)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.sync_all()
+    }
+
+    /// Removes the temp files [`HostRoot::write_atomic`] left next to `host_path` when a writer
+    /// was killed (`.NAME.tmp-PID` with another process's PID; this process's own are never
+    /// left behind). Returns the host paths removed. A missing directory is not an error.
+    pub fn remove_stale_temps(&self, host_path: impl AsRef<Path>) -> io::Result<Vec<PathBuf>> {
+        let host_path = host_path.as_ref();
+        let (Some(dir), Some(name)) = (host_path.parent(), host_path.file_name()) else {
+            return Ok(Vec::new());
+        };
+        let prefix = temp_prefix(&name.to_string_lossy());
+        let own = std::process::id().to_string();
+        let entries = match fs::read_dir(self.path(dir)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut removed = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let n = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = n.strip_prefix(&prefix) else {
+                continue;
+            };
+            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) || pid == own {
+                continue;
+            }
+            let p = dir.join(&n);
+            self.remove_file(&p)?;
+            removed.push(p);
+        }
+        Ok(removed)
+    }
+
+    /// Resolves the symlinks in `host_path` inside the root, like `realpath -m` with the root as
+    /// `/`: an absolute link target starts again at the root, and `..` stops at the root (as at
+    /// `/`), so the result never leaves the tree. Components that do not exist are kept as
+    /// they are. More than 40 links in a row is `ELOOP`, as for the kernel (path_resolution(7)).
+    pub fn resolve(&self, host_path: impl AsRef<Path>) -> io::Result<PathBuf> {
+        const MAX_LINKS: u32 = 40;
+        let mut todo: Vec<std::ffi::OsString> = Vec::new();
+        push_components(&mut todo, host_path.as_ref());
+        let mut out = PathBuf::from("/");
+        let mut links = 0;
+        while let Some(c) = todo.pop() {
+            if c == ".." {
+                out.pop();
+                continue;
+            }
+            let next = out.join(&c);
+            match fs::symlink_metadata(self.path(&next)) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(io::Error::other(format!(
+                            "{}: more than {MAX_LINKS} symbolic links",
+                            host_path.as_ref().display()
+                        )));
+                    }
+                    let target = fs::read_link(self.path(&next))?;
+                    if target.is_absolute() {
+                        out = PathBuf::from("/");
+                    }
+                    push_components(&mut todo, &target);
+                }
+                Ok(_) => out = next,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => out = next,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `.NAME.tmp-`: the start of [`HostRoot::write_atomic`]'s temp file names for `NAME`.
+pub fn temp_prefix(name: &str) -> String {
+    format!(".{name}.tmp-")
+}
+
+/// Pushes the components of `p` (without `/` and `.`) onto `stack` so they pop in order.
+fn push_components(stack: &mut Vec<std::ffi::OsString>, p: &Path) {
+    let parts: Vec<std::ffi::OsString> = p
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    stack.extend(parts.into_iter().rev());
 }
 
 #[cfg(test)]
@@ -211,6 +324,88 @@ mod tests {
         assert!(r.remove_dir_if_empty("/etc/vmctl").unwrap());
         assert!(!r.exists("/etc/vmctl"));
         assert!(!r.remove_dir_if_empty("/etc/vmctl").unwrap());
+    }
+
+    #[test]
+    fn resolve_follows_links_inside_the_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = HostRoot::new(dir.path());
+        r.write_atomic("/etc/managed/grub", b"x", 0o644).unwrap();
+        r.create_dir_all("/etc/default").unwrap();
+        let link = |target: &str, at: &str| {
+            std::os::unix::fs::symlink(target, r.path(at)).unwrap();
+        };
+        link("/etc/managed/grub", "/etc/default/grub");
+        assert_eq!(
+            r.resolve("/etc/default/grub").unwrap(),
+            Path::new("/etc/managed/grub")
+        );
+        // `..` past the root stays at the root.
+        link("../../../../../../etc/managed/grub", "/etc/default/up");
+        assert_eq!(
+            r.resolve("/etc/default/up").unwrap(),
+            Path::new("/etc/managed/grub")
+        );
+        // A link in a directory component, and a missing tail.
+        link("/etc/managed", "/etc/m");
+        assert_eq!(
+            r.resolve("/etc/m/new/file").unwrap(),
+            Path::new("/etc/managed/new/file")
+        );
+        // A loop is an error, not a hang.
+        link("/etc/loop-b", "/etc/loop-a");
+        link("/etc/loop-a", "/etc/loop-b");
+        assert!(r.resolve("/etc/loop-a").is_err());
+        assert_eq!(
+            r.resolve("/etc/managed/grub").unwrap(),
+            Path::new("/etc/managed/grub")
+        );
+    }
+
+    #[test]
+    fn stale_temps_of_other_writers_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = HostRoot::new(dir.path());
+        r.write_atomic("/usr/local/bin/vmctl", b"new", 0o755)
+            .unwrap();
+        for n in [
+            ".vmctl.tmp-4242",
+            ".vmctl.tmp-x",
+            ".vmctl.tmp-",
+            ".other.tmp-4242",
+        ] {
+            r.write_atomic(format!("/usr/local/bin/{n}"), b"partial", 0o600)
+                .unwrap();
+        }
+        let removed = r.remove_stale_temps("/usr/local/bin/vmctl").unwrap();
+        assert_eq!(
+            removed,
+            vec![PathBuf::from("/usr/local/bin/.vmctl.tmp-4242")]
+        );
+        assert_eq!(
+            r.read_dir_names("/usr/local/bin").unwrap(),
+            vec![".other.tmp-4242", ".vmctl.tmp-", ".vmctl.tmp-x", "vmctl"]
+        );
+        assert!(
+            r.remove_stale_temps("/no/such/dir/file")
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn write_new_claims_a_name_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = HostRoot::new(dir.path());
+        r.create_dir_all("/etc").unwrap();
+        r.write_new("/etc/copy", b"one", 0o600).unwrap();
+        let e = r.write_new("/etc/copy", b"two", 0o600).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(r.read_to_string("/etc/copy").unwrap(), "one");
+        assert_eq!(
+            r.stat("/etc/copy").unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

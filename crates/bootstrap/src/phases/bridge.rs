@@ -3,6 +3,12 @@
 //! stanza is taken out of the file that defined it (netplan merges files, and a list such as
 //! `addresses` cannot be cleared by a later file), so the IP lives on the bridge only.
 //! Applying runs under the applier's watchdog ([`crate::plan::ActionKind::ApplyBridge`]).
+//!
+//! The port is an Ethernet NIC or a bond (the common server layout: the bridge takes `bond0`,
+//! whose stanza stays where it is, minus its addressing). A VLAN parent, a Wi-Fi NIC, loopback,
+//! a virtual interface netplan does not define, a `match:` stanza that also configures other
+//! NICs, and a live bridge of that name that netplan does not know are refused with a reason:
+//! netplan would reject the config, or accept one that cuts the host off.
 
 use hostio::paths;
 use hwdetect::Nic;
@@ -27,8 +33,22 @@ const ADDRESSING: &[&str] = &[
     "routing-policy",
     "mtu",
 ];
-/// Keys that identify the NIC and stay on its stanza.
-const IDENTITY: &[&str] = &["match", "set-name"];
+/// Keys that identify the NIC and stay on its stanza. `mtu` also stays: a bridge's MTU cannot
+/// exceed its ports' (net/bridge/br_if.c), so a jumbo-frame NIC keeps its MTU under the bridge.
+const IDENTITY: &[&str] = &["match", "set-name", "mtu"];
+
+/// netplan's device sections (netplan YAML reference) other than `ethernets` and `bonds`: a
+/// bridge port defined in one of them is not supported here.
+const OTHER_KINDS: &[(&str, &str)] = &[
+    ("vlans", "a VLAN interface"),
+    ("tunnels", "a tunnel"),
+    ("vrfs", "a VRF"),
+    ("modems", "a modem"),
+    ("dummy-devices", "a dummy device"),
+    ("virtual-ethernets", "a veth"),
+    ("nm-devices", "a NetworkManager device"),
+    ("bridges", "a bridge"),
+];
 
 /// First line of a netplan file this tool took a NIC stanza out of.
 const EDITED_HEADER: &str = "# Edited by gpu-vm-bootstrap:";
@@ -37,47 +57,176 @@ fn key(s: &str) -> Value {
     Value::String(s.to_string())
 }
 
-/// An ethernet stanza found in an existing netplan file.
+/// `s` for a `#` comment line: control characters (a newline would end the comment and start a
+/// line of YAML) are shown escaped.
+fn comment_text(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
+}
+
+/// cloud-init's switch for its network config (cloud-init docs, "Network configuration:
+/// Disabling network configuration"), serialized like every other generated YAML.
+fn cloud_init_network_off() -> String {
+    let mut network = Mapping::new();
+    network.insert(key("config"), key("disabled"));
+    let mut doc = Mapping::new();
+    doc.insert(key("network"), Value::Mapping(network));
+    format!(
+        "# Written by gpu-vm-bootstrap: keep cloud-init from rewriting 50-cloud-init.yaml over the bridge.\n{}",
+        serde_yaml::to_string(&Value::Mapping(doc)).unwrap_or_default()
+    )
+}
+
+/// How the bridge port is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Under `ethernets`: the stanza moves into the bridge file.
+    Ethernet,
+    /// Under `bonds`: the stanza stays in its file, without its addressing.
+    Bond,
+}
+
+/// A stanza found in an existing netplan file that defines the bridge port.
 #[derive(Debug, Clone)]
 struct Source {
     path: String,
     doc: Value,
-    /// The stanza's id under `ethernets` (the NIC name, or a name used with `match`).
+    /// The stanza's id (the NIC name, a name used with `match`, or the bond's name).
     id: String,
     stanza: Mapping,
+    /// A `match: {name: GLOB}` this NIC is the only one to match: the bridge file matches the
+    /// NIC by its name instead.
+    narrowed: Option<String>,
 }
 
-fn stanza_matches(id: &str, stanza: &Value, iface: &str, mac: Option<&str>) -> bool {
-    if id == iface {
-        return true;
-    }
-    if stanza.get("set-name").and_then(Value::as_str) == Some(iface) {
-        return true;
-    }
-    let m = stanza.get("match");
-    let by_name = m.and_then(|m| m.get("name")).and_then(Value::as_str) == Some(iface);
-    let by_mac = mac.is_some_and(|mac| {
-        m.and_then(|m| m.get("macaddress"))
-            .and_then(Value::as_str)
-            .is_some_and(|v| v.eq_ignore_ascii_case(mac))
-    });
-    by_name || by_mac
+/// Whether a stanza applies to a NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Applies {
+    Exactly,
+    /// Through a `match: {name: GLOB}` with wildcards.
+    ByGlob(String),
+    /// Through match keys this tool cannot evaluate (e.g. `driver`).
+    Maybe(String),
+    No,
 }
 
-fn find_source(path: &str, doc: &Value, iface: &str, mac: Option<&str>) -> Option<Source> {
-    let eths = doc.get("network")?.get("ethernets")?.as_mapping()?;
-    for (k, v) in eths {
-        let id = k.as_str()?;
-        if stanza_matches(id, v, iface, mac) {
-            return Some(Source {
-                path: path.to_string(),
-                doc: doc.clone(),
-                id: id.to_string(),
-                stanza: v.as_mapping().cloned().unwrap_or_default(),
-            });
+/// `fnmatch(3)` without flags, which networkd uses for `[Match] Name=` (systemd.network(5)):
+/// `*`, `?` and `[...]` (with `!` or `^` negation and ranges).
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
+            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
+            Some('[') => {
+                let Some(end) = p.iter().skip(2).position(|&c| c == ']').map(|e| e + 2) else {
+                    return n.first() == Some(&'[') && go(&p[1..], &n[1..]);
+                };
+                let Some(&c) = n.first() else { return false };
+                let (neg, set) = match p[1] {
+                    '!' | '^' => (true, &p[2..end]),
+                    _ => (false, &p[1..end]),
+                };
+                let mut hit = false;
+                let mut i = 0;
+                while i < set.len() {
+                    if i + 2 < set.len() && set[i + 1] == '-' {
+                        hit |= set[i] <= c && c <= set[i + 2];
+                        i += 3;
+                    } else {
+                        hit |= set[i] == c;
+                        i += 1;
+                    }
+                }
+                hit != neg && go(&p[end + 1..], &n[1..])
+            }
+            Some(&c) => n.first() == Some(&c) && go(&p[1..], &n[1..]),
         }
     }
-    None
+    go(&p, &n)
+}
+
+fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Whether the stanza `id` applies to the NIC `iface` (MAC `mac`). All `match` keys must hold
+/// (netplan YAML reference, "Properties for physical device types").
+fn applies(id: &str, stanza: &Value, iface: &str, mac: Option<&str>) -> Applies {
+    let Some(m) = stanza.get("match").and_then(Value::as_mapping) else {
+        return if id == iface || stanza.get("set-name").and_then(Value::as_str) == Some(iface) {
+            Applies::Exactly
+        } else {
+            Applies::No
+        };
+    };
+    if stanza.get("set-name").and_then(Value::as_str) == Some(iface) {
+        return Applies::Exactly;
+    }
+    let mut glob = None;
+    let mut unknown = Vec::new();
+    for (k, v) in m {
+        match (k.as_str(), v.as_str()) {
+            (Some("name"), Some(pat)) => {
+                if !glob_match(pat, iface) {
+                    return Applies::No;
+                }
+                if has_wildcard(pat) {
+                    glob = Some(pat.to_string());
+                }
+            }
+            (Some("macaddress"), Some(want)) => {
+                if !mac.is_some_and(|mac| mac.eq_ignore_ascii_case(want)) {
+                    return Applies::No;
+                }
+            }
+            (Some(other), _) => unknown.push(other.to_string()),
+            (None, _) => unknown.push(format!("{k:?}")),
+        }
+    }
+    if !unknown.is_empty() {
+        return Applies::Maybe(unknown.join(", "));
+    }
+    match glob {
+        Some(g) => Applies::ByGlob(g),
+        None => Applies::Exactly,
+    }
+}
+
+/// The `(id, stanza)` pairs of a netplan section (`ethernets`, `bonds`, ...).
+fn section<'a>(doc: &'a Value, name: &str) -> Vec<(&'a str, &'a Value)> {
+    doc.get("network")
+        .and_then(|n| n.get(name))
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?, v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn list_of_strings(v: Option<&Value>) -> Vec<&str> {
+    v.and_then(Value::as_sequence)
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn has_addressing(stanza: &Mapping) -> bool {
+    ADDRESSING
+        .iter()
+        .chain(&["gateway4", "gateway6"])
+        .any(|k| *k != "mtu" && stanza.contains_key(*k))
 }
 
 /// The source document without the NIC's stanza (and without an emptied `ethernets`).
@@ -95,31 +244,51 @@ fn without_stanza(src: &Source) -> String {
     }
     format!(
         "{EDITED_HEADER} the `{}` stanza moved to {} (bridge); comments were not kept.\n{}",
-        src.id,
+        comment_text(&src.id),
         paths::NETPLAN_BRIDGE_FILE,
         serde_yaml::to_string(&doc).unwrap_or_default()
     )
 }
 
-/// The bridge file. `stanza` is the NIC's old stanza (None: DHCP).
-fn bridge_yaml(bridge: &str, id: &str, stanza: Option<&Mapping>, mac: Option<&str>) -> String {
-    let mut eth = Mapping::new();
-    if let Some(s) = stanza {
-        for k in IDENTITY {
-            if let Some(v) = s.get(*k) {
-                eth.insert(key(k), v.clone());
+/// The source document with the bond's addressing taken out (the bond itself stays here).
+fn without_addressing(src: &Source) -> String {
+    let mut doc = src.doc.clone();
+    if let Some(stanza) = doc
+        .get_mut("network")
+        .and_then(|n| n.get_mut("bonds"))
+        .and_then(|b| b.get_mut(src.id.as_str()))
+        .and_then(Value::as_mapping_mut)
+    {
+        for k in ADDRESSING.iter().chain(&["gateway4", "gateway6"]) {
+            if *k != "mtu" {
+                stanza.shift_remove(*k);
             }
         }
     }
-    eth.insert(key("dhcp4"), Value::Bool(false));
-    eth.insert(key("dhcp6"), Value::Bool(false));
+    format!(
+        "{EDITED_HEADER} the addressing of `{}` moved to {} (bridge); comments were not kept.\n{}",
+        comment_text(&src.id),
+        paths::NETPLAN_BRIDGE_FILE,
+        serde_yaml::to_string(&doc).unwrap_or_default()
+    )
+}
+
+/// The bridge file. `id` is the port's netplan id; `stanza` its old stanza (None: DHCP);
+/// `port` the stanza to write for it here (None for a bond, which stays in its own file).
+fn bridge_yaml(
+    bridge: &str,
+    id: &str,
+    stanza: Option<&Mapping>,
+    mac: Option<&str>,
+    port: Option<Mapping>,
+) -> String {
     let mut br = Mapping::new();
     br.insert(key("interfaces"), Value::Sequence(vec![key(id)]));
     if let Some(mac) = mac {
         // The bridge keeps the NIC's MAC, so a DHCP server hands out the same lease.
         br.insert(key("macaddress"), key(mac));
     }
-    match stanza {
+    match stanza.filter(|s| has_addressing(s)) {
         Some(s) => {
             for k in ADDRESSING {
                 if let Some(v) = s.get(*k) {
@@ -147,6 +316,9 @@ fn bridge_yaml(bridge: &str, id: &str, stanza: Option<&Mapping>, mac: Option<&st
             }
         }
         None => {
+            if let Some(mtu) = stanza.and_then(|s| s.get("mtu")) {
+                br.insert(key("mtu"), mtu.clone());
+            }
             br.insert(key("dhcp4"), Value::Bool(true));
         }
     }
@@ -156,29 +328,63 @@ fn bridge_yaml(bridge: &str, id: &str, stanza: Option<&Mapping>, mac: Option<&st
     params.insert(key("forward-delay"), Value::Number(0.into()));
     br.insert(key("parameters"), Value::Mapping(params));
 
-    let mut eths = Mapping::new();
-    eths.insert(key(id), Value::Mapping(eth));
     let mut bridges = Mapping::new();
     bridges.insert(key(bridge), Value::Mapping(br));
     let mut net = Mapping::new();
     net.insert(key("version"), Value::Number(2.into()));
-    net.insert(key("ethernets"), Value::Mapping(eths));
+    if let Some(port) = port {
+        let mut eths = Mapping::new();
+        eths.insert(key(id), Value::Mapping(port));
+        net.insert(key("ethernets"), Value::Mapping(eths));
+    }
     net.insert(key("bridges"), Value::Mapping(bridges));
     let mut doc = Mapping::new();
     doc.insert(key("network"), Value::Mapping(net));
     format!(
-        "# Written by gpu-vm-bootstrap: bridge {bridge} for VMs, carrying the addressing of {id}.\n{}",
+        "# Written by gpu-vm-bootstrap: bridge {} for VMs, carrying the addressing of {}.\n{}",
+        comment_text(bridge),
+        comment_text(id),
         serde_yaml::to_string(&Value::Mapping(doc)).unwrap_or_default()
     )
 }
 
-fn bridge_holds(doc: &Value, bridge: &str, id: &str) -> bool {
-    doc.get("network")
-        .and_then(|n| n.get("bridges"))
-        .and_then(|b| b.get(bridge))
-        .and_then(|b| b.get("interfaces"))
-        .and_then(Value::as_sequence)
-        .is_some_and(|s| s.iter().any(|v| v.as_str() == Some(id)))
+/// The stanza the bridge file writes for an Ethernet port: its identity (a narrowed `match`
+/// names the NIC itself), and no addressing of its own.
+fn port_stanza(src: Option<&Source>, iface: &str) -> Mapping {
+    let mut eth = Mapping::new();
+    if let Some(s) = src {
+        for k in IDENTITY {
+            if let Some(v) = s.stanza.get(*k) {
+                eth.insert(key(k), v.clone());
+            }
+        }
+        if s.narrowed.is_some()
+            && let Some(m) = eth.get_mut("match").and_then(Value::as_mapping_mut)
+        {
+            m.insert(key("name"), key(iface));
+        }
+    }
+    eth.insert(key("dhcp4"), Value::Bool(false));
+    eth.insert(key("dhcp6"), Value::Bool(false));
+    eth
+}
+
+/// Whether the bridge file `doc` already makes `br` a bridge over this port.
+fn ours_holds(doc: &Value, br: &str, kind: Kind, target: &str, mac: Option<&str>) -> bool {
+    let ports = list_of_strings(
+        doc.get("network")
+            .and_then(|n| n.get("bridges"))
+            .and_then(|b| b.get(br))
+            .and_then(|b| b.get("interfaces")),
+    );
+    let eths = section(doc, "ethernets");
+    ports.iter().any(|id| {
+        *id == target
+            || (kind == Kind::Ethernet
+                && eths
+                    .iter()
+                    .any(|(i, s)| i == id && applies(i, s, target, mac) == Applies::Exactly))
+    })
 }
 
 fn first_ipv4(nic: &Nic) -> Option<String> {
@@ -186,6 +392,15 @@ fn first_ipv4(nic: &Nic) -> Option<String> {
         .iter()
         .find(|a| !a.contains(':'))
         .map(|a| a.split('/').next().unwrap_or(a).to_string())
+}
+
+fn is_loopback(nic: &Nic) -> bool {
+    nic.name == "lo"
+        || (!nic.addresses.is_empty()
+            && nic
+                .addresses
+                .iter()
+                .all(|a| a.starts_with("127.") || a.starts_with("::1/")))
 }
 
 pub fn plan(p: &mut Planner<'_>) {
@@ -225,38 +440,41 @@ pub fn plan(p: &mut Planner<'_>) {
         );
         return;
     };
+    let refuse = |p: &mut Planner<'_>, msg: String, help: String| p.problem(ph, false, msg, help);
+    if is_loopback(nic) {
+        refuse(
+            p,
+            format!("`{iface}` is the loopback interface; a bridge needs an Ethernet NIC or a bond"),
+            "pass --bridge-iface with the NIC that carries the host's address (`ip -br addr`), or --skip-bridge".into(),
+        );
+        return;
+    }
     if nic.is_bridge {
-        p.problem(
-            ph,
-            false,
+        refuse(
+            p,
             format!("`{iface}` is itself a bridge; the bridge needs a physical NIC"),
             "pass --bridge-iface with the physical NIC, or --skip-bridge to keep the existing bridge".into(),
         );
         return;
     }
     if let Some(other) = nic.bridge.as_deref().filter(|b| *b != br) {
-        p.problem(
-            ph,
-            false,
+        refuse(
+            p,
             format!("`{iface}` is already enslaved to bridge `{other}`"),
             format!("pass --bridge-name {other} to use that bridge, or --skip-bridge"),
         );
         return;
     }
-    if nic.name.starts_with("wl") {
-        p.warn(format!("`{iface}` looks like a Wi-Fi interface; most access points drop frames from bridged VMs"));
-    }
 
-    let mut sources = Vec::new();
+    let mut docs: Vec<(String, Value)> = Vec::new();
     let mut ours: Option<Value> = None;
     for path in &p.state.netplan_files {
         let text = p.state.content(path).unwrap_or("");
         let doc: Value = match serde_yaml::from_str(text) {
             Ok(d) => d,
             Err(e) => {
-                p.problem(
-                    ph,
-                    false,
+                refuse(
+                    p,
                     format!("cannot parse {path}: {e}"),
                     format!("fix {path} (`netplan generate` shows the error), then run again"),
                 );
@@ -265,8 +483,134 @@ pub fn plan(p: &mut Planner<'_>) {
         };
         if path == paths::NETPLAN_BRIDGE_FILE {
             ours = Some(doc);
-            continue;
+        } else {
+            docs.push((path.clone(), doc));
         }
+    }
+    let mac = nic.mac.as_deref();
+
+    // Wi-Fi: netplan puts it under `wifis`; predictable names start with `wl` (udev's
+    // net_id builtin). Access points drop frames from other MACs, and netplan cannot make a
+    // Wi-Fi NIC a bridge port.
+    let wifi = docs.iter().find_map(|(path, doc)| {
+        section(doc, "wifis")
+            .into_iter()
+            .any(|(id, s)| applies(id, s, &iface, mac) != Applies::No)
+            .then(|| format!(" (under `wifis:` in {path})"))
+    });
+    if wifi.is_some() || iface.starts_with("wl") {
+        refuse(
+            p,
+            format!(
+                "`{iface}` is a Wi-Fi interface{}: access points drop frames from bridged VMs, and netplan cannot make it a bridge port",
+                wifi.unwrap_or_default()
+            ),
+            "pass --bridge-iface with a wired NIC, or --skip-bridge (VMs on Wi-Fi need NAT instead of a bridge)".into(),
+        );
+        return;
+    }
+
+    // The ids that may name this NIC in netplan: its own name and the stanzas that apply to it.
+    let mut eth_ids: Vec<String> = vec![iface.clone()];
+    for (_, doc) in &docs {
+        for (id, s) in section(doc, "ethernets") {
+            if applies(id, s, &iface, mac) != Applies::No && !eth_ids.iter().any(|i| i == id) {
+                eth_ids.push(id.to_string());
+            }
+        }
+    }
+    // A bond, or a port of one: the bridge takes the bond.
+    let bond = docs.iter().find_map(|(path, doc)| {
+        section(doc, "bonds").into_iter().find_map(|(id, s)| {
+            let member = list_of_strings(s.get("interfaces"))
+                .iter()
+                .any(|m| eth_ids.iter().any(|i| i == m));
+            (id == iface || member).then(|| (id.to_string(), path.clone(), id != iface))
+        })
+    });
+    let (kind, target) = match &bond {
+        Some((id, path, member)) => {
+            if *member {
+                p.warn(format!(
+                    "`{iface}` is a port of bond `{id}` ({path}): {br} takes the bond, with the bond's addressing"
+                ));
+            }
+            (Kind::Bond, id.clone())
+        }
+        None => (Kind::Ethernet, iface.clone()),
+    };
+    let target_nic = facts.nics.iter().find(|n| n.name == target);
+    let target_mac = target_nic.and_then(|n| n.mac.as_deref());
+    let port_ids: Vec<String> = match kind {
+        Kind::Bond => vec![target.clone()],
+        Kind::Ethernet => eth_ids.clone(),
+    };
+    for (path, doc) in &docs {
+        for (section_name, what) in OTHER_KINDS {
+            for (id, s) in section(doc, section_name) {
+                if *section_name == "bridges" {
+                    // Our bridge in another file: left alone below. Another bridge with this
+                    // port: refused.
+                    let ports = list_of_strings(s.get("interfaces"));
+                    if id != br && ports.iter().any(|m| port_ids.iter().any(|i| i == m)) {
+                        refuse(
+                            p,
+                            format!("`{target}` is already a port of bridge `{id}` in {path}"),
+                            format!("pass --bridge-name {id} to use that bridge, or --skip-bridge"),
+                        );
+                        return;
+                    }
+                }
+                if id == target {
+                    refuse(
+                        p,
+                        format!("`{target}` is {what} (under `{section_name}:` in {path}); the bridge takes an Ethernet NIC or a bond"),
+                        "pass --bridge-iface with the NIC or bond that carries the host's address, or --skip-bridge".into(),
+                    );
+                    return;
+                }
+            }
+        }
+    }
+    // VLANs ride on their parent: once the parent is a bridge port its frames go to the bridge,
+    // and the VLAN interfaces lose their traffic.
+    let vlans: Vec<String> = docs
+        .iter()
+        .flat_map(|(path, doc)| {
+            section(doc, "vlans")
+                .into_iter()
+                .filter(|(_, s)| {
+                    s.get("link")
+                        .and_then(Value::as_str)
+                        .is_some_and(|l| port_ids.iter().any(|i| i == l))
+                })
+                .map(|(id, _)| format!("{id} ({path})"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if !vlans.is_empty() {
+        refuse(
+            p,
+            format!(
+                "`{target}` is the parent of VLAN(s) {}: as a bridge port it would stop carrying them for the host",
+                vlans.join(", ")
+            ),
+            "bridge a NIC without VLANs (--bridge-iface), move the VLANs onto the bridge yourself, or pass --skip-bridge".into(),
+        );
+        return;
+    }
+    if kind == Kind::Ethernet && !nic.physical {
+        refuse(
+            p,
+            format!("`{iface}` is a virtual interface that no netplan file defines as a bond"),
+            "pass --bridge-iface with a physical NIC or a bond defined in netplan, or --skip-bridge".into(),
+        );
+        return;
+    }
+
+    // The stanzas that configure the port.
+    let mut sources: Vec<Source> = Vec::new();
+    for (path, doc) in &docs {
         if doc
             .get("network")
             .and_then(|n| n.get("bridges"))
@@ -278,16 +622,124 @@ pub fn plan(p: &mut Planner<'_>) {
             ));
             return;
         }
-        if let Some(src) = find_source(path, &doc, &iface, nic.mac.as_deref()) {
-            sources.push(src);
+        let section_name = match kind {
+            Kind::Ethernet => "ethernets",
+            Kind::Bond => "bonds",
+        };
+        for (id, s) in section(doc, section_name) {
+            let stanza = s.as_mapping().cloned().unwrap_or_default();
+            let found = |narrowed| Source {
+                path: path.clone(),
+                doc: doc.clone(),
+                id: id.to_string(),
+                stanza: stanza.clone(),
+                narrowed,
+            };
+            if kind == Kind::Bond {
+                if id == target {
+                    sources.push(found(None));
+                }
+                continue;
+            }
+            match applies(id, s, &iface, mac) {
+                Applies::No => {}
+                Applies::Exactly => sources.push(found(None)),
+                Applies::ByGlob(glob) => {
+                    let others: Vec<&str> = facts
+                        .nics
+                        .iter()
+                        .filter(|n| n.name != iface)
+                        .filter(|n| applies(id, s, &n.name, n.mac.as_deref()) != Applies::No)
+                        .map(|n| n.name.as_str())
+                        .collect();
+                    if !others.is_empty() {
+                        refuse(
+                            p,
+                            format!(
+                                "`{id}` in {path} matches `{glob}`, which is {iface} and also {}: moving it to the bridge would take their config too",
+                                others.join(", ")
+                            ),
+                            format!(
+                                "give {iface} a stanza of its own (e.g. `{iface}:` with its addressing) and narrow `{id}`'s match, then run again; or pass --skip-bridge"
+                            ),
+                        );
+                        return;
+                    }
+                    p.warn(format!(
+                        "`{id}` in {path} matches `{glob}`; only {iface} matches it here, so the bridge file matches {iface} by name (a NIC added later that matches `{glob}` gets no config)"
+                    ));
+                    sources.push(found(Some(glob)));
+                }
+                Applies::Maybe(keys) => {
+                    refuse(
+                        p,
+                        format!(
+                            "cannot tell whether `{id}` in {path} (match on {keys}) configures {iface}"
+                        ),
+                        format!(
+                            "give {iface} a stanza of its own matched by name or MAC, then run again; or pass --skip-bridge"
+                        ),
+                    );
+                    return;
+                }
+            }
         }
     }
-    if sources.is_empty() && nic.bridge.as_deref() == Some(br.as_str()) && ours.is_none() {
+    let ids: Vec<&str> = {
+        let mut v: Vec<&str> = sources.iter().map(|s| s.id.as_str()).collect();
+        v.dedup();
+        v
+    };
+    if ids.len() > 1 {
+        refuse(
+            p,
+            format!(
+                "{iface} is configured by several netplan stanzas ({}); which addressing wins is not clear",
+                ids.join(", ")
+            ),
+            format!("keep one stanza for {iface}, then run again; or pass --skip-bridge"),
+        );
+        return;
+    }
+    let bridged_already = target_nic.is_some_and(|n| n.bridge.as_deref() == Some(br.as_str()));
+    if kind == Kind::Ethernet && sources.is_empty() && bridged_already && ours.is_none() {
         // Bridged already, by something other than netplan files we can read.
         return;
     }
-    let configured =
-        sources.is_empty() && ours.as_ref().is_some_and(|d| bridge_holds(d, &br, &iface));
+    // A live interface of that name that netplan does not define (NetworkManager, ifupdown,
+    // libvirt or `ip link` made it): netplan would take it over, or fail on a non-bridge.
+    if let Some(live) = facts.nics.iter().find(|n| n.name == br) {
+        let defined = ours.iter().chain(docs.iter().map(|(_, d)| d)).any(|d| {
+            d.get("network")
+                .and_then(|n| n.get("bridges"))
+                .and_then(|b| b.get(br.as_str()))
+                .is_some()
+        });
+        if !defined {
+            let what = if live.is_bridge {
+                "a bridge"
+            } else {
+                "an interface that is not a bridge"
+            };
+            refuse(
+                p,
+                format!(
+                    "{br} already exists as {what} that no netplan file defines (made by NetworkManager, ifupdown, libvirt or `ip link`); netplan would take it over"
+                ),
+                format!(
+                    "pass --bridge-name with a new name, or --skip-bridge and set vmctl's bridge to {br}"
+                ),
+            );
+            return;
+        }
+    }
+    let configured = ours
+        .as_ref()
+        .is_some_and(|d| ours_holds(d, &br, kind, &target, target_mac))
+        && match kind {
+            Kind::Ethernet => sources.is_empty(),
+            Kind::Bond => sources.iter().all(|s| !has_addressing(&s.stanza)),
+        };
     // cloud-init renders 50-cloud-init.yaml again when its datasource says so; with the NIC's
     // stanza moved to the bridge file, that would put the address back on the NIC.
     if p.state
@@ -299,7 +751,7 @@ pub fn plan(p: &mut Planner<'_>) {
             ph,
             paths::CLOUD_INIT_NETWORK_OFF,
             0o644,
-            "# Written by gpu-vm-bootstrap: keep cloud-init from rewriting 50-cloud-init.yaml over the bridge.\nnetwork: {config: disabled}\n".into(),
+            cloud_init_network_off(),
             "stop cloud-init from regenerating the NIC's netplan config at boot",
         );
     }
@@ -320,7 +772,7 @@ pub fn plan(p: &mut Planner<'_>) {
                 files.push(f.clone());
             }
         }
-        plan_apply(p, nic, &iface, &br, files);
+        plan_apply(p, target_nic, &target, &br, files);
         return;
     }
     let src = sources.last();
@@ -329,46 +781,74 @@ pub fn plan(p: &mut Planner<'_>) {
             "no netplan stanza for `{iface}` found: {br} will use DHCP (check that nothing else, such as NetworkManager, manages `{iface}`)"
         ));
     }
-    let id = src.map_or(iface.clone(), |s| s.id.clone());
-    let content = bridge_yaml(&br, &id, src.map(|s| &s.stanza), nic.mac.as_deref());
+    let (id, port) = match kind {
+        Kind::Ethernet => (
+            src.map_or(iface.clone(), |s| s.id.clone()),
+            Some(port_stanza(src, &iface)),
+        ),
+        Kind::Bond => (target.clone(), None),
+    };
+    let content = bridge_yaml(&br, &id, src.map(|s| &s.stanza), target_mac, port);
     let how = match src {
-        Some(s) => format!("the addressing found in {}", s.path),
-        None => "DHCP".into(),
+        Some(s) if has_addressing(&s.stanza) => format!("the addressing found in {}", s.path),
+        _ => "DHCP".into(),
+    };
+    let mac_note = if target_mac.is_some() {
+        format!(
+            "the {} MAC",
+            if kind == Kind::Bond {
+                "bond's"
+            } else {
+                "NIC's"
+            }
+        )
+    } else {
+        "its own MAC".into()
     };
     if p.write_file(
         ph,
         paths::NETPLAN_BRIDGE_FILE,
         0o600,
         content,
-        format!("bridge {br} over {iface} with {how}, the NIC's MAC, stp off, forward-delay 0"),
+        format!("bridge {br} over {target} with {how}, {mac_note}, stp off, forward-delay 0"),
     ) {
         files.push(paths::NETPLAN_BRIDGE_FILE.to_string());
     }
     for s in &sources {
-        if p.write_file(
-            ph,
-            &s.path,
-            0o600,
-            without_stanza(s),
-            format!("move `{}` out of this file: its addressing now lives on {br} (a later file cannot clear it)", s.id),
-        ) {
+        let (text, why) = match kind {
+            Kind::Ethernet => (
+                without_stanza(s),
+                format!(
+                    "move `{}` out of this file: its addressing now lives on {br} (a later file cannot clear it)",
+                    s.id
+                ),
+            ),
+            Kind::Bond => (
+                without_addressing(s),
+                format!(
+                    "take the addressing off bond `{}`: it now lives on {br} (a later file cannot clear it)",
+                    s.id
+                ),
+            ),
+        };
+        if p.write_file(ph, &s.path, 0o600, text, why) {
             files.push(s.path.clone());
         }
     }
     if files.is_empty() {
         return;
     }
-    plan_apply(p, nic, &iface, &br, files);
+    plan_apply(p, target_nic, &target, &br, files);
 }
 
-fn plan_apply(p: &mut Planner<'_>, nic: &Nic, iface: &str, br: &str, files: Vec<String>) {
+fn plan_apply(p: &mut Planner<'_>, nic: Option<&Nic>, port: &str, br: &str, files: Vec<String>) {
     let facts = p.facts;
     let gateway = facts
         .default_route
         .as_ref()
-        .filter(|r| r.interface == iface || r.interface == br)
+        .filter(|r| r.interface == port || r.interface == br)
         .map(|r| r.gateway.clone());
-    let ip = first_ipv4(nic).or_else(|| {
+    let ip = nic.and_then(first_ipv4).or_else(|| {
         facts
             .nics
             .iter()
@@ -396,13 +876,73 @@ mod tests {
         serde_yaml::from_str(s).unwrap()
     }
 
+    fn find_source(path: &str, doc: &Value, iface: &str, mac: Option<&str>) -> Option<Source> {
+        section(doc, "ethernets").into_iter().find_map(|(id, s)| {
+            (applies(id, s, iface, mac) == Applies::Exactly).then(|| Source {
+                path: path.to_string(),
+                doc: doc.clone(),
+                id: id.to_string(),
+                stanza: s.as_mapping().cloned().unwrap_or_default(),
+                narrowed: None,
+            })
+        })
+    }
+
+    #[test]
+    fn globs_match_like_fnmatch() {
+        for (p, n, want) in [
+            ("en*", "enp3s0f0", true),
+            ("en*", "eno1", true),
+            ("en*", "wlp2s0", false),
+            ("eth?", "eth0", true),
+            ("eth?", "eth10", false),
+            ("enp[0-9]s0", "enp3s0", true),
+            ("enp[!3]s0", "enp3s0", false),
+            ("*", "lo", true),
+            ("eno1", "eno1", true),
+            ("eno1", "eno10", false),
+        ] {
+            assert_eq!(glob_match(p, n), want, "{p} {n}");
+        }
+    }
+
+    #[test]
+    fn match_keys_must_all_hold() {
+        let s = doc("match: {name: \"en*\", macaddress: \"aa:bb:cc:dd:ee:ff\"}\ndhcp4: true\n");
+        assert_eq!(
+            applies("x", &s, "eno1", Some("AA:BB:CC:DD:EE:FF")),
+            Applies::ByGlob("en*".into())
+        );
+        assert_eq!(
+            applies("x", &s, "eno1", Some("aa:bb:cc:dd:ee:00")),
+            Applies::No
+        );
+        let d = doc("match: {driver: ixgbe}\n");
+        assert_eq!(
+            applies("x", &d, "eno1", None),
+            Applies::Maybe("driver".into())
+        );
+        let n = doc("match: {name: eno1}\n");
+        assert_eq!(applies("x", &n, "eno1", None), Applies::Exactly);
+        assert_eq!(
+            applies("eno1", &doc("dhcp4: true\n"), "eno1", None),
+            Applies::Exactly
+        );
+    }
+
     #[test]
     fn gateway4_becomes_a_default_route_and_nameservers_move() {
         let d = doc(
             "network:\n  ethernets:\n    eth0:\n      addresses: [198.18.0.10/24]\n      gateway4: 198.18.0.1\n      nameservers: {addresses: [198.18.0.53]}\n",
         );
         let src = find_source("/etc/netplan/00.yaml", &d, "eth0", None).unwrap();
-        let y = bridge_yaml("br0", &src.id, Some(&src.stanza), Some("52:54:00:00:00:01"));
+        let y = bridge_yaml(
+            "br0",
+            &src.id,
+            Some(&src.stanza),
+            Some("52:54:00:00:00:01"),
+            Some(port_stanza(Some(&src), "eth0")),
+        );
         let v = doc(&y);
         let br = &v["network"]["bridges"]["br0"];
         assert_eq!(br["routes"][0]["to"].as_str(), Some("default"));

@@ -5,6 +5,7 @@
 use hostio::paths;
 use hwdetect::{CpuVendor, Gpu};
 
+use crate::grubcfg::{self, Fix};
 use crate::options::GpuMode;
 use crate::plan::Phase;
 use crate::planner::Planner;
@@ -18,75 +19,120 @@ pub fn iommu_args(vendor: CpuVendor) -> &'static [&'static str] {
     }
 }
 
-const GRUB_KEY: &str = "GRUB_CMDLINE_LINUX_DEFAULT=";
+/// What passthrough does with an argument already on the command line that keeps the IOMMU
+/// off (kernel-parameters.txt): `intel_iommu=off` becomes `intel_iommu=on`, `iommu=off` becomes
+/// `iommu=pt`, and `amd_iommu=off` goes (AMD's IOMMU is on by default; there is no `on`).
+pub fn passthrough_fix(vendor: CpuVendor, word: &str) -> Option<Fix> {
+    let (key, value) = word.split_once('=')?;
+    let off = value.trim_matches('"').split(',').any(|v| v == "off");
+    if !off {
+        return None;
+    }
+    match (key, vendor) {
+        ("intel_iommu", CpuVendor::Intel | CpuVendor::Unknown) => {
+            Some(Fix::Replace("intel_iommu=on".into()))
+        }
+        ("amd_iommu", CpuVendor::Amd | CpuVendor::Unknown) => Some(Fix::Remove),
+        ("iommu", _) => Some(Fix::Replace("iommu=pt".into())),
+        _ => None,
+    }
+}
 
-/// Adds `args` to the last `GRUB_CMDLINE_LINUX_DEFAULT=` line (the one the shell keeps), keeping
-/// every existing arg and its spacing, never adding an arg twice. An arg whose key is already set
-/// to another value (`intel_iommu=off`) is left alone and reported. Returns (new text, warnings).
-pub fn grub_with_args(grub: &str, args: &[&str]) -> (String, Vec<String>) {
-    let mut warnings = Vec::new();
-    let mut lines: Vec<String> = grub.lines().map(str::to_string).collect();
-    let idx = lines
+/// Plans the kernel command-line edit in update-grub's files. Returns whether a file changes
+/// and the arguments the next boot will carry.
+fn plan_grub(p: &mut Planner<'_>, args: &[&'static str]) -> Option<(bool, Vec<&'static str>)> {
+    let ph = Phase::Iommu;
+    let vendor = p.facts.cpu.vendor;
+    let passthrough = p.opts.gpu_mode == GpuMode::Passthrough;
+    // update-grub sources /etc/default/grub, then /etc/default/grub.d/*.cfg in order (Ubuntu
+    // cloud images set the command line in 50-cloudimg-settings.cfg).
+    let mut files = vec![paths::ETC_DEFAULT_GRUB.to_string()];
+    files.extend(p.state.grub_d_files.iter().cloned());
+    let texts: Vec<&str> = files
         .iter()
-        .rposition(|l| l.trim_start().starts_with(GRUB_KEY));
-    let Some(idx) = idx else {
-        let mut out = grub.to_string();
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str(&format!("{GRUB_KEY}\"{}\"\n", args.join(" ")));
-        return (out, warnings);
-    };
-    let line = &lines[idx];
-    let start = line.find(GRUB_KEY).unwrap_or(0) + GRUB_KEY.len();
-    let (prefix, value) = line.split_at(start);
-    // Quoted ("..." or '...') or a bare word; whatever follows the value is kept as is.
-    let (quote, inner, rest) = match value.chars().next() {
-        Some(q @ ('"' | '\'')) => match value[1..].find(q) {
-            Some(end) => (Some(q), &value[1..1 + end], &value[2 + end..]),
-            None => (Some(q), &value[1..], ""),
-        },
-        _ => {
-            let end = value.find(char::is_whitespace).unwrap_or(value.len());
-            (None, &value[..end], &value[end..])
+        .map(|f| p.state.content(f).unwrap_or(""))
+        .collect();
+    let fix = |w: &str| {
+        if passthrough {
+            passthrough_fix(vendor, w)
+        } else {
+            None
         }
     };
-    let tokens: Vec<&str> = inner.split_whitespace().collect();
-    let mut added = Vec::new();
-    for arg in args {
-        let key = arg.split('=').next().unwrap_or(arg);
-        if tokens.contains(arg) {
-            continue;
+    let edit = match grubcfg::edit_cmdline(&texts, args, &fix) {
+        Ok(e) => e,
+        Err(r) => {
+            let file = &files[r.file];
+            let at = r.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            let help = match &r.conflict {
+                Some(w) => format!(
+                    "remove `{w}` from {file} (a reboot with it keeps the IOMMU off and passthrough cannot work), then run again"
+                ),
+                None => format!(
+                    "write {} in {file} as one plain assignment, e.g. {}=\"quiet splash\", then run again; or add `{}` yourself, run `sudo update-grub` and pass --skip-iommu",
+                    grubcfg::CMDLINE_DEFAULT,
+                    grubcfg::CMDLINE_DEFAULT,
+                    args.join(" ")
+                ),
+            };
+            p.problem(
+                ph,
+                false,
+                format!("cannot edit {file}{at} safely: {}", r.why),
+                help,
+            );
+            return None;
         }
-        if let Some(other) = tokens
-            .iter()
-            .find(|t| t.split('=').next() == Some(key) && t.contains('='))
-        {
-            warnings.push(format!(
-                "{} already sets `{other}`; kept it instead of adding `{arg}`",
-                paths::ETC_DEFAULT_GRUB
-            ));
-            continue;
-        }
-        added.push(*arg);
+    };
+    let mut effective: Vec<&'static str> = args.to_vec();
+    for (other, arg) in &edit.kept {
+        effective.retain(|a| a != arg);
+        p.warn(format!(
+            "the kernel command line already sets `{other}`; kept it instead of adding `{arg}`"
+        ));
     }
-    if added.is_empty() {
-        return (grub.to_string(), warnings);
+    let Some((i, text)) = edit.write else {
+        return Some((false, effective));
+    };
+    let path = &files[i];
+    let mut reason = format!(
+        "enable the IOMMU in passthrough mode: add `{}` to the kernel command line",
+        edit.added.join(" ")
+    );
+    if edit.added.is_empty() {
+        reason = "enable the IOMMU in passthrough mode".into();
     }
-    let mut new_inner = inner.to_string();
-    for a in added {
-        if !new_inner.trim().is_empty() {
-            new_inner.push(' ');
-        }
-        new_inner.push_str(a);
+    for f in &edit.fixed {
+        reason += &match &f.new {
+            Some(n) => format!("; `{}` becomes `{n}`", f.old),
+            None => format!("; `{}` is removed", f.old),
+        };
     }
-    let q = quote.unwrap_or('"');
-    lines[idx] = format!("{prefix}{q}{new_inner}{q}{rest}");
-    let mut out = lines.join("\n");
-    if grub.ends_with('\n') {
-        out.push('\n');
-    }
-    (out, warnings)
+    let mode = p.state.file(path).map_or(0o644, |f| f.mode);
+    let changed = p.write_file(ph, path, mode, text, reason);
+    Some((changed, effective))
+}
+
+/// A `vendor:device` ID as sysfs shows it (`10de:2204`).
+fn is_pci_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 9
+        && b[4] == b':'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || c.is_ascii_hexdigit())
+}
+
+/// A PCI address `domain:bus:device.function` as sysfs names it (`0000:01:00.0`).
+fn is_bdf(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
 }
 
 pub const MODULES_LOAD: &str = "\
@@ -106,12 +152,13 @@ const SOFTDEPS: &[&str] = &[
     "snd_hda_intel",
 ];
 
-/// Vendor:device IDs of every function of `gpus`, first-seen order, without duplicates.
+/// Vendor:device IDs of every function of `gpus`, first-seen order, without duplicates, and
+/// without IDs that are not in `vendor:device` form.
 pub fn function_ids(gpus: &[&Gpu]) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
     for g in gpus {
         for id in &g.function_ids {
-            if !ids.contains(id) {
+            if is_pci_id(id) && !ids.contains(id) {
                 ids.push(id.clone());
             }
         }
@@ -187,41 +234,43 @@ pub fn plan(p: &mut Planner<'_>) {
             "unknown CPU vendor: adding only `iommu=pt`; Intel hosts also need `intel_iommu=on`",
         );
     }
-    // update-grub sources /etc/default/grub.d/*.cfg after /etc/default/grub, and Ubuntu cloud
-    // images set GRUB_CMDLINE_LINUX_DEFAULT there (50-cloudimg-settings.cfg): edit the file whose
-    // assignment wins.
-    let grub_path = p
-        .state
-        .grub_d_files
-        .iter()
-        .rev()
-        .find(|f| {
-            p.state
-                .content(f)
-                .is_some_and(|c| c.lines().any(|l| l.trim_start().starts_with(GRUB_KEY)))
-        })
-        .cloned()
-        .unwrap_or_else(|| paths::ETC_DEFAULT_GRUB.to_string());
-    let old_grub = p.state.content(&grub_path).unwrap_or("");
-    let (grub, warns) = grub_with_args(old_grub, args);
-    for w in warns {
-        p.warn(w.replace(paths::ETC_DEFAULT_GRUB, &grub_path));
-    }
-    let mode = p.state.file(&grub_path).map_or(0o644, |f| f.mode);
-    let grub_changed = p.write_file(
-        ph,
-        &grub_path,
-        mode,
-        grub,
-        format!(
-            "enable the IOMMU in passthrough mode: add `{}` to the kernel command line",
-            args.join(" ")
-        ),
-    );
+    let (grub_changed, args) = plan_grub(p, args).unwrap_or((false, Vec::new()));
     let mut initramfs_changed = false;
     let sel = p.sel.passthrough.clone();
     let host = p.sel.host.clone();
     if p.opts.gpu_mode == GpuMode::Passthrough && !sel.is_empty() {
+        // The IDs and addresses become modprobe.d lines and a shell script; anything but the
+        // sysfs forms (`10de:2204`, `0000:01:00.0`) could add lines to them. An unreadable
+        // `vendor` file gives an ID like `:1aef`, which vfio-pci would reject anyway: it is
+        // left out. A malformed address cannot come from sysfs (only from --facts): refused.
+        let odd_ids: Vec<&str> = sel
+            .iter()
+            .chain(host.iter())
+            .flat_map(|g| g.function_ids.iter().filter(|i| !is_pci_id(i)))
+            .map(String::as_str)
+            .collect();
+        if !odd_ids.is_empty() {
+            p.warn(format!(
+                "left out PCI IDs that are not in `vendor:device` form: {odd_ids:?}"
+            ));
+        }
+        let odd_bdfs: Vec<&str> = sel
+            .iter()
+            .chain(host.iter())
+            .flat_map(|g| g.functions.iter().chain(std::iter::once(&g.bdf)))
+            .filter(|b| !is_bdf(b))
+            .map(String::as_str)
+            .collect();
+        if !odd_bdfs.is_empty() {
+            p.problem(
+                ph,
+                false,
+                format!("the host facts hold PCI addresses in an unexpected form: {odd_bdfs:?}"),
+                "run `gpu-vm-bootstrap detect` to see what was read; with --facts, fix that file"
+                    .into(),
+            );
+            return;
+        }
         let bdfs: Vec<&str> = sel.iter().map(|g| g.bdf.as_str()).collect();
         let bdfs = bdfs.join(", ");
         initramfs_changed |= p.write_file(
@@ -319,46 +368,22 @@ pub fn plan(p: &mut Planner<'_>) {
 mod tests {
     use super::*;
 
-    const UBUNTU: &str = "GRUB_DEFAULT=0\nGRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"\"\n";
-
     #[test]
-    fn intel_args_are_appended_once() {
-        let (g, w) = grub_with_args(UBUNTU, iommu_args(CpuVendor::Intel));
-        assert!(
-            g.contains("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash intel_iommu=on iommu=pt\"\n")
-        );
-        assert!(w.is_empty());
-        let (again, _) = grub_with_args(&g, iommu_args(CpuVendor::Intel));
-        assert_eq!(again, g);
-    }
-
-    #[test]
-    fn amd_gets_only_iommu_pt() {
-        let (g, _) = grub_with_args(UBUNTU, iommu_args(CpuVendor::Amd));
-        assert!(g.contains("\"quiet splash iommu=pt\""));
-        assert!(!g.contains("amd_iommu"));
-    }
-
-    #[test]
-    fn existing_args_are_kept_and_conflicts_reported() {
-        let src = "GRUB_CMDLINE_LINUX_DEFAULT='iommu=pt intel_iommu=off'  # keep\n";
-        let (g, w) = grub_with_args(src, iommu_args(CpuVendor::Intel));
-        assert_eq!(g, src);
-        assert_eq!(w.len(), 1);
-    }
-
-    #[test]
-    fn last_assignment_is_edited_and_missing_line_added() {
-        let src = "GRUB_CMDLINE_LINUX_DEFAULT=\"a\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"\"\n";
-        let (g, _) = grub_with_args(src, &["iommu=pt"]);
+    fn passthrough_turns_only_the_vendors_off_switch_around() {
+        let intel = |w| passthrough_fix(CpuVendor::Intel, w);
+        let amd = |w| passthrough_fix(CpuVendor::Amd, w);
         assert_eq!(
-            g,
-            "GRUB_CMDLINE_LINUX_DEFAULT=\"a\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"iommu=pt\"\n"
+            intel("intel_iommu=off"),
+            Some(Fix::Replace("intel_iommu=on".into()))
         );
-        let (g, _) = grub_with_args("GRUB_DEFAULT=0", &["iommu=pt"]);
         assert_eq!(
-            g,
-            "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"iommu=pt\"\n"
+            intel("intel_iommu=sm_on,off"),
+            Some(Fix::Replace("intel_iommu=on".into()))
         );
+        assert_eq!(intel("intel_iommu=on"), None);
+        assert_eq!(intel("amd_iommu=off"), None);
+        assert_eq!(amd("amd_iommu=off"), Some(Fix::Remove));
+        assert_eq!(amd("iommu=off"), Some(Fix::Replace("iommu=pt".into())));
+        assert_eq!(amd("quiet"), None);
     }
 }

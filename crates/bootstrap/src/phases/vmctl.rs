@@ -5,24 +5,43 @@
 use std::cmp::Ordering;
 
 use hostio::paths;
+use serde::Serialize;
 
 use crate::debversion;
 use crate::options::VmctlSource;
 use crate::plan::{ActionKind, Phase};
 use crate::planner::Planner;
 
+/// The keys of vmctl's config this phase writes, in the order a reader expects them (keys as in
+/// vmctl's config, `vmctl config show`).
+#[derive(Debug, Serialize)]
+struct VmctlConfig<'a> {
+    connect: &'a str,
+    bridge: &'a str,
+    state_dir: &'a str,
+    storage_dir: &'a str,
+    image_cache: &'a str,
+}
+
+const CONFIG_HEADER: &str = "\
+# Written by gpu-vm-bootstrap: defaults for vmctl. Edit freely; bootstrap never overwrites it.
+# Keys as in vmctl's config (`vmctl config show`).
+";
+
 /// vmctl's default configuration: the libvirt URI, the bridge VMs attach to, and where disks
-/// and downloaded images live.
+/// and downloaded images live. Serialized by `toml`, so any bridge name stays one string value.
 pub fn default_config(bridge: &str) -> String {
-    format!(
-        "# Written by gpu-vm-bootstrap: defaults for vmctl. Edit freely; bootstrap never overwrites it.\n\
-         # Keys as in vmctl's config (`vmctl config show`).\n\
-         connect = \"qemu:///system\"\n\
-         bridge = \"{bridge}\"\n\
-         state_dir = \"/var/lib/vmctl\"\n\
-         storage_dir = \"/var/lib/vmctl/vms\"\n\
-         image_cache = \"/var/lib/vmctl/images\"\n"
-    )
+    let config = VmctlConfig {
+        connect: "qemu:///system",
+        bridge,
+        state_dir: "/var/lib/vmctl",
+        storage_dir: "/var/lib/vmctl/vms",
+        image_cache: "/var/lib/vmctl/images",
+    };
+    // A struct of strings always serializes; the empty fallback is never written (the planner
+    // would show an empty file in the diff).
+    let body = toml::to_string(&config).unwrap_or_default();
+    format!("{CONFIG_HEADER}{body}")
 }
 
 /// The bridge the packaged `/etc/vmctl/config.toml` (a conffile) assumes.
@@ -131,10 +150,36 @@ pub fn plan(p: &mut Planner<'_>) {
                 format!("vmctl defaults: bridge {bridge}, state /var/lib/vmctl, disks /var/lib/vmctl/vms, image cache /var/lib/vmctl/images"),
             );
         }
-        Some(c) if !c.contains(&format!("\"{bridge}\"")) => p.warn(format!(
-            "{} exists and does not mention bridge {bridge}; left unchanged",
-            paths::ETC_VMCTL_CONFIG
-        )),
-        Some(_) => {}
+        Some(c) => match toml::from_str::<toml::Table>(c) {
+            Ok(t) if t.get("bridge").and_then(toml::Value::as_str) == Some(bridge.as_str()) => {}
+            Ok(t) => p.warn(format!(
+                "{} sets bridge {}, not {bridge}; left unchanged",
+                paths::ETC_VMCTL_CONFIG,
+                t.get("bridge")
+                    .map_or_else(|| "(none)".to_string(), |v| v.to_string())
+            )),
+            Err(e) => p.warn(format!(
+                "{} is not valid TOML ({}); left unchanged",
+                paths::ETC_VMCTL_CONFIG,
+                e.message()
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_round_trips_any_valid_bridge_name() {
+        for name in ["br0", "br\"x", "v#m=\\", "a'b"] {
+            let text = default_config(name);
+            assert!(text.starts_with(CONFIG_HEADER));
+            let t: toml::Table = toml::from_str(&text).unwrap();
+            assert_eq!(t["bridge"].as_str(), Some(name), "{text}");
+            assert_eq!(t["connect"].as_str(), Some("qemu:///system"));
+            assert_eq!(t.len(), 5, "{text}");
+        }
     }
 }
