@@ -116,7 +116,7 @@ pub fn delete(ctx: &Ctx, name: &str, yes: bool, keep_disks: bool) -> Result<Dele
     let md = facts.metadata.clone().unwrap_or_default();
     let attached: Vec<PathBuf> = facts.disks.iter().filter_map(|d| d.path.clone()).collect();
     ctx.hv.undefine(name, facts.firmware == "efi")?;
-    super::ip::release_deleted(ctx, name);
+    super::ip::release_deleted(ctx, name, md.ip.as_deref());
 
     let mut removed = Vec::new();
     let mut kept = Vec::new();
