@@ -613,8 +613,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 for p in &d.removed {
                     s += &format!("  removed {}\n", p.display());
                 }
-                for p in &d.kept {
-                    s += &format!("  kept    {}\n", p.display());
+                for k in &d.kept {
+                    s += &format!("  kept    {} ({})\n", k.path.display(), k.reason);
                 }
                 out(&s);
             }
