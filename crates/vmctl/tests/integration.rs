@@ -14,6 +14,7 @@ mod gpu_create;
 mod help_snapshots;
 mod interrupt;
 mod ip_cli;
+mod storage;
 mod support;
 mod talos_cli;
 mod talos_create;

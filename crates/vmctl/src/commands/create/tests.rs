@@ -452,7 +452,7 @@ fn delete_removes_only_what_lies_inside_the_vm_directory() {
     // A metadata directory that is not the VM's own: nothing in it is removed, nor itself.
     let fake = outside.join("fake");
     let fake_log = touch(&fake.join("console.log"));
-    define_with_metadata(&lv, "ct-esc2", &[], &[fake_log.clone()], &fake);
+    define_with_metadata(&lv, "ct-esc2", &[], std::slice::from_ref(&fake_log), &fake);
     let d = lifecycle::delete(&c, "ct-esc2", true, false).unwrap();
     assert!(fake_log.is_file(), "removed through a foreign metadata dir");
     assert!(d.removed.is_empty(), "{:?}", d.removed);
