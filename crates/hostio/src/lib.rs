@@ -8,5 +8,5 @@ pub mod paths;
 mod root;
 mod runner;
 
-pub use root::{HostRoot, temp_prefix};
+pub use root::{HostRoot, create_dir_all_mode, temp_prefix};
 pub use runner::{Cmd, CommandError, CommandRunner, Output, RecordingRunner, SystemRunner};

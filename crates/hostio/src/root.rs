@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// A view of the host filesystem rooted at `root` (`/` for the real host).
@@ -272,6 +272,11 @@ impl HostRoot {
         }
         Ok(out)
     }
+
+    /// [`create_dir_all_mode`] for a host path.
+    pub fn create_dir_all_mode(&self, host_path: impl AsRef<Path>, mode: u32) -> io::Result<()> {
+        create_dir_all_mode(&self.path(host_path), mode)
+    }
 }
 
 /// `.NAME.tmp-`: the start of [`HostRoot::write_atomic`]'s temp file names for `NAME`.
@@ -292,9 +297,48 @@ fn push_components(stack: &mut Vec<std::ffi::OsString>, p: &Path) {
     stack.extend(parts.into_iter().rev());
 }
 
+/// Creates `dir` and its missing parents, each with exactly `mode`: the umask narrows mkdir(2)'s
+/// mode, so a directory made here is set to `mode` afterwards (never wider in between).
+/// Directories that already exist keep their mode.
+pub fn create_dir_all_mode(dir: &Path, mode: u32) -> io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err())
+        .collect();
+    for p in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(mode).create(p) {
+            Ok(()) => fs::set_permissions(p, fs::Permissions::from_mode(mode))?,
+            // Made by a concurrent process in the meantime: theirs.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_dir_all_mode_sets_new_dirs_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let existing = tmp.path().join("a");
+        fs::create_dir(&existing).unwrap();
+        fs::set_permissions(&existing, fs::Permissions::from_mode(0o750)).unwrap();
+        let r = HostRoot::new(tmp.path());
+        r.create_dir_all_mode("/a/b/c", 0o711).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            mode(&existing),
+            0o750,
+            "an existing directory keeps its mode"
+        );
+        assert_eq!(mode(&existing.join("b")), 0o711);
+        assert_eq!(mode(&existing.join("b/c")), 0o711);
+        r.create_dir_all_mode("/a/b/c", 0o700).unwrap();
+        assert_eq!(mode(&existing.join("b/c")), 0o711, "idempotent");
+    }
 
     #[test]
     fn path_is_kept_under_root() {

@@ -153,7 +153,15 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| format!("pid-{}", std::process::id()));
         let store = ReservationStore::new(HostRoot::system(), dir);
         let ttl = Duration::from_secs(600);
-        return match store.allocate(&result, &args.reserved, &[], &owner, ttl, SystemTime::now()) {
+        let holder = netscan::Holder::new(&owner);
+        return match store.allocate(
+            &result,
+            &args.reserved,
+            &[],
+            &holder,
+            ttl,
+            SystemTime::now(),
+        ) {
             Ok(r) => {
                 println!("{}", r.ip);
                 ExitCode::SUCCESS

@@ -89,6 +89,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "lock IP reservations {path}: held by {} for more than {} s",
+        pid.map_or_else(|| "another process".to_string(), |p| format!("process {p}")),
+        waited.as_secs_f64()
+    )]
+    LockHeld {
+        path: PathBuf,
+        /// As the holder wrote it into the lock file.
+        pid: Option<u32>,
+        waited: std::time::Duration,
+    },
     #[error("read IP reservations {path}")]
     ReadReservations {
         path: PathBuf,
@@ -172,6 +183,13 @@ impl Error {
             Error::LockReservations { path, .. } | Error::WriteReservations { path, .. } => {
                 format!("check that {} is writable", path.display())
             }
+            Error::LockHeld { pid: Some(pid), .. } => format!(
+                "`ps -o pid,etime,args -p {pid}` shows the holder; let it finish, or stop it if it hangs (the kernel drops the lock when it exits), then retry"
+            ),
+            Error::LockHeld { path, .. } => format!(
+                "`fuser -v {}` shows the holder; let it finish, or stop it if it hangs, then retry",
+                path.display()
+            ),
             Error::ParseReservations { path, .. } => format!(
                 "the file is corrupt; move {} aside, it is rebuilt on the next allocation",
                 path.display()

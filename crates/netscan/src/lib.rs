@@ -26,10 +26,12 @@
 //! - `ip list` source 3: [`Scanner::neighbours`] (no packet sent); source 4: a scan of the
 //!   bridge, matching VM MACs against [`ScanResult::used`].
 //! - `create --ip auto`: scan, then [`ReservationStore::allocate`] (under the lock: expired
-//!   reservations dropped, first free address outside the reserved ranges and other owners'
-//!   reservations; pass the IPs in VM metadata as `known`, since a stopped VM is silent).
-//!   Release with [`ReservationStore::release`] once the address is in the VM's metadata, or
-//!   let it expire (TTL) if the create dies.
+//!   reservations dropped, first free address outside the reserved ranges and other claims'
+//!   reservations; pass the IPs in VM metadata as `known`, since a stopped VM is silent). Each
+//!   create is its own [`Holder`] (VM name + claim), so two creates of one name never share or
+//!   release each other's address. Release with [`ReservationStore::release`] if the create
+//!   fails, [`ReservationStore::release_address`] when the VM is deleted, or let it expire (TTL)
+//!   if the create dies.
 //! - `create --ip X`: [`Scanner::probe_one`] (refuse if taken), then [`ReservationStore::reserve`]
 //!   (refused if another create holds it).
 //!
@@ -50,7 +52,8 @@
 //! let result = scanner.scan(&req)?;
 //! let store = ReservationStore::new(HostRoot::system(), "/var/lib/vmctl");
 //! let reserved = [IpRange::parse("198.18.5.1-198.18.5.9")?];
-//! let got = store.allocate(&result, &reserved, &[], "vm-a", Duration::from_secs(600), SystemTime::now())?;
+//! let holder = netscan::Holder::new("vm-a");
+//! let got = store.allocate(&result, &reserved, &[], &holder, Duration::from_secs(600), SystemTime::now())?;
 //! println!("{}", got.ip);
 //! # Ok::<(), netscan::Error>(())
 //! ```
@@ -80,7 +83,7 @@ pub use plan::{
     parse_subnet, plan_scan,
 };
 pub use ranges::{IpRange, free_ranges, pick_free};
-pub use reserve::{Reservation, ReservationLock, ReservationStore};
+pub use reserve::{Holder, LOCK_WAIT, LockNotice, Reservation, ReservationLock, ReservationStore};
 pub use scan::{Conflict, Host, ProbeResult, ScanResult, Scanner};
 
 /// The crate's result type.

@@ -275,18 +275,21 @@ impl PacketSocket {
     }
 }
 
-/// Takes an exclusive `flock(2)` on the file, blocking until it is free. The lock belongs to the
-/// open file description, so it is released when `file` is closed, also if the process dies.
-pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+/// Tries to take an exclusive `flock(2)` without blocking (`LOCK_NB`): `Ok(false)` when another
+/// open file description holds it. The lock belongs to the open file description, so it is
+/// released when `file` is closed, also if the process dies.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     loop {
         // SAFETY: flock on a valid fd owned by `file`.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if r == 0 {
-            return Ok(());
+            return Ok(true);
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match e.kind() {
+            io::ErrorKind::WouldBlock => return Ok(false),
+            io::ErrorKind::Interrupted => continue,
+            _ => return Err(e),
         }
     }
 }

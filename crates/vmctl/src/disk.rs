@@ -1,13 +1,125 @@
-//! Per-VM disks: a qcow2 overlay on a cached base image, made with `qemu-img` through the runner.
-//! An overlay only records the backing file, so its creation time does not depend on the
+//! Per-VM storage: the VM's directory, claimed exclusively by one create, and the private files
+//! in it; disks are qcow2 overlays on a cached base image, made with `qemu-img` through the
+//! runner. An overlay only records the backing file, so its creation time does not depend on the
 //! base's size (qemu-img(1), "create -b").
+//!
+//! Modes. A VM's disk and seed hold secrets (the seed: a password hash, or a Talos node's cluster
+//! CA keys and bootstrap token; the disk: the guest's data), so every file vmctl writes into a
+//! VM's directory is created 0600, root only, with that mode from the start. qemu under
+//! `qemu:///system` runs as its own user (`libvirt-qemu` on Debian and Ubuntu, qemu.conf `user`);
+//! libvirt's DAC driver, with `dynamic_ownership = 1` (the default), chowns the disk, seed,
+//! kernel and initrd to that user while the VM runs and back afterwards (qemu.conf(5);
+//! libvirt.org/drvqemu.html, "POSIX users/groups"). qemu opens them by path, so it needs
+//! search permission on each directory on the way: the VM's directory and the directories vmctl
+//! makes above it are 0711, searchable but not listable by others, and the files' names reveal
+//! nothing a listing would not. With `dynamic_ownership = 0` the files must be given to the qemu
+//! user by hand.
 
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use hostio::{Cmd, CommandRunner};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+/// The VM's directory and the storage directories vmctl creates above it: searchable by the
+/// qemu user, listable by root only.
+pub const DIR_MODE: u32 = 0o711;
+/// Every file in a VM's directory: root only (libvirt hands the images to qemu).
+pub const FILE_MODE: u32 = 0o600;
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The mode for a directory vmctl makes in `parent`: `base`, and when `parent` is setgid, full
+/// access for its group plus the setgid bit. The package hands `/var/lib/vmctl` and `vms/` to
+/// the `libvirt` group (mode 2775) so that every libvirt user can manage every VM (delete its
+/// files, remove its directory); members of that group can already make libvirt open any host
+/// file, so this trusts them with nothing new. Others never get more than `base` gives them.
+pub fn dir_mode_in(parent: &Path, base: u32) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(parent) {
+        Ok(m) if m.mode() & 0o2000 != 0 => base | 0o2070,
+        _ => base,
+    }
+}
+
+/// Claims `dir` (`storage_dir/NAME`) for one create: makes the missing storage directories
+/// above it ([`DIR_MODE`]), then `dir` itself with mkdir(2), which fails if it exists. Of two
+/// creates of one name exactly one gets it; the other gets [`Error::StorageExists`] (exit 2)
+/// before it has made or downloaded anything. Only a directory claimed here is ever removed by
+/// a rollback. Its mode is [`DIR_MODE`] ([`dir_mode_in`] a shared storage directory).
+pub fn claim_vm_dir(dir: &Path, name: &str) -> Result<()> {
+    let mut mode = DIR_MODE;
+    if let Some(parent) = dir.parent() {
+        hostio::create_dir_all_mode(parent, DIR_MODE)
+            .map_err(io_err("create storage directory", parent))?;
+        mode = dir_mode_in(parent, DIR_MODE);
+    }
+    // Private while empty; set to `mode` below (the umask may have narrowed mkdir's).
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::StorageExists {
+                name: name.to_string(),
+                path: dir.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(io_err("create VM directory", dir)(e)),
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(io_err("set the mode of", dir))
+}
+
+/// Creates `path` empty with [`FILE_MODE`] (`O_CREAT|O_EXCL`: never an existing file, never a
+/// symlink's target). For output a tool then writes into: `qemu-img create` and `genisoimage
+/// -output` truncate an existing file and keep its mode, so the file never exists with a wider
+/// one.
+pub fn create_private(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(io_err("create", path))
+}
+
+/// Writes `content` to a new file `path` with [`FILE_MODE`].
+pub fn write_private(path: &Path, content: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = create_private(path)?;
+    f.write_all(content).map_err(io_err("write", path))
+}
+
+/// For a tool that sets the mode of what it writes itself (`xorriso -extract` restores the
+/// ISO's): `produce` writes at a path in a fresh 0700 staging directory next to `out`, then the
+/// file gets [`FILE_MODE`] and is renamed to `out`. Nobody but root can open it on the way.
+pub fn produce_private(out: &Path, produce: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stage = out.with_file_name(format!(".{name}.d"));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&stage)
+        .map_err(io_err("create", &stage))?;
+    let staged = stage.join(&name);
+    let result = produce(&staged).and_then(|()| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(FILE_MODE))
+            .map_err(io_err("set the mode of", &staged))?;
+        std::fs::rename(&staged, out).map_err(io_err("rename", &staged))
+    });
+    let _ = std::fs::remove_dir_all(&stage);
+    result
+}
 
 /// What `qemu-img info` says about an image.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -43,7 +155,8 @@ pub fn image_info(runner: &dyn CommandRunner, path: &Path) -> Result<ImageInfo> 
 }
 
 /// Creates `overlay` as qcow2 backed by `base` (format `base_format`), sized `size` bytes
-/// (the base's virtual size when `None`).
+/// (the base's virtual size when `None`). The file is created here first ([`create_private`]):
+/// `overlay` must not exist.
 pub fn create_overlay(
     runner: &dyn CommandRunner,
     base: &Path,
@@ -66,6 +179,7 @@ pub fn create_overlay(
     if let Some(size) = size {
         argv.push(size.to_string());
     }
+    create_private(overlay)?;
     tracing::info!(argv = ?argv, "creating overlay");
     runner
         .run(&Cmd::new(argv))
@@ -88,15 +202,10 @@ mod tests {
 
     #[test]
     fn overlay_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let ov = dir.path().join("disk.qcow2");
         let r = RecordingRunner::new();
-        create_overlay(
-            &r,
-            Path::new("/c/base"),
-            "qcow2",
-            Path::new("/v/disk.qcow2"),
-            Some(20 << 30),
-        )
-        .unwrap();
+        create_overlay(&r, Path::new("/c/base"), "qcow2", &ov, Some(20 << 30)).unwrap();
         assert_eq!(
             r.calls()[0],
             [
@@ -109,10 +218,73 @@ mod tests {
                 "/c/base",
                 "-F",
                 "qcow2",
-                "/v/disk.qcow2",
+                &ov.display().to_string(),
                 "21474836480"
             ]
         );
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn claimed_dir_is_exclusive_and_searchable_not_listable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("lib/vms/vm1");
+        claim_vm_dir(&dir, "vm1").unwrap();
+        assert_eq!(mode(&dir), DIR_MODE);
+        assert_eq!(mode(&tmp.path().join("lib/vms")), DIR_MODE);
+        assert_eq!(mode(&tmp.path().join("lib")), DIR_MODE);
+        std::fs::write(dir.join("disk.qcow2"), "first").unwrap();
+        let err = claim_vm_dir(&dir, "vm1").unwrap_err();
+        assert!(matches!(err, Error::StorageExists { .. }), "{err}");
+        assert_eq!(err.exit_kind(), crate::ExitKind::Usage);
+        assert_eq!(std::fs::read(dir.join("disk.qcow2")).unwrap(), b"first");
+    }
+
+    #[test]
+    fn a_shared_storage_directory_keeps_its_group_in_the_vm_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let vms = tmp.path().join("vms");
+        std::fs::create_dir(&vms).unwrap();
+        std::fs::set_permissions(&vms, std::fs::Permissions::from_mode(0o2775)).unwrap();
+        claim_vm_dir(&vms.join("vm1"), "vm1").unwrap();
+        assert_eq!(
+            mode(&vms.join("vm1")),
+            0o2771,
+            "group rwx, others search only"
+        );
+    }
+
+    #[test]
+    fn private_files_never_replace_or_follow_anything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("seed.iso");
+        write_private(&p, b"secret").unwrap();
+        assert_eq!(mode(&p), FILE_MODE);
+        assert!(write_private(&p, b"other").is_err());
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, "keep").unwrap();
+        std::os::unix::fs::symlink(&outside, tmp.path().join("link")).unwrap();
+        assert!(create_private(&tmp.path().join("link")).is_err());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn produced_files_appear_with_the_private_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("installer-vmlinuz");
+        produce_private(&out, |staged| {
+            assert_eq!(mode(staged.parent().unwrap()), 0o700);
+            std::fs::write(staged, "kernel").unwrap();
+            std::fs::set_permissions(staged, std::fs::Permissions::from_mode(0o644)).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(mode(&out), FILE_MODE);
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "the staging directory is gone");
     }
 
     #[test]
@@ -153,5 +325,10 @@ mod tests {
         create_overlay(&SystemRunner, &base, &info.format, &ov, Some(3 << 30)).unwrap();
         let ov_info = image_info(&SystemRunner, &ov).unwrap();
         assert_eq!(ov_info.virtual_size, 3 << 30);
+        assert_eq!(
+            mode(&ov),
+            FILE_MODE,
+            "qemu-img kept the mode it was created with"
+        );
     }
 }

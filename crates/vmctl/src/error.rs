@@ -265,10 +265,13 @@ impl Error {
             NameTaken { name } => vec![format!(
                 "pick another name, or remove the old VM with `vmctl delete {name} --yes`"
             )],
-            StorageExists { path, .. } => vec![format!(
-                "a VM of that name was removed without `vmctl delete`; inspect and remove {} by hand, or pick another name",
-                path.display()
-            )],
+            StorageExists { name, path } => vec![
+                format!("another `vmctl create` of {name} may be running right now; pick another name"),
+                format!(
+                    "otherwise a VM of that name was removed without `vmctl delete`: inspect and remove {} by hand",
+                    path.display()
+                ),
+            ],
             NoSuchDomain { .. } => vec!["`vmctl list` shows the defined VMs".into()],
             InvalidOption { option, .. } => vec![format!("see `vmctl create ubuntu --help` for the format of {option}")],
             MissingBridge { bridge } => vec![

@@ -617,8 +617,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                 for p in &d.removed {
                     s += &format!("  removed {}\n", esc(&p.display().to_string()));
                 }
-                for p in &d.kept {
-                    s += &format!("  kept    {}\n", esc(&p.display().to_string()));
+                for k in &d.kept {
+                    s += &format!(
+                        "  kept    {} ({})\n",
+                        esc(&k.path.display().to_string()),
+                        esc(&k.reason)
+                    );
                 }
                 out(&s);
             }

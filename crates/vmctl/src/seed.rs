@@ -3,6 +3,7 @@
 //! labelled `cidata` with Joliet + Rock Ridge (lowercase names) by `genisoimage` through the
 //! runner. Format: https://cloudinit.readthedocs.io/en/latest/reference/datasources/nocloud.html
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use hostio::{Cmd, CommandRunner};
@@ -238,11 +239,18 @@ pub fn render(spec: &SeedSpec) -> Result<Vec<(&'static str, String)>> {
 }
 
 /// Writes files as a `cidata` ISO at `out` (files are staged next to it and removed after).
+/// `out` must not exist; it is created with mode 0600 ([`crate::disk::FILE_MODE`]).
 pub fn write_iso(runner: &dyn CommandRunner, files: &[(&str, String)], out: &Path) -> Result<()> {
     write_iso_labelled(runner, "cidata", files, out)
 }
 
 /// [`write_iso`] with another volume label (Talos' metal platform reads a `metal-iso` volume).
+///
+/// The seed's files hold secrets (a password hash; a Talos node's CA keys and bootstrap token),
+/// and the VM's directory is searchable by others, so nothing on the way is readable by them: the
+/// staging directory is made 0700 by this call (an existing one is refused, never reused), the
+/// staged files and the ISO are created 0600 before anything is written into them
+/// (`genisoimage -output` truncates the existing file and keeps its mode).
 pub fn write_iso_labelled(
     runner: &dyn CommandRunner,
     label: &str,
@@ -251,7 +259,11 @@ pub fn write_iso_labelled(
 ) -> Result<()> {
     let stage = staging_dir(out);
     let io = |op: &'static str, path: PathBuf| move |source| Error::Io { op, path, source };
-    std::fs::create_dir_all(&stage).map_err(io("create", stage.clone()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&stage)
+        .map_err(io("create", stage.clone()))?;
+    let mut made_out = false;
     let result = (|| {
         let mut argv = vec![
             "genisoimage".to_string(),
@@ -265,9 +277,11 @@ pub fn write_iso_labelled(
         ];
         for (name, body) in files {
             let p = stage.join(name);
-            std::fs::write(&p, body).map_err(io("write", p.clone()))?;
+            crate::disk::write_private(&p, body.as_bytes())?;
             argv.push(p.display().to_string());
         }
+        crate::disk::create_private(out)?;
+        made_out = true;
         tracing::info!(argv = ?argv, "writing seed");
         runner
             .run(&Cmd::new(argv))
@@ -278,6 +292,9 @@ pub fn write_iso_labelled(
             })
     })();
     let _ = std::fs::remove_dir_all(&stage);
+    if result.is_err() && made_out {
+        let _ = std::fs::remove_file(out);
+    }
     result
 }
 
@@ -513,12 +530,17 @@ print(json.dumps({p.rsplit("/", 1)[-1]: tag(util.load_yaml(open(p).read())) for 
                 assert!(l.lines().any(|x| x == f), "{f} missing in {l}");
             }
         }
-        // Staging files are gone; only the ISO remains.
+        // Staging files are gone; only the ISO remains, readable by root only.
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, vec![std::ffi::OsString::from("seed.iso")]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, crate::disk::FILE_MODE);
+        // An existing seed is never overwritten.
+        assert!(write_iso(&SystemRunner, &files, &out).is_err());
     }
 
     #[test]

@@ -220,5 +220,29 @@ fn creates_the_install_phase_from_a_verified_mirror_iso() {
         ud.contains("ubuntu-desktop-minimal") && ud.contains("198.18.0.81/24"),
         "{ud}"
     );
+    // Every file of the VM is root's alone, the installer's kernel and initrd too (xorriso
+    // would give them the ISO's modes); the directory is searchable, not listable.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = seed.parent().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(format!("{:o}", mode(dir)), "711");
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(format!("{:o}", mode(&p)), "600", "{}", p.display());
+        names.push(p.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "disk.qcow2",
+            "final-domain.xml",
+            "installer-initrd",
+            "installer-vmlinuz",
+            "known_hosts",
+            "seed.iso"
+        ]
+    );
     // (test:///default lives in the vmctl process: the domain is gone with it.)
 }

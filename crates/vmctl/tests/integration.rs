@@ -16,6 +16,7 @@ mod help_snapshots;
 mod input_safety;
 mod interrupt;
 mod ip_cli;
+mod storage;
 mod support;
 mod talos_cli;
 mod talos_create;

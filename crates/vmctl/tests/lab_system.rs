@@ -253,3 +253,121 @@ fn ctrl_c_during_wait_keeps_the_running_vm() {
         String::from_utf8_lossy(&del.stderr)
     );
 }
+
+/// Runs `program args…` as nobody:nogroup without supplementary groups (setpriv(1)).
+fn as_nobody(program: &str, args: &[&Path]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--",
+            program,
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// The modes vmctl gives a VM's storage (files 0600, directories 0711: searchable, not
+/// listable) are enough for qemu under `qemu:///system`: libvirt's DAC labelling hands the disk,
+/// seed, kernel and initrd to the qemu user, which reaches them through the 0711 directories
+/// vmctl made (`vms/` and `vms/NAME` in a scratch parent that is itself only searchable). The
+/// guest boots and answers SSH; no other user can read or list anything.
+#[test]
+fn private_vm_storage_boots_under_system_libvirt() {
+    if !lab() {
+        return;
+    }
+    let img = lab_image_dir();
+    let tmp = keyed_tempdir();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let storage = tmp.path().join("vms");
+    let name = "sec-boot";
+    let _guard = DomainGuard(name.to_string());
+    // The kernel and initrd as `create --desktop` keeps the installer's: 0600 files in a 0711
+    // directory (libvirt labels them for qemu like the disks).
+    let boot = tmp.path().join("boot");
+    std::fs::create_dir(&boot).unwrap();
+    for f in ["vmlinuz", "initrd.img"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::copy(img.join(f), boot.join(f)).unwrap();
+        std::fs::set_permissions(boot.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::set_permissions(&boot, {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::Permissions::from_mode(0o711)
+    })
+    .unwrap();
+    let mut args = create_args(&img, &tmp.path().join("id.pub"), name, "198.18.0.120/24");
+    for (flag, f) in [("--kernel", "vmlinuz"), ("--initrd", "initrd.img")] {
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args[at + 1] = boot.join(f).display().to_string();
+    }
+    args.extend(["--wait".into(), "--wait-timeout".into(), "600".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = vmctl_in_lab(&args, &storage);
+    let vm = storage.join(name);
+    assert!(
+        out.status.success(),
+        "create --wait failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(vm.join("console.log")).unwrap_or_default()
+    );
+    let ssh = vmctl_in_lab(&["ssh", name, "--", "uname", "-a"], &storage);
+    assert!(
+        String::from_utf8_lossy(&ssh.stdout).starts_with("Linux "),
+        "{}",
+        String::from_utf8_lossy(&ssh.stderr)
+    );
+
+    assert_eq!(format!("{:o}", mode(&storage)), "711");
+    assert_eq!(format!("{:o}", mode(&vm)), "711");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&vm)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in &files {
+        let cat = as_nobody("cat", &[f]);
+        assert!(
+            !cat.status.success(),
+            "nobody reads {} (mode {:o})",
+            f.display(),
+            mode(f)
+        );
+        // While the VM runs, libvirt's DAC driver has given disk and seed to the qemu user.
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(f).unwrap();
+        eprintln!("{} {:o} {}:{}", f.display(), mode(f), m.uid(), m.gid());
+    }
+    for d in [&storage, &vm] {
+        assert!(
+            !as_nobody("ls", &[d]).status.success(),
+            "nobody lists {}",
+            d.display()
+        );
+    }
+    for f in ["disk.qcow2", "seed.iso", "console.log"] {
+        assert!(files.contains(&vm.join(f)), "{f} missing: {files:?}");
+    }
+
+    let _ = Command::new("virsh")
+        .args(["-c", "qemu:///system", "destroy", name])
+        .output();
+    let del = vmctl_in_lab(&["delete", name, "--yes"], &storage);
+    assert!(
+        del.status.success(),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+    assert!(!vm.exists(), "{}", String::from_utf8_lossy(&del.stdout));
+}

@@ -775,3 +775,23 @@ fn iso_refusals_leave_nothing_behind() {
     nothing_left(&f, "iso4");
     assert!(!cluster_dir(&f, "iso4").exists());
 }
+
+/// The node's disk and seed (the seed holds the cluster CA keys, the cluster secret and the
+/// bootstrap token) and the cluster's secrets, record and talosconfig: none readable, no
+/// directory listable by another local user.
+#[test]
+fn talos_node_storage_and_secrets_are_unreadable_by_other_users() {
+    if !crate::storage::root_or_skip() {
+        return;
+    }
+    let f = fixture("intel-z370-no-nvidia");
+    crate::storage::open_up(f.dir.path());
+    crate::storage::open_up(f.host.root());
+    let c = create(&f, &request("sec-talos", Some("198.18.7.123/24"))).unwrap();
+    crate::storage::assert_private_to_others(&f.dir.path().join("vms"), true);
+    for p in [&c.seed, &c.disk] {
+        assert_eq!(format!("{:o}", mode(p)), "600", "{}", p.display());
+    }
+    // The cluster's state is vmctl's alone: qemu never opens it.
+    crate::storage::assert_private_to_others(&f.host.path("/var/lib/vmctl/talos"), false);
+}

@@ -421,6 +421,7 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
         }
     };
     let vm_dir = disk::vm_dir(&ctx.config.storage_dir(), &req.name);
+    // An early refusal only: the claim at the start of the create is what holds the name.
     if vm_dir.exists() {
         return Err(Error::StorageExists {
             name: req.name.clone(),
@@ -449,10 +450,10 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
 }
 
 /// Undoes what a failed create made, newest first, unless committed (also `create talos` and
-/// `create desktop`).
+/// `create desktop`). The VM directory it removes is only ever one [`Rollback::claim_dir`] made.
 pub(crate) struct Rollback<'a> {
     pub(crate) hv: &'a dyn Hypervisor,
-    pub(crate) dir: Option<PathBuf>,
+    dir: Option<PathBuf>,
     pub(crate) files: Vec<PathBuf>,
     pub(crate) domain: Option<String>,
     pub(crate) committed: bool,
@@ -469,13 +470,12 @@ impl<'a> Rollback<'a> {
         }
     }
 
-    /// Creates the VM's directory and marks it for removal on failure.
-    pub(crate) fn make_dir(&mut self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            op: "create VM directory",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+    /// Claims the VM's directory ([`disk::claim_vm_dir`]: exclusive, so a second create of the
+    /// same name fails here with exit 2) and marks it for removal on failure. Every create
+    /// (ubuntu, desktop, talos) calls this first, before it downloads or reserves anything; a
+    /// rollback removes only a directory this create made.
+    pub(crate) fn claim_dir(&mut self, dir: &Path, name: &str) -> Result<()> {
+        disk::claim_vm_dir(dir, name)?;
         self.dir = Some(dir.to_path_buf());
         Ok(())
     }
@@ -581,7 +581,8 @@ pub(crate) fn overlay_and_seed(disk: &Path, seed: &Path) -> Vec<Disk> {
     vec![Disk::virtio(disk, "qcow2", "vda"), Disk::seed(seed, "vdb")]
 }
 
-/// A blank qcow2 of `size` bytes (the target of an installer).
+/// A blank qcow2 of `size` bytes (the target of an installer), created 0600
+/// ([`disk::create_private`]) before `qemu-img` writes into it; `path` must not exist.
 pub(crate) fn blank_disk(runner: &dyn hostio::CommandRunner, path: &Path, size: u64) -> Result<()> {
     let argv = vec![
         "qemu-img".to_string(),
@@ -592,6 +593,7 @@ pub(crate) fn blank_disk(runner: &dyn hostio::CommandRunner, path: &Path, size: 
         path.display().to_string(),
         size.to_string(),
     ];
+    disk::create_private(path)?;
     tracing::info!(argv = ?argv, "creating blank disk");
     runner
         .run(&hostio::Cmd::new(argv))
@@ -653,14 +655,15 @@ fn fetch_base(
     }
 }
 
-/// Runs the plan. On failure everything made so far is removed again.
-pub fn apply(
+/// Runs the plan in the VM directory `rb` has claimed. On failure everything made so far is
+/// removed again (when `rb` is dropped uncommitted).
+pub(crate) fn apply(
     ctx: &Ctx,
     req: &UbuntuRequest,
     plan: &UbuntuPlan,
+    rb: &mut Rollback,
     progress: &dyn Progress,
 ) -> Result<Created> {
-    let mut rb = Rollback::new(ctx.hv);
     let dir = &plan.vm_dir;
     let seed_path = dir.join("seed.iso");
     let disk_path = dir.join("disk.qcow2");
@@ -709,14 +712,18 @@ pub fn apply(
         (Some(base), sha, how, Some(info))
     };
 
-    rb.make_dir(dir)?;
-
     if let (Some(base), Some(info)) = (&base, &info) {
         rb.files.push(disk_path.clone());
         disk::create_overlay(ctx.runner, base, &info.format, &disk_path, plan.disk_bytes)?;
     }
     rb.files.push(seed_path.clone());
     seed::write_iso(ctx.runner, &seed_files, &seed_path)?;
+    if !req.seed_only {
+        // ssh(1) appends to an existing known_hosts and keeps its mode; one it creates itself
+        // follows the umask.
+        rb.files.push(known_hosts.clone());
+        disk::write_private(&known_hosts, b"")?;
+    }
 
     let mut created = Created {
         name: plan.name.clone(),
@@ -765,12 +772,15 @@ pub fn apply(
     Ok(created)
 }
 
-/// Validates, then creates.
+/// Validates, claims the name's storage, then the address, then creates.
 pub fn create_ubuntu(ctx: &Ctx, req: &UbuntuRequest, progress: &dyn Progress) -> Result<Created> {
     let mut plan = plan(ctx, req)?;
+    // The name first: a concurrent create of the same name stops here, before its download.
+    let mut rb = Rollback::new(ctx.hv);
+    rb.claim_dir(&plan.vm_dir, &plan.name)?;
     // Probe/pick the static address and hold it in the reservation store (issue 6).
     let claim = super::ip::claim(ctx, req, &mut plan)?;
-    let created = apply(ctx, req, &plan, progress);
+    let created = apply(ctx, req, &plan, &mut rb, progress);
     claim.settle(created.is_ok());
     created
 }

@@ -450,20 +450,32 @@ pub fn autoinstall_spec(plan: &DesktopPlan, password_hash: Option<String>) -> Au
     }
 }
 
-/// Fetches the ISO, makes disk, seed and installer files, defines the install phase and starts
-/// it. Everything made is removed again on failure (the cached ISO stays).
-pub fn apply(ctx: &Ctx, plan: &DesktopPlan, progress: &dyn Progress) -> Result<DesktopCreated> {
+/// Fetches the ISO, makes disk, seed and installer files in the VM directory `rb` has claimed,
+/// defines the install phase and starts it. Everything made is removed again on failure (the
+/// cached ISO stays). Every file is root's alone (0600, [`crate::disk`] says why).
+pub(crate) fn apply(
+    ctx: &Ctx,
+    plan: &DesktopPlan,
+    rb: &mut Rollback,
+    progress: &dyn Progress,
+) -> Result<DesktopCreated> {
     let req = &plan.request;
     let b = &plan.base;
     let iso = iso::resolve(ctx, &plan.release, &plan.month, &plan.iso, progress)?;
     let layout = Layout::new(&b.vm_dir);
-    let mut rb = Rollback::new(ctx.hv);
-    rb.make_dir(&layout.dir)?;
-    iso::extract(ctx.runner, &iso.path, "/casper/vmlinuz", &layout.kernel)?;
-    iso::extract(ctx.runner, &iso.path, "/casper/initrd", &layout.initrd)?;
+    // xorriso restores the ISO's file modes: staged, then made private.
+    for (inside, out) in [
+        ("/casper/vmlinuz", &layout.kernel),
+        ("/casper/initrd", &layout.initrd),
+    ] {
+        crate::disk::produce_private(out, |staged| {
+            iso::extract(ctx.runner, &iso.path, inside, staged)
+        })?;
+    }
     create::blank_disk(ctx.runner, &layout.disk, plan.disk_bytes)?;
     let files = autoinstall::render(&autoinstall_spec(plan, req.password_hash.clone()))?;
     crate::seed::write_iso(ctx.runner, &files, &layout.seed)?;
+    crate::disk::write_private(&layout.known_hosts, b"")?;
 
     let (install, fin) = phase_specs(&PhaseInputs {
         plan: b,
@@ -474,11 +486,7 @@ pub fn apply(ctx: &Ctx, plan: &DesktopPlan, progress: &dyn Progress) -> Result<D
         iso: iso.path.clone(),
         iso_sha256: iso.sha256.clone(),
     });
-    std::fs::write(&layout.final_xml, domain_xml(&fin)?).map_err(|source| Error::Io {
-        op: "write",
-        path: layout.final_xml.clone(),
-        source,
-    })?;
+    crate::disk::write_private(&layout.final_xml, domain_xml(&fin)?.as_bytes())?;
     let started = rb.define_and_start(&b.name, &domain_xml(&install)?, !req.no_start)?;
     rb.committed = true;
     Ok(DesktopCreated {
@@ -510,14 +518,18 @@ pub fn create_desktop(
     create_planned(ctx, plan(ctx, req, month)?, progress)
 }
 
-/// Claims the address (`--ip auto` or a probed static one), then creates.
+/// Claims the name's storage, then the address (`--ip auto` or a probed static one), then
+/// creates.
 pub fn create_planned(
     ctx: &Ctx,
     mut plan: DesktopPlan,
     progress: &dyn Progress,
 ) -> Result<DesktopCreated> {
+    // The name first: a concurrent create of the same name stops here, before its download.
+    let mut rb = Rollback::new(ctx.hv);
+    rb.claim_dir(&plan.base.vm_dir, &plan.base.name)?;
     let claim = super::ip::claim(ctx, &plan.request, &mut plan.base)?;
-    let created = apply(ctx, &plan, progress);
+    let created = apply(ctx, &plan, &mut rb, progress);
     claim.settle(created.is_ok());
     created
 }

@@ -532,18 +532,37 @@ fn metadata_ips(hv: &dyn Hypervisor) -> Result<Vec<Ipv4Addr>> {
     Ok(ips)
 }
 
-fn store(ctx: &Ctx) -> ReservationStore {
-    ReservationStore::new(ctx.host.clone(), ctx.config.value("state_dir"))
+/// Says on stderr (a warning: shown without -v) that the reservation lock is busy.
+fn lock_notice(path: &std::path::Path, pid: Option<u32>, wait: Duration) {
+    let by = pid.map_or_else(|| "another process".to_string(), |p| format!("process {p}"));
+    tracing::warn!(
+        "waiting up to {} s for the IP reservation lock {} (held by {by})",
+        wait.as_secs(),
+        path.display()
+    );
 }
 
-/// `vmctl delete`: the deleted VM's address is free at once, not only when the reservation its
-/// create left (for the first boot) expires. A failure is only logged: the VM is gone anyway.
-pub fn release_deleted(ctx: &Ctx, name: &str) {
+fn store(ctx: &Ctx) -> ReservationStore {
+    ReservationStore::new(ctx.host.clone(), ctx.config.value("state_dir"))
+        .with_lock_wait(netscan::LOCK_WAIT, Some(lock_notice))
+}
+
+/// `vmctl delete`: the deleted VM's address (`ip`, from its metadata) is free at once, not only
+/// when the reservation its create left (for the first boot) expires. Only that address of that
+/// name is released: a create of the same name running elsewhere keeps its own. A failure is
+/// only logged: the VM is gone anyway.
+pub fn release_deleted(ctx: &Ctx, name: &str, ip: Option<&str>) {
+    let Some(ip) = ip
+        .and_then(|i| i.split('/').next())
+        .and_then(|i| i.parse::<Ipv4Addr>().ok())
+    else {
+        return;
+    };
     let store = store(ctx);
     if !store.exists() {
         return;
     }
-    match store.release(name, SystemTime::now()) {
+    match store.release_address(name, ip, SystemTime::now()) {
         Ok(0) => {}
         Ok(n) => tracing::info!("released {n} IP reservation(s) of {name}"),
         Err(e) => tracing::warn!("IP reservation of {name} is left to expire: {e}"),
@@ -554,7 +573,8 @@ pub fn release_deleted(ctx: &Ctx, name: &str) {
 #[derive(Debug)]
 pub struct Claim {
     store: Option<ReservationStore>,
-    owner: String,
+    /// This create's claim: another create of the same name is another holder.
+    holder: netscan::Holder,
     ip: Option<Ipv4Addr>,
 }
 
@@ -562,7 +582,7 @@ impl Claim {
     fn none(owner: &str) -> Self {
         Claim {
             store: None,
-            owner: owner.to_string(),
+            holder: netscan::Holder::new(owner),
             ip: None,
         }
     }
@@ -580,12 +600,12 @@ impl Claim {
         };
         let now = SystemTime::now();
         let r = if ok {
-            store.reserve(ip, &self.owner, BOOT_TTL, now).map(|_| ())
+            store.reserve(ip, &self.holder, BOOT_TTL, now).map(|_| ())
         } else {
-            store.release(&self.owner, now).map(|_| ())
+            store.release(&self.holder, now).map(|_| ())
         };
         if let Err(e) = r {
-            tracing::warn!("IP reservation of {} for {}: {e}", ip, self.owner);
+            tracing::warn!("IP reservation of {} for {}: {e}", ip, self.holder.owner);
         }
     }
 }
@@ -624,6 +644,7 @@ pub fn claim_address(
         return Ok(Claim::none(name));
     };
     let owner = name.to_string();
+    let holder = netscan::Holder::new(name);
     let now = SystemTime::now();
     let scanner = Scanner::new(ctx.host.clone());
     if is_auto(ip) {
@@ -643,14 +664,14 @@ pub fn claim_address(
         let known = metadata_ips(ctx.hv)?;
         let store = store(ctx);
         let r = store
-            .allocate(&result, &reserved, &known, &owner, CLAIM_TTL, now)
+            .allocate(&result, &reserved, &known, &holder, CLAIM_TTL, now)
             .map_err(|source| Error::ReserveIp {
                 dir: ctx.host.path(ctx.config.value("state_dir")),
                 source,
             })?;
         let claim = Claim {
             store: Some(store),
-            owner,
+            holder,
             ip: Some(r.ip),
         };
         let cidr = format!("{}/{}", r.ip, result.subnet.prefix_len());
@@ -693,14 +714,14 @@ pub fn claim_address(
         }
         let store = store(ctx);
         store
-            .reserve(addr, &owner, CLAIM_TTL, now)
+            .reserve(addr, &holder, CLAIM_TTL, now)
             .map_err(|source| Error::ReserveIp {
                 dir: ctx.host.path(ctx.config.value("state_dir")),
                 source,
             })?;
         Ok(Claim {
             store: Some(store),
-            owner,
+            holder,
             ip: Some(addr),
         })
     }

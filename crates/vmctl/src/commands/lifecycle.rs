@@ -1,7 +1,8 @@
 //! `vmctl start`, `stop` and `delete`. Delete removes only files vmctl recorded as its own for
-//! that VM, never base images or disks another domain uses.
+//! that VM that really lie inside the VM's storage directory (symlinks resolved), never base
+//! images or disks another domain uses; whatever it leaves is reported with the reason.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -91,9 +92,59 @@ pub fn stop(ctx: &Ctx, name: &str, timeout: Duration, force: bool) -> Result<Out
 pub struct Deleted {
     pub name: String,
     pub removed: Vec<PathBuf>,
-    pub kept: Vec<PathBuf>,
+    pub kept: Vec<Kept>,
 }
 
+/// A path `delete` left in place, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Kept {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The VM's own storage directory, symlinks resolved: the metadata's `dir`, accepted only when it
+/// is `storage_dir/NAME`. Anything else is the reason nothing there is removed.
+fn own_dir(storage_dir: &Path, name: &str, recorded: Option<&Path>) -> Result<PathBuf, String> {
+    let recorded =
+        recorded.ok_or_else(|| "the VM's metadata names no storage directory".to_string())?;
+    let expected = crate::disk::vm_dir(storage_dir, name);
+    let resolve = |p: &Path| {
+        std::fs::canonicalize(p).map_err(|e| format!("cannot resolve {}: {e}", p.display()))
+    };
+    let (real, want) = (resolve(recorded)?, resolve(&expected)?);
+    if real != want {
+        return Err(format!(
+            "the metadata's directory {} is not this VM's storage directory {}",
+            recorded.display(),
+            expected.display()
+        ));
+    }
+    Ok(real)
+}
+
+/// Where `path` really is, if that is strictly inside `own` once every symlink (the last
+/// component's too) is resolved; otherwise why it stays. `Ok(None)`: nothing there to remove.
+fn inside(own: &Result<PathBuf, String>, path: &Path) -> Result<Option<PathBuf>, String> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(None);
+    }
+    let own = own.as_ref().map_err(Clone::clone)?;
+    let real = std::fs::canonicalize(path)
+        .map_err(|e| format!("cannot resolve it (a dangling symlink?): {e}"))?;
+    if real.starts_with(own) && real != *own {
+        Ok(Some(real))
+    } else {
+        Err(format!(
+            "resolves to {}, outside the VM's directory {}",
+            real.display(),
+            own.display()
+        ))
+    }
+}
+
+/// Undefines a stopped domain and removes the files vmctl recorded for it: only those that lie
+/// inside the VM's own storage directory after resolving symlinks, never one another domain
+/// uses or the base image. Everything else is reported as kept, with the reason.
 pub fn delete(ctx: &Ctx, name: &str, yes: bool, keep_disks: bool) -> Result<Deleted> {
     let rec = ctx.hv.require(name)?;
     if rec.state.is_active() {
@@ -116,36 +167,60 @@ pub fn delete(ctx: &Ctx, name: &str, yes: bool, keep_disks: bool) -> Result<Dele
     let md = facts.metadata.clone().unwrap_or_default();
     let attached: Vec<PathBuf> = facts.disks.iter().filter_map(|d| d.path.clone()).collect();
     ctx.hv.undefine(name, facts.firmware == "efi")?;
-    super::ip::release_deleted(ctx, name);
+    super::ip::release_deleted(ctx, name, md.ip.as_deref());
 
+    let own = own_dir(&ctx.config.storage_dir(), name, md.dir.as_deref());
     let mut removed = Vec::new();
     let mut kept = Vec::new();
-    let remove = |p: &PathBuf, removed: &mut Vec<PathBuf>, kept: &mut Vec<PathBuf>| {
-        if foreign.contains(p) || Some(p) == md.base_image.as_ref() {
-            kept.push(p.clone());
-            return;
+    let mut keep = |path: &Path, reason: String| {
+        kept.push(Kept {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
+    let mut remove = |p: &PathBuf, keep: &mut dyn FnMut(&Path, String)| {
+        if foreign.contains(p) {
+            return keep(p, "another domain uses it".into());
         }
-        match std::fs::remove_file(p) {
-            Ok(()) => removed.push(p.clone()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => kept.push(p.clone()),
+        if Some(p) == md.base_image.as_ref() {
+            return keep(p, "the base image".into());
+        }
+        match inside(&own, p) {
+            Ok(None) => {}
+            Ok(Some(real)) => match std::fs::remove_file(&real) {
+                Ok(()) => removed.push(p.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => keep(p, format!("cannot remove it: {e}")),
+            },
+            Err(reason) => keep(p, reason),
         }
     };
     for d in &md.disks {
-        if keep_disks || !attached.contains(d) {
+        if keep_disks {
+            keep(d, "--keep-disks".into());
+        } else if !attached.contains(d) {
             // A recorded disk no longer attached was replaced by the user: leave it.
-            kept.push(d.clone());
+            keep(d, "no longer attached to the domain".into());
         } else {
-            remove(d, &mut removed, &mut kept);
+            remove(d, &mut keep);
         }
     }
     for f in &md.files {
-        remove(f, &mut removed, &mut kept);
+        remove(f, &mut keep);
     }
-    if let Some(dir) = &md.dir
-        && std::fs::remove_dir(dir).is_ok()
-    {
-        removed.push(dir.clone());
+    match (&own, &md.dir) {
+        (Ok(real), Some(dir)) => match std::fs::remove_dir(real) {
+            Ok(()) => removed.push(dir.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                keep(dir, "not empty: files vmctl did not record remain".into())
+            }
+            Err(e) => keep(dir, format!("cannot remove it: {e}")),
+        },
+        (Err(reason), Some(dir)) if std::fs::symlink_metadata(dir).is_ok() => {
+            keep(dir, reason.clone())
+        }
+        _ => {}
     }
     Ok(Deleted {
         name: name.into(),

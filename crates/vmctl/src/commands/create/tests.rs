@@ -1,7 +1,7 @@
 //! create against libvirt's real test driver, with real qemu-img/genisoimage or a recording
 //! runner that fails at a chosen step; every failure must leave nothing behind.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use hostio::{Cmd, CommandRunner, HostRoot, Output, RecordingRunner, SystemRunner};
 
@@ -368,11 +368,96 @@ fn delete_never_removes_foreign_or_base_files() {
     );
     lv.define("ct-other", &other).unwrap();
     let d = lifecycle::delete(&c, "ct-del", true, false).unwrap();
-    assert!(d.kept.contains(&dir.join("seed.iso")));
+    assert!(d.kept.iter().any(|k| k.path == dir.join("seed.iso")));
     assert!(dir.join("seed.iso").is_file());
     assert!(!dir.join("disk.qcow2").exists());
     assert!(f.base.is_file());
     lv.undefine("ct-other", false).unwrap();
+}
+
+/// Defines `name` with vmctl metadata listing `disks` (attached) and `files`, owning `dir`.
+fn define_with_metadata(
+    lv: &Libvirt,
+    name: &str,
+    disks: &[PathBuf],
+    files: &[PathBuf],
+    dir: &Path,
+) {
+    let mut spec = DomainSpec::new(name, DomainType::Qemu, CpuMode::HostModel, Firmware::Bios);
+    let targets = ["vda", "vdb", "vdc", "vdd"];
+    spec.disks = disks
+        .iter()
+        .zip(targets)
+        .map(|(d, t)| Disk::virtio(d, "qcow2", t))
+        .collect();
+    spec.metadata = Some(Metadata {
+        os: "ubuntu".into(),
+        disks: disks.to_vec(),
+        files: files.to_vec(),
+        dir: Some(dir.to_path_buf()),
+        ..Default::default()
+    });
+    lv.define(name, &to_xml(&spec).unwrap()).unwrap();
+}
+
+fn touch(p: &Path) -> PathBuf {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, "keep me\n").unwrap();
+    p.to_path_buf()
+}
+
+/// Metadata naming files outside the VM's directory (directly, through `..`, or through a
+/// symlink inside the directory), or a directory that is not `storage_dir/NAME`: delete removes
+/// only what really lies inside the VM's own directory and reports the rest as kept.
+#[test]
+fn delete_removes_only_what_lies_inside_the_vm_directory() {
+    let f = fixture();
+    let lv = Libvirt::open("test:///default").unwrap();
+    let c = ctx(&f, &SystemRunner, &lv);
+    let outside = f.dir.path().join("outside");
+    let passwd = touch(&outside.join("etc/passwd"));
+    let shadow = touch(&outside.join("etc/shadow"));
+    let foreign_disk = touch(&outside.join("data.qcow2"));
+    let neighbour = touch(&vm_dir_of(&f, "ct-esc-other").join("disk.qcow2"));
+
+    let dir = vm_dir_of(&f, "ct-esc");
+    let own_disk = touch(&dir.join("disk.qcow2"));
+    let own_log = touch(&dir.join("console.log"));
+    std::os::unix::fs::symlink(outside.join("etc"), dir.join("link")).unwrap();
+    let through_link = dir.join("link/shadow");
+    let dotdot = dir.join("../ct-esc-other/disk.qcow2");
+    define_with_metadata(
+        &lv,
+        "ct-esc",
+        &[own_disk.clone(), foreign_disk.clone(), dotdot.clone()],
+        &[own_log.clone(), passwd.clone(), through_link.clone()],
+        &dir,
+    );
+    let d = lifecycle::delete(&c, "ct-esc", true, false).unwrap();
+    for p in [&passwd, &shadow, &foreign_disk, &neighbour] {
+        assert!(p.is_file(), "{} was removed", p.display());
+    }
+    assert!(!own_disk.exists() && !own_log.exists());
+    let kept: Vec<PathBuf> = d.kept.iter().map(|k| k.path.clone()).collect();
+    for p in [&passwd, &foreign_disk, &dotdot, &through_link] {
+        assert!(
+            kept.contains(p),
+            "{} not reported as kept: {kept:?}",
+            p.display()
+        );
+    }
+    assert!(d.kept.iter().all(|k| !k.reason.is_empty()));
+    assert!(lv.get("ct-esc").unwrap().is_none());
+
+    // A metadata directory that is not the VM's own: nothing in it is removed, nor itself.
+    let fake = outside.join("fake");
+    let fake_log = touch(&fake.join("console.log"));
+    define_with_metadata(&lv, "ct-esc2", &[], std::slice::from_ref(&fake_log), &fake);
+    let d = lifecycle::delete(&c, "ct-esc2", true, false).unwrap();
+    assert!(fake_log.is_file(), "removed through a foreign metadata dir");
+    assert!(d.removed.is_empty(), "{:?}", d.removed);
+    let kept: Vec<PathBuf> = d.kept.iter().map(|k| k.path.clone()).collect();
+    assert!(kept.contains(&fake_log) && kept.contains(&fake), "{kept:?}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! `vmctl create talos NAME`: validate everything first (nothing is made on bad input), claim
-//! the address, then fetch the factory image for the schematic, write the cluster's secrets (new
+//! the name's storage directory and the address, then fetch the factory image for the schematic, write the cluster's secrets (new
 //! cluster) and the node's machine config as the NoCloud `user-data` on a `cidata` seed, and
 //! define (and start) a q35 UEFI domain on the bridge with the GPUs passed through.
 //!
@@ -14,7 +14,7 @@
 //! checks (`commands::gpu`) and address claims (`commands::ip`).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -357,6 +357,7 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
     };
 
     let vm_dir = disk::vm_dir(&ctx.config.storage_dir(), &req.name);
+    // An early refusal only: the claim at the start of the create is what holds the name.
     if vm_dir.exists() {
         return Err(Error::StorageExists {
             name: req.name.clone(),
@@ -591,16 +592,28 @@ fn endpoint_for(req: &TalosRequest, plan: &TalosPlan) -> Result<String> {
     }
 }
 
-/// Runs the plan. On failure everything made so far is removed again (the new cluster's
-/// directory too).
+/// Runs the plan without an address claim: claims the VM's directory, then makes everything.
+/// On failure everything made so far is removed again (the new cluster's directory too).
 pub fn apply(
     ctx: &Ctx,
     req: &TalosRequest,
     plan: &TalosPlan,
     progress: &dyn Progress,
 ) -> Result<TalosCreated> {
-    let endpoint = endpoint_for(req, plan)?;
     let mut rb = Rollback::new(ctx.hv);
+    rb.claim_dir(&plan.vm_dir, &plan.name)?;
+    apply_claimed(ctx, req, plan, &mut rb, progress)
+}
+
+/// [`apply`] in the VM directory `rb` has claimed.
+fn apply_claimed(
+    ctx: &Ctx,
+    req: &TalosRequest,
+    plan: &TalosPlan,
+    rb: &mut Rollback,
+    progress: &dyn Progress,
+) -> Result<TalosCreated> {
+    let endpoint = endpoint_for(req, plan)?;
     let new_cluster = matches!(plan.cluster_state, ClusterState::New);
     let mut cluster_rb = ClusterRollback { dir: None };
 
@@ -649,10 +662,18 @@ pub fn apply(
                 path: dir.clone(),
                 source,
             };
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent).map_err(werr)?;
+            // The state directory may hold VM storage too (/var/lib/vmctl/vms): searchable for
+            // the qemu user ([`disk::DIR_MODE`]); the clusters below it are root's alone.
+            if let Some(clusters) = dir.parent() {
+                let mut mode = 0o700;
+                if let Some(state) = clusters.parent() {
+                    hostio::create_dir_all_mode(state, disk::DIR_MODE).map_err(werr)?;
+                    mode = disk::dir_mode_in(state, mode);
+                }
+                hostio::create_dir_all_mode(clusters, mode).map_err(werr)?;
             }
-            match std::fs::create_dir(dir) {
+            // 0700 from the start: the secrets are written into it next.
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
                 Ok(()) => cluster_rb.dir = Some(dir.clone()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     return Err(TalosError::ClusterExists {
@@ -663,7 +684,6 @@ pub fn apply(
                 }
                 Err(e) => return Err(werr(e).into()),
             }
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(werr)?;
             write_private(&plan.cluster.secrets(), s.to_yaml()?.as_bytes())?;
             let record = ClusterRecord {
                 name: plan.cluster.name.clone(),
@@ -718,7 +738,6 @@ pub fn apply(
     });
     let disk_path = dir.join("disk.qcow2");
     let console_log = dir.join("console.log");
-    rb.make_dir(dir)?;
     rb.files.push(disk_path.clone());
     match &base_format {
         Some(format) => disk::create_overlay(
@@ -985,13 +1004,18 @@ fn bootstrap(ctx: &Ctx, plan: &TalosPlan, created: &mut TalosCreated) -> Result<
     Ok(())
 }
 
-/// Validates, claims the address, creates; with `--bootstrap` runs the next steps.
+/// Validates, claims the name's storage and the address, creates; with `--bootstrap` runs the
+/// next steps. The kubeconfig `--bootstrap` fetches is written by talosctl into the cluster's
+/// directory, which is root's alone (0700) whatever mode talosctl gives the file.
 pub fn create_talos(
     ctx: &Ctx,
     req: &TalosRequest,
     progress: &dyn Progress,
 ) -> Result<TalosCreated> {
     let mut plan = plan(ctx, req)?;
+    // The name first: a concurrent create of the same name stops here, before its download.
+    let mut rb = Rollback::new(ctx.hv);
+    rb.claim_dir(&plan.vm_dir, &plan.name)?;
     let claim = crate::commands::ip::claim_address(
         ctx,
         &req.name,
@@ -999,7 +1023,7 @@ pub fn create_talos(
         &plan.bridge,
         &mut plan.static_ip,
     )?;
-    let created = apply(ctx, req, &plan, progress);
+    let created = apply_claimed(ctx, req, &plan, &mut rb, progress);
     claim.settle(created.is_ok());
     let mut created = created?;
     if req.bootstrap {
