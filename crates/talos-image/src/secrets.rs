@@ -501,6 +501,101 @@ mod tests {
         assert_eq!(again.public_key_raw(), key.public_key_raw());
     }
 
+    /// ring's PKCS#8 (v2, with the public key) of one fixed Ed25519 key, and the PEM the
+    /// hand-written DER re-wrapping of 684daa3 produced for it (Go's `MarshalPKCS8PrivateKey`).
+    const FIXED_ED25519_RING_DER: &str = "3051020101300506032b657004220420610d2da657478718323ead2da36ea6f85d1990699816d8ffa184a4a7181125528121005b30fdd58a95e596ad1d1eeb4ba5999f386d50fb8efc3cc1ec38d13c6f4e40e8";
+    const FIXED_ED25519_PEM: &str = "-----BEGIN ED25519 PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIGENLaZXR4cYMj6tLaNupvhdGZBpmBbY/6GEpKcYESVS
+-----END ED25519 PRIVATE KEY-----
+";
+    /// ring's PKCS#8 of one fixed P-256 key, and the SEC1 PEM 684daa3 produced for it (Go's
+    /// `MarshalECPrivateKey`: version 1, d, [0] prime256v1, [1] public point).
+    const FIXED_P256_RING_DER: &str = "308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b020101042081b2e0ee6dcc2d41030377f49febe8846f5a0b3590daa719b7882574b64f77f3a144034200040ccac08211e670446377d2939610c1ad38edfa5a27e8be5242e79ab9b27271d01c92fab045378d783cf2449f1bac28a3846254145e58b982bf09e2ac7c569089";
+    const FIXED_P256_PEM: &str = "-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEIIGy4O5tzC1BAwN39J/r6IRvWgs1kNqnGbeIJXS2T3fzoAoGCCqGSM49
+AwEHoUQDQgAEDMrAghHmcERjd9KTlhDBrTjt+lon6L5SQueaubJycdAckvqwRTeN
+eDzyRJ8brCijhGJUFF5YuYK/CeKsfFaQiQ==
+-----END EC PRIVATE KEY-----
+";
+
+    fn fixed_key(der_hex: &str, alg: &'static rcgen::SignatureAlgorithm) -> KeyPair {
+        let der = hex::decode(der_hex).expect("hex");
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), alg).expect("key");
+        assert_eq!(
+            key.serialized_der(),
+            der,
+            "rcgen keeps ring's PKCS#8 as given"
+        );
+        key
+    }
+
+    #[test]
+    fn key_pems_are_byte_identical_to_the_go_encodings_for_fixed_keys() {
+        let ed = fixed_key(FIXED_ED25519_RING_DER, &PKCS_ED25519);
+        assert_eq!(ed25519_pem(&ed).expect("ed25519 pem"), FIXED_ED25519_PEM);
+        let ec = fixed_key(FIXED_P256_RING_DER, &PKCS_ECDSA_P256_SHA256);
+        assert_eq!(ec_pem(&ec, "test").expect("ec pem"), FIXED_P256_PEM);
+        // Loading the OS CA key back signs with the same key pair.
+        let loaded = load_ed25519(FIXED_ED25519_PEM).expect("load");
+        assert_eq!(loaded.public_key_raw(), ed.public_key_raw());
+        // ...also from ring's own PKCS#8 v2 layout under the same PEM type.
+        let v2 = pem_text("ED25519 PRIVATE KEY", ed.serialized_der().to_vec());
+        assert_eq!(
+            load_ed25519(&v2).expect("load v2").public_key_raw(),
+            ed.public_key_raw()
+        );
+    }
+
+    /// `openssl pkey -text` of a PEM's DER (an independent DER parser). The DER goes in as
+    /// such: OpenSSL has no PEM type `ED25519 PRIVATE KEY` (siderolabs' name for PKCS#8), and
+    /// with `-inform DER` it detects PKCS#8, SEC1 and PKCS#1 alike.
+    fn openssl_pkey_text(pem_text: &str) -> String {
+        use std::io::Write;
+        let der = pem::parse(pem_text).expect("PEM").into_contents();
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(&der).expect("write");
+        let out = std::process::Command::new("openssl")
+            .args(["pkey", "-inform", "DER", "-noout", "-text", "-in"])
+            .arg(f.path())
+            .output()
+            .expect("run openssl (scripts/install-deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl rejects {pem_text}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn every_generated_key_pem_parses_with_openssl() {
+        let ed = KeyPair::generate_for(&PKCS_ED25519).expect("key");
+        let ec = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let rsa = new_rsa_pem(1024).expect("rsa");
+        let cases = [
+            (ed25519_pem(&ed).expect("pem"), "ED25519 Private-Key"),
+            (ec_pem(&ec, "test").expect("pem"), "ASN1 OID: prime256v1"),
+            (FIXED_ED25519_PEM.to_string(), "ED25519 Private-Key"),
+            (FIXED_P256_PEM.to_string(), "ASN1 OID: prime256v1"),
+            (rsa, "Private-Key: (1024 bit, 2 primes)"),
+        ];
+        for (pem_text, needle) in cases {
+            let text = openssl_pkey_text(&pem_text);
+            assert!(text.contains(needle), "{needle:?} not in {text}");
+        }
+        // The public key openssl derives is ours.
+        let text = openssl_pkey_text(FIXED_P256_PEM);
+        let hexdump: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("pub:"))
+            .skip(1)
+            .take_while(|l| l.starts_with(' '))
+            .flat_map(|l| l.trim().split(':'))
+            .collect();
+        let ec = fixed_key(FIXED_P256_RING_DER, &PKCS_ECDSA_P256_SHA256);
+        assert_eq!(hexdump, hex::encode(ec.public_key_raw()));
+    }
+
     #[test]
     fn ec_key_is_sec1_with_named_curve() {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
