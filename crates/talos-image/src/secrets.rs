@@ -7,11 +7,15 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use der::asn1::OctetStringRef;
+use der::{Decode, Encode};
+use pkcs8::{AlgorithmIdentifierRef, ObjectIdentifier, PrivateKeyInfo};
 use rand::Rng;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SerialNumber,
 };
+use sec1::{EcParameters, EcPrivateKey};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
@@ -334,39 +338,41 @@ fn pem_text(tag: &str, der: Vec<u8>) -> String {
     )
 }
 
-/// OID 1.3.101.112 (id-Ed25519) AlgorithmIdentifier.
-const ED25519_ALG: [u8; 7] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
-/// OID 1.2.840.10045.3.1.7 (prime256v1).
-const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// id-Ed25519 (RFC 8410 §3).
+const ED25519_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 /// PKCS#8 v1 DER (what Go's `x509.MarshalPKCS8PrivateKey` writes) under `ED25519 PRIVATE KEY`.
 /// ring serialises v2 (with the public key); we re-wrap the 32-byte seed.
 fn ed25519_pem(key: &KeyPair) -> Result<String, Error> {
-    let bad = || Error::InvalidSecrets {
+    let bad = |reason: String| Error::InvalidSecrets {
         field: "ed25519 key",
-        reason: "unexpected PKCS#8 layout".into(),
+        reason,
     };
-    let seed = ed25519_seed(key.serialized_der()).ok_or_else(bad)?;
-    Ok(pem_text("ED25519 PRIVATE KEY", ed25519_pkcs8_v1(&seed)))
+    let seed =
+        ed25519_seed(key.serialized_der()).ok_or_else(|| bad("unexpected PKCS#8 layout".into()))?;
+    let der = ed25519_pkcs8_v1(&seed).map_err(|e| bad(format!("encoding PKCS#8: {e}")))?;
+    Ok(pem_text("ED25519 PRIVATE KEY", der))
 }
 
-fn ed25519_pkcs8_v1(seed: &[u8]) -> Vec<u8> {
-    let mut body = der::tlv(0x02, &[0]);
-    body.extend(ED25519_ALG);
-    body.extend(der::tlv(0x04, &der::tlv(0x04, seed)));
-    der::tlv(0x30, &body)
+/// RFC 8410 §7: a `OneAsymmetricKey` v1 (PKCS#8 `PrivateKeyInfo`) with the bare algorithm
+/// identifier and the seed as a `CurvePrivateKey`, an OCTET STRING inside `privateKey`.
+fn ed25519_pkcs8_v1(seed: &[u8; 32]) -> der::Result<Vec<u8>> {
+    let curve_private_key = OctetStringRef::new(seed)?.to_der()?;
+    let algorithm = AlgorithmIdentifierRef {
+        oid: ED25519_OID,
+        parameters: None,
+    };
+    PrivateKeyInfo::new(algorithm, &curve_private_key).to_der()
 }
 
-fn ed25519_seed(pkcs8: &[u8]) -> Option<Vec<u8>> {
-    let (tag, outer, _) = der::read(pkcs8)?;
-    if tag != 0x30 {
+/// The seed of an Ed25519 PKCS#8 key, v1 (Go, OpenSSL) or v2 (ring, with the public key).
+fn ed25519_seed(pkcs8: &[u8]) -> Option<[u8; 32]> {
+    let info = PrivateKeyInfo::from_der(pkcs8).ok()?;
+    if info.algorithm.oid != ED25519_OID {
         return None;
     }
-    let (_, _version, rest) = der::read(outer)?;
-    let (_, _alg, rest) = der::read(rest)?;
-    let (tag, octets, _) = der::read(rest)?;
-    let (tag2, seed, _) = der::read(octets)?;
-    (tag == 0x04 && tag2 == 0x04 && seed.len() == 32).then(|| seed.to_vec())
+    let seed = OctetStringRef::from_der(info.private_key).ok()?;
+    seed.as_bytes().try_into().ok()
 }
 
 /// Load an `ED25519 PRIVATE KEY` (PKCS#8 v1 or v2) for signing.
@@ -377,77 +383,27 @@ fn load_ed25519(pem_text: &str) -> Result<KeyPair, Error> {
     };
     let p = pem::parse(pem_text).map_err(|e| bad(format!("not PEM: {e}")))?;
     let seed = ed25519_seed(p.contents()).ok_or_else(|| bad("not an Ed25519 PKCS#8 key".into()))?;
-    let der = ed25519_pkcs8_v1(&seed);
+    let der = ed25519_pkcs8_v1(&seed).map_err(|e| bad(format!("encoding PKCS#8: {e}")))?;
     KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), &PKCS_ED25519)
         .map_err(|e| bad(format!("unusable Ed25519 key: {e}")))
 }
 
 /// SEC1 `EC PRIVATE KEY` with the named-curve parameters (Go's `x509.MarshalECPrivateKey`),
-/// rebuilt from ring's PKCS#8, whose inner ECPrivateKey leaves the curve to the outer algorithm.
+/// rebuilt from ring's PKCS#8, whose inner `ECPrivateKey` leaves the curve to the outer
+/// algorithm identifier (RFC 5915 §3 makes `parameters` optional there; Go writes them).
+/// Version, private key and the `[1]` public key (ring includes it) are kept as they are.
 fn ec_pem(key: &KeyPair, what: &'static str) -> Result<String, Error> {
-    let bad = || Error::InvalidSecrets {
+    let bad = |e: &dyn std::fmt::Display| Error::InvalidSecrets {
         field: what,
-        reason: "unexpected PKCS#8 EC layout".into(),
+        reason: format!("unexpected PKCS#8 EC layout: {e}"),
     };
-    let pkcs8 = key.serialized_der();
-    let (_, outer, _) = der::read(pkcs8).ok_or_else(bad)?;
-    let (_, _version, rest) = der::read(outer).ok_or_else(bad)?;
-    let (_, _alg, rest) = der::read(rest).ok_or_else(bad)?;
-    let (_, octets, _) = der::read(rest).ok_or_else(bad)?;
-    let (tag, inner, _) = der::read(octets).ok_or_else(bad)?;
-    if tag != 0x30 {
-        return Err(bad());
-    }
-    let (vt, version, rest) = der::read(inner).ok_or_else(bad)?;
-    let (dt, d, rest) = der::read(rest).ok_or_else(bad)?;
-    if vt != 0x02 || dt != 0x04 {
-        return Err(bad());
-    }
-    let mut body = der::tlv(0x02, version);
-    body.extend(der::tlv(0x04, d));
-    body.extend(der::tlv(0xa0, &P256_OID));
-    // The [1] public key, if ring included it (it does), kept as is.
-    let mut rest = rest;
-    while let Some((t, content, next)) = der::read(rest) {
-        if t == 0xa1 {
-            body.extend(der::tlv(0xa1, content));
-        }
-        rest = next;
-    }
-    Ok(pem_text("EC PRIVATE KEY", der::tlv(0x30, &body)))
-}
-
-/// Just enough DER to re-wrap keys (definite lengths up to 0xffff).
-mod der {
-    pub fn read(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = match first {
-            n if n < 0x80 => (usize::from(n), rest),
-            0x81 => (usize::from(*rest.first()?), rest.get(1..)?),
-            0x82 => (
-                usize::from(*rest.first()?) << 8 | usize::from(*rest.get(1)?),
-                rest.get(2..)?,
-            ),
-            _ => return None,
-        };
-        let content = rest.get(..len)?;
-        Some((tag, content, &rest[len..]))
-    }
-
-    pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let n = content.len();
-        if n < 0x80 {
-            out.push(n as u8);
-        } else if n < 0x100 {
-            out.extend([0x81, n as u8]);
-        } else {
-            out.extend([0x82, (n >> 8) as u8, n as u8]);
-        }
-        out.extend_from_slice(content);
-        out
-    }
+    let info = PrivateKeyInfo::from_der(key.serialized_der()).map_err(|e| bad(&e))?;
+    // The named curve of the outer AlgorithmIdentifier (RFC 5480 §2.1.1).
+    let curve = info.algorithm.parameters_oid().map_err(|e| bad(&e))?;
+    let mut ec = EcPrivateKey::from_der(info.private_key).map_err(|e| bad(&e))?;
+    ec.parameters = Some(EcParameters::NamedCurve(curve));
+    let der = ec.to_der().map_err(|e| bad(&e))?;
+    Ok(pem_text("EC PRIVATE KEY", der))
 }
 
 /// serde helper: PEM text in memory, base64(PEM) in YAML (siderolabs/crypto `PEMEncoded*` marshalling).
@@ -597,23 +553,28 @@ eDzyRJ8brCijhGJUFF5YuYK/CeKsfFaQiQ==
     }
 
     #[test]
+    fn os_key_of_another_algorithm_is_refused() {
+        // An X25519 key (id-X25519, 1.3.101.110) has the same seed layout as Ed25519.
+        let x25519 = "-----BEGIN ED25519 PRIVATE KEY-----
+MC4CAQAwBQYDK2VuBCIEIGENLaZXR4cYMj6tLaNupvhdGZBpmBbY/6GEpKcYESVS
+-----END ED25519 PRIVATE KEY-----
+";
+        let err = load_ed25519(x25519).expect_err("X25519 is not an Ed25519 key");
+        assert!(err.to_string().contains("certs.os.key"), "{err}");
+    }
+
+    #[test]
     fn ec_key_is_sec1_with_named_curve() {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
         let pem_text = ec_pem(&key, "test").expect("pem");
         let p = pem::parse(&pem_text).expect("parse");
         assert_eq!(p.tag(), "EC PRIVATE KEY");
-        let (tag, body, rest) = der::read(p.contents()).expect("seq");
-        assert_eq!((tag, rest.len()), (0x30, 0));
-        let (_, version, r) = der::read(body).expect("version");
-        assert_eq!(version, [1]);
-        let (_, d, r) = der::read(r).expect("d");
-        assert_eq!(d.len(), 32);
-        let (t, params, r) = der::read(r).expect("params");
-        assert_eq!((t, params), (0xa0, &P256_OID[..]));
-        let (t, public, _) = der::read(r).expect("pub");
-        assert_eq!(t, 0xa1);
-        let (_, bits, _) = der::read(public).expect("bitstring");
-        // 0 unused bits + uncompressed point (0x04 || X || Y).
-        assert_eq!(&bits[1..], key.public_key_raw());
+        // from_der rejects trailing bytes; the version (1) is checked by the decoder.
+        let ec = EcPrivateKey::from_der(p.contents()).expect("SEC1");
+        assert_eq!(ec.private_key.len(), 32);
+        let prime256v1 = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+        assert_eq!(ec.parameters, Some(EcParameters::NamedCurve(prime256v1)));
+        // The uncompressed point (0x04 || X || Y).
+        assert_eq!(ec.public_key, Some(key.public_key_raw()));
     }
 }
