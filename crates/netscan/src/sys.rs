@@ -318,6 +318,53 @@ mod tests {
     }
 
     #[test]
+    fn interface_entries_list_loopback_with_address_netmask_and_link() {
+        let entries = interface_entries().expect("getifaddrs");
+        let v4 = entries.iter().find_map(|e| match e {
+            IfEntry::V4 {
+                name,
+                addr,
+                netmask,
+            } if name == "lo" => Some((*addr, *netmask)),
+            _ => None,
+        });
+        assert_eq!(
+            v4,
+            Some((Ipv4Addr::LOCALHOST, Ipv4Addr::new(255, 0, 0, 0))),
+            "{entries:?}"
+        );
+        let link = entries.iter().find_map(|e| match e {
+            IfEntry::Link {
+                name,
+                index,
+                hw_type,
+                up,
+                mac,
+            } if name == "lo" => Some((*index, *hw_type, *up, *mac)),
+            _ => None,
+        });
+        // ARPHRD_LOOPBACK (772, <linux/if_arp.h>); lo has an all-zero 6-byte address.
+        let (index, hw_type, up, mac) = link.expect("lo link entry");
+        assert!(index > 0);
+        assert_eq!((hw_type, up, mac), (772, true, Some(MacAddr([0; 6]))));
+    }
+
+    #[test]
+    fn link_layer_address_names_interface_protocol_and_destination() {
+        let mac = MacAddr([0x52, 0x54, 0, 0xab, 0xcd, 0xef]);
+        let sll = sockaddr_ll(7, ETHERTYPE_ARP, Some(mac));
+        assert_eq!(
+            (sll.sll_family, sll.sll_protocol, sll.sll_ifindex),
+            (17, 0x0806u16.to_be(), 7)
+        );
+        assert_eq!((sll.sll_hatype, sll.sll_pkttype, sll.sll_halen), (0, 0, 6));
+        assert_eq!(sll.sll_addr, [0x52, 0x54, 0, 0xab, 0xcd, 0xef, 0, 0]);
+        let bind = sockaddr_ll(3, ETHERTYPE_ARP, None);
+        assert_eq!((bind.sll_ifindex, bind.sll_halen), (3, 0));
+        assert_eq!(bind.sll_addr, [0; 8]);
+    }
+
+    #[test]
     fn filter_keeps_replies_to_us_only() {
         let me = Ipv4Addr::new(198, 18, 5, 1);
         let prog = arp_reply_filter(me);
