@@ -5,6 +5,8 @@
 //! This crate depends on clap on purpose: it is the binaries' side of the line, never a
 //! library crate's.
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
