@@ -2,6 +2,8 @@
 //! [`apply::Applier`] (atomic writes, backups, journal, watchdog, rollback) → [`verify::verify`].
 //! No argument parsing and no printing here; the binary does both.
 
+#![forbid(unsafe_code)]
+
 pub mod apply;
 pub mod debversion;
 pub mod grubcfg;

@@ -1,5 +1,7 @@
 //! `gpu-vm-bootstrap`: parses arguments, calls the library, renders the result.
 
+#![forbid(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;

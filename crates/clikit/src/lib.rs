@@ -6,6 +6,8 @@
 //! This crate depends on clap on purpose: it is the binaries' side of the line, never a
 //! library crate's.
 
+#![forbid(unsafe_code)]
+
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

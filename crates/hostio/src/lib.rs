@@ -4,6 +4,8 @@
 //! `HostRoot::new("/some/tree")` makes every absolute host path relative to that tree, which is
 //! how `--host-root DIR` and the fixture tests work. Commands are argv vectors, never shell strings.
 
+#![forbid(unsafe_code)]
+
 pub mod paths;
 mod root;
 mod runner;

@@ -7,6 +7,8 @@
 //! `/etc/os-release`, `/dev/kvm`, `/sys/module/nvidia`. Names come from the `pci-ids` crate,
 //! then the system pci.ids on the real filesystem.
 
+#![forbid(unsafe_code)]
+
 mod capture;
 mod facts;
 mod names;

@@ -58,6 +58,10 @@
 //! # Ok::<(), netscan::Error>(())
 //! ```
 
+// Not forbid: `sys` keeps two small unsafe items (a `sockaddr_ll` for rustix's bind/sendto and
+// setsockopt for SO_ATTACH_FILTER / PACKET_IGNORE_OUTGOING) that no safe crate wraps.
+#![deny(unsafe_code)]
+
 mod arp;
 mod engine;
 mod error;

@@ -5,6 +5,8 @@
 //! Everything here works on [`hwdetect::HostFacts`] and a [`hostio::HostRoot`], so it runs the same
 //! on a fixture tree as on the real host.
 
+#![forbid(unsafe_code)]
+
 mod checks;
 mod fake;
 mod rebind;

@@ -68,6 +68,8 @@
 //! Errors: one [`Error`] enum; `VersionNotFound`, `VersionIsPrerelease`, `UnknownExtensions`,
 //! `SchematicNotPlainSafe`, `InvalidConfigInput` are bad input (exit 2 in the CLI), the rest failures.
 
+#![forbid(unsafe_code)]
+
 pub mod factory;
 pub mod machineconfig;
 pub mod nvidia;

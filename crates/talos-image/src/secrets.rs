@@ -7,11 +7,15 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use der::asn1::OctetStringRef;
+use der::{Decode, Encode};
+use pkcs8::{AlgorithmIdentifierRef, ObjectIdentifier, PrivateKeyInfo};
 use rand::Rng;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SerialNumber,
 };
+use sec1::{EcParameters, EcPrivateKey};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
@@ -334,39 +338,41 @@ fn pem_text(tag: &str, der: Vec<u8>) -> String {
     )
 }
 
-/// OID 1.3.101.112 (id-Ed25519) AlgorithmIdentifier.
-const ED25519_ALG: [u8; 7] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
-/// OID 1.2.840.10045.3.1.7 (prime256v1).
-const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// id-Ed25519 (RFC 8410 §3).
+const ED25519_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 /// PKCS#8 v1 DER (what Go's `x509.MarshalPKCS8PrivateKey` writes) under `ED25519 PRIVATE KEY`.
 /// ring serialises v2 (with the public key); we re-wrap the 32-byte seed.
 fn ed25519_pem(key: &KeyPair) -> Result<String, Error> {
-    let bad = || Error::InvalidSecrets {
+    let bad = |reason: String| Error::InvalidSecrets {
         field: "ed25519 key",
-        reason: "unexpected PKCS#8 layout".into(),
+        reason,
     };
-    let seed = ed25519_seed(key.serialized_der()).ok_or_else(bad)?;
-    Ok(pem_text("ED25519 PRIVATE KEY", ed25519_pkcs8_v1(&seed)))
+    let seed =
+        ed25519_seed(key.serialized_der()).ok_or_else(|| bad("unexpected PKCS#8 layout".into()))?;
+    let der = ed25519_pkcs8_v1(&seed).map_err(|e| bad(format!("encoding PKCS#8: {e}")))?;
+    Ok(pem_text("ED25519 PRIVATE KEY", der))
 }
 
-fn ed25519_pkcs8_v1(seed: &[u8]) -> Vec<u8> {
-    let mut body = der::tlv(0x02, &[0]);
-    body.extend(ED25519_ALG);
-    body.extend(der::tlv(0x04, &der::tlv(0x04, seed)));
-    der::tlv(0x30, &body)
+/// RFC 8410 §7: a `OneAsymmetricKey` v1 (PKCS#8 `PrivateKeyInfo`) with the bare algorithm
+/// identifier and the seed as a `CurvePrivateKey`, an OCTET STRING inside `privateKey`.
+fn ed25519_pkcs8_v1(seed: &[u8; 32]) -> der::Result<Vec<u8>> {
+    let curve_private_key = OctetStringRef::new(seed)?.to_der()?;
+    let algorithm = AlgorithmIdentifierRef {
+        oid: ED25519_OID,
+        parameters: None,
+    };
+    PrivateKeyInfo::new(algorithm, &curve_private_key).to_der()
 }
 
-fn ed25519_seed(pkcs8: &[u8]) -> Option<Vec<u8>> {
-    let (tag, outer, _) = der::read(pkcs8)?;
-    if tag != 0x30 {
+/// The seed of an Ed25519 PKCS#8 key, v1 (Go, OpenSSL) or v2 (ring, with the public key).
+fn ed25519_seed(pkcs8: &[u8]) -> Option<[u8; 32]> {
+    let info = PrivateKeyInfo::from_der(pkcs8).ok()?;
+    if info.algorithm.oid != ED25519_OID {
         return None;
     }
-    let (_, _version, rest) = der::read(outer)?;
-    let (_, _alg, rest) = der::read(rest)?;
-    let (tag, octets, _) = der::read(rest)?;
-    let (tag2, seed, _) = der::read(octets)?;
-    (tag == 0x04 && tag2 == 0x04 && seed.len() == 32).then(|| seed.to_vec())
+    let seed = OctetStringRef::from_der(info.private_key).ok()?;
+    seed.as_bytes().try_into().ok()
 }
 
 /// Load an `ED25519 PRIVATE KEY` (PKCS#8 v1 or v2) for signing.
@@ -377,77 +383,27 @@ fn load_ed25519(pem_text: &str) -> Result<KeyPair, Error> {
     };
     let p = pem::parse(pem_text).map_err(|e| bad(format!("not PEM: {e}")))?;
     let seed = ed25519_seed(p.contents()).ok_or_else(|| bad("not an Ed25519 PKCS#8 key".into()))?;
-    let der = ed25519_pkcs8_v1(&seed);
+    let der = ed25519_pkcs8_v1(&seed).map_err(|e| bad(format!("encoding PKCS#8: {e}")))?;
     KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), &PKCS_ED25519)
         .map_err(|e| bad(format!("unusable Ed25519 key: {e}")))
 }
 
 /// SEC1 `EC PRIVATE KEY` with the named-curve parameters (Go's `x509.MarshalECPrivateKey`),
-/// rebuilt from ring's PKCS#8, whose inner ECPrivateKey leaves the curve to the outer algorithm.
+/// rebuilt from ring's PKCS#8, whose inner `ECPrivateKey` leaves the curve to the outer
+/// algorithm identifier (RFC 5915 §3 makes `parameters` optional there; Go writes them).
+/// Version, private key and the `[1]` public key (ring includes it) are kept as they are.
 fn ec_pem(key: &KeyPair, what: &'static str) -> Result<String, Error> {
-    let bad = || Error::InvalidSecrets {
+    let bad = |e: &dyn std::fmt::Display| Error::InvalidSecrets {
         field: what,
-        reason: "unexpected PKCS#8 EC layout".into(),
+        reason: format!("unexpected PKCS#8 EC layout: {e}"),
     };
-    let pkcs8 = key.serialized_der();
-    let (_, outer, _) = der::read(pkcs8).ok_or_else(bad)?;
-    let (_, _version, rest) = der::read(outer).ok_or_else(bad)?;
-    let (_, _alg, rest) = der::read(rest).ok_or_else(bad)?;
-    let (_, octets, _) = der::read(rest).ok_or_else(bad)?;
-    let (tag, inner, _) = der::read(octets).ok_or_else(bad)?;
-    if tag != 0x30 {
-        return Err(bad());
-    }
-    let (vt, version, rest) = der::read(inner).ok_or_else(bad)?;
-    let (dt, d, rest) = der::read(rest).ok_or_else(bad)?;
-    if vt != 0x02 || dt != 0x04 {
-        return Err(bad());
-    }
-    let mut body = der::tlv(0x02, version);
-    body.extend(der::tlv(0x04, d));
-    body.extend(der::tlv(0xa0, &P256_OID));
-    // The [1] public key, if ring included it (it does), kept as is.
-    let mut rest = rest;
-    while let Some((t, content, next)) = der::read(rest) {
-        if t == 0xa1 {
-            body.extend(der::tlv(0xa1, content));
-        }
-        rest = next;
-    }
-    Ok(pem_text("EC PRIVATE KEY", der::tlv(0x30, &body)))
-}
-
-/// Just enough DER to re-wrap keys (definite lengths up to 0xffff).
-mod der {
-    pub fn read(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = match first {
-            n if n < 0x80 => (usize::from(n), rest),
-            0x81 => (usize::from(*rest.first()?), rest.get(1..)?),
-            0x82 => (
-                usize::from(*rest.first()?) << 8 | usize::from(*rest.get(1)?),
-                rest.get(2..)?,
-            ),
-            _ => return None,
-        };
-        let content = rest.get(..len)?;
-        Some((tag, content, &rest[len..]))
-    }
-
-    pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let n = content.len();
-        if n < 0x80 {
-            out.push(n as u8);
-        } else if n < 0x100 {
-            out.extend([0x81, n as u8]);
-        } else {
-            out.extend([0x82, (n >> 8) as u8, n as u8]);
-        }
-        out.extend_from_slice(content);
-        out
-    }
+    let info = PrivateKeyInfo::from_der(key.serialized_der()).map_err(|e| bad(&e))?;
+    // The named curve of the outer AlgorithmIdentifier (RFC 5480 §2.1.1).
+    let curve = info.algorithm.parameters_oid().map_err(|e| bad(&e))?;
+    let mut ec = EcPrivateKey::from_der(info.private_key).map_err(|e| bad(&e))?;
+    ec.parameters = Some(EcParameters::NamedCurve(curve));
+    let der = ec.to_der().map_err(|e| bad(&e))?;
+    Ok(pem_text("EC PRIVATE KEY", der))
 }
 
 /// serde helper: PEM text in memory, base64(PEM) in YAML (siderolabs/crypto `PEMEncoded*` marshalling).
@@ -501,24 +457,124 @@ mod tests {
         assert_eq!(again.public_key_raw(), key.public_key_raw());
     }
 
+    /// ring's PKCS#8 (v2, with the public key) of one fixed Ed25519 key, and the PEM the
+    /// hand-written DER re-wrapping of 684daa3 produced for it (Go's `MarshalPKCS8PrivateKey`).
+    const FIXED_ED25519_RING_DER: &str = "3051020101300506032b657004220420610d2da657478718323ead2da36ea6f85d1990699816d8ffa184a4a7181125528121005b30fdd58a95e596ad1d1eeb4ba5999f386d50fb8efc3cc1ec38d13c6f4e40e8";
+    const FIXED_ED25519_PEM: &str = "-----BEGIN ED25519 PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIGENLaZXR4cYMj6tLaNupvhdGZBpmBbY/6GEpKcYESVS
+-----END ED25519 PRIVATE KEY-----
+";
+    /// ring's PKCS#8 of one fixed P-256 key, and the SEC1 PEM 684daa3 produced for it (Go's
+    /// `MarshalECPrivateKey`: version 1, d, [0] prime256v1, [1] public point).
+    const FIXED_P256_RING_DER: &str = "308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b020101042081b2e0ee6dcc2d41030377f49febe8846f5a0b3590daa719b7882574b64f77f3a144034200040ccac08211e670446377d2939610c1ad38edfa5a27e8be5242e79ab9b27271d01c92fab045378d783cf2449f1bac28a3846254145e58b982bf09e2ac7c569089";
+    const FIXED_P256_PEM: &str = "-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEIIGy4O5tzC1BAwN39J/r6IRvWgs1kNqnGbeIJXS2T3fzoAoGCCqGSM49
+AwEHoUQDQgAEDMrAghHmcERjd9KTlhDBrTjt+lon6L5SQueaubJycdAckvqwRTeN
+eDzyRJ8brCijhGJUFF5YuYK/CeKsfFaQiQ==
+-----END EC PRIVATE KEY-----
+";
+
+    fn fixed_key(der_hex: &str, alg: &'static rcgen::SignatureAlgorithm) -> KeyPair {
+        let der = hex::decode(der_hex).expect("hex");
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), alg).expect("key");
+        assert_eq!(
+            key.serialized_der(),
+            der,
+            "rcgen keeps ring's PKCS#8 as given"
+        );
+        key
+    }
+
+    #[test]
+    fn key_pems_are_byte_identical_to_the_go_encodings_for_fixed_keys() {
+        let ed = fixed_key(FIXED_ED25519_RING_DER, &PKCS_ED25519);
+        assert_eq!(ed25519_pem(&ed).expect("ed25519 pem"), FIXED_ED25519_PEM);
+        let ec = fixed_key(FIXED_P256_RING_DER, &PKCS_ECDSA_P256_SHA256);
+        assert_eq!(ec_pem(&ec, "test").expect("ec pem"), FIXED_P256_PEM);
+        // Loading the OS CA key back signs with the same key pair.
+        let loaded = load_ed25519(FIXED_ED25519_PEM).expect("load");
+        assert_eq!(loaded.public_key_raw(), ed.public_key_raw());
+        // ...also from ring's own PKCS#8 v2 layout under the same PEM type.
+        let v2 = pem_text("ED25519 PRIVATE KEY", ed.serialized_der().to_vec());
+        assert_eq!(
+            load_ed25519(&v2).expect("load v2").public_key_raw(),
+            ed.public_key_raw()
+        );
+    }
+
+    /// `openssl pkey -text` of a PEM's DER (an independent DER parser). The DER goes in as
+    /// such: OpenSSL has no PEM type `ED25519 PRIVATE KEY` (siderolabs' name for PKCS#8), and
+    /// with `-inform DER` it detects PKCS#8, SEC1 and PKCS#1 alike.
+    fn openssl_pkey_text(pem_text: &str) -> String {
+        use std::io::Write;
+        let der = pem::parse(pem_text).expect("PEM").into_contents();
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(&der).expect("write");
+        let out = std::process::Command::new("openssl")
+            .args(["pkey", "-inform", "DER", "-noout", "-text", "-in"])
+            .arg(f.path())
+            .output()
+            .expect("run openssl (scripts/install-deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl rejects {pem_text}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn every_generated_key_pem_parses_with_openssl() {
+        let ed = KeyPair::generate_for(&PKCS_ED25519).expect("key");
+        let ec = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let rsa = new_rsa_pem(1024).expect("rsa");
+        let cases = [
+            (ed25519_pem(&ed).expect("pem"), "ED25519 Private-Key"),
+            (ec_pem(&ec, "test").expect("pem"), "ASN1 OID: prime256v1"),
+            (FIXED_ED25519_PEM.to_string(), "ED25519 Private-Key"),
+            (FIXED_P256_PEM.to_string(), "ASN1 OID: prime256v1"),
+            (rsa, "Private-Key: (1024 bit, 2 primes)"),
+        ];
+        for (pem_text, needle) in cases {
+            let text = openssl_pkey_text(&pem_text);
+            assert!(text.contains(needle), "{needle:?} not in {text}");
+        }
+        // The public key openssl derives is ours.
+        let text = openssl_pkey_text(FIXED_P256_PEM);
+        let hexdump: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("pub:"))
+            .skip(1)
+            .take_while(|l| l.starts_with(' '))
+            .flat_map(|l| l.trim().split(':'))
+            .collect();
+        let ec = fixed_key(FIXED_P256_RING_DER, &PKCS_ECDSA_P256_SHA256);
+        assert_eq!(hexdump, hex::encode(ec.public_key_raw()));
+    }
+
+    #[test]
+    fn os_key_of_another_algorithm_is_refused() {
+        // An X25519 key (id-X25519, 1.3.101.110) has the same seed layout as Ed25519.
+        let x25519 = "-----BEGIN ED25519 PRIVATE KEY-----
+MC4CAQAwBQYDK2VuBCIEIGENLaZXR4cYMj6tLaNupvhdGZBpmBbY/6GEpKcYESVS
+-----END ED25519 PRIVATE KEY-----
+";
+        let err = load_ed25519(x25519).expect_err("X25519 is not an Ed25519 key");
+        assert!(err.to_string().contains("certs.os.key"), "{err}");
+    }
+
     #[test]
     fn ec_key_is_sec1_with_named_curve() {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
         let pem_text = ec_pem(&key, "test").expect("pem");
         let p = pem::parse(&pem_text).expect("parse");
         assert_eq!(p.tag(), "EC PRIVATE KEY");
-        let (tag, body, rest) = der::read(p.contents()).expect("seq");
-        assert_eq!((tag, rest.len()), (0x30, 0));
-        let (_, version, r) = der::read(body).expect("version");
-        assert_eq!(version, [1]);
-        let (_, d, r) = der::read(r).expect("d");
-        assert_eq!(d.len(), 32);
-        let (t, params, r) = der::read(r).expect("params");
-        assert_eq!((t, params), (0xa0, &P256_OID[..]));
-        let (t, public, _) = der::read(r).expect("pub");
-        assert_eq!(t, 0xa1);
-        let (_, bits, _) = der::read(public).expect("bitstring");
-        // 0 unused bits + uncompressed point (0x04 || X || Y).
-        assert_eq!(&bits[1..], key.public_key_raw());
+        // from_der rejects trailing bytes; the version (1) is checked by the decoder.
+        let ec = EcPrivateKey::from_der(p.contents()).expect("SEC1");
+        assert_eq!(ec.private_key.len(), 32);
+        let prime256v1 = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+        assert_eq!(ec.parameters, Some(EcParameters::NamedCurve(prime256v1)));
+        // The uncompressed point (0x04 || X || Y).
+        assert_eq!(ec.public_key, Some(key.public_key_raw()));
     }
 }

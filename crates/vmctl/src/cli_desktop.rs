@@ -182,26 +182,23 @@ fn prompt_password(question: &str) -> Result<String, Error> {
 }
 
 /// One line from the terminal on stdin with echo off (termios(3)), echo restored after.
-#[allow(unsafe_code)]
 fn read_hidden(question: &str) -> Result<String, Error> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
     clikit::err(question);
     let _ = std::io::stderr().flush();
-    // SAFETY: termios is plain old data; tcgetattr fills it for fd 0, which is a terminal
-    // (checked by the caller), and we only pass pointers to this local.
-    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-    let have = unsafe { libc::tcgetattr(0, &mut saved) } == 0;
-    if have {
-        let mut quiet = saved;
-        quiet.c_lflag &= !libc::ECHO;
-        quiet.c_lflag |= libc::ECHONL;
-        // SAFETY: as above; `quiet` is a valid termios copied from the current settings.
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+    let stdin = std::io::stdin();
+    // stdin is a terminal (checked by the caller); without its settings we read with echo on.
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(saved) = &saved {
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        quiet.local_modes.insert(LocalModes::ECHONL);
+        let _ = tcsetattr(&stdin, OptionalActions::Now, &quiet);
     }
     let mut line = String::new();
-    let r = std::io::stdin().lock().read_line(&mut line);
-    if have {
-        // SAFETY: restores the settings read above.
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) };
+    let r = stdin.lock().read_line(&mut line);
+    if let Some(saved) = &saved {
+        let _ = tcsetattr(&stdin, OptionalActions::Now, saved);
     }
     r.map_err(|source| Error::Io {
         op: "read password from",

@@ -1,6 +1,9 @@
 //! vmctl as a library: the libvirt layer, the domain spec, the image cache, seeds, disks and the
 //! commands. The `vmctl` binary (`main.rs`) only parses arguments and renders results.
 
+// Not forbid: `writeback` calls sync_file_range(2), which neither rustix nor nix wraps.
+#![deny(unsafe_code)]
+
 pub mod cache;
 pub mod commands;
 pub mod config;

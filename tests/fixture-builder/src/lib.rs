@@ -29,6 +29,8 @@
 //! # let _ = (root, custom);
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
