@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hostio::{Cmd, CommandRunner, Output};
-use serde::Serialize;
 
 use super::cloud_init::{self, Format, Verdict};
 use crate::commands::Ctx;
@@ -31,7 +30,7 @@ pub enum Progress {
 }
 
 /// A VM that is ready.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ready {
     pub addr: SocketAddr,
     /// Seconds from the start of the wait until the first SSH login.
@@ -39,12 +38,7 @@ pub struct Ready {
     /// Seconds from the start of the wait until ready.
     pub secs: u64,
     /// cloud-init's verdict: done, done with warnings, disabled, or not installed.
-    #[serde(serialize_with = "as_text")]
     pub cloud_init: Verdict,
-}
-
-fn as_text<S: serde::Serializer>(v: &Verdict, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 
 /// The pace of the wait. `Default` is what the binary uses; tests shorten it.
