@@ -6,14 +6,14 @@
 #   - `vmctl ip list --json` gives its address with its source,
 #   - a static `--ip` on the bridge's own address (it answers ARP) is refused with exit 2,
 # and everything is deleted again. vmctl runs under `ip netns exec vmlab` (the bridge lives there).
-# Env: VMCTL (binary), GVB_E2E_WAIT_TIMEOUT (default 420 s), GVB_LAB_KEEP=1 (keep VM and scratch dir).
+# Env: VMCTL (binary), GVB_E2E_WAIT_TIMEOUT (default 600 s), GVB_LAB_KEEP=1 (keep VM and scratch dir).
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 e2e_gate
 
 vm=e2e-ip
-wait_timeout=${GVB_E2E_WAIT_TIMEOUT:-420}
+wait_timeout=${GVB_E2E_WAIT_TIMEOUT:-600}
 
 "$REPO/tests/lab/up.sh"
 image=$("$REPO/tests/lab/build-image.sh" | tail -n1)

@@ -13,7 +13,7 @@
 #      apply fails its bridge check, restores the old files, applies them again and exits non-zero;
 #      the NIC holds the IP again and SSH still works.
 # The VM (e2e-bridge, 198.18.0.110) and the firewall table are removed whatever happens.
-# Env: VMCTL, GVB_BOOTSTRAP (binaries; default: cargo build), GVB_E2E_WAIT_TIMEOUT (default 420 s),
+# Env: VMCTL, GVB_BOOTSTRAP (binaries; default: cargo build), GVB_E2E_WAIT_TIMEOUT (default 600 s),
 # GVB_LAB_KEEP=1 (keep the VM and scratch dir).
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
@@ -23,7 +23,7 @@ e2e_gate
 vm=e2e-bridge
 vm_ip=198.18.0.110
 gw=198.18.0.1
-wait_timeout=${GVB_E2E_WAIT_TIMEOUT:-420}
+wait_timeout=${GVB_E2E_WAIT_TIMEOUT:-600}
 nft_table=gvb_e2e_bridge
 bin=/usr/local/bin/gpu-vm-bootstrap
 # Only the bridge phase; --force because the guest is Debian, not Ubuntu 24.04.
@@ -129,18 +129,14 @@ copy_binary() {
 e2e_step "copy gpu-vm-bootstrap into the guest" copy_binary
 
 # Wait until a new SSH connection runs `true` again (the guest's network was just reconfigured).
-ssh_back() {
-    local deadline=$(($(date +%s) + ${1:-90}))
-    until guest_ns <<<true >/dev/null 2>&1; do
-        (($(date +%s) < deadline)) || { echo "no SSH to $vm within ${1:-90} s" >&2; return 1; }
-        sleep 1
-    done
-}
+guest_true() { guest_ns <<<true; }
+ssh_back() { lab_wait_for "${1:-90}" "SSH to $vm" guest_true; }
 # Run SCRIPT (stdin) detached in the guest (setsid + nohup: the SSH session may die under it), its
-# output in /root/e2e-NAME.log and its exit code in /root/e2e-NAME.rc; wait for the rc over new SSH
-# connections and print it.
+# output in /root/e2e-NAME.log and its exit code in /root/e2e-NAME.rc; poll (over new SSH connections)
+# until the rc file has the exit code, and print it.
+guest_rc() { rc=$(guest_ns <<<"cat /root/e2e-$1.rc 2>/dev/null") && [[ -n $rc ]]; }
 detached() {
-    local name=$1 timeout=${2:-120} script deadline rc
+    local name=$1 timeout=${2:-120} script rc=
     script=$(cat)
     guest_ns <<EOF
 rm -f /root/e2e-$name.rc /root/e2e-$name.log
@@ -149,12 +145,9 @@ $script
 INNER
 setsid nohup bash -c 'bash /root/e2e-$name.sh > /root/e2e-$name.log 2>&1; echo \$? > /root/e2e-$name.rc' </dev/null >/dev/null 2>&1 &
 EOF
-    deadline=$(($(date +%s) + timeout))
-    sleep 2
-    until rc=$(guest_ns <<<"cat /root/e2e-$name.rc" 2>/dev/null) && [[ -n $rc ]]; do
-        (($(date +%s) < deadline)) || { echo "$name did not finish within $timeout s" >&2; return 1; }
-        sleep 2
-    done
+    # lab_wait_for calls guest_rc in this shell: it sets our local rc.
+    lab_wait_for "$timeout" "$name to finish in $vm" guest_rc "$name" ||
+        { echo "$name did not finish within $timeout s" >&2; return 1; }
     echo "$rc"
 }
 # The NIC or bridge that holds the guest's address right now.
@@ -212,13 +205,11 @@ EOF
     assert_holder "$nic"
     guest_ns <<EOF
 networkctl --no-pager list
-# "configuring" for a few seconds (IPv6 link-local, RA) before "configured".
-for i in \$(seq 60); do
-    networkctl --no-pager status $nic | grep -q 'State: routable (configured)' && exit 0
-    sleep 0.5
-done
+# "configuring" for a few seconds (IPv6 link-local, RA) before "configured": wait for that state
+# (systemd-networkd-wait-online(8), IFACE:MIN_OPERSTATE).
+/lib/systemd/systemd-networkd-wait-online --interface=$nic:routable --timeout=60 && exit 0
 networkctl --no-pager status $nic
-echo "$nic not configured by networkd within 30 s" >&2
+echo "$nic not configured by networkd within 60 s" >&2
 exit 1
 EOF
 }

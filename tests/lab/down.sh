@@ -21,10 +21,10 @@ stop_daemon() {
     local pidfile=$1 name=$2 pid
     pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null || return 0
-    for _ in $(seq 1 20); do
-        kill -0 "$pid" 2>/dev/null || { lab_log "stopped $name (pid $pid)"; return 0; }
-        sleep 0.5
-    done
+    if lab_wait_for 10 "$name (pid $pid) to exit" lab_gone "$pid"; then
+        lab_log "stopped $name (pid $pid)"
+        return 0
+    fi
     kill -9 "$pid" 2>/dev/null || true
     lab_log "killed $name (pid $pid) after 10 s"
 }

@@ -41,7 +41,9 @@ lab_image_dir() {
 lab_virsh() { virsh -q -c "$GVB_LAB_URI" "$@"; }
 lab_in_ns() { ip netns exec "$GVB_LAB_NETNS" "$@"; }
 
-# lab_wait_for SECONDS DESCRIPTION COMMAND...: retry COMMAND every 0.5 s until it succeeds.
+# lab_wait_for SECONDS DESCRIPTION COMMAND...: wait for a state: retry COMMAND (a check, run in this
+# shell, output discarded) every 0.5 s until it succeeds; fail after SECONDS. The only way the lab
+# scripts wait: never a bare `sleep N` to let something happen.
 lab_wait_for() {
     local timeout=$1 what=$2 deadline
     shift 2
@@ -51,3 +53,6 @@ lab_wait_for() {
         sleep 0.5
     done
 }
+
+# lab_gone PID: the process has exited (a state for lab_wait_for).
+lab_gone() { ! kill -0 "$1" 2>/dev/null; }

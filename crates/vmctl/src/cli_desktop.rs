@@ -114,13 +114,15 @@ pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) ->
         let rest = timeout
             .saturating_sub(began.elapsed())
             .max(Duration::from_secs(600));
-        let addr = super::wait_for_ssh(ctx, &created.name, rest)?;
+        let r = super::wait_ready(ctx, &created.name, rest)?;
         let t = began.elapsed().as_secs();
         clikit::errln(&format!(
-            "{}: [{:>3}:{:02}] the installed desktop answers SSH on {addr}",
+            "{}: [{:>3}:{:02}] the installed desktop is ready: SSH on {}, cloud-init {}",
             created.name,
             t / 60,
-            t % 60
+            t % 60,
+            r.addr,
+            r.cloud_init
         ));
         switched = Some(s);
     }

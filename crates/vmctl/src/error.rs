@@ -198,6 +198,28 @@ pub enum Error {
     Interrupted { during: String, next: String },
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: String, secs: u64 },
+    /// `create --wait`: the VM was not ready (SSH with its key, cloud-init finished) in time.
+    #[error("{name} was not ready within {secs} s: {what}{log}")]
+    NotReady {
+        name: String,
+        secs: u64,
+        what: String,
+        log: crate::commands::ssh::ready::LogExcerpt,
+    },
+    /// `create --wait`: cloud-init in the guest reported an error (`cloud-init status`: error).
+    #[error("cloud-init failed in {name} after {secs} s:{}{log}", crate::commands::ssh::ready::bullets(.errors))]
+    CloudInitFailed {
+        name: String,
+        secs: u64,
+        errors: Vec<String>,
+        log: crate::commands::ssh::ready::LogExcerpt,
+    },
+    #[error("run ssh to {name}")]
+    RunSsh {
+        name: String,
+        #[source]
+        source: CommandError,
+    },
     #[error("{name} did not shut down within {secs} s")]
     ShutdownTimeout { name: String, secs: u64 },
     #[error("{name} is running")]
@@ -332,6 +354,20 @@ impl Error {
                 keyring.display()
             )],
             Timeout { .. } => vec!["the VM may still be booting: `vmctl info NAME` shows its console log path".into()],
+            NotReady { name, what, .. } => {
+                let mut h = vec![
+                    format!("{name} is kept: `vmctl ssh {name}` once it answers, `vmctl info {name}` for its console log; `vmctl stop {name} --force` then `vmctl delete {name} --yes` removes it"),
+                    "a slow host (TCG, a busy machine) may need a longer --wait-timeout SECONDS".into(),
+                ];
+                if what.contains("Permission denied") {
+                    h.push("vmctl logs in with the key given at create and never prompts: the private key must sit next to the .pub without a passphrase, or be loaded in ssh-agent".into());
+                }
+                h
+            }
+            CloudInitFailed { name, .. } => vec![format!(
+                "{name} is kept and keeps running: `vmctl ssh {name} -- sudo cloud-init status --long` and /var/log/cloud-init.log in the guest say more; `vmctl stop {name} --force` then `vmctl delete {name} --yes` removes it"
+            )],
+            RunSsh { .. } => vec!["is the OpenSSH client installed (`ssh`)?".into()],
             ShutdownTimeout { name, .. } => vec![
                 format!("power it off with `vmctl stop {name} --force`"),
                 "a guest shuts down on request only if it handles ACPI (systemd-logind with dbus, or acpid) or runs qemu-guest-agent with a working `shutdown`".into(),

@@ -5,7 +5,6 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use hostio::{HostRoot, SystemRunner};
 use indicatif::{ProgressBar, ProgressStyle};
 use vmctl::cache::Progress;
 use vmctl::commands::create::{NetworkRequest, UbuntuRequest};
+use vmctl::commands::ssh::cloud_init::Verdict;
 use vmctl::commands::{Ctx, create, inspect, lifecycle, ssh};
 use vmctl::config::{Config, KEYS, Source};
 use vmctl::libvirt::Libvirt;
@@ -221,14 +221,15 @@ struct UbuntuArgs {
     /// Only write the cloud-init seed into the VM's storage directory
     #[arg(long, conflicts_with_all = ["no_start", "wait"])]
     seed_only: bool,
-    /// Wait until SSH answers on the VM's address
+    /// Wait until the VM is ready: SSH takes its key and cloud-init has finished (a cloud-init
+    /// error fails the create; the VM is kept)
     #[arg(long, conflicts_with = "no_start")]
     wait: bool,
     /// Give up waiting after this many seconds (default 600; 5400 with --desktop)
     #[arg(long, value_name = "SECONDS")]
     wait_timeout: Option<u64>,
     /// Unattended Ubuntu Desktop install from the release ISO (autoinstall); with --wait, until
-    /// the installed desktop answers SSH
+    /// the installed desktop is ready (SSH, cloud-init)
     #[arg(long)]
     desktop: bool,
     /// --desktop: the ISO to install from instead of the release's from the mirror
@@ -463,13 +464,30 @@ fn confirm(question: &str) -> bool {
     std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
 }
 
-fn wait_for_ssh(ctx: &Ctx, name: &str, timeout: Duration) -> Result<SocketAddr, Error> {
+/// `--wait`: until SSH takes the VM's key and cloud-init has finished; a line per stage on
+/// stderr, a spinner in between (drawn only on a terminal).
+fn wait_ready(ctx: &Ctx, name: &str, timeout: Duration) -> Result<ssh::Ready, Error> {
     let spinner = ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let result = ssh::wait_for_ssh(ctx, name, timeout, &|msg| {
-        spinner.set_message(msg.to_string())
+    let result = ssh::wait_ready(ctx, name, timeout, &ssh::Policy::default(), &|p| match p {
+        ssh::Progress::Stage(line) => {
+            spinner.suspend(|| clikit::errln(&format!("{name}: {}", clikit::escape(&line))))
+        }
+        ssh::Progress::Status(msg) => spinner.set_message(msg),
     });
     spinner.finish_and_clear();
+    if let Ok(ssh::Ready {
+        cloud_init: Verdict::Degraded { warnings },
+        ..
+    }) = &result
+    {
+        for w in warnings.iter().take(10) {
+            clikit::errln(&format!(
+                "{name}: cloud-init warning: {}",
+                clikit::escape(w)
+            ));
+        }
+    }
     result
 }
 
@@ -712,14 +730,17 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
             if a.wait && created.started {
-                let addr = wait_for_ssh(
-                    &ctx,
-                    &created.name,
-                    Duration::from_secs(a.wait_timeout.unwrap_or(600)),
-                )?;
-                if !cli.json {
-                    clikit::errln(&format!("{}: SSH answers on {addr}", created.name));
-                }
+                let timeout = Duration::from_secs(a.wait_timeout.unwrap_or(600));
+                clikit::errln(&format!(
+                    "{}: waiting until ready: SSH answers and cloud-init has finished (up to {} s)",
+                    created.name,
+                    timeout.as_secs()
+                ));
+                let r = wait_ready(&ctx, &created.name, timeout)?;
+                clikit::errln(&format!(
+                    "{}: ready after {} s (SSH on {} after {} s, cloud-init {})",
+                    created.name, r.secs, r.addr, r.ssh_secs, r.cloud_init
+                ));
             }
             if cli.json {
                 out_json(&created)

@@ -229,6 +229,29 @@ fn create_bad_input_exits_2_and_leaves_nothing() {
     }
 }
 
+/// A `--wait` that runs out of time fails (exit 1) and says which stage it was in, but the
+/// started VM is not rolled back: it is kept, like an interrupted wait. 192.0.2.10 (TEST-NET-1,
+/// RFC 5737) never answers.
+#[test]
+fn create_wait_that_times_out_exits_1_and_keeps_the_vm() {
+    let h = Host::new();
+    h.create(
+        "cliw",
+        &["--ip", "192.0.2.10/24", "--wait", "--wait-timeout", "0"],
+    )
+    .code(1)
+    .stderr(
+        predicate::str::contains("cliw: waiting for SSH on 192.0.2.10:22")
+            .and(predicate::str::contains(
+                "error: cliw was not ready within 0 s: SSH on 192.0.2.10:22 does not answer",
+            ))
+            .and(predicate::str::contains(
+                "help: cliw is kept: `vmctl ssh cliw`",
+            )),
+    );
+    assert_eq!(h.vms_left(), 1, "the started VM's storage was removed");
+}
+
 #[test]
 fn help_snapshots() {
     for args in [

@@ -1,12 +1,17 @@
 //! `vmctl ssh NAME [-- ARGS]`: the ssh argv for the user and key recorded at create, to the VM's
 //! address (static IP in the metadata, else the guest agent, else the neighbour table). The
-//! binary execs it.
+//! binary execs it. [`ready`] is `create --wait`: SSH answers and cloud-init has finished.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+pub mod cloud_init;
+pub mod ready;
+
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+
+pub use ready::{Policy, Progress, Ready, wait_ready};
 
 use super::Ctx;
+use crate::domain::Metadata;
 use crate::domain::parse::parse_domain;
 use crate::error::{Error, Result};
 use crate::net;
@@ -49,6 +54,12 @@ pub fn argv(ctx: &Ctx, name: &str, args: &[String]) -> Result<Vec<String>> {
     let f = parse_domain(&rec.xml)?;
     let md = f.metadata.unwrap_or_default();
     let ip = address(ctx, name)?;
+    Ok(ssh_argv(&md, ip, false, args))
+}
+
+/// The ssh argv to `ip` with the user and key in `md`. `batch`: for vmctl's own logins, which
+/// must never prompt (BatchMode) and must notice a dead peer (ServerAlive*, ssh_config(5)).
+pub fn ssh_argv(md: &Metadata, ip: Ipv4Addr, batch: bool, args: &[String]) -> Vec<String> {
     let mut out = vec!["ssh".to_string()];
     if let Some(public) = &md.ssh_key {
         let private = public.with_extension("");
@@ -77,68 +88,21 @@ pub fn argv(ctx: &Ctx, name: &str, args: &[String]) -> Result<Vec<String>> {
         "-o".into(),
         "LogLevel=ERROR".into(),
     ]);
-    let user = md.user.unwrap_or_else(|| "root".into());
+    if batch {
+        out.extend(
+            [
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ServerAliveInterval=5",
+                "-o",
+                "ServerAliveCountMax=6",
+            ]
+            .map(String::from),
+        );
+    }
+    let user = md.user.clone().unwrap_or_else(|| "root".into());
     out.push(format!("{user}@{ip}"));
     out.extend(args.iter().cloned());
-    Ok(out)
-}
-
-/// Waits until SSH (TCP 22) answers on the VM's address, from the VM's own MAC: a stale guest
-/// or another host holding the same address must not count. `tick` gets a status line.
-pub fn wait_for_ssh(
-    ctx: &Ctx,
-    name: &str,
-    timeout: Duration,
-    tick: &dyn Fn(&str),
-) -> Result<SocketAddr> {
-    let rec = ctx.hv.require(name)?;
-    let macs: Vec<String> = parse_domain(&rec.xml)?
-        .nics
-        .iter()
-        .filter_map(|n| n.mac.as_ref().map(|m| m.to_ascii_lowercase()))
-        .collect();
-    let start = Instant::now();
-    loop {
-        crate::interrupt::check(
-            || format!("the wait for SSH on {name}"),
-            || {
-                format!(
-                    "{name} is created and keeps running: `vmctl ssh {name}` once it is up, or `vmctl delete {name} --yes`"
-                )
-            },
-        )?;
-        let secs = start.elapsed().as_secs();
-        match address(ctx, name) {
-            Ok(ip) => {
-                let addr = SocketAddr::from((ip, 22));
-                if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
-                    match net::neighbour_mac(ctx.host, ip) {
-                        Some(mac) if !macs.contains(&mac) => tick(&format!(
-                            "{addr} answers from {mac}, not from {name}: another host uses this address ({secs} s)"
-                        )),
-                        _ => return Ok(addr),
-                    }
-                } else {
-                    tick(&format!("waiting for SSH on {addr} ({secs} s)"));
-                }
-            }
-            Err(Error::NoAddress { .. }) => {
-                tick(&format!("waiting for {name} to get an address ({secs} s)"))
-            }
-            Err(e) => return Err(e),
-        }
-        if start.elapsed() >= timeout {
-            return Err(Error::Timeout {
-                what: format!("SSH on {name}"),
-                secs: timeout.as_secs(),
-            });
-        }
-        if !ctx.hv.state(name)?.is_active() {
-            return Err(Error::Timeout {
-                what: format!("SSH on {name}, which stopped running"),
-                secs: start.elapsed().as_secs(),
-            });
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    out
 }

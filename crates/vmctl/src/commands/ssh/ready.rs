@@ -1,0 +1,778 @@
+//! `create --wait`: waits until a new VM is ready, the state a user would check by hand. Three
+//! stages, each announced: (1) TCP 22 answers on the VM's address from the VM's own MAC;
+//! (2) an SSH login with the VM's user and key runs `true`; (3) `cloud-init status --wait` in
+//! the guest says cloud-init has finished. An sshd restart by cloud-init (set_passwords does
+//! one after sshd first answered) only costs a retry until the deadline. A cloud-init error is
+//! a failed wait carrying an excerpt of the guest's log. Nothing sleeps to let time pass: the
+//! only pause is the poll interval between two looks at a state.
+
+use std::fmt;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hostio::{Cmd, CommandRunner, Output};
+
+use super::cloud_init::{self, Format, Verdict};
+use crate::commands::Ctx;
+use crate::domain::parse::parse_domain;
+use crate::error::{Error, Result};
+use crate::net;
+
+/// What the wait tells the user while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// A new stage began, or something worth a line of its own happened.
+    Stage(String),
+    /// How the current stage goes (a spinner's message).
+    Status(String),
+}
+
+/// A VM that is ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub addr: SocketAddr,
+    /// Seconds from the start of the wait until the first SSH login.
+    pub ssh_secs: u64,
+    /// Seconds from the start of the wait until ready.
+    pub secs: u64,
+    /// cloud-init's verdict: done, done with warnings, disabled, or not installed.
+    pub cloud_init: Verdict,
+}
+
+/// The pace of the wait. `Default` is what the binary uses; tests shorten it.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Between two looks at a state that did not change (SSH refused, no address yet).
+    pub poll: Duration,
+    /// The longest single `cloud-init status --wait` over one SSH session; the deadline and
+    /// Ctrl-C are checked between slices.
+    pub slice: Duration,
+    /// Lines of the guest's log (or the console log) shown with a failure.
+    pub log_lines: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_secs(2),
+            slice: Duration::from_secs(30),
+            log_lines: 25,
+        }
+    }
+}
+
+/// The last lines of a log, shown under a failed wait.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogExcerpt {
+    /// Where the lines come from, for the reader ("/var/log/cloud-init-output.log in vm1").
+    pub source: String,
+    pub lines: Vec<String>,
+}
+
+impl fmt::Display for LogExcerpt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lines.is_empty() {
+            return Ok(());
+        }
+        write!(f, "\n  last {} lines of {}:", self.lines.len(), self.source)?;
+        for l in &self.lines {
+            write!(f, "\n  | {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// cloud-init's errors as an indented list (each cut to a readable length).
+pub fn bullets(errors: &[String]) -> String {
+    errors
+        .iter()
+        .map(|e| {
+            let e = e.trim();
+            if e.chars().count() > 400 {
+                format!("\n  - {}…", e.chars().take(400).collect::<String>())
+            } else {
+                format!("\n  - {e}")
+            }
+        })
+        .collect()
+}
+
+/// A started VM reached over SSH.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// `ssh [options] user@ip`: each remote argv is appended to it.
+    pub ssh: Vec<String>,
+    /// The serial console log on this host, for an excerpt when SSH can't give one.
+    pub console_log: Option<PathBuf>,
+}
+
+/// Waits until `name` is ready (see the module doc), within `timeout` from now.
+pub fn wait_ready(
+    ctx: &Ctx,
+    name: &str,
+    timeout: Duration,
+    policy: &Policy,
+    report: &dyn Fn(Progress),
+) -> Result<Ready> {
+    let start = Instant::now();
+    let rec = ctx.hv.require(name)?;
+    let facts = parse_domain(&rec.xml)?;
+    let md = facts.metadata.clone().unwrap_or_default();
+    let console_log = facts
+        .console_log
+        .clone()
+        .or_else(|| md.dir.as_ref().map(|d| d.join("console.log")));
+    let macs: Vec<String> = facts
+        .nics
+        .iter()
+        .filter_map(|n| n.mac.as_ref().map(|m| m.to_ascii_lowercase()))
+        .collect();
+    let addr = wait_for_port(
+        ctx,
+        name,
+        &macs,
+        (start, timeout),
+        policy,
+        console_log.as_deref(),
+        report,
+    )?;
+    let std::net::IpAddr::V4(ip) = addr.ip() else {
+        return Err(Error::NoAddress { name: name.into() });
+    };
+    let guest = Guest {
+        name: name.into(),
+        addr,
+        ssh: super::ssh_argv(&md, ip, true, &[]),
+        console_log,
+    };
+    let running = || Ok(ctx.hv.state(name)?.is_active());
+    let (ssh_secs, cloud_init) = wait_in_guest(
+        ctx.runner,
+        &guest,
+        (start, timeout),
+        policy,
+        &running,
+        report,
+    )?;
+    Ok(Ready {
+        addr,
+        ssh_secs,
+        secs: start.elapsed().as_secs(),
+        cloud_init,
+    })
+}
+
+/// Stage 1: TCP 22 answers on the VM's address, from one of the VM's MACs: a stale guest or
+/// another host holding the same address must not count.
+fn wait_for_port(
+    ctx: &Ctx,
+    name: &str,
+    macs: &[String],
+    (start, timeout): (Instant, Duration),
+    policy: &Policy,
+    console_log: Option<&Path>,
+    report: &dyn Fn(Progress),
+) -> Result<SocketAddr> {
+    let mut announced: Option<Option<SocketAddr>> = None;
+    let mut what;
+    loop {
+        check_interrupt(name, "SSH")?;
+        let secs = start.elapsed().as_secs();
+        match super::address(ctx, name) {
+            Ok(ip) => {
+                let addr = SocketAddr::from((ip, 22));
+                if announced != Some(Some(addr)) {
+                    report(Progress::Stage(format!("waiting for SSH on {addr}")));
+                    announced = Some(Some(addr));
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
+                    match net::neighbour_mac(ctx.host, ip) {
+                        Some(mac) if !macs.contains(&mac) => {
+                            what = format!(
+                                "{addr} answers from {mac}, not from {name}: another host uses this address"
+                            );
+                            report(Progress::Status(format!("{what} ({secs} s)")));
+                        }
+                        _ => return Ok(addr),
+                    }
+                } else {
+                    what = format!("SSH on {addr} does not answer");
+                    report(Progress::Status(format!(
+                        "waiting for SSH on {addr} ({secs} s)"
+                    )));
+                }
+            }
+            Err(Error::NoAddress { .. }) => {
+                if announced != Some(None) {
+                    report(Progress::Stage("waiting for an address".into()));
+                    announced = Some(None);
+                }
+                what = "no address known (no static IP, no guest agent answer, no neighbour entry)"
+                    .into();
+                report(Progress::Status(format!(
+                    "waiting for {name} to get an address ({secs} s)"
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+        if start.elapsed() >= timeout {
+            return Err(not_ready(
+                name,
+                timeout.as_secs(),
+                what,
+                console_excerpt(console_log, policy.log_lines),
+            ));
+        }
+        if !ctx.hv.state(name)?.is_active() {
+            return Err(not_ready(
+                name,
+                start.elapsed().as_secs(),
+                "it stopped running".into(),
+                console_excerpt(console_log, policy.log_lines),
+            ));
+        }
+        std::thread::sleep(policy.poll);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Login,
+    CloudInit,
+}
+
+/// Stages 2 and 3, over SSH through `runner`: a login with the VM's key, then cloud-init's
+/// verdict. Returns the seconds until the first login and the verdict. `running` says whether
+/// the VM still runs (checked between retries).
+pub fn wait_in_guest(
+    runner: &dyn CommandRunner,
+    guest: &Guest,
+    (start, timeout): (Instant, Duration),
+    policy: &Policy,
+    running: &dyn Fn() -> Result<bool>,
+    report: &dyn Fn(Progress),
+) -> Result<(u64, Verdict)> {
+    let name = guest.name.as_str();
+    let addr = guest.addr;
+    let mut phase = Phase::Login;
+    let mut format = Format::Json;
+    let mut ssh_secs = 0;
+    let mut last = String::new();
+    let mut dropped = false;
+    loop {
+        check_interrupt(
+            name,
+            match phase {
+                Phase::Login => "SSH",
+                Phase::CloudInit => "cloud-init",
+            },
+        )?;
+        let secs = start.elapsed().as_secs();
+        match phase {
+            Phase::Login => {
+                let out = ssh(runner, guest, &["true".to_string()])?;
+                if out.status == 0 {
+                    ssh_secs = secs;
+                    report(Progress::Stage(format!(
+                        "SSH up after {secs} s; waiting for cloud-init"
+                    )));
+                    phase = Phase::CloudInit;
+                    continue;
+                }
+                last = complaint(&out);
+                report(Progress::Status(format!(
+                    "waiting for the SSH login on {addr}: {last} ({secs} s)"
+                )));
+            }
+            Phase::CloudInit => {
+                let left = timeout.saturating_sub(start.elapsed());
+                let slice = ceil_secs(policy.slice.min(left)).max(1);
+                let out = ssh(runner, guest, &cloud_init::status_argv(slice, format))?;
+                let secs = start.elapsed().as_secs();
+                if out.status == SSH_FAILED {
+                    last = complaint(&out);
+                    if !dropped {
+                        report(Progress::Stage(format!(
+                            "SSH dropped after {secs} s ({last}); retrying until the deadline"
+                        )));
+                        dropped = true;
+                    } else {
+                        report(Progress::Status(format!(
+                            "waiting for SSH on {addr} again: {last} ({secs} s)"
+                        )));
+                    }
+                } else {
+                    if dropped {
+                        report(Progress::Stage(format!("SSH back after {secs} s")));
+                        dropped = false;
+                    }
+                    let v = cloud_init::verdict(
+                        format,
+                        out.status,
+                        &out.stdout_str(),
+                        &String::from_utf8_lossy(&out.stderr),
+                    );
+                    match v {
+                        Verdict::Running => {
+                            report(Progress::Status(format!(
+                                "cloud-init still running ({secs} s)"
+                            )));
+                        }
+                        Verdict::NoJson => {
+                            format = Format::Tabular;
+                            continue;
+                        }
+                        Verdict::Error { errors } => {
+                            return Err(Error::CloudInitFailed {
+                                name: name.into(),
+                                secs,
+                                errors,
+                                log: guest_log(runner, guest, policy),
+                            });
+                        }
+                        done => return Ok((ssh_secs, done)),
+                    }
+                    // The slice itself waited (timeout(1) fired): look again at once, unless
+                    // the deadline passed.
+                    if out.status == 124 && start.elapsed() < timeout {
+                        continue;
+                    }
+                }
+            }
+        }
+        if start.elapsed() >= timeout {
+            return Err(match phase {
+                Phase::Login => not_ready(
+                    name,
+                    timeout.as_secs(),
+                    format!("SSH on {addr} does not let {} in: {last}", user(guest)),
+                    console_excerpt(guest.console_log.as_deref(), policy.log_lines),
+                ),
+                Phase::CloudInit => not_ready(
+                    name,
+                    timeout.as_secs(),
+                    "cloud-init is still running".into(),
+                    guest_log(runner, guest, policy),
+                ),
+            });
+        }
+        if !running()? {
+            return Err(not_ready(
+                name,
+                start.elapsed().as_secs(),
+                "it stopped running".into(),
+                console_excerpt(guest.console_log.as_deref(), policy.log_lines),
+            ));
+        }
+        std::thread::sleep(policy.poll);
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// ssh(1) exits 255 when it fails itself (connection refused or reset, authentication), any
+/// other status is the remote command's.
+const SSH_FAILED: i32 = 255;
+
+fn ssh(runner: &dyn CommandRunner, guest: &Guest, remote: &[String]) -> Result<Output> {
+    let mut argv = guest.ssh.clone();
+    argv.extend(remote.iter().cloned());
+    runner
+        .output(&Cmd::new(argv))
+        .map_err(|source| Error::RunSsh {
+            name: guest.name.clone(),
+            source,
+        })
+}
+
+/// The user part of the destination (`user@ip`, the last word of the ssh argv).
+fn user(guest: &Guest) -> &str {
+    guest
+        .ssh
+        .last()
+        .and_then(|d| d.split_once('@'))
+        .map_or("root", |(u, _)| u)
+}
+
+/// What ssh said last (its stderr, `LogLevel=ERROR`: only errors).
+fn complaint(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .map(String::from)
+        .unwrap_or_else(|| format!("ssh exited {}", out.status))
+}
+
+fn check_interrupt(name: &str, what: &str) -> Result<()> {
+    crate::interrupt::check(
+        || format!("the wait for {what} on {name}"),
+        || {
+            format!(
+                "{name} is created and keeps running: `vmctl ssh {name}` once it is up, or `vmctl delete {name} --yes`"
+            )
+        },
+    )
+}
+
+fn not_ready(name: &str, secs: u64, what: String, log: LogExcerpt) -> Error {
+    Error::NotReady {
+        name: name.into(),
+        secs,
+        what,
+        log,
+    }
+}
+
+/// The tail of the guest's cloud-init output log over SSH (through sudo, then without), or of
+/// the console log when SSH can't give it.
+fn guest_log(runner: &dyn CommandRunner, guest: &Guest, policy: &Policy) -> LogExcerpt {
+    for sudo in [true, false] {
+        let argv = cloud_init::output_log_argv(policy.log_lines, sudo);
+        if let Ok(out) = ssh(runner, guest, &argv)
+            && out.status == 0
+        {
+            let lines = clean_lines(&out.stdout_str(), policy.log_lines);
+            if !lines.is_empty() {
+                return LogExcerpt {
+                    source: format!("{} in {}", cloud_init::OUTPUT_LOG, guest.name),
+                    lines,
+                };
+            }
+        }
+    }
+    console_excerpt(guest.console_log.as_deref(), policy.log_lines)
+}
+
+/// The last `n` lines of the serial console log (only its last 64 KiB are read).
+pub fn console_excerpt(path: Option<&Path>, n: usize) -> LogExcerpt {
+    let Some(path) = path else {
+        return LogExcerpt::default();
+    };
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        Ok(buf)
+    };
+    match read() {
+        Ok(bytes) => LogExcerpt {
+            source: format!("the console log {}", path.display()),
+            lines: clean_lines(&String::from_utf8_lossy(&bytes), n),
+        },
+        Err(_) => LogExcerpt::default(),
+    }
+}
+
+/// The last `n` non-empty lines, without terminal escapes (a serial console is full of
+/// them: systemd's colours, cursor moves) or other control characters.
+fn clean_lines(text: &str, n: usize) -> Vec<String> {
+    let lines: Vec<String> = text
+        .split(['\n', '\r'])
+        .map(strip_escapes)
+        .map(|l| l.trim_end().to_string())
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+/// Drops ECMA-48 CSI sequences (`ESC [ … final byte 0x40–0x7e`), other `ESC x` pairs and
+/// control characters except tab.
+fn strip_escapes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if !c.is_control() || c == '\t' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostio::RecordingRunner;
+    use std::cell::Cell;
+    use std::sync::Mutex;
+
+    fn guest() -> Guest {
+        Guest {
+            name: "vm1".into(),
+            addr: "198.18.0.60:22".parse().unwrap(),
+            ssh: ["ssh", "-o", "BatchMode=yes", "e2e@198.18.0.60"]
+                .map(String::from)
+                .to_vec(),
+            console_log: None,
+        }
+    }
+
+    fn fast() -> Policy {
+        Policy {
+            poll: Duration::ZERO,
+            slice: Duration::from_secs(30),
+            log_lines: 5,
+        }
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/cloud-init-status/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn answer(status: i32, stdout: &[u8], stderr: &str) -> Output {
+        Output {
+            status,
+            stdout: stdout.to_vec(),
+            stderr: stderr.as_bytes().to_vec(),
+        }
+    }
+
+    const SSH: [&str; 4] = ["ssh", "-o", "BatchMode=yes", "e2e@198.18.0.60"];
+
+    fn remote(cmd: &[String]) -> String {
+        cmd[SSH.len()..].join(" ")
+    }
+
+    fn run(runner: &RecordingRunner, timeout: Duration) -> (Result<(u64, Verdict)>, Vec<Progress>) {
+        let seen = Mutex::new(Vec::new());
+        let r = wait_in_guest(
+            runner,
+            &guest(),
+            (Instant::now(), timeout),
+            &fast(),
+            &|| Ok(true),
+            &|p| seen.lock().unwrap().push(p),
+        );
+        (r, seen.into_inner().unwrap())
+    }
+
+    /// The finding: sshd first answers, cloud-init then restarts it. The wait logs in, asks
+    /// cloud-init, survives the refused connections of the restart and the slices that time
+    /// out, and returns only once cloud-init says done.
+    #[test]
+    fn wait_returns_only_after_cloud_init_done_across_an_sshd_restart() {
+        let refused = "ssh: connect to host 198.18.0.60 port 22: Connection refused";
+        let runner = RecordingRunner::new()
+            .answer(
+                SSH,
+                answer(255, b"", "e2e@198.18.0.60: Permission denied (publickey)."),
+            )
+            .answer(SSH, answer(0, b"", ""))
+            .answer(SSH, answer(124, b"", ""))
+            .answer(SSH, answer(255, b"", refused))
+            .answer(SSH, answer(255, b"", refused))
+            .answer(SSH, answer(0, &fixture("22.4-done.json"), ""));
+        let (r, seen) = run(&runner, Duration::from_secs(600));
+        assert_eq!(r.unwrap().1, Verdict::Done);
+        let calls: Vec<String> = runner.calls().iter().map(|c| remote(c)).collect();
+        assert_eq!(
+            calls,
+            vec![
+                "true",
+                "true",
+                "timeout 30 cloud-init status --wait --format json",
+                "timeout 30 cloud-init status --wait --format json",
+                "timeout 30 cloud-init status --wait --format json",
+                "timeout 30 cloud-init status --wait --format json",
+            ]
+        );
+        let stages: Vec<&str> = seen
+            .iter()
+            .filter_map(|p| match p {
+                Progress::Stage(s) => Some(s.as_str()),
+                Progress::Status(_) => None,
+            })
+            .collect();
+        assert_eq!(stages.len(), 3, "{stages:?}");
+        assert!(stages[0].starts_with("SSH up after "), "{stages:?}");
+        assert!(
+            stages[0].ends_with("; waiting for cloud-init"),
+            "{stages:?}"
+        );
+        assert!(stages[1].contains("Connection refused"), "{stages:?}");
+        assert!(stages[2].starts_with("SSH back after "), "{stages:?}");
+    }
+
+    #[test]
+    fn degraded_done_is_ready_with_its_warnings() {
+        let runner = RecordingRunner::new()
+            .answer(SSH, answer(0, b"", ""))
+            .answer(SSH, answer(2, &fixture("24.4-degraded.json"), ""));
+        let (r, _) = run(&runner, Duration::from_secs(600));
+        let (_, v) = r.unwrap();
+        assert!(
+            matches!(v, Verdict::Degraded { ref warnings } if warnings.len() == 1),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn cloud_init_error_fails_with_the_guest_log() {
+        let log = "Reading package lists...\nE: Unable to locate package gvb-no-such-package\n\x1b[0;32m util.py[WARNING]: Failed to install packages\n";
+        let runner = RecordingRunner::new()
+            .answer(SSH, answer(0, b"", ""))
+            .answer(SSH, answer(1, &fixture("22.4-error.json"), ""))
+            .answer(SSH, answer(0, log.as_bytes(), ""));
+        let (r, _) = run(&runner, Duration::from_secs(600));
+        let err = r.unwrap_err();
+        let Error::CloudInitFailed {
+            ref name,
+            ref errors,
+            log: ref excerpt,
+            ..
+        } = err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(name, "vm1");
+        assert!(errors[0].starts_with("('package-update-upgrade-install', "));
+        assert_eq!(excerpt.source, "/var/log/cloud-init-output.log in vm1");
+        assert_eq!(
+            excerpt.lines,
+            vec![
+                "Reading package lists...",
+                "E: Unable to locate package gvb-no-such-package",
+                " util.py[WARNING]: Failed to install packages",
+            ]
+        );
+        let calls = runner.calls();
+        assert_eq!(
+            remote(calls.last().unwrap()),
+            "sudo -n tail -n 5 /var/log/cloud-init-output.log"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cloud-init failed in vm1 after "),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  - ('package-update-upgrade-install', "),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  last 3 lines of /var/log/cloud-init-output.log in vm1:\n  | Reading package lists..."),
+            "{text}"
+        );
+        assert_eq!(err.exit_kind(), crate::ExitKind::Failure);
+        assert!(err.help()[0].contains("vmctl ssh vm1"), "{:?}", err.help());
+    }
+
+    #[test]
+    fn old_cloud_init_is_asked_again_without_format() {
+        let usage = "usage: /usr/bin/cloud-init [-h]\ncloud-init: error: unrecognized arguments: --format json";
+        let runner = RecordingRunner::new()
+            .answer(SSH, answer(0, b"", ""))
+            .answer(SSH, answer(2, b"", usage))
+            .answer(SSH, answer(0, b"...\nstatus: done\n", ""));
+        let (r, _) = run(&runner, Duration::from_secs(600));
+        assert_eq!(r.unwrap().1, Verdict::Done);
+        assert_eq!(
+            remote(&runner.calls()[2]),
+            "timeout 30 cloud-init status --wait --long"
+        );
+    }
+
+    #[test]
+    fn a_refused_key_times_out_naming_the_login() {
+        let runner = RecordingRunner::new().answer(
+            SSH,
+            answer(255, b"", "e2e@198.18.0.60: Permission denied (publickey)."),
+        );
+        let (r, _) = run(&runner, Duration::ZERO);
+        let err = r.unwrap_err();
+        assert!(matches!(err, Error::NotReady { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "vm1 was not ready within 0 s: SSH on 198.18.0.60:22 does not let e2e in: e2e@198.18.0.60: Permission denied (publickey)."
+        );
+        assert!(
+            err.help().iter().any(|h| h.contains("ssh-agent")),
+            "{:?}",
+            err.help()
+        );
+        assert_eq!(runner.calls().len(), 1);
+    }
+
+    #[test]
+    fn the_slice_never_outlasts_the_deadline() {
+        let runner = RecordingRunner::new()
+            .answer(SSH, answer(0, b"", ""))
+            .answer(SSH, answer(0, &fixture("24.4-done.json"), ""));
+        let (r, _) = run(&runner, Duration::from_millis(4500));
+        r.unwrap();
+        let slice = remote(&runner.calls()[1]);
+        assert!(
+            ["timeout 5 ", "timeout 4 "]
+                .iter()
+                .any(|p| slice.starts_with(p)),
+            "{slice}"
+        );
+    }
+
+    #[test]
+    fn a_vm_that_stops_ends_the_wait() {
+        let unreachable = "ssh: connect to host 198.18.0.60 port 22: No route to host";
+        let runner = RecordingRunner::new()
+            .answer(SSH, answer(255, b"", unreachable))
+            .answer(SSH, answer(255, b"", unreachable))
+            .answer(SSH, answer(255, b"", unreachable));
+        let stopped = Cell::new(false);
+        let r = wait_in_guest(
+            &runner,
+            &guest(),
+            (Instant::now(), Duration::from_secs(600)),
+            &fast(),
+            &|| Ok(!stopped.replace(true)),
+            &|_| {},
+        );
+        // The first retry sees it running, the second stopped.
+        let err = r.unwrap_err();
+        assert!(err.to_string().contains("it stopped running"), "{err}");
+        assert_eq!(runner.calls().len(), 2);
+    }
+
+    #[test]
+    fn console_excerpt_is_the_clean_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("console.log");
+        std::fs::write(
+            &p,
+            "boot\r\n[\x1b[0;32m  OK  \x1b[0m] Started ssh.service\r\n\r\nlab-guest login: \n",
+        )
+        .unwrap();
+        let e = console_excerpt(Some(&p), 2);
+        assert_eq!(
+            e.lines,
+            vec!["[  OK  ] Started ssh.service", "lab-guest login:"]
+        );
+        assert!(
+            console_excerpt(Some(&dir.path().join("none")), 2)
+                .lines
+                .is_empty()
+        );
+        assert_eq!(LogExcerpt::default().to_string(), "");
+    }
+}

@@ -1,0 +1,250 @@
+//! Lab tests of `create ubuntu --wait` against the real libvirtd of the test lab
+//! (`tests/lab/up.sh`, cached guest image: Debian 12, cloud-init 22.4, TCG). `--wait` means
+//! ready: SSH takes the VM's key AND cloud-init has finished; a cloud-init error is a failed
+//! create. Run with GVB_LAB=1 as root; without it they print "skipped" and pass. Addresses
+//! 198.18.0.132 and .133 (tests/lab/README.md).
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn lab() -> bool {
+    if std::env::var("GVB_LAB").as_deref() != Ok("1") {
+        eprintln!("skipped: set GVB_LAB=1");
+        return false;
+    }
+    true
+}
+
+fn lab_image_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("GVB_LAB_IMAGE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/lab/build-image.sh");
+    let out = Command::new(script).arg("--print-dir").output().unwrap();
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        dir.join(".complete").is_file(),
+        "no lab image in {}: run tests/lab/build-image.sh and tests/lab/up.sh first",
+        dir.display()
+    );
+    dir
+}
+
+/// A scratch dir (readable by qemu) with an SSH key pair `id`, `id.pub`, storage `vms/` and
+/// an empty config file.
+fn scratch() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(tmp.path().join("config.toml"), "").unwrap();
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", ""])
+        .arg("-f")
+        .arg(tmp.path().join("id"))
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    tmp
+}
+
+/// vmctl inside netns vmlab (the bridge, the guests' addresses), on the lab's libvirtd.
+fn vmctl(tmp: &Path, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", "vmlab"])
+        .arg(env!("CARGO_BIN_EXE_vmctl"))
+        .args(["--connect", "qemu:///system", "--config"])
+        .arg(tmp.join("config.toml"))
+        .args(args)
+        .env("VMCTL_STORAGE_DIR", tmp.join("vms"))
+        .output()
+        .unwrap()
+}
+
+/// `create ubuntu NAME --wait` of the lab image by direct kernel boot on labbr0 (TCG).
+fn create_wait(tmp: &Path, img: &Path, name: &str, ip: &str, extra: &[&str]) -> Output {
+    let s = |p: PathBuf| p.display().to_string();
+    let (base, kernel, initrd, key) = (
+        s(img.join("base.qcow2")),
+        s(img.join("vmlinuz")),
+        s(img.join("initrd.img")),
+        s(tmp.join("id.pub")),
+    );
+    let mut args = vec![
+        "create",
+        "ubuntu",
+        name,
+        "--image",
+        &base,
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--kernel-args",
+        "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+        "--firmware",
+        "bios",
+        "--bridge",
+        "labbr0",
+        "--ip",
+        ip,
+        "--gateway",
+        "198.18.0.1",
+        "--dns",
+        "198.18.0.1",
+        "--domain-type",
+        "qemu",
+        "--cpu-mode",
+        "host-model",
+        "--cpus",
+        "2",
+        "--memory",
+        "1024",
+        "--ssh-key",
+        &key,
+        "--user",
+        "e2e",
+        "--wait",
+        "--wait-timeout",
+        "600",
+    ];
+    args.extend(extra);
+    vmctl(tmp, &args)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Destroys, undefines and deletes a lab VM when dropped, so a failed assertion leaves no VM.
+struct Vm<'a> {
+    name: String,
+    tmp: &'a Path,
+}
+
+impl Drop for Vm<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("virsh")
+            .args(["-c", "qemu:///system", "destroy", &self.name])
+            .output();
+        let _ = vmctl(self.tmp, &["delete", &self.name, "--yes"]);
+        let _ = Command::new("virsh")
+            .args(["-c", "qemu:///system", "undefine", &self.name, "--nvram"])
+            .output();
+    }
+}
+
+/// The finding: `create --wait` returned as soon as sshd first answered; cloud-init then
+/// restarted sshd and the next scp got "Connection refused". Right after `create --wait`
+/// returns, cloud-init in the guest must say `done` (asked WITHOUT --wait) and its
+/// boot-finished marker must be there, and new SSH connections must all get in.
+#[test]
+fn create_wait_returns_only_after_cloud_init_finished() {
+    if !lab() {
+        return;
+    }
+    let img = lab_image_dir();
+    let tmp = scratch();
+    let vm = Vm {
+        name: format!("wait-lab-{}", std::process::id()),
+        tmp: tmp.path(),
+    };
+    let out = create_wait(tmp.path(), &img, &vm.name, "198.18.0.132/24", &[]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "create --wait failed:\n{err}");
+
+    let status = vmctl(
+        tmp.path(),
+        &[
+            "ssh",
+            &vm.name,
+            "--",
+            "cloud-init",
+            "status",
+            "--format",
+            "json",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| {
+        panic!(
+            "cloud-init status: {e}\n{}\n{}",
+            text(&status.stdout),
+            text(&status.stderr)
+        )
+    });
+    assert_eq!(
+        json["status"], "done",
+        "create --wait returned while cloud-init was not done:\n{json:#}\nvmctl said:\n{err}"
+    );
+    // One line per stage on stderr.
+    assert!(
+        err.contains("SSH up after ") && err.contains("; waiting for cloud-init"),
+        "no per-stage progress:\n{err}"
+    );
+    assert!(err.contains(&format!("{}: ready after ", vm.name)), "{err}");
+    for _ in 0..3 {
+        let again = vmctl(
+            tmp.path(),
+            &[
+                "ssh",
+                &vm.name,
+                "--",
+                "test",
+                "-e",
+                "/var/lib/cloud/instance/boot-finished",
+            ],
+        );
+        assert!(
+            again.status.success(),
+            "a new SSH connection after create --wait failed (exit {:?}): {}",
+            again.status.code(),
+            text(&again.stderr)
+        );
+    }
+}
+
+/// A cloud-init failure (here a package apt can't find: the package module fails, `cloud-init
+/// status` says error) is a failed create: exit 1, cloud-init's errors and the tail of the
+/// guest's /var/log/cloud-init-output.log in the message, and the VM is kept running to look at.
+#[test]
+fn create_wait_fails_when_cloud_init_fails() {
+    if !lab() {
+        return;
+    }
+    let img = lab_image_dir();
+    let tmp = scratch();
+    let vm = Vm {
+        name: format!("wait-fail-{}", std::process::id()),
+        tmp: tmp.path(),
+    };
+    let out = create_wait(
+        tmp.path(),
+        &img,
+        &vm.name,
+        "198.18.0.133/24",
+        &["--packages", "gvb-no-such-package"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a cloud-init error must fail the create:\n{err}"
+    );
+    for want in [
+        format!("error: cloud-init failed in {} after ", vm.name),
+        "  - ('package-update-upgrade-install', ".to_string(),
+        format!("lines of /var/log/cloud-init-output.log in {}:", vm.name),
+        "E: Unable to locate package gvb-no-such-package".to_string(),
+        format!(
+            "help: {} is kept and keeps running: `vmctl ssh {}",
+            vm.name, vm.name
+        ),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    let state = Command::new("virsh")
+        .args(["-c", "qemu:///system", "domstate", &vm.name])
+        .output()
+        .unwrap();
+    assert_eq!(text(&state.stdout).trim(), "running");
+}
