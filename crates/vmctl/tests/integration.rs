@@ -12,6 +12,7 @@ mod gpu_attach;
 mod gpu_cli;
 mod gpu_create;
 mod help_snapshots;
+mod image_cache;
 mod interrupt;
 mod ip_cli;
 mod support;
