@@ -97,6 +97,12 @@ pub const KEYS: &[Key] = &[
         doc: "keyring for the release ISOs' SHA256SUMS.gpg (create --desktop)",
     },
     Key {
+        name: "require_signature",
+        env: "VMCTL_REQUIRE_SIGNATURE",
+        default: Some("true"),
+        doc: "refuse a mirror's SHA256SUMS without SHA256SUMS.gpg when the keyring exists (false: checksum only; also --allow-unsigned)",
+    },
+    Key {
         name: "cpu_mode",
         env: "VMCTL_CPU_MODE",
         default: Some("host-passthrough"),
@@ -283,6 +289,20 @@ impl Config {
     pub fn image_cache(&self) -> PathBuf {
         PathBuf::from(self.value("image_cache"))
     }
+
+    /// `require_signature`: true, false (also yes/no, 1/0, on/off).
+    pub fn require_signature(&self) -> Result<bool> {
+        let v = self.value("require_signature");
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Ok(true),
+            "false" | "no" | "0" | "off" => Ok(false),
+            _ => Err(Error::BadSetting {
+                key: "require_signature".into(),
+                value: v.into(),
+                reason: "expected true or false".into(),
+            }),
+        }
+    }
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
@@ -363,5 +383,22 @@ mod tests {
             Config::load(&HostRoot::new(dir.path()), Some(&path), &|_| None, &[]).unwrap_err();
         assert!(err.to_string().contains("unknown key \"brige\""), "{err}");
         assert_eq!(err.exit_kind(), crate::error::ExitKind::Usage);
+    }
+
+    #[test]
+    fn require_signature_defaults_to_true_and_parses_booleans() {
+        let mut cfg = Config::defaults();
+        assert!(cfg.require_signature().unwrap());
+        cfg.set("require_signature", "false");
+        assert!(!cfg.require_signature().unwrap());
+        cfg.set("require_signature", "maybe");
+        let err = cfg.require_signature().unwrap_err();
+        assert_eq!(err.exit_kind(), crate::error::ExitKind::Usage);
+        // A TOML boolean in config.toml is read as its string.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "require_signature = false\n").unwrap();
+        let cfg = Config::load(&HostRoot::new(dir.path()), Some(&path), &|_| None, &[]).unwrap();
+        assert!(!cfg.require_signature().unwrap());
     }
 }
