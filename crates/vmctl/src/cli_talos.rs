@@ -363,11 +363,7 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
         "  image {} sha256 {} ({})",
         esc(&c.image_url),
         c.base_sha256,
-        match c.verification {
-            vmctl::cache::Verification::MatchedRecord =>
-                "matches the sha256 recorded at its first download",
-            _ => "no published checksum; sha256 recorded at this first download",
-        }
+        c.verification
     ));
     let mut s = format!(
         "{}\ntalosconfig: {}\nconsole:     virsh -c {uri} console {}\n",

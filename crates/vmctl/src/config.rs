@@ -23,6 +23,10 @@ pub struct Key {
     pub doc: &'static str,
 }
 
+/// The settings that are switches: config.toml may give them as TOML booleans (`require_signature
+/// = false`) as well as strings; every other setting must be a string.
+const BOOLEAN_KEYS: &[&str] = &["require_signature"];
+
 /// Every setting vmctl knows. Later commands add theirs here so `config show` lists them.
 pub const KEYS: &[Key] = &[
     Key {
@@ -97,6 +101,12 @@ pub const KEYS: &[Key] = &[
         // ubuntu-keyring: holds the "Ubuntu CD Image Automatic Signing Key" of release ISOs.
         default: Some("/usr/share/keyrings/ubuntu-archive-keyring.gpg"),
         doc: "keyring for the release ISOs' SHA256SUMS.gpg (create --desktop)",
+    },
+    Key {
+        name: "require_signature",
+        env: "VMCTL_REQUIRE_SIGNATURE",
+        default: Some("true"),
+        doc: "refuse a mirror's SHA256SUMS without SHA256SUMS.gpg when the keyring exists (false: checksum only; also --allow-unsigned)",
     },
     Key {
         name: "cpu_mode",
@@ -280,6 +290,20 @@ impl Config {
     pub fn image_cache(&self) -> PathBuf {
         PathBuf::from(self.value("image_cache"))
     }
+
+    /// `require_signature`: true, false (also yes/no, 1/0, on/off).
+    pub fn require_signature(&self) -> Result<bool> {
+        let v = self.value("require_signature");
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Ok(true),
+            "false" | "no" | "0" | "off" => Ok(false),
+            _ => Err(Error::BadSetting {
+                key: "require_signature".into(),
+                value: v.into(),
+                reason: "expected true or false".into(),
+            }),
+        }
+    }
 }
 
 /// The config file's text; `Err(None)` when it does not exist. Only a small regular file is
@@ -364,6 +388,9 @@ fn parse_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
         match v.into_inner() {
             toml::Value::String(s) => {
                 out.insert(key.name.to_string(), s);
+            }
+            toml::Value::Boolean(b) if BOOLEAN_KEYS.contains(&key.name) => {
+                out.insert(key.name.to_string(), b.to_string());
             }
             other => {
                 return Err(at(
@@ -483,5 +510,22 @@ mod tests {
                 assert!(!msg.contains(needle), "{text:?}: {msg}");
             }
         }
+    }
+
+    #[test]
+    fn require_signature_defaults_to_true_and_parses_booleans() {
+        let mut cfg = Config::defaults();
+        assert!(cfg.require_signature().unwrap());
+        cfg.set("require_signature", "false");
+        assert!(!cfg.require_signature().unwrap());
+        cfg.set("require_signature", "maybe");
+        let err = cfg.require_signature().unwrap_err();
+        assert_eq!(err.exit_kind(), crate::error::ExitKind::Usage);
+        // A TOML boolean in config.toml is read as its string.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "require_signature = false\n").unwrap();
+        let cfg = Config::load(&HostRoot::new(dir.path()), Some(&path), &|_| None, &[]).unwrap();
+        assert!(!cfg.require_signature().unwrap());
     }
 }

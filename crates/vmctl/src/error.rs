@@ -169,6 +169,12 @@ pub enum Error {
         #[source]
         source: CommandError,
     },
+    #[error(
+        "{sig_url} is missing (HTTP 404): the checksums cannot be authenticated with the keyring {keyring}"
+    )]
+    SignatureMissing { sig_url: String, keyring: PathBuf },
+    #[error("{count} cached file(s) failed their re-hash and were moved to {quarantine}")]
+    CorruptInCache { count: usize, quarantine: PathBuf },
     #[error("{op} {path}")]
     Io {
         op: &'static str,
@@ -353,6 +359,14 @@ impl Error {
                 "the SHA256SUMS signature did not verify with {}; do not use this mirror",
                 keyring.display()
             )],
+            SignatureMissing { .. } => vec![
+                "use a mirror that publishes SHA256SUMS.gpg next to SHA256SUMS (the official ones do): a mirror that drops the signature may serve anything".into(),
+                "to accept checksum-only verification anyway, opt out explicitly: pass --allow-unsigned, or set require_signature = false in /etc/vmctl/config.toml (or VMCTL_REQUIRE_SIGNATURE=false)".into(),
+            ],
+            CorruptInCache { .. } => vec![
+                "they are never used again; the next create or `vmctl image fetch` downloads them again (files made from them are made again)".into(),
+                "a cached file that changes on its own points to a failing disk: check `dmesg` and the disk's SMART data".into(),
+            ],
             Timeout { .. } => vec!["the VM may still be booting: `vmctl info NAME` shows its console log path".into()],
             NotReady { name, what, .. } => {
                 let mut h = vec![

@@ -115,11 +115,28 @@ enum Command {
 enum ImageCommand {
     /// Download URL into the content-addressed cache, verified by --sha256 or the hash recorded
     /// at its first download; prints the cached path
+    ///
+    /// A copy already cached is checked through its seal (re-hashed if the file changed since
+    /// it was sealed); one that fails is moved to the cache's quarantine/ and downloaded again.
     Fetch {
         url: String,
         /// Expected sha256 (64 hex digits)
         #[arg(long)]
         sha256: Option<String>,
+    },
+    /// Re-hash cached files now, whatever their seals say (exit 1 if one is corrupt)
+    ///
+    /// Each file is reported ok (and sealed again), or CORRUPT and moved to the cache's
+    /// quarantine/: never used again, the next create or `image fetch` downloads it again.
+    /// A use checks only the seal (size, mtime, inode): run this to catch what a seal cannot
+    /// see, such as a change whose mtime was put back, or a failing disk.
+    Verify {
+        /// Blobs to check, by sha256 (64 hex digits)
+        #[arg(value_name = "SHA256", required_unless_present = "all")]
+        sha256: Vec<String>,
+        /// Every blob in the cache, and every file made from one
+        #[arg(long, conflicts_with = "sha256")]
+        all: bool,
     },
 }
 
@@ -147,6 +164,10 @@ struct UbuntuArgs {
     /// Local path or URL of a base image to use instead of the release's cloud image
     #[arg(long, value_name = "PATH|URL")]
     image: Option<String>,
+    /// Accept a mirror's SHA256SUMS without its signature SHA256SUMS.gpg even though the
+    /// keyring exists (checksum only; the same as setting require_signature = false)
+    #[arg(long)]
+    allow_unsigned: bool,
     /// Virtual CPUs
     #[arg(long, default_value_t = 2)]
     cpus: u32,
@@ -273,6 +294,8 @@ struct Bar(ProgressBar);
 
 impl Progress for Bar {
     fn begin(&self, url: &str, total: Option<u64>, resumed_from: u64) {
+        // The bar may have finished a re-hash of a cached copy before this download.
+        self.0.reset();
         if let Some(t) = total {
             self.0.set_length(t);
             self.0.set_style(
@@ -290,12 +313,53 @@ impl Progress for Bar {
             format!("downloading {name}")
         });
     }
+    fn begin_check(&self, path: &std::path::Path, total: u64) {
+        self.0.reset();
+        self.0.set_length(total);
+        self.0.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        self.0.set_message(format!("re-hashing {name}"));
+    }
     fn advance(&self, bytes: u64) {
         self.0.inc(bytes);
     }
     fn finish(&self) {
         self.0.finish_and_clear();
     }
+    /// Always printed, even when stderr is not a terminal (where the bar draws nothing): a
+    /// wait for another vmctl, or a file moved aside, is worth a line in any log.
+    fn note(&self, line: &str) {
+        self.0.suspend(|| clikit::errln(&clikit::escape(line)));
+    }
+}
+
+fn render_verify(r: &vmctl::commands::image::VerifyReport) -> String {
+    use vmctl::commands::image::Verdict;
+    let mut s = String::new();
+    for b in &r.blobs {
+        match &b.result {
+            Verdict::Ok => s += &format!("ok       {} ({} bytes)\n", b.file, b.size),
+            Verdict::Corrupt { actual, moved_to } => {
+                s += &format!(
+                    "CORRUPT  {}: its bytes hash to {actual}; moved to {}\n",
+                    b.file,
+                    moved_to.display()
+                )
+            }
+        }
+    }
+    s += &format!(
+        "{} ok, {} corrupt (re-hashed now, in {})\n",
+        r.ok,
+        r.corrupt,
+        r.cache.display()
+    );
+    s
 }
 
 fn human_bytes_mib(mib: u64) -> String {
@@ -501,6 +565,11 @@ fn run(cli: Cli) -> Result<(), Error> {
     if let Some(c) = &cli.connect {
         flags.push(("connect", c.clone()));
     }
+    if let Command::Create(CreateKind::Ubuntu(a)) = &cli.command
+        && a.allow_unsigned
+    {
+        flags.push(("require_signature", "false".into()));
+    }
     let config = Config::load(&host, cli.config.as_deref(), &env, &flags)?;
     // Only `create` makes things a Ctrl-C should undo; every other command keeps the default.
     if matches!(cli.command, Command::Create(_))
@@ -548,14 +617,24 @@ fn run(cli: Cli) -> Result<(), Error> {
             out_json(&f);
         } else {
             out(&format!("{}\n", esc(&f.path.display().to_string())));
-            clikit::errln(&format!(
-                "sha256 {} ({:?}{})",
-                f.sha256,
-                f.verification,
-                if f.downloaded { "" } else { ", already cached" }
-            ));
+            clikit::errln(&format!("sha256 {}: {}", f.sha256, f.verification));
         }
         return Ok(());
+    }
+    if let Command::Image(ImageCommand::Verify { sha256, all }) = &cli.command {
+        let bar = Bar(ProgressBar::new(0));
+        let which = if *all {
+            vmctl::commands::image::Which::All
+        } else {
+            vmctl::commands::image::Which::Blobs(sha256.clone())
+        };
+        let report = vmctl::commands::image::verify(&config, &which, &bar)?;
+        if cli.json {
+            out_json(&report);
+        } else {
+            out(&render_verify(&report));
+        }
+        return report.into_result();
     }
     if let Command::Ip(c) = &cli.command {
         return cli_ip::run(c, &config, &host, cli.json);

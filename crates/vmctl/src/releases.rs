@@ -1,6 +1,7 @@
 //! Ubuntu release data (version ↔ codename, support) and resolution of a release's cloud image
 //! through the cache, verified against the publisher's `SHA256SUMS` and, where the keyring is
-//! available, its detached signature `SHA256SUMS.gpg` (checked with `gpgv`).
+//! available, its detached signature `SHA256SUMS.gpg` (checked with `gpgv`; a keyring with no
+//! signature to check is an error unless explicitly allowed).
 
 use std::path::{Path, PathBuf};
 
@@ -86,28 +87,86 @@ pub fn cloud_image_location(base: &str, release: &Release) -> (String, String) {
     (dir, file)
 }
 
-/// What was checked about a publisher's file.
+/// How a publisher's `SHA256SUMS` must be authenticated.
+#[derive(Debug, Clone, Copy)]
+pub struct SignaturePolicy<'a> {
+    /// The keyring that checks `SHA256SUMS.gpg` (with `gpgv`). None, or no file there: the
+    /// checksums are used unauthenticated, and the output says so.
+    pub keyring: Option<&'a Path>,
+    /// The setting that names the keyring (`gpg_keyring`, `ubuntu_iso_keyring`), for messages.
+    pub keyring_setting: &'static str,
+    /// The keyring exists but the mirror has no `SHA256SUMS.gpg`: refuse (true, the default),
+    /// or go on checksum-only (`require_signature = false`, `--allow-unsigned`). A mirror that
+    /// drops the signature must not turn off its check.
+    pub require: bool,
+}
+
+/// What was done in this run about the signature of `SHA256SUMS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Signature {
+    /// `gpgv` verified `SHA256SUMS.gpg` with the keyring, now.
+    VerifiedNow { keyring: PathBuf },
+    /// Not checked: there is no keyring file.
+    NoKeyring {
+        keyring: Option<PathBuf>,
+        setting: String,
+    },
+    /// Not checked: the mirror has no `SHA256SUMS.gpg`, and the policy allowed that.
+    MissingAllowed,
+}
+
+/// What was checked about a publisher's `SHA256SUMS` in this run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Provenance {
     pub sums_url: String,
-    /// True when `SHA256SUMS.gpg` verified with the keyring.
-    pub signature_verified: bool,
-    /// Human-readable statement, e.g. "checksum only: keyring … not found".
-    pub note: String,
+    pub signature: Signature,
+}
+
+impl Provenance {
+    pub fn signature_verified(&self) -> bool {
+        matches!(self.signature, Signature::VerifiedNow { .. })
+    }
+}
+
+impl std::fmt::Display for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} fetched now; ", self.sums_url)?;
+        match &self.signature {
+            Signature::VerifiedNow { keyring } => write!(
+                f,
+                "its signature verified now by gpgv with {}",
+                keyring.display()
+            ),
+            Signature::NoKeyring { keyring, setting } => write!(
+                f,
+                "checksum only: signature NOT checked, no keyring at {} (install ubuntu-keyring or set {setting})",
+                keyring
+                    .as_deref()
+                    .map(|k| k.display().to_string())
+                    .unwrap_or_else(|| "(none)".into())
+            ),
+            Signature::MissingAllowed => write!(
+                f,
+                "checksum only: signature NOT checked, the mirror has no SHA256SUMS.gpg (allowed by --allow-unsigned / require_signature = false)"
+            ),
+        }
+    }
 }
 
 /// Fetches a file listed in a publisher's `SHA256SUMS` (cloud image or ISO) into the cache.
+/// The checksums are authenticated as `policy` says before anything is downloaded.
 pub fn fetch_with_sums(
     cache: &ImageCache,
     runner: &dyn CommandRunner,
-    keyring: Option<&Path>,
+    policy: &SignaturePolicy,
     dir_url: &str,
     file: &str,
     progress: &dyn Progress,
 ) -> Result<(Fetched, Provenance)> {
     let sums_url = format!("{dir_url}/SHA256SUMS");
     let sums = cache.get_bytes(&sums_url)?;
-    let provenance = verify_sums_signature(cache, runner, keyring, &sums_url, &sums)?;
+    let provenance = verify_sums_signature(cache, runner, policy, &sums_url, &sums)?;
     let text = String::from_utf8_lossy(&sums);
     let sha = cache::sha256_from_sums(&text, file).ok_or_else(|| Error::NotInChecksums {
         file: file.to_string(),
@@ -120,29 +179,32 @@ pub fn fetch_with_sums(
 fn verify_sums_signature(
     cache: &ImageCache,
     runner: &dyn CommandRunner,
-    keyring: Option<&Path>,
+    policy: &SignaturePolicy,
     sums_url: &str,
     sums: &[u8],
 ) -> Result<Provenance> {
-    let only = |note: String| Provenance {
+    let provenance = |signature| Provenance {
         sums_url: sums_url.to_string(),
-        signature_verified: false,
-        note,
+        signature,
     };
-    let Some(keyring) = keyring.filter(|k| k.is_file()) else {
-        return Ok(only(format!(
-            "checksum only: no keyring at {} to check SHA256SUMS.gpg (install ubuntu-keyring or set gpg_keyring)",
-            keyring
-                .map(|k| k.display().to_string())
-                .unwrap_or_else(|| "(none)".into())
-        )));
+    let Some(keyring) = policy.keyring.filter(|k| k.is_file()) else {
+        return Ok(provenance(Signature::NoKeyring {
+            keyring: policy.keyring.map(Path::to_path_buf),
+            setting: policy.keyring_setting.to_string(),
+        }));
     };
-    let sig = match cache.get_bytes(&format!("{sums_url}.gpg")) {
+    let sig_url = format!("{sums_url}.gpg");
+    let sig = match cache.get_bytes(&sig_url) {
         Ok(sig) => sig,
+        Err(Error::HttpStatus { status: 404, .. }) if !policy.require => {
+            tracing::warn!("{sig_url} is missing; going on checksum-only as configured");
+            return Ok(provenance(Signature::MissingAllowed));
+        }
         Err(Error::HttpStatus { status: 404, .. }) => {
-            return Ok(only(
-                "checksum only: the mirror has no SHA256SUMS.gpg".into(),
-            ));
+            return Err(Error::SignatureMissing {
+                sig_url,
+                keyring: keyring.to_path_buf(),
+            });
         }
         Err(e) => return Err(e),
     };
@@ -170,11 +232,9 @@ fn verify_sums_signature(
         keyring: keyring.to_path_buf(),
         source,
     })?;
-    Ok(Provenance {
-        sums_url: sums_url.to_string(),
-        signature_verified: true,
-        note: format!("SHA256SUMS signature verified with {}", keyring.display()),
-    })
+    Ok(provenance(Signature::VerifiedNow {
+        keyring: keyring.to_path_buf(),
+    }))
 }
 
 fn tempdir_in(dir: &Path) -> Result<PathBuf> {
@@ -223,18 +283,34 @@ mod tests {
     }
 
     fn mirror(img: &[u8]) -> (crate::cache::testserver::Server, String) {
+        mirror_signed(img, true)
+    }
+
+    /// A release mirror; without `SHA256SUMS.gpg` unless `signed`.
+    fn mirror_signed(img: &[u8], signed: bool) -> (crate::cache::testserver::Server, String) {
         let h = hex::encode(sha2::Sha256::digest(img));
         let sums = format!("{h} *noble-server-cloudimg-amd64.img\n");
-        let srv = serve(vec![
+        let mut files = vec![
             (
                 "/noble/current/noble-server-cloudimg-amd64.img".into(),
                 img.to_vec(),
             ),
             ("/noble/current/SHA256SUMS".into(), sums.into_bytes()),
-            ("/noble/current/SHA256SUMS.gpg".into(), b"sig".to_vec()),
-        ]);
+        ];
+        if signed {
+            files.push(("/noble/current/SHA256SUMS.gpg".into(), b"sig".to_vec()));
+        }
+        let srv = serve(files);
         let dir = format!("{}/noble/current", srv.base);
         (srv, dir)
+    }
+
+    fn policy(keyring: Option<&Path>, require: bool) -> SignaturePolicy<'_> {
+        SignaturePolicy {
+            keyring,
+            keyring_setting: "gpg_keyring",
+            require,
+        }
     }
 
     #[test]
@@ -246,15 +322,19 @@ mod tests {
         let (f, p) = fetch_with_sums(
             &cache,
             &runner,
-            Some(Path::new("/nonexistent.gpg")),
+            &policy(Some(Path::new("/nonexistent.gpg")), true),
             &dir,
             "noble-server-cloudimg-amd64.img",
             &NoProgress,
         )
         .unwrap();
         assert!(f.downloaded);
-        assert!(!p.signature_verified);
-        assert!(p.note.starts_with("checksum only"), "{}", p.note);
+        assert!(!p.signature_verified());
+        let said = p.to_string();
+        assert!(
+            said.contains("checksum only: signature NOT checked, no keyring at /nonexistent.gpg"),
+            "{said}"
+        );
         assert!(runner.calls().is_empty());
     }
 
@@ -270,13 +350,14 @@ mod tests {
         let (_, p) = fetch_with_sums(
             &cache,
             &runner,
-            Some(&keyring),
+            &policy(Some(&keyring), true),
             &dir,
             "noble-server-cloudimg-amd64.img",
             &NoProgress,
         )
         .unwrap();
-        assert!(p.signature_verified);
+        assert!(p.signature_verified());
+        assert!(p.to_string().contains("signature verified now by gpgv"));
         assert_eq!(
             runner.calls()[0][0..3],
             ["gpgv", "--keyring", &keyring.display().to_string()]
@@ -288,7 +369,7 @@ mod tests {
         let err = fetch_with_sums(
             &cache2,
             &bad,
-            Some(&keyring),
+            &policy(Some(&keyring), true),
             &dir,
             "noble-server-cloudimg-amd64.img",
             &NoProgress,
@@ -308,12 +389,59 @@ mod tests {
         let err = fetch_with_sums(
             &ImageCache::new(tmp.path()),
             &RecordingRunner::new(),
-            None,
+            &policy(None, true),
             &dir,
             "other.img",
             &NoProgress,
         )
         .unwrap_err();
         assert!(matches!(err, Error::NotInChecksums { .. }));
+    }
+
+    #[test]
+    fn a_missing_signature_is_refused_when_the_keyring_exists() {
+        let (srv, dir) = mirror_signed(b"image bytes", false);
+        let tmp = tempfile::tempdir().unwrap();
+        let keyring = tmp.path().join("k.gpg");
+        std::fs::write(&keyring, b"k").unwrap();
+        let cache = ImageCache::new(tmp.path().join("c"));
+        let runner = RecordingRunner::new();
+        let err = fetch_with_sums(
+            &cache,
+            &runner,
+            &policy(Some(&keyring), true),
+            &dir,
+            "noble-server-cloudimg-amd64.img",
+            &NoProgress,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::SignatureMissing { .. }), "{err}");
+        assert_eq!(err.exit_kind(), crate::ExitKind::Failure);
+        let help = err.help().join("\n");
+        assert!(
+            help.contains("--allow-unsigned") && help.contains("require_signature = false"),
+            "{help}"
+        );
+        assert!(runner.calls().is_empty());
+        assert!(!cache.dir().join("sha256").exists(), "nothing downloaded");
+        assert_eq!(
+            srv.ranges.lock().unwrap().len(),
+            2,
+            "SHA256SUMS and .gpg only"
+        );
+
+        // The explicit opt-out: checksum only, and said so.
+        let (f, p) = fetch_with_sums(
+            &cache,
+            &runner,
+            &policy(Some(&keyring), false),
+            &dir,
+            "noble-server-cloudimg-amd64.img",
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(f.downloaded);
+        assert_eq!(p.signature, Signature::MissingAllowed);
+        assert!(p.to_string().contains("signature NOT checked"), "{p}");
     }
 }

@@ -13,6 +13,7 @@ mod gpu_attach;
 mod gpu_cli;
 mod gpu_create;
 mod help_snapshots;
+mod image_cache;
 mod input_safety;
 mod interrupt;
 mod ip_cli;

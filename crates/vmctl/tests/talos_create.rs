@@ -667,7 +667,7 @@ fn iso_node_installs_from_the_metal_iso_with_its_config_on_a_metal_iso_volume() 
     );
     // The ISO itself, cached by content with its sha256 recorded at this first download.
     assert_eq!(std::fs::read(&c.base_image).unwrap(), iso_bytes);
-    assert_eq!(c.verification, vmctl::cache::Verification::RecordedFirst);
+    assert_eq!(c.verification.basis, vmctl::cache::Basis::RecordedFirst);
     iso_mock.assert_calls(1);
 
     // The config volume: labelled metal-iso, config.yaml = the node's machine config, which
@@ -732,7 +732,7 @@ fn iso_node_installs_from_the_metal_iso_with_its_config_on_a_metal_iso_volume() 
     let mut r2 = request("iso2", Some("198.18.7.81/24"));
     r2.iso = true;
     let c2 = create(&f, &r2).unwrap();
-    assert_eq!(c2.verification, vmctl::cache::Verification::MatchedRecord);
+    assert_eq!(c2.verification.basis, vmctl::cache::Basis::MatchedRecord);
     assert_eq!(c2.base_image, c.base_image);
 
     // Deleting a node removes its disk and config volume, never the cached ISO.

@@ -139,8 +139,8 @@ pub struct Created {
     pub console_log: PathBuf,
     pub base_image: Option<PathBuf>,
     pub base_sha256: Option<String>,
-    /// How the base image was verified, in words.
-    pub verification: String,
+    /// How the base image was verified in this run (in words through `Display`).
+    pub verification: BaseVerification,
 }
 
 fn invalid(option: &str, value: &str, reason: &str) -> Error {
@@ -610,46 +610,75 @@ pub(crate) fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Resolves the base image: (path, sha256 if known, verification in words).
+/// What was checked about the base image in this run: `--json` keeps the structure, `Display`
+/// says it in words, and says only what ran now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum BaseVerification {
+    /// `--seed-only`: no base image was used.
+    NoImage,
+    /// `--image PATH`: used as is.
+    Local,
+    /// `--image URL`: no published checksum; the cache's record of the URL.
+    Url { blob: crate::cache::Verification },
+    /// The release's cloud image: its `SHA256SUMS` (and signature), then the blob it lists.
+    Release {
+        sums: releases::Provenance,
+        blob: crate::cache::Verification,
+    },
+}
+
+impl std::fmt::Display for BaseVerification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaseVerification::NoImage => write!(f, "no base image"),
+            BaseVerification::Local => write!(f, "local image, used as is (not verified)"),
+            BaseVerification::Url { blob } => write!(f, "{blob}"),
+            BaseVerification::Release { sums, blob } => {
+                write!(f, "{sums}; the expected sha256 is the one it lists; {blob}")
+            }
+        }
+    }
+}
+
+/// Resolves the base image: (path, sha256 if known, what was verified).
 fn fetch_base(
     ctx: &Ctx,
     plan: &UbuntuPlan,
     progress: &dyn Progress,
-) -> Result<(PathBuf, Option<String>, String)> {
+) -> Result<(PathBuf, Option<String>, BaseVerification)> {
     let cache = ImageCache::new(ctx.config.image_cache());
     match &plan.image {
-        ImageSource::Local { path } => Ok((
-            path.clone(),
-            None,
-            "local image, used as is (not verified)".into(),
-        )),
+        ImageSource::Local { path } => Ok((path.clone(), None, BaseVerification::Local)),
         ImageSource::Url { url } => {
             let f = cache.fetch(url, &Expect::RecordFirst, progress)?;
-            let how = match f.verification {
-                crate::cache::Verification::MatchedRecord => {
-                    "matches the sha256 recorded at its first download"
-                }
-                _ => "no published checksum; sha256 recorded at this first download",
-            };
-            Ok((f.path, Some(f.sha256), how.into()))
+            Ok((
+                f.path,
+                Some(f.sha256),
+                BaseVerification::Url {
+                    blob: f.verification,
+                },
+            ))
         }
         ImageSource::Release { version, .. } => {
             let rel = releases::find(version)?;
             let (dir, file) =
                 releases::cloud_image_location(ctx.config.value("ubuntu_cloud_url"), rel);
             let keyring = ctx.config.get("gpg_keyring").map(PathBuf::from);
-            let (f, prov) = releases::fetch_with_sums(
-                &cache,
-                ctx.runner,
-                keyring.as_deref(),
-                &dir,
-                &file,
-                progress,
-            )?;
+            let policy = releases::SignaturePolicy {
+                keyring: keyring.as_deref(),
+                keyring_setting: "gpg_keyring",
+                require: ctx.config.require_signature()?,
+            };
+            let (f, sums) =
+                releases::fetch_with_sums(&cache, ctx.runner, &policy, &dir, &file, progress)?;
             Ok((
                 f.path,
                 Some(f.sha256),
-                format!("sha256 matches {}; {}", prov.sums_url, prov.note),
+                BaseVerification::Release {
+                    sums,
+                    blob: f.verification,
+                },
             ))
         }
     }
@@ -693,7 +722,7 @@ pub(crate) fn apply(
     let seed_files = seed::render(&seed_spec)?;
 
     let (base, base_sha, verification, info) = if req.seed_only {
-        (None, None, String::new(), None)
+        (None, None, BaseVerification::NoImage, None)
     } else {
         let (base, sha, how) = fetch_base(ctx, plan, progress)?;
         let info = disk::image_info(ctx.runner, &base)?;

@@ -483,7 +483,7 @@ fn create_from_release_fetches_and_verifies_through_the_mirror_setting() {
     let created = create_ubuntu(&ctx(&f, &SystemRunner, &lv), &r, &NoProgress).unwrap();
     assert_eq!(created.base_sha256.as_deref(), Some(sha.as_str()));
     assert!(
-        created.verification.contains("checksum only"),
+        created.verification.to_string().contains("checksum only"),
         "{}",
         created.verification
     );

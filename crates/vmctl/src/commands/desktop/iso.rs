@@ -195,7 +195,10 @@ pub fn resolve(
                 origin: url.clone(),
                 checksum_verified: false,
                 signature_verified: false,
-                verification: "NOT verified: no SHA256SUMS listing it next to the URL; sha256 recorded at the first download".into(),
+                verification: format!(
+                    "NOT verified against a publisher: no SHA256SUMS listing it next to the URL; {}",
+                    f.verification
+                ),
             })
         }
         IsoRequest::Path { path } => {
@@ -249,21 +252,24 @@ fn from_sums(
     progress: &dyn Progress,
 ) -> Result<ResolvedIso> {
     let keyring = keyring(ctx);
-    let (f, prov) =
-        releases::fetch_with_sums(cache, ctx.runner, keyring.as_deref(), dir, file, progress)
-            .map_err(mismatch_is_usage)?;
+    // The same policy as the cloud images: with the keyring present, a mirror without
+    // SHA256SUMS.gpg is refused unless explicitly allowed.
+    let policy = releases::SignaturePolicy {
+        keyring: keyring.as_deref(),
+        keyring_setting: "ubuntu_iso_keyring",
+        require: ctx.config.require_signature()?,
+    };
+    let (f, prov) = releases::fetch_with_sums(cache, ctx.runner, &policy, dir, file, progress)
+        .map_err(mismatch_is_usage)?;
     Ok(ResolvedIso {
         path: f.path,
         sha256: f.sha256,
         origin: f.url,
         checksum_verified: true,
-        signature_verified: prov.signature_verified,
-        // The shared note names the cloud-image keyring setting; the ISO has its own.
+        signature_verified: prov.signature_verified(),
         verification: format!(
-            "sha256 matches {}; {}",
-            prov.sums_url,
-            prov.note
-                .replace("set gpg_keyring", "set ubuntu_iso_keyring")
+            "{prov}; the expected sha256 is the one it lists; {}",
+            f.verification
         ),
     })
 }

@@ -501,42 +501,27 @@ fn fetch_nocloud(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result
     }
     let xz = ep.image(&plan.schematic_id, &plan.version, ImageKind::NocloudRawXz);
     let f = cache.fetch(&xz.url, &Expect::RecordFirst, progress)?;
-    let dir = cache.dir().join("talos");
-    let raw = dir.join(format!(
-        "{}-{}",
-        &f.sha256[..12],
-        xz.decompressed_file_name()
-    ));
-    if !raw.exists() {
-        let derr = |source| TalosError::Decompress {
-            url: xz.url.clone(),
-            path: raw.clone(),
+    // The decompressed image is kept next to the blobs, sealed like them: every use checks it,
+    // and one that changed is moved aside and decompressed again from the verified blob.
+    let rel = format!("talos/{}-{}", &f.sha256[..12], xz.decompressed_file_name());
+    let raw_path = cache.dir().join(&rel);
+    let derived = cache.derived(&rel, progress, &mut |out| {
+        let input = std::fs::File::open(&f.path).map_err(|source| Error::Io {
+            op: "open cached image",
+            path: f.path.clone(),
             source,
-        };
-        let werr = |source| TalosError::WriteFile {
-            path: raw.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&dir).map_err(werr)?;
-        let tmp = dir.join(format!(
-            ".{}.part-{}",
-            xz.decompressed_file_name(),
-            std::process::id()
-        ));
-        let result = (|| -> Result<()> {
-            let input = std::fs::File::open(&f.path).map_err(werr)?;
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(werr)?);
-            talos_image::xz::decompress(std::io::BufReader::new(input), &mut out).map_err(derr)?;
-            let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
-            file.sync_all().map_err(werr)?;
-            std::fs::rename(&tmp, &raw).map_err(werr)?;
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result?;
-    }
+        })?;
+        talos_image::xz::decompress(std::io::BufReader::new(input), out).map_err(|source| {
+            TalosError::Decompress {
+                url: xz.url.clone(),
+                path: raw_path.clone(),
+                source,
+            }
+        })?;
+        Ok(())
+    })?;
+    tracing::info!(path = %derived.path.display(), check = %derived.check, "decompressed image");
+    let raw = derived.path;
     Ok(FactoryImage {
         path: raw,
         sha256: f.sha256,
