@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use hostio::HostRoot;
+use hypervisor::Libvirt;
 use netscan::{ScanMethod, ScanRequest, Scanner};
 use vmctl::Error;
 use vmctl::commands::ip::{self, IpCheck, IpListing, IpProbe, MacOwners};
 use vmctl::config::Config;
-use vmctl::libvirt::Libvirt;
 
 use crate::{esc, out, out_json, table};
 
@@ -132,7 +132,10 @@ fn request(a: &CheckArgs, config: &Config) -> Result<ScanRequest, Error> {
 /// The MAC owners, or `None` with one note on stderr when libvirt cannot be asked.
 fn owners(config: &Config) -> Option<MacOwners> {
     let uri = config.connect();
-    match Libvirt::open(uri).and_then(|hv| ip::mac_owners(&hv)) {
+    match Libvirt::open(uri)
+        .map_err(vmctl::Error::from)
+        .and_then(|hv| ip::mac_owners(&hv))
+    {
         Ok(o) => Some(o),
         Err(e) => {
             clikit::errln(&format!(

@@ -24,8 +24,6 @@ pub enum Error {
     NameTaken { name: String },
     #[error("storage for {name:?} already exists at {path}")]
     StorageExists { name: String, path: PathBuf },
-    #[error("no domain named {name:?}")]
-    NoSuchDomain { name: String },
     #[error("invalid {option} {value:?}: {reason}")]
     InvalidOption {
         option: String,
@@ -97,31 +95,9 @@ pub enum Error {
     },
     #[error("config file {path}: {reason}")]
     BadConfig { path: PathBuf, reason: String },
-    #[error("connect to libvirt at {uri}")]
-    Connect {
-        uri: String,
-        #[source]
-        source: virt::error::Error,
-    },
-    #[error("libvirt: {op} {name}")]
-    Libvirt {
-        op: &'static str,
-        name: String,
-        #[source]
-        source: virt::error::Error,
-    },
-    #[error("read domain XML of {name}")]
-    ParseDomainXml {
-        name: String,
-        #[source]
-        source: quick_xml::Error,
-    },
-    #[error("render domain XML of {name}")]
-    RenderDomainXml {
-        name: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The libvirt layer: connecting, a libvirt call, domain XML.
+    #[error(transparent)]
+    Hypervisor(#[from] hypervisor::Error),
     /// A seed value with a character YAML 1.1 does not allow in a stream, or a control or
     /// bidi character: cloud-init would fail to read the file, or the guest would show it raw.
     #[error(
@@ -252,7 +228,7 @@ impl Error {
             InvalidName { .. }
             | NameTaken { .. }
             | StorageExists { .. }
-            | NoSuchDomain { .. }
+            | Hypervisor(hypervisor::Error::NoSuchDomain { .. })
             | InvalidOption { .. }
             | MissingBridge { .. }
             | MissingSshKey { .. }
@@ -300,7 +276,7 @@ impl Error {
                     path.display()
                 ),
             ],
-            NoSuchDomain { .. } => vec!["`vmctl list` shows the defined VMs".into()],
+            Hypervisor(e) => hypervisor_help(e),
             InvalidOption { option, .. } => vec![format!("see `vmctl create ubuntu --help` for the format of {option}")],
             MissingBridge { bridge } => vec![
                 format!("create the bridge first (gpu-vm-bootstrap does), or pass an existing one with --bridge; `ip link show type bridge` lists them (asked for {bridge})"),
@@ -343,13 +319,6 @@ impl Error {
             ],
             ReadConfig { path, .. } | ParseConfig { path, .. } | BadConfig { path, .. } => vec![
                 format!("fix {} (keys are listed in the README), or point --config elsewhere", path.display()),
-            ],
-            Connect { uri, .. } => vec![format!(
-                "is libvirtd running and may you use it? Try `virsh -c {uri} list`, or pass --connect URI"
-            )],
-            Libvirt { op, .. } if *op == "start" => vec![
-                "if KVM fails here (\"emulation failure\", \"failed to set MSR\"), retry with --domain-type qemu --cpu-mode host-model".into(),
-                "the serial console log in the VM's storage directory shows what the guest did".into(),
             ],
             FetchUnreachable { .. } | HttpStatus { .. } => vec![
                 "check the URL, or set a mirror with VMCTL_UBUNTU_CLOUD_URL or ubuntu_cloud_url in /etc/vmctl/config.toml".into(),
@@ -397,6 +366,35 @@ impl Error {
             Talos(e) => e.help(),
             Desktop(e) => e.help(),
             _ => Vec::new(),
+        }
+    }
+}
+
+/// The next steps for an error of the libvirt layer, in vmctl's words.
+fn hypervisor_help(e: &hypervisor::Error) -> Vec<String> {
+    use hypervisor::Error::*;
+    match e {
+        NoSuchDomain { .. } => vec!["`vmctl list` shows the defined VMs".into()],
+        Connect { uri, .. } => vec![format!(
+            "is libvirtd running and may you use it? Try `virsh -c {uri} list`, or pass --connect URI"
+        )],
+        Libvirt { op, .. } if *op == "start" => vec![
+            "if KVM fails here (\"emulation failure\", \"failed to set MSR\"), retry with --domain-type qemu --cpu-mode host-model".into(),
+            "the serial console log in the VM's storage directory shows what the guest did".into(),
+        ],
+        // Only `vmctl gpu attach|detach --live` hot-plugs.
+        Unsupported { .. } => vec!["use --persistent to change the config only".into()],
+        _ => Vec::new(),
+    }
+}
+
+/// A value of the domain spec given on the command line or in a setting.
+impl From<hypervisor::InvalidValue> for Error {
+    fn from(e: hypervisor::InvalidValue) -> Self {
+        Error::InvalidOption {
+            option: e.option,
+            value: e.value,
+            reason: e.reason,
         }
     }
 }

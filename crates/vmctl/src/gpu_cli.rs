@@ -2,11 +2,11 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use hostio::{HostRoot, SystemRunner};
+use hypervisor::Libvirt;
 use vmctl::Error;
 use vmctl::commands::Ctx;
 use vmctl::commands::gpu::{self, AttachRequest, DetachRequest, Rebind, Scope};
 use vmctl::config::Config;
-use vmctl::libvirt::Libvirt;
 
 use super::{esc, out, out_json};
 
@@ -66,17 +66,19 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
         // Status works without libvirt: attachments are then unknown, and it says so.
         let facts = hwdetect::detect(host);
         let users = passthrough::host_gpu_users(host, &SystemRunner, &facts);
-        let (atts, warning) =
-            match Libvirt::open(config.connect()).and_then(|hv| gpu::attachments(&hv)) {
-                Ok(a) => (Some(a), None),
-                Err(e) => (
-                    None,
-                    Some(format!(
-                        "libvirt at {} not readable ({e}): attached VMs unknown",
-                        config.connect()
-                    )),
-                ),
-            };
+        let (atts, warning) = match Libvirt::open(config.connect())
+            .map_err(Error::from)
+            .and_then(|hv| gpu::attachments(&hv))
+        {
+            Ok(a) => (Some(a), None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "libvirt at {} not readable ({e}): attached VMs unknown",
+                    config.connect()
+                )),
+            ),
+        };
         let report = gpu::status(&facts, &users, atts.as_deref(), warning);
         if json {
             out_json(&report);

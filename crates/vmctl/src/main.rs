@@ -13,13 +13,13 @@ mod gpu_cli;
 
 use clap::{Args, Parser, Subcommand};
 use hostio::{HostRoot, SystemRunner};
+use hypervisor::Libvirt;
 use indicatif::{ProgressBar, ProgressStyle};
 use vmctl::cache::Progress;
 use vmctl::commands::create::{NetworkRequest, UbuntuRequest};
 use vmctl::commands::ssh::cloud_init::Verdict;
 use vmctl::commands::{Ctx, create, inspect, lifecycle, ssh};
 use vmctl::config::{Config, KEYS, Source};
-use vmctl::libvirt::Libvirt;
 use vmctl::{Error, ExitKind};
 
 mod cli_desktop;

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hostio::{HostRoot, SystemRunner};
+use hypervisor::{Hypervisor, Libvirt};
 use vmctl::commands::Ctx;
 use vmctl::commands::desktop::{InstallPhase, phase_of, switch_to_final};
 use vmctl::config::Config;
-use vmctl::libvirt::{Hypervisor, Libvirt};
 
 const URI: &str = "qemu:///system";
 const NAME: &str = "gvb-desktop-lab";

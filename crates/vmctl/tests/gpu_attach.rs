@@ -5,14 +5,14 @@
 use std::cell::RefCell;
 
 use hostio::{HostRoot, RecordingRunner};
+use hypervisor::domain::parse::parse_domain;
+use hypervisor::{DomainRecord, GuestAddress, Hypervisor, Libvirt, State};
 use passthrough::{FakeKernel, Selector, SysfsWrite, SysfsWriter};
 use vmctl::commands::Ctx;
 use vmctl::commands::gpu::{
     self, AttachOutcome, AttachRequest, DetachOutcome, DetachRequest, Rebind, Scope,
 };
 use vmctl::config::Config;
-use vmctl::domain::parse::parse_domain;
-use vmctl::libvirt::{DomainRecord, GuestAddress, Hypervisor, Libvirt, State};
 
 /// A private test-driver node (a `test:///default` connection would share its state with the
 /// other tests of this process): `off`, `off2` and `pc` (an i440fx machine) are shut off, `on`
@@ -131,14 +131,17 @@ struct LiveRecorder<'a> {
 }
 
 impl LiveRecorder<'_> {
-    fn record(&self, op: &'static str, name: &str, xml: &str) -> vmctl::Result<()> {
+    fn record(&self, op: &'static str, name: &str, xml: &str) -> hypervisor::Result<()> {
         let n = {
             let mut c = self.calls.borrow_mut();
             c.push((op, xml.to_string()));
             c.len() - 1
         };
         if self.fail_at == Some(n) {
-            return Err(gpu::unsupported("hot-plug a device into", name));
+            return Err(hypervisor::Error::Unsupported {
+                op: "hot-plug a device into",
+                domain: name.to_string(),
+            });
         }
         Ok(())
     }
@@ -148,40 +151,43 @@ impl Hypervisor for LiveRecorder<'_> {
     fn uri(&self) -> &str {
         self.inner.uri()
     }
-    fn list(&self) -> vmctl::Result<Vec<DomainRecord>> {
+    fn capabilities(&self) -> hypervisor::Result<hypervisor::Capabilities> {
+        self.inner.capabilities()
+    }
+    fn list(&self) -> hypervisor::Result<Vec<DomainRecord>> {
         self.inner.list()
     }
-    fn get(&self, name: &str) -> vmctl::Result<Option<DomainRecord>> {
+    fn get(&self, name: &str) -> hypervisor::Result<Option<DomainRecord>> {
         self.inner.get(name)
     }
-    fn define(&self, name: &str, xml: &str) -> vmctl::Result<()> {
+    fn define(&self, name: &str, xml: &str) -> hypervisor::Result<()> {
         self.inner.define(name, xml)
     }
-    fn undefine(&self, name: &str, nvram: bool) -> vmctl::Result<()> {
+    fn undefine(&self, name: &str, nvram: bool) -> hypervisor::Result<()> {
         self.inner.undefine(name, nvram)
     }
-    fn start(&self, name: &str) -> vmctl::Result<()> {
+    fn start(&self, name: &str) -> hypervisor::Result<()> {
         self.inner.start(name)
     }
-    fn shutdown(&self, name: &str) -> vmctl::Result<()> {
+    fn shutdown(&self, name: &str) -> hypervisor::Result<()> {
         self.inner.shutdown(name)
     }
-    fn destroy(&self, name: &str) -> vmctl::Result<()> {
+    fn destroy(&self, name: &str) -> hypervisor::Result<()> {
         self.inner.destroy(name)
     }
-    fn state(&self, name: &str) -> vmctl::Result<State> {
+    fn state(&self, name: &str) -> hypervisor::Result<State> {
         self.inner.state(name)
     }
-    fn agent_addresses(&self, name: &str) -> vmctl::Result<Vec<GuestAddress>> {
+    fn agent_addresses(&self, name: &str) -> hypervisor::Result<Vec<GuestAddress>> {
         self.inner.agent_addresses(name)
     }
-    fn inactive_xml(&self, name: &str) -> vmctl::Result<String> {
+    fn inactive_xml(&self, name: &str) -> hypervisor::Result<String> {
         self.inner.inactive_xml(name)
     }
-    fn attach_device_live(&self, name: &str, xml: &str) -> vmctl::Result<()> {
+    fn attach_device_live(&self, name: &str, xml: &str) -> hypervisor::Result<()> {
         self.record("attach", name, xml)
     }
-    fn detach_device_live(&self, name: &str, xml: &str) -> vmctl::Result<()> {
+    fn detach_device_live(&self, name: &str, xml: &str) -> hypervisor::Result<()> {
         self.record("detach", name, xml)
     }
 }

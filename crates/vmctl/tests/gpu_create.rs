@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use crate::support::{TestHost, no_env, test_host};
 
 use hostio::{Cmd, CommandRunner, HostRoot, SystemRunner};
+use hypervisor::domain::parse::parse_domain;
+use hypervisor::{Hypervisor, Libvirt};
 use vmctl::cache::NoProgress;
 use vmctl::commands::Ctx;
 use vmctl::commands::create::{UbuntuRequest, create_ubuntu};
 use vmctl::config::Config;
-use vmctl::domain::parse::parse_domain;
-use vmctl::libvirt::{Hypervisor, Libvirt};
 use vmctl::{Error, ExitKind};
 
 struct Fixture {

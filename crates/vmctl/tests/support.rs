@@ -3,8 +3,8 @@
 //! environment without variables.
 
 use hostio::HostRoot;
+use hypervisor::Libvirt;
 use vmctl::config::Config;
-use vmctl::libvirt::Libvirt;
 
 pub fn no_env(_: &str) -> Option<String> {
     None

@@ -13,6 +13,8 @@ use crate::support::{TestHost, no_env, test_host};
 
 use hostio::{HostRoot, SystemRunner};
 use httpmock::MockServer;
+use hypervisor::domain::parse::parse_domain;
+use hypervisor::{Hypervisor, Libvirt};
 use talos_image::machineconfig::{self, NodePatch, Role};
 use talos_image::{ConfigInput, Endpoints, Schematic, SecretsBundle, TalosVersion};
 use talos_support::*;
@@ -21,8 +23,6 @@ use vmctl::commands::Ctx;
 use vmctl::commands::create::NetworkRequest;
 use vmctl::commands::talos::create::{Media, TalosCreated, TalosRequest, create_talos};
 use vmctl::config::Config;
-use vmctl::domain::parse::parse_domain;
-use vmctl::libvirt::{Hypervisor, Libvirt};
 use vmctl::{Error, ExitKind};
 
 struct Fixture {

@@ -8,15 +8,15 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::cache::{Expect, ImageCache, Progress};
-use crate::domain::render::to_xml;
-use crate::domain::{
-    CpuMode, DirectBoot, Disk, DomainSpec, DomainType, Firmware, Metadata, Nic, PciAddress, Serial,
-};
 use crate::error::{Error, Result};
-use crate::libvirt::Hypervisor;
 use crate::net::{self, StaticIp};
 use crate::seed::{self, GuestNetwork, SeedSpec};
 use crate::{disk, names, releases};
+use hypervisor::Hypervisor;
+use hypervisor::domain::render::to_xml;
+use hypervisor::domain::{
+    CpuMode, DirectBoot, Disk, DomainSpec, DomainType, Firmware, Metadata, Nic, PciAddress, Serial,
+};
 
 /// How the guest gets its address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +122,7 @@ pub struct UbuntuPlan {
     pub direct_boot: Option<DirectBoot>,
     pub vm_dir: PathBuf,
     /// Each passed-through GPU's functions (`--gpu`), checked like `vmctl gpu attach`.
-    pub gpus: Vec<Vec<crate::domain::PciAddress>>,
+    pub gpus: Vec<Vec<hypervisor::domain::PciAddress>>,
 }
 
 /// What `create` made.
@@ -255,7 +255,7 @@ fn require_file(option: &str, p: &Path) -> Result<()> {
 pub(crate) fn check_ip_unused(ctx: &Ctx, ip: &StaticIp) -> Result<()> {
     let want = ip.address.addr().to_string();
     for rec in ctx.hv.list()? {
-        let Ok(f) = crate::domain::parse::parse_domain(&rec.xml) else {
+        let Ok(f) = hypervisor::domain::parse::parse_domain(&rec.xml) else {
             continue;
         };
         let theirs = f.metadata.and_then(|m| m.ip);

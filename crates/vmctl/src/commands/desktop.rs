@@ -21,12 +21,12 @@ use self::iso::{IsoRequest, ResolvedIso};
 use super::Ctx;
 use super::create::{self, BridgedVm, Rollback, UbuntuPlan, UbuntuRequest};
 use crate::cache::Progress;
-use crate::domain::parse::parse_domain;
-use crate::domain::render::to_xml;
-use crate::domain::{DirectBoot, Disk, DomainSpec, Graphics, Metadata};
 use crate::error::{Error, ExitKind, Result};
 use crate::releases::{self, Release};
 use crate::seed::{GuestNetwork, SeedSpec};
+use hypervisor::domain::parse::parse_domain;
+use hypervisor::domain::render::to_xml;
+use hypervisor::domain::{DirectBoot, Disk, DomainSpec, Graphics, Metadata};
 
 /// `metadata.os` of a desktop VM.
 pub const OS: &str = "ubuntu-desktop";
@@ -395,7 +395,7 @@ pub fn phase_specs(p: &PhaseInputs) -> (DomainSpec, DomainSpec) {
 pub fn domain_xml(spec: &DomainSpec) -> Result<String> {
     let xml = to_xml(spec)?;
     // Once the shared renderer states the feature itself, there is nothing to add.
-    if spec.firmware != (crate::domain::Firmware::Efi { secure_boot: false })
+    if spec.firmware != (hypervisor::domain::Firmware::Efi { secure_boot: false })
         || xml.contains("name=\"secure-boot\"")
     {
         return Ok(xml);

@@ -13,7 +13,6 @@
 //! `multifunction='on'`, the others in the same guest slot behind a new pcie-root-port).
 
 mod explain;
-pub mod xml;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,11 +23,11 @@ use serde::Serialize;
 pub use explain::{Explanation, explain};
 
 use super::Ctx;
-use crate::domain::parse::parse_domain;
-use crate::domain::render::hostdev_xml;
-use crate::domain::{Firmware, Hostdev, PciAddress, device_hostdevs};
 use crate::error::{Error, ExitKind, Result};
-use crate::libvirt::Hypervisor;
+use hypervisor::domain::parse::parse_domain;
+use hypervisor::domain::render::hostdev_xml;
+use hypervisor::domain::{Firmware, Hostdev, PciAddress, device_hostdevs};
+use hypervisor::{Hypervisor, splice};
 
 /// Errors of `vmctl gpu`; wrapped in [`Error::Gpu`].
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +48,7 @@ pub enum GpuError {
         vm: String,
         explanation: Explanation,
         #[source]
-        source: virt::error::Error,
+        source: hypervisor::LibvirtError,
     },
     #[error("VM `{vm}` is not running, so nothing can be hot-plugged (--live)")]
     NotRunning { vm: String },
@@ -66,8 +65,6 @@ pub enum GpuError {
         #[source]
         source: passthrough::Error,
     },
-    #[error("the libvirt driver cannot {op} VM `{vm}`")]
-    Unsupported { op: &'static str, vm: String },
 }
 
 fn plural_gpus(gpus: &[String]) -> String {
@@ -94,9 +91,7 @@ impl GpuError {
             | Self::Transient { .. }
             | Self::NeedsUefi
             | Self::NotQ35 { .. } => ExitKind::Usage,
-            Self::Explained { .. } | Self::Rebind { .. } | Self::Unsupported { .. } => {
-                ExitKind::Failure
-            }
+            Self::Explained { .. } | Self::Rebind { .. } => ExitKind::Failure,
         }
     }
 
@@ -149,7 +144,6 @@ impl GpuError {
                 "the GPU is detached from the VM but its driver is unchanged; `vmctl gpu status` \
                  shows it, and `echo {gpu} > /sys/bus/pci/drivers_probe` retries the probe"
             )],
-            Self::Unsupported { .. } => vec!["use --persistent to change the config only".into()],
         }
     }
 }
@@ -158,15 +152,6 @@ impl From<GpuError> for Error {
     fn from(e: GpuError) -> Self {
         Error::Gpu(Box::new(e))
     }
-}
-
-/// The default for [`Hypervisor`] operations a driver lacks (the test driver has no hot-plug).
-pub fn unsupported(op: &'static str, vm: &str) -> Error {
-    GpuError::Unsupported {
-        op,
-        vm: vm.to_string(),
-    }
-    .into()
 }
 
 /// `isolated` in `gpu status`.
@@ -585,11 +570,11 @@ fn explained(
     let facts = facts.clone();
     let gpus: Vec<Gpu> = gpus.iter().map(|g| (*g).clone()).collect();
     move |e| match e {
-        Error::Libvirt {
+        Error::Hypervisor(hypervisor::Error::Libvirt {
             op: libvirt_op,
-            name,
+            domain,
             source,
-        } => {
+        }) => {
             let refs: Vec<&Gpu> = gpus.iter().collect();
             match explain(source.message(), &facts, &refs) {
                 Some(explanation) => GpuError::Explained {
@@ -599,11 +584,12 @@ fn explained(
                     source,
                 }
                 .into(),
-                None => Error::Libvirt {
+                None => hypervisor::Error::Libvirt {
                     op: libvirt_op,
-                    name,
+                    domain,
                     source,
-                },
+                }
+                .into(),
             }
         }
         other => other,
@@ -612,16 +598,16 @@ fn explained(
 
 /// A hostdev for hot-plug: host address only, libvirt picks a free hot-pluggable port.
 fn live_hostdev(a: PciAddress) -> Result<String> {
-    hostdev_xml(&Hostdev {
+    Ok(hostdev_xml(&Hostdev {
         host: a,
         guest: None,
         multifunction: false,
-    })
+    })?)
 }
 
 /// The GPUs' hostdevs for a new domain (`vmctl create --gpu`), one entry per GPU with all its
 /// functions, after the same checks as `gpu attach`. Pass each entry to
-/// [`crate::domain::DomainSpec::add_pci_device`].
+/// [`hypervisor::domain::DomainSpec::add_pci_device`].
 pub fn hostdevs_for_create(
     ctx: &Ctx,
     vm: &str,
@@ -669,7 +655,7 @@ pub fn attach(ctx: &Ctx, req: &AttachRequest) -> Result<AttachOutcome> {
                 }
                 if let Err(e) = hv.attach_device_live(&req.vm, &live_hostdev(a)?) {
                     undo_live(hv, &req.vm, &out.live);
-                    return Err(explain_err(e));
+                    return Err(explain_err(e.into()));
                 }
                 out.live.push(a.to_string());
             }
@@ -717,7 +703,7 @@ fn attach_config(
         }
         .into());
     }
-    let mut index = xml::next_controller_index(vm, &current)?;
+    let mut index = splice::next_controller_index(vm, &current)?;
     let mut remove = BTreeSet::new();
     let mut ports = Vec::new();
     let mut add = Vec::new();
@@ -731,14 +717,12 @@ fn attach_config(
         ports.push(index);
         add.extend(device_hostdevs(&funcs, index));
         added.extend(funcs.iter().map(ToString::to_string));
-        index = index.checked_add(1).ok_or_else(|| Error::InvalidOption {
-            option: "domain XML".into(),
-            value: vm.into(),
-            reason: "all 256 PCI controller indexes are taken".into(),
-        })?;
+        index = index
+            .checked_add(1)
+            .ok_or_else(|| hypervisor::Error::NoFreePciController { domain: vm.into() })?;
     }
     if !added.is_empty() {
-        let new = xml::splice(vm, &current, &remove, &ports, &add)?;
+        let new = splice::splice(vm, &current, &remove, &ports, &add)?;
         hv.define(vm, &new)?;
     }
     Ok(added)
@@ -831,7 +815,7 @@ pub fn detach(ctx: &Ctx, sysfs: &dyn SysfsWriter, req: &DetachRequest) -> Result
                 continue;
             }
             hv.detach_device_live(&req.vm, &live_hostdev(*a)?)
-                .map_err(&explain_err)?;
+                .map_err(|e| explain_err(e.into()))?;
             out.live.push(a.to_string());
         }
     }
@@ -843,8 +827,9 @@ pub fn detach(ctx: &Ctx, sysfs: &dyn SysfsWriter, req: &DetachRequest) -> Result
             .collect();
         if !present.is_empty() {
             let current = hv.inactive_xml(&req.vm)?;
-            let new = xml::splice(&req.vm, &current, &present, &[], &[])?;
-            hv.define(&req.vm, &new).map_err(&explain_err)?;
+            let new = splice::splice(&req.vm, &current, &present, &[], &[])?;
+            hv.define(&req.vm, &new)
+                .map_err(|e| explain_err(e.into()))?;
             out.config = present.iter().map(ToString::to_string).collect();
         }
     }

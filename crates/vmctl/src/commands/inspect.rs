@@ -7,11 +7,11 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::disk;
-use crate::domain::Metadata;
-use crate::domain::parse::{DomainFacts, parse_domain};
-use crate::error::{Error, Result};
-use crate::libvirt::{DomainRecord, State};
+use crate::error::Result;
 use crate::net;
+use hypervisor::domain::Metadata;
+use hypervisor::domain::parse::{DomainFacts, parse_domain};
+use hypervisor::{DomainRecord, State};
 
 /// One row of `vmctl list`.
 #[derive(Debug, Clone, Serialize)]
@@ -38,11 +38,12 @@ pub struct VmList {
 
 fn facts(rec: &DomainRecord) -> Result<DomainFacts> {
     parse_domain(&rec.xml).map_err(|e| match e {
-        Error::ParseDomainXml { source, .. } => Error::ParseDomainXml {
-            name: rec.name.clone(),
+        hypervisor::Error::ParseDomainXml { source, .. } => hypervisor::Error::ParseDomainXml {
+            domain: rec.name.clone(),
             source,
-        },
-        other => other,
+        }
+        .into(),
+        other => other.into(),
     })
 }
 

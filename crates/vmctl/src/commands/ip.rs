@@ -21,10 +21,10 @@ use serde::Serialize;
 use super::Ctx;
 use super::create::{NetworkRequest, UbuntuPlan, UbuntuRequest};
 use crate::config::Config;
-use crate::domain::parse::{DomainFacts, parse_domain};
 use crate::error::{Error, Result};
-use crate::libvirt::{DomainRecord, GuestAddress, Hypervisor, State};
 use crate::net;
+use hypervisor::domain::parse::{DomainFacts, parse_domain};
+use hypervisor::{DomainRecord, GuestAddress, Hypervisor, State};
 
 /// `--ip auto`: pick a free address on the bridge.
 pub const AUTO: &str = "auto";
@@ -840,7 +840,7 @@ mod tests {
             persistent: true,
             xml: String::new(),
         };
-        let nic = |m: &str| crate::domain::parse::NicFacts {
+        let nic = |m: &str| hypervisor::domain::parse::NicFacts {
             mac: Some(m.into()),
             kind: "bridge".into(),
             source: Some("br0".into()),
@@ -849,7 +849,7 @@ mod tests {
             nics: vec![nic("52:54:00:00:00:01")],
             ..Default::default()
         };
-        f.metadata = Some(crate::domain::Metadata {
+        f.metadata = Some(hypervisor::domain::Metadata {
             os: "ubuntu".into(),
             release: None,
             user: None,

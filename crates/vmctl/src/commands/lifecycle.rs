@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::Ctx;
-use crate::domain::parse::parse_domain;
 use crate::error::{Error, Result};
-use crate::libvirt::State;
+use hypervisor::State;
+use hypervisor::domain::parse::parse_domain;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {

@@ -14,7 +14,7 @@ pub mod talos;
 use hostio::{CommandRunner, HostRoot};
 
 use crate::config::Config;
-use crate::libvirt::Hypervisor;
+use hypervisor::Hypervisor;
 
 /// What every command works with; everything is passed in so tests can substitute any part.
 pub struct Ctx<'a> {

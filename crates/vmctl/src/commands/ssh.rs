@@ -11,10 +11,10 @@ use std::path::PathBuf;
 pub use ready::{Policy, Progress, Ready, wait_ready};
 
 use super::Ctx;
-use crate::domain::Metadata;
-use crate::domain::parse::parse_domain;
 use crate::error::{Error, Result};
 use crate::net;
+use hypervisor::domain::Metadata;
+use hypervisor::domain::parse::parse_domain;
 
 /// The VM's IPv4 address.
 pub fn address(ctx: &Ctx, name: &str) -> Result<Ipv4Addr> {

@@ -9,8 +9,8 @@ use super::*;
 use crate::cache::NoProgress;
 use crate::commands::{Ctx, lifecycle};
 use crate::config::Config;
-use crate::domain::parse::parse_domain;
-use crate::libvirt::{DomainRecord, GuestAddress, Libvirt, State};
+use hypervisor::domain::parse::parse_domain;
+use hypervisor::{DomainRecord, GuestAddress, Libvirt, State};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -114,7 +114,7 @@ fn create_then_delete_on_the_test_driver() {
     assert!(String::from_utf8_lossy(&blkid.stdout).contains("LABEL=\"cidata\""));
 
     let rec = lv.require("ct-ok").unwrap();
-    crate::domain::render::tests::assert_valid_domain_xml(&rec.xml);
+    crate::test_support::assert_valid_domain_xml(&rec.xml);
     let facts = parse_domain(&rec.xml).unwrap();
     let md = facts.metadata.unwrap();
     assert_eq!(md.ip, created.ip);
@@ -289,10 +289,10 @@ struct Failing<'a> {
     fail: &'static str,
 }
 
-fn injected(op: &'static str, name: &str) -> Error {
-    Error::Timeout {
-        what: format!("injected {op} failure for {name}"),
-        secs: 0,
+fn injected(op: &'static str, name: &str) -> hypervisor::Error {
+    hypervisor::Error::Unsupported {
+        op,
+        domain: format!("{name} (injected failure)"),
     }
 }
 
@@ -300,37 +300,40 @@ impl Hypervisor for Failing<'_> {
     fn uri(&self) -> &str {
         self.inner.uri()
     }
-    fn list(&self) -> crate::Result<Vec<DomainRecord>> {
+    fn capabilities(&self) -> hypervisor::Result<hypervisor::Capabilities> {
+        self.inner.capabilities()
+    }
+    fn list(&self) -> hypervisor::Result<Vec<DomainRecord>> {
         self.inner.list()
     }
-    fn get(&self, name: &str) -> crate::Result<Option<DomainRecord>> {
+    fn get(&self, name: &str) -> hypervisor::Result<Option<DomainRecord>> {
         self.inner.get(name)
     }
-    fn define(&self, name: &str, xml: &str) -> crate::Result<()> {
+    fn define(&self, name: &str, xml: &str) -> hypervisor::Result<()> {
         if self.fail == "define" {
             return Err(injected("define", name));
         }
         self.inner.define(name, xml)
     }
-    fn undefine(&self, name: &str, nvram: bool) -> crate::Result<()> {
+    fn undefine(&self, name: &str, nvram: bool) -> hypervisor::Result<()> {
         self.inner.undefine(name, nvram)
     }
-    fn start(&self, name: &str) -> crate::Result<()> {
+    fn start(&self, name: &str) -> hypervisor::Result<()> {
         if self.fail == "start" {
             return Err(injected("start", name));
         }
         self.inner.start(name)
     }
-    fn shutdown(&self, name: &str) -> crate::Result<()> {
+    fn shutdown(&self, name: &str) -> hypervisor::Result<()> {
         self.inner.shutdown(name)
     }
-    fn destroy(&self, name: &str) -> crate::Result<()> {
+    fn destroy(&self, name: &str) -> hypervisor::Result<()> {
         self.inner.destroy(name)
     }
-    fn state(&self, name: &str) -> crate::Result<State> {
+    fn state(&self, name: &str) -> hypervisor::Result<State> {
         self.inner.state(name)
     }
-    fn agent_addresses(&self, name: &str) -> crate::Result<Vec<GuestAddress>> {
+    fn agent_addresses(&self, name: &str) -> hypervisor::Result<Vec<GuestAddress>> {
         self.inner.agent_addresses(name)
     }
 }

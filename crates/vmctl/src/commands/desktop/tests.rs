@@ -12,8 +12,8 @@ use crate::cache::NoProgress;
 use crate::cache::testserver::{Server, serve};
 use crate::commands::create::NetworkRequest;
 use crate::config::Config;
-use crate::domain::render::tests::assert_valid_domain_xml;
-use crate::libvirt::{Hypervisor, Libvirt};
+use crate::test_support::assert_valid_domain_xml;
+use hypervisor::{Hypervisor, Libvirt};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -137,9 +137,9 @@ fn fixed_plan(f: &Fixture, gpus: bool) -> UbuntuPlan {
         ssh_key: PathBuf::from("/home/alice/.ssh/id_ed25519.pub"),
         ssh_public_key: std::fs::read_to_string(&f.key).unwrap().trim().into(),
         user: "alice".into(),
-        domain_type: crate::domain::DomainType::Kvm,
-        cpu: crate::domain::CpuMode::HostPassthrough,
-        firmware: crate::domain::Firmware::Efi { secure_boot: false },
+        domain_type: hypervisor::domain::DomainType::Kvm,
+        cpu: hypervisor::domain::CpuMode::HostPassthrough,
+        firmware: hypervisor::domain::Firmware::Efi { secure_boot: false },
         direct_boot: None,
         vm_dir: PathBuf::from("/var/lib/vmctl/vms/desk1"),
         gpus: if gpus {

@@ -16,9 +16,9 @@ use hostio::{Cmd, CommandRunner, Output};
 
 use super::cloud_init::{self, Format, Verdict};
 use crate::commands::Ctx;
-use crate::domain::parse::parse_domain;
 use crate::error::{Error, Result};
 use crate::net;
+use hypervisor::domain::parse::parse_domain;
 
 /// What the wait tells the user while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

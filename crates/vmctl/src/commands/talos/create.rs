@@ -34,12 +34,12 @@ use crate::commands::create::{
     BridgedVm, NetworkRequest, Rollback, blank_disk, bridge_and_address, check_name_and_size,
     now_rfc3339, overlay_and_seed,
 };
-use crate::domain::render::to_xml;
-use crate::domain::{CpuMode, Disk, DomainType, Firmware, Metadata, PciAddress};
 use crate::error::{Error, Result};
 use crate::net::StaticIp;
 use crate::seed::{self, GuestNetwork, SeedSpec};
 use crate::{disk, names};
+use hypervisor::domain::render::to_xml;
+use hypervisor::domain::{CpuMode, Disk, DomainType, Firmware, Metadata, PciAddress};
 
 /// Default disk: Talos wants room for its EPHEMERAL partition (container images, etcd).
 pub const DEFAULT_DISK: &str = "20G";
@@ -1027,7 +1027,7 @@ pub fn node_address(c: &TalosCreated) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::DomainSpec;
+    use hypervisor::domain::DomainSpec;
 
     #[test]
     fn metal_iso_domain_boots_the_disk_then_the_iso() {

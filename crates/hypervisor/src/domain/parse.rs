@@ -63,7 +63,7 @@ fn hex_attr(e: &BytesStart, name: &str) -> Option<u32> {
 /// Parses domain XML.
 pub fn parse_domain(xml: &str) -> Result<DomainFacts> {
     parse_inner(xml).map_err(|source| Error::ParseDomainXml {
-        name: String::new(),
+        domain: String::new(),
         source,
     })
 }

@@ -1,5 +1,5 @@
 //! The only door to libvirt (through the `virt` crate 0.5): a small [`Hypervisor`] trait with
-//! the operations vmctl needs, implemented by [`Libvirt`] for any URI (`qemu:///system`,
+//! the operations the tools need, implemented by [`Libvirt`] for any URI (`qemu:///system`,
 //! `test:///default`, `test:///path/node.xml`). Tests wrap it to inject failures.
 
 use serde::Serialize;
@@ -7,7 +7,8 @@ use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
 use virt::error::ErrorNumber;
 
-use crate::error::{Error, Result};
+use crate::caps::Capabilities;
+use crate::error::{Error, LibvirtError, Result};
 
 /// A domain's run state, as `virsh domstate` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,9 +61,11 @@ pub struct GuestAddress {
     pub prefix: u64,
 }
 
-/// What vmctl asks of libvirt.
+/// What the tools ask of libvirt.
 pub trait Hypervisor {
     fn uri(&self) -> &str;
+    /// What the host's libvirt offers (`virsh capabilities`).
+    fn capabilities(&self) -> Result<Capabilities>;
     fn list(&self) -> Result<Vec<DomainRecord>>;
     fn get(&self, name: &str) -> Result<Option<DomainRecord>>;
     fn define(&self, name: &str, xml: &str) -> Result<()>;
@@ -86,18 +89,18 @@ pub trait Hypervisor {
 
     /// Hot-plugs one device into the running domain (`virsh attach-device --live`).
     fn attach_device_live(&self, name: &str, _xml: &str) -> Result<()> {
-        Err(crate::commands::gpu::unsupported(
-            "hot-plug a device into",
-            name,
-        ))
+        Err(Error::Unsupported {
+            op: "hot-plug a device into",
+            domain: name.to_string(),
+        })
     }
 
     /// Hot-unplugs one device from the running domain (`virsh detach-device --live`).
     fn detach_device_live(&self, name: &str, _xml: &str) -> Result<()> {
-        Err(crate::commands::gpu::unsupported(
-            "hot-unplug a device from",
-            name,
-        ))
+        Err(Error::Unsupported {
+            op: "hot-unplug a device from",
+            domain: name.to_string(),
+        })
     }
 
     /// The domain, or [`Error::NoSuchDomain`].
@@ -134,7 +137,7 @@ impl Libvirt {
         virt::error::clear_error_callback();
         let conn = Connect::open(Some(uri)).map_err(|source| Error::Connect {
             uri: uri.to_string(),
-            source,
+            source: source.into(),
         })?;
         Ok(Self {
             conn,
@@ -143,19 +146,19 @@ impl Libvirt {
     }
 
     fn err(op: &'static str, name: &str) -> impl FnOnce(virt::error::Error) -> Error {
-        let name = name.to_string();
-        move |source| Error::Libvirt { op, name, source }
+        let domain = name.to_string();
+        move |source| Error::Libvirt {
+            op,
+            domain,
+            source: LibvirtError::from(source),
+        }
     }
 
     fn lookup(&self, name: &str) -> Result<Option<Domain>> {
         match self.conn.lookup_domain_by_name(name) {
             Ok(d) => Ok(Some(d)),
             Err(e) if e.code().is_known_and(|c| c == ErrorNumber::NoDomain) => Ok(None),
-            Err(source) => Err(Error::Libvirt {
-                op: "look up",
-                name: name.to_string(),
-                source,
-            }),
+            Err(source) => Err(Self::err("look up", name)(source)),
         }
     }
 
@@ -187,6 +190,14 @@ impl Libvirt {
 impl Hypervisor for Libvirt {
     fn uri(&self) -> &str {
         &self.uri
+    }
+
+    fn capabilities(&self) -> Result<Capabilities> {
+        let xml = self
+            .conn
+            .capabilities()
+            .map_err(Self::err("read the capabilities of", &self.uri))?;
+        Capabilities::from_xml(&self.uri, &xml)
     }
 
     fn list(&self) -> Result<Vec<DomainRecord>> {
@@ -232,11 +243,7 @@ impl Hypervisor for Libvirt {
                 d.undefine_flags(flags & !virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM)
                     .map_err(Self::err("undefine", name))
             }
-            Err(source) => Err(Error::Libvirt {
-                op: "undefine",
-                name: name.to_string(),
-                source,
-            }),
+            Err(source) => Err(Self::err("undefine", name)(source)),
         }
     }
 
@@ -334,5 +341,13 @@ mod tests {
         lv.destroy("t1").unwrap();
         lv.undefine("t1", true).unwrap();
         assert!(lv.get("t1").unwrap().is_none());
+    }
+
+    #[test]
+    fn test_driver_capabilities_offer_the_test_domain_type_not_kvm() {
+        let lv = Libvirt::open("test:///default").unwrap();
+        let caps = lv.capabilities().unwrap();
+        assert!(caps.domain_types().any(|t| t == "test"), "{caps:?}");
+        assert!(!caps.kvm());
     }
 }

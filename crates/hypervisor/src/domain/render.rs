@@ -44,7 +44,7 @@ fn el(
 pub fn to_xml(spec: &DomainSpec) -> Result<String> {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     write_domain(&mut w, spec).map_err(|source| Error::RenderDomainXml {
-        name: spec.name.clone(),
+        domain: spec.name.clone(),
         source,
     })?;
     let mut out = String::from_utf8(w.into_inner()).unwrap_or_default();
@@ -251,7 +251,7 @@ fn pci_attrs(a: &PciAddress) -> [(&'static str, String); 4] {
 pub fn hostdev_xml(h: &Hostdev) -> Result<String> {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     write_hostdev(&mut w, h).map_err(|source| Error::RenderDomainXml {
-        name: h.host.to_string(),
+        domain: h.host.to_string(),
         source,
     })?;
     Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
@@ -467,7 +467,7 @@ pub(crate) mod tests {
 
     #[test]
     fn generated_domains_define_on_the_test_driver() {
-        use crate::libvirt::{Hypervisor, Libvirt};
+        use crate::{Hypervisor, Libvirt};
         let lv = Libvirt::open("test:///default").unwrap();
         let spec = ubuntu_spec();
         lv.define(&spec.name, &to_xml(&spec).unwrap()).unwrap();

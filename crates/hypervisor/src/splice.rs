@@ -1,6 +1,7 @@
 //! Config changes to an existing domain's XML, as `virsh edit` would make them: remove the
 //! `<hostdev>` elements of given host functions, add root ports and hostdevs before
 //! `</devices>`. Everything else is kept byte for byte, so redefining changes nothing else.
+//! Which devices to add or remove is the caller's policy (vmctl's GPU checks).
 
 use std::collections::BTreeSet;
 
@@ -36,8 +37,8 @@ fn pci_address(e: &BytesStart) -> PciAddress {
 }
 
 fn parse_err(name: &str) -> impl FnOnce(quick_xml::Error) -> Error {
-    let name = name.to_string();
-    move |source| Error::ParseDomainXml { name, source }
+    let domain = name.to_string();
+    move |source| Error::ParseDomainXml { domain, source }
 }
 
 /// The start of the line `pos` is on when only blanks precede it there, else `pos`.
@@ -75,11 +76,7 @@ pub fn next_controller_index(vm: &str, xml: &str) -> Result<u8> {
         }
     }
     let next = max.map_or(1, |m| m + 1);
-    u8::try_from(next).map_err(|_| Error::InvalidOption {
-        option: "domain XML".into(),
-        value: vm.into(),
-        reason: "all 256 PCI controller indexes are taken".into(),
-    })
+    u8::try_from(next).map_err(|_| Error::NoFreePciController { domain: vm.into() })
 }
 
 /// Removes the PCI hostdevs whose host address is in `remove`, then adds a `pcie-root-port`
@@ -146,11 +143,7 @@ pub fn splice(
             _ => {}
         }
     }
-    let insert_at = insert_at.ok_or_else(|| Error::InvalidOption {
-        option: "domain XML".into(),
-        value: vm.into(),
-        reason: "it has no <devices> element".into(),
-    })?;
+    let insert_at = insert_at.ok_or_else(|| Error::NoDevices { domain: vm.into() })?;
     let mut added = String::new();
     for index in ports {
         added.push_str(&format!(
@@ -226,6 +219,9 @@ mod tests {
     #[test]
     fn nothing_to_do_keeps_the_xml_byte_for_byte() {
         assert_eq!(splice("vm1", XML, &BTreeSet::new(), &[], &[]).unwrap(), XML);
-        assert!(splice("vm1", "<domain/>", &BTreeSet::new(), &[], &[]).is_err());
+        assert!(matches!(
+            splice("vm1", "<domain/>", &BTreeSet::new(), &[], &[]),
+            Err(Error::NoDevices { .. })
+        ));
     }
 }

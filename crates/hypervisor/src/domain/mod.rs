@@ -1,6 +1,7 @@
 //! The typed libvirt domain spec vmctl creates (q35, EFI/BIOS, direct kernel boot, virtio disks,
 //! bridge NICs, serial console, guest agent, PCI hostdevs, vmctl metadata), its pure rendering to
-//! XML ([`render`]) and the reading back of any domain's XML ([`parse`]).
+//! XML ([`render`]) and the reading back of any domain's XML ([`parse`]). Values parsed from
+//! text fail with [`InvalidValue`].
 
 pub mod parse;
 pub mod render;
@@ -11,13 +12,13 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::InvalidValue;
 
 /// XML namespace of vmctl's `<metadata>` element.
 pub const VMCTL_NS: &str = "https://github.com/gpu-vm-bootstrap/gpu-vm-bootstrap/vmctl/1";
 
-fn invalid(option: &str, value: &str, reason: &str) -> Error {
-    Error::InvalidOption {
+fn invalid(option: &str, value: &str, reason: &str) -> InvalidValue {
+    InvalidValue {
         option: option.into(),
         value: value.into(),
         reason: reason.into(),
@@ -33,8 +34,8 @@ pub enum DomainType {
 }
 
 impl FromStr for DomainType {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
         match s {
             "kvm" => Ok(Self::Kvm),
             "qemu" => Ok(Self::Qemu),
@@ -61,8 +62,8 @@ pub enum Firmware {
 }
 
 impl FromStr for Firmware {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
         match s {
             "efi" | "uefi" => Ok(Self::Efi { secure_boot: false }),
             "efi-secure" => Ok(Self::Efi { secure_boot: true }),
@@ -82,8 +83,8 @@ pub enum CpuMode {
 }
 
 impl FromStr for CpuMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
         match s {
             "host-passthrough" => Ok(Self::HostPassthrough),
             "host-model" => Ok(Self::HostModel),
@@ -239,9 +240,9 @@ impl fmt::Display for PciAddress {
 }
 
 impl FromStr for PciAddress {
-    type Err = Error;
+    type Err = InvalidValue;
     /// Accepts `0000:01:00.0` and the short `01:00.0`.
-    fn from_str(s: &str) -> Result<Self, Error> {
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
         let bad = || invalid("PCI address", s, "expected DDDD:BB:SS.F or BB:SS.F");
         let (rest, function) = s.rsplit_once('.').ok_or_else(bad)?;
         let parts: Vec<_> = rest.split(':').collect();

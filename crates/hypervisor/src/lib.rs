@@ -1,0 +1,25 @@
+//! hypervisor: the libvirt layer of vmctl and gpu-vm-bootstrap, and the only crate that links
+//! libvirt (through the `virt` crate).
+//!
+//! - [`Hypervisor`]: the operations the tools ask of libvirt, implemented by [`Libvirt`] for any
+//!   URI (`qemu:///system`, `test:///default`, `test:///path/node.xml`); tests wrap it to inject
+//!   failures.
+//! - [`domain`]: the typed domain spec vmctl creates, its pure rendering to XML and the reading
+//!   back of any domain's XML.
+//! - [`splice`]: config changes to an existing domain's XML (adding and removing PCI hostdevs),
+//!   keeping everything else byte for byte.
+//! - [`Capabilities`]: what the host's libvirt offers (`virsh capabilities`).
+//!
+//! It knows nothing of the commands above it: its errors ([`Error`]) are named after the
+//! libvirt operation that failed, and the tools word the next step.
+#![forbid(unsafe_code)]
+
+mod caps;
+pub mod domain;
+mod error;
+mod libvirt;
+pub mod splice;
+
+pub use caps::Capabilities;
+pub use error::{Error, InvalidValue, LibvirtError, Result};
+pub use libvirt::{DomainRecord, GuestAddress, Hypervisor, Libvirt, State};
