@@ -10,7 +10,8 @@ use indicatif::ProgressBar;
 use vmctl::Error;
 use vmctl::commands::Ctx;
 use vmctl::commands::create::UbuntuRequest;
-use vmctl::commands::desktop::{self, DesktopError, DesktopRequest, WaitEvent, iso};
+use vmctl::commands::desktop::{self, DesktopError, DesktopRequest, WaitEvent};
+use vmctl::guest_media::iso;
 
 use super::{Bar, UbuntuArgs, esc, out, out_json};
 

@@ -72,12 +72,6 @@ pub enum Error {
         value: String,
         reason: String,
     },
-    #[error("unknown Ubuntu release {release:?}: vmctl does not support it")]
-    UnknownRelease {
-        release: String,
-        /// The releases vmctl supports, `VERSION (CODENAME)`, comma-separated.
-        supported: String,
-    },
     #[error("read config file {path}")]
     ReadConfig {
         path: PathBuf,
@@ -98,57 +92,9 @@ pub enum Error {
     /// The libvirt layer: connecting, a libvirt call, domain XML.
     #[error(transparent)]
     Hypervisor(#[from] hypervisor::Error),
-    /// A seed value with a character YAML 1.1 does not allow in a stream, or a control or
-    /// bidi character: cloud-init would fail to read the file, or the guest would show it raw.
-    #[error(
-        "cloud-init {file}: {field} holds U+{codepoint:04X}, a control, bidi or non-printable character"
-    )]
-    SeedCharacter {
-        file: &'static str,
-        field: &'static str,
-        codepoint: u32,
-    },
-    #[error("render cloud-init {file}")]
-    RenderSeed {
-        file: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("cannot reach {url}")]
-    FetchUnreachable {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("download {url}")]
-    Download {
-        url: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{url} answered HTTP {status}")]
-    HttpStatus { url: String, status: u16 },
-    #[error(
-        "checksum mismatch for {url}: expected sha256 {expected}, got {actual}; the download was deleted"
-    )]
-    ChecksumMismatch {
-        url: String,
-        expected: String,
-        actual: String,
-    },
-    #[error("{file} is not listed in {sums_url}")]
-    NotInChecksums { file: String, sums_url: String },
-    #[error("verify the signature of {sums_url} with keyring {keyring}")]
-    BadSignature {
-        sums_url: String,
-        keyring: PathBuf,
-        #[source]
-        source: CommandError,
-    },
-    #[error(
-        "{sig_url} is missing (HTTP 404): the checksums cannot be authenticated with the keyring {keyring}"
-    )]
-    SignatureMissing { sig_url: String, keyring: PathBuf },
+    /// Guest media: the image cache and downloads, releases and signatures, disks, seeds, ISOs.
+    #[error(transparent)]
+    Media(#[from] guest_media::Error),
     #[error("{count} cached file(s) failed their re-hash and were moved to {quarantine}")]
     CorruptInCache { count: usize, quarantine: PathBuf },
     #[error("{op} {path}")]
@@ -157,24 +103,6 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: std::io::Error,
-    },
-    #[error("inspect image {path}")]
-    ImageInfo {
-        path: PathBuf,
-        #[source]
-        source: CommandError,
-    },
-    #[error("create disk {path}")]
-    CreateOverlay {
-        path: PathBuf,
-        #[source]
-        source: CommandError,
-    },
-    #[error("write seed ISO {path}")]
-    WriteSeed {
-        path: PathBuf,
-        #[source]
-        source: CommandError,
     },
     #[error("interrupted during {during}")]
     Interrupted { during: String, next: String },
@@ -233,18 +161,16 @@ impl Error {
             | MissingBridge { .. }
             | MissingSshKey { .. }
             | BadSshKey { .. }
-            | SeedCharacter { .. }
             | IpOutsideBridge { .. }
             | IpInUse { .. }
             | IpAnswers { .. }
             | BadSetting { .. }
-            | UnknownRelease { .. }
             | ParseConfig { .. }
             | BadConfig { .. }
-            | FetchUnreachable { .. }
             | NotConfirmed { .. }
             | DomainRunning { .. } => ExitKind::Usage,
-            HttpStatus { status, .. } if (400..500).contains(status) => ExitKind::Usage,
+            Media(guest_media::Error::Interrupted { .. }) => ExitKind::Interrupted,
+            Media(e) if e.is_usage() => ExitKind::Usage,
             Scan { source, .. } | ReserveIp { source, .. }
                 if source.is_usage() || matches!(source, netscan::Error::ReserveTaken { .. }) =>
             {
@@ -277,7 +203,8 @@ impl Error {
                 ),
             ],
             Hypervisor(e) => hypervisor_help(e),
-            InvalidOption { option, .. } => vec![format!("see `vmctl create ubuntu --help` for the format of {option}")],
+            InvalidOption { option, .. } => option_help(option),
+            Media(e) => media_help(e),
             MissingBridge { bridge } => vec![
                 format!("create the bridge first (gpu-vm-bootstrap does), or pass an existing one with --bridge; `ip link show type bridge` lists them (asked for {bridge})"),
             ],
@@ -287,16 +214,6 @@ impl Error {
             BadSshKey { .. } => vec![
                 "pass the public key file ssh-keygen wrote (FILE.pub, one line: TYPE BASE64 [COMMENT]); `ssh-keygen -l -f FILE.pub` checks it".into(),
             ],
-            SeedCharacter { field, .. } => vec![format!(
-                "remove the character from {}",
-                match *field {
-                    "ssh_authorized_keys" => "the SSH key's comment",
-                    "hashed_passwd" => "--password-hash",
-                    "name" => "--user",
-                    "packages" => "--packages",
-                    _ => "the VM name",
-                }
-            )],
             IpOutsideBridge { .. } => vec![
                 "pick an address in the bridge's subnet, or use --dhcp".into(),
             ],
@@ -313,24 +230,8 @@ impl Error {
             BadSetting { key, .. } => vec![format!(
                 "fix {key} in /etc/vmctl/config.toml or its VMCTL_* variable; `vmctl config show` says where it comes from"
             )],
-            UnknownRelease { supported, .. } => vec![
-                format!("pass a supported --release (version or codename): {supported}"),
-                "or give a base image with --image PATH|URL".into(),
-            ],
             ReadConfig { path, .. } | ParseConfig { path, .. } | BadConfig { path, .. } => vec![
                 format!("fix {} (keys are listed in the README), or point --config elsewhere", path.display()),
-            ],
-            FetchUnreachable { .. } | HttpStatus { .. } => vec![
-                "check the URL, or set a mirror with VMCTL_UBUNTU_CLOUD_URL or ubuntu_cloud_url in /etc/vmctl/config.toml".into(),
-            ],
-            ChecksumMismatch { .. } => vec!["retry; if it persists the mirror serves a bad file".into()],
-            BadSignature { keyring, .. } => vec![format!(
-                "the SHA256SUMS signature did not verify with {}; do not use this mirror",
-                keyring.display()
-            )],
-            SignatureMissing { .. } => vec![
-                "use a mirror that publishes SHA256SUMS.gpg next to SHA256SUMS (the official ones do): a mirror that drops the signature may serve anything".into(),
-                "to accept checksum-only verification anyway, opt out explicitly: pass --allow-unsigned, or set require_signature = false in /etc/vmctl/config.toml (or VMCTL_REQUIRE_SIGNATURE=false)".into(),
             ],
             CorruptInCache { .. } => vec![
                 "they are never used again; the next create or `vmctl image fetch` downloads them again (files made from them are made again)".into(),
@@ -360,13 +261,64 @@ impl Error {
             NoAddress { .. } => vec![
                 "the VM has no static IP in vmctl's metadata, no guest agent answer and no neighbour entry; is it running?".into(),
             ],
-            CreateOverlay { .. } | ImageInfo { .. } => vec!["is qemu-utils installed (`qemu-img`)?".into()],
-            WriteSeed { .. } => vec!["is genisoimage installed?".into()],
             Gpu(e) => e.help(),
             Talos(e) => e.help(),
             Desktop(e) => e.help(),
             _ => Vec::new(),
         }
+    }
+}
+
+fn option_help(option: &str) -> Vec<String> {
+    vec![format!(
+        "see `vmctl create ubuntu --help` for the format of {option}"
+    )]
+}
+
+/// The next steps for an error of guest media, in vmctl's words (its options and settings).
+fn media_help(e: &guest_media::Error) -> Vec<String> {
+    use guest_media::Error::*;
+    match e {
+        Interrupted { next, .. } => vec![next.clone()],
+        InvalidOption { option, .. } => option_help(option),
+            SeedCharacter { field, .. } => vec![format!(
+                "remove the character from {}",
+                match *field {
+                    "ssh_authorized_keys" => "the SSH key's comment",
+                    "hashed_passwd" => "--password-hash",
+                    "name" => "--user",
+                    "packages" => "--packages",
+                    _ => "the VM name",
+                }
+            )],
+            UnknownRelease { supported, .. } => vec![
+                format!("pass a supported --release (version or codename): {supported}"),
+                "or give a base image with --image PATH|URL".into(),
+            ],
+            FetchUnreachable { .. } | HttpStatus { .. } => vec![
+                "check the URL, or set a mirror with VMCTL_UBUNTU_CLOUD_URL or ubuntu_cloud_url in /etc/vmctl/config.toml".into(),
+            ],
+            ChecksumMismatch { .. } => vec!["retry; if it persists the mirror serves a bad file".into()],
+            BadSignature { keyring, .. } => vec![format!(
+                "the SHA256SUMS signature did not verify with {}; do not use this mirror",
+                keyring.display()
+            )],
+            SignatureMissing { .. } => vec![
+                "use a mirror that publishes SHA256SUMS.gpg next to SHA256SUMS (the official ones do): a mirror that drops the signature may serve anything".into(),
+                "to accept checksum-only verification anyway, opt out explicitly: pass --allow-unsigned, or set require_signature = false in /etc/vmctl/config.toml (or VMCTL_REQUIRE_SIGNATURE=false)".into(),
+            ],
+            CreateOverlay { .. } | ImageInfo { .. } => vec!["is qemu-utils installed (`qemu-img`)?".into()],
+            WriteSeed { .. } => vec!["is genisoimage installed?".into()],
+        IsoChecksum { .. } => vec![
+            "the ISO is not the release's: download it again, or drop --iso to let vmctl fetch and verify it".into(),
+        ],
+        NoIsoListed { .. } => vec![
+            "check --release, or the mirror setting ubuntu_releases_url / ubuntu_old_releases_url (`vmctl config show`)".into(),
+        ],
+        ExtractFromIso { .. } => vec![
+            "is xorriso installed (`apt-get install xorriso`)? Is the file an Ubuntu desktop ISO (casper/vmlinuz, casper/initrd)?".into(),
+        ],
+        _ => Vec::new(),
     }
 }
 
@@ -400,3 +352,39 @@ impl From<hypervisor::InvalidValue> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_errors_keep_vmctl_help_and_exit_codes() {
+        let unknown: Error = guest_media::releases::find("23.99").unwrap_err().into();
+        assert_eq!(unknown.exit_kind(), ExitKind::Usage);
+        let help = unknown.help().join("\n");
+        for r in guest_media::releases::RELEASES {
+            let listed = format!("{} ({})", r.version, r.codename);
+            assert!(help.contains(&listed), "{listed} missing: {help}");
+        }
+        let missing = Error::from(guest_media::Error::SignatureMissing {
+            sig_url: "https://m.example/SHA256SUMS.gpg".into(),
+            keyring: "/k.gpg".into(),
+        });
+        assert_eq!(missing.exit_kind(), ExitKind::Failure);
+        let help = missing.help().join("\n");
+        assert!(
+            help.contains("--allow-unsigned") && help.contains("require_signature = false"),
+            "{help}"
+        );
+        let stopped = Error::from(guest_media::Error::Interrupted {
+            during: "the download of u".into(),
+            next: "run the same command again".into(),
+        });
+        assert_eq!(stopped.exit_kind(), ExitKind::Interrupted);
+        assert_eq!(
+            stopped.help(),
+            vec!["run the same command again".to_string()]
+        );
+        assert_eq!(stopped.to_string(), "interrupted during the download of u");
+    }
+}

@@ -1,7 +1,9 @@
 //! Ctrl-C (SIGINT) and SIGTERM while `create` builds a VM. The first signal only sets a flag;
-//! downloads and waits check it at their next step and return [`Error::Interrupted`], so the
-//! create's rollback removes what it made (a download keeps its partial file, to resume). A
-//! second signal exits at once with status 130, as an impatient user expects.
+//! waits check it at their next step and return [`Error::Interrupted`], downloads the same
+//! through the image cache's cancellation check ([`crate::media::image_cache`] passes
+//! [`requested`]), so the create's rollback removes what it made (a download keeps its partial
+//! file, to resume). A second signal exits at once with status 130, as an impatient user
+//! expects.
 //!
 //! Only `create` installs the handler: every other command keeps the default behaviour, so no
 //! loop elsewhere has to remember to check.

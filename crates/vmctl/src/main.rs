@@ -12,10 +12,10 @@ use std::time::Duration;
 mod gpu_cli;
 
 use clap::{Args, Parser, Subcommand};
+use guest_media::cache::Progress;
 use hostio::{HostRoot, SystemRunner};
 use hypervisor::Libvirt;
 use indicatif::{ProgressBar, ProgressStyle};
-use vmctl::cache::Progress;
 use vmctl::commands::create::{NetworkRequest, UbuntuRequest};
 use vmctl::commands::ssh::cloud_init::Verdict;
 use vmctl::commands::{Ctx, create, inspect, lifecycle, ssh};

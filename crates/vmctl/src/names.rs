@@ -362,24 +362,9 @@ pub const SSH_KEY_TYPES: &[&str] = &[
     "ssh-rsa",
 ];
 
-/// True for text characters vmctl never writes into a guest's files or shows raw: the controls
-/// (C0, DEL, C1), the bidi formatting characters (UAX #9) and what YAML 1.1 does not allow in a
-/// stream (its `c-printable`: no C0 but TAB/LF/CR, no DEL, no C1 but NEL, no U+FFFE/U+FFFF).
-pub fn is_unsafe_text_char(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}'
-                | '\u{200e}'
-                | '\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{fffe}'
-                | '\u{ffff}'
-        )
-}
+/// The characters vmctl never writes into a guest's files or shows raw: the one rule the
+/// seeds apply too.
+pub use guest_media::text::is_unsafe_text_char;
 
 /// Checks one line of an OpenSSH public key file (`TYPE BASE64 [COMMENT]`, sshd(8)) and returns
 /// it normalised (single spaces). The type must be one of [`SSH_KEY_TYPES`], the blob valid

@@ -6,12 +6,12 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
-use vmctl::commands::desktop::autoinstall::{
+use guest_media::autoinstall::{
     AutoinstallSpec, DONE_MARKER, FAILED_MARKER, Flavour, Keyboard, render,
 };
+use guest_media::seed::{GuestNetwork, SeedSpec};
+use serde_json::Value;
 use vmctl::commands::desktop::{InstallStatus, install_status};
-use vmctl::seed::{GuestNetwork, SeedSpec};
 
 /// The schema, or `None` (with a message) when the variable is unset. Set but unreadable fails.
 fn schema() -> Option<Value> {

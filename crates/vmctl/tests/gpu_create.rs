@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use crate::support::{TestHost, no_env, test_host};
 
+use guest_media::cache::NoProgress;
 use hostio::{Cmd, CommandRunner, HostRoot, SystemRunner};
 use hypervisor::domain::parse::parse_domain;
 use hypervisor::{Hypervisor, Libvirt};
-use vmctl::cache::NoProgress;
 use vmctl::commands::Ctx;
 use vmctl::commands::create::{UbuntuRequest, create_ubuntu};
 use vmctl::config::Config;

@@ -698,7 +698,7 @@ fn unsupported_release_help_lists_the_supported_releases() {
         .arg(h.path("id.pub"));
     let err = h.refused(c, "20.04", "20.04");
     let help: Vec<&str> = err.lines().filter(|l| l.starts_with("help: ")).collect();
-    for r in vmctl::releases::RELEASES {
+    for r in guest_media::releases::RELEASES {
         let listed = format!("{} ({})", r.version, r.codename);
         assert!(
             help.iter().any(|l| l.contains(&listed)),

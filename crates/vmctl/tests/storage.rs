@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 
+use guest_media::cache::NoProgress;
 use hostio::SystemRunner;
-use vmctl::cache::NoProgress;
 use vmctl::commands::Ctx;
 use vmctl::commands::create::{NetworkRequest, UbuntuRequest, create_ubuntu};
 
@@ -318,7 +318,7 @@ fn same_name_creates_never_share_storage() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["ip"], "198.18.0.121/24");
     let vm = d.join("vms/sec-race");
-    let info = vmctl::disk::image_info(&SystemRunner, &vm.join("disk.qcow2")).unwrap();
+    let info = guest_media::disk::image_info(&SystemRunner, &vm.join("disk.qcow2")).unwrap();
     let backing = PathBuf::from(info.backing_file.unwrap());
     assert!(
         backing.starts_with(d.join("cache")),

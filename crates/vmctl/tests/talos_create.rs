@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use crate::support::{TestHost, no_env, test_host};
 
+use guest_media::cache::NoProgress;
 use hostio::{HostRoot, SystemRunner};
 use httpmock::MockServer;
 use hypervisor::domain::parse::parse_domain;
@@ -18,7 +19,6 @@ use hypervisor::{Hypervisor, Libvirt};
 use talos_image::machineconfig::{self, NodePatch, Role};
 use talos_image::{ConfigInput, Endpoints, Schematic, SecretsBundle, TalosVersion};
 use talos_support::*;
-use vmctl::cache::NoProgress;
 use vmctl::commands::Ctx;
 use vmctl::commands::create::NetworkRequest;
 use vmctl::commands::talos::create::{Media, TalosCreated, TalosRequest, create_talos};
@@ -620,7 +620,10 @@ fn a_failure_after_the_secrets_removes_the_new_cluster_and_the_vm_files() {
     )
     .map(|_| ())
     .unwrap_err();
-    assert!(matches!(err, Error::WriteSeed { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Media(guest_media::Error::WriteSeed { .. })),
+        "{err:?}"
+    );
     nothing_left(&f, "noseed");
     assert!(!cluster_dir(&f, "noseed").exists(), "new cluster removed");
 }
@@ -667,7 +670,10 @@ fn iso_node_installs_from_the_metal_iso_with_its_config_on_a_metal_iso_volume() 
     );
     // The ISO itself, cached by content with its sha256 recorded at this first download.
     assert_eq!(std::fs::read(&c.base_image).unwrap(), iso_bytes);
-    assert_eq!(c.verification.basis, vmctl::cache::Basis::RecordedFirst);
+    assert_eq!(
+        c.verification.basis,
+        guest_media::cache::Basis::RecordedFirst
+    );
     iso_mock.assert_calls(1);
 
     // The config volume: labelled metal-iso, config.yaml = the node's machine config, which
@@ -732,7 +738,10 @@ fn iso_node_installs_from_the_metal_iso_with_its_config_on_a_metal_iso_volume() 
     let mut r2 = request("iso2", Some("198.18.7.81/24"));
     r2.iso = true;
     let c2 = create(&f, &r2).unwrap();
-    assert_eq!(c2.verification.basis, vmctl::cache::Basis::MatchedRecord);
+    assert_eq!(
+        c2.verification.basis,
+        guest_media::cache::Basis::MatchedRecord
+    );
     assert_eq!(c2.base_image, c.base_image);
 
     // Deleting a node removes its disk and config volume, never the cached ISO.

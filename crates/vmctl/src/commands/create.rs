@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::Ctx;
-use crate::cache::{Expect, ImageCache, Progress};
 use crate::error::{Error, Result};
+use crate::names;
 use crate::net::{self, StaticIp};
-use crate::seed::{self, GuestNetwork, SeedSpec};
-use crate::{disk, names, releases};
+use guest_media::cache::{Expect, Progress};
+use guest_media::seed::{self, GuestNetwork, SeedSpec};
+use guest_media::{disk, releases};
 use hypervisor::Hypervisor;
 use hypervisor::domain::render::to_xml;
 use hypervisor::domain::{
@@ -420,7 +421,7 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
             }
         }
     };
-    let vm_dir = disk::vm_dir(&ctx.config.storage_dir(), &req.name);
+    let vm_dir = crate::storage::vm_dir(&ctx.config.storage_dir(), &req.name);
     // An early refusal only: the claim at the start of the create is what holds the name.
     if vm_dir.exists() {
         return Err(Error::StorageExists {
@@ -470,12 +471,12 @@ impl<'a> Rollback<'a> {
         }
     }
 
-    /// Claims the VM's directory ([`disk::claim_vm_dir`]: exclusive, so a second create of the
+    /// Claims the VM's directory ([`crate::storage::claim_vm_dir`]: exclusive, so a second create of the
     /// same name fails here with exit 2) and marks it for removal on failure. Every create
     /// (ubuntu, desktop, talos) calls this first, before it downloads or reserves anything; a
     /// rollback removes only a directory this create made.
     pub(crate) fn claim_dir(&mut self, dir: &Path, name: &str) -> Result<()> {
-        disk::claim_vm_dir(dir, name)?;
+        crate::storage::claim_vm_dir(dir, name)?;
         self.dir = Some(dir.to_path_buf());
         Ok(())
     }
@@ -581,29 +582,6 @@ pub(crate) fn overlay_and_seed(disk: &Path, seed: &Path) -> Vec<Disk> {
     vec![Disk::virtio(disk, "qcow2", "vda"), Disk::seed(seed, "vdb")]
 }
 
-/// A blank qcow2 of `size` bytes (the target of an installer), created 0600
-/// ([`disk::create_private`]) before `qemu-img` writes into it; `path` must not exist.
-pub(crate) fn blank_disk(runner: &dyn hostio::CommandRunner, path: &Path, size: u64) -> Result<()> {
-    let argv = vec![
-        "qemu-img".to_string(),
-        "create".into(),
-        "-q".into(),
-        "-f".into(),
-        "qcow2".into(),
-        path.display().to_string(),
-        size.to_string(),
-    ];
-    disk::create_private(path)?;
-    tracing::info!(argv = ?argv, "creating blank disk");
-    runner
-        .run(&hostio::Cmd::new(argv))
-        .map(|_| ())
-        .map_err(|source| Error::CreateOverlay {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
 pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -620,11 +598,13 @@ pub enum BaseVerification {
     /// `--image PATH`: used as is.
     Local,
     /// `--image URL`: no published checksum; the cache's record of the URL.
-    Url { blob: crate::cache::Verification },
+    Url {
+        blob: guest_media::cache::Verification,
+    },
     /// The release's cloud image: its `SHA256SUMS` (and signature), then the blob it lists.
     Release {
         sums: releases::Provenance,
-        blob: crate::cache::Verification,
+        blob: guest_media::cache::Verification,
     },
 }
 
@@ -647,7 +627,7 @@ fn fetch_base(
     plan: &UbuntuPlan,
     progress: &dyn Progress,
 ) -> Result<(PathBuf, Option<String>, BaseVerification)> {
-    let cache = ImageCache::new(ctx.config.image_cache());
+    let cache = crate::media::image_cache(ctx.config);
     match &plan.image {
         ImageSource::Local { path } => Ok((path.clone(), None, BaseVerification::Local)),
         ImageSource::Url { url } => {

@@ -7,23 +7,23 @@
 //! Validation is `create ubuntu`'s own ([`create::plan`]: name, bridge, IP, key, GPUs…) plus the
 //! desktop's (release, disk minimum, locale…); nothing is created on bad input.
 
-pub mod autoinstall;
-pub mod iso;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hostio::{Cmd, CommandError, CommandRunner};
 use serde::Serialize;
 
-use self::autoinstall::{AutoinstallSpec, DONE_MARKER, FAILED_MARKER, Flavour, Keyboard};
-use self::iso::{IsoRequest, ResolvedIso};
 use super::Ctx;
 use super::create::{self, BridgedVm, Rollback, UbuntuPlan, UbuntuRequest};
-use crate::cache::Progress;
 use crate::error::{Error, ExitKind, Result};
-use crate::releases::{self, Release};
-use crate::seed::{GuestNetwork, SeedSpec};
+use guest_media::autoinstall::{
+    self, AutoinstallSpec, DONE_MARKER, FAILED_MARKER, Flavour, Keyboard,
+};
+use guest_media::cache::Progress;
+use guest_media::iso::{self, IsoRequest, IsoSources, ResolvedIso};
+use guest_media::releases::SignaturePolicy;
+use guest_media::releases::{self, Release};
+use guest_media::seed::{GuestNetwork, SeedSpec};
 use hypervisor::domain::parse::parse_domain;
 use hypervisor::domain::render::to_xml;
 use hypervisor::domain::{DirectBoot, Disk, DomainSpec, Graphics, Metadata};
@@ -46,25 +46,10 @@ const FINAL_XML: &str = "final-domain.xml";
 pub enum DesktopError {
     #[error("--disk {given}: smaller than the Ubuntu Desktop minimum of {} GiB", MIN_DISK_BYTES >> 30)]
     DiskTooSmall { given: String },
-    #[error("ISO checksum mismatch for {origin}: expected sha256 {expected}, got {actual}")]
-    IsoChecksum {
-        origin: String,
-        expected: String,
-        actual: String,
-    },
-    #[error("{sums_url} lists no ubuntu-{version}*-desktop-amd64.iso")]
-    NoIsoListed { sums_url: String, version: String },
     #[error("a plaintext password on the command line is refused")]
     PlaintextPassword,
     #[error("hash the password with openssl")]
     HashPassword {
-        #[source]
-        source: CommandError,
-    },
-    #[error("extract {file} from {iso}")]
-    ExtractFromIso {
-        iso: PathBuf,
-        file: String,
         #[source]
         source: CommandError,
     },
@@ -86,10 +71,9 @@ pub enum DesktopError {
 impl DesktopError {
     pub fn exit_kind(&self) -> ExitKind {
         match self {
-            Self::DiskTooSmall { .. }
-            | Self::IsoChecksum { .. }
-            | Self::PlaintextPassword
-            | Self::NotInstalling { .. } => ExitKind::Usage,
+            Self::DiskTooSmall { .. } | Self::PlaintextPassword | Self::NotInstalling { .. } => {
+                ExitKind::Usage
+            }
             _ => ExitKind::Failure,
         }
     }
@@ -100,19 +84,10 @@ impl DesktopError {
                 "give --disk {} GiB or more (default {DEFAULT_DISK})",
                 MIN_DISK_BYTES >> 30
             )],
-            Self::IsoChecksum { .. } => vec![
-                "the ISO is not the release's: download it again, or drop --iso to let vmctl fetch and verify it".into(),
-            ],
-            Self::NoIsoListed { .. } => vec![
-                "check --release, or the mirror setting ubuntu_releases_url / ubuntu_old_releases_url (`vmctl config show`)".into(),
-            ],
             Self::PlaintextPassword => vec![
                 "use --password-prompt (asks, hashes with SHA-512-crypt locally), or --password-hash \"$(openssl passwd -6)\"".into(),
             ],
             Self::HashPassword { .. } => vec!["is openssl installed?".into()],
-            Self::ExtractFromIso { .. } => vec![
-                "is xorriso installed (`apt-get install xorriso`)? Is the file an Ubuntu desktop ISO (casper/vmlinuz, casper/initrd)?".into(),
-            ],
             Self::NotInstalling { .. } => vec!["`vmctl info NAME` shows how it boots".into()],
             Self::ReadFinal { .. } => vec![
                 "recreate the VM: `vmctl delete NAME --yes`, then `vmctl create ubuntu NAME --desktop …`".into(),
@@ -450,9 +425,27 @@ pub fn autoinstall_spec(plan: &DesktopPlan, password_hash: Option<String>) -> Au
     }
 }
 
+/// Runs `f` with the ISO mirrors and the signature policy of the settings
+/// (`ubuntu_releases_url`, `ubuntu_old_releases_url`, `ubuntu_iso_keyring`, `require_signature`).
+pub(crate) fn with_iso_sources<T>(ctx: &Ctx, f: impl FnOnce(&IsoSources<'_, Error>) -> T) -> T {
+    let keyring = ctx.config.get("ubuntu_iso_keyring").map(PathBuf::from);
+    let policy = || -> Result<SignaturePolicy<'_>> {
+        Ok(SignaturePolicy {
+            keyring: keyring.as_deref(),
+            keyring_setting: "ubuntu_iso_keyring",
+            require: ctx.config.require_signature()?,
+        })
+    };
+    f(&IsoSources {
+        releases_url: ctx.config.value("ubuntu_releases_url"),
+        old_releases_url: ctx.config.value("ubuntu_old_releases_url"),
+        policy: &policy,
+    })
+}
+
 /// Fetches the ISO, makes disk, seed and installer files in the VM directory `rb` has claimed,
 /// defines the install phase and starts it. Everything made is removed again on failure (the
-/// cached ISO stays). Every file is root's alone (0600, [`crate::disk`] says why).
+/// cached ISO stays). Every file is root's alone (0600, [`guest_media::disk`] says why).
 pub(crate) fn apply(
     ctx: &Ctx,
     plan: &DesktopPlan,
@@ -461,21 +454,32 @@ pub(crate) fn apply(
 ) -> Result<DesktopCreated> {
     let req = &plan.request;
     let b = &plan.base;
-    let iso = iso::resolve(ctx, &plan.release, &plan.month, &plan.iso, progress)?;
+    let cache = crate::media::image_cache(ctx.config);
+    let iso = with_iso_sources(ctx, |sources| {
+        iso::resolve(
+            &cache,
+            ctx.runner,
+            sources,
+            &plan.release,
+            &plan.month,
+            &plan.iso,
+            progress,
+        )
+    })?;
     let layout = Layout::new(&b.vm_dir);
     // xorriso restores the ISO's file modes: staged, then made private.
     for (inside, out) in [
         ("/casper/vmlinuz", &layout.kernel),
         ("/casper/initrd", &layout.initrd),
     ] {
-        crate::disk::produce_private(out, |staged| {
+        guest_media::disk::produce_private(out, |staged| {
             iso::extract(ctx.runner, &iso.path, inside, staged)
         })?;
     }
-    create::blank_disk(ctx.runner, &layout.disk, plan.disk_bytes)?;
+    guest_media::disk::create_blank(ctx.runner, &layout.disk, plan.disk_bytes)?;
     let files = autoinstall::render(&autoinstall_spec(plan, req.password_hash.clone()))?;
-    crate::seed::write_iso(ctx.runner, &files, &layout.seed)?;
-    crate::disk::write_private(&layout.known_hosts, b"")?;
+    guest_media::seed::write_iso(ctx.runner, &files, &layout.seed)?;
+    guest_media::disk::write_private(&layout.known_hosts, b"")?;
 
     let (install, fin) = phase_specs(&PhaseInputs {
         plan: b,
@@ -486,7 +490,7 @@ pub(crate) fn apply(
         iso: iso.path.clone(),
         iso_sha256: iso.sha256.clone(),
     });
-    crate::disk::write_private(&layout.final_xml, domain_xml(&fin)?.as_bytes())?;
+    guest_media::disk::write_private(&layout.final_xml, domain_xml(&fin)?.as_bytes())?;
     let started = rb.define_and_start(&b.name, &domain_xml(&install)?, !req.no_start)?;
     rb.committed = true;
     Ok(DesktopCreated {

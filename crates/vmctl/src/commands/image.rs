@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::cache::{Checked, Expect, Fetched, ImageCache, Progress};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use guest_media::cache::{Checked, Expect, Fetched, Progress};
 
 fn is_sha256(h: &str) -> bool {
     h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit())
@@ -39,7 +39,7 @@ pub fn fetch(
         }
         None => Expect::RecordFirst,
     };
-    ImageCache::new(config.image_cache()).fetch(url, &expect, progress)
+    Ok(crate::media::image_cache(config).fetch(url, &expect, progress)?)
 }
 
 /// Which cached files `vmctl image verify` re-hashes.
@@ -96,7 +96,7 @@ impl VerifyReport {
 /// Re-hashes the chosen cached files. Bad input (not a sha256, not in the cache) is refused
 /// before anything is read.
 pub fn verify(config: &Config, which: &Which, progress: &dyn Progress) -> Result<VerifyReport> {
-    let cache = ImageCache::new(config.image_cache());
+    let cache = crate::media::image_cache(config);
     let files = match which {
         Which::All => cache.cached_files()?,
         Which::Blobs(shas) => {

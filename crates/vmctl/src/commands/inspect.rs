@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::Ctx;
-use crate::disk;
 use crate::error::Result;
 use crate::net;
+use guest_media::disk;
 use hypervisor::domain::Metadata;
 use hypervisor::domain::parse::{DomainFacts, parse_domain};
 use hypervisor::{DomainRecord, State};

@@ -107,7 +107,7 @@ pub struct Kept {
 fn own_dir(storage_dir: &Path, name: &str, recorded: Option<&Path>) -> Result<PathBuf, String> {
     let recorded =
         recorded.ok_or_else(|| "the VM's metadata names no storage directory".to_string())?;
-    let expected = crate::disk::vm_dir(storage_dir, name);
+    let expected = crate::storage::vm_dir(storage_dir, name);
     let resolve = |p: &Path| {
         std::fs::canonicalize(p).map_err(|e| format!("cannot resolve {}: {e}", p.display()))
     };

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use hostio::{Cmd, CommandRunner, HostRoot, Output, RecordingRunner, SystemRunner};
 
 use super::*;
-use crate::cache::NoProgress;
 use crate::commands::{Ctx, lifecycle};
 use crate::config::Config;
+use guest_media::cache::NoProgress;
 use hypervisor::domain::parse::parse_domain;
 use hypervisor::{DomainRecord, GuestAddress, Libvirt, State};
 
@@ -105,7 +105,7 @@ fn create_then_delete_on_the_test_driver() {
     assert!(created.defined && created.started);
     let dir = vm_dir_of(&f, "ct-ok");
     assert!(dir.join("disk.qcow2").is_file() && dir.join("seed.iso").is_file());
-    let info = crate::disk::image_info(&SystemRunner, &dir.join("disk.qcow2")).unwrap();
+    let info = guest_media::disk::image_info(&SystemRunner, &dir.join("disk.qcow2")).unwrap();
     assert_eq!(info.backing_file.as_deref(), Some(f.base.to_str().unwrap()));
     let blkid = std::process::Command::new("blkid")
         .arg(dir.join("seed.iso"))
@@ -259,7 +259,13 @@ fn unreachable_image_url_leaves_nothing() {
     let mut r = request(&f, "ct-url");
     r.image = Some("http://127.0.0.1:9/base.qcow2".into());
     let err = create_ubuntu(&ctx(&f, &SystemRunner, &lv), &r, &NoProgress).unwrap_err();
-    assert!(matches!(err, Error::FetchUnreachable { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Media(guest_media::Error::FetchUnreachable { .. })
+        ),
+        "{err}"
+    );
     assert_eq!(err.exit_kind(), crate::ExitKind::Usage);
     assert_nothing_left(&f, &lv, "ct-url");
 }
@@ -469,7 +475,7 @@ fn create_from_release_fetches_and_verifies_through_the_mirror_setting() {
     let mut f = fixture();
     let img = std::fs::read(&f.base).unwrap();
     let sha = hex::encode(sha2::Sha256::digest(&img));
-    let srv = crate::cache::testserver::serve(vec![
+    let srv = guest_media::cache::testserver::serve(vec![
         ("/noble/current/noble-server-cloudimg-amd64.img".into(), img),
         (
             "/noble/current/SHA256SUMS".into(),
@@ -504,7 +510,7 @@ fn create_from_release_fetches_and_verifies_through_the_mirror_setting() {
     assert!(created.base_image.unwrap().is_file(), "cached base kept");
 
     // A mirror whose SHA256SUMS disagrees: refused, nothing created, nothing cached.
-    let srv2 = crate::cache::testserver::serve(vec![
+    let srv2 = guest_media::cache::testserver::serve(vec![
         (
             "/noble/current/noble-server-cloudimg-amd64.img".into(),
             b"corrupt".to_vec(),
@@ -519,7 +525,13 @@ fn create_from_release_fetches_and_verifies_through_the_mirror_setting() {
     r.image = None;
     r.release = Some("24.04".into());
     let err = create_ubuntu(&ctx(&f, &SystemRunner, &lv), &r, &NoProgress).unwrap_err();
-    assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Media(guest_media::Error::ChecksumMismatch { .. })
+        ),
+        "{err}"
+    );
     assert_nothing_left(&f, &lv, "ct-release2");
     assert!(
         !f.dir

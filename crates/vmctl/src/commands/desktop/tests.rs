@@ -8,11 +8,11 @@ use hostio::{Cmd, CommandRunner, HostRoot, Output, RecordingRunner, SystemRunner
 use sha2::Digest;
 
 use super::*;
-use crate::cache::NoProgress;
-use crate::cache::testserver::{Server, serve};
 use crate::commands::create::NetworkRequest;
 use crate::config::Config;
 use crate::test_support::assert_valid_domain_xml;
+use guest_media::cache::NoProgress;
+use guest_media::cache::testserver::{Server, serve};
 use hypervisor::{Hypervisor, Libvirt};
 
 struct Fixture {
@@ -261,7 +261,7 @@ fn create_then_simulated_install_finished_switches_to_disk_boot() {
     );
     assert_eq!(std::fs::read(&created.kernel).unwrap(), b"fake kernel");
     assert_eq!(std::fs::read(&created.initrd).unwrap(), b"fake initrd");
-    let info = crate::disk::image_info(&SystemRunner, &created.disk).unwrap();
+    let info = guest_media::disk::image_info(&SystemRunner, &created.disk).unwrap();
     assert_eq!(info.virtual_size, 40 << 30);
     let xml = lv.require("dt-switch").unwrap().xml;
     assert_valid_domain_xml(&xml);
@@ -408,7 +408,7 @@ fn defaults_newest_supported_release_and_sizes() {
     r.base.release = Some("25.10".into());
     let p = plan(&c, &r, "2026-11").unwrap();
     assert!(
-        iso::release_dir_url(&c, &p.release, &p.month)
+        with_iso_sources(&c, |s| iso::release_dir_url(s, &p.release, &p.month))
             .starts_with("https://old-releases.ubuntu.com/releases/25.10")
     );
 }

@@ -28,16 +28,17 @@ use talos_image::nvidia::{self, Driver, Flavour};
 use talos_image::{ConfigInput, SecretsBundle, TalosVersion};
 
 use super::{ClusterDir, ClusterRecord, SchematicRequest, TalosError, write_private};
-use crate::cache::{Expect, ImageCache, Progress, Verification};
 use crate::commands::Ctx;
 use crate::commands::create::{
-    BridgedVm, NetworkRequest, Rollback, blank_disk, bridge_and_address, check_name_and_size,
-    now_rfc3339, overlay_and_seed,
+    BridgedVm, NetworkRequest, Rollback, bridge_and_address, check_name_and_size, now_rfc3339,
+    overlay_and_seed,
 };
 use crate::error::{Error, Result};
+use crate::names;
 use crate::net::StaticIp;
-use crate::seed::{self, GuestNetwork, SeedSpec};
-use crate::{disk, names};
+use guest_media::cache::{Expect, Progress, Verification};
+use guest_media::disk;
+use guest_media::seed::{self, GuestNetwork, SeedSpec};
 use hypervisor::domain::render::to_xml;
 use hypervisor::domain::{CpuMode, Disk, DomainType, Firmware, Metadata, PciAddress};
 
@@ -356,7 +357,7 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
         )?
     };
 
-    let vm_dir = disk::vm_dir(&ctx.config.storage_dir(), &req.name);
+    let vm_dir = crate::storage::vm_dir(&ctx.config.storage_dir(), &req.name);
     // An early refusal only: the claim at the start of the create is what holds the name.
     if vm_dir.exists() {
         return Err(Error::StorageExists {
@@ -462,7 +463,7 @@ fn fetch_image(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<F
                 &plan.version,
                 ImageKind::MetalIso,
             );
-            let f = ImageCache::new(ctx.config.image_cache()).fetch(
+            let f = crate::media::image_cache(ctx.config).fetch(
                 &iso.url,
                 &Expect::RecordFirst,
                 progress,
@@ -482,7 +483,7 @@ fn fetch_image(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<F
 /// factory has no qcow2.
 fn fetch_nocloud(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<FactoryImage> {
     let ep = super::endpoints(ctx.config);
-    let cache = ImageCache::new(ctx.config.image_cache());
+    let cache = crate::media::image_cache(ctx.config);
     let qcow = ep.image(&plan.schematic_id, &plan.version, ImageKind::NocloudQcow2);
     match cache.fetch(&qcow.url, &Expect::RecordFirst, progress) {
         Ok(f) => {
@@ -494,10 +495,10 @@ fn fetch_nocloud(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result
                 kind: ImageKind::NocloudQcow2,
             });
         }
-        Err(Error::HttpStatus { status: 404, .. }) => {
+        Err(guest_media::Error::HttpStatus { status: 404, .. }) => {
             tracing::info!("{} not found; trying the .raw.xz image", qcow.url);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     let xz = ep.image(&plan.schematic_id, &plan.version, ImageKind::NocloudRawXz);
     let f = cache.fetch(&xz.url, &Expect::RecordFirst, progress)?;
@@ -505,7 +506,7 @@ fn fetch_nocloud(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result
     // and one that changed is moved aside and decompressed again from the verified blob.
     let rel = format!("talos/{}-{}", &f.sha256[..12], xz.decompressed_file_name());
     let raw_path = cache.dir().join(&rel);
-    let derived = cache.derived(&rel, progress, &mut |out| {
+    let derived = cache.derived::<Error>(&rel, progress, &mut |out| {
         let input = std::fs::File::open(&f.path).map_err(|source| Error::Io {
             op: "open cached image",
             path: f.path.clone(),
@@ -732,7 +733,7 @@ fn apply_claimed(
             &disk_path,
             Some(plan.disk_bytes),
         )?,
-        None => blank_disk(ctx.runner, &disk_path, plan.disk_bytes)?,
+        None => disk::create_blank(ctx.runner, &disk_path, plan.disk_bytes)?,
     }
     let files = match plan.media {
         Media::Nocloud => {

@@ -67,13 +67,10 @@ struct User<'a> {
 
 /// Refuses a value with a character that YAML 1.1 does not allow in a stream (cloud-init's
 /// PyYAML rejects the whole file: no user, no key, no network) or a control or bidi character
-/// ([`crate::names::is_unsafe_text_char`]). The serializer escapes C0 controls, but DEL, the C1
+/// ([`crate::text::is_unsafe_text_char`]). The serializer escapes C0 controls, but DEL, the C1
 /// controls and U+FFFE/U+FFFF would pass through raw.
 fn check_text(file: &'static str, field: &'static str, value: &str) -> Result<()> {
-    match value
-        .chars()
-        .find(|c| crate::names::is_unsafe_text_char(*c))
-    {
+    match value.chars().find(|c| crate::text::is_unsafe_text_char(*c)) {
         Some(c) => Err(Error::SeedCharacter {
             file,
             field,
@@ -476,7 +473,7 @@ print(json.dumps({p.rsplit("/", 1)[-1]: tag(util.load_yaml(open(p).read())) for 
                 ),
                 "{bad:?}: {err}"
             );
-            assert_eq!(err.exit_kind(), crate::ExitKind::Usage);
+            assert!(err.is_usage(), "{err}");
             let mut spec = sample(static_net());
             spec.password_hash = Some(format!("$6$salt{bad}$hash"));
             let err = render(&spec).unwrap_err();

@@ -1,7 +1,7 @@
-//! Per-VM storage: the VM's directory, claimed exclusively by one create, and the private files
-//! in it; disks are qcow2 overlays on a cached base image, made with `qemu-img` through the
-//! runner. An overlay only records the backing file, so its creation time does not depend on the
-//! base's size (qemu-img(1), "create -b").
+//! The private files in a VM's directory; disks are qcow2 overlays on a cached base image (or
+//! blank qcow2 for an installer), made with `qemu-img` through the runner. An overlay only
+//! records the backing file, so its creation time does not depend on the base's size
+//! (qemu-img(1), "create -b").
 //!
 //! Modes. A VM's disk and seed hold secrets (the seed: a password hash, or a Talos node's cluster
 //! CA keys and bootstrap token; the disk: the guest's data), so every file vmctl writes into a
@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hostio::{Cmd, CommandRunner};
 use serde::Deserialize;
@@ -49,33 +49,6 @@ pub fn dir_mode_in(parent: &Path, base: u32) -> u32 {
         Ok(m) if m.mode() & 0o2000 != 0 => base | 0o2070,
         _ => base,
     }
-}
-
-/// Claims `dir` (`storage_dir/NAME`) for one create: makes the missing storage directories
-/// above it ([`DIR_MODE`]), then `dir` itself with mkdir(2), which fails if it exists. Of two
-/// creates of one name exactly one gets it; the other gets [`Error::StorageExists`] (exit 2)
-/// before it has made or downloaded anything. Only a directory claimed here is ever removed by
-/// a rollback. Its mode is [`DIR_MODE`] ([`dir_mode_in`] a shared storage directory).
-pub fn claim_vm_dir(dir: &Path, name: &str) -> Result<()> {
-    let mut mode = DIR_MODE;
-    if let Some(parent) = dir.parent() {
-        hostio::create_dir_all_mode(parent, DIR_MODE)
-            .map_err(io_err("create storage directory", parent))?;
-        mode = dir_mode_in(parent, DIR_MODE);
-    }
-    // Private while empty; set to `mode` below (the umask may have narrowed mkdir's).
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::StorageExists {
-                name: name.to_string(),
-                path: dir.to_path_buf(),
-            });
-        }
-        Err(e) => return Err(io_err("create VM directory", dir)(e)),
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .map_err(io_err("set the mode of", dir))
 }
 
 /// Creates `path` empty with [`FILE_MODE`] (`O_CREAT|O_EXCL`: never an existing file, never a
@@ -190,9 +163,27 @@ pub fn create_overlay(
         })
 }
 
-/// The per-VM directory in the storage dir.
-pub fn vm_dir(storage_dir: &Path, name: &str) -> PathBuf {
-    storage_dir.join(name)
+/// A blank qcow2 of `size` bytes (the target of an installer), created 0600
+/// ([`create_private`]) before `qemu-img` writes into it; `path` must not exist.
+pub fn create_blank(runner: &dyn CommandRunner, path: &Path, size: u64) -> Result<()> {
+    let argv = vec![
+        "qemu-img".to_string(),
+        "create".into(),
+        "-q".into(),
+        "-f".into(),
+        "qcow2".into(),
+        path.display().to_string(),
+        size.to_string(),
+    ];
+    create_private(path)?;
+    tracing::info!(argv = ?argv, "creating blank disk");
+    runner
+        .run(&Cmd::new(argv))
+        .map(|_| ())
+        .map_err(|source| Error::CreateOverlay {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -226,35 +217,6 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
-    }
-
-    #[test]
-    fn claimed_dir_is_exclusive_and_searchable_not_listable() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("lib/vms/vm1");
-        claim_vm_dir(&dir, "vm1").unwrap();
-        assert_eq!(mode(&dir), DIR_MODE);
-        assert_eq!(mode(&tmp.path().join("lib/vms")), DIR_MODE);
-        assert_eq!(mode(&tmp.path().join("lib")), DIR_MODE);
-        std::fs::write(dir.join("disk.qcow2"), "first").unwrap();
-        let err = claim_vm_dir(&dir, "vm1").unwrap_err();
-        assert!(matches!(err, Error::StorageExists { .. }), "{err}");
-        assert_eq!(err.exit_kind(), crate::ExitKind::Usage);
-        assert_eq!(std::fs::read(dir.join("disk.qcow2")).unwrap(), b"first");
-    }
-
-    #[test]
-    fn a_shared_storage_directory_keeps_its_group_in_the_vm_dir() {
-        let tmp = tempfile::tempdir().unwrap();
-        let vms = tmp.path().join("vms");
-        std::fs::create_dir(&vms).unwrap();
-        std::fs::set_permissions(&vms, std::fs::Permissions::from_mode(0o2775)).unwrap();
-        claim_vm_dir(&vms.join("vm1"), "vm1").unwrap();
-        assert_eq!(
-            mode(&vms.join("vm1")),
-            0o2771,
-            "group rwx, others search only"
-        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The release ISO of a desktop install: which release (by default the newest one still
-//! supported), where its ISO lives (the releases mirror, or old-releases once past end of life;
-//! both are settings), fetching it into the content-addressed cache verified against the
-//! release's `SHA256SUMS` (+ `SHA256SUMS.gpg`), and taking the installer's kernel and initrd out
-//! of it with `xorriso -osirrox` through the runner (no mounting).
+//! supported), where its ISO lives (the releases mirror, or old-releases once past end of life:
+//! [`IsoSources`]), fetching it into the content-addressed cache verified against the release's
+//! `SHA256SUMS` (+ `SHA256SUMS.gpg`), and taking the installer's kernel and initrd out of it
+//! with `xorriso -osirrox` through the runner (no mounting).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,11 +11,29 @@ use hostio::{Cmd, CommandRunner};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::DesktopError;
 use crate::cache::{Expect, ImageCache, Progress};
-use crate::commands::Ctx;
 use crate::error::{Error, Result};
-use crate::releases::{self, RELEASES, Release};
+use crate::releases::{self, RELEASES, Release, SignaturePolicy};
+
+/// Where release ISOs are published, and how their `SHA256SUMS` is authenticated.
+pub struct IsoSources<'a, E> {
+    /// The releases mirror (`…/releases`): `<url>/<version>/` holds the ISOs and `SHA256SUMS`.
+    pub releases_url: &'a str,
+    /// Where releases past end of life move (`old-releases.ubuntu.com/releases`).
+    pub old_releases_url: &'a str,
+    /// The signature policy, asked only when a `SHA256SUMS` is to be used (a local ISO never
+    /// needs it, so a bad policy setting does not stop one); `E` is the caller's error.
+    pub policy: &'a dyn Fn() -> Result<SignaturePolicy<'a>, E>,
+}
+
+impl<E> std::fmt::Debug for IsoSources<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IsoSources")
+            .field("releases_url", &self.releases_url)
+            .field("old_releases_url", &self.old_releases_url)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Where the ISO comes from (`--iso`, or the release).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,17 +103,13 @@ pub fn default_release(month: &str) -> &'static Release {
 
 /// The directory holding the release's ISOs and `SHA256SUMS`:
 /// `<ubuntu_releases_url>/<version>` or, past end of life, `<ubuntu_old_releases_url>/<version>`.
-pub fn release_dir_url(ctx: &Ctx, release: &Release, month: &str) -> String {
-    let key = if is_eol(release, month) {
-        "ubuntu_old_releases_url"
+pub fn release_dir_url<E>(sources: &IsoSources<'_, E>, release: &Release, month: &str) -> String {
+    let base = if is_eol(release, month) {
+        sources.old_releases_url
     } else {
-        "ubuntu_releases_url"
+        sources.releases_url
     };
-    format!(
-        "{}/{}",
-        ctx.config.value(key).trim_end_matches('/'),
-        release.version
-    )
+    format!("{}/{}", base.trim_end_matches('/'), release.version)
 }
 
 /// The desktop ISO listed in `SHA256SUMS` for `version`: `ubuntu-<version>[.<point>]-desktop-amd64.iso`,
@@ -132,10 +146,6 @@ pub fn pick_iso(sums: &str, version: &str) -> Option<(String, String)> {
     best.map(|(_, n, h)| (n, h))
 }
 
-fn keyring(ctx: &Ctx) -> Option<PathBuf> {
-    ctx.config.get("ubuntu_iso_keyring").map(PathBuf::from)
-}
-
 /// A checksum mismatch is bad input here (exit 2): the ISO is not the release's.
 fn mismatch_is_usage(e: Error) -> Error {
     match e {
@@ -143,38 +153,38 @@ fn mismatch_is_usage(e: Error) -> Error {
             url,
             expected,
             actual,
-        } => DesktopError::IsoChecksum {
+        } => Error::IsoChecksum {
             origin: url,
             expected,
             actual,
-        }
-        .into(),
+        },
         other => other,
     }
 }
 
 /// Fetches (or checks) the ISO.
-pub fn resolve(
-    ctx: &Ctx,
+pub fn resolve<E: From<Error>>(
+    cache: &ImageCache,
+    runner: &dyn CommandRunner,
+    sources: &IsoSources<'_, E>,
     release: &Release,
     month: &str,
     request: &IsoRequest,
     progress: &dyn Progress,
-) -> Result<ResolvedIso> {
-    let cache = ImageCache::new(ctx.config.image_cache());
+) -> Result<ResolvedIso, E> {
     match request {
         IsoRequest::Release => {
-            let dir = release_dir_url(ctx, release, month);
+            let dir = release_dir_url(sources, release, month);
             let sums_url = format!("{dir}/SHA256SUMS");
             let sums = cache.get_bytes(&sums_url)?;
             let (file, _) =
                 pick_iso(&String::from_utf8_lossy(&sums), release.version).ok_or_else(|| {
-                    DesktopError::NoIsoListed {
+                    Error::NoIsoListed {
                         sums_url: sums_url.clone(),
                         version: release.version.into(),
                     }
                 })?;
-            from_sums(ctx, &cache, &dir, &file, progress)
+            from_sums(cache, runner, sources, &dir, &file, progress)
         }
         IsoRequest::Url { url } => {
             let (dir, file) = url.rsplit_once('/').unwrap_or(("", url));
@@ -184,7 +194,7 @@ pub fn resolve(
                 .map(String::from_utf8_lossy)
                 .and_then(|s| crate::cache::sha256_from_sums(&s, file));
             if listed.is_some() {
-                return from_sums(ctx, &cache, dir, file, progress);
+                return from_sums(cache, runner, sources, dir, file, progress);
             }
             let f = cache
                 .fetch(url, &Expect::RecordFirst, progress)
@@ -207,14 +217,14 @@ pub fn resolve(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let sums_url = format!("{}/SHA256SUMS", release_dir_url(ctx, release, month));
+            let sums_url = format!("{}/SHA256SUMS", release_dir_url(sources, release, month));
             let listed = cache
                 .get_bytes(&sums_url)
                 .ok()
                 .and_then(|s| crate::cache::sha256_from_sums(&String::from_utf8_lossy(&s), &name));
             let (checksum_verified, verification) = match listed {
                 Some(expected) if expected != sha256 => {
-                    return Err(DesktopError::IsoChecksum {
+                    return Err(Error::IsoChecksum {
                         origin: path.display().to_string(),
                         expected,
                         actual: sha256,
@@ -244,22 +254,18 @@ pub fn resolve(
     }
 }
 
-fn from_sums(
-    ctx: &Ctx,
+fn from_sums<E: From<Error>>(
     cache: &ImageCache,
+    runner: &dyn CommandRunner,
+    sources: &IsoSources<'_, E>,
     dir: &str,
     file: &str,
     progress: &dyn Progress,
-) -> Result<ResolvedIso> {
-    let keyring = keyring(ctx);
+) -> Result<ResolvedIso, E> {
     // The same policy as the cloud images: with the keyring present, a mirror without
     // SHA256SUMS.gpg is refused unless explicitly allowed.
-    let policy = releases::SignaturePolicy {
-        keyring: keyring.as_deref(),
-        keyring_setting: "ubuntu_iso_keyring",
-        require: ctx.config.require_signature()?,
-    };
-    let (f, prov) = releases::fetch_with_sums(cache, ctx.runner, &policy, dir, file, progress)
+    let policy = (sources.policy)()?;
+    let (f, prov) = releases::fetch_with_sums(cache, runner, &policy, dir, file, progress)
         .map_err(mismatch_is_usage)?;
     Ok(ResolvedIso {
         path: f.path,
@@ -306,13 +312,13 @@ pub fn extract(runner: &dyn CommandRunner, iso: &Path, inside: &str, out: &Path)
         inside.into(),
         out.display().to_string(),
     ];
-    runner.run(&Cmd::new(argv)).map_err(|source| {
-        Error::from(DesktopError::ExtractFromIso {
+    runner
+        .run(&Cmd::new(argv))
+        .map_err(|source| Error::ExtractFromIso {
             iso: iso.to_path_buf(),
             file: inside.into(),
             source,
-        })
-    })?;
+        })?;
     Ok(())
 }
 

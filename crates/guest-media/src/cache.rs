@@ -253,11 +253,12 @@ struct Seal {
     hashed_at: String,
 }
 
-/// The cache directory and an HTTP client.
+/// The cache directory, an HTTP client, and the check that stops a long wait or download.
 #[derive(Debug, Clone)]
 pub struct ImageCache {
     dir: PathBuf,
     client: reqwest::blocking::Client,
+    cancelled: fn() -> bool,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -344,7 +345,30 @@ impl ImageCache {
         Self {
             dir: dir.into(),
             client,
+            cancelled: || false,
         }
+    }
+
+    /// Stops lock waits and downloads with [`Error::Interrupted`] once `cancelled` returns true
+    /// (it is asked after each chunk and at each interrupted wait; vmctl passes its Ctrl-C
+    /// flag). A stopped download keeps its partial file, to resume.
+    pub fn cancel_on(self, cancelled: fn() -> bool) -> Self {
+        Self { cancelled, ..self }
+    }
+
+    /// `Err(Interrupted)` once the caller's check says stop.
+    fn check_cancel(
+        &self,
+        during: impl FnOnce() -> String,
+        next: impl FnOnce() -> String,
+    ) -> Result<()> {
+        if (self.cancelled)() {
+            return Err(Error::Interrupted {
+                during: during(),
+                next: next(),
+            });
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -425,7 +449,7 @@ impl ImageCache {
             match flock(&file, FlockOperation::LockExclusive) {
                 Ok(()) => return Ok(file),
                 // A signal without SA_RESTART: stop if it was Ctrl-C, else wait on.
-                Err(e) if e == rustix::io::Errno::INTR => crate::interrupt::check(
+                Err(e) if e == rustix::io::Errno::INTR => self.check_cancel(
                     || format!("the wait for another vmctl {holder}"),
                     || "run the same command again".to_string(),
                 )?,
@@ -834,7 +858,7 @@ impl ImageCache {
             if got.is_multiple_of(WRITEBACK_WINDOW) {
                 crate::writeback::start(&file, have + got - WRITEBACK_WINDOW, WRITEBACK_WINDOW);
             }
-            if let Err(e) = crate::interrupt::check(
+            if let Err(e) = self.check_cancel(
                 || format!("the download of {url}"),
                 || "run the same command again: the download resumes where it stopped".to_string(),
             ) {
@@ -889,13 +913,14 @@ impl ImageCache {
     /// A file made from cached data (the Talos `.raw.xz` decompressed), kept at `<cache>/<rel>`
     /// and sealed like a blob: its sha256 is computed from the bytes as they are written, and
     /// every later use checks the seal. `make` writes the content; it runs again when the file
-    /// is missing, has no seal, or fails its re-hash (then it is moved aside first).
-    pub fn derived(
+    /// is missing, has no seal, or fails its re-hash (then it is moved aside first). `make`'s
+    /// error type is the caller's, so its own failures keep their words.
+    pub fn derived<E: From<Error>>(
         &self,
         rel: &str,
         progress: &dyn Progress,
-        make: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
-    ) -> Result<Derived> {
+        make: &mut dyn FnMut(&mut dyn Write) -> Result<(), E>,
+    ) -> Result<Derived, E> {
         self.mkdirs()?;
         let path = self.dir.join(rel);
         let dir = path.parent().unwrap_or(&self.dir).to_path_buf();
@@ -923,7 +948,7 @@ impl ImageCache {
         // way in are the file's.
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let tmp = dir.join(format!(".{name}.part-{}", std::process::id()));
-        let result = (|| -> Result<(String, File)> {
+        let result = (|| -> Result<(String, File), E> {
             let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
             let sha256 = {
                 let mut out = HashingWriter {
@@ -1009,8 +1034,10 @@ pub fn sha256_from_sums(sums: &str, file: &str) -> Option<String> {
     })
 }
 
-#[cfg(test)]
-pub(crate) mod testserver {
+#[cfg(any(test, feature = "test-server"))]
+// Test code (built for the tests of crates above through the feature): a broken setup panics.
+#[allow(clippy::unwrap_used)]
+pub mod testserver {
     //! A tiny HTTP/1.1 server for download tests: serves one body, honours `Range`, and can cut
     //! the connection after N bytes or lie about the content.
     use std::io::{BufRead, BufReader, Write};
@@ -1257,7 +1284,7 @@ mod tests {
             .fetch("http://127.0.0.1:9/x", &Expect::RecordFirst, &NoProgress)
             .unwrap_err();
         assert!(matches!(err, Error::FetchUnreachable { .. }));
-        assert_eq!(err.exit_kind(), crate::ExitKind::Usage);
+        assert!(err.is_usage(), "{err}");
         let srv = serve(vec![]);
         let err = cache
             .fetch(
@@ -1267,7 +1294,7 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(err, Error::HttpStatus { status: 404, .. }));
-        assert_eq!(err.exit_kind(), crate::ExitKind::Usage);
+        assert!(err.is_usage(), "{err}");
     }
 
     /// Flips one bit at `at` in place: same size and inode, new mtime.
