@@ -1,5 +1,8 @@
 //! The one error type of the vmctl library: variants are named after the operation that failed,
-//! carry the name/path/URL involved and keep the cause as `#[source]`.
+//! carry the name/path/URL involved and keep the cause as `#[source]`. The layers below keep
+//! their own errors ([`Error::Hypervisor`], [`Error::Media`]); a command with errors of its own
+//! keeps them with the command, as a [`CommandFailure`] ([`Error::Command`]), so this module
+//! names no command.
 
 use std::path::PathBuf;
 
@@ -108,22 +111,6 @@ pub enum Error {
     Interrupted { during: String, next: String },
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: String, secs: u64 },
-    /// `create --wait`: the VM was not ready (SSH with its key, cloud-init finished) in time.
-    #[error("{name} was not ready within {secs} s: {what}{log}")]
-    NotReady {
-        name: String,
-        secs: u64,
-        what: String,
-        log: crate::commands::ssh::ready::LogExcerpt,
-    },
-    /// `create --wait`: cloud-init in the guest reported an error (`cloud-init status`: error).
-    #[error("cloud-init failed in {name} after {secs} s:{}{log}", crate::commands::ssh::ready::bullets(.errors))]
-    CloudInitFailed {
-        name: String,
-        secs: u64,
-        errors: Vec<String>,
-        log: crate::commands::ssh::ready::LogExcerpt,
-    },
     #[error("run ssh to {name}")]
     RunSsh {
         name: String,
@@ -138,18 +125,55 @@ pub enum Error {
     NotConfirmed { name: String },
     #[error("no IP address known for {name}")]
     NoAddress { name: String },
-    /// `vmctl gpu` and `create --gpu`: refusals, selectors, libvirt errors explained, rebinding.
+    /// The error of one command, of a type that lives with it (`vmctl gpu`, `talos`, the
+    /// desktop install, `create --wait`); [`Error::command`] gets it back.
     #[error(transparent)]
-    Gpu(Box<crate::commands::gpu::GpuError>),
-    /// `vmctl talos …` and `create talos`: versions, schematics, clusters, machine configs.
-    #[error(transparent)]
-    Talos(Box<crate::commands::talos::TalosError>),
-    /// `create ubuntu --desktop`: ISO, disk minimum, password, installer phases.
-    #[error(transparent)]
-    Desktop(Box<crate::commands::desktop::DesktopError>),
+    Command(Failure),
+}
+
+/// An error type of one command: how the binary exits for it and the `help:` lines it prints.
+pub trait CommandFailure: std::error::Error + Send + Sync + 'static {
+    fn exit_kind(&self) -> ExitKind;
+    fn help(&self) -> Vec<String>;
+}
+
+/// A boxed [`CommandFailure`]: displays as it, and its causes are its own.
+#[derive(Debug)]
+pub struct Failure(Box<dyn CommandFailure>);
+
+impl Failure {
+    pub fn new(e: impl CommandFailure) -> Self {
+        Self(Box::new(e))
+    }
+
+    /// The command's error, if it is a `T`.
+    pub fn downcast_ref<T: CommandFailure>(&self) -> Option<&T> {
+        let e: &(dyn std::error::Error + 'static) = &*self.0;
+        e.downcast_ref()
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 impl Error {
+    /// The command's own error, if this is one of type `T`.
+    pub fn command<T: CommandFailure>(&self) -> Option<&T> {
+        match self {
+            Self::Command(f) => f.downcast_ref(),
+            _ => None,
+        }
+    }
+
     pub fn exit_kind(&self) -> ExitKind {
         use Error::*;
         match self {
@@ -176,9 +200,7 @@ impl Error {
             {
                 ExitKind::Usage
             }
-            Gpu(e) => e.exit_kind(),
-            Talos(e) => e.exit_kind(),
-            Desktop(e) => e.exit_kind(),
+            Command(f) => f.0.exit_kind(),
             Interrupted { .. } => ExitKind::Interrupted,
             _ => ExitKind::Failure,
         }
@@ -238,19 +260,6 @@ impl Error {
                 "a cached file that changes on its own points to a failing disk: check `dmesg` and the disk's SMART data".into(),
             ],
             Timeout { .. } => vec!["the VM may still be booting: `vmctl info NAME` shows its console log path".into()],
-            NotReady { name, what, .. } => {
-                let mut h = vec![
-                    format!("{name} is kept: `vmctl ssh {name}` once it answers, `vmctl info {name}` for its console log; `vmctl stop {name} --force` then `vmctl delete {name} --yes` removes it"),
-                    "a slow host (TCG, a busy machine) may need a longer --wait-timeout SECONDS".into(),
-                ];
-                if what.contains("Permission denied") {
-                    h.push("vmctl logs in with the key given at create and never prompts: the private key must sit next to the .pub without a passphrase, or be loaded in ssh-agent".into());
-                }
-                h
-            }
-            CloudInitFailed { name, .. } => vec![format!(
-                "{name} is kept and keeps running: `vmctl ssh {name} -- sudo cloud-init status --long` and /var/log/cloud-init.log in the guest say more; `vmctl stop {name} --force` then `vmctl delete {name} --yes` removes it"
-            )],
             RunSsh { .. } => vec!["is the OpenSSH client installed (`ssh`)?".into()],
             ShutdownTimeout { name, .. } => vec![
                 format!("power it off with `vmctl stop {name} --force`"),
@@ -261,9 +270,7 @@ impl Error {
             NoAddress { .. } => vec![
                 "the VM has no static IP in vmctl's metadata, no guest agent answer and no neighbour entry; is it running?".into(),
             ],
-            Gpu(e) => e.help(),
-            Talos(e) => e.help(),
-            Desktop(e) => e.help(),
+            Command(f) => f.0.help(),
             _ => Vec::new(),
         }
     }

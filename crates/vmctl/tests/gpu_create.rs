@@ -9,10 +9,10 @@ use guest_media::cache::NoProgress;
 use hostio::{Cmd, CommandRunner, HostRoot, SystemRunner};
 use hypervisor::domain::parse::parse_domain;
 use hypervisor::{Hypervisor, Libvirt};
+use vmctl::ExitKind;
 use vmctl::commands::Ctx;
 use vmctl::commands::create::{UbuntuRequest, create_ubuntu};
 use vmctl::config::Config;
-use vmctl::{Error, ExitKind};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -138,7 +138,10 @@ fn create_refusals_leave_nothing_behind() {
     bios.firmware = Some("bios".into());
     bios.gpu_force = true;
     let err = create(&f, &bios).unwrap_err();
-    assert!(matches!(&err, Error::Gpu(_)), "{err:?}");
+    assert!(
+        err.command::<vmctl::commands::gpu::GpuError>().is_some(),
+        "{err:?}"
+    );
     assert_eq!(err.exit_kind(), ExitKind::Usage);
     assert_eq!(
         err.help(),

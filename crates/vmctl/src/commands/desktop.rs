@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::Ctx;
 use super::create::{self, BridgedVm, Rollback, UbuntuPlan, UbuntuRequest};
-use crate::error::{Error, ExitKind, Result};
+use crate::error::{CommandFailure, Error, ExitKind, Failure, Result};
 use guest_media::autoinstall::{
     self, AutoinstallSpec, DONE_MARKER, FAILED_MARKER, Flavour, Keyboard,
 };
@@ -68,8 +68,8 @@ pub enum DesktopError {
     StoppedEarly { name: String, log: PathBuf },
 }
 
-impl DesktopError {
-    pub fn exit_kind(&self) -> ExitKind {
+impl CommandFailure for DesktopError {
+    fn exit_kind(&self) -> ExitKind {
         match self {
             Self::DiskTooSmall { .. } | Self::PlaintextPassword | Self::NotInstalling { .. } => {
                 ExitKind::Usage
@@ -78,7 +78,7 @@ impl DesktopError {
         }
     }
 
-    pub fn help(&self) -> Vec<String> {
+    fn help(&self) -> Vec<String> {
         match self {
             Self::DiskTooSmall { .. } => vec![format!(
                 "give --disk {} GiB or more (default {DEFAULT_DISK})",
@@ -102,7 +102,7 @@ impl DesktopError {
 
 impl From<DesktopError> for Error {
     fn from(e: DesktopError) -> Self {
-        Error::Desktop(Box::new(e))
+        Error::Command(Failure::new(e))
     }
 }
 

@@ -23,13 +23,13 @@ use serde::Serialize;
 pub use explain::{Explanation, explain};
 
 use super::Ctx;
-use crate::error::{Error, ExitKind, Result};
+use crate::error::{CommandFailure, Error, ExitKind, Failure, Result};
 use hypervisor::domain::parse::parse_domain;
 use hypervisor::domain::render::hostdev_xml;
 use hypervisor::domain::{Firmware, Hostdev, PciAddress, device_hostdevs};
 use hypervisor::{Hypervisor, splice};
 
-/// Errors of `vmctl gpu`; wrapped in [`Error::Gpu`].
+/// Errors of `vmctl gpu`; carried by [`Error::Command`].
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
     #[error("refusing to pass {} to VM `{vm}`:\n{}", plural_gpus(gpus), bullet(refusals.iter().map(Refusal::reason)))]
@@ -81,8 +81,8 @@ fn bullet(lines: impl Iterator<Item = String>) -> String {
         .join("\n")
 }
 
-impl GpuError {
-    pub fn exit_kind(&self) -> ExitKind {
+impl CommandFailure for GpuError {
+    fn exit_kind(&self) -> ExitKind {
         match self {
             Self::Refused { .. }
             | Self::Select(_)
@@ -95,7 +95,7 @@ impl GpuError {
         }
     }
 
-    pub fn help(&self) -> Vec<String> {
+    fn help(&self) -> Vec<String> {
         match self {
             Self::Refused { refusals, .. } => {
                 let mut out: Vec<String> = Vec::new();
@@ -150,7 +150,7 @@ impl GpuError {
 
 impl From<GpuError> for Error {
     fn from(e: GpuError) -> Self {
-        Error::Gpu(Box::new(e))
+        Error::Command(Failure::new(e))
     }
 }
 

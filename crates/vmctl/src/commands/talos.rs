@@ -18,7 +18,7 @@ use talos_image::nvidia::{self, Driver, DriverChoice, Flavour, NvidiaPreset};
 use talos_image::{ConfigInput, Endpoints, FactoryClient, Schematic, SecretsBundle, TalosVersion};
 
 use crate::config::Config;
-use crate::error::{Error, ExitKind, Result};
+use crate::error::{CommandFailure, Error, ExitKind, Failure, Result};
 
 pub mod create;
 
@@ -76,8 +76,8 @@ pub enum TalosError {
     },
 }
 
-impl TalosError {
-    pub fn exit_kind(&self) -> ExitKind {
+impl CommandFailure for TalosError {
+    fn exit_kind(&self) -> ExitKind {
         match self {
             TalosError::Library(e) if e.is_bad_input() => ExitKind::Usage,
             TalosError::Library(talos_image::Error::HttpStatus { status, .. })
@@ -96,7 +96,7 @@ impl TalosError {
         }
     }
 
-    pub fn help(&self) -> Vec<String> {
+    fn help(&self) -> Vec<String> {
         use talos_image::Error as L;
         match self {
             TalosError::Library(e) => match e {
@@ -155,7 +155,7 @@ impl TalosError {
 
 impl From<TalosError> for Error {
     fn from(e: TalosError) -> Self {
-        Error::Talos(Box::new(e))
+        Error::Command(Failure::new(e))
     }
 }
 

@@ -16,9 +16,63 @@ use hostio::{Cmd, CommandRunner, Output};
 
 use super::cloud_init::{self, Format, Verdict};
 use crate::commands::Ctx;
-use crate::error::{Error, Result};
+use crate::error::{CommandFailure, Error, ExitKind, Failure, Result};
 use crate::net;
 use hypervisor::domain::parse::parse_domain;
+
+/// A wait that ended without a ready VM (the VM is kept).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadyError {
+    /// The VM was not ready (SSH with its key, cloud-init finished) in time.
+    #[error("{name} was not ready within {secs} s: {what}{log}")]
+    NotReady {
+        name: String,
+        secs: u64,
+        what: String,
+        log: LogExcerpt,
+    },
+    /// cloud-init in the guest reported an error (`cloud-init status`: error).
+    #[error("cloud-init failed in {name} after {secs} s:{}{log}", bullets(.errors))]
+    CloudInitFailed {
+        name: String,
+        secs: u64,
+        errors: Vec<String>,
+        log: LogExcerpt,
+    },
+}
+
+impl CommandFailure for ReadyError {
+    fn exit_kind(&self) -> ExitKind {
+        ExitKind::Failure
+    }
+
+    fn help(&self) -> Vec<String> {
+        match self {
+            Self::NotReady { name, what, .. } => {
+                let mut h = vec![
+                    format!(
+                        "{name} is kept: `vmctl ssh {name}` once it answers, `vmctl info {name}` for its console log; `vmctl stop {name} --force` then `vmctl delete {name} --yes` removes it"
+                    ),
+                    "a slow host (TCG, a busy machine) may need a longer --wait-timeout SECONDS"
+                        .into(),
+                ];
+                if what.contains("Permission denied") {
+                    h.push("vmctl logs in with the key given at create and never prompts: the private key must sit next to the .pub without a passphrase, or be loaded in ssh-agent".into());
+                }
+                h
+            }
+            Self::CloudInitFailed { name, .. } => vec![format!(
+                "{name} is kept and keeps running: `vmctl ssh {name} -- sudo cloud-init status --long` and /var/log/cloud-init.log in the guest say more; `vmctl stop {name} --force` then `vmctl delete {name} --yes` removes it"
+            )],
+        }
+    }
+}
+
+impl From<ReadyError> for Error {
+    fn from(e: ReadyError) -> Self {
+        Error::Command(Failure::new(e))
+    }
+}
 
 /// What the wait tells the user while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,12 +381,13 @@ pub fn wait_in_guest(
                             continue;
                         }
                         Verdict::Error { errors } => {
-                            return Err(Error::CloudInitFailed {
+                            return Err(ReadyError::CloudInitFailed {
                                 name: name.into(),
                                 secs,
                                 errors,
                                 log: guest_log(runner, guest, policy),
-                            });
+                            }
+                            .into());
                         }
                         done => return Ok((ssh_secs, done)),
                     }
@@ -422,12 +477,13 @@ fn check_interrupt(name: &str, what: &str) -> Result<()> {
 }
 
 fn not_ready(name: &str, secs: u64, what: String, log: LogExcerpt) -> Error {
-    Error::NotReady {
+    ReadyError::NotReady {
         name: name.into(),
         secs,
         what,
         log,
     }
+    .into()
 }
 
 /// The tail of the guest's cloud-init output log over SSH (through sudo, then without), or of
@@ -638,12 +694,12 @@ mod tests {
             .answer(SSH, answer(0, log.as_bytes(), ""));
         let (r, _) = run(&runner, Duration::from_secs(600));
         let err = r.unwrap_err();
-        let Error::CloudInitFailed {
-            ref name,
-            ref errors,
-            log: ref excerpt,
+        let Some(ReadyError::CloudInitFailed {
+            name,
+            errors,
+            log: excerpt,
             ..
-        } = err
+        }) = err.command::<ReadyError>()
         else {
             panic!("{err:?}");
         };
@@ -703,7 +759,10 @@ mod tests {
         );
         let (r, _) = run(&runner, Duration::ZERO);
         let err = r.unwrap_err();
-        assert!(matches!(err, Error::NotReady { .. }), "{err:?}");
+        assert!(
+            matches!(err.command(), Some(ReadyError::NotReady { .. })),
+            "{err:?}"
+        );
         assert_eq!(
             err.to_string(),
             "vm1 was not ready within 0 s: SSH on 198.18.0.60:22 does not let e2e in: e2e@198.18.0.60: Permission denied (publickey)."
