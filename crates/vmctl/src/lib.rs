@@ -7,9 +7,12 @@
 pub use guest_media;
 pub use hypervisor;
 
+pub mod address;
 pub mod commands;
 pub mod config;
+pub mod ctx;
 pub mod error;
+pub mod gpu;
 pub mod input;
 pub mod interrupt;
 pub mod media;

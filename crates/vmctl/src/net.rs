@@ -11,6 +11,18 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+/// How a new guest gets its address (`--dhcp`, `--ip auto`, `--ip A.B.C.D/NN`), as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkRequest {
+    Dhcp,
+    Static {
+        /// `auto` or `A.B.C.D/NN`.
+        ip: String,
+        gateway: Option<String>,
+        dns: Vec<String>,
+    },
+}
+
 /// The kernel's IPv4 neighbour table (proc(5), /proc/net/arp).
 pub const PROC_NET_ARP: &str = "/proc/net/arp";
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::names;
+pub use crate::net::NetworkRequest;
 use crate::net::{self, StaticIp};
 use guest_media::cache::{Expect, Progress};
 use guest_media::seed::{self, GuestNetwork, SeedSpec};
@@ -18,17 +19,6 @@ use hypervisor::domain::render::to_xml;
 use hypervisor::domain::{
     CpuMode, DirectBoot, Disk, DomainSpec, DomainType, Firmware, Metadata, Nic, PciAddress, Serial,
 };
-
-/// How the guest gets its address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetworkRequest {
-    Dhcp,
-    Static {
-        ip: String,
-        gateway: Option<String>,
-        dns: Vec<String>,
-    },
-}
 
 /// `vmctl create ubuntu` options, as given (unvalidated).
 #[derive(Debug, Clone)]
@@ -291,7 +281,7 @@ pub(crate) fn check_name_and_size(
 
 /// The bridge (`--bridge`, else the `bridge` setting), which must exist, and for a static
 /// `--ip` the address, checked to be on the bridge's subnet and unused. `--ip auto` gives
-/// `None` here: `ip::claim` picks the address after validation.
+/// `None` here: [`claim`] picks the address after validation.
 pub(crate) fn bridge_and_address(
     ctx: &Ctx,
     bridge: Option<&str>,
@@ -303,7 +293,7 @@ pub(crate) fn bridge_and_address(
     }
     let static_ip = match network {
         NetworkRequest::Dhcp => None,
-        NetworkRequest::Static { ip, .. } if super::ip::is_auto(ip) => None,
+        NetworkRequest::Static { ip, .. } if crate::address::is_auto(ip) => None,
         NetworkRequest::Static { ip, gateway, dns } => {
             let s = net::parse_static(ip, gateway.as_deref(), dns)?;
             let subnets = net::bridge_subnets(ctx.runner, &bridge);
@@ -313,6 +303,22 @@ pub(crate) fn bridge_and_address(
         }
     };
     Ok((bridge, static_ip))
+}
+
+/// Claims the plan's address (`--ip auto` or a probed static one), as
+/// [`crate::address::claim_address`] says; called after validation, before anything is made.
+pub fn claim(
+    ctx: &Ctx,
+    req: &UbuntuRequest,
+    plan: &mut UbuntuPlan,
+) -> Result<crate::address::Claim> {
+    crate::address::claim_address(
+        ctx,
+        &req.name,
+        &req.network,
+        &plan.bridge,
+        &mut plan.static_ip,
+    )
 }
 
 /// Validates the request against the host and libvirt. Creates nothing.
@@ -345,8 +351,8 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
         if req.firmware.is_none() && firmware == Firmware::Bios {
             firmware = Firmware::Efi { secure_boot: false };
         }
-        let selectors = super::gpu::parse_selectors(&req.gpus)?;
-        super::gpu::hostdevs_for_create(ctx, &req.name, &selectors, firmware, req.gpu_force)?
+        let selectors = crate::gpu::parse_selectors(&req.gpus)?;
+        crate::gpu::hostdevs_for_create(ctx, &req.name, &selectors, firmware, req.gpu_force)?
     };
     let user = req
         .user
@@ -788,7 +794,7 @@ pub fn create_ubuntu(ctx: &Ctx, req: &UbuntuRequest, progress: &dyn Progress) ->
     let mut rb = Rollback::new(ctx.hv);
     rb.claim_dir(&plan.vm_dir, &plan.name)?;
     // Probe/pick the static address and hold it in the reservation store (issue 6).
-    let claim = super::ip::claim(ctx, req, &mut plan)?;
+    let claim = claim(ctx, req, &mut plan)?;
     let created = apply(ctx, req, &plan, &mut rb, progress);
     claim.settle(created.is_ok());
     created

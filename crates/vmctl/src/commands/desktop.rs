@@ -532,7 +532,7 @@ pub fn create_planned(
     // The name first: a concurrent create of the same name stops here, before its download.
     let mut rb = Rollback::new(ctx.hv);
     rb.claim_dir(&plan.base.vm_dir, &plan.base.name)?;
-    let claim = super::ip::claim(ctx, &plan.request, &mut plan.base)?;
+    let claim = create::claim(ctx, &plan.request, &mut plan.base)?;
     let created = apply(ctx, &plan, &mut rb, progress);
     claim.settle(created.is_ok());
     created

@@ -1,6 +1,6 @@
-//! `vmctl gpu status|attach|detach` and the GPU part of `vmctl create --gpu`: group-aware
-//! passthrough that checks isolation, boot VGA, host users and other VMs before libvirt is
-//! asked, and explains libvirt's errors in the same words as `gpu status`.
+//! `vmctl gpu status|attach|detach`: group-aware passthrough that checks isolation, boot VGA,
+//! host users and other VMs before libvirt is asked ([`crate::gpu`], shared with `create
+//! --gpu`), and explains libvirt's errors in the same words as `gpu status`.
 //!
 //! Facts come from `hwdetect` on the host root (`--host-root` points it at a fixture), the rules
 //! from the `passthrough` crate. Hostdevs are `managed='yes'`, so on a real host libvirt itself
@@ -12,147 +12,21 @@
 //! `virDomainPCIAddressEnsureAddr`); the persistent config gets the full layout (function 0
 //! `multifunction='on'`, the others in the same guest slot behind a new pcie-root-port).
 
-mod explain;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use hwdetect::{Gpu, HostFacts};
+use hypervisor::domain::parse::parse_domain;
+use hypervisor::domain::render::hostdev_xml;
+use hypervisor::domain::{Hostdev, PciAddress, device_hostdevs};
+use hypervisor::{Hypervisor, splice};
 use passthrough::{Attachment, GpuUser, Refusal, Selector, SysfsWrite, SysfsWriter};
 use serde::Serialize;
 
-pub use explain::{Explanation, explain};
-
 use super::Ctx;
-use crate::error::{CommandFailure, Error, ExitKind, Failure, Result};
-use hypervisor::domain::parse::parse_domain;
-use hypervisor::domain::render::hostdev_xml;
-use hypervisor::domain::{Firmware, Hostdev, PciAddress, device_hostdevs};
-use hypervisor::{Hypervisor, splice};
-
-/// Errors of `vmctl gpu`; carried by [`Error::Command`].
-#[derive(Debug, thiserror::Error)]
-pub enum GpuError {
-    #[error("refusing to pass {} to VM `{vm}`:\n{}", plural_gpus(gpus), bullet(refusals.iter().map(Refusal::reason)))]
-    Refused {
-        vm: String,
-        gpus: Vec<String>,
-        refusals: Vec<Refusal>,
-    },
-    #[error("{0}")]
-    Select(passthrough::Error),
-    #[error("VM `{vm}` has no {} attached", if gpus.is_empty() { "GPU".to_string() } else { plural_gpus(gpus) })]
-    NotAttached { vm: String, gpus: Vec<String> },
-    #[error("libvirt could not {op} VM `{vm}`:\n{}", bullet(explanation.reasons.iter().cloned()))]
-    Explained {
-        op: &'static str,
-        vm: String,
-        explanation: Explanation,
-        #[source]
-        source: hypervisor::LibvirtError,
-    },
-    #[error("VM `{vm}` is not running, so nothing can be hot-plugged (--live)")]
-    NotRunning { vm: String },
-    #[error("VM `{vm}` is transient: it has no persistent config to change (--persistent)")]
-    Transient { vm: String },
-    #[error("GPU passthrough needs UEFI firmware and a q35 machine; --firmware bios was asked")]
-    NeedsUefi,
-    #[error("VM `{vm}` has machine type `{machine}`: a GPU's functions need a PCIe (q35) slot")]
-    NotQ35 { vm: String, machine: String },
-    #[error("rebinding {gpu} to the {target} driver")]
-    Rebind {
-        gpu: String,
-        target: &'static str,
-        #[source]
-        source: passthrough::Error,
-    },
-}
-
-fn plural_gpus(gpus: &[String]) -> String {
-    match gpus {
-        [one] => format!("GPU {one}"),
-        many => format!("GPUs {}", many.join(", ")),
-    }
-}
-
-fn bullet(lines: impl Iterator<Item = String>) -> String {
-    lines
-        .map(|l| format!("  - {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-impl CommandFailure for GpuError {
-    fn exit_kind(&self) -> ExitKind {
-        match self {
-            Self::Refused { .. }
-            | Self::Select(_)
-            | Self::NotAttached { .. }
-            | Self::NotRunning { .. }
-            | Self::Transient { .. }
-            | Self::NeedsUefi
-            | Self::NotQ35 { .. } => ExitKind::Usage,
-            Self::Explained { .. } | Self::Rebind { .. } => ExitKind::Failure,
-        }
-    }
-
-    fn help(&self) -> Vec<String> {
-        match self {
-            Self::Refused { refusals, .. } => {
-                let mut out: Vec<String> = Vec::new();
-                for r in refusals {
-                    let h = r.help();
-                    if !out.contains(&h) {
-                        out.push(h);
-                    }
-                }
-                if refusals.iter().any(|r| !r.forceable()) {
-                    out.push(
-                        "--force overrides only isolation, boot VGA and host-use checks".into(),
-                    );
-                }
-                out
-            }
-            Self::Select(passthrough::Error::UnknownSelector { available, .. }) => {
-                if available.is_empty() {
-                    vec!["this host has no NVIDIA GPU (`vmctl gpu status`)".into()]
-                } else {
-                    vec![format!(
-                        "the GPUs here (`vmctl gpu status`): {}",
-                        available.join("; ")
-                    )]
-                }
-            }
-            Self::Select(_) => vec![
-                "a selector is a BDF (0000:01:00.0 or 01:00.0), an index from `vmctl gpu status`, \
-                 `all`, or `group:N`"
-                    .into(),
-            ],
-            Self::NotAttached { .. } => {
-                vec!["`vmctl gpu status` shows which VM each GPU is attached to".into()]
-            }
-            Self::Explained { explanation, .. } => explanation.help.clone(),
-            Self::NotRunning { vm } => vec![format!(
-                "drop --live to change the config for the next boot, or start it: `vmctl start {vm}`"
-            )],
-            Self::Transient { .. } => vec!["use --live".into()],
-            Self::NeedsUefi => vec!["drop --firmware bios: --gpu uses q35 with OVMF".into()],
-            Self::NotQ35 { .. } => vec![
-                "create the VM with `vmctl create … --gpu` (q35 + UEFI), or use --live for a hot-plug"
-                    .into(),
-            ],
-            Self::Rebind { gpu, .. } => vec![format!(
-                "the GPU is detached from the VM but its driver is unchanged; `vmctl gpu status` \
-                 shows it, and `echo {gpu} > /sys/bus/pci/drivers_probe` retries the probe"
-            )],
-        }
-    }
-}
-
-impl From<GpuError> for Error {
-    fn from(e: GpuError) -> Self {
-        Error::Command(Failure::new(e))
-    }
-}
+use crate::error::{Error, Result};
+use crate::gpu::{addresses, check_selection, explain, gather, select};
+// Shared with `create --gpu`; here too, as the binary and the tests name them.
+pub use crate::gpu::{GpuError, attachments, parse_selectors};
 
 /// `isolated` in `gpu status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -245,40 +119,6 @@ pub struct GpuReport {
 const NO_RESET: &str = "no reset method: after the VM stops the GPU may stay unusable until the \
                         host reboots";
 
-/// Every PCI function a domain holds, live and in its persistent config.
-pub fn attachments(hv: &dyn Hypervisor) -> Result<Vec<Attachment>> {
-    let mut map: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
-    for rec in hv.list()? {
-        let live: Vec<PciAddress> = if rec.state.is_active() {
-            parse_domain(&rec.xml)?.hostdevs
-        } else {
-            Vec::new()
-        };
-        let config: Vec<PciAddress> = if !rec.persistent {
-            Vec::new()
-        } else if rec.state.is_active() {
-            parse_domain(&hv.inactive_xml(&rec.name)?)?.hostdevs
-        } else {
-            parse_domain(&rec.xml)?.hostdevs
-        };
-        for a in live {
-            map.entry((a.to_string(), rec.name.clone())).or_default().0 = true;
-        }
-        for a in config {
-            map.entry((a.to_string(), rec.name.clone())).or_default().1 = true;
-        }
-    }
-    Ok(map
-        .into_iter()
-        .map(|((bdf, vm), (live, config))| Attachment {
-            bdf,
-            vm,
-            live,
-            config,
-        })
-        .collect())
-}
-
 fn attached_to(gpu: &Gpu, atts: &[Attachment]) -> Vec<AttachedTo> {
     let mut by_vm: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
     for a in atts.iter().filter(|a| gpu.functions.contains(&a.bdf)) {
@@ -361,14 +201,6 @@ pub fn status(
         gpus,
         warnings,
     }
-}
-
-/// The facts, the host users and the attachments: what every GPU command starts from.
-pub fn gather(ctx: &Ctx) -> Result<(HostFacts, Vec<GpuUser>, Vec<Attachment>)> {
-    let facts = hwdetect::detect(ctx.host);
-    let users = passthrough::host_gpu_users(ctx.host, ctx.runner, &facts);
-    let atts = attachments(ctx.hv)?;
-    Ok((facts, users, atts))
 }
 
 /// The human view of `gpu status`.
@@ -510,55 +342,6 @@ pub struct AttachOutcome {
     pub forced: Vec<String>,
 }
 
-/// Parses `--gpu` values (comma-separated lists allowed).
-pub fn parse_selectors(raw: &[String]) -> Result<Vec<Selector>> {
-    raw.iter()
-        .flat_map(|s| s.split(','))
-        .map(|s| s.parse().map_err(|e| GpuError::Select(e).into()))
-        .collect()
-}
-
-fn select<'a>(facts: &'a HostFacts, selectors: &[Selector]) -> Result<Vec<&'a Gpu>> {
-    let all = [Selector::All];
-    let selectors = if selectors.is_empty() {
-        &all[..]
-    } else {
-        selectors
-    };
-    passthrough::resolve(facts, selectors).map_err(|e| GpuError::Select(e).into())
-}
-
-fn addresses(gpu: &Gpu) -> Vec<PciAddress> {
-    gpu.functions
-        .iter()
-        .filter_map(|f| f.parse().ok())
-        .collect()
-}
-
-/// Checks the selection for `vm` and returns the refusals `--force` overrode; every other
-/// refusal is an error.
-pub fn check_selection(
-    facts: &HostFacts,
-    vm: &str,
-    selected: &[&Gpu],
-    atts: &[Attachment],
-    users: &[GpuUser],
-    force: bool,
-) -> Result<Vec<String>> {
-    let refusals = passthrough::check(facts, selected, Some(vm), atts, users);
-    let (forced, blocking): (Vec<Refusal>, Vec<Refusal>) =
-        refusals.into_iter().partition(|r| force && r.forceable());
-    if !blocking.is_empty() {
-        return Err(GpuError::Refused {
-            vm: vm.to_string(),
-            gpus: selected.iter().map(|g| g.bdf.clone()).collect(),
-            refusals: blocking,
-        }
-        .into());
-    }
-    Ok(forced.iter().map(Refusal::reason).collect())
-}
-
 /// Maps a libvirt error about passthrough to the explanation `gpu status` gives.
 fn explained(
     op: &'static str,
@@ -603,25 +386,6 @@ fn live_hostdev(a: PciAddress) -> Result<String> {
         guest: None,
         multifunction: false,
     })?)
-}
-
-/// The GPUs' hostdevs for a new domain (`vmctl create --gpu`), one entry per GPU with all its
-/// functions, after the same checks as `gpu attach`. Pass each entry to
-/// [`hypervisor::domain::DomainSpec::add_pci_device`].
-pub fn hostdevs_for_create(
-    ctx: &Ctx,
-    vm: &str,
-    selectors: &[Selector],
-    firmware: Firmware,
-    force: bool,
-) -> Result<Vec<Vec<PciAddress>>> {
-    if firmware == Firmware::Bios {
-        return Err(GpuError::NeedsUefi.into());
-    }
-    let (facts, users, atts) = gather(ctx)?;
-    let selected = select(&facts, selectors)?;
-    check_selection(&facts, vm, &selected, &atts, &users, force)?;
-    Ok(selected.iter().map(|g| addresses(g)).collect())
 }
 
 /// `vmctl gpu attach`: checks, then hot-plugs and/or changes the persistent config. A config

@@ -167,7 +167,7 @@ pub fn delete(ctx: &Ctx, name: &str, yes: bool, keep_disks: bool) -> Result<Dele
     let md = facts.metadata.clone().unwrap_or_default();
     let attached: Vec<PathBuf> = facts.disks.iter().filter_map(|d| d.path.clone()).collect();
     ctx.hv.undefine(name, facts.firmware == "efi")?;
-    super::ip::release_deleted(ctx, name, md.ip.as_deref());
+    crate::address::release_deleted(ctx, name, md.ip.as_deref());
 
     let own = own_dir(&ctx.config.storage_dir(), name, md.dir.as_deref());
     let mut removed = Vec::new();

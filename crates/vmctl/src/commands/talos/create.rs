@@ -347,8 +347,8 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
     let gpus = if req.gpus.is_empty() {
         Vec::new()
     } else {
-        let selectors = crate::commands::gpu::parse_selectors(&req.gpus)?;
-        crate::commands::gpu::hostdevs_for_create(
+        let selectors = crate::gpu::parse_selectors(&req.gpus)?;
+        crate::gpu::hostdevs_for_create(
             ctx,
             &req.name,
             &selectors,
@@ -1002,7 +1002,7 @@ pub fn create_talos(
     // The name first: a concurrent create of the same name stops here, before its download.
     let mut rb = Rollback::new(ctx.hv);
     rb.claim_dir(&plan.vm_dir, &plan.name)?;
-    let claim = crate::commands::ip::claim_address(
+    let claim = crate::address::claim_address(
         ctx,
         &req.name,
         &req.network,
