@@ -19,6 +19,7 @@ pub mod media;
 pub mod names;
 pub mod net;
 pub mod storage;
+pub mod talos;
 
 pub use error::{Error, ExitKind, Result};
 

@@ -27,7 +27,6 @@ use talos_image::machineconfig::{self, NodePatch, Role};
 use talos_image::nvidia::{self, Driver, Flavour};
 use talos_image::{ConfigInput, SecretsBundle, TalosVersion};
 
-use super::{ClusterDir, ClusterRecord, SchematicRequest, TalosError, write_private};
 use crate::commands::Ctx;
 use crate::commands::create::{
     BridgedVm, NetworkRequest, Rollback, bridge_and_address, check_name_and_size, now_rfc3339,
@@ -36,6 +35,7 @@ use crate::commands::create::{
 use crate::error::{Error, Result};
 use crate::names;
 use crate::net::StaticIp;
+use crate::talos::{ClusterDir, ClusterRecord, SchematicRequest, TalosError, write_private};
 use guest_media::cache::{Expect, Progress, Verification};
 use guest_media::disk;
 use guest_media::seed::{self, GuestNetwork, SeedSpec};
@@ -304,7 +304,7 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
         ClusterState::New
     };
     if let Some(e) = &req.endpoint {
-        super::check_endpoint(e)?;
+        crate::talos::check_endpoint(e)?;
     }
 
     let (bridge, static_ip) = bridge_and_address(ctx, req.bridge.as_deref(), &req.network)?;
@@ -370,7 +370,7 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
     // latest stable release.
     let version = match (&req.version, &cluster_state) {
         (None, ClusterState::Existing { record, .. }) => record.version.clone(),
-        (v, _) => super::client(ctx.config)?.resolve_version(
+        (v, _) => crate::talos::client(ctx.config)?.resolve_version(
             VersionSource::Github,
             v.as_deref(),
             req.allow_prerelease,
@@ -404,9 +404,9 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
         },
         ..Default::default()
     };
-    let (schematic, driver_note) = super::build_schematic(&sreq, chip.as_deref(), nvswitch)?;
+    let (schematic, driver_note) = crate::talos::build_schematic(&sreq, chip.as_deref(), nvswitch)?;
     let (schematic_id, schematic_yaml, _) =
-        super::schematic_id(ctx.config, &schematic, req.online, Some(&version))?;
+        crate::talos::schematic_id(ctx.config, &schematic, req.online, Some(&version))?;
 
     Ok(TalosPlan {
         name: req.name.clone(),
@@ -458,7 +458,7 @@ fn fetch_image(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<F
     match plan.media {
         Media::Nocloud => fetch_nocloud(ctx, plan, progress),
         Media::MetalIso => {
-            let iso = super::endpoints(ctx.config).image(
+            let iso = crate::talos::endpoints(ctx.config).image(
                 &plan.schematic_id,
                 &plan.version,
                 ImageKind::MetalIso,
@@ -482,7 +482,7 @@ fn fetch_image(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<F
 /// The nocloud disk image: qcow2, or `.raw.xz` decompressed next to the cache's blobs when the
 /// factory has no qcow2.
 fn fetch_nocloud(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<FactoryImage> {
-    let ep = super::endpoints(ctx.config);
+    let ep = crate::talos::endpoints(ctx.config);
     let cache = crate::media::image_cache(ctx.config);
     let qcow = ep.image(&plan.schematic_id, &plan.version, ImageKind::NocloudQcow2);
     match cache.fetch(&qcow.url, &Expect::RecordFirst, progress) {
@@ -624,7 +624,7 @@ fn apply_claimed(
         }
     };
 
-    let ep = super::endpoints(ctx.config);
+    let ep = crate::talos::endpoints(ctx.config);
     // The installed system keeps the booted image's platform and schematic.
     let installer_image = ep.installer_image(
         plan.media.platform(),

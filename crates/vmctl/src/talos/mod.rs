@@ -1,0 +1,441 @@
+//! Talos clusters as vmctl keeps them, shared by `vmctl talos …` and `create talos`: the
+//! errors of the Talos commands, the Image Factory and GitHub endpoints from the settings, the
+//! schematic ([`schematic`]), the Kubernetes API endpoint check, and the cluster state.
+//!
+//! Cluster state: `<state_dir>/talos/<cluster>/` holds `secrets.yaml` (the `talosctl gen secrets`
+//! bundle), `cluster.json` (endpoint, version), `talosconfig` and, for GPU clusters, the
+//! `nvidia` RuntimeClass manifest; every file mode 0600 since most hold private keys.
+
+mod schematic;
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use hostio::{CommandError, HostRoot};
+use serde::{Deserialize, Serialize};
+use talos_image::{Endpoints, FactoryClient, SecretsBundle, TalosVersion};
+
+pub use schematic::{SchematicRequest, build_schematic, host_gpu, pick_driver, schematic_id};
+
+use crate::config::Config;
+use crate::error::{CommandFailure, Error, ExitKind, Failure, Result};
+
+/// Errors of the Talos commands; the library's own errors pass through [`TalosError::Library`].
+#[derive(Debug, thiserror::Error)]
+pub enum TalosError {
+    #[error(transparent)]
+    Library(#[from] talos_image::Error),
+    #[error("Talos cluster {cluster:?} already exists ({dir})")]
+    ClusterExists { cluster: String, dir: PathBuf },
+    #[error("no Talos cluster {cluster:?} in {dir}")]
+    NoSuchCluster { cluster: String, dir: PathBuf },
+    #[error("new cluster {cluster:?} needs a Kubernetes API endpoint")]
+    NoEndpoint { cluster: String },
+    #[error("{path} already exists")]
+    OutputExists { path: PathBuf },
+    #[error("read {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--file` is not a small regular file or not a schematic; never quotes the file.
+    #[error("schematic file {path}: {reason}")]
+    SchematicFile { path: PathBuf, reason: String },
+    #[error("parse cluster record {path}")]
+    ParseRecord {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("write {path}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("decompress {url} into {path}")]
+    Decompress {
+        url: String,
+        path: PathBuf,
+        #[source]
+        source: talos_image::Error,
+    },
+    #[error("{program} is not on PATH")]
+    MissingProgram { program: &'static str },
+    #[error("--bootstrap needs {what}")]
+    BootstrapUnsupported { what: &'static str },
+    #[error("{step} did not succeed within {secs} s")]
+    Bootstrap {
+        step: String,
+        secs: u64,
+        #[source]
+        source: CommandError,
+    },
+}
+
+impl CommandFailure for TalosError {
+    fn exit_kind(&self) -> ExitKind {
+        match self {
+            TalosError::Library(e) if e.is_bad_input() => ExitKind::Usage,
+            TalosError::Library(talos_image::Error::HttpStatus { status, .. })
+                if (400..500).contains(status) =>
+            {
+                ExitKind::Usage
+            }
+            TalosError::ClusterExists { .. }
+            | TalosError::NoSuchCluster { .. }
+            | TalosError::NoEndpoint { .. }
+            | TalosError::OutputExists { .. }
+            | TalosError::SchematicFile { .. }
+            | TalosError::MissingProgram { .. }
+            | TalosError::BootstrapUnsupported { .. } => ExitKind::Usage,
+            _ => ExitKind::Failure,
+        }
+    }
+
+    fn help(&self) -> Vec<String> {
+        use talos_image::Error as L;
+        match self {
+            TalosError::Library(e) => match e {
+                L::VersionNotFound { .. } => {
+                    vec!["list the published versions with `vmctl talos versions`".into()]
+                }
+                L::VersionIsPrerelease { .. } => {
+                    vec!["add --allow-prerelease to use a pre-release".into()]
+                }
+                L::UnknownExtensions { version, .. } => vec![format!(
+                    "the factory's list for {version} is at /version/{version}/extensions/official; names look like siderolabs/qemu-guest-agent"
+                )],
+                L::SchematicNotPlainSafe { .. } => {
+                    vec!["add --online to let the Image Factory compute the ID".into()]
+                }
+                L::InvalidConfigInput { field, .. } if *field == "endpoint" => vec![format!(
+                    "give the Kubernetes API endpoint as {ENDPOINT_FORMS}"
+                )],
+                L::InvalidConfigInput { field, .. } if *field == "cluster name" => vec![
+                    "cluster names are DNS labels: lowercase letters, digits and '-'".into(),
+                ],
+                L::Http { url, .. } | L::HttpStatus { url, .. } | L::Decode { url, .. } => vec![
+                    format!("check that {url} is reachable; base URLs: settings talos_factory_url / github_api_url (VMCTL_TALOS_FACTORY_URL / VMCTL_GITHUB_API_URL)"),
+                ],
+                _ => Vec::new(),
+            },
+            TalosError::ClusterExists { cluster, .. } => vec![
+                format!("to add this VM to it, pass `--cluster {cluster}`"),
+                "to start a new cluster, pick another name with --cluster NAME".into(),
+            ],
+            TalosError::NoSuchCluster { cluster, .. } => vec![format!(
+                "create its control plane first: `vmctl create talos NAME --cluster {cluster} --ip A.B.C.D/NN`"
+            )],
+            TalosError::NoEndpoint { .. } => vec![
+                "give the control plane a static address with --ip A.B.C.D/NN (or --ip auto), or pass --endpoint https://IP:6443".into(),
+            ],
+            TalosError::SchematicFile { .. } => vec![
+                "pass an Image Factory schematic (YAML with customization.systemExtensions.officialExtensions, customization.extraKernelArgs), or leave out --file".into(),
+            ],
+            TalosError::OutputExists { .. } => {
+                vec!["choose an empty --out directory; vmctl never overwrites secrets".into()]
+            }
+            TalosError::MissingProgram { program } => vec![format!(
+                "install {program}, or drop --bootstrap and run the printed steps yourself"
+            )],
+            TalosError::BootstrapUnsupported { .. } => {
+                vec!["drop --bootstrap and run the printed steps once the node is up".into()]
+            }
+            TalosError::Bootstrap { .. } => vec![
+                "the node may still be booting: watch it with `virsh console NAME`, then run the printed steps".into(),
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<TalosError> for Error {
+    fn from(e: TalosError) -> Self {
+        Error::Command(Failure::new(e))
+    }
+}
+
+impl From<talos_image::Error> for Error {
+    fn from(e: talos_image::Error) -> Self {
+        TalosError::Library(e).into()
+    }
+}
+
+/// The factory and GitHub base URLs from vmctl's settings (flags > VMCTL_* > config.toml).
+pub fn endpoints(config: &Config) -> Endpoints {
+    Endpoints::new(
+        config.value("github_api_url"),
+        config.value("talos_factory_url"),
+    )
+}
+
+/// A client for [`endpoints`].
+pub fn client(config: &Config) -> Result<FactoryClient> {
+    Ok(FactoryClient::new(endpoints(config))?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Kubernetes API endpoint
+
+/// What `--endpoint` takes, in the words of both `--help` texts (`talos config`, `create
+/// talos`); [`check_endpoint`] accepts exactly this, and a test holds the two together.
+pub const ENDPOINT_FORMS: &str = "https://HOST:PORT with HOST an IPv4 address, an [IPv6] \
+    address or a DNS name, e.g. https://198.18.0.10:6443, https://[fd00::10]:6443 or \
+    https://k8s.example:6443";
+
+/// Checks `--endpoint`: `https://HOST:PORT` and nothing after the port, HOST an IPv4 address
+/// (dotted quad, no leading zeros), a bracketed IPv6 address or a DNS name (RFC 1123 labels of
+/// letters, digits and '-', at most 253 characters), PORT 1-65535. The port is required: the
+/// API server listens on 6443, and a URL without one means 443.
+pub fn check_endpoint(endpoint: &str) -> Result<()> {
+    let bad = |why: &str| -> Error {
+        TalosError::Library(talos_image::Error::InvalidConfigInput {
+            field: "endpoint",
+            reason: format!("{endpoint:?} {why}"),
+        })
+        .into()
+    };
+    let rest = endpoint
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("is not an https:// URL"))?;
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("has an unclosed '['"))?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("has no IPv6 address inside [ ]"));
+        }
+        (h, after.strip_prefix(':'))
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest.trim_end_matches('/'), None),
+        }
+    };
+    let Some(port) = port else {
+        return Err(bad("has no port (the API server listens on 6443)"));
+    };
+    if port.contains(['/', '?', '#']) {
+        return Err(bad("has something after the port"));
+    }
+    if !(!port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|n| n > 0))
+    {
+        return Err(bad("has a bad port"));
+    }
+    if rest.starts_with('[') {
+        return Ok(());
+    }
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        // All digits and dots: only a dotted quad (Rust's parser refuses leading zeros).
+        return host
+            .parse::<std::net::Ipv4Addr>()
+            .map(|_| ())
+            .map_err(|_| bad("has a host that is not an IPv4 address"));
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err(bad(
+            "has a host that is neither an IP address nor a DNS name (letters, digits, '-' and '.')",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `content` to a new file with mode 0600; an existing file is never overwritten.
+pub fn write_private(path: &Path, content: &[u8]) -> Result<()> {
+    let err = |source| TalosError::WriteFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                TalosError::OutputExists {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                err(e)
+            }
+        })?;
+    f.write_all(content).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster state
+
+/// `cluster.json`: what later nodes of the cluster need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub name: String,
+    pub endpoint: String,
+    pub version: TalosVersion,
+    pub created: String,
+}
+
+/// A cluster's directory in vmctl's state directory.
+#[derive(Debug, Clone)]
+pub struct ClusterDir {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl ClusterDir {
+    pub fn new(host: &HostRoot, config: &Config, name: &str) -> Self {
+        ClusterDir {
+            name: name.to_string(),
+            dir: host
+                .path(config.value("state_dir"))
+                .join("talos")
+                .join(name),
+        }
+    }
+
+    pub fn secrets(&self) -> PathBuf {
+        self.dir.join("secrets.yaml")
+    }
+    pub fn record(&self) -> PathBuf {
+        self.dir.join("cluster.json")
+    }
+    pub fn talosconfig(&self) -> PathBuf {
+        self.dir.join("talosconfig")
+    }
+    pub fn runtime_class(&self) -> PathBuf {
+        self.dir.join("runtimeclass-nvidia.yaml")
+    }
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// A cluster exists once its directory does (secrets are written first).
+    pub fn exists(&self) -> bool {
+        self.dir.exists()
+    }
+
+    fn read(&self, path: &Path) -> Result<String> {
+        std::fs::read_to_string(path).map_err(|source| {
+            TalosError::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            }
+            .into()
+        })
+    }
+
+    /// The stored record and secrets.
+    pub fn load(&self) -> Result<(ClusterRecord, SecretsBundle)> {
+        let text = self.read(&self.record())?;
+        let record: ClusterRecord =
+            serde_json::from_str(&text).map_err(|source| TalosError::ParseRecord {
+                path: self.record(),
+                source,
+            })?;
+        let secrets = SecretsBundle::from_yaml(&self.read(&self.secrets())?)?;
+        Ok((record, secrets))
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    /// The URLs [`ENDPOINT_FORMS`] gives as examples.
+    fn examples() -> Vec<&'static str> {
+        ENDPOINT_FORMS
+            .split_whitespace()
+            .filter(|w| w.contains("://") && !w.contains("HOST"))
+            .map(|w| w.trim_end_matches(','))
+            .collect()
+    }
+
+    #[test]
+    fn the_help_and_the_check_agree() {
+        assert_eq!(
+            examples(),
+            [
+                "https://198.18.0.10:6443",
+                "https://[fd00::10]:6443",
+                "https://k8s.example:6443"
+            ]
+        );
+        for ok in examples().into_iter().chain([
+            "https://10.0.0.1:443",
+            "https://k8s:6443",
+            "https://api.cluster-1.example.com:65535",
+            "https://[::1]:6443",
+        ]) {
+            check_endpoint(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, why) in [
+            ("198.18.0.10:6443", "not an https:// URL"),
+            ("http://198.18.0.10:6443", "not an https:// URL"),
+            ("https://198.18.0.10", "no port"),
+            ("https://198.18.0.10/", "no port"),
+            ("https://k8s.example", "no port"),
+            ("https://[fd00::10]", "no port"),
+            ("https://198.18.0.10:port", "bad port"),
+            ("https://198.18.0.10:0", "bad port"),
+            ("https://198.18.0.10:65536", "bad port"),
+            ("https://198.18.0.10:", "bad port"),
+            ("https://198.18.0.10:6443/", "after the port"),
+            ("https://198.18.0.10:6443/api", "after the port"),
+            ("https://198.18.0.10:6443?x", "after the port"),
+            ("https://:6443", "no host"),
+            ("https://198.18.0.300:6443", "not an IPv4"),
+            ("https://198.018.0.10:6443", "not an IPv4"),
+            ("https://k8s_api.example:6443", "neither"),
+            ("https://-k8s.example:6443", "neither"),
+            ("https://k8s..example:6443", "neither"),
+            ("https://user@k8s:6443", "neither"),
+            ("https://fd00::10:6443", "bad port"),
+            ("https://[fd00::zz]:6443", "IPv6"),
+            ("https://[fd00::10:6443", "unclosed"),
+        ] {
+            let err = check_endpoint(bad).unwrap_err();
+            assert_eq!(err.exit_kind(), ExitKind::Usage);
+            let msg = err.to_string();
+            assert!(msg.contains(why), "{bad}: {msg}");
+            let help = err.help().join("\n");
+            assert!(help.contains(ENDPOINT_FORMS), "{help}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_files_are_0600_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secrets.yaml");
+        write_private(&p, b"a").unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let err = write_private(&p, b"b").unwrap_err();
+        assert_eq!(err.exit_kind(), ExitKind::Usage, "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"a");
+    }
+}
