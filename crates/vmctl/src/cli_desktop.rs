@@ -1,7 +1,7 @@
 //! The binary's side of `vmctl create ubuntu NAME --desktop`: turns the shared `create ubuntu`
 //! arguments into a desktop request, asks for the password (`--password-prompt`), draws the
 //! install progress for `--wait` and renders the result. The work is in
-//! `vmctl::commands::desktop`.
+//! `vmctl::commands::create::desktop` and `vmctl::commands::desktop`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -10,7 +10,9 @@ use indicatif::ProgressBar;
 use vmctl::Error;
 use vmctl::commands::Ctx;
 use vmctl::commands::create::UbuntuRequest;
-use vmctl::commands::desktop::{self, DesktopError, DesktopRequest, WaitEvent};
+use vmctl::commands::create::desktop::{self, DesktopRequest};
+use vmctl::commands::desktop::{WaitEvent, wait_install};
+use vmctl::desktop::{DEFAULT_MEMORY, DesktopError};
 use vmctl::guest_media::iso;
 
 use super::{Bar, UbuntuArgs, esc, out, out_json};
@@ -24,10 +26,7 @@ pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) ->
         return Err(DesktopError::PlaintextPassword.into());
     }
     let mut base = base;
-    base.memory = a
-        .memory
-        .clone()
-        .unwrap_or_else(|| desktop::DEFAULT_MEMORY.into());
+    base.memory = a.memory.clone().unwrap_or_else(|| DEFAULT_MEMORY.into());
     let req = DesktopRequest {
         base,
         iso: a.iso.clone(),
@@ -92,7 +91,7 @@ pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) ->
         let spinner = ProgressBar::new_spinner();
         spinner.enable_steady_tick(Duration::from_millis(200));
         let name = created.name.clone();
-        let s = desktop::wait_install(ctx, &created.name, timeout, &|ev| match ev {
+        let s = wait_install(ctx, &created.name, timeout, &|ev| match ev {
             WaitEvent::Phase(p, t) => spinner.suspend(|| {
                 clikit::errln(&format!(
                     "{name}: [{:>3}:{:02}] {}",

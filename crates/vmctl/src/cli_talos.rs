@@ -10,7 +10,7 @@ use talos_image::machineconfig::Role;
 use talos_image::nvidia::{Driver, Flavour};
 use vmctl::Error;
 use vmctl::commands::create::NetworkRequest;
-use vmctl::commands::talos::create::{TalosCreated, TalosRequest};
+use vmctl::commands::create::talos::{TalosCreated, TalosRequest};
 use vmctl::commands::talos::{self, ConfigRequest, ENDPOINT_FORMS, SchematicRequest};
 use vmctl::config::Config;
 

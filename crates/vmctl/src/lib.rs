@@ -8,9 +8,11 @@ pub use guest_media;
 pub use hypervisor;
 
 pub mod address;
+pub(crate) mod build;
 pub mod commands;
 pub mod config;
 pub mod ctx;
+pub mod desktop;
 pub mod error;
 pub mod gpu;
 pub mod input;

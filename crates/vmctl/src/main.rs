@@ -739,7 +739,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Create(CreateKind::Talos(a)) => {
             let bar = Bar(ProgressBar::new(0));
-            let created = vmctl::commands::talos::create::create_talos(&ctx, &a.request(), &bar)?;
+            let created = vmctl::commands::create::talos::create_talos(&ctx, &a.request(), &bar)?;
             if cli.json {
                 out_json(&created)
             } else {

@@ -12,8 +12,8 @@ use std::process::Command;
 use hostio::{HostRoot, SystemRunner};
 use hypervisor::{Hypervisor, Libvirt};
 use vmctl::commands::Ctx;
-use vmctl::commands::desktop::{InstallPhase, phase_of, switch_to_final};
 use vmctl::config::Config;
+use vmctl::desktop::{InstallPhase, phase_of, switch_to_final};
 
 const URI: &str = "qemu:///system";
 const NAME: &str = "gvb-desktop-lab";

@@ -11,7 +11,7 @@ use guest_media::autoinstall::{
 };
 use guest_media::seed::{GuestNetwork, SeedSpec};
 use serde_json::Value;
-use vmctl::commands::desktop::{InstallStatus, install_status};
+use vmctl::desktop::{InstallStatus, install_status};
 
 /// The schema, or `None` (with a message) when the variable is unset. Set but unreadable fails.
 fn schema() -> Option<Value> {

@@ -21,7 +21,7 @@ use talos_image::{ConfigInput, Endpoints, Schematic, SecretsBundle, TalosVersion
 use talos_support::*;
 use vmctl::commands::Ctx;
 use vmctl::commands::create::NetworkRequest;
-use vmctl::commands::talos::create::{Media, TalosCreated, TalosRequest, create_talos};
+use vmctl::commands::create::talos::{Media, TalosCreated, TalosRequest, create_talos};
 use vmctl::config::Config;
 use vmctl::{Error, ExitKind};
 
@@ -574,12 +574,12 @@ fn a_cluster_started_concurrently_is_refused_and_left_alone() {
         env: &no_env,
     };
     let r = request("race", Some("198.18.7.90/24"));
-    let plan = vmctl::commands::talos::create::plan(&ctx, &r).unwrap();
+    let plan = vmctl::commands::create::talos::plan(&ctx, &r).unwrap();
     // Another create starts the same cluster between this one's checks and its writes.
     let dir = cluster_dir(&f, "race");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("secrets.yaml"), "theirs").unwrap();
-    let err = vmctl::commands::talos::create::apply(&ctx, &r, &plan, &NoProgress)
+    let err = vmctl::commands::create::talos::apply(&ctx, &r, &plan, &NoProgress)
         .map(|_| ())
         .unwrap_err();
     assert_eq!(err.exit_kind(), ExitKind::Usage);

@@ -24,7 +24,7 @@ pub fn start(ctx: &Ctx, name: &str) -> Result<Outcome> {
     let state = ctx.hv.state(name)?;
     let action = if state.is_active() {
         "already running".to_string()
-    } else if super::desktop::switch_if_installed(ctx, name)?.is_some() {
+    } else if crate::desktop::switch_if_installed(ctx, name)?.is_some() {
         // `create --desktop` without --wait: the installer finished and powered off.
         ctx.hv.start(name)?;
         "install finished: switched to boot from disk, started".to_string()

@@ -18,8 +18,6 @@ use crate::talos::{
 // The commands' inputs, as the binary names them.
 pub use crate::talos::{ENDPOINT_FORMS, SchematicRequest};
 
-pub mod create;
-
 // ---------------------------------------------------------------------------------------------
 // vmctl talos versions
 

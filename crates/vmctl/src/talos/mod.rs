@@ -6,7 +6,7 @@
 //! bundle), `cluster.json` (endpoint, version), `talosconfig` and, for GPU clusters, the
 //! `nvidia` RuntimeClass manifest; every file mode 0600 since most hold private keys.
 
-mod schematic;
+pub mod schematic;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -27,13 +27,13 @@ use talos_image::machineconfig::{self, NodePatch, Role};
 use talos_image::nvidia::{self, Driver, Flavour};
 use talos_image::{ConfigInput, SecretsBundle, TalosVersion};
 
-use crate::commands::Ctx;
-use crate::commands::create::{
-    BridgedVm, NetworkRequest, Rollback, bridge_and_address, check_name_and_size, now_rfc3339,
-    overlay_and_seed,
+use crate::build::{
+    BridgedVm, Rollback, bridge_and_address, check_name_and_size, now_rfc3339, overlay_and_seed,
 };
+use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::names;
+use crate::net::NetworkRequest;
 use crate::net::StaticIp;
 use crate::talos::{ClusterDir, ClusterRecord, SchematicRequest, TalosError, write_private};
 use guest_media::cache::{Expect, Progress, Verification};

@@ -3,14 +3,20 @@
 //! anything is made.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hostio::{Cmd, CommandRunner, HostRoot, Output, RecordingRunner, SystemRunner};
 use sha2::Digest;
 
 use super::*;
-use crate::commands::create::NetworkRequest;
+use crate::ExitKind;
+use crate::commands::create::ubuntu::ImageSource;
+use crate::commands::desktop::{WaitEvent, wait_install};
 use crate::config::Config;
+use crate::desktop::*;
+use crate::net::NetworkRequest;
 use crate::test_support::assert_valid_domain_xml;
+use guest_media::autoinstall::{DONE_MARKER, FAILED_MARKER};
 use guest_media::cache::NoProgress;
 use guest_media::cache::testserver::{Server, serve};
 use hypervisor::{Hypervisor, Libvirt};
@@ -124,7 +130,7 @@ fn mirror(iso: &[u8], listed_sha: Option<&str>) -> Server {
 fn fixed_plan(f: &Fixture, gpus: bool) -> UbuntuPlan {
     UbuntuPlan {
         name: "desk1".into(),
-        image: create::ImageSource::Release {
+        image: ImageSource::Release {
             version: "24.04".into(),
             codename: "noble".into(),
         },

@@ -10,7 +10,8 @@ use crate::commands::{Ctx, lifecycle};
 use crate::config::Config;
 use guest_media::cache::NoProgress;
 use hypervisor::domain::parse::parse_domain;
-use hypervisor::{DomainRecord, GuestAddress, Libvirt, State};
+use hypervisor::domain::{Disk, DomainSpec};
+use hypervisor::{DomainRecord, GuestAddress, Hypervisor, Libvirt, State};
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -1,0 +1,208 @@
+//! The steps every create shares (`create ubuntu`, `create desktop`, `create talos`): the checks
+//! it starts with (name, size, bridge, address), the part of the domain built the same way for
+//! every guest ([`BridgedVm`]), and the [`Rollback`] that removes what a failed create made.
+
+use std::path::{Path, PathBuf};
+
+use hypervisor::Hypervisor;
+use hypervisor::domain::{
+    CpuMode, Disk, DomainSpec, DomainType, Firmware, Nic, PciAddress, Serial,
+};
+
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::net::{self, NetworkRequest, StaticIp};
+
+fn invalid(option: &str, value: &str, reason: &str) -> Error {
+    Error::InvalidOption {
+        option: option.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Refuses an address another domain already has in vmctl's metadata.
+pub(crate) fn check_ip_unused(ctx: &Ctx, ip: &StaticIp) -> Result<()> {
+    let want = ip.address.addr().to_string();
+    for rec in ctx.hv.list()? {
+        let Ok(f) = hypervisor::domain::parse::parse_domain(&rec.xml) else {
+            continue;
+        };
+        let theirs = f.metadata.and_then(|m| m.ip);
+        if theirs.as_deref().and_then(|t| t.split('/').next()) == Some(want.as_str()) {
+            return Err(Error::IpInUse {
+                ip: want,
+                owner: rec.name,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The checks every create starts with: a valid VM name that no domain has yet (`libvirt`:
+/// whether to ask; a seed-only run defines nothing) and 1 to 1024 vCPUs. Returns the memory in MiB.
+pub(crate) fn check_name_and_size(
+    ctx: &Ctx,
+    name: &str,
+    libvirt: bool,
+    cpus: u32,
+    memory: &str,
+) -> Result<u64> {
+    names::validate_vm_name(name)?;
+    if libvirt && ctx.hv.get(name)?.is_some() {
+        return Err(Error::NameTaken { name: name.into() });
+    }
+    if cpus == 0 || cpus > 1024 {
+        return Err(invalid("--cpus", &cpus.to_string(), "expected 1 to 1024"));
+    }
+    names::parse_memory_mib(memory)
+}
+
+/// The bridge (`--bridge`, else the `bridge` setting), which must exist, and for a static
+/// `--ip` the address, checked to be on the bridge's subnet and unused. `--ip auto` gives
+/// `None` here: [`crate::address::claim_address`] picks it after validation.
+pub(crate) fn bridge_and_address(
+    ctx: &Ctx,
+    bridge: Option<&str>,
+    network: &NetworkRequest,
+) -> Result<(String, Option<StaticIp>)> {
+    let bridge = bridge.map_or_else(|| ctx.config.value("bridge").to_string(), str::to_string);
+    if !net::bridge_exists(ctx.host, &bridge) {
+        return Err(Error::MissingBridge { bridge });
+    }
+    let static_ip = match network {
+        NetworkRequest::Dhcp => None,
+        NetworkRequest::Static { ip, .. } if crate::address::is_auto(ip) => None,
+        NetworkRequest::Static { ip, gateway, dns } => {
+            let s = net::parse_static(ip, gateway.as_deref(), dns)?;
+            let subnets = net::bridge_subnets(ctx.runner, &bridge);
+            net::check_on_bridge(&s, &bridge, &subnets)?;
+            check_ip_unused(ctx, &s)?;
+            Some(s)
+        }
+    };
+    Ok((bridge, static_ip))
+}
+
+/// Undoes what a failed create made, newest first, unless committed (also `create talos` and
+/// `create desktop`). The VM directory it removes is only ever one [`Rollback::claim_dir`] made.
+pub(crate) struct Rollback<'a> {
+    pub(crate) hv: &'a dyn Hypervisor,
+    dir: Option<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
+    pub(crate) domain: Option<String>,
+    pub(crate) committed: bool,
+}
+
+impl<'a> Rollback<'a> {
+    pub(crate) fn new(hv: &'a dyn Hypervisor) -> Self {
+        Rollback {
+            hv,
+            dir: None,
+            files: Vec::new(),
+            domain: None,
+            committed: false,
+        }
+    }
+
+    /// Claims the VM's directory ([`crate::storage::claim_vm_dir`]: exclusive, so a second create of the
+    /// same name fails here with exit 2) and marks it for removal on failure. Every create
+    /// (ubuntu, desktop, talos) calls this first, before it downloads or reserves anything; a
+    /// rollback removes only a directory this create made.
+    pub(crate) fn claim_dir(&mut self, dir: &Path, name: &str) -> Result<()> {
+        crate::storage::claim_vm_dir(dir, name)?;
+        self.dir = Some(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Defines the domain (undefined again on failure) and starts it if asked; whether it was
+    /// started. The caller still commits.
+    pub(crate) fn define_and_start(&mut self, name: &str, xml: &str, start: bool) -> Result<bool> {
+        // The last point before the VM exists: a Ctrl-C that came during the quick steps since
+        // the download (overlay, seed) rolls back here.
+        crate::interrupt::check(
+            || format!("the create of {name}"),
+            || "nothing was kept but the image cache; run the same command again".to_string(),
+        )?;
+        self.hv.define(name, xml)?;
+        self.domain = Some(name.to_string());
+        if start {
+            self.hv.start(name)?;
+        }
+        Ok(start)
+    }
+
+    fn undo(&mut self) {
+        if self.committed {
+            return;
+        }
+        self.committed = true;
+        if let Some(name) = self.domain.take() {
+            if self.hv.state(&name).map(|s| s.is_active()).unwrap_or(false) {
+                let _ = self.hv.destroy(&name);
+            }
+            let _ = self.hv.undefine(&name, true);
+        }
+        for f in self.files.drain(..).rev() {
+            let _ = std::fs::remove_file(f);
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
+/// The part of the domain every create builds the same way (`create ubuntu`, `create talos`,
+/// `create desktop`): CPU, firmware, memory, vCPUs, passed-through GPUs, one NIC on the bridge,
+/// and the serial console logged to a file. Callers add disks, metadata and the rest.
+pub(crate) struct BridgedVm<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) domain_type: DomainType,
+    pub(crate) cpu: &'a CpuMode,
+    pub(crate) firmware: Firmware,
+    pub(crate) memory_mib: u64,
+    pub(crate) vcpus: u32,
+    pub(crate) gpus: &'a [Vec<PciAddress>],
+    pub(crate) bridge: &'a str,
+    pub(crate) mac: &'a str,
+    pub(crate) console_log: &'a Path,
+}
+
+impl<'a> BridgedVm<'a> {
+    /// The domain so far; the caller sets disks, metadata and any extras.
+    pub(crate) fn spec(&self) -> DomainSpec {
+        let mut spec =
+            DomainSpec::new(self.name, self.domain_type, self.cpu.clone(), self.firmware);
+        spec.memory_mib = self.memory_mib;
+        spec.vcpus = self.vcpus;
+        for functions in self.gpus {
+            spec.add_pci_device(functions);
+        }
+        spec.nics = vec![Nic {
+            bridge: self.bridge.to_string(),
+            mac: self.mac.to_string(),
+        }];
+        spec.serial = Some(Serial {
+            log_file: Some(self.console_log.to_path_buf()),
+        });
+        spec
+    }
+}
+
+/// The qcow2 system disk as `vda` and the seed ISO as `vdb`.
+pub(crate) fn overlay_and_seed(disk: &Path, seed: &Path) -> Vec<Disk> {
+    vec![Disk::virtio(disk, "qcow2", "vda"), Disk::seed(seed, "vdb")]
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
