@@ -50,7 +50,7 @@ fi
 export SOURCE_DATE_EPOCH
 
 if [ -z "${BIN_DIR:-}" ]; then
-  "$CARGO" build --profile "$PROFILE" -p gpu-vm-bootstrap -p vmctl --bins
+  "$CARGO" build --profile "$PROFILE" -p gpu-vm-bootstrap -p vmctl-cli --bins
   case $PROFILE in dev | test) BIN_DIR=$TARGET_DIR/debug ;; *) BIN_DIR=$TARGET_DIR/$PROFILE ;; esac
 fi
 for p in "${PACKAGES[@]}"; do
@@ -121,7 +121,7 @@ control() {
   shlibs=$(shlibs_depends "$st/usr/bin/$pkg")
   case $pkg in
     vmctl)
-      # genisoimage writes the NoCloud seed (crates/vmctl/src/seed.rs); gpgv checks
+      # genisoimage writes the NoCloud seed (crates/guest-media/src/seed.rs); gpgv checks
       # SHA256SUMS.gpg; iproute2 reads the bridge's subnets; openssh-client for `vmctl ssh`.
       depends="qemu-system-x86 | qemu-kvm, qemu-utils, ovmf, genisoimage, openssh-client, iproute2, gpgv"
       recommends="libvirt-daemon-system, libvirt-clients, ubuntu-cloudimage-keyring, ubuntu-keyring"

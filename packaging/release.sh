@@ -30,7 +30,7 @@ case $commit in *-dirty | unknown)
   ;;
 esac
 
-"$CARGO" build --profile "$PROFILE" -p gpu-vm-bootstrap -p vmctl --bins
+"$CARGO" build --profile "$PROFILE" -p gpu-vm-bootstrap -p vmctl-cli --bins
 case $PROFILE in dev | test) BIN_DIR=$TARGET_DIR/debug ;; *) BIN_DIR=$TARGET_DIR/$PROFILE ;; esac
 
 rm -rf "$OUT"

@@ -26,7 +26,7 @@ if [[ -n ${NETSCAN_CMD:-} ]]; then
     read -r -a scanner <<<"$NETSCAN_CMD"
 else
     target=${CARGO_TARGET_DIR:-$here/target}
-    (cd "$here" && cargo build --quiet --release -p vmctl --bin vmctl)
+    (cd "$here" && cargo build --quiet --release -p vmctl-cli --bin vmctl)
     scanner=("$target/release/vmctl" ip check)
 fi
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [[ -z ${VMCTL_BIN:-} ]]; then
-    cargo build --release -q -p vmctl --manifest-path "$repo/Cargo.toml"
+    cargo build --release -q -p vmctl-cli --manifest-path "$repo/Cargo.toml"
     VMCTL_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/vmctl
 fi
 runs=${RUNS:-11}

@@ -5,7 +5,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [[ -z ${VMCTL_BIN:-} ]]; then
-    cargo build --release -q -p vmctl --manifest-path "$repo/Cargo.toml"
+    cargo build --release -q -p vmctl-cli --manifest-path "$repo/Cargo.toml"
     VMCTL_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/vmctl
 fi
 [[ -x /usr/bin/time ]] || { echo "error: /usr/bin/time not found" >&2; echo "help: apt-get install time" >&2; exit 1; }

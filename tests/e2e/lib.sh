@@ -31,15 +31,15 @@ e2e_step() {
     printf '<== %-40s %6s s   (total %s s)\n' "$name" "$(lab_elapsed "$t" "$(lab_now)")" "$(lab_elapsed "$E2E_T0" "$(lab_now)")" >&2
 }
 
-# The vmctl binary: $VMCTL if set; else `cargo build -p vmctl` (a no-op when fresh, so a stale binary is
+# The vmctl binary: $VMCTL if set; else `cargo build -p vmctl-cli` (a no-op when fresh, so a stale binary is
 # never tested) and ${CARGO_TARGET_DIR:-target}/debug/vmctl; else `vmctl` on PATH (installed package).
 e2e_find_vmctl() {
     if [[ -n ${VMCTL:-} ]]; then
         [[ -x $VMCTL ]] || lab_die "VMCTL=$VMCTL is not an executable"
         echo "$VMCTL"
     elif command -v cargo >/dev/null; then
-        (cd "$REPO" && cargo build -q -p vmctl --bin vmctl) >&2 ||
-            lab_die "cargo build -p vmctl failed" "fix the build, or point VMCTL at a vmctl binary"
+        (cd "$REPO" && cargo build -q -p vmctl-cli --bin vmctl) >&2 ||
+            lab_die "cargo build -p vmctl-cli failed" "fix the build, or point VMCTL at a vmctl binary"
         echo "${CARGO_TARGET_DIR:-$REPO/target}/debug/vmctl"
     elif command -v vmctl >/dev/null; then
         command -v vmctl

@@ -1,18 +1,16 @@
 //! Per-VM storage: what a create writes (disk, seed, the VM's directory and the directories vmctl
 //! makes above it) is readable by root and the qemu user libvirt hands it to, never by other
-//! local users; two creates of one name never share a directory.
+//! local users. (That two creates of one name never share a directory is a test of the binary:
+//! crates/vmctl-cli/tests/storage.rs.)
 //!
 //! The "as another user" checks run `cat`/`ls` as `nobody:nogroup` without supplementary groups
 //! (setpriv(1), util-linux), so they need root: without it they print "skipped" and pass, and
 //! with GVB_LAB=1 (where root is given) a missing root fails.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 
 use guest_media::cache::NoProgress;
 use hostio::SystemRunner;
@@ -184,155 +182,4 @@ fn ubuntu_vm_storage_is_unreadable_by_other_users() {
         let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
         assert_eq!(format!("{mode:o}"), "600", "{}", f.display());
     }
-}
-
-/// A tiny HTTP server whose one file stalls mid-body until the test lets it go: the first
-/// create is inside its download for as long as the test wants.
-struct StallingServer {
-    url: String,
-    /// Receives once the client has the headers and the first half of the body.
-    started: mpsc::Receiver<()>,
-    /// Send to deliver the rest.
-    go: mpsc::Sender<()>,
-}
-
-fn stalling_server(body: Vec<u8>) -> StallingServer {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/base.qcow2", listener.local_addr().unwrap());
-    let (started_tx, started) = mpsc::channel();
-    let (go, go_rx) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-            }
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let half = body.len() / 2;
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body[..half]);
-            let _ = stream.flush();
-            let _ = started_tx.send(());
-            let _ = go_rx.recv();
-            let _ = stream.write_all(&body[half..]);
-        }
-    });
-    StallingServer { url, started, go }
-}
-
-fn vmctl_create(dir: &Path, name: &str, image: &str, ip: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vmctl"));
-    for k in [
-        "VMCTL_CONNECT",
-        "VMCTL_BRIDGE",
-        "VMCTL_SSH_KEY",
-        "VMCTL_STATE_DIR",
-    ] {
-        c.env_remove(k);
-    }
-    c.env("VMCTL_STORAGE_DIR", dir.join("vms"))
-        .env("VMCTL_IMAGE_CACHE", dir.join("cache"))
-        .arg("--host-root")
-        .arg(dir.join("root"))
-        .args(["--connect", "test:///default", "create", "ubuntu", name])
-        .args(["--domain-type", "qemu", "--bridge", "br0", "--no-start"])
-        .args(["--image", image, "--ip", ip, "--json"])
-        .arg("--ssh-key")
-        .arg(dir.join("id.pub"));
-    c
-}
-
-/// Two real processes: the first create is stalled inside its image download when the second,
-/// of the same name, starts. The second must fail at once (exit 2) without touching the
-/// first's files, and the first must finish with its own disk and seed.
-#[test]
-fn same_name_creates_never_share_storage() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::create_dir_all(d.join("root/sys/class/net/br0/bridge")).unwrap();
-    std::fs::write(d.join("id.pub"), KEY).unwrap();
-    let remote = d.join("remote.qcow2");
-    let local = d.join("local.qcow2");
-    for (p, size) in [(&remote, "64M"), (&local, "32M")] {
-        let st = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(p)
-            .arg(size)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    let server = stalling_server(std::fs::read(&remote).unwrap());
-
-    let mut first = vmctl_create(d, "sec-race", &server.url, "198.18.0.121/24")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    server
-        .started
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("the first create starts its download");
-
-    let second = vmctl_create(
-        d,
-        "sec-race",
-        &local.display().to_string(),
-        "198.18.0.122/24",
-    )
-    .output()
-    .unwrap();
-    let second_err = String::from_utf8_lossy(&second.stderr);
-    // Its outcome is checked after the first create ends, so the first is never left stalled.
-    server.go.send(()).unwrap();
-    let mut out = String::new();
-    first
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let mut err = String::new();
-    first
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = first.wait().unwrap();
-
-    assert_eq!(
-        second.status.code(),
-        Some(2),
-        "the second create of sec-race must be refused at once: {second_err}"
-    );
-    assert!(second_err.contains("help: "), "{second_err}");
-    assert!(status.success(), "the first create failed: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["ip"], "198.18.0.121/24");
-    let vm = d.join("vms/sec-race");
-    let info = guest_media::disk::image_info(&SystemRunner, &vm.join("disk.qcow2")).unwrap();
-    let backing = PathBuf::from(info.backing_file.unwrap());
-    assert!(
-        backing.starts_with(d.join("cache")),
-        "the disk is the first create's overlay of the downloaded image, not {}",
-        backing.display()
-    );
-    let seed = Command::new("isoinfo")
-        .args(["-R", "-x", "/network-config", "-i"])
-        .arg(vm.join("seed.iso"))
-        .output()
-        .unwrap();
-    let seed = String::from_utf8_lossy(&seed.stdout);
-    assert!(
-        seed.contains("198.18.0.121/24") && !seed.contains("198.18.0.122"),
-        "the seed is the first create's: {seed}"
-    );
 }

@@ -1,0 +1,356 @@
+//! `vmctl create talos` against the lab's real libvirtd (`tests/lab/up.sh`) with a local stand-in
+//! for the Image Factory (a tiny fake nocloud qcow2; no internet). The first node is defined
+//! with `--no-start`, checked (seed `user-data` = the generated config, `virt-xml-validate` of
+//! libvirt's own XML: UEFI, bridge, MAC), then started by libvirt to prove qemu accepts the
+//! firmware, seed and bridge; a GPU worker of the same cluster is defined config-only with a
+//! fixture host's BDFs (the lab has no IOMMU). `--iso`: the node is defined with the cached
+//! (fake) metal ISO after a blank disk in the boot order and its config on a `metal-iso` volume,
+//! started once, then deleted with `vmctl delete`. Root and GVB_LAB=1; without it: "skipped".
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
+
+#[path = "../../vmctl/tests/talos_support/mod.rs"]
+mod talos_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use talos_support::*;
+
+const URI: &str = "qemu:///system";
+const BRIDGE: &str = "labbr0";
+
+fn lab() -> bool {
+    if std::env::var("GVB_LAB").as_deref() != Ok("1") {
+        eprintln!("skipped: set GVB_LAB=1");
+        return false;
+    }
+    true
+}
+
+fn virsh(args: &[&str]) -> Output {
+    Command::new("virsh")
+        .args(["-c", URI])
+        .args(args)
+        .output()
+        .expect("virsh (libvirt-clients) is installed")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Destroys and undefines the domains (with NVRAM) and removes the scratch directory, also
+/// when an assertion fails.
+struct Cleanup {
+    domains: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for d in &self.domains {
+            let _ = virsh(&["destroy", d]);
+            let _ = virsh(&["undefine", "--nvram", d]);
+        }
+        if std::env::var("GVB_LAB_KEEP").as_deref() != Ok("1") {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn vmctl(base: &str, host: &Path, scratch: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vmctl"));
+    c.args(["--connect", URI, "--host-root"])
+        .arg(host)
+        .env_remove("VMCTL_CONNECT")
+        .env_remove("VMCTL_STATE_DIR")
+        .env("VMCTL_TALOS_FACTORY_URL", base)
+        .env("VMCTL_GITHUB_API_URL", base)
+        .env("VMCTL_STORAGE_DIR", scratch.join("vms"))
+        .env("VMCTL_IMAGE_CACHE", scratch.join("cache"))
+        // TCG only in the lab (tests/lab/README.md); host-passthrough is unsupported there.
+        .env("VMCTL_DOMAIN_TYPE", "qemu")
+        .env("VMCTL_CPU_MODE", "host-model");
+    c
+}
+
+fn validate(scratch: &Path, name: &str) -> String {
+    let x = virsh(&["dumpxml", "--inactive", name]);
+    assert!(x.status.success(), "{}", text(&x.stderr));
+    let xml = text(&x.stdout);
+    validate_domain_xml(scratch, &xml);
+    xml
+}
+
+/// Checks the lab libvirtd answers, then makes a scratch directory for one test. qemu runs as
+/// libvirt-qemu: the overlay's backing file (in the cache) and the seed must be reachable, so
+/// the directory lives under /var/lib/gvb-lab with mode 0755.
+fn lab_scratch(kind: &str) -> PathBuf {
+    let list = virsh(&["list", "--all"]);
+    assert!(
+        list.status.success(),
+        "lab libvirtd not reachable at {URI} (run tests/lab/up.sh): {}",
+        text(&list.stderr)
+    );
+    std::fs::create_dir_all("/var/lib/gvb-lab").unwrap();
+    let scratch = PathBuf::from(format!("/var/lib/gvb-lab/{kind}.{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755)).unwrap();
+    scratch
+}
+
+#[test]
+fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
+    if !lab() {
+        return;
+    }
+    let scratch = lab_scratch("talos");
+    let cp = format!("gvb-talos-cp-{}", std::process::id());
+    let gw = format!("gvb-talos-gpu-{}", std::process::id());
+    let _cleanup = Cleanup {
+        domains: vec![cp.clone(), gw.clone()],
+        dir: scratch.clone(),
+    };
+    let server = factory(Some(fake_qcow2(&scratch, "64M")));
+    let base = server.base_url();
+
+    // The lab bridge lives in netns vmlab; the fixture host root only has to know its name.
+    let host = fixture_builder::build_host("intel-z370-no-nvidia");
+    std::fs::create_dir_all(
+        host.path()
+            .join("sys/class/net")
+            .join(BRIDGE)
+            .join("bridge"),
+    )
+    .unwrap();
+    let mac = "52:54:00:18:00:75";
+    let out = vmctl(&base, host.path(), &scratch)
+        .args([
+            "create",
+            "talos",
+            &cp,
+            "--bridge",
+            BRIDGE,
+            "--no-start",
+            "--disk",
+            "1G",
+        ])
+        .args([
+            "--ip",
+            "198.18.0.75/24",
+            "--dns",
+            "198.18.0.1",
+            "--gateway",
+            "198.18.0.1",
+            "--mac",
+            mac,
+        ])
+        .args(["--memory", "512", "--cpus", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["started"], false);
+
+    let seed = PathBuf::from(created["seed"].as_str().unwrap());
+    assert_eq!(iso_label(&seed), "cidata");
+    assert_eq!(
+        iso_file(&seed, "user-data"),
+        rerender_user_data(&created, &base, Some("198.18.0.1")),
+        "the seed's user-data is the node's generated machine config"
+    );
+
+    let xml = validate(&scratch, &cp);
+    assert!(xml.contains(&format!("<mac address='{mac}'/>")), "{xml}");
+    assert!(
+        xml.contains(&format!("<source bridge='{BRIDGE}'/>")),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("firmware='efi'") || xml.contains("<loader"),
+        "UEFI: {xml}"
+    );
+    assert!(
+        xml.contains("machine='pc-q35") || xml.contains("machine='q35'"),
+        "{xml}"
+    );
+
+    // qemu accepts it: UEFI firmware, the overlay over the cached image, the seed, the bridge.
+    let st = virsh(&["start", &cp]);
+    assert!(st.status.success(), "virsh start: {}", text(&st.stderr));
+    let state = virsh(&["domstate", &cp]);
+    assert_eq!(text(&state.stdout).trim(), "running");
+    let _ = virsh(&["destroy", &cp]);
+
+    // A GPU worker of the same cluster, config-only (fixture BDFs; the lab has no IOMMU).
+    let gpu_host = fixture_builder::build_host("synthetic-vfio-bound");
+    std::fs::create_dir_all(
+        gpu_host
+            .path()
+            .join("sys/class/net")
+            .join(BRIDGE)
+            .join("bridge"),
+    )
+    .unwrap();
+    // The worker joins the cluster whose secrets the first create stored (in its host root).
+    let state_src = host.path().join("var/lib/vmctl/talos");
+    let state_dst = gpu_host.path().join("var/lib/vmctl/talos");
+    std::fs::create_dir_all(&state_dst).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(state_src.join(&cp))
+        .arg(&state_dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = vmctl(&base, gpu_host.path(), &scratch)
+        .args([
+            "create",
+            "talos",
+            &gw,
+            "--bridge",
+            BRIDGE,
+            "--no-start",
+            "--disk",
+            "1G",
+        ])
+        .args(["--role", "worker", "--cluster", &cp, "--gpu", "01:00.0"])
+        .args([
+            "--ip",
+            "198.18.0.76/24",
+            "--dns",
+            "198.18.0.1",
+            "--gateway",
+            "198.18.0.1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let worker: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(worker["endpoint"], "https://198.18.0.75:6443");
+    let user_data = iso_file(Path::new(worker["seed"].as_str().unwrap()), "user-data");
+    assert_eq!(
+        user_data,
+        rerender_user_data(&worker, &base, Some("198.18.0.1"))
+    );
+    assert!(user_data.contains("nvidia_uvm"));
+    let xml = validate(&scratch, &gw);
+    assert!(
+        xml.contains("<hostdev mode='subsystem' type='pci' managed='yes'>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("bus='0x01' slot='0x00' function='0x1'"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn create_talos_iso_no_start_on_the_lab_libvirtd_then_delete() {
+    if !lab() {
+        return;
+    }
+    let scratch = lab_scratch("talos-iso");
+    let name = format!("gvb-talos-iso-{}", std::process::id());
+    let _cleanup = Cleanup {
+        domains: vec![name.clone()],
+        dir: scratch.clone(),
+    };
+    let server = factory(None);
+    let iso = serve_metal_iso(&server, fake_iso(&scratch));
+    let base = server.base_url();
+    let host = fixture_builder::build_host("intel-z370-no-nvidia");
+    std::fs::create_dir_all(
+        host.path()
+            .join("sys/class/net")
+            .join(BRIDGE)
+            .join("bridge"),
+    )
+    .unwrap();
+    let mac = "52:54:00:18:00:77";
+    let out = vmctl(&base, host.path(), &scratch)
+        .args(["create", "talos", &name, "--iso", "--bridge", BRIDGE])
+        .args(["--no-start", "--disk", "2G", "--mac", mac])
+        .args(["--ip", "198.18.0.77/24", "--gateway", "198.18.0.1"])
+        .args([
+            "--dns",
+            "198.18.0.1",
+            "--memory",
+            "512",
+            "--cpus",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    iso.assert_calls(1);
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["started"], false);
+    assert_eq!(created["kernel_args"][0], "talos.config=metal-iso");
+    let id = created["schematic_id"].as_str().unwrap();
+    assert!(
+        created["installer_image"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/metal-installer/{id}:{LATEST}"))
+    );
+
+    let config = PathBuf::from(created["seed"].as_str().unwrap());
+    assert_eq!(blkid_label(&config), "metal-iso");
+    let yaml = iso_file(&config, "config.yaml");
+    assert_eq!(
+        yaml,
+        rerender_user_data(&created, &base, Some("198.18.0.1")),
+        "config.yaml is the node's generated machine config"
+    );
+    assert_valid_machine_config("v1.12", &yaml);
+
+    // libvirt's own XML: the blank disk boots first, the cached ISO second, the config volume
+    // is an unbootable cdrom; UEFI, the bridge and the MAC as for the nocloud node.
+    let xml = validate(&scratch, &name);
+    assert_eq!(
+        boot_orders(&xml),
+        [
+            ("vda".to_string(), Some(1)),
+            ("sda".to_string(), Some(2)),
+            ("sdb".to_string(), None)
+        ],
+        "{xml}"
+    );
+    let cached_iso = created["base_image"].as_str().unwrap();
+    assert!(
+        xml.contains(&format!("<source file='{cached_iso}'/>")),
+        "{xml}"
+    );
+    assert_eq!(xml.matches("device='cdrom'").count(), 2, "{xml}");
+    assert!(xml.contains(&format!("<mac address='{mac}'/>")), "{xml}");
+    assert!(
+        xml.contains(&format!("<source bridge='{BRIDGE}'/>")),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("firmware='efi'") || xml.contains("<loader"),
+        "UEFI: {xml}"
+    );
+
+    // qemu accepts the SATA cdroms and the per-device boot order (the fake ISO boots nothing:
+    // the firmware just stays up).
+    let st = virsh(&["start", &name]);
+    assert!(st.status.success(), "virsh start: {}", text(&st.stderr));
+    assert_eq!(text(&virsh(&["domstate", &name]).stdout).trim(), "running");
+    let _ = virsh(&["destroy", &name]);
+
+    // Delete: the VM's disk and config volume go, the cached ISO stays.
+    let out = vmctl(&base, host.path(), &scratch)
+        .args(["delete", &name, "--yes", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!virsh(&["dominfo", &name]).status.success(), "undefined");
+    assert!(!config.exists());
+    assert!(!Path::new(created["disk"].as_str().unwrap()).exists());
+    assert!(Path::new(cached_iso).exists(), "the cache keeps the ISO");
+}
