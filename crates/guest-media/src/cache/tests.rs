@@ -1,7 +1,6 @@
 //! The cache against a local HTTP server ([`super::testserver`]): verified, resumed,
 //! concurrent and corrupted downloads, seals and derived files.
 
-use super::testserver::serve;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -9,6 +8,7 @@ use std::path::Path;
 use super::download::CHUNK;
 use super::store::FileId;
 use super::store::sha256_hex;
+use super::testserver::serve;
 use super::*;
 
 fn body(n: usize) -> Vec<u8> {

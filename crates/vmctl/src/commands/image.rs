@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 
+use guest_media::cache::{Checked, Expect, Fetched, Progress};
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use guest_media::cache::{Checked, Expect, Fetched, Progress};
 
 fn is_sha256(h: &str) -> bool {
     h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit())

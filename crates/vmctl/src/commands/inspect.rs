@@ -3,15 +3,15 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use guest_media::disk;
+use hypervisor::domain::Metadata;
+use hypervisor::domain::parse::{DomainFacts, parse_domain};
+use hypervisor::{DomainRecord, State};
 use serde::Serialize;
 
 use super::Ctx;
 use crate::error::Result;
 use crate::net;
-use guest_media::disk;
-use hypervisor::domain::Metadata;
-use hypervisor::domain::parse::{DomainFacts, parse_domain};
-use hypervisor::{DomainRecord, State};
 
 /// One row of `vmctl list`.
 #[derive(Debug, Clone, Serialize)]

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hypervisor::State;
+use hypervisor::domain::parse::parse_domain;
 use serde::Serialize;
 
 use super::Ctx;
 use crate::error::{Error, Result};
-use hypervisor::State;
-use hypervisor::domain::parse::parse_domain;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {

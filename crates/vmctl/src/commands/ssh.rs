@@ -8,13 +8,13 @@ pub mod ready;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-pub use ready::{Policy, Progress, Ready, wait_ready};
+use hypervisor::domain::Metadata;
+use hypervisor::domain::parse::parse_domain;
 
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::net;
-use hypervisor::domain::Metadata;
-use hypervisor::domain::parse::parse_domain;
+pub use ready::{Policy, Progress, Ready, wait_ready};
 
 /// The VM's IPv4 address.
 pub fn address(ctx: &Ctx, name: &str) -> Result<Ipv4Addr> {

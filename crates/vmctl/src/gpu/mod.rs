@@ -13,10 +13,9 @@ use hypervisor::domain::parse::parse_domain;
 use hypervisor::domain::{Firmware, PciAddress};
 use passthrough::{Attachment, GpuUser, Refusal, Selector};
 
-pub use explain::{Explanation, explain};
-
 use crate::ctx::Ctx;
 use crate::error::{CommandFailure, Error, ExitKind, Failure, Result};
+pub use explain::{Explanation, explain};
 
 /// Errors of GPU passthrough (`vmctl gpu`, `create --gpu`); carried by [`Error::Command`].
 #[derive(Debug, thiserror::Error)]

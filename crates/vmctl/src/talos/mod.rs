@@ -16,10 +16,9 @@ use hostio::{CommandError, HostRoot};
 use serde::{Deserialize, Serialize};
 use talos_image::{Endpoints, FactoryClient, SecretsBundle, TalosVersion};
 
-pub use schematic::{SchematicRequest, build_schematic, host_gpu, pick_driver, schematic_id};
-
 use crate::config::Config;
 use crate::error::{CommandFailure, Error, ExitKind, Failure, Result};
+pub use schematic::{SchematicRequest, build_schematic, host_gpu, pick_driver, schematic_id};
 
 /// Errors of the Talos commands; the library's own errors pass through [`TalosError::Library`].
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,15 @@
 
 use std::path::PathBuf;
 
+use guest_media::autoinstall::{self, AutoinstallSpec, Flavour, Keyboard};
+use guest_media::cache::Progress;
+use guest_media::iso::{self, IsoRequest, IsoSources, ResolvedIso};
+use guest_media::releases::SignaturePolicy;
+use guest_media::releases::{self, Release};
+use guest_media::seed::{GuestNetwork, SeedSpec};
 use hostio::{Cmd, CommandError, CommandRunner};
+use hypervisor::domain::render::to_xml;
+use hypervisor::domain::{DirectBoot, Disk, DomainSpec, Graphics, Metadata};
 use serde::Serialize;
 
 use super::ubuntu::{self, UbuntuPlan, UbuntuRequest};
@@ -19,14 +27,6 @@ use crate::desktop::{
     DEFAULT_DISK, DEFAULT_MEMORY, DesktopError, INSTALL_CMDLINE, Layout, MIN_DISK_BYTES, OS,
 };
 use crate::error::{Error, Result};
-use guest_media::autoinstall::{self, AutoinstallSpec, Flavour, Keyboard};
-use guest_media::cache::Progress;
-use guest_media::iso::{self, IsoRequest, IsoSources, ResolvedIso};
-use guest_media::releases::SignaturePolicy;
-use guest_media::releases::{self, Release};
-use guest_media::seed::{GuestNetwork, SeedSpec};
-use hypervisor::domain::render::to_xml;
-use hypervisor::domain::{DirectBoot, Disk, DomainSpec, Graphics, Metadata};
 
 /// `create ubuntu --desktop` options, as given. `base` carries the options shared with the
 /// cloud-image path (`base.image`, kernel options and `seed_only` must be unset).

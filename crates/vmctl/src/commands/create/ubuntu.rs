@@ -2,8 +2,15 @@
 //! fetch the base image, make the overlay and the seed, define and start the domain. Anything
 //! made before a failure is rolled back. The desktop install builds on this plan.
 
+mod base;
+
 use std::path::{Path, PathBuf};
 
+use guest_media::cache::Progress;
+use guest_media::seed::{self, GuestNetwork, SeedSpec};
+use guest_media::{disk, releases};
+use hypervisor::domain::render::to_xml;
+use hypervisor::domain::{CpuMode, DirectBoot, DomainType, Firmware, Metadata};
 use serde::Serialize;
 
 use crate::build::{
@@ -14,11 +21,8 @@ use crate::error::{Error, Result};
 use crate::names;
 pub use crate::net::NetworkRequest;
 use crate::net::StaticIp;
-use guest_media::cache::{Expect, Progress};
-use guest_media::seed::{self, GuestNetwork, SeedSpec};
-use guest_media::{disk, releases};
-use hypervisor::domain::render::to_xml;
-use hypervisor::domain::{CpuMode, DirectBoot, DomainType, Firmware, Metadata};
+pub use base::BaseVerification;
+use base::fetch_base;
 
 /// `vmctl create ubuntu` options, as given (unvalidated).
 #[derive(Debug, Clone)]
@@ -410,82 +414,6 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
         vm_dir,
         gpus,
     })
-}
-
-/// What was checked about the base image in this run: `--json` keeps the structure, `Display`
-/// says it in words, and says only what ran now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum BaseVerification {
-    /// `--seed-only`: no base image was used.
-    NoImage,
-    /// `--image PATH`: used as is.
-    Local,
-    /// `--image URL`: no published checksum; the cache's record of the URL.
-    Url {
-        blob: guest_media::cache::Verification,
-    },
-    /// The release's cloud image: its `SHA256SUMS` (and signature), then the blob it lists.
-    Release {
-        sums: releases::Provenance,
-        blob: guest_media::cache::Verification,
-    },
-}
-
-impl std::fmt::Display for BaseVerification {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BaseVerification::NoImage => write!(f, "no base image"),
-            BaseVerification::Local => write!(f, "local image, used as is (not verified)"),
-            BaseVerification::Url { blob } => write!(f, "{blob}"),
-            BaseVerification::Release { sums, blob } => {
-                write!(f, "{sums}; the expected sha256 is the one it lists; {blob}")
-            }
-        }
-    }
-}
-
-/// Resolves the base image: (path, sha256 if known, what was verified).
-fn fetch_base(
-    ctx: &Ctx,
-    plan: &UbuntuPlan,
-    progress: &dyn Progress,
-) -> Result<(PathBuf, Option<String>, BaseVerification)> {
-    let cache = crate::media::image_cache(ctx.config);
-    match &plan.image {
-        ImageSource::Local { path } => Ok((path.clone(), None, BaseVerification::Local)),
-        ImageSource::Url { url } => {
-            let f = cache.fetch(url, &Expect::RecordFirst, progress)?;
-            Ok((
-                f.path,
-                Some(f.sha256),
-                BaseVerification::Url {
-                    blob: f.verification,
-                },
-            ))
-        }
-        ImageSource::Release { version, .. } => {
-            let rel = releases::find(version)?;
-            let (dir, file) =
-                releases::cloud_image_location(ctx.config.value("ubuntu_cloud_url"), rel);
-            let keyring = ctx.config.get("gpg_keyring").map(PathBuf::from);
-            let policy = releases::SignaturePolicy {
-                keyring: keyring.as_deref(),
-                keyring_setting: "gpg_keyring",
-                require: ctx.config.require_signature()?,
-            };
-            let (f, sums) =
-                releases::fetch_with_sums(&cache, ctx.runner, &policy, &dir, &file, progress)?;
-            Ok((
-                f.path,
-                Some(f.sha256),
-                BaseVerification::Release {
-                    sums,
-                    blob: f.verification,
-                },
-            ))
-        }
-    }
 }
 
 /// Runs the plan in the VM directory `rb` has claimed. On failure everything made so far is

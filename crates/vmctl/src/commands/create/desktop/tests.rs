@@ -5,7 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use guest_media::autoinstall::{DONE_MARKER, FAILED_MARKER};
+use guest_media::cache::NoProgress;
+use guest_media::cache::testserver::{Server, serve};
 use hostio::{Cmd, CommandRunner, HostRoot, Output, RecordingRunner, SystemRunner};
+use hypervisor::{Hypervisor, Libvirt};
 use sha2::Digest;
 
 use super::*;
@@ -16,10 +20,6 @@ use crate::config::Config;
 use crate::desktop::*;
 use crate::net::NetworkRequest;
 use crate::test_support::assert_valid_domain_xml;
-use guest_media::autoinstall::{DONE_MARKER, FAILED_MARKER};
-use guest_media::cache::NoProgress;
-use guest_media::cache::testserver::{Server, serve};
-use hypervisor::{Hypervisor, Libvirt};
 
 struct Fixture {
     dir: tempfile::TempDir,

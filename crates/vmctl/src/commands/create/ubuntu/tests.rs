@@ -3,15 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
+use guest_media::cache::NoProgress;
 use hostio::{Cmd, CommandRunner, HostRoot, Output, RecordingRunner, SystemRunner};
+use hypervisor::domain::parse::parse_domain;
+use hypervisor::domain::{Disk, DomainSpec};
+use hypervisor::{DomainRecord, GuestAddress, Hypervisor, Libvirt, State};
 
 use super::*;
 use crate::commands::{Ctx, lifecycle};
 use crate::config::Config;
-use guest_media::cache::NoProgress;
-use hypervisor::domain::parse::parse_domain;
-use hypervisor::domain::{Disk, DomainSpec};
-use hypervisor::{DomainRecord, GuestAddress, Hypervisor, Libvirt, State};
 
 struct Fixture {
     dir: tempfile::TempDir,

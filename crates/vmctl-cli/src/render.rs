@@ -1,0 +1,181 @@
+//! The text views of `list`, `info` and `image verify`, and the table and escaping every text
+//! view uses; `--json` prints the library's structs as they are.
+
+use vmctl::commands::inspect;
+
+pub(crate) fn render_verify(r: &vmctl::commands::image::VerifyReport) -> String {
+    use vmctl::commands::image::Verdict;
+    let mut s = String::new();
+    for b in &r.blobs {
+        match &b.result {
+            Verdict::Ok => s += &format!("ok       {} ({} bytes)\n", b.file, b.size),
+            Verdict::Corrupt { actual, moved_to } => {
+                s += &format!(
+                    "CORRUPT  {}: its bytes hash to {actual}; moved to {}\n",
+                    b.file,
+                    moved_to.display()
+                )
+            }
+        }
+    }
+    s += &format!(
+        "{} ok, {} corrupt (re-hashed now, in {})\n",
+        r.ok,
+        r.corrupt,
+        r.cache.display()
+    );
+    s
+}
+
+pub(crate) fn human_bytes_mib(mib: u64) -> String {
+    if mib >= 1024 && mib.is_multiple_of(1024) {
+        format!("{} GiB", mib / 1024)
+    } else {
+        format!("{mib} MiB")
+    }
+}
+
+/// A value from outside (a domain name, a path, guest metadata) for a text view: control and bidi
+/// characters shown as `\u{…}` (clikit::escape).
+pub(crate) fn esc(s: &str) -> String {
+    clikit::escape(s).into_owned()
+}
+
+/// Lays out `rows` (the first is the header) in columns two spaces apart. Cells are escaped
+/// first, and widths count characters, not bytes.
+pub(crate) fn table(rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.iter().map(|c| esc(c)).collect())
+        .collect();
+    let cols = rows.first().map(Vec::len).unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut s = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+pub(crate) fn render_list(list: &inspect::VmList) -> String {
+    let mut rows = vec![
+        ["NAME", "STATE", "VCPUS", "MEMORY", "GPUS", "IPS", "OS"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for v in &list.vms {
+        rows.push(vec![
+            if v.vmctl {
+                format!("{} *", v.name)
+            } else {
+                v.name.clone()
+            },
+            v.state.as_str().into(),
+            v.vcpus.to_string(),
+            human_bytes_mib(v.memory_mib),
+            if v.gpus.is_empty() {
+                "-".into()
+            } else {
+                v.gpus.join(",")
+            },
+            if v.ips.is_empty() {
+                "-".into()
+            } else {
+                v.ips.join(",")
+            },
+            v.os.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let mut s = table(rows);
+    if list.vms.iter().any(|v| v.vmctl) {
+        s.push_str("(* created by vmctl)\n");
+    }
+    s
+}
+
+pub(crate) fn render_info(i: &inspect::VmInfo) -> String {
+    let s = &i.summary;
+    let path = |p: &std::path::Path| esc(&p.display().to_string());
+    let list = |v: &[String], sep: &str| {
+        if v.is_empty() {
+            "-".into()
+        } else {
+            esc(&v.join(sep))
+        }
+    };
+    let mut o = format!(
+        "Name:       {}{}\nState:      {}\nType:       {} ({})\nFirmware:   {}\nvCPUs:      {}\nMemory:     {}\n",
+        esc(&s.name),
+        if s.vmctl { " (created by vmctl)" } else { "" },
+        s.state.as_str(),
+        esc(&i.domain_type.to_string()),
+        esc(i.machine.as_deref().unwrap_or("-")),
+        esc(&i.firmware.to_string()),
+        s.vcpus,
+        human_bytes_mib(s.memory_mib),
+    );
+    if let Some(k) = &i.kernel {
+        o += &format!(
+            "Kernel:     {} ({})\n",
+            path(k),
+            esc(i.cmdline.as_deref().unwrap_or(""))
+        );
+    }
+    o += &format!("IPs:        {}\n", list(&s.ips, ", "));
+    o += &format!("GPUs:       {}\n", list(&s.gpus, ", "));
+    o += "Disks:\n";
+    for d in &i.disks {
+        o += &format!(
+            "  {} {} {} ({}){}{}\n",
+            esc(&d.target),
+            esc(&d.device),
+            d.path.as_deref().map(path).unwrap_or_else(|| "-".into()),
+            esc(d.format.as_deref().unwrap_or("?")),
+            d.backing
+                .as_ref()
+                .map(|b| format!(" backing {}", esc(&b.to_string())))
+                .unwrap_or_default(),
+            if d.readonly { " read-only" } else { "" }
+        );
+    }
+    o += "NICs:\n";
+    for n in &i.nics {
+        o += &format!(
+            "  {} {} {}\n",
+            esc(n.mac.as_deref().unwrap_or("-")),
+            esc(&n.kind),
+            esc(n.source.as_deref().unwrap_or("-"))
+        );
+    }
+    if let Some(m) = &i.metadata {
+        o += &format!(
+            "vmctl:      os {} {}, user {}, ip {}, created {} by vmctl {}\n",
+            esc(&m.os),
+            esc(m.release.as_deref().unwrap_or("")),
+            esc(m.user.as_deref().unwrap_or("-")),
+            esc(m.ip.as_deref().unwrap_or("dhcp")),
+            esc(&m.created),
+            esc(&m.version)
+        );
+        if let Some(b) = &m.base_image {
+            o += &format!(
+                "Base image: {} sha256 {}\n",
+                path(b),
+                esc(m.base_sha256.as_deref().unwrap_or("(not recorded)"))
+            );
+        }
+    }
+    if let Some(l) = &i.console_log {
+        o += &format!("Console log: {}\n", path(l));
+    }
+    o += &format!("Console:    {}\n", esc(&i.console_command));
+    o
+}

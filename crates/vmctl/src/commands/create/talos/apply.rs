@@ -1,0 +1,457 @@
+//! Making a planned Talos node: the factory image fetched into the cache (qcow2, or `.raw.xz`
+//! decompressed and sealed), the cluster's secrets and records for a new cluster, the node's
+//! machine config on its seed (NoCloud `cidata` or `metal-iso`), the disks and the domain, all
+//! rolled back on failure.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use guest_media::cache::{Expect, Progress, Verification};
+use guest_media::disk;
+use guest_media::seed::{self, GuestNetwork, SeedSpec};
+use hypervisor::domain::render::to_xml;
+use hypervisor::domain::{Disk, Firmware, Metadata};
+use talos_image::factory::{ImageKind, METAL_ISO_CONFIG_FILE};
+use talos_image::machineconfig::{self, NodePatch};
+use talos_image::nvidia::{self};
+use talos_image::{ConfigInput, SecretsBundle};
+
+use super::*;
+use crate::build::{BridgedVm, Rollback, now_rfc3339, overlay_and_seed};
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::net::StaticIp;
+use crate::talos::{ClusterRecord, TalosError, write_private};
+
+/// A factory image in the cache.
+pub(super) struct FactoryImage {
+    path: PathBuf,
+    sha256: String,
+    verification: Verification,
+    url: String,
+    kind: ImageKind,
+}
+
+/// Fetches what the node boots into the cache. No published checksums: the sha256 of the first
+/// download is recorded and later downloads must match it.
+fn fetch_image(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<FactoryImage> {
+    match plan.media {
+        Media::Nocloud => fetch_nocloud(ctx, plan, progress),
+        Media::MetalIso => {
+            let iso = crate::talos::endpoints(ctx.config).image(
+                &plan.schematic_id,
+                &plan.version,
+                ImageKind::MetalIso,
+            );
+            let f = crate::media::image_cache(ctx.config).fetch(
+                &iso.url,
+                &Expect::RecordFirst,
+                progress,
+            )?;
+            Ok(FactoryImage {
+                path: f.path,
+                sha256: f.sha256,
+                verification: f.verification,
+                url: iso.url,
+                kind: ImageKind::MetalIso,
+            })
+        }
+    }
+}
+
+/// The nocloud disk image: qcow2, or `.raw.xz` decompressed next to the cache's blobs when the
+/// factory has no qcow2.
+fn fetch_nocloud(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<FactoryImage> {
+    let ep = crate::talos::endpoints(ctx.config);
+    let cache = crate::media::image_cache(ctx.config);
+    let qcow = ep.image(&plan.schematic_id, &plan.version, ImageKind::NocloudQcow2);
+    match cache.fetch(&qcow.url, &Expect::RecordFirst, progress) {
+        Ok(f) => {
+            return Ok(FactoryImage {
+                path: f.path,
+                sha256: f.sha256,
+                verification: f.verification,
+                url: qcow.url,
+                kind: ImageKind::NocloudQcow2,
+            });
+        }
+        Err(guest_media::Error::HttpStatus { status: 404, .. }) => {
+            tracing::info!("{} not found; trying the .raw.xz image", qcow.url);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let xz = ep.image(&plan.schematic_id, &plan.version, ImageKind::NocloudRawXz);
+    let f = cache.fetch(&xz.url, &Expect::RecordFirst, progress)?;
+    // The decompressed image is kept next to the blobs, sealed like them: every use checks it,
+    // and one that changed is moved aside and decompressed again from the verified blob.
+    let rel = format!("talos/{}-{}", &f.sha256[..12], xz.decompressed_file_name());
+    let raw_path = cache.dir().join(&rel);
+    let derived = cache.derived::<Error>(&rel, progress, &mut |out| {
+        let input = std::fs::File::open(&f.path).map_err(|source| Error::Io {
+            op: "open cached image",
+            path: f.path.clone(),
+            source,
+        })?;
+        talos_image::xz::decompress(std::io::BufReader::new(input), out).map_err(|source| {
+            TalosError::Decompress {
+                url: xz.url.clone(),
+                path: raw_path.clone(),
+                source,
+            }
+        })?;
+        Ok(())
+    })?;
+    tracing::info!(path = %derived.path.display(), check = %derived.check, "decompressed image");
+    let raw = derived.path;
+    Ok(FactoryImage {
+        path: raw,
+        sha256: f.sha256,
+        verification: f.verification,
+        url: xz.url,
+        kind: ImageKind::NocloudRawXz,
+    })
+}
+
+/// The NoCloud seed: the machine config as `user-data`, plus `meta-data` and a `network-config`
+/// (v2) that Talos' nocloud platform reads too (siderolabs/talos
+/// internal/app/machined/pkg/runtime/v1alpha1/platform/nocloud).
+pub fn seed_files(
+    name: &str,
+    instance_id: &str,
+    mac: &str,
+    ip: Option<&StaticIp>,
+    user_data: String,
+) -> Result<Vec<(&'static str, String)>> {
+    let spec = SeedSpec {
+        hostname: name.into(),
+        instance_id: instance_id.into(),
+        user: String::new(),
+        ssh_authorized_keys: Vec::new(),
+        password_hash: None,
+        packages: Vec::new(),
+        network: match ip {
+            Some(s) => GuestNetwork::Static {
+                mac: mac.into(),
+                address: s.address.to_string(),
+                gateway: s.gateway.map(|g| g.to_string()),
+                dns: s.dns.iter().map(ToString::to_string).collect(),
+            },
+            None => GuestNetwork::Dhcp { mac: mac.into() },
+        },
+    };
+    Ok(vec![
+        ("user-data", user_data),
+        ("meta-data", seed::meta_data(&spec)?),
+        ("network-config", seed::network_config(&spec)?),
+    ])
+}
+
+fn endpoint_for(req: &TalosRequest, plan: &TalosPlan) -> Result<String> {
+    match (&plan.cluster_state, &req.endpoint, &plan.static_ip) {
+        (ClusterState::Existing { record, .. }, _, _) => Ok(record.endpoint.clone()),
+        (ClusterState::New, Some(e), _) => Ok(e.clone()),
+        (ClusterState::New, None, Some(s)) => Ok(format!("https://{}:6443", s.address.addr())),
+        (ClusterState::New, None, None) => Err(TalosError::NoEndpoint {
+            cluster: plan.cluster.name.clone(),
+        }
+        .into()),
+    }
+}
+
+/// Runs the plan without an address claim: claims the VM's directory, then makes everything.
+/// On failure everything made so far is removed again (the new cluster's directory too).
+pub fn apply(
+    ctx: &Ctx,
+    req: &TalosRequest,
+    plan: &TalosPlan,
+    progress: &dyn Progress,
+) -> Result<TalosCreated> {
+    let mut rb = Rollback::new(ctx.hv);
+    rb.claim_dir(&plan.vm_dir, &plan.name)?;
+    apply_claimed(ctx, req, plan, &mut rb, progress)
+}
+
+/// [`apply`] in the VM directory `rb` has claimed.
+pub(super) fn apply_claimed(
+    ctx: &Ctx,
+    req: &TalosRequest,
+    plan: &TalosPlan,
+    rb: &mut Rollback,
+    progress: &dyn Progress,
+) -> Result<TalosCreated> {
+    let endpoint = endpoint_for(req, plan)?;
+    let new_cluster = matches!(plan.cluster_state, ClusterState::New);
+    let mut cluster_rb = ClusterRollback { dir: None };
+
+    let image = fetch_image(ctx, plan, progress)?;
+    // The nocloud image is the system disk's backing file: --disk cannot be smaller. The ISO
+    // installs to a blank disk instead.
+    let base_format = match plan.media {
+        Media::MetalIso => None,
+        Media::Nocloud => {
+            let info = disk::image_info(ctx.runner, &image.path)?;
+            if plan.disk_bytes < info.virtual_size {
+                return Err(invalid(
+                    "--disk",
+                    req.disk.as_deref().unwrap_or(DEFAULT_DISK),
+                    &format!(
+                        "smaller than the image's virtual size of {} bytes",
+                        info.virtual_size
+                    ),
+                ));
+            }
+            Some(info.format)
+        }
+    };
+
+    let ep = crate::talos::endpoints(ctx.config);
+    // The installed system keeps the booted image's platform and schematic.
+    let installer_image = ep.installer_image(
+        plan.media.platform(),
+        &plan.schematic_id,
+        &plan.version,
+        false,
+    );
+    let mut input = ConfigInput::new(&plan.cluster.name, &endpoint, plan.version.clone());
+    input.installer_image = installer_image.clone();
+    input.validate()?;
+
+    // Secrets: generated and stored first for a new cluster (RSA-4096 takes a moment).
+    let secrets = match &plan.cluster_state {
+        ClusterState::Existing { secrets, .. } => (**secrets).clone(),
+        ClusterState::New => {
+            let s = SecretsBundle::generate(&plan.version)?;
+            // create_dir, not create_dir_all: of two creates starting the same cluster at once,
+            // the second is refused here and must not remove the first one's directory.
+            let dir = &plan.cluster.dir;
+            let werr = |source| TalosError::WriteFile {
+                path: dir.clone(),
+                source,
+            };
+            // The state directory may hold VM storage too (/var/lib/vmctl/vms): searchable for
+            // the qemu user ([`disk::DIR_MODE`]); the clusters below it are root's alone.
+            if let Some(clusters) = dir.parent() {
+                let mut mode = 0o700;
+                if let Some(state) = clusters.parent() {
+                    hostio::create_dir_all_mode(state, disk::DIR_MODE).map_err(werr)?;
+                    mode = disk::dir_mode_in(state, mode);
+                }
+                hostio::create_dir_all_mode(clusters, mode).map_err(werr)?;
+            }
+            // 0700 from the start: the secrets are written into it next.
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => cluster_rb.dir = Some(dir.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(TalosError::ClusterExists {
+                        cluster: plan.cluster.name.clone(),
+                        dir: dir.clone(),
+                    }
+                    .into());
+                }
+                Err(e) => return Err(werr(e).into()),
+            }
+            write_private(&plan.cluster.secrets(), s.to_yaml()?.as_bytes())?;
+            let record = ClusterRecord {
+                name: plan.cluster.name.clone(),
+                endpoint: endpoint.clone(),
+                version: plan.version.clone(),
+                created: now_rfc3339(),
+            };
+            let json = serde_json::to_string_pretty(&record).map_err(|source| {
+                TalosError::ParseRecord {
+                    path: plan.cluster.record(),
+                    source,
+                }
+            })?;
+            write_private(&plan.cluster.record(), format!("{json}\n").as_bytes())?;
+            let mut tinput = input.clone();
+            if let Some(s) = &plan.static_ip {
+                tinput.talos_endpoints = vec![s.address.addr().to_string()];
+            }
+            let tc = machineconfig::talosconfig(&tinput, &s, time::OffsetDateTime::now_utc())?;
+            write_private(&plan.cluster.talosconfig(), tc.as_bytes())?;
+            s
+        }
+    };
+    let gpu = !plan.gpus.is_empty();
+    let runtime_class = if gpu {
+        let p = plan.cluster.runtime_class();
+        if !p.exists() {
+            write_private(&p, nvidia::RUNTIME_CLASS_MANIFEST.as_bytes())?;
+        }
+        Some(p)
+    } else {
+        None
+    };
+
+    let patch = NodePatch {
+        hostname: Some(plan.name.clone()),
+        static_ip: plan.static_ip.as_ref().map(|s| machineconfig::StaticIp {
+            mac: plan.mac.clone(),
+            address: s.address,
+            gateway: s.gateway,
+            nameservers: s.dns.clone(),
+        }),
+        gpu,
+        ..Default::default()
+    };
+    let user_data = machineconfig::node_config(&input, &secrets, plan.role, &patch)?;
+
+    let dir = &plan.vm_dir;
+    let seed_path = dir.join(match plan.media {
+        Media::Nocloud => "seed.iso",
+        Media::MetalIso => "config.iso",
+    });
+    let disk_path = dir.join("disk.qcow2");
+    let console_log = dir.join("console.log");
+    rb.files.push(disk_path.clone());
+    match &base_format {
+        Some(format) => disk::create_overlay(
+            ctx.runner,
+            &image.path,
+            format,
+            &disk_path,
+            Some(plan.disk_bytes),
+        )?,
+        None => disk::create_blank(ctx.runner, &disk_path, plan.disk_bytes)?,
+    }
+    let files = match plan.media {
+        Media::Nocloud => {
+            let instance_id = format!("{}-{:08x}", plan.name, rand::random::<u32>());
+            seed_files(
+                &plan.name,
+                &instance_id,
+                &plan.mac,
+                plan.static_ip.as_ref(),
+                user_data,
+            )?
+        }
+        Media::MetalIso => vec![(METAL_ISO_CONFIG_FILE, user_data)],
+    };
+    rb.files.push(seed_path.clone());
+    seed::write_iso_labelled(ctx.runner, plan.media.config_label(), &files, &seed_path)?;
+    let (disks, boot_order) = disks_and_boot_order(plan.media, &disk_path, &image.path, &seed_path);
+
+    let mut spec = BridgedVm {
+        name: &plan.name,
+        domain_type: plan.domain_type,
+        cpu: &plan.cpu,
+        firmware: Firmware::Efi { secure_boot: false },
+        memory_mib: plan.memory_mib,
+        vcpus: plan.vcpus,
+        gpus: &plan.gpus,
+        bridge: &plan.bridge,
+        mac: &plan.mac,
+        console_log: &console_log,
+    }
+    .spec();
+    spec.disks = disks;
+    let ip = plan.static_ip.as_ref().map(|s| s.address.to_string());
+    spec.metadata = Some(Metadata {
+        os: "talos".into(),
+        release: Some(plan.version.to_string()),
+        user: None,
+        ssh_key: None,
+        ip: ip.clone(),
+        // The cached image, never removed by `vmctl delete`.
+        base_image: Some(image.path.clone()),
+        base_sha256: Some(image.sha256.clone()),
+        created: now_rfc3339(),
+        version: crate::VERSION.into(),
+        disks: vec![disk_path.clone(), seed_path.clone()],
+        files: vec![console_log.clone()],
+        dir: Some(dir.clone()),
+    });
+    let started = rb.define_and_start(&plan.name, &to_xml(&spec)?, !req.no_start)?;
+    rb.committed = true;
+    cluster_rb.dir = None;
+
+    let node_ip = plan.static_ip.as_ref().map(|s| s.address.addr());
+    let next_steps = next_steps(plan, node_ip, &endpoint, runtime_class.as_deref());
+    Ok(TalosCreated {
+        name: plan.name.clone(),
+        role: plan.role,
+        cluster: plan.cluster.name.clone(),
+        new_cluster,
+        endpoint,
+        version: plan.version.clone(),
+        schematic_id: plan.schematic_id.clone(),
+        extensions: plan.extensions.clone(),
+        kernel_args: plan.kernel_args.clone(),
+        media: plan.media,
+        image_kind: image.kind,
+        installer_image,
+        image_url: image.url,
+        base_image: image.path,
+        base_sha256: image.sha256,
+        verification: image.verification,
+        defined: true,
+        started,
+        mac: plan.mac.clone(),
+        ip,
+        disk: disk_path,
+        seed: seed_path,
+        seed_label: plan.media.config_label().to_string(),
+        boot_order,
+        console_log,
+        cluster_dir: plan.cluster.dir.clone(),
+        talosconfig: plan.cluster.talosconfig(),
+        runtime_class,
+        driver_note: plan.driver_note.clone(),
+        next_steps,
+    })
+}
+
+/// The domain's disks and the order the firmware tries them. Nocloud: the overlay (`<os><boot
+/// dev='hd'/>`) and the seed. Metal ISO: the blank disk first (no bootloader until Talos has
+/// installed itself, so UEFI falls through to the next entry), then the Talos ISO; the config
+/// volume is a second cdrom, not bootable.
+pub(super) fn disks_and_boot_order(
+    media: Media,
+    disk: &Path,
+    image: &Path,
+    config: &Path,
+) -> (Vec<Disk>, Vec<BootEntry>) {
+    // The boot entries are read off the disks (index, description), so the two cannot disagree.
+    let (disks, described): (Vec<Disk>, &[(usize, &str)]) = match media {
+        Media::Nocloud => (
+            overlay_and_seed(disk, config),
+            &[(0, "system disk, an overlay of the nocloud image")],
+        ),
+        Media::MetalIso => (
+            vec![
+                Disk::virtio(disk, "qcow2", "vda").boot(1),
+                Disk::cdrom(image, "sda").boot(2),
+                Disk::cdrom(config, "sdb"),
+            ],
+            &[
+                (0, "system disk, blank until Talos installs to it"),
+                (1, "Talos metal ISO, installs to the disk on first boot"),
+            ],
+        ),
+    };
+    let order = described
+        .iter()
+        .map(|&(i, what)| BootEntry {
+            // Without per-device orders the domain boots its first disk (`<boot dev='hd'/>`).
+            order: disks[i].boot_order.unwrap_or(1),
+            target: disks[i].target.clone(),
+            path: disks[i].path.clone(),
+            what: what.into(),
+        })
+        .collect();
+    (disks, order)
+}
+
+/// Removes a new cluster's directory when the create that started it fails.
+struct ClusterRollback {
+    dir: Option<PathBuf>,
+}
+
+impl Drop for ClusterRollback {
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
