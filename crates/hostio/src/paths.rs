@@ -18,6 +18,8 @@ pub const PROC: &str = "/proc";
 pub const ETC_OS_RELEASE: &str = "/etc/os-release";
 pub const USR_LIB_OS_RELEASE: &str = "/usr/lib/os-release";
 pub const DEV_KVM: &str = "/dev/kvm";
+/// `--config /dev/null` means "no settings from a file": the one device an input file may be.
+pub const DEV_NULL: &str = "/dev/null";
 pub const SYSTEM_PCI_IDS: &[&str] = &[
     "/usr/share/misc/pci.ids",
     "/usr/share/hwdata/pci.ids",
