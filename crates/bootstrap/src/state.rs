@@ -45,6 +45,8 @@ const WATCHED: &[&str] = &[
     paths::PROFILE_CUDA,
     paths::APT_CONTAINER_TOOLKIT_LIST,
     paths::ETC_VMCTL_CONFIG,
+    paths::ETC_KERNEL_CMDLINE,
+    paths::ETC_KERNELSTUB_CONFIG,
 ];
 
 /// Paths whose existence alone matters.

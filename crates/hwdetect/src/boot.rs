@@ -103,8 +103,10 @@ pub(crate) fn boot(probe: &Probe, warn: &mut Vec<String>) -> BootInfo {
 /// contradicting files decide nothing.
 fn loader(probe: &Probe, uefi: bool, loader_info: Option<&str>) -> (BootLoader, Vec<String>) {
     let mut grub = Vec::new();
+    // The link itself counts: an absolute link is resolved against the real `/`, not the host
+    // root, by the plain filesystem calls detection makes.
     for p in [ETC_DEFAULT_GRUB, BOOT_GRUB_CFG] {
-        if probe.exists(p) {
+        if probe.lexists(p) {
             grub.push(format!("{p} exists"));
         }
     }
