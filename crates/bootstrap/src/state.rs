@@ -55,6 +55,7 @@ const PRESENCE: &[&str] = &[
     paths::CUDA_KEYRING,
     paths::LIBVIRTD_WANTS,
     paths::USR_LOCAL_BIN_VMCTL,
+    paths::SHIM_MOK_DER,
 ];
 
 impl HostState {

@@ -556,6 +556,12 @@ pub fn plan(p: &mut Planner<'_>) {
         if !unbound.is_empty() {
             p.needs_reboot(format!("{} not bound to vfio-pci yet", unbound.join(", ")));
         }
+        if p.facts.boot.module_signatures_enforced() {
+            p.note(format!(
+                "{}: passthrough is not affected, because vfio-pci, the only driver it needs, is part of Ubuntu's signed kernel; no key enrolment is needed for {bdfs}",
+                crate::phases::nvidia::enforcement(p.facts)
+            ));
+        }
     } else if p.opts.gpu_mode == GpuMode::Passthrough {
         p.warn("no GPU selected for passthrough (the only NVIDIA GPU may be the boot VGA device): pass --gpu BDF");
     }
