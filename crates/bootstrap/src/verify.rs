@@ -286,12 +286,16 @@ fn boot_check(r: &mut VerifyReport, facts: &HostFacts) {
         .as_deref()
         .map(|l| format!(", lockdown {l}"))
         .unwrap_or_default();
-    r.check(
-        Phase::Preflight,
-        b.loader != BootLoader::Unknown,
-        format!("boot: {sb}{lockdown}; boot loader {}", b.loader.name()),
-        "the kernel command line is edited only for GRUB, systemd-boot and kernelstub; `gpu-vm-bootstrap detect` shows what was found",
-    );
+    let detail = format!("boot: {sb}{lockdown}; boot loader {}", b.loader.name());
+    if b.loader == BootLoader::Unknown {
+        // Not a failure by itself: the command-line check below says whether it matters.
+        r.skipped(
+            Phase::Preflight,
+            format!("{detail} (`gpu-vm-bootstrap detect` shows what was found)"),
+        );
+    } else {
+        r.check(Phase::Preflight, true, detail, "");
+    }
 }
 
 /// Where the boot loader keeps the command line, for the fix hint of a missing argument.
