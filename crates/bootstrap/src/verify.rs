@@ -354,16 +354,26 @@ fn nvidia_module_check(
         let enrolled = runner.map(|run| {
             run.run(&Cmd::new(["mokutil", "--test-key", paths::SHIM_MOK_DER]))
                 .map(|o| o.stdout_str())
-                .unwrap_or_else(|e| e.to_string())
+                .map_err(|e| e.to_string())
         });
-        let key = match enrolled.as_deref() {
-            Some(out) if out.contains("already enrolled") => format!(
+        // mokutil prints "… is already enrolled" or "… is not enrolled" (its exit status differs
+        // between versions), and fails outright without EFI variables.
+        let text = enrolled.as_ref().map(|r| match r {
+            Ok(o) | Err(o) => o.as_str(),
+        });
+        let key = match text {
+            Some(t) if t.contains("already enrolled") => format!(
                 "; its key {} is enrolled, so the module itself is not signed with it (`sudo dkms status`, then `sudo dkms autoinstall` re-signs)",
                 paths::SHIM_MOK_DER
             ),
-            Some(_) => format!(
+            Some(t) if t.contains("not enrolled") => format!(
                 "; mokutil says its key {} is not enrolled",
                 paths::SHIM_MOK_DER
+            ),
+            Some(t) => format!(
+                "; mokutil could not tell whether its key {} is enrolled: {}",
+                paths::SHIM_MOK_DER,
+                t.trim()
             ),
             None => String::new(),
         };

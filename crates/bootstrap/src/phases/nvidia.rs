@@ -106,10 +106,16 @@ pub fn enforcement(facts: &HostFacts) -> String {
 /// notes: Turing R410, Ampere R450, Ada and Hopper R525, Blackwell R570).
 pub fn min_branch(chip: &str) -> u32 {
     let c = chip.to_ascii_uppercase();
-    [("GB", 570), ("GH", 525), ("AD", 525), ("GA", 450), ("TU", 410)]
-        .iter()
-        .find(|(p, _)| c.starts_with(p))
-        .map_or(0, |(_, b)| *b)
+    [
+        ("GB", 570),
+        ("GH", 525),
+        ("AD", 525),
+        ("GA", 450),
+        ("TU", 410),
+    ]
+    .iter()
+    .find(|(p, _)| c.starts_with(p))
+    .map_or(0, |(_, b)| *b)
 }
 
 /// Ubuntu's signed prebuilt driver for the running kernel.
@@ -138,7 +144,11 @@ pub fn signed_driver(facts: &HostFacts, open: bool) -> Result<SignedDriver, Stri
         .map(|(f, _)| f)
         .collect();
     flavours.sort_by_key(|f| {
-        let branch: u32 = f.split('-').next().and_then(|b| b.parse().ok()).unwrap_or(0);
+        let branch: u32 = f
+            .split('-')
+            .next()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(0);
         (f.contains("-server"), std::cmp::Reverse(branch))
     });
     flavours.dedup();
