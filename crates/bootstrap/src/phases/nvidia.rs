@@ -103,14 +103,17 @@ pub fn enforcement(facts: &HostFacts) -> String {
 }
 
 /// The first NVIDIA driver branch that supports each architecture (NVIDIA's driver release
-/// notes: Turing R410, Ampere R450, Ada and Hopper R525, Blackwell R570).
+/// notes: Turing R410; the A100's GA100 R450, but the GeForce/RTX Ampere chips GA10x only from
+/// R455 (455.23.04 added the RTX 3080/3090); Ada and Hopper R525; Blackwell R570). A longer
+/// prefix is listed before the shorter one it refines.
 pub fn min_branch(chip: &str) -> u32 {
     let c = chip.to_ascii_uppercase();
     [
         ("GB", 570),
         ("GH", 525),
         ("AD", 525),
-        ("GA", 450),
+        ("GA100", 450),
+        ("GA", 455),
         ("TU", 410),
     ]
     .iter()
@@ -508,5 +511,17 @@ mod tests {
         assert_eq!(flavour_for_chip("GP102"), Some(Flavour::Proprietary));
         assert_eq!(flavour_for_chip("GK208B"), Some(Flavour::Proprietary));
         assert_eq!(flavour_for_chip("XY1"), None);
+    }
+
+    #[test]
+    fn the_first_branch_of_each_architecture() {
+        assert_eq!(min_branch("TU104"), 410);
+        assert_eq!(min_branch("GA100"), 450);
+        // The RTX 30 series needs 455: a 450 driver is not adequate for a GA102.
+        assert_eq!(min_branch("GA102"), 455);
+        assert_eq!(min_branch("AD102"), 525);
+        assert_eq!(min_branch("GH100"), 525);
+        assert_eq!(min_branch("GB202"), 570);
+        assert_eq!(min_branch("GP102"), 0);
     }
 }
