@@ -719,7 +719,7 @@ fn too_old_installed_driver_is_refused() {
     assert_eq!(
         refusal(h.plan(&host_mode_nvidia_only()).unwrap_err()),
         vec![
-            "[nvidia] the installed NVIDIA driver 418 from Ubuntu's archive (nvidia-driver-418 418.226.00-0ubuntu0.24.04.1) is too old for 0000:01:00.0 (needs branch 450 or newer) | help: remove it with `sudo apt-get purge nvidia-driver-418`, then run again to install a current driver"
+            "[nvidia] the installed NVIDIA driver 418 from Ubuntu's archive (nvidia-driver-418 418.226.00-0ubuntu0.24.04.1) is too old for 0000:01:00.0 (needs branch 455 or newer) | help: remove it with `sudo apt-get purge nvidia-driver-418`, then run again to install a current driver"
         ]
     );
 }
