@@ -15,6 +15,7 @@ PACKAGES=(
   util-linux liblzma-dev                # setpriv (unprivileged scan tests); liblzma for .raw.xz images
   golang-go golang-gopkg-yaml.v3-dev    # go-yaml oracle: checks Talos schematic YAML byte for byte
   dpkg-dev fakeroot                     # building the .deb packages
+  systemd-boot mokutil                  # bootctl and kernel-install read the systemd-boot fixture; verify runs mokutil
 )
 
 SUDO=""

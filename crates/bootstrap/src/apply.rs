@@ -841,7 +841,10 @@ impl<'a> Applier<'a> {
         report
             .files_restored
             .retain(|p| !report.files_removed.contains(p));
-        for argv in follow_up_commands(touched.iter().map(String::as_str)) {
+        let mut follow_ups = follow_up_commands(touched.iter().map(String::as_str));
+        let touched_refs: Vec<&str> = touched.iter().map(String::as_str).collect();
+        follow_ups.extend(crate::bootloader::follow_ups(self.root, &touched_refs));
+        for argv in follow_ups {
             if self.run_commands {
                 self.log
                     .log(Level::Info, &format!("running: {}", argv.join(" ")));

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod bootloader;
 pub mod debversion;
 pub mod grubcfg;
 pub mod netcheck;

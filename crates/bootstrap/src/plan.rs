@@ -148,6 +148,12 @@ pub struct Plan {
     /// Why a reboot is needed (empty when it is not).
     pub reboot_reasons: Vec<String>,
     pub warnings: Vec<String>,
+    /// What the user must do by hand (a key to enrol at the next boot), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manual_steps: Vec<String>,
+    /// Facts the plan relied on that change nothing (a driver kept, Secure Boot not in the way).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -185,6 +191,15 @@ impl Plan {
             for r in &self.reboot_reasons {
                 let _ = writeln!(out, "  - {r}");
             }
+        }
+        if !self.manual_steps.is_empty() {
+            let _ = writeln!(out, "Manual steps:");
+            for (i, m) in self.manual_steps.iter().enumerate() {
+                let _ = writeln!(out, "  {}. {m}", i + 1);
+            }
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
         }
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
@@ -277,6 +292,8 @@ mod tests {
             reboot_required: true,
             reboot_reasons: vec![],
             warnings: vec![],
+            manual_steps: vec![],
+            notes: vec![],
         };
         let v: serde_json::Value = serde_json::from_str(&plan.to_json()).unwrap();
         assert_eq!(v["actions"][0]["phase"], "iommu");

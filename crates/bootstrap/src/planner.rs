@@ -80,6 +80,8 @@ pub struct Planner<'a> {
     pub warnings: Vec<String>,
     pub problems: Vec<Problem>,
     pub reboot_reasons: Vec<String>,
+    pub manual_steps: Vec<String>,
+    pub notes: Vec<String>,
 }
 
 impl<'a> Planner<'a> {
@@ -176,6 +178,14 @@ impl<'a> Planner<'a> {
     pub fn needs_reboot(&mut self, why: impl Into<String>) {
         self.reboot_reasons.push(why.into());
     }
+
+    pub fn note(&mut self, msg: impl Into<String>) {
+        self.notes.push(msg.into());
+    }
+
+    pub fn manual_step(&mut self, step: impl Into<String>) {
+        self.manual_steps.push(step.into());
+    }
 }
 
 /// Builds the plan. Pure: reads nothing but its arguments.
@@ -190,6 +200,8 @@ pub fn plan(facts: &HostFacts, opts: &Options, state: &HostState) -> Result<Plan
         warnings: Vec::new(),
         problems: Vec::new(),
         reboot_reasons: Vec::new(),
+        manual_steps: Vec::new(),
+        notes: Vec::new(),
     };
     let names_ok = check_options(&mut p, &unknown);
     phases::preflight::plan(&mut p);
@@ -343,5 +355,7 @@ fn finish(mut p: Planner<'_>) -> Result<Plan, Refusal> {
         reboot_required,
         reboot_reasons: p.reboot_reasons,
         warnings: p.warnings,
+        manual_steps: p.manual_steps,
+        notes: p.notes,
     })
 }

@@ -45,6 +45,8 @@ const WATCHED: &[&str] = &[
     paths::PROFILE_CUDA,
     paths::APT_CONTAINER_TOOLKIT_LIST,
     paths::ETC_VMCTL_CONFIG,
+    paths::ETC_KERNEL_CMDLINE,
+    paths::ETC_KERNELSTUB_CONFIG,
 ];
 
 /// Paths whose existence alone matters.
@@ -53,6 +55,7 @@ const PRESENCE: &[&str] = &[
     paths::CUDA_KEYRING,
     paths::LIBVIRTD_WANTS,
     paths::USR_LOCAL_BIN_VMCTL,
+    paths::SHIM_MOK_DER,
 ];
 
 impl HostState {

@@ -112,6 +112,7 @@ pub fn verify(
         ),
         "gpu-vm-bootstrap targets Ubuntu 24.04; other releases may need manual steps",
     );
+    boot_check(&mut r, facts);
     if !opts.skip.kvm {
         r.check(
             Phase::Kvm,
@@ -155,7 +156,7 @@ pub fn verify(
             } else {
                 format!("kernel command line lacks `{}`", missing.join(" "))
             },
-            "run `sudo gpu-vm-bootstrap apply`, then reboot (update-grub must have run)",
+            &cmdline_hint(facts),
         );
         r.check(
             Phase::Iommu,
@@ -196,12 +197,7 @@ pub fn verify(
             GpuMode::Passthrough => !sel.host.is_empty() || opts.host_driver,
         };
     if host_driver {
-        r.check(
-            Phase::Nvidia,
-            facts.nvidia_module_loaded,
-            "the nvidia kernel module is loaded",
-            "reboot after the driver install; `sudo dmesg | grep -i nvidia` shows why it did not load",
-        );
+        nvidia_module_check(&mut r, facts, runner);
         match live(&["nvidia-smi", "-L"]) {
             None => r.skipped(Phase::Nvidia, "nvidia-smi works (needs the live host)"),
             Some(res) => r.check(
@@ -271,6 +267,147 @@ pub fn verify(
     }
     r.ok = r.checks.iter().all(|c| c.status != CheckStatus::Fail);
     r
+}
+
+/// The boot facts the plan relied on: firmware, Secure Boot, lockdown and the boot loader.
+fn boot_check(r: &mut VerifyReport, facts: &HostFacts) {
+    use hwdetect::{BootLoader, Firmware};
+    let b = &facts.boot;
+    let sb = match (b.firmware, b.secure_boot) {
+        (Firmware::Bios, _) => "BIOS boot".to_string(),
+        (Firmware::Unknown, _) => "firmware unknown".to_string(),
+        (Firmware::Uefi, Some(on)) => {
+            format!("UEFI, Secure Boot {}", if on { "on" } else { "off" })
+        }
+        (Firmware::Uefi, None) => "UEFI, Secure Boot state unknown".to_string(),
+    };
+    let lockdown = b
+        .lockdown
+        .as_deref()
+        .map(|l| format!(", lockdown {l}"))
+        .unwrap_or_default();
+    let detail = format!("boot: {sb}{lockdown}; boot loader {}", b.loader.name());
+    if b.loader == BootLoader::Unknown {
+        // Not a failure by itself: the command-line check below says whether it matters.
+        r.skipped(
+            Phase::Preflight,
+            format!("{detail} (`gpu-vm-bootstrap detect` shows what was found)"),
+        );
+    } else {
+        r.check(Phase::Preflight, true, detail, "");
+    }
+}
+
+/// Where the boot loader keeps the command line, for the fix hint of a missing argument.
+fn cmdline_hint(facts: &HostFacts) -> String {
+    use hwdetect::BootLoader;
+    match facts.boot.loader {
+        // The GRUB hint as it always was.
+        BootLoader::Grub | BootLoader::Unknown => {
+            "run `sudo gpu-vm-bootstrap apply`, then reboot (update-grub must have run)".into()
+        }
+        l => format!(
+            "run `sudo gpu-vm-bootstrap apply`, then reboot; {} boots this host and reads the command line from {}",
+            l.name(),
+            crate::bootloader::where_cmdline_lives(l)
+        ),
+    }
+}
+
+/// The nvidia module is loaded; when it is not and the kernel enforces module signatures,
+/// says that Secure Boot refused it and how to get it loaded (the MOK to enrol for a DKMS
+/// build, checked with `mokutil --test-key` on the live host).
+fn nvidia_module_check(
+    r: &mut VerifyReport,
+    facts: &HostFacts,
+    runner: Option<&dyn CommandRunner>,
+) {
+    if facts.nvidia_module_loaded {
+        let v = facts
+            .nvidia_driver
+            .loaded_version
+            .as_deref()
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default();
+        r.check(
+            Phase::Nvidia,
+            true,
+            format!("the nvidia kernel module is loaded{v}"),
+            "",
+        );
+        return;
+    }
+    if !facts.boot.module_signatures_enforced() {
+        r.check(
+            Phase::Nvidia,
+            false,
+            "the nvidia kernel module is loaded",
+            "reboot after the driver install; `sudo dmesg | grep -i nvidia` shows why it did not load",
+        );
+        return;
+    }
+    let why = crate::phases::nvidia::enforcement(facts);
+    let d = &facts.nvidia_driver;
+    let run_installer = d.run_uninstaller || !d.unowned_modules.is_empty();
+    if !d.dkms_modules.is_empty() {
+        // mokutil(1): `--test-key` says whether a key is already enrolled.
+        let enrolled = runner.map(|run| {
+            run.run(&Cmd::new(["mokutil", "--test-key", paths::SHIM_MOK_DER]))
+                .map(|o| o.stdout_str())
+                .map_err(|e| e.to_string())
+        });
+        // mokutil prints "… is already enrolled" or "… is not enrolled" (its exit status differs
+        // between versions), and fails outright without EFI variables.
+        let text = enrolled.as_ref().map(|r| match r {
+            Ok(o) | Err(o) => o.as_str(),
+        });
+        let key = match text {
+            Some(t) if t.contains("already enrolled") => format!(
+                "; its key {} is enrolled, so the module itself is not signed with it (`sudo dkms status`, then `sudo dkms autoinstall` re-signs)",
+                paths::SHIM_MOK_DER
+            ),
+            Some(t) if t.contains("not enrolled") => format!(
+                "; mokutil says its key {} is not enrolled",
+                paths::SHIM_MOK_DER
+            ),
+            Some(t) => format!(
+                "; mokutil could not tell whether its key {} is enrolled: {}",
+                paths::SHIM_MOK_DER,
+                t.trim()
+            ),
+            None => String::new(),
+        };
+        r.check(
+            Phase::Nvidia,
+            false,
+            format!(
+                "the nvidia kernel module is not loaded: {why}, and the kernel refuses a module not signed by an enrolled key; this one was built by DKMS ({}){key}",
+                d.dkms_modules.join(", ")
+            ),
+            &format!(
+                "enrol the key DKMS signs with: `sudo mokutil --import {}`, reboot and choose Enroll MOK in MokManager; or remove the DKMS driver and run `sudo gpu-vm-bootstrap apply` to install Ubuntu's signed prebuilt modules",
+                paths::SHIM_MOK_DER
+            ),
+        );
+    } else if run_installer {
+        r.check(
+            Phase::Nvidia,
+            false,
+            format!(
+                "the nvidia kernel module is not loaded: {why}, and the module of NVIDIA's .run installer is not signed by a key the kernel trusts"
+            ),
+            "remove it (`sudo nvidia-uninstall`) and run `sudo gpu-vm-bootstrap apply` to install Ubuntu's signed prebuilt modules",
+        );
+    } else {
+        r.check(
+            Phase::Nvidia,
+            false,
+            format!(
+                "the nvidia kernel module is not loaded ({why}: only signed modules load)"
+            ),
+            "reboot after the driver install; `sudo dmesg | grep -i -e nvidia -e 'key was rejected'` shows whether the kernel refused the module",
+        );
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod help_snapshots;
 mod names;
 mod netplan_layouts;
 mod phases;
+mod real_hosts;
 mod resume;
 mod rollback_edits;
 mod vmctl_deb;

@@ -18,6 +18,53 @@ pub const PROC: &str = "/proc";
 pub const ETC_OS_RELEASE: &str = "/etc/os-release";
 pub const USR_LIB_OS_RELEASE: &str = "/usr/lib/os-release";
 pub const DEV_KVM: &str = "/dev/kvm";
+/// `uname -r` of the running kernel (proc(5): /proc/sys/kernel/osrelease).
+pub const PROC_KERNEL_OSRELEASE: &str = "/proc/sys/kernel/osrelease";
+
+// Firmware and boot: Secure Boot, lockdown, boot loaders.
+/// Exists only when the kernel was booted by UEFI firmware (Documentation/arch/x86/boot.rst).
+pub const SYS_FIRMWARE_EFI: &str = "/sys/firmware/efi";
+/// The EFI global variable `SecureBoot` (UEFI spec 2.10, 3.3 "Globally Defined Variables"),
+/// as efivarfs shows it: 4 bytes of attributes, then the one data byte (1 = enabled)
+/// (Documentation/filesystems/efivarfs.rst).
+pub const EFIVAR_SECURE_BOOT: &str =
+    "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
+/// `LoaderInfo`, set by the boot loader that started this boot (systemd's Boot Loader
+/// Interface: systemd-boot writes it, in UTF-16LE, e.g. `systemd-boot 255.4-1ubuntu8`).
+pub const EFIVAR_LOADER_INFO: &str =
+    "/sys/firmware/efi/efivars/LoaderInfo-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+/// `[none] integrity confidentiality`, the active mode in brackets (kernel-lockdown(7)).
+pub const SYS_KERNEL_SECURITY_LOCKDOWN: &str = "/sys/kernel/security/lockdown";
+/// GRUB's generated config; its presence says GRUB is installed.
+pub const BOOT_GRUB_CFG: &str = "/boot/grub/grub.cfg";
+/// The kernel command line kernel-install writes into each loader entry (kernel-install(8)).
+pub const ETC_KERNEL_CMDLINE: &str = "/etc/kernel/cmdline";
+/// Where Ubuntu mounts the ESP; systemd-boot reads `loader/entries/*.conf` from it (Boot
+/// Loader Specification, type #1 entries).
+pub const BOOT_EFI: &str = "/boot/efi";
+pub const BOOT_EFI_LOADER_ENTRIES: &str = "/boot/efi/loader/entries";
+pub const BOOT_EFI_SYSTEMD_BOOT: &str = "/boot/efi/EFI/systemd/systemd-bootx64.efi";
+/// The installed kernels (`vmlinuz-<release>`), as Ubuntu's kernel packages place them.
+pub const BOOT: &str = "/boot";
+/// kernelstub's JSON configuration (Pop!_OS; kernelstub/config.py): `user.kernel_options`.
+pub const ETC_KERNELSTUB_CONFIG: &str = "/etc/kernelstub/configuration";
+
+// NVIDIA drivers already on the host.
+/// Installed by NVIDIA's `.run` installer (and only by it).
+pub const USR_BIN_NVIDIA_UNINSTALL: &str = "/usr/bin/nvidia-uninstall";
+/// The loaded nvidia module's version (e.g. `550.120`).
+pub const SYS_MODULE_NVIDIA_VERSION: &str = "/sys/module/nvidia/version";
+/// `/lib/modules/<release>/`: the running kernel's modules.
+pub const LIB_MODULES: &str = "/lib/modules";
+/// Per-package file lists (`<package>[:<arch>].list`): what dpkg knows it installed.
+pub const DPKG_INFO: &str = "/var/lib/dpkg/info";
+/// apt's downloaded package indexes (`*_Packages`), named after their source URL.
+pub const APT_LISTS: &str = "/var/lib/apt/lists";
+/// The Machine Owner Key Ubuntu's shim-signed creates and DKMS signs modules with
+/// (`update-secureboot-policy`, shim-signed).
+pub const SHIM_MOK_DER: &str = "/var/lib/shim-signed/mok/MOK.der";
+/// `--config /dev/null` means "no settings from a file": the one device an input file may be.
+pub const DEV_NULL: &str = "/dev/null";
 pub const SYSTEM_PCI_IDS: &[&str] = &[
     "/usr/share/misc/pci.ids",
     "/usr/share/hwdata/pci.ids",

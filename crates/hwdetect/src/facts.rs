@@ -22,8 +22,194 @@ pub struct HostFacts {
     pub kernel_cmdline: Vec<String>,
     /// Every PCI function, sorted by BDF.
     pub pci_devices: Vec<PciDevice>,
+    /// Firmware, Secure Boot, kernel lockdown and the boot loader.
+    #[serde(default)]
+    pub boot: BootInfo,
+    /// The running kernel and the kernel metapackages installed.
+    #[serde(default)]
+    pub kernel: KernelInfo,
+    /// NVIDIA drivers already installed (and by what), and what apt offers.
+    #[serde(default)]
+    pub nvidia_driver: NvidiaDriverInfo,
     /// Problems met while reading (a path and what was wrong). Detection goes on after each.
     pub warnings: Vec<String>,
+}
+
+/// How the machine booted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// `/sys/firmware/efi` exists.
+    Uefi,
+    /// No `/sys/firmware/efi`: legacy BIOS (or CSM) boot.
+    Bios,
+    /// Facts from before this field existed.
+    #[default]
+    Unknown,
+}
+
+/// The boot loader that owns the kernel command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootLoader {
+    /// GRUB: the command line lives in `/etc/default/grub` (+ `grub.d`), `update-grub` applies it.
+    Grub,
+    /// systemd-boot with Boot Loader Specification entries: `/etc/kernel/cmdline`, applied by
+    /// `kernel-install add`.
+    SystemdBoot,
+    /// kernelstub (Pop!_OS): `/etc/kernelstub/configuration`, applied by `kernelstub`.
+    Kernelstub,
+    /// Nothing says which loader boots this host, or the signs contradict each other.
+    #[default]
+    Unknown,
+}
+
+impl BootLoader {
+    pub fn name(self) -> &'static str {
+        match self {
+            BootLoader::Grub => "GRUB",
+            BootLoader::SystemdBoot => "systemd-boot",
+            BootLoader::Kernelstub => "kernelstub",
+            BootLoader::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootInfo {
+    pub firmware: Firmware,
+    /// The `SecureBoot` EFI variable's data byte is 1. `null` on BIOS hosts, or when the
+    /// variable is missing or unreadable.
+    pub secure_boot: Option<bool>,
+    /// The active kernel lockdown mode (`none`, `integrity`, `confidentiality`); `null` when
+    /// `/sys/kernel/security/lockdown` is absent (no securityfs, or a kernel without it).
+    pub lockdown: Option<String>,
+    pub loader: BootLoader,
+    /// What the loader was recognised by (or, for `unknown`, what was found), for the plan's
+    /// reasons and `detect`.
+    pub loader_evidence: Vec<String>,
+    /// Kernel releases with a `/boot/vmlinuz-<release>`, sorted.
+    pub kernels: Vec<String>,
+}
+
+impl BootInfo {
+    /// The kernel refuses modules that are not signed by a trusted key: Secure Boot is on
+    /// (Ubuntu's kernels then enforce module signatures) or the kernel is locked down
+    /// (kernel-lockdown(7): unsigned modules are refused in both modes).
+    pub fn module_signatures_enforced(&self) -> bool {
+        self.secure_boot == Some(true)
+            || matches!(
+                self.lockdown.as_deref(),
+                Some("integrity" | "confidentiality")
+            )
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    /// `uname -r`, e.g. `6.8.0-48-generic`; empty when unknown.
+    pub release: String,
+    /// Installed kernel metapackages' flavours (`linux-image-<flavour>`: `generic`,
+    /// `generic-hwe-24.04`, `lowlatency`, …), sorted.
+    pub metapackages: Vec<String>,
+}
+
+impl KernelInfo {
+    /// The flavour of the running kernel: `generic` for `6.8.0-48-generic`.
+    pub fn flavour(&self) -> Option<&str> {
+        // <version>-<abi>-<flavour>: the flavour follows the second dash.
+        let mut it = self.release.splitn(3, '-');
+        let (_, _, f) = (it.next()?, it.next()?, it.next()?);
+        (!f.is_empty()).then_some(f)
+    }
+}
+
+/// Where an installed NVIDIA driver came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverSource {
+    /// Ubuntu's archive (`nvidia-driver-<branch>`, `linux-modules-nvidia-*`).
+    UbuntuArchive,
+    /// NVIDIA's CUDA repository (`cuda-drivers`, `nvidia-open`, its own `nvidia-driver-*`).
+    CudaRepo,
+    /// The graphics-drivers PPA (ppa:graphics-drivers/ppa).
+    GraphicsDriversPpa,
+    /// NVIDIA's `.run` installer: `nvidia-uninstall`, modules dpkg does not know.
+    RunInstaller,
+    /// A package whose origin no apt list and no version pattern tells.
+    Unknown,
+}
+
+impl DriverSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            DriverSource::UbuntuArchive => "Ubuntu's archive",
+            DriverSource::CudaRepo => "NVIDIA's CUDA repository",
+            DriverSource::GraphicsDriversPpa => "the graphics-drivers PPA",
+            DriverSource::RunInstaller => "NVIDIA's .run installer",
+            DriverSource::Unknown => "an unknown source",
+        }
+    }
+}
+
+/// An installed driver package.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverPackage {
+    pub name: String,
+    pub version: String,
+    /// The driver branch (`550`), from the name or else the version.
+    pub branch: Option<u32>,
+    pub source: Option<DriverSource>,
+}
+
+/// A package apt offers (from `/var/lib/apt/lists/*_Packages`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AptPackage {
+    pub name: String,
+    pub version: String,
+    pub source: Option<DriverSource>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvidiaDriverInfo {
+    /// Installed NVIDIA driver packages (dpkg status), sorted by name.
+    pub packages: Vec<DriverPackage>,
+    /// `/usr/bin/nvidia-uninstall` exists: NVIDIA's `.run` installer was used.
+    pub run_uninstaller: bool,
+    /// `nvidia*.ko` of the running kernel that no dpkg package lists (where the `.run`
+    /// installer puts them: `kernel/drivers/video/`).
+    pub unowned_modules: Vec<String>,
+    /// `nvidia*.ko` built by DKMS for the running kernel (`updates/dkms/`).
+    pub dkms_modules: Vec<String>,
+    /// `/sys/module/nvidia/version` of the loaded module.
+    pub loaded_version: Option<String>,
+    /// NVIDIA driver packages apt can install, with their source (only the names that matter:
+    /// `nvidia-driver-*`, `nvidia-dkms-*`, `cuda-drivers*`, `nvidia-open*`, and the
+    /// `linux-modules-nvidia-*` for the running kernel and for kernel flavours).
+    pub available: Vec<AptPackage>,
+}
+
+impl NvidiaDriverInfo {
+    /// Every source an installed driver came from, sorted, without duplicates.
+    pub fn sources(&self) -> Vec<DriverSource> {
+        let mut out: Vec<DriverSource> = self.packages.iter().filter_map(|p| p.source).collect();
+        if self.run_uninstaller || !self.unowned_modules.is_empty() {
+            out.push(DriverSource::RunInstaller);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether apt offers a package of this exact name.
+    pub fn can_install(&self, name: &str) -> bool {
+        self.available.iter().any(|p| p.name == name)
+    }
+
+    /// The installed package of this name.
+    pub fn installed(&self, name: &str) -> Option<&DriverPackage> {
+        self.packages.iter().find(|p| p.name == name)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

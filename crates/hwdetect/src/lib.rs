@@ -4,12 +4,18 @@
 //! Reads, all relative to the host root: `/sys/bus/pci/devices/*` (symlinks into
 //! `/sys/devices`), their `iommu_group` and `driver` links, `/sys/kernel/iommu_groups/*/devices`,
 //! `/sys/class/net/*`, `/proc/{cpuinfo,cmdline}`, `/proc/net/{route,fib_trie,if_inet6}`,
-//! `/etc/os-release`, `/dev/kvm`, `/sys/module/nvidia`. Names come from the `pci-ids` crate,
-//! then the system pci.ids on the real filesystem.
+//! `/etc/os-release`, `/dev/kvm`, `/sys/module/nvidia`; for the boot: `/sys/firmware/efi` (and
+//! the `SecureBoot`/`LoaderInfo` variables), `/sys/kernel/security/lockdown`, the boot loaders'
+//! files, `/boot/vmlinuz-*`, `/proc/sys/kernel/osrelease`; for NVIDIA drivers already there:
+//! dpkg's status and file lists, apt's package lists, `/usr/bin/nvidia-uninstall`,
+//! `/lib/modules/<release>/`. Names come from the `pci-ids` crate, then the system pci.ids on
+//! the real filesystem.
 
 #![forbid(unsafe_code)]
 
+pub mod boot;
 mod capture;
+pub mod driver;
 mod facts;
 mod names;
 mod net;
@@ -25,8 +31,8 @@ use std::path::{Path, PathBuf};
 
 use hostio::HostRoot;
 use hostio::paths::{
-    DEV_KVM, ETC_OS_RELEASE, PROC_CMDLINE, PROC_CPUINFO, SYS_MODULE_NVIDIA, SYSTEM_PCI_IDS,
-    USR_LIB_OS_RELEASE,
+    DEV_KVM, ETC_OS_RELEASE, PROC_CMDLINE, PROC_CPUINFO, PROC_KERNEL_OSRELEASE, SYS_MODULE_NVIDIA,
+    SYSTEM_PCI_IDS, USR_LIB_OS_RELEASE,
 };
 
 use names::Names;
@@ -103,6 +109,13 @@ fn detect_with(probe: &Probe, pci_ids: Vec<PathBuf>) -> HostFacts {
     let (nics, default_route) = net::nics(probe, &mut warn);
     facts.nics = nics;
     facts.default_route = default_route;
+
+    facts.boot = boot::boot(probe, &mut warn);
+    match probe.read_optional(PROC_KERNEL_OSRELEASE) {
+        Ok(r) => facts.kernel.release = r.map(|r| r.trim().to_string()).unwrap_or_default(),
+        Err(e) => warn.push(format!("{PROC_KERNEL_OSRELEASE}: cannot read: {e}")),
+    }
+    facts.nvidia_driver = driver::detect(probe, &mut facts.kernel, &mut warn);
     facts.warnings = warn;
     facts
 }

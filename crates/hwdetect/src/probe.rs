@@ -75,6 +75,52 @@ impl<'a> Probe<'a> {
         Ok(text)
     }
 
+    /// Reads a binary file (efivarfs variables) as bytes; a missing file is `Ok(None)`.
+    pub fn read_bytes(&self, host_path: impl AsRef<Path>) -> io::Result<Option<Vec<u8>>> {
+        let host_path = host_path.as_ref();
+        match self.root.read(host_path) {
+            Ok(b) => {
+                self.note(host_path, Touch::Content(b.clone()));
+                Ok(Some(b))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => {
+                self.note(host_path, Touch::Unreadable);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads a large text file line by line and keeps only what `keep` returns for it (a
+    /// filtered copy of the file). Only that copy is recorded for a capture, so a capture
+    /// holds the few stanzas of dpkg's status or apt's lists that detection uses, not all of
+    /// them; detection on the copy gives the same result because `keep` gives the same
+    /// output for its own output.
+    pub fn read_filtered(
+        &self,
+        host_path: impl AsRef<Path>,
+        keep: impl FnOnce(&mut dyn io::BufRead) -> io::Result<String>,
+    ) -> io::Result<Option<String>> {
+        let host_path = host_path.as_ref();
+        let file = match std::fs::File::open(self.root.path(host_path)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                self.note(host_path, Touch::Unreadable);
+                return Err(e);
+            }
+        };
+        let kept = match keep(&mut io::BufReader::new(file)) {
+            Ok(k) => k,
+            Err(e) => {
+                self.note(host_path, Touch::Unreadable);
+                return Err(e);
+            }
+        };
+        self.note(host_path, Touch::Content(kept.clone().into_bytes()));
+        Ok(Some(kept))
+    }
+
     /// Like [`Probe::read`] but a missing file is `Ok(None)`.
     pub fn read_optional(&self, host_path: impl AsRef<Path>) -> io::Result<Option<String>> {
         match self.read(host_path) {

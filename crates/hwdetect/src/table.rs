@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::facts::{CpuVendor, HostFacts, Virtualization};
+use crate::facts::{CpuVendor, Firmware, HostFacts, Virtualization};
 
 /// Renders the facts as a readable table. Returns the text; the caller prints it.
 pub fn render_table(facts: &HostFacts) -> String {
@@ -137,6 +137,7 @@ pub fn render_table(facts: &HostFacts) -> String {
             "not loaded"
         }
     );
+    boot_lines(&mut out, facts);
     for n in &facts.nics {
         let mut s = format!(
             "NIC:    {} {} {}",
@@ -168,4 +169,97 @@ pub fn render_table(facts: &HostFacts) -> String {
         let _ = writeln!(out, "Warnings: {} (listed on stderr)", facts.warnings.len());
     }
     out
+}
+
+/// Firmware, Secure Boot, lockdown, boot loader, kernel, and the NVIDIA driver already there.
+fn boot_lines(out: &mut String, facts: &HostFacts) {
+    let b = &facts.boot;
+    let firmware = match b.firmware {
+        Firmware::Uefi => "UEFI",
+        Firmware::Bios => "BIOS (no /sys/firmware/efi)",
+        Firmware::Unknown => "unknown",
+    };
+    let sb = match (b.firmware, b.secure_boot) {
+        (Firmware::Bios, _) => "n/a",
+        (_, Some(true)) => "on",
+        (_, Some(false)) => "off",
+        (_, None) => "unknown",
+    };
+    let _ = writeln!(
+        out,
+        "Boot:   {firmware}; Secure Boot {sb}; lockdown {}",
+        b.lockdown.as_deref().unwrap_or("unknown")
+    );
+    let _ = writeln!(
+        out,
+        "Loader: {} ({})",
+        b.loader.name(),
+        if b.loader_evidence.is_empty() {
+            "nothing found".to_string()
+        } else {
+            b.loader_evidence.join("; ")
+        }
+    );
+    if !facts.kernel.release.is_empty() {
+        let _ = writeln!(
+            out,
+            "Kernel: {}{}",
+            facts.kernel.release,
+            if facts.kernel.metapackages.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (metapackages: {})",
+                    facts
+                        .kernel
+                        .metapackages
+                        .iter()
+                        .map(|m| format!("linux-image-{m}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    let d = &facts.nvidia_driver;
+    let mut parts: Vec<String> = d
+        .packages
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} ({})",
+                p.name,
+                p.version,
+                p.source.map_or("unknown source", |s| s.describe())
+            )
+        })
+        .collect();
+    if d.run_uninstaller {
+        parts.push("/usr/bin/nvidia-uninstall (.run installer)".into());
+    }
+    for m in &d.unowned_modules {
+        parts.push(format!("{m} (not from a package)"));
+    }
+    if !parts.is_empty() {
+        let _ = writeln!(out, "Driver: {}", parts.join(", "));
+    }
+    if let Some(v) = &d.loaded_version {
+        let _ = writeln!(out, "Driver: loaded module version {v}");
+    }
+    let signed: std::collections::BTreeSet<String> = d
+        .available
+        .iter()
+        .filter_map(|p| {
+            let (flavour, kernel) = crate::driver::split_linux_modules(&p.name)?;
+            (kernel == facts.kernel.release).then_some(flavour)
+        })
+        .collect();
+    if !signed.is_empty() {
+        let _ = writeln!(
+            out,
+            "Driver: signed prebuilt modules for {} in apt: {}",
+            facts.kernel.release,
+            signed.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
 }

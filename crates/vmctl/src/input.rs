@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// The largest config file vmctl reads (the real one is a few hundred bytes).
@@ -65,6 +65,9 @@ pub fn read_text(path: &Path, max: u64) -> Result<String, InputError> {
             _ => InputError::Io(e),
         })?;
     let meta = file.metadata().map_err(InputError::Io)?;
+    if is_null_device(&meta) {
+        return Ok(String::new());
+    }
     if !meta.file_type().is_file() {
         return Err(InputError::NotRegular {
             kind: kind(meta.file_type()),
@@ -136,9 +139,25 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, before[start..].chars().count() + 1)
 }
 
+/// The null device (`--config /dev/null`, the usual "no config file"): empty, and it can neither
+/// hang nor grow, so it is read as an empty file.
+fn is_null_device(meta: &std::fs::Metadata) -> bool {
+    meta.file_type().is_char_device()
+        && std::fs::metadata(hostio::paths::DEV_NULL).is_ok_and(|null| null.rdev() == meta.rdev())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_null_device_reads_as_an_empty_file_and_other_devices_are_refused() {
+        assert_eq!(read_text(Path::new("/dev/null"), 16).unwrap(), "");
+        assert!(matches!(
+            read_text(Path::new("/dev/zero"), 16),
+            Err(InputError::NotRegular { .. })
+        ));
+    }
 
     #[test]
     fn regular_small_utf8_files_only() {

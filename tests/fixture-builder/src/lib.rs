@@ -13,6 +13,12 @@
 //!   `master`), `proc/net` → `self/net` like the real procfs
 //! - `proc/{cpuinfo,cmdline}`, `proc/net/{route,fib_trie,if_inet6}`, `etc/os-release` →
 //!   `../usr/lib/os-release`, `dev/kvm`, `sys/module/nvidia/`
+//! - `sys/firmware/efi/efivars/{SecureBoot,LoaderInfo}-<guid>` in efivarfs's layout (4 bytes of
+//!   attributes, then the data), `sys/kernel/security/lockdown`, `proc/sys/kernel/osrelease`
+//! - literal `[files]` (the boot loader's config, dpkg's status, apt's lists, modules, …)
+//!
+//! A description may start from a committed host: `base = "<name>"` takes that host's
+//! description and lays this one over it (tables merge key by key, everything else replaces).
 //!
 //! ```no_run
 //! let host = fixture_builder::build_host("intel-z170-gtx960"); // a committed host
@@ -69,6 +75,21 @@ pub struct HostDesc {
     /// Free text: where the host comes from.
     #[serde(default)]
     pub source: Option<String>,
+    /// A committed host this description extends (already merged in by [`parse`]).
+    #[serde(default)]
+    pub base: Option<String>,
+    /// `/proc/sys/kernel/osrelease` (`uname -r`).
+    pub kernel_release: Option<String>,
+    /// UEFI boot: creates `/sys/firmware/efi`. `None` → a BIOS boot.
+    pub efi: Option<EfiDesc>,
+    /// The active lockdown mode (`none`, `integrity`, `confidentiality`):
+    /// `/sys/kernel/security/lockdown`.
+    pub lockdown: Option<String>,
+    /// `/sys/module/nvidia/version` (the loaded module's version; implies `nvidia_module`).
+    pub nvidia_version: Option<String>,
+    /// Literal files: host path → content (e.g. `"/etc/kernel/cmdline" = "root=… ro quiet"`).
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
     /// `None` → no `/proc/cpuinfo`.
     pub cpu: Option<CpuDesc>,
     /// `None` → no `/etc/os-release`.
@@ -87,6 +108,15 @@ pub struct HostDesc {
     pub devices: Vec<DeviceDesc>,
     #[serde(default, rename = "nic")]
     pub nics: Vec<NicDesc>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EfiDesc {
+    /// The `SecureBoot` variable's data byte (1 or 0). `None` → no variable (setup mode).
+    pub secure_boot: Option<bool>,
+    /// The `LoaderInfo` variable systemd-boot sets, e.g. `systemd-boot 255.4-1ubuntu8`.
+    pub loader_info: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,7 +271,43 @@ pub fn build_from_str(toml_text: &str) -> Result<TempDir, Error> {
 }
 
 pub fn parse(toml_text: &str) -> Result<HostDesc, Error> {
-    toml::from_str(toml_text).map_err(Error::ParseDescription)
+    let table = merged_table(toml_text, 0)?;
+    HostDesc::deserialize(toml::Value::Table(table))
+        .map_err(|e| Error::Invalid(format!("host description: {e}")))
+}
+
+/// The description as a TOML table with its `base` chain laid under it.
+fn merged_table(toml_text: &str, depth: usize) -> Result<toml::Table, Error> {
+    let table: toml::Table = toml::from_str(toml_text).map_err(Error::ParseDescription)?;
+    let Some(base) = table
+        .get("base")
+        .and_then(|b| b.as_str())
+        .map(str::to_string)
+    else {
+        return Ok(table);
+    };
+    if depth > 8 {
+        return Err(Error::Invalid(format!("base chain too deep at {base:?}")));
+    }
+    let path = hosts_dir().join(format!("{base}.toml"));
+    let text = fs::read_to_string(&path).map_err(|source| Error::ReadDescription {
+        path: path.clone(),
+        source,
+    })?;
+    let mut merged = merged_table(&text, depth + 1)?;
+    merge(&mut merged, table);
+    Ok(merged)
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
 }
 
 /// Builds a description into a fresh temp dir.
@@ -275,14 +341,87 @@ pub fn build_into(desc: &HostDesc, root: &Path) -> Result<(), Error> {
         // A character device on a real host; existence is what detection looks at.
         t.file("dev/kvm", "")?;
     }
-    if desc.nvidia_module {
+    if desc.nvidia_module || desc.nvidia_version.is_some() {
         t.dir("sys/module/nvidia")?;
+    }
+    if let Some(v) = &desc.nvidia_version {
+        t.file("sys/module/nvidia/version", &format!("{v}\n"))?;
+    }
+    if let Some(r) = &desc.kernel_release {
+        t.file("proc/sys/kernel/osrelease", &format!("{r}\n"))?;
+    }
+    if let Some(efi) = &desc.efi {
+        build_efi(&t, efi)?;
+    }
+    if let Some(mode) = &desc.lockdown {
+        t.file("sys/kernel/security/lockdown", &lockdown(mode)?)?;
+    }
+    for (path, content) in &desc.files {
+        let rel = path.trim_start_matches('/');
+        if rel.is_empty() || rel.split('/').any(|c| c == "..") {
+            return Err(Error::Invalid(format!("bad file path {path:?}")));
+        }
+        t.file(rel, content)?;
     }
     t.dir("sys/bus/pci/devices")?;
     t.dir("sys/class/net")?;
     build_devices(&t, desc)?;
     build_nics(&t, desc)?;
     Ok(())
+}
+
+/// EFI variable attributes NON_VOLATILE | BOOTSERVICE_ACCESS | RUNTIME_ACCESS (UEFI spec 2.10,
+/// 8.2), as SecureBoot carries them (read-only variables drop NON_VOLATILE; 0x06 then).
+const EFI_ATTR_BS_RT: u32 = 0x06;
+const EFIVARS: &str = "sys/firmware/efi/efivars";
+
+/// efivarfs's file layout: 4 bytes of attributes (little-endian), then the variable's data
+/// (Documentation/filesystems/efivarfs.rst).
+pub fn efivar_bytes(attributes: u32, data: &[u8]) -> Vec<u8> {
+    let mut v = attributes.to_le_bytes().to_vec();
+    v.extend_from_slice(data);
+    v
+}
+
+fn build_efi(t: &Tree, efi: &EfiDesc) -> Result<(), Error> {
+    t.dir(EFIVARS)?;
+    if let Some(on) = efi.secure_boot {
+        let rel = format!("{EFIVARS}/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c");
+        let bytes = efivar_bytes(EFI_ATTR_BS_RT, &[u8::from(on)]);
+        fs::write(t.root.join(&rel), bytes).map_err(t.werr(&rel))?;
+    }
+    if let Some(info) = &efi.loader_info {
+        // systemd's Boot Loader Interface: a NUL-terminated UTF-16LE string.
+        let data: Vec<u8> = info
+            .encode_utf16()
+            .chain([0])
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let rel = format!("{EFIVARS}/LoaderInfo-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f");
+        fs::write(t.root.join(&rel), efivar_bytes(EFI_ATTR_BS_RT, &data)).map_err(t.werr(&rel))?;
+    }
+    Ok(())
+}
+
+/// `/sys/kernel/security/lockdown` with `mode` in brackets (security/lockdown/lockdown.c).
+fn lockdown(mode: &str) -> Result<String, Error> {
+    const MODES: [&str; 3] = ["none", "integrity", "confidentiality"];
+    if !MODES.contains(&mode) {
+        return Err(Error::Invalid(format!(
+            "lockdown {mode:?} is not one of {MODES:?}"
+        )));
+    }
+    let words: Vec<String> = MODES
+        .iter()
+        .map(|m| {
+            if *m == mode {
+                format!("[{m}]")
+            } else {
+                m.to_string()
+            }
+        })
+        .collect();
+    Ok(format!("{}\n", words.join(" ")))
 }
 
 struct Tree<'a> {

@@ -1,13 +1,16 @@
-//! IOMMU/VFIO phase: IOMMU args in `/etc/default/grub`, the VFIO modules, `vfio-pci` ids (or a
+//! IOMMU/VFIO phase: IOMMU args on the kernel command line where the host's boot loader keeps
+//! it (`/etc/default/grub`, `/etc/kernel/cmdline` for systemd-boot, kernelstub's
+//! configuration; an unknown loader is refused), the VFIO modules, `vfio-pci` ids (or a
 //! per-device `driver_override` hook when the IDs are shared with a host GPU), then update-grub
 //! and update-initramfs. Facts from host-setup.md and the kernel's vfio.rst.
 
 use hostio::paths;
-use hwdetect::{CpuVendor, Gpu};
+use hwdetect::{BootLoader, CpuVendor, Gpu};
 
+use crate::bootloader;
 use crate::grubcfg::{self, Fix};
 use crate::options::GpuMode;
-use crate::plan::Phase;
+use crate::plan::{ActionKind, Phase};
 use crate::planner::Planner;
 
 /// IOMMU kernel args per CPU vendor. AMD's IOMMU is on by default and there is no
@@ -111,6 +114,222 @@ fn plan_grub(p: &mut Planner<'_>, args: &[&'static str]) -> Option<(bool, Vec<&'
     let mode = p.state.file(path).map_or(0o644, |f| f.mode);
     let changed = p.write_file(ph, path, mode, text, reason);
     Some((changed, effective))
+}
+
+/// A planned command-line change: the commands that make the loader use it (empty when no
+/// file changes) and the arguments the next boot will carry.
+type LoaderPlan = (Vec<(Vec<String>, String)>, Vec<&'static str>);
+
+/// Plans the kernel command-line edit the way the host's boot loader expects it.
+fn plan_cmdline(p: &mut Planner<'_>, args: &[&'static str]) -> Option<LoaderPlan> {
+    match p.facts.boot.loader {
+        BootLoader::Grub => plan_grub(p, args).map(|(changed, effective)| {
+            let cmds = if changed {
+                vec![(
+                    vec!["update-grub".to_string()],
+                    "regenerate /boot/grub/grub.cfg with the new kernel command line".to_string(),
+                )]
+            } else {
+                Vec::new()
+            };
+            (cmds, effective)
+        }),
+        BootLoader::SystemdBoot => plan_systemd_boot(p, args),
+        BootLoader::Kernelstub => plan_kernelstub(p, args),
+        BootLoader::Unknown => {
+            let missing: Vec<&str> = args
+                .iter()
+                .copied()
+                .filter(|a| !p.facts.kernel_cmdline.iter().any(|c| c == a))
+                .collect();
+            if missing.is_empty() {
+                // The running kernel has every argument: nothing to edit, whatever the loader.
+                return Some((Vec::new(), args.to_vec()));
+            }
+            let evidence = &p.facts.boot.loader_evidence;
+            p.problem(
+                Phase::Iommu,
+                false,
+                format!(
+                    "cannot tell which boot loader starts this host ({}), so the kernel command line cannot be edited safely; {} is never written on a host that does not boot through GRUB",
+                    if evidence.is_empty() {
+                        "nothing found".to_string()
+                    } else {
+                        evidence.join("; ")
+                    },
+                    paths::ETC_DEFAULT_GRUB
+                ),
+                format!(
+                    "add `{}` to the kernel command line with your boot loader's own tool, reboot, and run again (a running kernel that has them needs no edit)",
+                    missing.join(" ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The loader's evidence, for the reasons: `systemd-boot (LoaderInfo EFI variable: "…")`.
+fn loader_reason(p: &Planner<'_>) -> String {
+    let b = &p.facts.boot;
+    match b.loader_evidence.first() {
+        Some(e) => format!("{} ({e})", b.loader.name()),
+        None => b.loader.name().to_string(),
+    }
+}
+
+fn iommu_fix(p: &Planner<'_>) -> impl Fn(&str) -> Option<Fix> + use<> {
+    let vendor = p.facts.cpu.vendor;
+    let passthrough = p.opts.gpu_mode == GpuMode::Passthrough;
+    move |w: &str| {
+        if passthrough {
+            passthrough_fix(vendor, w)
+        } else {
+            None
+        }
+    }
+}
+
+/// Warnings for kept arguments and the reason text of an edit.
+fn edit_reason(
+    p: &mut Planner<'_>,
+    e: &bootloader::WordEdit,
+    args: &[&'static str],
+) -> (String, Vec<&'static str>) {
+    let mut effective: Vec<&'static str> = args.to_vec();
+    for (other, arg) in &e.kept {
+        effective.retain(|a| a != arg);
+        p.warn(format!(
+            "the kernel command line already sets `{other}`; kept it instead of adding `{arg}`"
+        ));
+    }
+    let mut reason = if e.added.is_empty() {
+        "enable the IOMMU in passthrough mode".to_string()
+    } else {
+        format!(
+            "enable the IOMMU in passthrough mode: add `{}` to the kernel command line",
+            e.added.join(" ")
+        )
+    };
+    for f in &e.fixed {
+        reason += &match &f.new {
+            Some(n) => format!("; `{}` becomes `{n}`", f.old),
+            None => format!("; `{}` is removed", f.old),
+        };
+    }
+    (reason, effective)
+}
+
+/// systemd-boot: `/etc/kernel/cmdline`, then `kernel-install add` for every installed kernel.
+fn plan_systemd_boot(p: &mut Planner<'_>, args: &[&'static str]) -> Option<LoaderPlan> {
+    let ph = Phase::Iommu;
+    let path = paths::ETC_KERNEL_CMDLINE;
+    let file = p.state.content(path).map(str::to_string);
+    let words = bootloader::systemd_boot_words(file.as_deref(), &p.facts.kernel_cmdline);
+    let fix = iommu_fix(p);
+    let e = bootloader::edit_words(&words, args, &fix);
+    let (mut reason, effective) = edit_reason(p, &e, args);
+    if !e.changed() {
+        return Some((Vec::new(), effective));
+    }
+    reason += &format!(
+        " (boot loader: {}; kernel-install copies {path} into each loader entry)",
+        loader_reason(p)
+    );
+    if file.is_none() {
+        reason += &format!(
+            "; {path} does not exist yet, so it starts from the running command line without BOOT_IMAGE= and initrd=, which is what kernel-install uses without it"
+        );
+    }
+    let mode = p.state.file(path).map_or(0o644, |f| f.mode);
+    let content = format!("{}\n", e.words.join(" "));
+    if !p.write_file(ph, path, mode, content, reason) {
+        return Some((Vec::new(), effective));
+    }
+    let kernels = p.facts.boot.kernels.clone();
+    if kernels.is_empty() {
+        p.warn(format!(
+            "no /boot/vmlinuz-* found: after apply, run `sudo kernel-install add VERSION /boot/vmlinuz-VERSION /boot/initrd.img-VERSION` for each kernel so its loader entry carries {path}"
+        ));
+    }
+    let cmds = bootloader::kernel_install_commands(&kernels)
+        .into_iter()
+        .map(|argv| {
+            let why = format!(
+                "systemd-boot: rewrite the loader entry of kernel {} with the new {path}",
+                argv[2]
+            );
+            (argv, why)
+        })
+        .collect();
+    Some((cmds, effective))
+}
+
+/// kernelstub: `user.kernel_options` in its configuration, then `kernelstub` writes the entry.
+fn plan_kernelstub(p: &mut Planner<'_>, args: &[&'static str]) -> Option<LoaderPlan> {
+    let ph = Phase::Iommu;
+    let path = paths::ETC_KERNELSTUB_CONFIG;
+    let Some(text) = p.state.content(path).map(str::to_string) else {
+        p.problem(
+            ph,
+            false,
+            format!("kernelstub boots this host, but {path} cannot be read"),
+            format!(
+                "run `sudo kernelstub -a \"{}\"` yourself, reboot, and run again",
+                args.join(" ")
+            ),
+        );
+        return None;
+    };
+    let opts = match bootloader::kernelstub_options(&text) {
+        Ok(o) => o,
+        Err(bootloader::KernelstubUnreadable(why)) => {
+            p.problem(
+                ph,
+                false,
+                format!("cannot edit {path} safely: {why}"),
+                format!("fix {path} (`sudo kernelstub --print-config` shows what kernelstub reads), or run `sudo kernelstub -a \"{}\"` yourself, then run again", args.join(" ")),
+            );
+            return None;
+        }
+    };
+    let words: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let fix = iommu_fix(p);
+    let e = bootloader::edit_words(&words, args, &fix);
+    let (mut reason, effective) = edit_reason(p, &e, args);
+    if !e.changed() {
+        return Some((Vec::new(), effective));
+    }
+    let content = match bootloader::kernelstub_with_options(&text, &e.words) {
+        Ok(c) => c,
+        Err(bootloader::KernelstubUnreadable(why)) => {
+            p.problem(
+                ph,
+                false,
+                format!("cannot edit {path} safely: {why}"),
+                format!(
+                    "run `sudo kernelstub -a \"{}\"` yourself, then run again",
+                    args.join(" ")
+                ),
+            );
+            return None;
+        }
+    };
+    reason += &format!(
+        " (boot loader: {}; kernelstub writes `user.kernel_options` into the loader entry)",
+        loader_reason(p)
+    );
+    let mode = p.state.file(path).map_or(0o644, |f| f.mode);
+    if !p.write_file(ph, path, mode, content, reason) {
+        return Some((Vec::new(), effective));
+    }
+    Some((
+        vec![(
+            bootloader::kernelstub_command(),
+            format!("kernelstub: rewrite the loader entry from {path}"),
+        )],
+        effective,
+    ))
 }
 
 /// A `vendor:device` ID as sysfs shows it (`10de:2204`).
@@ -234,7 +453,7 @@ pub fn plan(p: &mut Planner<'_>) {
             "unknown CPU vendor: adding only `iommu=pt`; Intel hosts also need `intel_iommu=on`",
         );
     }
-    let (grub_changed, args) = plan_grub(p, args).unwrap_or((false, Vec::new()));
+    let (loader_cmds, args) = plan_cmdline(p, args).unwrap_or((Vec::new(), Vec::new()));
     let mut initramfs_changed = false;
     let sel = p.sel.passthrough.clone();
     let host = p.sel.host.clone();
@@ -337,15 +556,17 @@ pub fn plan(p: &mut Planner<'_>) {
         if !unbound.is_empty() {
             p.needs_reboot(format!("{} not bound to vfio-pci yet", unbound.join(", ")));
         }
+        if p.facts.boot.module_signatures_enforced() {
+            p.note(format!(
+                "{}: passthrough is not affected, because vfio-pci, the only driver it needs, is part of Ubuntu's signed kernel; no key enrolment is needed for {bdfs}",
+                crate::phases::nvidia::enforcement(p.facts)
+            ));
+        }
     } else if p.opts.gpu_mode == GpuMode::Passthrough {
         p.warn("no GPU selected for passthrough (the only NVIDIA GPU may be the boot VGA device): pass --gpu BDF");
     }
-    if grub_changed {
-        p.run(
-            ph,
-            &["update-grub"],
-            "regenerate /boot/grub/grub.cfg with the new kernel command line",
-        );
+    for (argv, why) in loader_cmds {
+        p.push(ph, ActionKind::RunCommand { argv }, why);
     }
     if initramfs_changed {
         p.run(
