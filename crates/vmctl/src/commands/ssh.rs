@@ -57,6 +57,9 @@ pub fn argv(ctx: &Ctx, name: &str, args: &[String]) -> Result<Vec<String>> {
     Ok(ssh_argv(&md, ip, false, args))
 }
 
+/// Seconds ssh may take to connect and exchange banners.
+pub const SSH_CONNECT_TIMEOUT_SECS: u32 = 30;
+
 /// The ssh argv to `ip` with the user and key in `md`. `batch`: for vmctl's own logins, which
 /// must never prompt (BatchMode) and must notice a dead peer (ServerAlive*, ssh_config(5)).
 pub fn ssh_argv(md: &Metadata, ip: Ipv4Addr, batch: bool, args: &[String]) -> Vec<String> {
@@ -84,7 +87,10 @@ pub fn ssh_argv(md: &Metadata, ip: Ipv4Addr, batch: bool, args: &[String]) -> Ve
         "-o".into(),
         "StrictHostKeyChecking=accept-new".into(),
         "-o".into(),
-        "ConnectTimeout=10".into(),
+        // ConnectTimeout also bounds the banner exchange (ssh_config(5)). A TCG guest on a busy
+        // host took over 10 s to send its banner right after cloud-init finished (CI, under a
+        // CPU hog), so allow 30 s: still a quick failure for an address nobody answers on.
+        format!("ConnectTimeout={SSH_CONNECT_TIMEOUT_SECS}"),
         "-o".into(),
         "LogLevel=ERROR".into(),
     ]);
@@ -105,4 +111,20 @@ pub fn ssh_argv(md: &Metadata, ip: Ipv4Addr, batch: bool, args: &[String]) -> Ve
     out.push(format!("{user}@{ip}"));
     out.extend(args.iter().cloned());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slow guest's banner (TCG on a loaded host) must not fail a login that would succeed:
+    /// the connect timeout, which also covers the banner exchange, is 30 s for every login.
+    #[test]
+    fn ssh_waits_thirty_seconds_for_a_slow_guest_banner() {
+        let md = Metadata::default();
+        for batch in [false, true] {
+            let argv = ssh_argv(&md, Ipv4Addr::new(198, 18, 0, 9), batch, &[]);
+            assert!(argv.iter().any(|a| a == "ConnectTimeout=30"), "{argv:?}");
+        }
+    }
 }
