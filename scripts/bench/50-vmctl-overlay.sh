@@ -20,16 +20,17 @@ truncate -s 20G "$work/base-20g.raw"
 # create_us BASE RUN: wall time of one create, in microseconds.
 create_us() {
     local base=$1 i=$2 t0 t1
-    local storage="$work/vms-$i-$(basename "$base")"
+    # storage_dir and image_cache are host paths: under --host-root they land in $work/root.
+    local storage="/vms-$i-$(basename "$base")"
     t0=$(date +%s%N)
-    VMCTL_STORAGE_DIR="$storage" VMCTL_IMAGE_CACHE="$work/cache" \
+    VMCTL_STORAGE_DIR="$storage" VMCTL_IMAGE_CACHE=/cache \
         "$VMCTL_BIN" --host-root "$work/root" --connect test:///default \
         create ubuntu bench --image "$base" --bridge br0 --dhcp --ssh-key "$work/id.pub" \
         --domain-type qemu --disk 40G --no-start >/dev/null 2>"$work/err" ||
         { cat "$work/err" >&2; echo "FAIL: vmctl create failed" >&2; return 1; }
     t1=$(date +%s%N)
-    [[ -f $storage/bench/disk.qcow2 && -f $storage/bench/seed.iso ]] ||
-        { echo "FAIL: no overlay/seed in $storage" >&2; return 1; }
+    [[ -f $work/root$storage/bench/disk.qcow2 && -f $work/root$storage/bench/seed.iso ]] ||
+        { echo "FAIL: no overlay/seed in $work/root$storage" >&2; return 1; }
     echo $(((t1 - t0) / 1000))
 }
 

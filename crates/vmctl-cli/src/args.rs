@@ -26,7 +26,8 @@ pub(crate) struct Cli {
     /// Config file instead of /etc/vmctl/config.toml
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
-    /// Treat DIR as the host's root for /sys, /proc and /etc (fixtures, tests)
+    /// Treat DIR as the host's root for /sys, /proc, /etc and vmctl's own directories
+    /// (storage_dir, image_cache, state_dir): fixtures, tests
     #[arg(long, global = true, value_name = "DIR", hide = true)]
     pub(crate) host_root: Option<PathBuf>,
     #[command(subcommand)]

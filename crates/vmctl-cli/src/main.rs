@@ -189,7 +189,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     }
     if let Command::Image(ImageCommand::Fetch { url, sha256 }) = &cli.command {
         let bar = Bar(ProgressBar::new(0));
-        let f = vmctl::commands::image::fetch(&config, url, sha256.as_deref(), &bar)?;
+        let f = vmctl::commands::image::fetch(&host, &config, url, sha256.as_deref(), &bar)?;
         if cli.json {
             out_json(&f);
         } else {
@@ -205,7 +205,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         } else {
             vmctl::commands::image::Which::Blobs(sha256.clone())
         };
-        let report = vmctl::commands::image::verify(&config, &which, &bar)?;
+        let report = vmctl::commands::image::verify(&host, &config, &which, &bar)?;
         if cli.json {
             out_json(&report);
         } else {

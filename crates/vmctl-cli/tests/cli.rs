@@ -133,8 +133,8 @@ impl Host {
     fn create(&self, name: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
         let d = self.dir.path();
         vmctl()
-            .env("VMCTL_STORAGE_DIR", d.join("vms"))
-            .env("VMCTL_IMAGE_CACHE", d.join("cache"))
+            .env("VMCTL_STORAGE_DIR", "/vms")
+            .env("VMCTL_IMAGE_CACHE", "/cache")
             .arg("--host-root")
             .arg(d.join("root"))
             .args([
@@ -157,10 +157,46 @@ impl Host {
     }
 
     fn vms_left(&self) -> usize {
-        std::fs::read_dir(self.dir.path().join("vms"))
+        std::fs::read_dir(self.dir.path().join("root/vms"))
             .map(|r| r.count())
             .unwrap_or(0)
     }
+}
+
+/// `--host-root DIR` maps vmctl's own directories like every other host path: with the default
+/// settings, a create writes its disk and seed under DIR/var/lib/vmctl/vms, never under the
+/// real /var/lib/vmctl/vms.
+#[test]
+fn create_under_a_host_root_writes_only_inside_it() {
+    let h = Host::new();
+    let d = h.dir.path();
+    let name = format!("hostroot-{}", std::process::id());
+    vmctl()
+        .env_remove("VMCTL_STORAGE_DIR")
+        .env_remove("VMCTL_IMAGE_CACHE")
+        .env_remove("VMCTL_STATE_DIR")
+        .arg("--host-root")
+        .arg(d.join("root"))
+        .args(["--connect", "test:///default", "create", "ubuntu", &name])
+        .args([
+            "--domain-type",
+            "qemu",
+            "--bridge",
+            "br0",
+            "--dhcp",
+            "--no-start",
+        ])
+        .arg("--image")
+        .arg(d.join("base.qcow2"))
+        .arg("--ssh-key")
+        .arg(d.join("id.pub"))
+        .assert()
+        .success();
+    let inside = d.join("root/var/lib/vmctl/vms").join(&name);
+    assert!(inside.join("disk.qcow2").is_file(), "no disk in {inside:?}");
+    assert!(inside.join("seed.iso").is_file(), "no seed in {inside:?}");
+    let real = std::path::Path::new("/var/lib/vmctl/vms").join(&name);
+    assert!(!real.exists(), "wrote to the real {real:?}");
 }
 
 #[test]

@@ -34,8 +34,8 @@ impl Host {
         ] {
             c.env_remove(k);
         }
-        c.env("VMCTL_STORAGE_DIR", d.join("vms"))
-            .env("VMCTL_IMAGE_CACHE", d.join("cache"))
+        c.env("VMCTL_STORAGE_DIR", "/vms")
+            .env("VMCTL_IMAGE_CACHE", "/cache")
             .env("VMCTL_UBUNTU_RELEASES_URL", mirror)
             .env("VMCTL_UBUNTU_OLD_RELEASES_URL", mirror)
             .env("VMCTL_UBUNTU_ISO_KEYRING", d.join("no-keyring.gpg"))
@@ -79,7 +79,7 @@ impl Host {
     }
 
     fn left(&self) -> usize {
-        std::fs::read_dir(self.dir.path().join("vms"))
+        std::fs::read_dir(self.dir.path().join("root/vms"))
             .map(|r| r.count())
             .unwrap_or(0)
     }

@@ -147,8 +147,8 @@ impl Host {
                 c.env_remove(k);
             }
         }
-        c.env("VMCTL_STORAGE_DIR", self.path("vms"))
-            .env("VMCTL_IMAGE_CACHE", self.path("cache"))
+        c.env("VMCTL_STORAGE_DIR", "/vms")
+            .env("VMCTL_IMAGE_CACHE", "/cache")
             .env("VMCTL_UBUNTU_CLOUD_URL", mirror)
             .env("VMCTL_GPG_KEYRING", Path::new(FIXTURE).join("keyring.gpg"))
             .env("HOME", self.path("home"))
@@ -171,11 +171,11 @@ impl Host {
     }
 
     fn blob(&self, sha: &str) -> PathBuf {
-        self.path("cache/sha256").join(sha)
+        self.path("root/cache/sha256").join(sha)
     }
 
     fn vms_left(&self) -> usize {
-        files_in(&self.path("vms")).len()
+        files_in(&self.path("root/vms")).len()
     }
 }
 
@@ -242,7 +242,7 @@ fn concurrent_fetches(n: usize) {
         .into_iter()
         .map(|c| c.wait_with_output().unwrap())
         .collect();
-    assert_cache_sound(&h.path("cache"));
+    assert_cache_sound(&h.path("root/cache"));
     for o in &outs {
         assert!(
             o.status.success(),
@@ -254,7 +254,7 @@ fn concurrent_fetches(n: usize) {
             h.blob(&sha256(&data)).display().to_string()
         );
     }
-    assert_eq!(files_in(&h.path("cache/sha256")).len(), 1);
+    assert_eq!(files_in(&h.path("root/cache/sha256")).len(), 1);
     assert_eq!(
         sha256(&std::fs::read(h.blob(&sha256(&data))).unwrap()),
         sha256(&data)
@@ -310,13 +310,13 @@ fn a_flipped_byte_in_a_cached_blob_is_moved_aside_and_fetched_again() {
         sha,
         "the corrupt blob was used"
     );
-    let aside = files_in(&h.path("cache/quarantine"));
+    let aside = files_in(&h.path("root/cache/quarantine"));
     assert_eq!(aside.len(), 1, "{err}");
     assert_ne!(sha256(&std::fs::read(&aside[0]).unwrap()), sha);
     assert!(err.contains(&aside[0].display().to_string()), "{err}");
     assert!(!err.contains("already cached"), "{err}");
     assert_eq!(m.requests_for("/img"), 2);
-    assert_cache_sound(&h.path("cache"));
+    assert_cache_sound(&h.path("root/cache"));
 
     // Used again with its seal intact: not downloaded, and the output says the bytes were not
     // re-read now.
@@ -351,7 +351,7 @@ fn create_never_uses_a_changed_base_image_and_says_what_was_checked() {
         sha,
         "the changed blob was used: {err}"
     );
-    assert_eq!(files_in(&h.path("cache/quarantine")).len(), 1, "{err}");
+    assert_eq!(files_in(&h.path("root/cache/quarantine")).len(), 1, "{err}");
     let line = err
         .lines()
         .find(|l| l.contains("base image:"))
@@ -522,7 +522,7 @@ fn image_verify_rehashes_and_moves_corrupt_blobs_aside() {
         "{stdout}"
     );
     assert!(!blob.exists());
-    assert_eq!(files_in(&h.path("cache/quarantine")).len(), 1);
+    assert_eq!(files_in(&h.path("root/cache/quarantine")).len(), 1);
 
     // The next fetch downloads it again.
     let again = h

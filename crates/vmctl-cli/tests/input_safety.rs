@@ -13,8 +13,10 @@ use base64::Engine;
 /// An Ed25519 public key (the blob's embedded type is `ssh-ed25519`).
 const ED25519_BLOB: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIOnkmqS0xAbuPsE6mVUf1h7gWOY/mOKs7YiFcBPWnOZ6";
 
-/// Long enough for any read that is not capped to show: a test run would time out on it.
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// Long enough for any read that is not capped to show: a test run would time out on it. Not
+/// shorter: `talos config` generates a 4096-bit RSA key, which took over 30 s on a loaded
+/// 2-core machine (the child was killed and the test failed with an empty stderr).
+const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn vmctl() -> Command {
     let mut c = Command::cargo_bin("vmctl").unwrap();
@@ -76,8 +78,8 @@ impl Host {
     fn create(&self, name: &str, extra: &[&str]) -> Command {
         let d = self.dir.path();
         let mut c = vmctl();
-        c.env("VMCTL_STORAGE_DIR", d.join("vms"))
-            .env("VMCTL_IMAGE_CACHE", d.join("cache"))
+        c.env("VMCTL_STORAGE_DIR", "/vms")
+            .env("VMCTL_IMAGE_CACHE", "/cache")
             .arg("--host-root")
             .arg(d.join("root"))
             .args(["--connect", "test:///default", "create", "ubuntu", name])
@@ -95,7 +97,7 @@ impl Host {
     }
 
     fn vms_left(&self) -> usize {
-        std::fs::read_dir(self.path("vms"))
+        std::fs::read_dir(self.path("root/vms"))
             .map(|r| r.count())
             .unwrap_or(0)
     }
@@ -243,7 +245,7 @@ fn yaml_lookalike_names_stay_strings_in_every_seed_file() {
             String::from_utf8_lossy(&schema.stdout),
             String::from_utf8_lossy(&schema.stderr)
         );
-        std::fs::remove_dir_all(h.path("vms")).unwrap();
+        std::fs::remove_dir_all(h.path("root/vms")).unwrap();
     }
 }
 
@@ -352,7 +354,7 @@ fn password_hashes_must_be_crypt_hashes() {
     for hash in GOOD_HASHES {
         let arg = format!("--password-hash={hash}");
         h.create("pw1", &[&arg, "--seed-only"]).assert().success();
-        std::fs::remove_dir_all(h.path("vms")).unwrap();
+        std::fs::remove_dir_all(h.path("root/vms")).unwrap();
     }
 }
 
@@ -690,7 +692,7 @@ fn names_in_text_output_are_escaped() {
 fn unsupported_release_help_lists_the_supported_releases() {
     let h = Host::new();
     let mut c = vmctl();
-    c.env("VMCTL_STORAGE_DIR", h.path("vms"))
+    c.env("VMCTL_STORAGE_DIR", "/vms")
         .arg("--host-root")
         .arg(h.path("root"))
         .args(["--connect", "test:///default", "create", "ubuntu", "rel1"])
@@ -767,7 +769,8 @@ fn talos_endpoint_help_and_validation_agree() {
         let o = talos(example, &out).output().unwrap();
         assert!(
             o.status.success(),
-            "{example} (from the help {config_help:?}) refused: {}",
+            "{example} (from the help {config_help:?}) refused ({}): {}",
+            o.status,
             String::from_utf8_lossy(&o.stderr)
         );
     }

@@ -57,8 +57,8 @@ impl Setup {
     /// `vmctl create ubuntu NAME` on the test driver, stderr captured.
     fn spawn(&self, name: &str, image: &str, extra: &[&str]) -> Child {
         Command::new(env!("CARGO_BIN_EXE_vmctl"))
-            .env("VMCTL_STORAGE_DIR", self.path("vms"))
-            .env("VMCTL_IMAGE_CACHE", self.path("cache"))
+            .env("VMCTL_STORAGE_DIR", "/vms")
+            .env("VMCTL_IMAGE_CACHE", "/cache")
             .env_remove("VMCTL_CONNECT")
             .env_remove("VMCTL_BRIDGE")
             .arg("--host-root")
@@ -104,7 +104,7 @@ fn ctrl_c_during_the_download_keeps_the_partial_and_exits_130() {
     let s = Setup::new();
     let url = trickle_server();
     let child = s.spawn("int1", &url, &[]);
-    let partial_dir = s.path("cache/partial");
+    let partial_dir = s.path("root/cache/partial");
     wait_until("the download never started", || {
         files_under(&partial_dir)
             .iter()
@@ -128,7 +128,7 @@ fn ctrl_c_during_the_download_keeps_the_partial_and_exits_130() {
         "the partial file is kept"
     );
     assert!(
-        files_under(&s.path("vms")).is_empty(),
+        files_under(&s.path("root/vms")).is_empty(),
         "nothing else is left"
     );
 }

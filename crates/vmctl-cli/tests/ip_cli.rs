@@ -101,7 +101,7 @@ fn create_ip_auto_is_refused_with_a_fixture_host_root() {
     .unwrap();
     std::fs::write(d.path().join("base.img"), b"").unwrap();
     vmctl()
-        .env("VMCTL_STORAGE_DIR", d.path().join("vms"))
+        .env("VMCTL_STORAGE_DIR", "/vms")
         .env("VMCTL_STATE_DIR", d.path().join("state"))
         .arg("--host-root")
         .arg(d.path().join("root"))
@@ -116,7 +116,7 @@ fn create_ip_auto_is_refused_with_a_fixture_host_root() {
             predicate::str::contains("cannot run against --host-root")
                 .and(predicate::str::contains("help: ")),
         );
-    assert!(!d.path().join("vms/auto1").exists());
+    assert!(!d.path().join("root/vms/auto1").exists());
     assert!(!d.path().join("state").exists());
 }
 

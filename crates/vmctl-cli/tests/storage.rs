@@ -63,8 +63,8 @@ fn vmctl_create(dir: &Path, name: &str, image: &str, ip: &str) -> Command {
     ] {
         c.env_remove(k);
     }
-    c.env("VMCTL_STORAGE_DIR", dir.join("vms"))
-        .env("VMCTL_IMAGE_CACHE", dir.join("cache"))
+    c.env("VMCTL_STORAGE_DIR", "/vms")
+        .env("VMCTL_IMAGE_CACHE", "/cache")
         .arg("--host-root")
         .arg(dir.join("root"))
         .args(["--connect", "test:///default", "create", "ubuntu", name])
@@ -143,11 +143,11 @@ fn same_name_creates_never_share_storage() {
     assert!(status.success(), "the first create failed: {err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["ip"], "198.18.0.121/24");
-    let vm = d.join("vms/sec-race");
+    let vm = d.join("root/vms/sec-race");
     let info = vmctl::guest_media::disk::image_info(&SystemRunner, &vm.join("disk.qcow2")).unwrap();
     let backing = PathBuf::from(info.backing_file.unwrap());
     assert!(
-        backing.starts_with(d.join("cache")),
+        backing.starts_with(d.join("root/cache")),
         "the disk is the first create's overlay of the downloaded image, not {}",
         backing.display()
     );

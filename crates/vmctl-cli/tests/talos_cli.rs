@@ -328,7 +328,8 @@ fn config_refuses_bad_endpoint_and_cluster_name() {
     assert!(!dir.path().join("x").exists(), "nothing written");
 }
 
-/// A fixture host with br0, its own libvirt test-driver node and storage under `dir`.
+/// A fixture host with br0 and its own libvirt test-driver node (in `dir`); storage and the
+/// image cache are host paths, so they land under the fixture tree.
 fn create_cmd(server: &MockServer, tree: &Path, dir: &Path) -> Command {
     let node = dir.join("node.xml");
     if !node.exists() {
@@ -339,8 +340,8 @@ fn create_cmd(server: &MockServer, tree: &Path, dir: &Path) -> Command {
         .arg(format!("test://{}", node.display()))
         .arg("--host-root")
         .arg(tree)
-        .env("VMCTL_STORAGE_DIR", dir.join("vms"))
-        .env("VMCTL_IMAGE_CACHE", dir.join("cache"))
+        .env("VMCTL_STORAGE_DIR", "/vms")
+        .env("VMCTL_IMAGE_CACHE", "/cache")
         .env("VMCTL_DOMAIN_TYPE", "qemu")
         .args(["create", "talos"]);
     c
@@ -395,7 +396,7 @@ fn create_talos_cli_defines_and_refuses_bad_input_with_exit_2() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no Talos cluster \"nope\""));
-    assert!(!dir.path().join("vms").exists(), "nothing made");
+    assert!(!tree.path().join("vms").exists(), "nothing made");
 
     // The real thing.
     let out = create_cmd(&server, tree.path(), dir.path())
@@ -470,8 +471,8 @@ fn create_talos_iso_cli_shows_the_schematic_installer_and_boot_order() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("help:"));
-    assert!(!dir.path().join("vms").exists(), "nothing made");
-    assert!(!dir.path().join("cache").exists(), "nothing downloaded");
+    assert!(!tree.path().join("vms").exists(), "nothing made");
+    assert!(!tree.path().join("cache").exists(), "nothing downloaded");
 
     let out = create_cmd(&server, tree.path(), dir.path())
         .arg("iso1")
@@ -510,7 +511,7 @@ fn create_talos_iso_cli_shows_the_schematic_installer_and_boot_order() {
         v["boot_order"][1]["path"]
             .as_str()
             .unwrap()
-            .starts_with(dir.path().join("cache").to_str().unwrap()),
+            .starts_with(tree.path().join("cache").to_str().unwrap()),
         "the ISO is the cached one: {v}"
     );
     assert_eq!(

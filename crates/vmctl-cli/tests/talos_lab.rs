@@ -59,7 +59,7 @@ impl Drop for Cleanup {
     }
 }
 
-fn vmctl(base: &str, host: &Path, scratch: &Path) -> Command {
+fn vmctl(base: &str, host: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vmctl"));
     c.args(["--connect", URI, "--host-root"])
         .arg(host)
@@ -67,8 +67,9 @@ fn vmctl(base: &str, host: &Path, scratch: &Path) -> Command {
         .env_remove("VMCTL_STATE_DIR")
         .env("VMCTL_TALOS_FACTORY_URL", base)
         .env("VMCTL_GITHUB_API_URL", base)
-        .env("VMCTL_STORAGE_DIR", scratch.join("vms"))
-        .env("VMCTL_IMAGE_CACHE", scratch.join("cache"))
+        // Host paths: the disks, seeds and cached images land under the fixture host root.
+        .env("VMCTL_STORAGE_DIR", "/vms")
+        .env("VMCTL_IMAGE_CACHE", "/cache")
         // TCG only in the lab (tests/lab/README.md); host-passthrough is unsupported there.
         .env("VMCTL_DOMAIN_TYPE", "qemu")
         .env("VMCTL_CPU_MODE", "host-model");
@@ -100,6 +101,14 @@ fn lab_scratch(kind: &str) -> PathBuf {
     scratch
 }
 
+/// A fixture host root that qemu (libvirt-qemu) can traverse: vmctl puts the VM's disks and
+/// the image cache under it (`--host-root` maps `storage_dir` and `image_cache`).
+fn lab_host(name: &str) -> tempfile::TempDir {
+    let host = fixture_builder::build_host(name);
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    host
+}
+
 #[test]
 fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
     if !lab() {
@@ -116,7 +125,7 @@ fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
     let base = server.base_url();
 
     // The lab bridge lives in netns vmlab; the fixture host root only has to know its name.
-    let host = fixture_builder::build_host("intel-z370-no-nvidia");
+    let host = lab_host("intel-z370-no-nvidia");
     std::fs::create_dir_all(
         host.path()
             .join("sys/class/net")
@@ -125,7 +134,7 @@ fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
     )
     .unwrap();
     let mac = "52:54:00:18:00:75";
-    let out = vmctl(&base, host.path(), &scratch)
+    let out = vmctl(&base, host.path())
         .args([
             "create",
             "talos",
@@ -184,7 +193,7 @@ fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
     let _ = virsh(&["destroy", &cp]);
 
     // A GPU worker of the same cluster, config-only (fixture BDFs; the lab has no IOMMU).
-    let gpu_host = fixture_builder::build_host("synthetic-vfio-bound");
+    let gpu_host = lab_host("synthetic-vfio-bound");
     std::fs::create_dir_all(
         gpu_host
             .path()
@@ -204,7 +213,7 @@ fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
         .status()
         .unwrap();
     assert!(st.success());
-    let out = vmctl(&base, gpu_host.path(), &scratch)
+    let out = vmctl(&base, gpu_host.path())
         .args([
             "create",
             "talos",
@@ -261,7 +270,7 @@ fn create_talos_iso_no_start_on_the_lab_libvirtd_then_delete() {
     let server = factory(None);
     let iso = serve_metal_iso(&server, fake_iso(&scratch));
     let base = server.base_url();
-    let host = fixture_builder::build_host("intel-z370-no-nvidia");
+    let host = lab_host("intel-z370-no-nvidia");
     std::fs::create_dir_all(
         host.path()
             .join("sys/class/net")
@@ -270,7 +279,7 @@ fn create_talos_iso_no_start_on_the_lab_libvirtd_then_delete() {
     )
     .unwrap();
     let mac = "52:54:00:18:00:77";
-    let out = vmctl(&base, host.path(), &scratch)
+    let out = vmctl(&base, host.path())
         .args(["create", "talos", &name, "--iso", "--bridge", BRIDGE])
         .args(["--no-start", "--disk", "2G", "--mac", mac])
         .args(["--ip", "198.18.0.77/24", "--gateway", "198.18.0.1"])
@@ -344,7 +353,7 @@ fn create_talos_iso_no_start_on_the_lab_libvirtd_then_delete() {
     let _ = virsh(&["destroy", &name]);
 
     // Delete: the VM's disk and config volume go, the cached ISO stays.
-    let out = vmctl(&base, host.path(), &scratch)
+    let out = vmctl(&base, host.path())
         .args(["delete", &name, "--yes", "--json"])
         .output()
         .unwrap();

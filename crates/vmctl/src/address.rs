@@ -421,7 +421,7 @@ pub fn claim_address(
         let r = store
             .allocate(&result, &reserved, &known, &holder, CLAIM_TTL, now)
             .map_err(|source| Error::ReserveIp {
-                dir: ctx.host.path(ctx.config.value("state_dir")),
+                dir: ctx.config.state_dir(ctx.host),
                 source,
             })?;
         let claim = Claim {
@@ -471,7 +471,7 @@ pub fn claim_address(
         store
             .reserve(addr, &holder, CLAIM_TTL, now)
             .map_err(|source| Error::ReserveIp {
-                dir: ctx.host.path(ctx.config.value("state_dir")),
+                dir: ctx.config.state_dir(ctx.host),
                 source,
             })?;
         Ok(Claim {

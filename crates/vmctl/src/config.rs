@@ -283,12 +283,22 @@ impl Config {
         self.value("connect")
     }
 
-    pub fn storage_dir(&self) -> PathBuf {
-        PathBuf::from(self.value("storage_dir"))
+    // vmctl's own directories are host paths like /sys and /etc: under `--host-root DIR` they
+    // are DIR/var/lib/vmctl/…, so a create against a scratch root never writes to the real ones.
+
+    /// `storage_dir` (VM disks, seeds and private files), mapped under `host`.
+    pub fn storage_dir(&self, host: &HostRoot) -> PathBuf {
+        host.path(self.value("storage_dir"))
     }
 
-    pub fn image_cache(&self) -> PathBuf {
-        PathBuf::from(self.value("image_cache"))
+    /// `image_cache` (verified base images), mapped under `host`.
+    pub fn image_cache(&self, host: &HostRoot) -> PathBuf {
+        host.path(self.value("image_cache"))
+    }
+
+    /// `state_dir` (reservations, cluster secrets), mapped under `host`.
+    pub fn state_dir(&self, host: &HostRoot) -> PathBuf {
+        host.path(self.value("state_dir"))
     }
 
     /// `require_signature`: true, false (also yes/no, 1/0, on/off).

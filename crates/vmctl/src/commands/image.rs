@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use guest_media::cache::{Checked, Expect, Fetched, Progress};
+use hostio::HostRoot;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -16,6 +17,7 @@ fn is_sha256(h: &str) -> bool {
 }
 
 pub fn fetch(
+    host: &HostRoot,
     config: &Config,
     url: &str,
     sha256: Option<&str>,
@@ -39,7 +41,7 @@ pub fn fetch(
         }
         None => Expect::RecordFirst,
     };
-    Ok(crate::media::image_cache(config).fetch(url, &expect, progress)?)
+    Ok(crate::media::image_cache(host, config).fetch(url, &expect, progress)?)
 }
 
 /// Which cached files `vmctl image verify` re-hashes.
@@ -95,8 +97,13 @@ impl VerifyReport {
 
 /// Re-hashes the chosen cached files. Bad input (not a sha256, not in the cache) is refused
 /// before anything is read.
-pub fn verify(config: &Config, which: &Which, progress: &dyn Progress) -> Result<VerifyReport> {
-    let cache = crate::media::image_cache(config);
+pub fn verify(
+    host: &HostRoot,
+    config: &Config,
+    which: &Which,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let cache = crate::media::image_cache(host, config);
     let files = match which {
         Which::All => cache.cached_files()?,
         Which::Blobs(shas) => {

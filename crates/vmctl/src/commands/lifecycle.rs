@@ -169,7 +169,7 @@ pub fn delete(ctx: &Ctx, name: &str, yes: bool, keep_disks: bool) -> Result<Dele
     ctx.hv.undefine(name, facts.firmware == "efi")?;
     crate::address::release_deleted(ctx, name, md.ip.as_deref());
 
-    let own = own_dir(&ctx.config.storage_dir(), name, md.dir.as_deref());
+    let own = own_dir(&ctx.config.storage_dir(ctx.host), name, md.dir.as_deref());
     let mut removed = Vec::new();
     let mut kept = Vec::new();
     let mut keep = |path: &Path, reason: String| {

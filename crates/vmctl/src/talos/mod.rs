@@ -302,10 +302,7 @@ impl ClusterDir {
     pub fn new(host: &HostRoot, config: &Config, name: &str) -> Self {
         ClusterDir {
             name: name.to_string(),
-            dir: host
-                .path(config.value("state_dir"))
-                .join("talos")
-                .join(name),
+            dir: config.state_dir(host).join("talos").join(name),
         }
     }
 

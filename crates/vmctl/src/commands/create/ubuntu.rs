@@ -387,7 +387,7 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
             }
         }
     };
-    let vm_dir = crate::storage::vm_dir(&ctx.config.storage_dir(), &req.name);
+    let vm_dir = crate::storage::vm_dir(&ctx.config.storage_dir(ctx.host), &req.name);
     // An early refusal only: the claim at the start of the create is what holds the name.
     if vm_dir.exists() {
         return Err(Error::StorageExists {

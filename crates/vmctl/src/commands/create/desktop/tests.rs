@@ -37,11 +37,9 @@ fn fixture() -> Fixture {
     let host = HostRoot::new(dir.path().join("host"));
     host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
     let mut config = Config::defaults();
-    config.set("storage_dir", dir.path().join("vms").display().to_string());
-    config.set(
-        "image_cache",
-        dir.path().join("cache").display().to_string(),
-    );
+    // vmctl's directories are host paths: under the fixture root, host/vms and host/cache.
+    config.set("storage_dir", "/vms");
+    config.set("image_cache", "/cache");
     config.set("domain_type", "qemu");
     config.set("firmware", "bios");
     config.set("ubuntu_iso_keyring", "/nonexistent/keyring.gpg");
@@ -296,7 +294,7 @@ fn create_then_simulated_install_finished_switches_to_disk_boot() {
         let _ = lv.destroy("dt-switch");
         crate::commands::lifecycle::delete(&c, "dt-switch", true, false).unwrap();
     }
-    assert!(!f.dir.path().join("vms/dt-switch").exists());
+    assert!(!f.host.path("/vms/dt-switch").exists());
 }
 
 #[test]
@@ -332,7 +330,7 @@ fn iso_checksum_mismatch_is_refused_and_leaves_nothing() {
     assert_eq!(err.exit_kind(), ExitKind::Usage, "{err}");
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
     assert!(lv.get("dt-badsum").unwrap().is_none());
-    assert!(!f.dir.path().join("vms/dt-badsum").exists());
+    assert!(!f.host.path("/vms/dt-badsum").exists());
 }
 
 #[test]
@@ -393,7 +391,7 @@ fn refusals_before_anything_is_made() {
         "{:?}",
         runner.calls()
     );
-    assert!(!f.dir.path().join("vms").exists());
+    assert!(!f.host.path("/vms").exists());
 }
 
 #[test]

@@ -27,11 +27,9 @@ fn fixture() -> Fixture {
     host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
     host.create_dir_all("/sys/class/net/eth0").unwrap();
     let mut config = Config::defaults();
-    config.set("storage_dir", dir.path().join("vms").display().to_string());
-    config.set(
-        "image_cache",
-        dir.path().join("cache").display().to_string(),
-    );
+    // vmctl's directories are host paths: under the fixture root, host/vms and host/cache.
+    config.set("storage_dir", "/vms");
+    config.set("image_cache", "/cache");
     config.set("domain_type", "qemu");
     let key = dir.path().join("id_ed25519.pub");
     std::fs::write(
@@ -93,7 +91,7 @@ fn ctx<'a>(f: &'a Fixture, runner: &'a dyn CommandRunner, hv: &'a dyn Hypervisor
 }
 
 fn vm_dir_of(f: &Fixture, name: &str) -> PathBuf {
-    f.dir.path().join("vms").join(name)
+    f.host.path("/vms").join(name)
 }
 
 #[test]
@@ -499,7 +497,7 @@ fn create_from_release_fetches_and_verifies_through_the_mirror_setting() {
     );
     assert_eq!(
         created.base_image,
-        Some(f.dir.path().join("cache/sha256").join(&sha))
+        Some(f.host.path("/cache/sha256").join(&sha))
     );
     let md = parse_domain(&lv.require("ct-release").unwrap().xml)
         .unwrap()
@@ -534,11 +532,5 @@ fn create_from_release_fetches_and_verifies_through_the_mirror_setting() {
         "{err}"
     );
     assert_nothing_left(&f, &lv, "ct-release2");
-    assert!(
-        !f.dir
-            .path()
-            .join("cache/sha256")
-            .join("1".repeat(64))
-            .exists()
-    );
+    assert!(!f.host.path("/cache/sha256").join("1".repeat(64)).exists());
 }
