@@ -7,15 +7,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Lab tests run with `GVB_LAB=1` (root); otherwise they say so and return.
-pub fn lab_enabled() -> bool {
-    if std::env::var("GVB_LAB").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set GVB_LAB=1");
-    false
-}
-
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/lab/netns-lan.sh")
 }

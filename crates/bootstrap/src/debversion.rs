@@ -152,6 +152,12 @@ mod tests {
             .output()
             .is_err()
         {
+            // Under GVB_LAB=1 every tool a test uses must be there: a skip would hide a gap.
+            assert_ne!(
+                std::env::var("GVB_LAB").as_deref(),
+                Ok("1"),
+                "GVB_LAB=1 but dpkg is not installed"
+            );
             eprintln!("skipped: dpkg not found");
             return;
         }

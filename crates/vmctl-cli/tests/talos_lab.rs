@@ -20,14 +20,6 @@ use talos_support::*;
 const URI: &str = "qemu:///system";
 const BRIDGE: &str = "labbr0";
 
-fn lab() -> bool {
-    if std::env::var("GVB_LAB").as_deref() != Ok("1") {
-        eprintln!("skipped: set GVB_LAB=1");
-        return false;
-    }
-    true
-}
-
 fn virsh(args: &[&str]) -> Output {
     Command::new("virsh")
         .args(["-c", URI])
@@ -110,10 +102,8 @@ fn lab_host(name: &str) -> tempfile::TempDir {
 }
 
 #[test]
+#[ignore = "lab: root and the lab libvirtd; run with GVB_LAB=1 and --include-ignored"]
 fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
-    if !lab() {
-        return;
-    }
     let scratch = lab_scratch("talos");
     let cp = format!("gvb-talos-cp-{}", std::process::id());
     let gw = format!("gvb-talos-gpu-{}", std::process::id());
@@ -257,10 +247,8 @@ fn create_talos_no_start_on_the_lab_libvirtd_then_boot_firmware() {
 }
 
 #[test]
+#[ignore = "lab: root and the lab libvirtd; run with GVB_LAB=1 and --include-ignored"]
 fn create_talos_iso_no_start_on_the_lab_libvirtd_then_delete() {
-    if !lab() {
-        return;
-    }
     let scratch = lab_scratch("talos-iso");
     let name = format!("gvb-talos-iso-{}", std::process::id());
     let _cleanup = Cleanup {

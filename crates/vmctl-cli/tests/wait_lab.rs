@@ -9,14 +9,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn lab() -> bool {
-    if std::env::var("GVB_LAB").as_deref() != Ok("1") {
-        eprintln!("skipped: set GVB_LAB=1");
-        return false;
-    }
-    true
-}
-
 fn lab_image_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("GVB_LAB_IMAGE_DIR") {
         return PathBuf::from(dir);
@@ -139,10 +131,8 @@ impl Drop for Vm<'_> {
 /// returns, cloud-init in the guest must say `done` (asked WITHOUT --wait) and its
 /// boot-finished marker must be there, and new SSH connections must all get in.
 #[test]
+#[ignore = "lab: root, the lab libvirtd and a booting guest; run with GVB_LAB=1 and --include-ignored"]
 fn create_wait_returns_only_after_cloud_init_finished() {
-    if !lab() {
-        return;
-    }
     let img = lab_image_dir();
     let tmp = scratch();
     let vm = Vm {
@@ -207,10 +197,8 @@ fn create_wait_returns_only_after_cloud_init_finished() {
 /// status` says error) is a failed create: exit 1, cloud-init's errors and the tail of the
 /// guest's /var/log/cloud-init-output.log in the message, and the VM is kept running to look at.
 #[test]
+#[ignore = "lab: root, the lab libvirtd and a booting guest; run with GVB_LAB=1 and --include-ignored"]
 fn create_wait_fails_when_cloud_init_fails() {
-    if !lab() {
-        return;
-    }
     let img = lab_image_dir();
     let tmp = scratch();
     let vm = Vm {
