@@ -173,6 +173,8 @@ struct Failure {
     code: u8,
     message: String,
     help: Vec<String>,
+    /// For `--json`: the problems a plan was refused for.
+    details: Option<serde_json::Value>,
 }
 
 impl Failure {
@@ -181,7 +183,21 @@ impl Failure {
             code: 2,
             message: message.into(),
             help: vec![help.into()],
+            details: None,
         }
+    }
+
+    /// The report both binaries print (clikit): exit 2 refused, 130 interrupted, else failed.
+    fn report(self) -> clikit::ErrorReport {
+        let kind = match self.code {
+            2 => clikit::ErrorKind::Refused,
+            130 => clikit::ErrorKind::Interrupted,
+            _ => clikit::ErrorKind::Failed,
+        };
+        let mut r = clikit::ErrorReport::new(kind, self.message);
+        r.help = self.help;
+        r.details = self.details;
+        r
     }
 }
 
@@ -215,15 +231,18 @@ impl From<LibError> for Failure {
             code: 1,
             message: chain(&e),
             help,
+            details: None,
         }
     }
 }
 
-fn refusal(r: &Refusal, json: bool) -> Failure {
-    if json {
-        let v = serde_json::json!({"error": "refused", "problems": r.problems});
-        outln(&serde_json::to_string_pretty(&v).unwrap_or_default());
-    }
+/// The typed `details` of a refusal in `--json` output.
+#[derive(serde::Serialize)]
+struct RefusalDetails<'a> {
+    problems: &'a [gpu_vm_bootstrap::Problem],
+}
+
+fn refusal(r: &Refusal) -> Failure {
     let mut msg = String::from("refusing to continue:");
     let mut help = Vec::new();
     for p in &r.problems {
@@ -238,6 +257,10 @@ fn refusal(r: &Refusal, json: bool) -> Failure {
         code: 2,
         message: msg,
         help,
+        details: serde_json::to_value(RefusalDetails {
+            problems: &r.problems,
+        })
+        .ok(),
     }
 }
 
@@ -483,11 +506,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let opts = options(a);
             tracing::debug!(?opts, "options");
             let state = HostState::read(&root, &opts);
-            let mut plan =
-                gpu_vm_bootstrap::plan(&f, &opts, &state).map_err(|r| refusal(&r, a.json))?;
+            let mut plan = gpu_vm_bootstrap::plan(&f, &opts, &state).map_err(|r| refusal(&r))?;
             // netplan itself must accept the network config before it is offered.
             if let Some(w) = gpu_vm_bootstrap::netcheck::check(&plan, &root, &SystemRunner)
-                .map_err(|r| refusal(&r, a.json))?
+                .map_err(|r| refusal(&r))?
             {
                 plan.warnings.push(w);
             }
@@ -559,6 +581,7 @@ fn detect(a: &GlobalArgs, root: &HostRoot, capture: Option<PathBuf>) -> Result<E
             code: 1,
             message: chain(&e),
             help: vec!["check that the output directory exists and is writable".into()],
+            details: None,
         })?;
         clikit::errln(&format!("wrote {n} entries to {}", out.display()));
         return Ok(ExitCode::SUCCESS);
@@ -578,12 +601,9 @@ fn detect(a: &GlobalArgs, root: &HostRoot, capture: Option<PathBuf>) -> Result<E
 fn main() -> ExitCode {
     let cli = Cli::parse();
     clikit::init_logging(cli.args.verbose, "GVB_LOG");
+    let json = cli.args.json;
     match run(cli) {
         Ok(code) => code,
-        Err(f) => {
-            clikit::errln(&format!("error: {}", f.message));
-            clikit::print_help_lines("gpu-vm-bootstrap", &f.help);
-            ExitCode::from(f.code)
-        }
+        Err(f) => f.report().print("gpu-vm-bootstrap", json),
     }
 }

@@ -211,3 +211,25 @@ fn help_lists_every_documented_option() {
     }
     insta::assert_snapshot!(help);
 }
+
+/// With `--json`, a refusal is also one JSON document on stdout (the same shape vmctl uses):
+/// `{"error": {"kind", "message", "causes", "help", "details": {"problems"}}}`, exit 2.
+#[test]
+fn json_refusal_is_an_error_document_on_stdout() {
+    let h = host("intel-z170-gtx960", Net::Dhcp);
+    let out = bin()
+        .args(["plan", "--json", "--gpu", "0000:99:00.0", "--host-root"])
+        .arg(h.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = &v["error"];
+    assert_eq!(e["kind"], "refused", "{v:#}");
+    assert!(
+        e["message"].as_str().unwrap().contains("0000:99:00.0"),
+        "{v:#}"
+    );
+    assert!(e["help"][0].as_str().unwrap().contains("detect"), "{v:#}");
+    assert_eq!(e["details"]["problems"][0]["phase"], "preflight", "{v:#}");
+}

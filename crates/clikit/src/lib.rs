@@ -87,14 +87,19 @@ pub fn man_pages(cmd: clap::Command, dir: &Path) -> std::io::Result<Vec<PathBuf>
 /// Prints `help:` lines to stderr after an error. Every error ends with at least one: when the
 /// error has no specific next step, the generic one says how to learn more.
 pub fn print_help_lines(bin: &str, help: &[String]) {
+    for h in help_or_generic(bin, help) {
+        errln(&format!("help: {}", escape_text(&h)));
+    }
+}
+
+/// `help`, or the generic next step when it is empty.
+fn help_or_generic(bin: &str, help: &[String]) -> Vec<String> {
     if help.is_empty() {
-        errln(&format!(
-            "help: run again with -vv for details; `{bin} --help` lists the options"
-        ));
+        return vec![format!(
+            "run again with -vv for details; `{bin} --help` lists the options"
+        )];
     }
-    for h in help {
-        errln(&format!("help: {}", escape_text(h)));
-    }
+    help.to_vec()
 }
 
 /// Prints an error to stderr: `error: MESSAGE`, one `  caused by: …` line per cause, then the
@@ -106,6 +111,77 @@ pub fn print_error(bin: &str, message: &str, causes: &[String], help: &[String])
         errln(&format!("  caused by: {}", escape_text(c)));
     }
     print_help_lines(bin, help);
+}
+
+/// Why a command failed, which decides its exit code ([`EXIT_CODES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Bad input or an unsafe request: exit 2, nothing changed.
+    Refused,
+    /// Something failed that is not the user's input: exit 1.
+    Failed,
+    /// Stopped by Ctrl-C or SIGTERM: exit 130.
+    Interrupted,
+}
+
+impl ErrorKind {
+    pub fn exit_code(self) -> ExitCode {
+        ExitCode::from(match self {
+            ErrorKind::Refused => 2,
+            ErrorKind::Failed => 1,
+            ErrorKind::Interrupted => 130,
+        })
+    }
+}
+
+/// A failed command as both binaries report it: on stderr always ([`print_error`]), and with
+/// `--json` also on stdout as `{"error": {"kind", "message", "causes", "help", "details"?}}`,
+/// so a script reading stdout gets a JSON document whatever happened.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ErrorReport {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub causes: Vec<String>,
+    pub help: Vec<String>,
+    /// Structured detail a binary adds (gpu-vm-bootstrap: the problems a plan was refused for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorDocument<'a> {
+    error: &'a ErrorReport,
+}
+
+impl ErrorReport {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ErrorReport {
+            kind,
+            message: message.into(),
+            causes: Vec::new(),
+            help: Vec::new(),
+            details: None,
+        }
+    }
+
+    /// The JSON document `--json` prints on stdout.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&ErrorDocument { error: self }).unwrap_or_default()
+    }
+
+    /// Prints the report (stderr; with `json` also stdout) and returns the exit code.
+    pub fn print(&self, bin: &str, json: bool) -> ExitCode {
+        print_error(bin, &self.message, &self.causes, &self.help);
+        if json {
+            let shown = ErrorReport {
+                help: help_or_generic(bin, &self.help),
+                ..self.clone()
+            };
+            outln(&shown.to_json());
+        }
+        self.kind.exit_code()
+    }
 }
 
 /// Writes `text` to stderr and flushes, ignoring every error: a closed or full stderr must not

@@ -428,21 +428,26 @@ fn main() -> ExitCode {
     // -v info, -vv debug, -vvv trace; VMCTL_LOG (an EnvFilter) overrides; no colours unless
     // stderr is a terminal.
     clikit::init_logging(cli.verbose, "VMCTL_LOG");
+    let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let mut causes = Vec::new();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                causes.push(s.to_string());
-                src = s.source();
-            }
-            clikit::print_error("vmctl", &e.to_string(), &causes, &e.help());
-            match e.exit_kind() {
-                ExitKind::Usage => ExitCode::from(2),
-                ExitKind::Failure => ExitCode::from(1),
-                ExitKind::Interrupted => ExitCode::from(130),
-            }
-        }
+        Err(e) => error_report(&e).print("vmctl", json),
     }
+}
+
+/// The error as both binaries report it: kind (exit code), message, causes, help lines.
+fn error_report(e: &Error) -> clikit::ErrorReport {
+    let kind = match e.exit_kind() {
+        ExitKind::Usage => clikit::ErrorKind::Refused,
+        ExitKind::Failure => clikit::ErrorKind::Failed,
+        ExitKind::Interrupted => clikit::ErrorKind::Interrupted,
+    };
+    let mut report = clikit::ErrorReport::new(kind, e.to_string());
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        report.causes.push(s.to_string());
+        src = s.source();
+    }
+    report.help = e.help();
+    report
 }

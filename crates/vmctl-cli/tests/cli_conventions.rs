@@ -124,3 +124,38 @@ fn errors_end_with_help_and_bad_config_exits_2() {
         "{err}"
     );
 }
+
+/// With `--json`, an error is also one JSON document on stdout, in the shape gpu-vm-bootstrap
+/// uses too: `{"error": {"kind", "message", "causes", "help"}}`, with the exit code of its kind.
+#[test]
+fn json_error_is_an_error_document_on_stdout() {
+    let (_d, cfg) = empty_config();
+    let out = vmctl(&cfg)
+        .args([
+            "--connect",
+            "test:///default",
+            "--json",
+            "info",
+            "no-such-vm",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = &v["error"];
+    assert_eq!(e["kind"], "refused", "{v:#}");
+    assert!(
+        e["message"].as_str().unwrap().contains("no-such-vm"),
+        "{v:#}"
+    );
+    assert!(
+        e["help"][0].as_str().unwrap().contains("vmctl list"),
+        "{v:#}"
+    );
+    // stderr keeps the text form.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("\nhelp: "),
+        "{err}"
+    );
+}
