@@ -173,8 +173,9 @@ struct Failure {
     code: u8,
     message: String,
     help: Vec<String>,
-    /// For `--json`: the problems a plan was refused for.
-    details: Option<serde_json::Value>,
+    causes: Vec<String>,
+    /// For `--json`: the problems a plan was refused for (boxed: `Failure` is every `Err`).
+    details: Option<Box<serde_json::Value>>,
 }
 
 impl Failure {
@@ -182,6 +183,7 @@ impl Failure {
         Self {
             code: 2,
             message: message.into(),
+            causes: Vec::new(),
             help: vec![help.into()],
             details: None,
         }
@@ -195,20 +197,22 @@ impl Failure {
             _ => clikit::ErrorKind::Failed,
         };
         let mut r = clikit::ErrorReport::new(kind, self.message);
+        r.causes = self.causes;
         r.help = self.help;
-        r.details = self.details;
+        r.details = self.details.map(|d| *d);
         r
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
+/// The error's sources, outermost first: the `caused by:` lines.
+fn causes(e: &dyn std::error::Error) -> Vec<String> {
+    let mut out = Vec::new();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
+        out.push(c.to_string());
         cur = c.source();
     }
-    s
+    out
 }
 
 impl From<LibError> for Failure {
@@ -229,7 +233,8 @@ impl From<LibError> for Failure {
         };
         Self {
             code: 1,
-            message: chain(&e),
+            message: e.to_string(),
+            causes: causes(&e),
             help,
             details: None,
         }
@@ -256,11 +261,13 @@ fn refusal(r: &Refusal) -> Failure {
     Failure {
         code: 2,
         message: msg,
+        causes: Vec::new(),
         help,
         details: serde_json::to_value(RefusalDetails {
             problems: &r.problems,
         })
-        .ok(),
+        .ok()
+        .map(Box::new),
     }
 }
 
@@ -579,7 +586,8 @@ fn detect(a: &GlobalArgs, root: &HostRoot, capture: Option<PathBuf>) -> Result<E
     if let Some(out) = capture {
         let n = hwdetect::capture(root, &out).map_err(|e| Failure {
             code: 1,
-            message: chain(&e),
+            message: e.to_string(),
+            causes: causes(&e),
             help: vec!["check that the output directory exists and is writable".into()],
             details: None,
         })?;

@@ -1,4 +1,4 @@
-//! hypervisor: the libvirt layer of vmctl and gpu-vm-bootstrap, and the only crate that links
+//! hypervisor: vmctl's libvirt layer, and the only crate that links
 //! libvirt (through the `virt` crate).
 //!
 //! - [`Hypervisor`]: the operations the tools ask of libvirt, implemented by [`Libvirt`] for any
