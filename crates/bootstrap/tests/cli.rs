@@ -211,3 +211,32 @@ fn help_lists_every_documented_option() {
     }
     insta::assert_snapshot!(help);
 }
+
+/// `--gpu` takes `vmctl`'s selectors: an index from `gpu status` and `all` as well as BDFs.
+#[test]
+fn gpu_selectors_share_vmctls_grammar() {
+    for sel in ["1", "all", "group:14", "2b:00.0", "0000:2b:00.0"] {
+        let h = host("amd-b550m-gt710-rtx2070s", Net::Dhcp);
+        let out = bin()
+            .args([
+                "plan",
+                "--json",
+                "--skip-vmctl",
+                "--gpu",
+                sel,
+                "--host-root",
+            ])
+            .arg(h.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // `all` includes the boot VGA GT 710: refused for that reason, not for the selector.
+        if sel == "all" {
+            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            assert!(stderr.contains("boot VGA"), "{sel}: {stderr}");
+            assert!(!stderr.contains("no NVIDIA GPU"), "{sel}: {stderr}");
+        } else {
+            assert!(out.status.success(), "--gpu {sel}: {stderr}");
+        }
+    }
+}
