@@ -190,7 +190,7 @@ fn help_lists_every_documented_option() {
     let help = String::from_utf8(out.stdout).unwrap();
     for opt in [
         "--gpu-mode",
-        "--gpu <BDF>",
+        "--gpu <SELECTOR>",
         "--host-driver",
         "--skip-nvidia",
         "--skip-kvm",
