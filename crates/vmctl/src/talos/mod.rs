@@ -150,7 +150,7 @@ impl CommandFailure for TalosError {
                 "create its control plane first: `vmctl create talos NAME --cluster {cluster} --ip A.B.C.D/NN`"
             )],
             TalosError::NoEndpoint { .. } => vec![
-                "give the control plane a static address with --ip A.B.C.D/NN (or --ip auto), or pass --endpoint https://IP:6443".into(),
+                "drop --dhcp (a node gets a static address by default, `--ip auto`), or pass --endpoint https://IP:6443".into(),
             ],
             TalosError::NoSsh { talosctl, .. } => vec![format!(
                 "talk to the node with talosctl (https://www.talos.dev/latest/talos-guides/install/talosctl/): `{}`",
