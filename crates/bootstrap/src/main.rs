@@ -45,8 +45,10 @@ struct GlobalArgs {
     #[arg(long, global = true, value_enum, default_value = "passthrough")]
     gpu_mode: GpuModeArg,
 
-    /// A GPU to reserve for VMs (repeatable). Default: every NVIDIA GPU except the boot VGA one.
-    #[arg(long = "gpu", global = true, value_name = "BDF")]
+    /// GPUs to reserve for VMs (repeatable; as `vmctl --gpu`): BDF (0000:01:00.0 or 01:00.0),
+    /// index from `vmctl gpu status`, `all` or `group:N`. Default: every isolated NVIDIA GPU
+    /// that is not the boot VGA device
+    #[arg(long = "gpu", global = true, value_name = "SELECTOR")]
     gpus: Vec<String>,
 
     /// Install the NVIDIA driver on the host even when every GPU goes to VMs.

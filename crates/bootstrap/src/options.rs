@@ -125,7 +125,7 @@ impl Default for RepoUrls {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     pub gpu_mode: GpuMode,
-    /// `--gpu BDF` values as given; empty means "every NVIDIA GPU that is not the boot VGA".
+    /// `--gpu SELECTOR` values as given; empty means [`passthrough::default_set`].
     pub gpus: Vec<String>,
     /// Install the host NVIDIA driver even when every GPU goes to VMs.
     pub host_driver: bool,

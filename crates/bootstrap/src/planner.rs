@@ -34,39 +34,44 @@ pub struct Selection<'f> {
     pub host: Vec<&'f Gpu>,
 }
 
-/// Normalises a BDF: `01:00.0` → `0000:01:00.0`, lowercase.
-pub fn normalize_bdf(s: &str) -> String {
-    let s = s.trim().to_ascii_lowercase();
-    if s.matches(':').count() == 1 {
-        format!("0000:{s}")
-    } else {
-        s
-    }
-}
-
-/// Splits the NVIDIA GPUs by mode and `--gpu`. Unknown `--gpu` values are reported separately.
-pub fn select_gpus<'f>(facts: &'f HostFacts, opts: &Options) -> (Selection<'f>, Vec<String>) {
+/// Splits the NVIDIA GPUs by mode and `--gpu`, whose values are `vmctl`'s selectors (full or
+/// short BDF, index from `gpu status`, `all`, `group:N`; [`passthrough::parse_selectors`]).
+/// Without `--gpu`, passthrough takes [`passthrough::default_set`]: isolated GPUs that are not
+/// the boot VGA device. Returns the selection, the `--gpu` errors, and why GPUs were left out of
+/// the default set.
+pub fn select_gpus<'f>(
+    facts: &'f HostFacts,
+    opts: &Options,
+) -> (
+    Selection<'f>,
+    Vec<passthrough::Error>,
+    Vec<passthrough::Refusal>,
+) {
     let mut sel = Selection::default();
-    let mut unknown = Vec::new();
-    let wanted: Vec<String> = opts.gpus.iter().map(|g| normalize_bdf(g)).collect();
-    for w in &wanted {
-        if !facts.gpus.iter().any(|g| &g.bdf == w) {
-            unknown.push(w.clone());
+    let mut errors = Vec::new();
+    let mut excluded = Vec::new();
+    let mut to_vm: Vec<&Gpu> = Vec::new();
+    if opts.gpu_mode == GpuMode::Passthrough {
+        match passthrough::parse_selectors(&opts.gpus)
+            .and_then(|s| passthrough::select(facts, &s, None, &[]))
+        {
+            Ok(gpus) => to_vm = gpus,
+            Err(passthrough::Error::NothingQualifies { excluded: why }) => excluded = why,
+            Err(e) => errors.push(e),
+        }
+        if opts.gpus.is_empty() {
+            let (_, why) = passthrough::default_set(facts, None, &[]);
+            excluded = why;
         }
     }
     for g in &facts.gpus {
-        let to_vm = match opts.gpu_mode {
-            GpuMode::Passthrough if wanted.is_empty() => !g.boot_vga,
-            GpuMode::Passthrough => wanted.contains(&g.bdf),
-            GpuMode::Host | GpuMode::None => false,
-        };
-        if to_vm {
+        if to_vm.iter().any(|v| v.bdf == g.bdf) {
             sel.passthrough.push(g);
         } else {
             sel.host.push(g);
         }
     }
-    (sel, unknown)
+    (sel, errors, excluded)
 }
 
 /// Planning state shared by the phases.
@@ -190,7 +195,7 @@ impl<'a> Planner<'a> {
 
 /// Builds the plan. Pure: reads nothing but its arguments.
 pub fn plan(facts: &HostFacts, opts: &Options, state: &HostState) -> Result<Plan, Refusal> {
-    let (sel, unknown) = select_gpus(facts, opts);
+    let (sel, gpu_errors, excluded) = select_gpus(facts, opts);
     let mut p = Planner {
         facts,
         opts,
@@ -203,7 +208,17 @@ pub fn plan(facts: &HostFacts, opts: &Options, state: &HostState) -> Result<Plan
         manual_steps: Vec::new(),
         notes: Vec::new(),
     };
-    let names_ok = check_options(&mut p, &unknown);
+    // The boot VGA device always stayed with the host; a GPU in a shared group is news.
+    for r in excluded
+        .iter()
+        .filter(|r| !matches!(r, passthrough::Refusal::BootVga { .. }))
+    {
+        p.warn(format!(
+            "left on the host (not passed through by default): {}",
+            r.reason()
+        ));
+    }
+    let names_ok = check_options(&mut p, &gpu_errors);
     phases::preflight::plan(&mut p);
     if !opts.skip.nvidia {
         phases::nvidia::plan(&mut p);
@@ -227,22 +242,37 @@ pub fn plan(facts: &HostFacts, opts: &Options, state: &HostState) -> Result<Plan
 
 /// Combinations of options that contradict each other, `--gpu` values that name no GPU, and
 /// values that cannot go into a file safely. Returns whether the interface names are valid.
-fn check_options(p: &mut Planner<'_>, unknown: &[String]) -> bool {
+fn check_options(p: &mut Planner<'_>, gpu_errors: &[passthrough::Error]) -> bool {
     let mut names_ok = true;
     let o = p.opts;
-    for bdf in unknown {
-        let known: Vec<&str> = p.facts.gpus.iter().map(|g| g.bdf.as_str()).collect();
-        let known = if known.is_empty() {
-            "none".to_string()
-        } else {
-            known.join(", ")
+    for e in gpu_errors {
+        let (message, help) = match e {
+            passthrough::Error::UnknownSelector { selector, .. } => {
+                let known: Vec<&str> = p.facts.gpus.iter().map(|g| g.bdf.as_str()).collect();
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                let what = if selector.contains('.') {
+                    "no NVIDIA GPU at that address"
+                } else {
+                    "no NVIDIA GPU matches it"
+                };
+                (
+                    format!("--gpu {selector}: {what} (NVIDIA GPUs here: {known})"),
+                    "run `gpu-vm-bootstrap detect` to list the GPUs and pass one of their BDFs"
+                        .to_string(),
+                )
+            }
+            other => (
+                format!("--gpu: {other}"),
+                "a --gpu selector is a BDF (0000:01:00.0 or 01:00.0), an index from \
+                 `vmctl gpu status`, `all`, or `group:N`"
+                    .to_string(),
+            ),
         };
-        p.problem(
-            Phase::Preflight,
-            false,
-            format!("--gpu {bdf}: no NVIDIA GPU at that address (NVIDIA GPUs here: {known})"),
-            "run `gpu-vm-bootstrap detect` to list the GPUs and pass one of their BDFs".into(),
-        );
+        p.problem(Phase::Preflight, false, message, help);
     }
     if !o.gpus.is_empty() && o.gpu_mode != GpuMode::Passthrough {
         p.problem(

@@ -140,7 +140,7 @@ pub fn verify(
         }
     }
 
-    let (sel, _) = select_gpus(facts, opts);
+    let (sel, _, _) = select_gpus(facts, opts);
     if opts.gpu_mode != GpuMode::None && !opts.skip.iommu {
         let args = iommu_args(facts.cpu.vendor);
         let missing: Vec<&str> = args

@@ -190,7 +190,7 @@ fn help_lists_every_documented_option() {
     let help = String::from_utf8(out.stdout).unwrap();
     for opt in [
         "--gpu-mode",
-        "--gpu <BDF>",
+        "--gpu <SELECTOR>",
         "--host-driver",
         "--skip-nvidia",
         "--skip-kvm",
@@ -232,4 +232,33 @@ fn json_refusal_is_an_error_document_on_stdout() {
     );
     assert!(e["help"][0].as_str().unwrap().contains("detect"), "{v:#}");
     assert_eq!(e["details"]["problems"][0]["phase"], "preflight", "{v:#}");
+}
+
+/// `--gpu` takes `vmctl`'s selectors: an index from `gpu status` and `all` as well as BDFs.
+#[test]
+fn gpu_selectors_share_vmctls_grammar() {
+    for sel in ["1", "all", "group:14", "2b:00.0", "0000:2b:00.0"] {
+        let h = host("amd-b550m-gt710-rtx2070s", Net::Dhcp);
+        let out = bin()
+            .args([
+                "plan",
+                "--json",
+                "--skip-vmctl",
+                "--gpu",
+                sel,
+                "--host-root",
+            ])
+            .arg(h.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // `all` includes the boot VGA GT 710: refused for that reason, not for the selector.
+        if sel == "all" {
+            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            assert!(stderr.contains("boot VGA"), "{sel}: {stderr}");
+            assert!(!stderr.contains("no NVIDIA GPU"), "{sel}: {stderr}");
+        } else {
+            assert!(out.status.success(), "--gpu {sel}: {stderr}");
+        }
+    }
 }

@@ -18,7 +18,7 @@ pub use fake::FakeKernel;
 pub use rebind::{
     SysfsWrite, SysfsWriter, apply_writes, bind_host_steps, bind_vfio_steps, mig_capable,
 };
-pub use select::{Selector, resolve};
+pub use select::{Selector, default_set, parse_selectors, resolve, select};
 pub use usage::{GpuUser, gpu_users, host_gpu_users, nvidia_smi_users};
 
 /// Errors of this crate; each names the operation and what it was applied to.
@@ -32,6 +32,9 @@ pub enum Error {
         /// The GPUs that do exist, for the help line.
         available: Vec<String>,
     },
+    /// No selector was given and no GPU qualifies for the default set ([`default_set`]).
+    #[error("{}", nothing_qualifies(excluded))]
+    NothingQualifies { excluded: Vec<Refusal> },
     #[error("writing `{value}` to {path}")]
     SysfsWrite {
         path: String,
@@ -39,4 +42,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn nothing_qualifies(excluded: &[Refusal]) -> String {
+    if excluded.is_empty() {
+        return "this host has no NVIDIA GPU to pass through".to_string();
+    }
+    let mut s = "no NVIDIA GPU qualifies for passthrough by default (isolated, not the boot VGA \
+                 device, not attached to another VM):"
+        .to_string();
+    for r in excluded {
+        s += &format!("\n  - {}", r.reason());
+    }
+    s
 }

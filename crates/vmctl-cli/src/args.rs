@@ -138,8 +138,9 @@ pub(crate) enum ConfigCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct UbuntuArgs {
-    /// VM name, also the guest's hostname: letters, digits and '-' (an RFC 1123 label, at most 63)
-    pub(crate) name: String,
+    /// VM name, also the guest's hostname: letters, digits and '-' (an RFC 1123 label, at most
+    /// 63); default: the next free `ubuntu-N`, printed
+    pub(crate) name: Option<String>,
     /// Ubuntu release (24.04, 26.04, noble…); default 24.04
     #[arg(long)]
     pub(crate) release: Option<String>,
@@ -212,8 +213,9 @@ pub(crate) struct UbuntuArgs {
     #[arg(long)]
     pub(crate) kvm_hidden: bool,
     /// Pass GPUs through (every function), checked like `vmctl gpu attach`; implies q35 + UEFI.
-    /// SELECTOR: BDF, index from `vmctl gpu status`, `all` (the default) or `group:N`; repeatable
-    #[arg(long = "gpu", value_name = "SELECTOR", num_args = 0..=1, default_missing_value = "all")]
+    /// SELECTOR: BDF, index from `vmctl gpu status`, `all` or `group:N`; repeatable. Alone:
+    /// every isolated NVIDIA GPU that is not the boot VGA device nor attached to another VM
+    #[arg(long = "gpu", value_name = "SELECTOR", num_args = 0..=1, default_missing_value = "")]
     pub(crate) gpu: Vec<String>,
     /// Override the GPU isolation, boot VGA and host-use refusals
     #[arg(long, requires = "gpu")]

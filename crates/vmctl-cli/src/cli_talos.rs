@@ -122,8 +122,10 @@ pub struct ConfigArgs {
 
 #[derive(Debug, Args)]
 pub struct TalosArgs {
-    /// VM name, also the node's hostname: letters, digits and '-' (an RFC 1123 label, at most 63)
-    name: String,
+    /// VM name, also the node's hostname: letters, digits and '-' (an RFC 1123 label, at most
+    /// 63); default: the next free `talos-N`, or `<cluster>-cp-N` / `<cluster>-w-N` with
+    /// --cluster, printed
+    name: Option<String>,
     #[arg(long, value_enum, default_value = "controlplane")]
     role: RoleArg,
     /// Join this cluster (its secrets are in vmctl's state directory), or start it under this
@@ -132,7 +134,7 @@ pub struct TalosArgs {
     cluster: Option<String>,
     // The forms are ENDPOINT_FORMS, which check_endpoint accepts.
     #[arg(long, value_name = "URL", help = format!(
-        "Kubernetes API endpoint of a new cluster (default https://<--ip>:6443): {ENDPOINT_FORMS}"
+        "Kubernetes API endpoint of a new cluster (default https://<the node's address>:6443): {ENDPOINT_FORMS}"
     ))]
     endpoint: Option<String>,
     /// Talos version (default: the cluster's, else the latest stable release)
@@ -142,8 +144,9 @@ pub struct TalosArgs {
     #[arg(long)]
     allow_prerelease: bool,
     /// Pass GPUs through (every function) and add the NVIDIA extensions; checked like
-    /// `vmctl gpu attach`. SELECTOR: BDF, index, `all` (the default) or `group:N`; repeatable
-    #[arg(long = "gpu", value_name = "SELECTOR", num_args = 0..=1, default_missing_value = "all")]
+    /// `vmctl gpu attach`. SELECTOR: BDF, index, `all` or `group:N`; repeatable. Alone: every
+    /// isolated NVIDIA GPU that is not the boot VGA device nor attached to another VM
+    #[arg(long = "gpu", value_name = "SELECTOR", num_args = 0..=1, default_missing_value = "")]
     gpu: Vec<String>,
     /// Override the GPU isolation, boot VGA and host-use refusals
     #[arg(long, requires = "gpu")]
@@ -160,14 +163,18 @@ pub struct TalosArgs {
     /// Check extensions against the factory's list and let the factory confirm the schematic ID
     #[arg(long)]
     online: bool,
-    /// Static address A.B.C.D/NN (probed first: refused if it answers ARP), or `auto`
-    #[arg(long, value_name = "CIDR")]
+    /// Static address A.B.C.D/NN (probed first: refused if it answers ARP), or `auto` (the
+    /// default: the first free address on the bridge outside setting `reserved_ips`)
+    #[arg(long, value_name = "CIDR", conflicts_with = "dhcp")]
     ip: Option<String>,
+    /// Address by DHCP instead of a static one (a new cluster then needs --endpoint)
+    #[arg(long)]
+    dhcp: bool,
     /// Default gateway (inside the --ip subnet)
-    #[arg(long, requires = "ip")]
+    #[arg(long, conflicts_with = "dhcp")]
     gateway: Option<String>,
     /// DNS servers (repeat or comma-separate)
-    #[arg(long, value_delimiter = ',', requires = "ip")]
+    #[arg(long, value_delimiter = ',', conflicts_with = "dhcp")]
     dns: Vec<String>,
     /// MAC address (default: random 52:54:00:xx:xx:xx)
     #[arg(long)]
@@ -201,7 +208,7 @@ pub struct TalosArgs {
 
 impl TalosArgs {
     pub fn request(&self) -> TalosRequest {
-        let mut r = TalosRequest::new(&self.name);
+        let mut r = TalosRequest::new(self.name.as_deref().unwrap_or_default());
         r.role = match self.role {
             RoleArg::Controlplane => Role::Controlplane,
             RoleArg::Worker => Role::Worker,
@@ -216,13 +223,16 @@ impl TalosArgs {
         r.driver = self.driver.map(Into::into);
         r.extensions = self.extensions.clone();
         r.online = self.online;
-        r.network = match &self.ip {
-            Some(ip) => NetworkRequest::Static {
-                ip: ip.clone(),
+        // A node's address is its identity in the cluster (endpoint, talosconfig), so it is
+        // static by default: `auto` picks a free one as `create ubuntu --ip auto` does.
+        r.network = if self.dhcp {
+            NetworkRequest::Dhcp
+        } else {
+            NetworkRequest::Static {
+                ip: self.ip.clone().unwrap_or_else(|| "auto".into()),
                 gateway: self.gateway.clone(),
                 dns: self.dns.clone(),
-            },
-            None => NetworkRequest::Dhcp,
+            }
         };
         r.mac = self.mac.clone();
         r.cpus = self.cpus;

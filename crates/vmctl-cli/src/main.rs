@@ -333,7 +333,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 None => NetworkRequest::Dhcp,
             };
             let req = UbuntuRequest {
-                name: a.name.clone(),
+                name: a.name.clone().unwrap_or_default(),
                 release: a.release.clone(),
                 image: a.image.clone(),
                 cpus: a.cpus,

@@ -162,3 +162,86 @@ fn same_name_creates_never_share_storage() {
         "the seed is the first create's: {seed}"
     );
 }
+
+/// `create ubuntu` without a name, as [`vmctl_create`] otherwise.
+fn vmctl_create_unnamed(dir: &Path, image: &str, ip: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vmctl"));
+    for k in [
+        "VMCTL_CONNECT",
+        "VMCTL_BRIDGE",
+        "VMCTL_SSH_KEY",
+        "VMCTL_STATE_DIR",
+    ] {
+        c.env_remove(k);
+    }
+    c.env("VMCTL_STORAGE_DIR", dir.join("vms"))
+        .env("VMCTL_IMAGE_CACHE", dir.join("cache"))
+        .arg("--host-root")
+        .arg(dir.join("root"))
+        .args(["--connect", "test:///default", "create", "ubuntu"])
+        .args(["--domain-type", "qemu", "--bridge", "br0", "--no-start"])
+        .args(["--image", image, "--ip", ip, "--json"])
+        .arg("--ssh-key")
+        .arg(dir.join("id.pub"));
+    c
+}
+
+/// Without a name, a create takes the next free `ubuntu-N`. The first create is stalled inside
+/// its download holding `ubuntu-1` when the second starts: the second must get `ubuntu-2`, and
+/// a third (after a storage directory `ubuntu-3` appeared by hand) `ubuntu-4`.
+#[test]
+fn concurrent_unnamed_creates_get_different_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("root/sys/class/net/br0/bridge")).unwrap();
+    std::fs::write(d.join("id.pub"), KEY).unwrap();
+    let remote = d.join("remote.qcow2");
+    let local = d.join("local.qcow2");
+    for (p, size) in [(&remote, "64M"), (&local, "32M")] {
+        let st = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(p)
+            .arg(size)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let server = stalling_server(std::fs::read(&remote).unwrap());
+    let mut first = vmctl_create_unnamed(d, &server.url, "198.18.0.131/24")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    server
+        .started
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the first create starts its download");
+    let local = local.display().to_string();
+    let second = vmctl_create_unnamed(d, &local, "198.18.0.132/24")
+        .output()
+        .unwrap();
+    server.go.send(()).unwrap();
+    let mut out = String::new();
+    first
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = first.wait().unwrap();
+    assert!(status.success());
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let name = |s: &[u8]| serde_json::from_slice::<serde_json::Value>(s).unwrap()["name"].clone();
+    assert_eq!(name(out.as_bytes()), "ubuntu-1");
+    assert_eq!(name(&second.stdout), "ubuntu-2");
+    std::fs::create_dir(d.join("vms/ubuntu-3")).unwrap();
+    let third = vmctl_create_unnamed(d, &local, "198.18.0.133/24")
+        .output()
+        .unwrap();
+    assert!(third.status.success());
+    assert_eq!(name(&third.stdout), "ubuntu-4");
+}

@@ -535,3 +535,221 @@ fn create_talos_iso_cli_shows_the_schematic_installer_and_boot_order() {
         .stderr(predicate::str::contains("boot 2: sda"))
         .stderr(predicate::str::contains("metal-amd64.iso sha256"));
 }
+
+/// A fixture host with a bridge `br0`.
+fn bridged_host(name: &str) -> tempfile::TempDir {
+    let tree = fixture_builder::build_host(name);
+    std::fs::create_dir_all(tree.path().join("sys/class/net/br0/bridge")).unwrap();
+    tree
+}
+
+fn created(c: &mut Command) -> serde_json::Value {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out.stdout)
+}
+
+#[test]
+fn create_talos_without_a_name_picks_the_next_free_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = factory(Some(fake_qcow2(dir.path(), "64M")));
+    let tree = bridged_host("intel-z370-no-nvidia");
+    let base = ["--bridge", "br0", "--no-start", "--disk", "1G", "--json"];
+    let first = created(
+        create_cmd(&server, tree.path(), dir.path())
+            .args(base)
+            .args(["--ip", "198.18.9.60/24"]),
+    );
+    assert_eq!(first["name"], "talos-1");
+    assert!(dir.path().join("vms/talos-1").is_dir());
+    let second = created(
+        create_cmd(&server, tree.path(), dir.path())
+            .args(base)
+            .args(["--ip", "198.18.9.61/24"]),
+    );
+    assert_eq!(second["name"], "talos-2");
+    // Inside a cluster: `<cluster>-w-N`; the human view prints the name first on stdout.
+    create_cmd(&server, tree.path(), dir.path())
+        .args(["--bridge", "br0", "--no-start", "--disk", "1G"])
+        .args([
+            "--ip",
+            "198.18.9.62/24",
+            "--cluster",
+            "talos-1",
+            "--role",
+            "worker",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("talos-1-w-1\n"));
+}
+
+#[test]
+fn create_talos_defaults_to_an_automatic_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = factory(None);
+    let tree = bridged_host("intel-z370-no-nvidia");
+    // No --ip, no --endpoint: the address is `auto` (which a fixture host root cannot scan),
+    // not a demand for an endpoint.
+    create_cmd(&server, tree.path(), dir.path())
+        .args(["cp1", "--bridge", "br0", "--no-start"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("needs a Kubernetes API endpoint").not())
+        .stderr(predicate::str::contains("--ip"))
+        .stderr(predicate::str::contains("auto"));
+    assert!(!dir.path().join("vms/cp1").exists(), "nothing kept");
+}
+
+#[test]
+fn create_talos_gpu_alone_passes_the_isolated_gpu_not_the_boot_vga() {
+    // GT 710 (Kepler): boot VGA in a shared group; RTX 2070 SUPER (Turing): isolated.
+    let dir = tempfile::tempdir().unwrap();
+    let server = factory(Some(fake_qcow2(dir.path(), "64M")));
+    let tree = bridged_host("amd-b550m-gt710-rtx2070s");
+    let v = created(
+        create_cmd(&server, tree.path(), dir.path())
+            .args([
+                "g1",
+                "--bridge",
+                "br0",
+                "--no-start",
+                "--disk",
+                "1G",
+                "--gpu",
+            ])
+            .args(["--ip", "198.18.9.70/24", "--json"]),
+    );
+    let ext: Vec<&str> = v["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        ext.contains(&"siderolabs/nvidia-open-gpu-kernel-modules-production"),
+        "the driver follows the Turing GPU being passed: {ext:?}"
+    );
+    assert!(v["driver_note"].as_str().unwrap().contains("TU104"), "{v}");
+}
+
+#[test]
+fn create_talos_gpu_alone_says_which_gpus_were_excluded_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = factory(None);
+    let tree = bridged_host("synthetic-nvidia-boot-vga-only");
+    create_cmd(&server, tree.path(), dir.path())
+        .args([
+            "g2",
+            "--bridge",
+            "br0",
+            "--no-start",
+            "--gpu",
+            "--ip",
+            "198.18.9.71/24",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no NVIDIA GPU qualifies"))
+        .stderr(predicate::str::contains(
+            "0000:01:00.0 is the boot VGA device",
+        ))
+        .stderr(predicate::str::contains(
+            "help: name the GPUs with `--gpu SELECTOR`",
+        ));
+    assert!(!dir.path().join("vms/g2").exists(), "nothing kept");
+}
+
+#[test]
+fn create_talos_refuses_a_gpu_no_current_driver_supports() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = factory(None);
+    let tree = bridged_host("amd-b550m-gt710-rtx2070s");
+    create_cmd(&server, tree.path(), dir.path())
+        .args([
+            "k1",
+            "--bridge",
+            "br0",
+            "--no-start",
+            "--ip",
+            "198.18.9.72/24",
+        ])
+        .args(["--gpu", "04:00.0", "--gpu-force"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "no GPU to pass is supported by current NVIDIA drivers",
+        ))
+        .stderr(predicate::str::contains("help:"));
+    assert!(!dir.path().join("vms/k1").exists(), "nothing kept");
+}
+
+#[test]
+fn talos_schematic_driver_follows_the_gpu_to_pass_not_the_boot_vga() {
+    let tree = fixture_builder::build_host("amd-b550m-gt710-rtx2070s");
+    let out = vmctl(None)
+        .arg("--host-root")
+        .arg(tree.path())
+        .args(["talos", "schematic", "--nvidia", "production", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    assert_eq!(
+        v["extensions"][0], "siderolabs/nvidia-open-gpu-kernel-modules-production",
+        "{v}"
+    );
+}
+
+#[test]
+fn ssh_to_a_talos_vm_explains_and_prints_the_talosctl_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node.xml");
+    std::fs::write(
+        &node,
+        "<node>
+  <domain type='test'>
+    <name>lab</name>
+    <uuid>6b5a8e02-0000-4000-8000-0000000000aa</uuid>
+    <memory>1048576</memory>
+    <os><type arch='x86_64' machine='q35'>hvm</type></os>
+    <metadata>
+      <vmctl:vm xmlns:vmctl='https://github.com/gpu-vm-bootstrap/gpu-vm-bootstrap/vmctl/1'>
+        <vmctl:os>talos</vmctl:os>
+        <vmctl:ip>198.18.9.80/24</vmctl:ip>
+      </vmctl:vm>
+    </metadata>
+    <devices/>
+  </domain>
+</node>
+",
+    )
+    .unwrap();
+    let root = dir.path().join("root");
+    let cluster = root.join("var/lib/vmctl/talos/lab");
+    std::fs::create_dir_all(&cluster).unwrap();
+    let talosconfig = cluster.join("talosconfig");
+    vmctl(None)
+        .arg("--connect")
+        .arg(format!("test://{}", node.display()))
+        .arg("--host-root")
+        .arg(&root)
+        .args(["ssh", "lab"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "runs Talos Linux, which has no SSH",
+        ))
+        .stderr(predicate::str::contains(format!(
+            "talosctl --talosconfig {} -n 198.18.9.80 dashboard",
+            talosconfig.display()
+        )));
+}

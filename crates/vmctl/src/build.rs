@@ -85,6 +85,9 @@ pub(crate) fn bridge_and_address(
     Ok((bridge, static_ip))
 }
 
+/// How many `<prefix>-N` names [`Rollback::claim_next_name`] tries.
+const MAX_AUTO_NAMES: u32 = 10_000;
+
 /// Undoes what a failed create made, newest first, unless committed (also `create talos` and
 /// `create desktop`). The VM directory it removes is only ever one [`Rollback::claim_dir`] made.
 pub(crate) struct Rollback<'a> {
@@ -114,6 +117,42 @@ impl<'a> Rollback<'a> {
         crate::storage::claim_vm_dir(dir, name)?;
         self.dir = Some(dir.to_path_buf());
         Ok(())
+    }
+
+    /// Picks and claims a name for a create without one: the first `<prefix>-N` (N = 1, 2, …)
+    /// that is no libvirt domain and whose storage directory this create made itself. The
+    /// directory's exclusive mkdir(2) is the claim, so two concurrent creates never get the same
+    /// name: the loser of a race moves on to the next number. `taken`: names the caller rules out
+    /// besides (a Talos cluster directory of that name).
+    pub(crate) fn claim_next_name(
+        &mut self,
+        ctx: &Ctx,
+        prefix: &str,
+        taken: &dyn Fn(&str) -> bool,
+    ) -> Result<String> {
+        let storage = ctx.config.storage_dir();
+        for n in 1..=MAX_AUTO_NAMES {
+            let name = format!("{prefix}-{n}");
+            names::validate_vm_name(&name)?;
+            if taken(&name) || ctx.hv.get(&name)?.is_some() {
+                continue;
+            }
+            match self.claim_dir(&crate::storage::vm_dir(&storage, &name), &name) {
+                Ok(()) => return Ok(name),
+                Err(Error::StorageExists { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::InvalidOption {
+            option: "NAME".into(),
+            value: String::new(),
+            reason: format!("{prefix}-1 to {prefix}-{MAX_AUTO_NAMES} are all taken"),
+        })
+    }
+
+    /// Whether this create holds its VM directory yet.
+    pub(crate) fn has_dir(&self) -> bool {
+        self.dir.is_some()
     }
 
     /// Defines the domain (undefined again on failure) and starts it if asked; whether it was

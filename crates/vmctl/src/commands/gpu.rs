@@ -303,7 +303,7 @@ pub fn attach(ctx: &Ctx, req: &AttachRequest) -> Result<AttachOutcome> {
     let hv = ctx.hv;
     let rec = hv.require(&req.vm)?;
     let (facts, users, atts) = gather(ctx)?;
-    let selected = select(&facts, &req.selectors)?;
+    let selected = select(&facts, &req.selectors, &req.vm, &atts)?;
     let forced = check_selection(&facts, &req.vm, &selected, &atts, &users, req.force)?;
     let (live, config) = req
         .scope
@@ -447,7 +447,7 @@ pub fn detach(ctx: &Ctx, sysfs: &dyn SysfsWriter, req: &DetachRequest) -> Result
     let targets: Vec<&Gpu> = if req.selectors.is_empty() {
         facts.gpus.iter().filter(|g| holds(g)).collect()
     } else {
-        let selected = select(&facts, &req.selectors)?;
+        let selected = select(&facts, &req.selectors, &req.vm, &atts)?;
         let missing: Vec<String> = selected
             .iter()
             .filter(|g| !holds(g))

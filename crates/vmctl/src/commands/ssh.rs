@@ -14,6 +14,7 @@ use hypervisor::domain::parse::parse_domain;
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::net;
+use crate::talos::{ClusterDir, TalosError};
 pub use ready::{Policy, Progress, Ready, wait_ready};
 
 /// The VM's IPv4 address.
@@ -48,13 +49,52 @@ pub fn address(ctx: &Ctx, name: &str) -> Result<Ipv4Addr> {
         .ok_or_else(|| Error::NoAddress { name: name.into() })
 }
 
-/// The full ssh argv (`ssh -i KEY … user@ip ARGS…`).
+/// The full ssh argv (`ssh -i KEY … user@ip ARGS…`). A Talos node has no SSH: the error says
+/// so and carries the `talosctl` command for it instead.
 pub fn argv(ctx: &Ctx, name: &str, args: &[String]) -> Result<Vec<String>> {
     let rec = ctx.hv.require(name)?;
     let f = parse_domain(&rec.xml)?;
     let md = f.metadata.unwrap_or_default();
+    if md.os == "talos" {
+        return Err(TalosError::NoSsh {
+            vm: name.to_string(),
+            talosctl: talosctl_argv(ctx, name),
+        }
+        .into());
+    }
     let ip = address(ctx, name)?;
     Ok(ssh_argv(&md, ip, false, args))
+}
+
+/// `talosctl --talosconfig PATH -n IP dashboard` for the Talos node `name`. The cluster is the
+/// one named after the VM or, for an automatic `<cluster>-cp-N` / `<cluster>-w-N` name, that
+/// prefix; a `--cluster` with another name shows as `<CLUSTER>` in the path.
+fn talosctl_argv(ctx: &Ctx, name: &str) -> Vec<String> {
+    let mut candidates = vec![name.to_string()];
+    for role in ["-cp-", "-w-"] {
+        if let Some((cluster, n)) = name.rsplit_once(role)
+            && n.chars().all(|c| c.is_ascii_digit())
+        {
+            candidates.push(cluster.to_string());
+        }
+    }
+    let talosconfig = candidates
+        .iter()
+        .map(|c| ClusterDir::new(ctx.host, ctx.config, c))
+        .find(ClusterDir::exists)
+        .unwrap_or_else(|| ClusterDir::new(ctx.host, ctx.config, "<CLUSTER>"))
+        .talosconfig();
+    let node = address(ctx, name).map_or_else(|_| "<NODE-IP>".to_string(), |ip| ip.to_string());
+    [
+        "talosctl",
+        "--talosconfig",
+        &talosconfig.display().to_string(),
+        "-n",
+        &node,
+        "dashboard",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Seconds ssh may take to connect and exchange banners.

@@ -13,7 +13,7 @@ use talos_image::{ConfigInput, SecretsBundle, TalosVersion};
 use crate::config::Config;
 use crate::error::Result;
 use crate::talos::{
-    TalosError, build_schematic, check_endpoint, client, host_gpu, schematic_id, write_private,
+    TalosError, build_schematic, check_endpoint, client, host_gpus, schematic_id, write_private,
 };
 // The commands' inputs, as the binary names them.
 pub use crate::talos::{ENDPOINT_FORMS, SchematicRequest};
@@ -70,12 +70,12 @@ pub struct SchematicOut {
 
 /// `vmctl talos schematic`.
 pub fn schematic(config: &Config, host: &HostRoot, req: &SchematicRequest) -> Result<SchematicOut> {
-    let (chip, nvswitch) = if req.nvidia.is_some() {
-        host_gpu(&hwdetect::detect(host))
+    let (gpus, nvswitch) = if req.nvidia.is_some() {
+        host_gpus(&hwdetect::detect(host))
     } else {
-        (None, false)
+        (Vec::new(), false)
     };
-    let (s, driver_note) = build_schematic(req, chip.as_deref(), nvswitch)?;
+    let (s, driver_note) = build_schematic(req, &gpus, nvswitch)?;
     let version = match (&req.version, req.online) {
         (Some(v), true) => {
             Some(client(config)?.resolve_version(VersionSource::Github, Some(v), true)?)

@@ -110,6 +110,23 @@ impl CommandFailure for GpuError {
                     )]
                 }
             }
+            Self::Select(passthrough::Error::NothingQualifies { excluded }) => {
+                let mut out = vec![
+                    "name the GPUs with `--gpu SELECTOR` (`vmctl gpu status` lists them); the \
+                     boot VGA and shared-group refusals can then be overridden with --gpu-force \
+                     (create) or --force (gpu attach)"
+                        .to_string(),
+                ];
+                for r in excluded {
+                    if matches!(r, Refusal::AttachedElsewhere { .. }) {
+                        let h = r.help();
+                        if !out.contains(&h) {
+                            out.push(h);
+                        }
+                    }
+                }
+                out
+            }
             Self::Select(_) => vec![
                 "a selector is a BDF (0000:01:00.0 or 01:00.0), an index from `vmctl gpu status`, \
                  `all`, or `group:N`"
@@ -184,23 +201,28 @@ pub fn gather(ctx: &Ctx) -> Result<(HostFacts, Vec<GpuUser>, Vec<Attachment>)> {
     Ok((facts, users, atts))
 }
 
-/// Parses `--gpu` values (comma-separated lists allowed).
+/// Parses `--gpu` values (comma-separated lists allowed) with [`passthrough::parse_selectors`],
+/// the grammar `gpu-vm-bootstrap --gpu` shares. An empty value (`--gpu` given alone) adds no
+/// selector: the GPUs are then [`passthrough::default_set`]'s.
 pub fn parse_selectors(raw: &[String]) -> Result<Vec<Selector>> {
-    raw.iter()
-        .flat_map(|s| s.split(','))
-        .map(|s| s.parse().map_err(|e| GpuError::Select(e).into()))
-        .collect()
+    let raw: Vec<String> = raw
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .cloned()
+        .collect();
+    passthrough::parse_selectors(&raw).map_err(|e| GpuError::Select(e).into())
 }
 
-/// The selected GPUs (`all` when none is given).
-pub fn select<'a>(facts: &'a HostFacts, selectors: &[Selector]) -> Result<Vec<&'a Gpu>> {
-    let all = [Selector::All];
-    let selectors = if selectors.is_empty() {
-        &all[..]
-    } else {
-        selectors
-    };
-    passthrough::resolve(facts, selectors).map_err(|e| GpuError::Select(e).into())
+/// The selected GPUs for `vm`; with no selector, the default set of `gpu-vm-bootstrap
+/// --gpu-mode passthrough` ([`passthrough::select`]): isolated, not the boot VGA device, not
+/// attached to another VM.
+pub fn select<'a>(
+    facts: &'a HostFacts,
+    selectors: &[Selector],
+    vm: &str,
+    atts: &[Attachment],
+) -> Result<Vec<&'a Gpu>> {
+    passthrough::select(facts, selectors, Some(vm), atts).map_err(|e| GpuError::Select(e).into())
 }
 
 /// A GPU's functions as PCI addresses.
@@ -249,7 +271,7 @@ pub fn hostdevs_for_create(
         return Err(GpuError::NeedsUefi.into());
     }
     let (facts, users, atts) = gather(ctx)?;
-    let selected = select(&facts, selectors)?;
+    let selected = select(&facts, selectors, vm, &atts)?;
     check_selection(&facts, vm, &selected, &atts, &users, force)?;
     Ok(selected.iter().map(|g| addresses(g)).collect())
 }

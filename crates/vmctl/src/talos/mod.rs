@@ -18,7 +18,9 @@ use talos_image::{Endpoints, FactoryClient, SecretsBundle, TalosVersion};
 
 use crate::config::Config;
 use crate::error::{CommandFailure, Error, ExitKind, Failure, Result};
-pub use schematic::{SchematicRequest, build_schematic, host_gpu, pick_driver, schematic_id};
+pub use schematic::{
+    GpuChip, SchematicRequest, build_schematic, chips_of, host_gpus, pick_driver, schematic_id,
+};
 
 /// Errors of the Talos commands; the library's own errors pass through [`TalosError::Library`].
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,23 @@ pub enum TalosError {
     NoSuchCluster { cluster: String, dir: PathBuf },
     #[error("new cluster {cluster:?} needs a Kubernetes API endpoint")]
     NoEndpoint { cluster: String },
+    #[error(
+        "VM `{vm}` runs Talos Linux, which has no SSH: it is managed through its API with talosctl"
+    )]
+    NoSsh {
+        vm: String,
+        /// The talosctl argv for this node.
+        talosctl: Vec<String>,
+    },
+    #[error(
+        "no GPU to pass is supported by current NVIDIA drivers: {} (Kepler and older ended \
+         with the 470 branch, which Talos does not ship)",
+        gpus.join(", ")
+    )]
+    NoSupportedGpu {
+        /// `BDF (CHIP)` of each GPU being passed.
+        gpus: Vec<String>,
+    },
     #[error("{path} already exists")]
     OutputExists { path: PathBuf },
     #[error("read {path}")]
@@ -86,6 +105,8 @@ impl CommandFailure for TalosError {
             TalosError::ClusterExists { .. }
             | TalosError::NoSuchCluster { .. }
             | TalosError::NoEndpoint { .. }
+            | TalosError::NoSupportedGpu { .. }
+            | TalosError::NoSsh { .. }
             | TalosError::OutputExists { .. }
             | TalosError::SchematicFile { .. }
             | TalosError::MissingProgram { .. }
@@ -129,7 +150,16 @@ impl CommandFailure for TalosError {
                 "create its control plane first: `vmctl create talos NAME --cluster {cluster} --ip A.B.C.D/NN`"
             )],
             TalosError::NoEndpoint { .. } => vec![
-                "give the control plane a static address with --ip A.B.C.D/NN (or --ip auto), or pass --endpoint https://IP:6443".into(),
+                "drop --dhcp (a node gets a static address by default, `--ip auto`), or pass --endpoint https://IP:6443".into(),
+            ],
+            TalosError::NoSsh { talosctl, .. } => vec![format!(
+                "talk to the node with talosctl (https://www.talos.dev/latest/talos-guides/install/talosctl/): `{}`",
+                talosctl.join(" ")
+            )],
+            TalosError::NoSupportedGpu { .. } => vec![
+                "pass a Maxwell or newer GPU with --gpu SELECTOR (`vmctl gpu status` lists them), \
+                 or name the kernel modules yourself with --driver open|proprietary"
+                    .into(),
             ],
             TalosError::SchematicFile { .. } => vec![
                 "pass an Image Factory schematic (YAML with customization.systemExtensions.officialExtensions, customization.extraKernelArgs), or leave out --file".into(),

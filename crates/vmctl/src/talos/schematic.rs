@@ -33,30 +33,107 @@ pub struct SchematicRequest {
     pub version: Option<String>,
 }
 
-/// Picks the NVIDIA driver: the flag, else from the chip of `chip` (the GPU being passed
-/// through, or the host's first GPU). Returns the driver and a note for the user.
-pub fn pick_driver(given: Option<Driver>, chip: Option<&str>) -> (Driver, Option<String>) {
+/// A GPU being passed to a node: its BDF and chip code (`TU104`), when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuChip {
+    pub bdf: String,
+    pub chip: Option<String>,
+}
+
+/// Chip generations no driver Talos ships supports: Kepler (`GK`) ended with the 470 branch,
+/// Fermi (`GF`) and Tesla (`GT`) before it (NVIDIA's legacy GPU list); the Image Factory's
+/// `nonfree-kmod-nvidia` and open modules are 535 and newer.
+fn unsupported(chip: &str) -> bool {
+    let c = chip.trim().to_ascii_uppercase();
+    ["GK", "GF", "GT"].iter().any(|p| {
+        c.strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with(|ch: char| ch.is_ascii_digit()))
+    })
+}
+
+/// Picks the NVIDIA driver: the flag, else from the chips of the GPUs being passed (never the
+/// host's other GPUs). GPUs no current driver supports do not count; when every GPU is one of
+/// them, that is [`TalosError::NoSupportedGpu`]. The open modules only when every counted GPU is
+/// Turing or newer. Returns the driver and a note for the user.
+pub fn pick_driver(given: Option<Driver>, gpus: &[GpuChip]) -> Result<(Driver, Option<String>)> {
     if let Some(d) = given {
-        return (d, None);
+        return Ok((d, None));
     }
-    match chip {
-        None => (
+    if gpus.is_empty() {
+        return Ok((
             Driver::Open,
             Some("no NVIDIA GPU detected: open kernel modules (Turing and newer); use --driver proprietary for older GPUs".into()),
-        ),
-        Some(c) => match Driver::for_chip(c) {
-            (d, DriverChoice::Turing) => (d, Some(format!("{c} is Turing or newer: open kernel modules"))),
-            (d, DriverChoice::PreTuring) => (d, Some(format!("{c} is older than Turing: proprietary kernel modules"))),
-            (d, DriverChoice::Unknown) => (d, Some(format!("warning: unknown GPU architecture {c:?}: proprietary kernel modules (they support every generation); pass --driver open for Turing and newer"))),
-        },
+        ));
     }
+    let (old, usable): (Vec<&GpuChip>, Vec<&GpuChip>) = gpus
+        .iter()
+        .partition(|g| g.chip.as_deref().is_some_and(unsupported));
+    if usable.is_empty() {
+        return Err(TalosError::NoSupportedGpu {
+            gpus: old
+                .iter()
+                .map(|g| format!("{} ({})", g.bdf, g.chip.as_deref().unwrap_or("?")))
+                .collect(),
+        }
+        .into());
+    }
+    let mut choice: Option<(Driver, String)> = None;
+    for g in &usable {
+        let note = match g.chip.as_deref() {
+            None => (
+                Driver::Proprietary,
+                format!(
+                    "warning: unknown GPU architecture of {}: proprietary kernel modules (they support every generation); pass --driver open for Turing and newer",
+                    g.bdf
+                ),
+            ),
+            Some(c) => match Driver::for_chip(c) {
+                (d, DriverChoice::Turing) => {
+                    (d, format!("{c} is Turing or newer: open kernel modules"))
+                }
+                (d, DriverChoice::PreTuring) => (
+                    d,
+                    format!("{c} is older than Turing: proprietary kernel modules"),
+                ),
+                (d, DriverChoice::Unknown) => (
+                    d,
+                    format!(
+                        "warning: unknown GPU architecture {c:?}: proprietary kernel modules (they support every generation); pass --driver open for Turing and newer"
+                    ),
+                ),
+            },
+        };
+        // One GPU that needs the proprietary modules decides for the node.
+        if choice.as_ref().is_none_or(|(d, _)| *d == Driver::Open) {
+            choice = Some(note);
+        }
+    }
+    let (driver, mut note) = choice.unwrap_or((Driver::Open, String::new()));
+    for g in &old {
+        note += &format!(
+            "; {} ({}) is not supported by current drivers",
+            g.bdf,
+            g.chip.as_deref().unwrap_or("?")
+        );
+    }
+    Ok((driver, Some(note)))
+}
+
+/// The chips of `gpus` from the host's facts.
+pub fn chips_of(gpus: &[&hwdetect::Gpu]) -> Vec<GpuChip> {
+    gpus.iter()
+        .map(|g| GpuChip {
+            bdf: g.bdf.clone(),
+            chip: g.chip.clone(),
+        })
+        .collect()
 }
 
 /// The schematic for `req` (pure apart from reading `req.file`). `chip`: the GPU whose
 /// architecture picks the driver; `nvswitch`: the host has an NVSwitch (adds the fabric manager).
 pub fn build_schematic(
     req: &SchematicRequest,
-    chip: Option<&str>,
+    gpus: &[GpuChip],
     nvswitch: bool,
 ) -> Result<(Schematic, Option<String>)> {
     let mut schematic = match &req.file {
@@ -96,7 +173,7 @@ pub fn build_schematic(
     let mut note = None;
     let mut wanted: Vec<String> = Vec::new();
     if let Some(flavour) = req.nvidia {
-        let (driver, n) = pick_driver(req.driver, chip);
+        let (driver, n) = pick_driver(req.driver, gpus)?;
         note = n;
         let preset = NvidiaPreset {
             flavour,
@@ -156,37 +233,70 @@ pub fn schematic_id(
     Ok((o.id, o.yaml, how))
 }
 
-/// The first GPU's chip code and whether an NVSwitch is present.
-pub fn host_gpu(facts: &HostFacts) -> (Option<String>, bool) {
-    (
-        facts.gpus.iter().find_map(|g| g.chip.clone()),
-        !facts.nvswitches.is_empty(),
-    )
+/// The GPUs a node on this host would get (`--gpu` alone: [`passthrough::default_set`]) and
+/// whether an NVSwitch is present: what `vmctl talos schematic --nvidia` decides the driver by.
+pub fn host_gpus(facts: &HostFacts) -> (Vec<GpuChip>, bool) {
+    let (gpus, _) = passthrough::default_set(facts, None, &[]);
+    (chips_of(&gpus), !facts.nvswitches.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn gpus(chips: &[&str]) -> Vec<GpuChip> {
+        chips
+            .iter()
+            .enumerate()
+            .map(|(i, c)| GpuChip {
+                bdf: format!("0000:0{i}:00.0"),
+                chip: Some(c.to_string()),
+            })
+            .collect()
+    }
+
+    fn pick(given: Option<Driver>, chips: &[&str]) -> (Driver, Option<String>) {
+        pick_driver(given, &gpus(chips)).unwrap()
+    }
+
     #[test]
     fn driver_comes_from_the_flag_then_the_chip() {
         assert_eq!(
-            pick_driver(Some(Driver::Proprietary), Some("AD102")),
+            pick(Some(Driver::Proprietary), &["AD102"]),
             (Driver::Proprietary, None)
         );
-        let (d, note) = pick_driver(None, Some("AD102"));
+        let (d, note) = pick(None, &["AD102"]);
         assert_eq!(d, Driver::Open);
         assert!(note.unwrap().contains("Turing or newer"));
-        let (d, note) = pick_driver(None, Some("GP102"));
+        let (d, note) = pick(None, &["GP102"]);
         assert_eq!(d, Driver::Proprietary);
         assert!(note.unwrap().contains("older than Turing"));
-        let (d, note) = pick_driver(None, Some("XY999"));
+        let (d, note) = pick(None, &["XY999"]);
         assert_eq!(d, Driver::Proprietary);
         assert!(
             note.unwrap()
                 .starts_with("warning: unknown GPU architecture")
         );
-        assert_eq!(pick_driver(None, None).0, Driver::Open);
+        assert_eq!(pick(None, &[]).0, Driver::Open);
+        // Every GPU being passed counts: one older than Turing needs the proprietary modules.
+        assert_eq!(pick(None, &["TU104", "GP102"]).0, Driver::Proprietary);
+    }
+
+    #[test]
+    fn a_kepler_gpu_never_decides_the_driver_and_alone_is_refused() {
+        let (d, note) = pick(None, &["GK208B", "TU104"]);
+        assert_eq!(d, Driver::Open);
+        assert!(
+            note.unwrap()
+                .contains("(GK208B) is not supported by current drivers")
+        );
+        let err = pick_driver(None, &gpus(&["GK208B"])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no GPU to pass is supported by current NVIDIA drivers"),
+            "{err}"
+        );
+        assert_eq!(err.exit_kind(), crate::ExitKind::Usage);
     }
 
     #[test]
@@ -200,7 +310,7 @@ mod tests {
             kernel_args: vec!["console=ttyS0".into()],
             ..Default::default()
         };
-        let (s, _) = build_schematic(&req, Some("GH100"), true).unwrap();
+        let (s, _) = build_schematic(&req, &gpus(&["GH100"]), true).unwrap();
         assert_eq!(
             s.customization.system_extensions.official_extensions,
             [
@@ -212,7 +322,8 @@ mod tests {
         );
         assert_eq!(s.customization.extra_kernel_args, ["console=ttyS0"]);
         // Without the preset, the chip and NVSwitch do not matter.
-        let (s, note) = build_schematic(&SchematicRequest::default(), Some("GH100"), true).unwrap();
+        let (s, note) =
+            build_schematic(&SchematicRequest::default(), &gpus(&["GH100"]), true).unwrap();
         assert!(
             s.customization
                 .system_extensions

@@ -117,6 +117,14 @@ fn check_chars(option: &str, value: &str, extra: &str, example: &str) -> Result<
 /// supported ([`iso::this_month`] in the binary).
 pub fn plan(ctx: &Ctx, req: &DesktopRequest, month: &str) -> Result<DesktopPlan> {
     let b = &req.base;
+    // The plan is shown before the create claims anything, so it needs the name up front.
+    if b.name.is_empty() {
+        return Err(invalid(
+            "NAME",
+            "",
+            "--desktop needs a VM name (an automatic one is only picked without --desktop)",
+        ));
+    }
     for (set, option) in [
         (b.image.is_some(), "--image"),
         (b.kernel.is_some(), "--kernel"),

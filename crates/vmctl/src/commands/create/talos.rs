@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::names;
 use crate::net::NetworkRequest;
 use crate::net::StaticIp;
-use crate::talos::{ClusterDir, ClusterRecord, SchematicRequest, TalosError};
+use crate::talos::{ClusterDir, ClusterRecord, GpuChip, SchematicRequest, TalosError};
 use apply::apply_claimed;
 pub use apply::{apply, seed_files};
 use bootstrap::{bootstrap, next_steps};
@@ -50,6 +50,7 @@ pub const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(600);
 /// `vmctl create talos` options, as given (unvalidated).
 #[derive(Debug, Clone)]
 pub struct TalosRequest {
+    /// Empty: the next free `talos-N` (`<cluster>-cp-N` / `<cluster>-w-N` with `cluster`).
     pub name: String,
     pub role: Role,
     /// Join (or start) this cluster; default: a new cluster named after the VM.
@@ -253,22 +254,42 @@ pub fn which(env: &dyn Fn(&str) -> Option<String>, program: &str) -> Option<Path
         .find(|p| p.is_file())
 }
 
-/// The chip code of the GPU whose functions include `first`, from the host's facts.
-fn chip_of(facts: &hwdetect::HostFacts, first: Option<&PciAddress>) -> Option<String> {
-    let first = first?;
-    facts
+/// The chips of the GPUs whose functions are in `gpus` (the hostdevs being passed).
+fn chips_passed(facts: &hwdetect::HostFacts, gpus: &[Vec<PciAddress>]) -> Vec<GpuChip> {
+    let passed: Vec<&hwdetect::Gpu> = facts
         .gpus
         .iter()
-        .find(|g| {
-            g.functions
-                .iter()
-                .any(|f| f.parse::<PciAddress>().ok().as_ref() == Some(first))
+        .filter(|g| {
+            g.functions.iter().any(|f| {
+                f.parse::<PciAddress>()
+                    .is_ok_and(|a| gpus.iter().flatten().any(|p| *p == a))
+            })
         })
-        .and_then(|g| g.chip.clone())
+        .collect();
+    crate::talos::chips_of(&passed)
 }
 
 /// Validates the request against the host, libvirt and the factory. Creates nothing.
 pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
+    plan_claimed(ctx, req, false)
+}
+
+/// The name a create without one starts from: `talos`, or `<cluster>-cp` / `<cluster>-w`.
+fn name_prefix(req: &TalosRequest) -> String {
+    match &req.cluster {
+        None => "talos".into(),
+        Some(c) => format!(
+            "{c}-{}",
+            match req.role {
+                Role::Controlplane => "cp",
+                Role::Worker => "w",
+            }
+        ),
+    }
+}
+
+/// [`plan`]; `claimed`: this create already holds the VM directory (an automatic name).
+fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Result<TalosPlan> {
     let memory_mib = check_name_and_size(ctx, &req.name, true, req.cpus, &req.memory)?;
     let disk_bytes = names::parse_size("--disk", req.disk.as_deref().unwrap_or(DEFAULT_DISK))?;
     let domain_type: DomainType = ctx.config.value("domain_type").parse()?;
@@ -357,7 +378,7 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
 
     let vm_dir = crate::storage::vm_dir(&ctx.config.storage_dir(ctx.host), &req.name);
     // An early refusal only: the claim at the start of the create is what holds the name.
-    if vm_dir.exists() {
+    if !claimed && vm_dir.exists() {
         return Err(Error::StorageExists {
             name: req.name.clone(),
             path: vm_dir,
@@ -376,14 +397,11 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
     };
 
     // Schematic: the NVIDIA preset for GPU nodes, always the guest agent, then --extension.
-    let (chip, nvswitch) = if gpus.is_empty() {
-        (None, false)
+    let (chips, nvswitch) = if gpus.is_empty() {
+        (Vec::new(), false)
     } else {
         let facts = hwdetect::detect(ctx.host);
-        (
-            chip_of(&facts, gpus.first().and_then(|f| f.first())),
-            !facts.nvswitches.is_empty(),
-        )
+        (chips_passed(&facts, &gpus), !facts.nvswitches.is_empty())
     };
     let mut extensions = Vec::new();
     extensions.push(nvidia::QEMU_GUEST_AGENT.to_string());
@@ -402,7 +420,7 @@ pub fn plan(ctx: &Ctx, req: &TalosRequest) -> Result<TalosPlan> {
         },
         ..Default::default()
     };
-    let (schematic, driver_note) = crate::talos::build_schematic(&sreq, chip.as_deref(), nvswitch)?;
+    let (schematic, driver_note) = crate::talos::build_schematic(&sreq, &chips, nvswitch)?;
     let (schematic_id, schematic_yaml, _) =
         crate::talos::schematic_id(ctx.config, &schematic, req.online, Some(&version))?;
 
@@ -449,10 +467,26 @@ pub fn create_talos(
     req: &TalosRequest,
     progress: &dyn Progress,
 ) -> Result<TalosCreated> {
-    let mut plan = plan(ctx, req)?;
     // The name first: a concurrent create of the same name stops here, before its download.
+    // Without a name, the claim picks one (and a failed plan gives it back).
     let mut rb = Rollback::new(ctx.hv);
-    rb.claim_dir(&plan.vm_dir, &plan.name)?;
+    let named;
+    let req = if req.name.is_empty() {
+        let mut r = req.clone();
+        let own_cluster = req.cluster.is_none();
+        r.name = rb.claim_next_name(ctx, &name_prefix(req), &|n| {
+            own_cluster && ClusterDir::new(ctx.host, ctx.config, n).exists()
+        })?;
+        tracing::info!("no name given: {}", r.name);
+        named = r;
+        &named
+    } else {
+        req
+    };
+    let mut plan = plan_claimed(ctx, req, rb.has_dir())?;
+    if !rb.has_dir() {
+        rb.claim_dir(&plan.vm_dir, &plan.name)?;
+    }
     let claim = crate::address::claim_address(
         ctx,
         &req.name,

@@ -27,6 +27,7 @@ use base::fetch_base;
 /// `vmctl create ubuntu` options, as given (unvalidated).
 #[derive(Debug, Clone)]
 pub struct UbuntuRequest {
+    /// Empty: the next free `ubuntu-N`.
     pub name: String,
     pub release: Option<String>,
     /// Local path or http(s) URL of a base image instead of the release's cloud image.
@@ -283,6 +284,11 @@ pub fn claim(
 
 /// Validates the request against the host and libvirt. Creates nothing.
 pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
+    plan_claimed(ctx, req, false)
+}
+
+/// [`plan`]; `claimed`: this create already holds the VM directory (an automatic name).
+fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuPlan> {
     let memory_mib = check_name_and_size(ctx, &req.name, !req.seed_only, req.cpus, &req.memory)?;
     let disk_bytes = req
         .disk
@@ -389,7 +395,7 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
     };
     let vm_dir = crate::storage::vm_dir(&ctx.config.storage_dir(ctx.host), &req.name);
     // An early refusal only: the claim at the start of the create is what holds the name.
-    if vm_dir.exists() {
+    if !claimed && vm_dir.exists() {
         return Err(Error::StorageExists {
             name: req.name.clone(),
             path: vm_dir,
@@ -535,10 +541,23 @@ pub(crate) fn apply(
 
 /// Validates, claims the name's storage, then the address, then creates.
 pub fn create_ubuntu(ctx: &Ctx, req: &UbuntuRequest, progress: &dyn Progress) -> Result<Created> {
-    let mut plan = plan(ctx, req)?;
     // The name first: a concurrent create of the same name stops here, before its download.
+    // Without a name, the claim picks the next free `ubuntu-N` (and a failed plan gives it back).
     let mut rb = Rollback::new(ctx.hv);
-    rb.claim_dir(&plan.vm_dir, &plan.name)?;
+    let named;
+    let req = if req.name.is_empty() {
+        let mut r = req.clone();
+        r.name = rb.claim_next_name(ctx, "ubuntu", &|_| false)?;
+        tracing::info!("no name given: {}", r.name);
+        named = r;
+        &named
+    } else {
+        req
+    };
+    let mut plan = plan_claimed(ctx, req, rb.has_dir())?;
+    if !rb.has_dir() {
+        rb.claim_dir(&plan.vm_dir, &plan.name)?;
+    }
     // Probe/pick the static address and hold it in the reservation store (issue 6).
     let claim = claim(ctx, req, &mut plan)?;
     let created = apply(ctx, req, &plan, &mut rb, progress);
