@@ -174,8 +174,8 @@ fn vmctl_create_unnamed(dir: &Path, image: &str, ip: &str) -> Command {
     ] {
         c.env_remove(k);
     }
-    c.env("VMCTL_STORAGE_DIR", dir.join("vms"))
-        .env("VMCTL_IMAGE_CACHE", dir.join("cache"))
+    c.env("VMCTL_STORAGE_DIR", "/vms")
+        .env("VMCTL_IMAGE_CACHE", "/cache")
         .arg("--host-root")
         .arg(dir.join("root"))
         .args(["--connect", "test:///default", "create", "ubuntu"])
@@ -238,7 +238,7 @@ fn concurrent_unnamed_creates_get_different_names() {
     let name = |s: &[u8]| serde_json::from_slice::<serde_json::Value>(s).unwrap()["name"].clone();
     assert_eq!(name(out.as_bytes()), "ubuntu-1");
     assert_eq!(name(&second.stdout), "ubuntu-2");
-    std::fs::create_dir(d.join("vms/ubuntu-3")).unwrap();
+    std::fs::create_dir(d.join("root/vms/ubuntu-3")).unwrap();
     let third = vmctl_create_unnamed(d, &local, "198.18.0.133/24")
         .output()
         .unwrap();

@@ -565,7 +565,7 @@ fn create_talos_without_a_name_picks_the_next_free_name() {
             .args(["--ip", "198.18.9.60/24"]),
     );
     assert_eq!(first["name"], "talos-1");
-    assert!(dir.path().join("vms/talos-1").is_dir());
+    assert!(tree.path().join("vms/talos-1").is_dir());
     let second = created(
         create_cmd(&server, tree.path(), dir.path())
             .args(base)
@@ -602,7 +602,7 @@ fn create_talos_defaults_to_an_automatic_address() {
         .stderr(predicate::str::contains("needs a Kubernetes API endpoint").not())
         .stderr(predicate::str::contains("--ip"))
         .stderr(predicate::str::contains("auto"));
-    assert!(!dir.path().join("vms/cp1").exists(), "nothing kept");
+    assert!(!tree.path().join("vms/cp1").exists(), "nothing kept");
 }
 
 #[test]
@@ -661,7 +661,7 @@ fn create_talos_gpu_alone_says_which_gpus_were_excluded_and_why() {
         .stderr(predicate::str::contains(
             "help: name the GPUs with `--gpu SELECTOR`",
         ));
-    assert!(!dir.path().join("vms/g2").exists(), "nothing kept");
+    assert!(!tree.path().join("vms/g2").exists(), "nothing kept");
 }
 
 #[test]
@@ -685,7 +685,7 @@ fn create_talos_refuses_a_gpu_no_current_driver_supports() {
             "no GPU to pass is supported by current NVIDIA drivers",
         ))
         .stderr(predicate::str::contains("help:"));
-    assert!(!dir.path().join("vms/k1").exists(), "nothing kept");
+    assert!(!tree.path().join("vms/k1").exists(), "nothing kept");
 }
 
 #[test]

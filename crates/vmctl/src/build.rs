@@ -130,7 +130,7 @@ impl<'a> Rollback<'a> {
         prefix: &str,
         taken: &dyn Fn(&str) -> bool,
     ) -> Result<String> {
-        let storage = ctx.config.storage_dir();
+        let storage = ctx.config.storage_dir(ctx.host);
         for n in 1..=MAX_AUTO_NAMES {
             let name = format!("{prefix}-{n}");
             names::validate_vm_name(&name)?;
