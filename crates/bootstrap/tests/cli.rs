@@ -211,3 +211,40 @@ fn help_lists_every_documented_option() {
     }
     insta::assert_snapshot!(help);
 }
+
+#[test]
+fn apply_only_flags_are_refused_outside_apply() {
+    for args in [
+        &["detect", "--yes", "--reboot"][..],
+        &["detect", "--yes"],
+        &["verify", "--reboot"],
+        &["plan", "--dry-run"],
+        &["rollback", "--reboot"],
+        &["--yes", "detect"],
+    ] {
+        let e = refused("intel-z170-gtx960", args);
+        assert!(
+            e.contains("--yes") || e.contains("--reboot") || e.contains("--dry-run"),
+            "{args:?}: {e}"
+        );
+    }
+    // They stay on `apply` (and on no subcommand, which runs apply), and `--yes` on rollback.
+    let h = host("intel-z170-gtx960", Net::Dhcp);
+    for args in [
+        &["apply", "--dry-run"][..],
+        &["--dry-run"],
+        &["--dry-run", "apply"],
+    ] {
+        bin()
+            .args(args)
+            .arg("--host-root")
+            .arg(h.path())
+            .assert()
+            .success();
+    }
+    let help =
+        String::from_utf8(bin().args(["detect", "--help"]).output().unwrap().stdout).unwrap();
+    for flag in ["--yes", "--reboot", "--dry-run"] {
+        assert!(!help.contains(flag), "detect --help shows {flag}:\n{help}");
+    }
+}

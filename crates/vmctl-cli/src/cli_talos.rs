@@ -124,6 +124,7 @@ pub struct ConfigArgs {
 pub struct TalosArgs {
     /// VM name, also the node's hostname: letters, digits and '-' (an RFC 1123 label, at most 63)
     name: String,
+    /// controlplane: runs the Kubernetes API (the first node of a cluster); worker: runs workloads
     #[arg(long, value_enum, default_value = "controlplane")]
     role: RoleArg,
     /// Join this cluster (its secrets are in vmctl's state directory), or start it under this
