@@ -25,6 +25,9 @@ pub enum GpuError {
         vm: String,
         gpus: Vec<String>,
         refusals: Vec<Refusal>,
+        /// The flag that overrides a forceable refusal where it was met: `--force` (`gpu
+        /// attach`) or `--gpu-force` (`create`).
+        force_flag: &'static str,
     },
     #[error("{0}")]
     Select(passthrough::Error),
@@ -85,18 +88,22 @@ impl CommandFailure for GpuError {
 
     fn help(&self) -> Vec<String> {
         match self {
-            Self::Refused { refusals, .. } => {
+            Self::Refused {
+                refusals,
+                force_flag,
+                ..
+            } => {
                 let mut out: Vec<String> = Vec::new();
                 for r in refusals {
-                    let h = r.help();
+                    let h = r.help(force_flag);
                     if !out.contains(&h) {
                         out.push(h);
                     }
                 }
                 if refusals.iter().any(|r| !r.forceable()) {
-                    out.push(
-                        "--force overrides only isolation, boot VGA and host-use checks".into(),
-                    );
+                    out.push(format!(
+                        "{force_flag} overrides only isolation, boot VGA and host-use checks"
+                    ));
                 }
                 out
             }
@@ -211,8 +218,8 @@ pub fn addresses(gpu: &Gpu) -> Vec<PciAddress> {
         .collect()
 }
 
-/// Checks the selection for `vm` and returns the refusals `--force` overrode; every other
-/// refusal is an error.
+/// Checks the selection for `vm` and returns the refusals `force` overrode; every other
+/// refusal is an error, whose help names `force_flag` (the command's override flag).
 pub fn check_selection(
     facts: &HostFacts,
     vm: &str,
@@ -220,6 +227,7 @@ pub fn check_selection(
     atts: &[Attachment],
     users: &[GpuUser],
     force: bool,
+    force_flag: &'static str,
 ) -> Result<Vec<String>> {
     let refusals = passthrough::check(facts, selected, Some(vm), atts, users);
     let (forced, blocking): (Vec<Refusal>, Vec<Refusal>) =
@@ -229,6 +237,7 @@ pub fn check_selection(
             vm: vm.to_string(),
             gpus: selected.iter().map(|g| g.bdf.clone()).collect(),
             refusals: blocking,
+            force_flag,
         }
         .into());
     }
@@ -250,6 +259,6 @@ pub fn hostdevs_for_create(
     }
     let (facts, users, atts) = gather(ctx)?;
     let selected = select(&facts, selectors)?;
-    check_selection(&facts, vm, &selected, &atts, &users, force)?;
+    check_selection(&facts, vm, &selected, &atts, &users, force, "--gpu-force")?;
     Ok(selected.iter().map(|g| addresses(g)).collect())
 }

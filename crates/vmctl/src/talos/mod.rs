@@ -61,6 +61,10 @@ pub enum TalosError {
         #[source]
         source: talos_image::Error,
     },
+    /// A download from the Image Factory that failed (404, unreachable): its help names the
+    /// factory's setting, not the Ubuntu mirrors'.
+    #[error(transparent)]
+    FactoryDownload(guest_media::Error),
     #[error("{program} is not on PATH")]
     MissingProgram { program: &'static str },
     #[error("--bootstrap needs {what}")]
@@ -83,6 +87,7 @@ impl CommandFailure for TalosError {
             {
                 ExitKind::Usage
             }
+            TalosError::FactoryDownload(e) if e.is_usage() => ExitKind::Usage,
             TalosError::ClusterExists { .. }
             | TalosError::NoSuchCluster { .. }
             | TalosError::NoEndpoint { .. }
@@ -137,6 +142,13 @@ impl CommandFailure for TalosError {
             TalosError::OutputExists { .. } => {
                 vec!["choose an empty --out directory; vmctl never overwrites secrets".into()]
             }
+            TalosError::FactoryDownload(guest_media::Error::HttpStatus { status: 404, .. }) => vec![
+                "the Image Factory has no such image: check --version (`vmctl talos versions` lists them) and --extension".into(),
+                "or point setting talos_factory_url (VMCTL_TALOS_FACTORY_URL) at a factory that has it".into(),
+            ],
+            TalosError::FactoryDownload(_) => vec![
+                "check that the Image Factory is reachable, or point setting talos_factory_url (VMCTL_TALOS_FACTORY_URL) at a mirror".into(),
+            ],
             TalosError::MissingProgram { program } => vec![format!(
                 "install {program}, or drop --bootstrap and run the printed steps yourself"
             )],
@@ -154,6 +166,17 @@ impl CommandFailure for TalosError {
 impl From<TalosError> for Error {
     fn from(e: TalosError) -> Self {
         Error::Command(Failure::new(e))
+    }
+}
+
+/// A download of a factory image: its HTTP errors become [`TalosError::FactoryDownload`]; the
+/// rest (an interrupt, a checksum, the cache) keep their own help and exit code.
+pub fn factory_download(e: guest_media::Error) -> Error {
+    match e {
+        guest_media::Error::HttpStatus { .. } | guest_media::Error::FetchUnreachable { .. } => {
+            TalosError::FactoryDownload(e).into()
+        }
+        other => other.into(),
     }
 }
 
