@@ -188,7 +188,8 @@ fn help_lines_name_flags_and_settings_that_exist() {
     let server = factory(None);
     let env = vec![
         ("VMCTL_TALOS_FACTORY_URL", server.base_url()),
-        ("VMCTL_GITHUB_API_URL", server.base_url()),
+        // GitHub does not answer: only "latest" needs it.
+        ("VMCTL_GITHUB_API_URL", "http://127.0.0.1:9".to_string()),
         (
             "VMCTL_STORAGE_DIR",
             dir.path().join("vms").display().to_string(),
@@ -208,6 +209,7 @@ fn help_lines_name_flags_and_settings_that_exist() {
     let intel = host("intel-z370-no-nvidia");
     let n = tempfile::tempdir().unwrap();
     let uri = node(n.path());
+    let out_dir = dir.path().join("lab").display().to_string();
     let hr = |h: &tempfile::TempDir| h.path().display().to_string();
     let cases: Vec<(Vec<String>, usize)> = vec![
         // The boot VGA refusal, from `gpu attach` (--force) and from `create` (--gpu-force).
@@ -280,6 +282,37 @@ fn help_lines_name_flags_and_settings_that_exist() {
                 LATEST,
             ],
             4,
+        ),
+        // "Latest" without GitHub.
+        (
+            vec![
+                "--connect",
+                &uri,
+                "--host-root",
+                &hr(&intel),
+                "create",
+                "talos",
+                "t2",
+                "--bridge",
+                "br0",
+                "--no-start",
+                "--ip",
+                "198.18.9.11/24",
+            ],
+            4,
+        ),
+        (
+            vec![
+                "talos",
+                "config",
+                "--cluster",
+                "lab",
+                "--endpoint",
+                "https://198.18.0.10:6443",
+                "--out",
+                &out_dir,
+            ],
+            0,
         ),
         // Deleting a running domain.
         (
