@@ -10,11 +10,8 @@ use std::path::Path;
 
 use assert_cmd::Command;
 
+use crate::help_snapshots::help_walk;
 use crate::talos_support::{LATEST, factory};
-
-#[allow(dead_code, unused_imports, unused_macros)]
-#[path = "../../clikit/testing/help_walk.rs"]
-mod help_walk;
 
 /// The long flags of every subcommand path (globals included), and the settings' values.
 struct Known {
