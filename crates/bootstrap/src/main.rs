@@ -36,106 +36,131 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     args: GlobalArgs,
+    /// `apply`'s flags, also taken without a subcommand (then `apply` runs).
+    #[command(flatten)]
+    apply: ApplyArgs,
 }
+
+/// The flags only `apply` takes: not global, so `detect --yes` is a usage error.
+#[derive(Debug, Clone, Copy, Default, Args)]
+struct ApplyArgs {
+    /// Print the plan and stop (the same as `plan`).
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
+
+    /// Reboot at the end when a reboot is needed.
+    #[arg(long, conflicts_with = "dry_run")]
+    reboot: bool,
+}
+
+impl ApplyArgs {
+    fn any(&self) -> bool {
+        self.dry_run || self.yes || self.reboot
+    }
+
+    fn or(self, other: Self) -> Self {
+        Self {
+            dry_run: self.dry_run || other.dry_run,
+            yes: self.yes || other.yes,
+            reboot: self.reboot || other.reboot,
+        }
+    }
+}
+
+/// The heading of the options every subcommand takes, apart from a subcommand's own.
+const GLOBAL: &str = "Global options";
 
 #[derive(Debug, Args)]
 struct GlobalArgs {
     /// passthrough: selected GPUs go to VMs (vfio-pci at boot); host: driver + CUDA on the host;
     /// none: no GPU work.
-    #[arg(long, global = true, value_enum, default_value = "passthrough")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_enum, default_value = "passthrough")]
     gpu_mode: GpuModeArg,
 
     /// GPUs to reserve for VMs (repeatable; as `vmctl --gpu`): BDF (0000:01:00.0 or 01:00.0),
     /// index from `vmctl gpu status`, `all` or `group:N`. Default: every isolated NVIDIA GPU
     /// that is not the boot VGA device
-    #[arg(long = "gpu", global = true, value_name = "SELECTOR")]
+    #[arg(long = "gpu", global = true, help_heading = GLOBAL, value_name = "SELECTOR")]
     gpus: Vec<String>,
 
     /// Install the NVIDIA driver on the host even when every GPU goes to VMs.
-    #[arg(long, global = true, conflicts_with = "skip_nvidia")]
+    #[arg(long, global = true, help_heading = GLOBAL, conflicts_with = "skip_nvidia")]
     host_driver: bool,
 
     /// Skip the NVIDIA phase (driver, CUDA toolkit, container toolkit).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
     skip_nvidia: bool,
     /// Skip the KVM phase (QEMU/libvirt packages, libvirtd, groups).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
     skip_kvm: bool,
     /// Skip the IOMMU/VFIO phase (kernel args, vfio-pci binding).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
     skip_iommu: bool,
     /// Skip the bridge phase (leave the network config alone).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
     skip_bridge: bool,
     /// Skip installing vmctl and its default config.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
     skip_vmctl: bool,
 
     /// Name of the bridge VMs attach to.
-    #[arg(long, global = true, default_value = "br0", value_name = "NAME")]
+    #[arg(long, global = true, help_heading = GLOBAL, default_value = "br0", value_name = "NAME")]
     bridge_name: String,
 
     /// NIC the bridge takes over. Default: the NIC with the default route.
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         value_name = "IFACE",
         conflicts_with = "skip_bridge"
     )]
     bridge_iface: Option<String>,
 
-    /// Print the plan and stop (the same as `plan`).
-    #[arg(long, global = true)]
-    dry_run: bool,
-
-    /// Do not ask for confirmation.
-    #[arg(long, global = true)]
-    yes: bool,
-
-    /// Reboot at the end when a reboot is needed.
-    #[arg(long, global = true, conflicts_with = "dry_run")]
-    reboot: bool,
-
     /// Go ahead despite overridable refusals (boot VGA GPU, shared IOMMU group, unknown distro).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
     force: bool,
 
     /// Print machine-readable JSON on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
     json: bool,
 
     /// More logging on stderr: -v info, -vv debug (GVB_LOG=<filter> overrides).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = GLOBAL, action = clap::ArgAction::Count)]
     verbose: u8,
 
     /// Log file [default: /var/log/gpu-vm-bootstrap.log, inside DIR with --host-root].
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "PATH")]
     log_file: Option<PathBuf>,
 
     /// Treat DIR as the host's `/`: every /sys, /proc, /etc path is read (and written) under it,
     /// and commands are listed as skipped instead of run.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR")]
     host_root: Option<PathBuf>,
 
     /// Use these host facts (JSON from `detect --json`) instead of detecting them.
-    #[arg(long, global = true, hide = true, value_name = "FILE")]
+    #[arg(long, global = true, help_heading = GLOBAL, hide = true, value_name = "FILE")]
     facts: Option<PathBuf>,
 
     /// Install vmctl from this file instead of looking next to this binary.
-    #[arg(long, global = true, hide = true, value_name = "FILE")]
+    #[arg(long, global = true, help_heading = GLOBAL, hide = true, value_name = "FILE")]
     vmctl_from: Option<PathBuf>,
 
     /// Bridge watchdog: number of checks, and seconds between them.
-    #[arg(long, global = true, hide = true, default_value_t = 15)]
+    #[arg(long, global = true, help_heading = GLOBAL, hide = true, default_value_t = 15)]
     watchdog_tries: u32,
-    #[arg(long, global = true, hide = true, default_value_t = 2)]
+    #[arg(long, global = true, help_heading = GLOBAL, hide = true, default_value_t = 2)]
     watchdog_interval: u64,
 
-    #[arg(long, global = true, hide = true, env = "GVB_CUDA_KEYRING_URL")]
+    #[arg(long, global = true, help_heading = GLOBAL, hide = true, env = "GVB_CUDA_KEYRING_URL")]
     cuda_keyring_url: Option<String>,
-    #[arg(long, global = true, hide = true, env = "GVB_CONTAINER_GPGKEY_URL")]
+    #[arg(long, global = true, help_heading = GLOBAL, hide = true, env = "GVB_CONTAINER_GPGKEY_URL")]
     container_gpgkey_url: Option<String>,
-    #[arg(long, global = true, hide = true, env = "GVB_CONTAINER_REPO_URL")]
+    #[arg(long, global = true, help_heading = GLOBAL, hide = true, env = "GVB_CONTAINER_REPO_URL")]
     container_repo_url: Option<String>,
 }
 
@@ -151,7 +176,7 @@ enum Command {
     /// Print what apply would change (diffs grouped by phase); change nothing.
     Plan,
     /// Plan, confirm, then apply (the default).
-    Apply,
+    Apply(ApplyArgs),
     /// After the reboot: check every phase's outcome (✓/✗ with fix hints).
     Verify,
     /// Restore the files of the last apply from the backup store and re-run what depends on them.
@@ -159,7 +184,11 @@ enum Command {
     /// A file changed since apply wrote it is never discarded: its current version is kept next
     /// to it as FILE.gpu-vm-bootstrap-user-edit-TIME (mode 0600), named in the output, before the
     /// original is restored.
-    Rollback,
+    Rollback {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print the host facts: OS, CPU, KVM, IOMMU groups, GPUs and their isolation, NICs.
     Detect {
         /// Write exactly the files detection reads to FILE.tar.gz (for bug reports and fixtures).
@@ -168,6 +197,19 @@ enum Command {
     },
     #[command(flatten)]
     Docs(clikit::DocsCommand),
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Apply(_) => "apply",
+            Self::Verify => "verify",
+            Self::Rollback { .. } => "rollback",
+            Self::Detect { .. } => "detect",
+            Self::Docs(_) => "completions",
+        }
+    }
 }
 
 /// A failure to report: the error chain, `help:` lines and the exit code.
@@ -331,7 +373,7 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-fn options(a: &GlobalArgs) -> Options {
+fn options(a: &GlobalArgs, reboot: bool) -> Options {
     // apt-get takes a .deb only by a path (see phases::vmctl::install_deb); make it absolute so
     // the plan names the same file whatever directory apply runs in.
     let from = a
@@ -374,7 +416,7 @@ fn options(a: &GlobalArgs) -> Options {
         bridge_name: a.bridge_name.clone(),
         bridge_iface: a.bridge_iface.clone(),
         force: a.force,
-        reboot: a.reboot,
+        reboot,
         invoking_user: std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()),
         vmctl_source,
         urls,
@@ -401,8 +443,8 @@ fn facts(a: &GlobalArgs, root: &HostRoot) -> Result<hwdetect::HostFacts, Failure
     }
 }
 
-fn confirm(a: &GlobalArgs, what: &str) -> Result<(), Failure> {
-    if a.yes {
+fn confirm(yes: bool, what: &str) -> Result<(), Failure> {
+    if yes {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
@@ -455,14 +497,34 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             "pass a directory that stands in for the host's /",
         ));
     }
-    let command = cli.command.unwrap_or(Command::Apply);
+    // Without a subcommand, apply runs and takes apply's flags; before another subcommand
+    // they would be ignored, so they are refused like any unknown flag.
+    let command = match cli.command {
+        None => Command::Apply(cli.apply),
+        Some(Command::Apply(own)) => Command::Apply(own.or(cli.apply)),
+        Some(Command::Rollback { yes }) if !cli.apply.dry_run && !cli.apply.reboot => {
+            Command::Rollback {
+                yes: yes || cli.apply.yes,
+            }
+        }
+        Some(other) if cli.apply.any() => {
+            return Err(Failure::usage(
+                format!(
+                    "--dry-run, --yes and --reboot belong to `apply`, not to `{}`",
+                    other.name()
+                ),
+                "put them after `apply` (`gpu-vm-bootstrap apply --yes`), or leave them out",
+            ));
+        }
+        Some(other) => other,
+    };
     tracing::debug!(?command, host_root = ?a.host_root, "start");
     match command {
         Command::Docs(d) => Ok(d.run(Cli::command())),
         Command::Detect { capture } => detect(a, &root, capture),
         Command::Verify => {
             let f = facts(a, &root)?;
-            let opts = options(a);
+            let opts = options(a, false);
             let state = HostState::read(&root, &opts);
             let runner = SystemRunner;
             let live: Option<&dyn hostio::CommandRunner> = root
@@ -480,9 +542,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 ExitCode::from(1)
             })
         }
-        Command::Rollback => {
+        Command::Rollback { yes } => {
             need_root(&root, "rollback")?;
-            confirm(a, "Restore the files of the last apply")?;
+            confirm(yes, "Restore the files of the last apply")?;
             let log = Logger::open(Some(log_path(a, &root)));
             let runner = SystemRunner;
             let applier = Applier::new(&root, &runner, &log);
@@ -509,10 +571,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan | Command::Apply => {
-            let dry = matches!(command, Command::Plan) || a.dry_run;
+        Command::Plan | Command::Apply(_) => {
+            let apply = match command {
+                Command::Apply(x) => x,
+                _ => ApplyArgs::default(),
+            };
+            let dry = matches!(command, Command::Plan) || apply.dry_run;
             let f = facts(a, &root)?;
-            let opts = options(a);
+            let opts = options(a, apply.reboot);
             tracing::debug!(?opts, "options");
             let state = HostState::read(&root, &opts);
             let mut plan = gpu_vm_bootstrap::plan(&f, &opts, &state).map_err(|r| refusal(&r))?;
@@ -550,7 +616,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             need_root(&root, "apply")?;
             confirm(
-                a,
+                apply.yes,
                 &format!(
                     "Apply these {} action(s)",
                     plan.actions.len() + pending.len()
@@ -574,7 +640,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     report.commands_run.len(),
                     report.commands_skipped.len()
                 );
-                if plan.reboot_required && !a.reboot {
+                if plan.reboot_required && !apply.reboot {
                     s += "reboot required; afterwards run `gpu-vm-bootstrap verify`\n";
                 }
                 out(&s);

@@ -262,3 +262,115 @@ fn gpu_selectors_share_vmctls_grammar() {
         }
     }
 }
+#[test]
+fn apply_only_flags_are_refused_outside_apply() {
+    for args in [
+        &["detect", "--yes", "--reboot"][..],
+        &["detect", "--yes"],
+        &["verify", "--reboot"],
+        &["plan", "--dry-run"],
+        &["rollback", "--reboot"],
+        &["--yes", "detect"],
+    ] {
+        let e = refused("intel-z170-gtx960", args);
+        assert!(
+            e.contains("--yes") || e.contains("--reboot") || e.contains("--dry-run"),
+            "{args:?}: {e}"
+        );
+    }
+    // They stay on `apply` (and on no subcommand, which runs apply), and `--yes` on rollback.
+    let h = host("intel-z170-gtx960", Net::Dhcp);
+    for args in [
+        &["apply", "--dry-run"][..],
+        &["--dry-run"],
+        &["--dry-run", "apply"],
+    ] {
+        bin()
+            .args(args)
+            .arg("--host-root")
+            .arg(h.path())
+            .assert()
+            .success();
+    }
+    let help =
+        String::from_utf8(bin().args(["detect", "--help"]).output().unwrap().stdout).unwrap();
+    for flag in ["--yes", "--reboot", "--dry-run"] {
+        assert!(!help.contains(flag), "detect --help shows {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn help_lines_name_flags_the_subcommand_takes() {
+    use crate::help_snapshots::help_walk;
+    // Each subcommand's long flags (globals included), from its own --help.
+    let flags: std::collections::BTreeMap<Vec<String>, Vec<String>> =
+        help_walk::pages("gpu-vm-bootstrap")
+            .into_iter()
+            .map(|(path, page)| {
+                let f = help_walk::arg_sections(&page)
+                    .into_iter()
+                    .flat_map(|(_, e)| e.into_iter())
+                    .filter_map(|(spec, _)| help_walk::long_flag(&spec))
+                    .collect();
+                (path, f)
+            })
+            .collect();
+    let cases: [(&str, &[&str]); 6] = [
+        ("intel-z370-no-nvidia", &["apply", "--yes"]),
+        (
+            "amd-b550m-gt710-rtx2070s",
+            &["apply", "--yes", "--gpu", "04:00.0"],
+        ),
+        (
+            "intel-z170-gtx960",
+            &["apply", "--yes", "--gpu", "0000:99:00.0"],
+        ),
+        ("intel-z170-gtx960", &["apply"]),
+        ("intel-z170-gtx960", &["--yes", "--bridge-iface", "eth9"]),
+        ("intel-z170-gtx960", &["detect", "--yes"]),
+    ];
+    let mut problems = Vec::new();
+    for (host, args) in cases {
+        let e = refused(host, args);
+        let sub: Vec<String> = args
+            .first()
+            .filter(|a| !a.starts_with('-'))
+            .map(|a| vec![a.to_string()])
+            .unwrap_or_default();
+        for help in e.lines().filter_map(|l| l.strip_prefix("help: ")) {
+            for (i, segment) in help.split('`').enumerate() {
+                let words: Vec<&str> = segment.split_whitespace().collect();
+                // Quoted commands of other programs are not ours to check.
+                let path = if i % 2 == 1 {
+                    let w: Vec<&str> = words.iter().copied().filter(|w| *w != "sudo").collect();
+                    match w.first() {
+                        Some(&"gpu-vm-bootstrap") => w
+                            .get(1)
+                            .filter(|s| !s.starts_with('-'))
+                            .map(|s| vec![s.to_string()])
+                            .unwrap_or_default(),
+                        Some(f) if f.starts_with("--") => sub.clone(),
+                        _ => continue,
+                    }
+                } else {
+                    sub.clone()
+                };
+                let takes = &flags[&path];
+                for w in &words {
+                    let flag: String = w
+                        .trim_start_matches('(')
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                        .collect();
+                    if flag.starts_with("--") && flag.len() > 2 && !takes.contains(&flag) {
+                        problems.push(format!(
+                            "{args:?}: `{}` takes no {flag}: {help}",
+                            path.join(" ")
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -3,6 +3,6 @@
 //! `INSTA_UPDATE=always cargo test -p gpu-vm-bootstrap --test integration help_snapshots` and review the diff.
 
 #[path = "../../clikit/testing/help_walk.rs"]
-mod help_walk;
+pub(crate) mod help_walk;
 
 help_walk::help_tests!("gpu-vm-bootstrap");

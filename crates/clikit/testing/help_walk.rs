@@ -64,6 +64,84 @@ pub fn pages(bin: &str) -> Vec<(Vec<String>, String)> {
     out
 }
 
+/// The sections of a help page that list arguments (`Arguments:`, `Options:`, `Global options:`
+/// and any other `… options:` heading): (heading, entries), each entry its spec (`--timeout
+/// <SECONDS>`, `<NAME>`) and its help text with clap's own `[default: …]`, `[possible values: …]`
+/// and `[env: …]` notes removed. Works for both layouts clap uses: the help on the spec's line
+/// (short help), or on the lines under it (long help, once any argument has a long help).
+pub fn arg_sections(page: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut sections: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let mut inside = false;
+    for line in page.lines() {
+        if !line.starts_with(' ') && line.ends_with(':') && !line.is_empty() {
+            let heading = line.trim_end_matches(':');
+            inside = heading == "Arguments" || heading.to_ascii_lowercase().ends_with("options");
+            if inside {
+                sections.push((heading.to_string(), Vec::new()));
+            }
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        if !line.is_empty() && !line.starts_with(' ') {
+            inside = false;
+            continue;
+        }
+        let Some((_, entries)) = sections.last_mut() else {
+            continue;
+        };
+        // Entries are indented by 2 (`-v, --verbose`, `<NAME>`) or 6 (`      --json`); help
+        // text under or after them by more.
+        let rest = line.trim_start();
+        let indent = line.len() - rest.len();
+        let entry = Some(rest).filter(|r| {
+            (2..=6).contains(&indent)
+                && (r.starts_with('-') || r.starts_with('<') || r.starts_with('['))
+        });
+        match entry {
+            Some(rest) => {
+                let (spec, text) = match rest.find("  ") {
+                    Some(i) => (&rest[..i], rest[i..].trim()),
+                    None => (rest.trim_end(), ""),
+                };
+                entries.push((spec.to_string(), text.to_string()));
+            }
+            None => {
+                if let Some((_, text)) = entries.last_mut() {
+                    text.push(' ');
+                    text.push_str(line.trim());
+                }
+            }
+        }
+    }
+    for (_, entries) in &mut sections {
+        for (_, text) in entries.iter_mut() {
+            *text = strip_clap_notes(text);
+        }
+    }
+    sections
+}
+
+/// `text` without clap's bracketed notes (`[default: 60]`, `[possible values: a, b]`, `[env: X=]`).
+fn strip_clap_notes(text: &str) -> String {
+    let mut out = text.to_string();
+    for note in ["[default: ", "[possible values: ", "[env: ", "[aliases: "] {
+        while let Some(start) = out.find(note) {
+            let end = out[start..].find(']').map_or(out.len(), |e| start + e + 1);
+            out.replace_range(start..end, "");
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The long flags (`--json`) of a spec such as `-v, --verbose...` or `--gpu [<SELECTOR>]`.
+pub fn long_flag(spec: &str) -> Option<String> {
+    spec.split([' ', ',', '='])
+        .find(|w| w.starts_with("--"))
+        .map(|w| w.trim_end_matches("...").to_string())
+}
+
 /// The two help tests of a binary: every page as an insta snapshot (named `help@<path>`, stored
 /// next to the calling test file, since insta's macros expand there), and the common footer and
 /// `--version` format. Call as `help_walk::help_tests!("vmctl");` in the including test file.
@@ -89,6 +167,50 @@ macro_rules! help_tests {
                     insta::assert_snapshot!("help", page);
                 });
             }
+        }
+
+        #[test]
+        fn every_argument_and_option_has_help() {
+            let mut missing = Vec::new();
+            for (path, page) in help_walk::pages($bin) {
+                for (_, entries) in help_walk::arg_sections(&page) {
+                    for (spec, text) in entries {
+                        if text.is_empty() {
+                            missing.push(format!("{} {}: {spec}", $bin, path.join(" ")));
+                        }
+                    }
+                }
+            }
+            assert!(missing.is_empty(), "arguments without help:\n{}", missing.join("\n"));
+        }
+
+        #[test]
+        fn global_options_sit_under_their_own_heading() {
+            let pages = help_walk::pages($bin);
+            // A global option is one every page lists (clap's -h/--help aside).
+            let flags_of = |page: &str| -> Vec<(String, String)> {
+                help_walk::arg_sections(page)
+                    .into_iter()
+                    .flat_map(|(h, e)| e.into_iter().filter_map(move |(s, _)| help_walk::long_flag(&s).map(|f| (h.clone(), f))))
+                    .filter(|(_, f)| f != "--help" && f != "--version")
+                    .collect()
+            };
+            let mut global: Vec<String> = flags_of(&pages[0].1).into_iter().map(|(_, f)| f).collect();
+            for (_, page) in &pages[1..] {
+                let here: Vec<String> = flags_of(page).into_iter().map(|(_, f)| f).collect();
+                global.retain(|f| here.contains(f));
+            }
+            assert!(!global.is_empty(), "no global options found");
+            let mut misplaced = Vec::new();
+            for (path, page) in &pages {
+                for (heading, flag) in flags_of(page) {
+                    let is_global = global.contains(&flag);
+                    if is_global != (heading == "Global options") {
+                        misplaced.push(format!("{} {}: {flag} under {heading:?}", $bin, path.join(" ")));
+                    }
+                }
+            }
+            assert!(misplaced.is_empty(), "{}", misplaced.join("\n"));
         }
 
         #[test]

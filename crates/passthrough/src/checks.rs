@@ -105,8 +105,9 @@ impl Refusal {
         }
     }
 
-    /// The next step, for a `help:` line.
-    pub fn help(&self) -> String {
+    /// The next step, for a `help:` line; `force_flag` is the caller's override flag
+    /// (`--force` for `vmctl gpu attach`, `--gpu-force` for `vmctl create`).
+    pub fn help(&self, force_flag: &str) -> String {
         match self {
             Self::NotIsolated {
                 group,
@@ -114,16 +115,18 @@ impl Refusal {
                 ..
             } => format!(
                 "pass the whole group (`--gpu group:{group}`) if all its GPUs may go to the VM, \
-                 move a card to another slot, or use --force to try anyway"
+                 move a card to another slot, or use {force_flag} to try anyway"
             ),
-            Self::NotIsolated { .. } => "move the card to a slot with its own IOMMU group \
-                 (`vmctl gpu status` shows the groups), or use --force to try anyway"
-                .to_string(),
-            Self::BootVga { .. } => "make another GPU the primary display in the firmware setup, \
-                 or use --force if the host runs headless"
-                .to_string(),
+            Self::NotIsolated { .. } => format!(
+                "move the card to a slot with its own IOMMU group \
+                 (`vmctl gpu status` shows the groups), or use {force_flag} to try anyway"
+            ),
+            Self::BootVga { .. } => format!(
+                "make another GPU the primary display in the firmware setup, \
+                 or use {force_flag} if the host runs headless"
+            ),
             Self::InUse { .. } => {
-                "stop those processes (see `nvidia-smi`), or use --force".to_string()
+                format!("stop those processes (see `nvidia-smi`), or use {force_flag}")
             }
             Self::AttachedElsewhere { vm, .. } => {
                 format!("detach it first: `vmctl gpu detach {vm}`")
@@ -263,7 +266,7 @@ mod tests {
         let r = check(&facts, &[&a], Some("vm1"), std::slice::from_ref(&att), &[]);
         assert_eq!(r.len(), 1);
         assert!(!r[0].forceable());
-        assert!(r[0].help().contains("vmctl gpu detach vm2"));
+        assert!(r[0].help("--force").contains("vmctl gpu detach vm2"));
         assert!(check(&facts, &[&a], Some("vm2"), &[att], &[]).is_empty());
     }
 }

@@ -15,20 +15,36 @@ Settings: flags > environment (VMCTL_*) > /etc/vmctl/config.toml > built-in defa
 #[command(name = "vmctl", version = env!("GVB_BUILD_VERSION"), args_override_self = true, about = "Manage VMs on libvirt: Ubuntu guests on a host bridge, verified images, GPU passthrough", after_help = AFTER_HELP)]
 pub(crate) struct Cli {
     /// libvirt URI (default: VMCTL_CONNECT, then config.toml `connect`, then qemu:///system)
-    #[arg(long, global = true, value_name = "URI")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "URI"
+    )]
     pub(crate) connect: Option<String>,
     /// Print machine-readable JSON on stdout
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub(crate) json: bool,
     /// More logging on stderr (-v, -vv)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
     /// Config file instead of /etc/vmctl/config.toml
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "PATH"
+    )]
     pub(crate) config: Option<PathBuf>,
     /// Treat DIR as the host's root for /sys, /proc, /etc and vmctl's own directories
     /// (storage_dir, image_cache, state_dir): fixtures, tests
-    #[arg(long, global = true, value_name = "DIR", hide = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "DIR",
+        hide = true
+    )]
     pub(crate) host_root: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -43,19 +59,29 @@ pub(crate) enum Command {
         all: bool,
     },
     /// Show a domain in detail: disks, NICs, firmware, vmctl metadata, console command
-    Info { name: String },
+    Info {
+        /// Domain name (`vmctl list` shows them)
+        name: String,
+    },
     /// Start a domain
-    Start { name: String },
+    Start {
+        /// Domain name (`vmctl list` shows them)
+        name: String,
+    },
     /// ACPI shutdown, waiting up to --timeout seconds; with --force, power off after that
     Stop {
+        /// Domain name (`vmctl list` shows them)
         name: String,
+        /// Seconds to wait for the guest to shut down
         #[arg(long, default_value_t = 60, value_name = "SECONDS")]
         timeout: u64,
+        /// Power the domain off (virsh destroy) if it has not shut down after --timeout
         #[arg(long)]
         force: bool,
     },
     /// Undefine a stopped domain (with NVRAM) and remove the storage vmctl created for it
     Delete {
+        /// Domain name (`vmctl list` shows them)
         name: String,
         /// Do not ask for confirmation
         #[arg(long, short)]
@@ -66,6 +92,7 @@ pub(crate) enum Command {
     },
     /// ssh to the VM as the user and with the key recorded at create
     Ssh {
+        /// VM name (a domain vmctl created: its user and key are in vmctl's metadata)
         name: String,
         /// Arguments passed to ssh after the destination (a remote command)
         #[arg(last = true)]
@@ -101,6 +128,7 @@ pub(crate) enum ImageCommand {
     /// A copy already cached is checked through its seal (re-hashed if the file changed since
     /// it was sealed); one that fails is moved to the cache's quarantine/ and downloaded again.
     Fetch {
+        /// The file to download (https:// or http://)
         url: String,
         /// Expected sha256 (64 hex digits)
         #[arg(long)]
@@ -141,7 +169,8 @@ pub(crate) struct UbuntuArgs {
     /// VM name, also the guest's hostname: letters, digits and '-' (an RFC 1123 label, at most
     /// 63); default: the next free `ubuntu-N`, printed
     pub(crate) name: Option<String>,
-    /// Ubuntu release (24.04, 26.04, noble…); default 24.04
+    /// Ubuntu release (24.04, 26.04, noble…); default 24.04, and with --desktop the newest
+    /// release still supported (26.04)
     #[arg(long)]
     pub(crate) release: Option<String>,
     /// Local path or URL of a base image to use instead of the release's cloud image

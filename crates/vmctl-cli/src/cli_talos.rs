@@ -126,6 +126,7 @@ pub struct TalosArgs {
     /// 63); default: the next free `talos-N`, or `<cluster>-cp-N` / `<cluster>-w-N` with
     /// --cluster, printed
     name: Option<String>,
+    /// controlplane: runs the Kubernetes API (the first node of a cluster); worker: runs workloads
     #[arg(long, value_enum, default_value = "controlplane")]
     role: RoleArg,
     /// Join this cluster (its secrets are in vmctl's state directory), or start it under this

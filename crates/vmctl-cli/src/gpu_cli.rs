@@ -20,6 +20,7 @@ pub enum GpuCommand {
     /// Pass GPUs (every function) to a VM after checking isolation, boot VGA, host users and
     /// other VMs; default: live and config when the VM runs, config when it is shut off
     Attach {
+        /// VM name (`vmctl list` shows them)
         vm: String,
         /// BDF (0000:01:00.0 or 01:00.0), index from `gpu status`, `all` or `group:N`
         /// (repeatable; default all)
@@ -33,6 +34,7 @@ pub enum GpuCommand {
     },
     /// Remove GPUs from a VM (default: all of its GPUs), then optionally rebind their functions
     Detach {
+        /// VM name (`vmctl list` shows them)
         vm: String,
         /// As for attach (repeatable; default: every GPU the VM holds)
         #[arg(long = "gpu", value_name = "SELECTOR")]

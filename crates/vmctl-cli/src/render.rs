@@ -129,7 +129,12 @@ pub(crate) fn render_info(i: &inspect::VmInfo) -> String {
             esc(i.cmdline.as_deref().unwrap_or(""))
         );
     }
-    o += &format!("IPs:        {}\n", list(&s.ips, ", "));
+    let ips: Vec<String> = s
+        .addresses
+        .iter()
+        .map(|a| format!("{} ({})", a.ip, a.source.as_str()))
+        .collect();
+    o += &format!("IPs:        {}\n", list(&ips, ", "));
     o += &format!("GPUs:       {}\n", list(&s.gpus, ", "));
     o += "Disks:\n";
     for d in &i.disks {

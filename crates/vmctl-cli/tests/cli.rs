@@ -318,3 +318,26 @@ fn clap_usage_errors_exit_2() {
         .code(2);
     vmctl().args(["frobnicate"]).assert().code(2);
 }
+
+#[test]
+fn release_help_states_the_defaults_create_uses() {
+    use vmctl::guest_media::{iso, releases};
+    let out = Command::cargo_bin("vmctl")
+        .unwrap()
+        .args(["create", "ubuntu", "--help"])
+        .env("COLUMNS", "1000")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let line = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("--release"))
+        .unwrap();
+    let cloud = format!("default {}", releases::DEFAULT_RELEASE);
+    let desktop = iso::default_release(&iso::this_month()).version;
+    assert!(line.contains(&cloud), "{line}");
+    assert!(
+        line.contains("--desktop") && line.contains(&format!("({desktop})")),
+        "--desktop installs {desktop} by default: {line}"
+    );
+}

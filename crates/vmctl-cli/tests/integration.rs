@@ -11,6 +11,7 @@ mod cli_conventions;
 mod closed_pipes;
 mod desktop_cli;
 mod gpu_cli;
+mod help_lines;
 mod help_snapshots;
 mod image_cache;
 mod input_safety;

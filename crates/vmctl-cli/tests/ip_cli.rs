@@ -180,3 +180,75 @@ fn ip_check_json_shape_snapshot() {
     let doc = serde_json::to_string_pretty(&check_from_scan(scan, Some(&owners))).unwrap();
     insta::assert_snapshot!(doc);
 }
+
+/// `vmctl ARGS --json` on libvirt's test driver, as JSON.
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = vmctl().args(args).arg("--json").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn list_info_ssh_and_ip_list_agree_on_the_address() {
+    // The test driver's running domain `test`: no vmctl metadata, a guest agent answering.
+    let ip_list = json_of(&["ip", "list"]);
+    let row = ip_list["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["vm"] == "test")
+        .unwrap()
+        .clone();
+    let (ip, source) = (row["ip"].clone(), row["source"].clone());
+    assert!(ip.is_string(), "ip list: {row}");
+
+    let list = json_of(&["list"]);
+    let vm = list["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "test")
+        .unwrap()
+        .clone();
+    let info = json_of(&["info", "test"]);
+    for (what, v) in [("list", &vm), ("info", &info)] {
+        assert_eq!(v["ips"], serde_json::json!([ip]), "{what}: {v}");
+        assert_eq!(
+            v["addresses"],
+            serde_json::json!([{"ip": ip, "source": source}]),
+            "{what}: {v}"
+        );
+    }
+
+    // ssh: a stand-in `ssh` first on PATH prints the destination it was given.
+    let bin = tempfile::tempdir().unwrap();
+    let fake = bin.path().join("ssh");
+    std::fs::write(&fake, "#!/bin/sh\nfor a; do echo \"$a\"; done\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = vmctl()
+        .args(["ssh", "test", "--", "true"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ssh: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dest = stdout.lines().find(|l| l.contains('@')).unwrap_or_default();
+    assert_eq!(
+        dest.split('@').nth(1),
+        ip.as_str(),
+        "ssh went elsewhere: {stdout}"
+    );
+}

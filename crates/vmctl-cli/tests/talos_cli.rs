@@ -753,3 +753,70 @@ fn ssh_to_a_talos_vm_explains_and_prints_the_talosctl_command() {
             talosconfig.display()
         )));
 }
+
+#[test]
+fn an_explicit_version_works_without_github() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = factory(Some(fake_qcow2(dir.path(), "64M")));
+    let tree = fixture_builder::build_host("intel-z370-no-nvidia");
+    std::fs::create_dir_all(tree.path().join("sys/class/net/br0/bridge")).unwrap();
+    // GitHub's API at a closed port: only the factory answers.
+    let out = create_cmd(&server, tree.path(), dir.path())
+        .env("VMCTL_GITHUB_API_URL", "http://127.0.0.1:9")
+        .arg("cp1")
+        .args(["--bridge", "br0", "--no-start", "--disk", "1G"])
+        .args(["--ip", "198.18.9.10/24", "--version", "v1.11.5", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out.stdout)["version"], "v1.11.5");
+    // Nothing at all answers `talos config`.
+    vmctl(None)
+        .args(["talos", "config", "--cluster", "lab"])
+        .args([
+            "--endpoint",
+            "https://198.18.0.10:6443",
+            "--version",
+            "v1.11.5",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("lab"))
+        .assert()
+        .success();
+}
+
+#[test]
+fn an_unresolvable_latest_suggests_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = factory(Some(fake_qcow2(dir.path(), "64M")));
+    let tree = fixture_builder::build_host("intel-z370-no-nvidia");
+    std::fs::create_dir_all(tree.path().join("sys/class/net/br0/bridge")).unwrap();
+    let config = vmctl(None)
+        .args(["talos", "config", "--cluster", "lab"])
+        .args(["--endpoint", "https://198.18.0.10:6443", "--out"])
+        .arg(dir.path().join("lab"))
+        .output()
+        .unwrap();
+    let create = create_cmd(&server, tree.path(), dir.path())
+        .env("VMCTL_GITHUB_API_URL", "http://127.0.0.1:9")
+        .arg("cp1")
+        .args(["--bridge", "br0", "--no-start", "--disk", "1G"])
+        .args(["--ip", "198.18.9.10/24"])
+        .output()
+        .unwrap();
+    for out in [config, create] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("127.0.0.1:9"), "{err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("help: ") && l.contains("--version")),
+            "{err}"
+        );
+    }
+    assert!(!tree.path().join("vms").exists(), "nothing made");
+}

@@ -265,7 +265,7 @@ impl Error {
                 format!("power it off with `vmctl stop {name} --force`"),
                 "a guest shuts down on request only if it handles ACPI (systemd-logind with dbus, or acpid) or runs qemu-guest-agent with a working `shutdown`".into(),
             ],
-            DomainRunning { name } => vec![format!("stop it first: `vmctl stop {name}` (add --force to power it off)")],
+            DomainRunning { name } => vec![format!("stop it first: `vmctl stop {name}`, or power it off with `vmctl stop {name} --force`")],
             NotConfirmed { name } => vec![format!("re-run with --yes: `vmctl delete {name} --yes`")],
             NoAddress { .. } => vec![
                 "the VM has no static IP in vmctl's metadata, no guest agent answer and no neighbour entry; is it running?".into(),

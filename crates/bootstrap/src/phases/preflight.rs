@@ -61,6 +61,12 @@ pub fn plan(p: &mut Planner<'_>) {
         if matches!(r, passthrough::Refusal::NoIommu { .. }) {
             continue;
         }
-        p.problem(Phase::Preflight, r.forceable(), r.reason(), r.help());
+        // gpu-vm-bootstrap's own override is --force too.
+        p.problem(
+            Phase::Preflight,
+            r.forceable(),
+            r.reason(),
+            r.help("--force"),
+        );
     }
 }

@@ -71,7 +71,8 @@ impl From<Refusal> for Problem {
     fn from(refusal: Refusal) -> Self {
         Self {
             reason: refusal.reason(),
-            help: refusal.help(),
+            // What `gpu attach` would refuse: its override is --force.
+            help: refusal.help("--force"),
             forceable: refusal.forceable(),
             refusal,
         }
@@ -304,7 +305,9 @@ pub fn attach(ctx: &Ctx, req: &AttachRequest) -> Result<AttachOutcome> {
     let rec = hv.require(&req.vm)?;
     let (facts, users, atts) = gather(ctx)?;
     let selected = select(&facts, &req.selectors, &req.vm, &atts)?;
-    let forced = check_selection(&facts, &req.vm, &selected, &atts, &users, req.force)?;
+    let forced = check_selection(
+        &facts, &req.vm, &selected, &atts, &users, req.force, "--force",
+    )?;
     let (live, config) = req
         .scope
         .resolve(&req.vm, rec.state.is_active(), rec.persistent)?;

@@ -1,17 +1,17 @@
 //! `vmctl list` and `vmctl info`: what libvirt and vmctl's metadata know about domains.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use guest_media::disk;
 use hypervisor::domain::Metadata;
 use hypervisor::domain::parse::{DomainFacts, parse_domain};
 use hypervisor::{DomainRecord, State};
+
+use super::ip::{self, KnownAddress};
 use serde::Serialize;
 
 use super::Ctx;
 use crate::error::Result;
-use crate::net;
 
 /// One row of `vmctl list`.
 #[derive(Debug, Clone, Serialize)]
@@ -23,7 +23,11 @@ pub struct VmSummary {
     pub memory_mib: u64,
     /// Host PCI addresses passed through.
     pub gpus: Vec<String>,
+    /// The addresses, as text (the same as `addresses`).
     pub ips: Vec<String>,
+    /// The addresses and where each was learnt ([`crate::commands::ip::known_addresses`], the
+    /// answer `ssh` and `ip list` give too).
+    pub addresses: Vec<KnownAddress>,
     pub os: Option<String>,
     /// True when vmctl created the domain (it carries vmctl's metadata).
     pub vmctl: bool,
@@ -47,25 +51,7 @@ fn facts(rec: &DomainRecord) -> Result<DomainFacts> {
     })
 }
 
-/// Addresses known without asking the guest: the static IP in vmctl's metadata, then the
-/// neighbour table for the NICs' MACs.
-fn cheap_ips(neighbours: &[(Ipv4Addr, String)], f: &DomainFacts) -> Vec<String> {
-    if let Some(ip) = f.metadata.as_ref().and_then(|m| m.ip.clone()) {
-        return vec![ip.split('/').next().unwrap_or_default().to_string()];
-    }
-    f.nics
-        .iter()
-        .filter_map(|n| n.mac.as_deref())
-        .filter_map(|mac| {
-            neighbours
-                .iter()
-                .find(|(_, m)| m.eq_ignore_ascii_case(mac))
-                .map(|(ip, _)| ip.to_string())
-        })
-        .collect()
-}
-
-fn summary(neighbours: &[(Ipv4Addr, String)], rec: &DomainRecord, f: &DomainFacts) -> VmSummary {
+fn summary(addresses: Vec<KnownAddress>, rec: &DomainRecord, f: &DomainFacts) -> VmSummary {
     VmSummary {
         name: rec.name.clone(),
         state: rec.state,
@@ -73,7 +59,8 @@ fn summary(neighbours: &[(Ipv4Addr, String)], rec: &DomainRecord, f: &DomainFact
         vcpus: f.vcpus,
         memory_mib: f.memory_kib / 1024,
         gpus: f.hostdevs.iter().map(ToString::to_string).collect(),
-        ips: cheap_ips(neighbours, f),
+        ips: addresses.iter().map(|a| a.ip.to_string()).collect(),
+        addresses,
         os: f.metadata.as_ref().map(|m| m.os.clone()),
         vmctl: f.metadata.is_some(),
     }
@@ -81,11 +68,12 @@ fn summary(neighbours: &[(Ipv4Addr, String)], rec: &DomainRecord, f: &DomainFact
 
 /// Every domain on the connection, vmctl's or not.
 pub fn list(ctx: &Ctx) -> Result<VmList> {
-    let neighbours = net::neighbour_table(ctx.host);
+    let (neighbours, _) = ip::neighbours(ctx.host);
     let mut vms = Vec::new();
     for rec in ctx.hv.list()? {
         let f = facts(&rec)?;
-        vms.push(summary(&neighbours, &rec, &f));
+        let addresses = ip::known_addresses(ctx.hv, &neighbours, &rec, &f);
+        vms.push(summary(addresses, &rec, &f));
     }
     Ok(VmList {
         uri: ctx.hv.uri().to_string(),
@@ -131,17 +119,8 @@ pub struct VmInfo {
 pub fn info(ctx: &Ctx, name: &str) -> Result<VmInfo> {
     let rec = ctx.hv.require(name)?;
     let f = facts(&rec)?;
-    let mut s = summary(&net::neighbour_table(ctx.host), &rec, &f);
-    if s.ips.is_empty()
-        && rec.state == State::Running
-        && let Ok(addrs) = ctx.hv.agent_addresses(name)
-    {
-        s.ips = addrs
-            .into_iter()
-            .filter(|a| !a.ip.starts_with("127.") && a.ip != "::1" && !a.ip.starts_with("fe80"))
-            .map(|a| a.ip)
-            .collect();
-    }
+    let (neighbours, _) = ip::neighbours(ctx.host);
+    let s = summary(ip::known_addresses(ctx.hv, &neighbours, &rec, &f), &rec, &f);
     let disks = f
         .disks
         .iter()

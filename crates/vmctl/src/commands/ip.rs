@@ -6,7 +6,6 @@
 //! ARP scan of the bridge (`netscan`; raw `AF_PACKET` with `CAP_NET_RAW`, else the kernel's own
 //! resolution, slower).
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use hostio::HostRoot;
@@ -46,6 +45,68 @@ impl IpSource {
             Self::Arp => "arp",
         }
     }
+}
+
+/// An address of a VM and where it was learnt: what `list`, `info`, `ssh` and `ip list` show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KnownAddress {
+    pub ip: Ipv4Addr,
+    pub source: IpSource,
+}
+
+/// The host's neighbour table as (IP, MAC) pairs, for [`known_addresses`]; a table that cannot
+/// be read is empty, with the reason.
+pub fn neighbours(host: &HostRoot) -> (Vec<(Ipv4Addr, MacAddr)>, Option<String>) {
+    match Scanner::new(host.clone()).neighbours(None) {
+        Ok(table) => (table_pairs(&table), None),
+        Err(e) => (Vec::new(), Some(format!("neighbour table: {e}"))),
+    }
+}
+
+/// The one answer to "what is this VM's address": for each NIC, in order, the first source
+/// that knows it among vmctl's metadata (the static IP), the guest agent (a running domain) and
+/// the neighbour table (`neighbours`, from [`neighbours`]). `vmctl list`, `info`, `ssh` and
+/// `ip list` all ask this (`ip list` then scans the bridge for what is still unknown), so they
+/// agree on the address and its source.
+pub fn known_addresses(
+    hv: &dyn Hypervisor,
+    neighbours: &[(Ipv4Addr, MacAddr)],
+    rec: &DomainRecord,
+    f: &DomainFacts,
+) -> Vec<KnownAddress> {
+    resolve_known(hv, neighbours, rec, f)
+        .into_iter()
+        .flat_map(|n| n.found)
+        .map(|(ip, source)| KnownAddress { ip, source })
+        .collect()
+}
+
+/// [`known_addresses`] per NIC.
+fn resolve_known(
+    hv: &dyn Hypervisor,
+    neighbours: &[(Ipv4Addr, MacAddr)],
+    rec: &DomainRecord,
+    f: &DomainFacts,
+) -> Vec<Nic> {
+    let mut nics = nics_of(rec, f);
+    // 2. The guest agent, for a running domain whose NICs are still unknown.
+    if rec.state.is_active()
+        && nics.iter().any(|n| n.found.is_empty() && n.mac.is_some())
+        && let Ok(addrs) = hv.agent_addresses(&rec.name)
+    {
+        for n in nics.iter_mut().filter(|n| n.found.is_empty()) {
+            if let Some(mac) = n.mac {
+                n.found.extend(
+                    guest_ipv4(&addrs, mac)
+                        .into_iter()
+                        .map(|ip| (ip, IpSource::Agent)),
+                );
+            }
+        }
+    }
+    // 3. The neighbour table (any interface: the bridge's entries, or a routed VM's).
+    resolve_from(&mut nics, neighbours, IpSource::Neighbour);
+    nics
 }
 
 /// One NIC's address (or the lack of one).
@@ -140,45 +201,20 @@ pub fn list(
     let bridge = bridge.unwrap_or(config.value("bridge")).to_string();
     let scanner = Scanner::new(host.clone());
     let mut notes = Vec::new();
+    let (table, note) = neighbours(host);
+    notes.extend(note);
     let mut nics = Vec::new();
     for rec in hv.list()? {
         let Ok(f) = parse_domain(&rec.xml) else {
             notes.push(format!("{}: unreadable domain XML, skipped", rec.name));
             continue;
         };
-        nics.extend(nics_of(&rec, &f));
+        nics.extend(resolve_known(hv, &table, &rec, &f));
     }
     let unresolved_running = |nics: &[Nic]| {
         nics.iter()
             .any(|n| n.found.is_empty() && n.mac.is_some() && n.state.is_active())
     };
-    // 2. The guest agent, for running domains whose NICs are still unknown.
-    let asked: BTreeSet<String> = nics
-        .iter()
-        .filter(|n| n.found.is_empty() && n.mac.is_some() && n.state == State::Running)
-        .map(|n| n.vm.clone())
-        .collect();
-    for vm in asked {
-        let Ok(addrs) = hv.agent_addresses(&vm) else {
-            continue;
-        };
-        for n in nics.iter_mut().filter(|n| n.vm == vm && n.found.is_empty()) {
-            if let Some(mac) = n.mac {
-                n.found.extend(
-                    guest_ipv4(&addrs, mac)
-                        .into_iter()
-                        .map(|ip| (ip, IpSource::Agent)),
-                );
-            }
-        }
-    }
-    // 3. The neighbour table (any interface: the bridge's entries, or a routed VM's).
-    if nics.iter().any(|n| n.found.is_empty() && n.mac.is_some()) {
-        match scanner.neighbours(None) {
-            Ok(table) => resolve_from(&mut nics, &table_pairs(&table), IpSource::Neighbour),
-            Err(e) => notes.push(format!("neighbour table: {e}")),
-        }
-    }
     // 4. An ARP scan of the bridge.
     let mut scanned = false;
     if unresolved_running(&nics) {

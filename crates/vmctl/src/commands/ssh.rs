@@ -1,5 +1,6 @@
 //! `vmctl ssh NAME [-- ARGS]`: the ssh argv for the user and key recorded at create, to the VM's
-//! address (static IP in the metadata, else the guest agent, else the neighbour table). The
+//! address ([`super::ip::known_addresses`]: the static IP in the metadata, else the guest agent,
+//! else the neighbour table; what `list`, `info` and `ip list` show). The
 //! binary execs it. [`ready`] is `create --wait`: SSH answers and cloud-init has finished.
 
 pub mod cloud_init;
@@ -12,40 +13,20 @@ use hypervisor::domain::Metadata;
 use hypervisor::domain::parse::parse_domain;
 
 use super::Ctx;
+use super::ip::{self, IpSource};
 use crate::error::{Error, Result};
-use crate::net;
 use crate::talos::{ClusterDir, TalosError};
 pub use ready::{Policy, Progress, Ready, wait_ready};
 
-/// The VM's IPv4 address.
-pub fn address(ctx: &Ctx, name: &str) -> Result<Ipv4Addr> {
+/// The VM's IPv4 address and where it was learnt: the first of
+/// [`crate::commands::ip::known_addresses`], the answer `list`, `info` and `ip list` give.
+pub fn address(ctx: &Ctx, name: &str) -> Result<(Ipv4Addr, IpSource)> {
     let rec = ctx.hv.require(name)?;
     let f = parse_domain(&rec.xml)?;
-    if let Some(ip) = f.metadata.as_ref().and_then(|m| m.ip.as_deref())
-        && let Ok(a) = ip.split('/').next().unwrap_or_default().parse()
-    {
-        return Ok(a);
-    }
-    let macs: Vec<String> = f.nics.iter().filter_map(|n| n.mac.clone()).collect();
-    // libvirt's test driver answers with made-up addresses (192.168.0.1…): never probe those.
-    if rec.state.is_active()
-        && !ctx.hv.uri().starts_with("test:")
-        && let Ok(addrs) = ctx.hv.agent_addresses(name)
-    {
-        let found = addrs.iter().find_map(|a| {
-            let mac_ok = a
-                .mac
-                .as_ref()
-                .is_none_or(|m| macs.iter().any(|x| x.eq_ignore_ascii_case(m)));
-            let ip: Option<Ipv4Addr> = a.ip.parse().ok();
-            ip.filter(|ip| mac_ok && !ip.is_loopback() && !ip.is_link_local())
-        });
-        if let Some(ip) = found {
-            return Ok(ip);
-        }
-    }
-    macs.iter()
-        .find_map(|m| net::neighbour_ip(ctx.host, m))
+    let (neighbours, _) = ip::neighbours(ctx.host);
+    ip::known_addresses(ctx.hv, &neighbours, &rec, &f)
+        .first()
+        .map(|a| (a.ip, a.source))
         .ok_or_else(|| Error::NoAddress { name: name.into() })
 }
 
@@ -62,7 +43,7 @@ pub fn argv(ctx: &Ctx, name: &str, args: &[String]) -> Result<Vec<String>> {
         }
         .into());
     }
-    let ip = address(ctx, name)?;
+    let (ip, _) = address(ctx, name)?;
     Ok(ssh_argv(&md, ip, false, args))
 }
 
@@ -84,7 +65,8 @@ fn talosctl_argv(ctx: &Ctx, name: &str) -> Vec<String> {
         .find(ClusterDir::exists)
         .unwrap_or_else(|| ClusterDir::new(ctx.host, ctx.config, "<CLUSTER>"))
         .talosconfig();
-    let node = address(ctx, name).map_or_else(|_| "<NODE-IP>".to_string(), |ip| ip.to_string());
+    let node =
+        address(ctx, name).map_or_else(|_| "<NODE-IP>".to_string(), |(ip, _)| ip.to_string());
     [
         "talosctl",
         "--talosconfig",

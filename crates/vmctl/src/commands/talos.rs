@@ -125,7 +125,7 @@ pub fn config(config: &Config, req: &ConfigRequest) -> Result<ConfigOut> {
     check_endpoint(&req.endpoint)?;
     let version = match &req.version {
         Some(v) => TalosVersion::parse(v)?,
-        None => client(config)?.resolve_version(VersionSource::Github, None, false)?,
+        None => crate::talos::latest_version(config)?,
     };
     let input = ConfigInput::new(&req.cluster, &req.endpoint, version.clone());
     input.validate()?;

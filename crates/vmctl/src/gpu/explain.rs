@@ -16,7 +16,8 @@ impl Explanation {
     fn from_refusals(refusals: &[Refusal]) -> Self {
         let mut help: Vec<String> = Vec::new();
         for r in refusals {
-            let h = r.help();
+            // libvirt's errors reach `vmctl gpu attach|detach`, whose override is --force.
+            let h = r.help("--force");
             if !help.contains(&h) {
                 help.push(h);
             }

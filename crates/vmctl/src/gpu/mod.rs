@@ -25,6 +25,9 @@ pub enum GpuError {
         vm: String,
         gpus: Vec<String>,
         refusals: Vec<Refusal>,
+        /// The flag that overrides a forceable refusal where it was met: `--force` (`gpu
+        /// attach`) or `--gpu-force` (`create`).
+        force_flag: &'static str,
     },
     #[error("{0}")]
     Select(passthrough::Error),
@@ -85,18 +88,22 @@ impl CommandFailure for GpuError {
 
     fn help(&self) -> Vec<String> {
         match self {
-            Self::Refused { refusals, .. } => {
+            Self::Refused {
+                refusals,
+                force_flag,
+                ..
+            } => {
                 let mut out: Vec<String> = Vec::new();
                 for r in refusals {
-                    let h = r.help();
+                    let h = r.help(force_flag);
                     if !out.contains(&h) {
                         out.push(h);
                     }
                 }
                 if refusals.iter().any(|r| !r.forceable()) {
-                    out.push(
-                        "--force overrides only isolation, boot VGA and host-use checks".into(),
-                    );
+                    out.push(format!(
+                        "{force_flag} overrides only isolation, boot VGA and host-use checks"
+                    ));
                 }
                 out
             }
@@ -119,7 +126,7 @@ impl CommandFailure for GpuError {
                 ];
                 for r in excluded {
                     if matches!(r, Refusal::AttachedElsewhere { .. }) {
-                        let h = r.help();
+                        let h = r.help("--force"); // AttachedElsewhere: no override flag in it
                         if !out.contains(&h) {
                             out.push(h);
                         }
@@ -233,8 +240,8 @@ pub fn addresses(gpu: &Gpu) -> Vec<PciAddress> {
         .collect()
 }
 
-/// Checks the selection for `vm` and returns the refusals `--force` overrode; every other
-/// refusal is an error.
+/// Checks the selection for `vm` and returns the refusals `force` overrode; every other
+/// refusal is an error, whose help names `force_flag` (the command's override flag).
 pub fn check_selection(
     facts: &HostFacts,
     vm: &str,
@@ -242,6 +249,7 @@ pub fn check_selection(
     atts: &[Attachment],
     users: &[GpuUser],
     force: bool,
+    force_flag: &'static str,
 ) -> Result<Vec<String>> {
     let refusals = passthrough::check(facts, selected, Some(vm), atts, users);
     let (forced, blocking): (Vec<Refusal>, Vec<Refusal>) =
@@ -251,6 +259,7 @@ pub fn check_selection(
             vm: vm.to_string(),
             gpus: selected.iter().map(|g| g.bdf.clone()).collect(),
             refusals: blocking,
+            force_flag,
         }
         .into());
     }
@@ -272,6 +281,6 @@ pub fn hostdevs_for_create(
     }
     let (facts, users, atts) = gather(ctx)?;
     let selected = select(&facts, selectors, vm, &atts)?;
-    check_selection(&facts, vm, &selected, &atts, &users, force)?;
+    check_selection(&facts, vm, &selected, &atts, &users, force, "--gpu-force")?;
     Ok(selected.iter().map(|g| addresses(g)).collect())
 }

@@ -80,6 +80,16 @@ pub enum TalosError {
         #[source]
         source: talos_image::Error,
     },
+    /// A download from the Image Factory that failed (404, unreachable): its help names the
+    /// factory's setting, not the Ubuntu mirrors'.
+    #[error(transparent)]
+    FactoryDownload(guest_media::Error),
+    /// "Latest" asked for (no --version) and the releases could not be listed.
+    #[error("cannot find the latest Talos release")]
+    ResolveLatest {
+        #[source]
+        source: talos_image::Error,
+    },
     #[error("{program} is not on PATH")]
     MissingProgram { program: &'static str },
     #[error("--bootstrap needs {what}")]
@@ -102,6 +112,7 @@ impl CommandFailure for TalosError {
             {
                 ExitKind::Usage
             }
+            TalosError::FactoryDownload(e) if e.is_usage() => ExitKind::Usage,
             TalosError::ClusterExists { .. }
             | TalosError::NoSuchCluster { .. }
             | TalosError::NoEndpoint { .. }
@@ -116,32 +127,8 @@ impl CommandFailure for TalosError {
     }
 
     fn help(&self) -> Vec<String> {
-        use talos_image::Error as L;
         match self {
-            TalosError::Library(e) => match e {
-                L::VersionNotFound { .. } => {
-                    vec!["list the published versions with `vmctl talos versions`".into()]
-                }
-                L::VersionIsPrerelease { .. } => {
-                    vec!["add --allow-prerelease to use a pre-release".into()]
-                }
-                L::UnknownExtensions { version, .. } => vec![format!(
-                    "the factory's list for {version} is at /version/{version}/extensions/official; names look like siderolabs/qemu-guest-agent"
-                )],
-                L::SchematicNotPlainSafe { .. } => {
-                    vec!["add --online to let the Image Factory compute the ID".into()]
-                }
-                L::InvalidConfigInput { field, .. } if *field == "endpoint" => vec![format!(
-                    "give the Kubernetes API endpoint as {ENDPOINT_FORMS}"
-                )],
-                L::InvalidConfigInput { field, .. } if *field == "cluster name" => vec![
-                    "cluster names are DNS labels: lowercase letters, digits and '-'".into(),
-                ],
-                L::Http { url, .. } | L::HttpStatus { url, .. } | L::Decode { url, .. } => vec![
-                    format!("check that {url} is reachable; base URLs: settings talos_factory_url / github_api_url (VMCTL_TALOS_FACTORY_URL / VMCTL_GITHUB_API_URL)"),
-                ],
-                _ => Vec::new(),
-            },
+            TalosError::Library(e) => library_help(e),
             TalosError::ClusterExists { cluster, .. } => vec![
                 format!("to add this VM to it, pass `--cluster {cluster}`"),
                 "to start a new cluster, pick another name with --cluster NAME".into(),
@@ -167,6 +154,17 @@ impl CommandFailure for TalosError {
             TalosError::OutputExists { .. } => {
                 vec!["choose an empty --out directory; vmctl never overwrites secrets".into()]
             }
+            TalosError::FactoryDownload(guest_media::Error::HttpStatus { status: 404, .. }) => vec![
+                "the Image Factory has no such image: check --version (`vmctl talos versions` lists them) and --extension".into(),
+                "or point setting talos_factory_url (VMCTL_TALOS_FACTORY_URL) at a factory that has it".into(),
+            ],
+            TalosError::FactoryDownload(_) => vec![
+                "check that the Image Factory is reachable, or point setting talos_factory_url (VMCTL_TALOS_FACTORY_URL) at a mirror".into(),
+            ],
+            TalosError::ResolveLatest { .. } => vec![
+                "pass the version with --version vX.Y.Z: an explicit version needs no release list (`vmctl talos versions` prints it where GitHub answers)".into(),
+                "or check that GitHub's API answers here; its base URL is setting github_api_url (VMCTL_GITHUB_API_URL)".into(),
+            ],
             TalosError::MissingProgram { program } => vec![format!(
                 "install {program}, or drop --bootstrap and run the printed steps yourself"
             )],
@@ -181,9 +179,88 @@ impl CommandFailure for TalosError {
     }
 }
 
+/// The next steps for an error of the Talos library, in vmctl's words.
+fn library_help(e: &talos_image::Error) -> Vec<String> {
+    use talos_image::Error as L;
+    match e {
+        L::VersionNotFound { .. } => {
+            vec!["list the published versions with `vmctl talos versions`".into()]
+        }
+        L::VersionIsPrerelease { .. } => {
+            vec!["add --allow-prerelease to use a pre-release".into()]
+        }
+        L::UnknownExtensions { version, .. } => vec![format!(
+            "the factory's list for {version} is at /version/{version}/extensions/official; names look like siderolabs/qemu-guest-agent"
+        )],
+        L::SchematicNotPlainSafe { .. } => {
+            vec!["add --online to let the Image Factory compute the ID".into()]
+        }
+        L::InvalidConfigInput { field, .. } if *field == "endpoint" => vec![format!(
+            "give the Kubernetes API endpoint as {ENDPOINT_FORMS}"
+        )],
+        L::InvalidConfigInput { field, .. } if *field == "cluster name" => {
+            vec!["cluster names are DNS labels: lowercase letters, digits and '-'".into()]
+        }
+        L::Http { url, .. } | L::HttpStatus { url, .. } | L::Decode { url, .. } => vec![format!(
+            "check that {url} is reachable; base URLs: settings talos_factory_url / github_api_url (VMCTL_TALOS_FACTORY_URL / VMCTL_GITHUB_API_URL)"
+        )],
+        _ => Vec::new(),
+    }
+}
+
 impl From<TalosError> for Error {
     fn from(e: TalosError) -> Self {
         Error::Command(Failure::new(e))
+    }
+}
+
+/// The version given with `--version`, never looked up on GitHub: a tag vX.Y.Z, a pre-release
+/// only with `allow_prerelease` (told from the tag), and one the Image Factory lists (its
+/// `/versions`, the images it can build). When the factory's list cannot be had (offline, with
+/// the image already cached) the version is taken as given: the image download tells.
+pub fn requested_version(
+    config: &Config,
+    text: &str,
+    allow_prerelease: bool,
+) -> Result<TalosVersion> {
+    let v = TalosVersion::parse(text)?;
+    if v.is_prerelease() && !allow_prerelease {
+        return Err(talos_image::Error::VersionIsPrerelease {
+            version: v.to_string(),
+        }
+        .into());
+    }
+    match client(config)?.versions(talos_image::VersionSource::Factory) {
+        Ok(known) if !known.iter().any(|k| k.version == v) => {
+            Err(talos_image::Error::VersionNotFound {
+                version: v.to_string(),
+            }
+            .into())
+        }
+        Ok(_) => Ok(v),
+        Err(e) => {
+            tracing::info!("the Image Factory's version list: {e}; taking {v} as given");
+            Ok(v)
+        }
+    }
+}
+
+/// The latest stable release, from GitHub's release list (setting `github_api_url`); when that
+/// list cannot be had, a [`TalosError::ResolveLatest`] whose help suggests --version.
+pub fn latest_version(config: &Config) -> Result<TalosVersion> {
+    client(config)?
+        .resolve_version(talos_image::VersionSource::Github, None, false)
+        .map_err(|source| TalosError::ResolveLatest { source }.into())
+}
+
+/// A download of a factory image: its HTTP errors become [`TalosError::FactoryDownload`]; the
+/// rest (an interrupt, a checksum, the cache) keep their own help and exit code.
+pub fn factory_download(e: guest_media::Error) -> Error {
+    match e {
+        guest_media::Error::HttpStatus { .. } | guest_media::Error::FetchUnreachable { .. } => {
+            TalosError::FactoryDownload(e).into()
+        }
+        other => other.into(),
     }
 }
 

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use hwdetect::HostFacts;
-use talos_image::factory::VersionSource;
 use talos_image::nvidia::{self, Driver, DriverChoice, Flavour, NvidiaPreset};
 use talos_image::{Schematic, TalosVersion};
 
@@ -215,7 +214,7 @@ pub fn schematic_id(
     let c = client(config)?;
     let v = match version {
         Some(v) => v.clone(),
-        None => c.resolve_version(VersionSource::Github, None, false)?,
+        None => super::latest_version(config)?,
     };
     c.check_extensions(
         &v,

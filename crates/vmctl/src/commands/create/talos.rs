@@ -24,7 +24,7 @@ use std::time::Duration;
 use guest_media::cache::{Progress, Verification};
 use hypervisor::domain::{CpuMode, DomainType, Firmware, PciAddress};
 use serde::Serialize;
-use talos_image::factory::{ImageKind, METAL_ISO_KERNEL_ARG, METAL_ISO_LABEL, VersionSource};
+use talos_image::factory::{ImageKind, METAL_ISO_KERNEL_ARG, METAL_ISO_LABEL};
 use talos_image::machineconfig::{self, Role};
 use talos_image::nvidia::{self, Driver, Flavour};
 use talos_image::{SecretsBundle, TalosVersion};
@@ -385,15 +385,12 @@ fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Result<TalosPla
         });
     }
 
-    // Version: the flag (checked against the published releases), else the cluster's, else the
-    // latest stable release.
+    // Version: the flag (checked against the Image Factory's list, never GitHub's), else the
+    // cluster's, else the latest stable release (the only case that asks GitHub).
     let version = match (&req.version, &cluster_state) {
+        (Some(v), _) => crate::talos::requested_version(ctx.config, v, req.allow_prerelease)?,
         (None, ClusterState::Existing { record, .. }) => record.version.clone(),
-        (v, _) => crate::talos::client(ctx.config)?.resolve_version(
-            VersionSource::Github,
-            v.as_deref(),
-            req.allow_prerelease,
-        )?,
+        (None, _) => crate::talos::latest_version(ctx.config)?,
     };
 
     // Schematic: the NVIDIA preset for GPU nodes, always the guest agent, then --extension.

@@ -43,11 +43,9 @@ fn fetch_image(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<F
                 &plan.version,
                 ImageKind::MetalIso,
             );
-            let f = crate::media::image_cache(ctx.host, ctx.config).fetch(
-                &iso.url,
-                &Expect::RecordFirst,
-                progress,
-            )?;
+            let f = crate::media::image_cache(ctx.host, ctx.config)
+                .fetch(&iso.url, &Expect::RecordFirst, progress)
+                .map_err(crate::talos::factory_download)?;
             Ok(FactoryImage {
                 path: f.path,
                 sha256: f.sha256,
@@ -78,10 +76,12 @@ fn fetch_nocloud(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result
         Err(guest_media::Error::HttpStatus { status: 404, .. }) => {
             tracing::info!("{} not found; trying the .raw.xz image", qcow.url);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(crate::talos::factory_download(e)),
     }
     let xz = ep.image(&plan.schematic_id, &plan.version, ImageKind::NocloudRawXz);
-    let f = cache.fetch(&xz.url, &Expect::RecordFirst, progress)?;
+    let f = cache
+        .fetch(&xz.url, &Expect::RecordFirst, progress)
+        .map_err(crate::talos::factory_download)?;
     // The decompressed image is kept next to the blobs, sealed like them: every use checks it,
     // and one that changed is moved aside and decompressed again from the verified blob.
     let rel = format!("talos/{}-{}", &f.sha256[..12], xz.decompressed_file_name());
