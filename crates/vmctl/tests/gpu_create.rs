@@ -87,7 +87,7 @@ fn create(f: &Fixture, r: &UbuntuRequest) -> vmctl::Result<()> {
 
 fn nothing_left(f: &Fixture, name: &str) {
     assert!(f.lv.get(name).unwrap().is_none());
-    assert!(!f.dir.path().join("vms").join(name).exists());
+    assert!(!f.host.path("/vms").join(name).exists());
 }
 
 #[test]

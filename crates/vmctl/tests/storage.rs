@@ -143,12 +143,14 @@ fn ubuntu_request(dir: &Path, name: &str, ip: &str) -> UbuntuRequest {
 fn ubuntu_vm_storage_is_unreadable_by_other_users() {
     let TestHost {
         dir,
-        tree: _tree,
+        tree,
         host,
         config,
         lv,
     } = test_host("intel-z370-no-nvidia");
+    // The base image and key stay in `dir`; the VM's storage is under the fixture root.
     open_up(dir.path());
+    open_up(tree.path());
     let ctx = Ctx {
         config: &config,
         host: &host,
@@ -160,7 +162,7 @@ fn ubuntu_vm_storage_is_unreadable_by_other_users() {
     let c = create_ubuntu(&ctx, &r, &NoProgress).unwrap();
     assert!(c.seed.is_file() && c.disk.as_ref().unwrap().is_file());
     // The seed carries the password hash: root and (after libvirt's DAC labelling) qemu only.
-    assert_private_to_others(&dir.path().join("vms"), true);
+    assert_private_to_others(&host.path("/vms"), true);
     for f in [&c.seed, c.disk.as_ref().unwrap()] {
         let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
         assert_eq!(format!("{mode:o}"), "600", "{}", f.display());

@@ -1,5 +1,5 @@
 //! What the library-level create tests share: a fixture host root with bridge br0, a private
-//! libvirt test-driver node, storage and image cache in a temporary directory, and an
+//! libvirt test-driver node, storage and image cache under the fixture root, and an
 //! environment without variables.
 
 use hostio::HostRoot;
@@ -25,11 +25,9 @@ pub fn test_host(host_name: &str) -> TestHost {
     let host = HostRoot::new(tree.path());
     host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
     let mut config = Config::defaults();
-    config.set("storage_dir", dir.path().join("vms").display().to_string());
-    config.set(
-        "image_cache",
-        dir.path().join("cache").display().to_string(),
-    );
+    // vmctl's directories are host paths: under the fixture root, tree/vms and tree/cache.
+    config.set("storage_dir", "/vms");
+    config.set("image_cache", "/cache");
     config.set("domain_type", "qemu");
     let node = dir.path().join("node.xml");
     std::fs::write(&node, "<node/>\n").unwrap();

@@ -92,7 +92,7 @@ fn mode(p: &std::path::Path) -> u32 {
 
 fn nothing_left(f: &Fixture, name: &str) {
     assert!(f.lv.get(name).unwrap().is_none());
-    assert!(!f.dir.path().join("vms").join(name).exists());
+    assert!(!f.host.path("/vms").join(name).exists());
 }
 
 /// The config `create talos` must have put in the seed, rendered again from the stored secrets.
@@ -795,7 +795,7 @@ fn talos_node_storage_and_secrets_are_unreadable_by_other_users() {
     crate::storage::open_up(f.dir.path());
     crate::storage::open_up(f.host.root());
     let c = create(&f, &request("sec-talos", Some("198.18.7.123/24"))).unwrap();
-    crate::storage::assert_private_to_others(&f.dir.path().join("vms"), true);
+    crate::storage::assert_private_to_others(&f.host.path("/vms"), true);
     for p in [&c.seed, &c.disk] {
         assert_eq!(format!("{:o}", mode(p)), "600", "{}", p.display());
     }

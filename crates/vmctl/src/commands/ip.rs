@@ -89,8 +89,9 @@ fn resolve_known(
     f: &DomainFacts,
 ) -> Vec<Nic> {
     let mut nics = nics_of(rec, f);
-    // 2. The guest agent, for a running domain whose NICs are still unknown.
-    if rec.state.is_active()
+    // 2. The guest agent, for a running domain whose NICs are still unknown (a paused guest's
+    // agent cannot answer).
+    if rec.state == State::Running
         && nics.iter().any(|n| n.found.is_empty() && n.mac.is_some())
         && let Ok(addrs) = hv.agent_addresses(&rec.name)
     {
