@@ -15,7 +15,8 @@ use vmctl::commands::create::{UbuntuRequest, create_ubuntu};
 use vmctl::config::Config;
 
 struct Fixture {
-    dir: tempfile::TempDir,
+    /// Holds the key and the base image (kept alive, never read).
+    _dir: tempfile::TempDir,
     _tree: tempfile::TempDir,
     host: HostRoot,
     config: Config,
@@ -53,7 +54,7 @@ fn fixture(host_name: &str) -> Fixture {
         ]))
         .unwrap();
     Fixture {
-        dir,
+        _dir: dir,
         _tree: tree,
         host,
         config,
