@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use hostio::HostRoot;
-use netscan::{Error, IpRange, ReservationStore, ScanMethod, ScanRequest, Scanner};
+use netscan::{Error, IpRange, ReservationStore, Scan, ScanMethod, ScanRequest, Scanner};
 
 #[derive(Debug, Default)]
 struct Args {

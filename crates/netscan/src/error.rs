@@ -129,6 +129,8 @@ pub enum Error {
         "pick free address in {subnet}: none left outside the reserved ranges and reservations"
     )]
     PickFree { subnet: ipnet::Ipv4Net },
+    #[error("scan {interface}: no network scanner in this context")]
+    NoScanner { interface: String },
 }
 
 impl Error {

@@ -42,7 +42,7 @@
 //!
 //! # Example
 //! ```no_run
-//! use netscan::{Scanner, ScanRequest, ReservationStore, IpRange};
+//! use netscan::{Scan, Scanner, ScanRequest, ReservationStore, IpRange};
 //! use hostio::HostRoot;
 //! use std::time::{Duration, SystemTime};
 //!
@@ -80,7 +80,7 @@ pub use error::Error;
 pub use iface::{Interface, InterfaceAddr};
 pub use ipnet::Ipv4Net;
 pub use mac::MacAddr;
-pub use neigh::{Neighbour, parse_proc_net_arp};
+pub use neigh::{Neighbour, parse_proc_net_arp, read_table as read_neighbours};
 pub use oui::OuiDb;
 pub use plan::{
     DEFAULT_RATE_PPS, DEFAULT_TIMEOUT, MIN_PREFIX_WITHOUT_FORCE, ScanMethod, ScanPlan, ScanRequest,
@@ -88,7 +88,7 @@ pub use plan::{
 };
 pub use ranges::{IpRange, free_ranges, pick_free};
 pub use reserve::{Holder, LOCK_WAIT, LockNotice, Reservation, ReservationLock, ReservationStore};
-pub use scan::{Conflict, Host, ProbeResult, ScanResult, Scanner};
+pub use scan::{Conflict, Host, NoScan, ProbeResult, Scan, ScanResult, Scanner};
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

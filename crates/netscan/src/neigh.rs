@@ -60,8 +60,9 @@ pub fn parse_proc_net_arp(text: &str) -> Vec<Neighbour> {
         .collect()
 }
 
-/// Reads the neighbour table of the caller's network namespace.
-pub(crate) fn read_table(host: &HostRoot) -> Result<Vec<Neighbour>, Error> {
+/// Reads the complete entries of the neighbour table of the caller's network namespace (under
+/// `host`). No packet is sent: `vmctl ip list` and the IP resolver read it passively.
+pub fn read_table(host: &HostRoot) -> Result<Vec<Neighbour>, Error> {
     host.read_to_string(paths::PROC_NET_ARP)
         .map(|t| parse_proc_net_arp(&t))
         .map_err(|source| Error::ReadNeighbours {

@@ -10,7 +10,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use crate::plan::{ScanMethod, ScanPlan, ScanRequest, plan_scan};
-use crate::{Error, Interface, IpRange, MacAddr, Neighbour, OuiDb, engine, free_ranges, neigh};
+use crate::{Error, Interface, IpRange, MacAddr, OuiDb, engine, free_ranges, neigh};
 
 /// One (IP, MAC) pair seen on the segment. An address with two MACs appears twice, and in
 /// [`ScanResult::conflicts`].
@@ -106,18 +106,6 @@ impl Scanner {
             host,
             oui: Some(oui),
         }
-    }
-
-    /// Looks up the interface and validates the request: every bad-input error happens here,
-    /// before any packet is sent.
-    pub fn plan(&self, req: &ScanRequest) -> Result<ScanPlan, Error> {
-        plan_scan(req, &Interface::lookup(&req.interface)?)
-    }
-
-    /// Plans and runs a scan.
-    pub fn scan(&self, req: &ScanRequest) -> Result<ScanResult, Error> {
-        let plan = self.plan(req)?;
-        self.run(&plan)
     }
 
     /// Runs a plan. With [`ScanMethod::Auto`], a raw socket refused with `EPERM`/`EACCES`
@@ -218,10 +206,21 @@ impl Scanner {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         }
     }
+}
+
+/// A network scanner as the commands see it: injected (vmctl's `Ctx`), so the composition root
+/// decides whether scans reach the live network, and tests substitute a fake.
+pub trait Scan {
+    /// Looks up the interface and validates the request: every bad-input error happens here,
+    /// before any packet is sent.
+    fn plan(&self, req: &ScanRequest) -> Result<ScanPlan, Error>;
+
+    /// Plans and runs a scan.
+    fn scan(&self, req: &ScanRequest) -> Result<ScanResult, Error>;
 
     /// Probes one address on `interface` (which must have it in one of its subnets): who
-    /// answers for it. Two retries, default rate and reply window, raw ARP or the fallback.
-    pub fn probe_one(&self, interface: &str, ip: Ipv4Addr) -> Result<ProbeResult, Error> {
+    /// answers for it. Two retries, default rate and reply window.
+    fn probe_one(&self, interface: &str, ip: Ipv4Addr) -> Result<ProbeResult, Error> {
         let mut req = ScanRequest::new(interface);
         req.subnet = Some(Ipv4Net::from(ip));
         req.retries = Some(2);
@@ -235,15 +234,36 @@ impl Scanner {
             duration_ms: r.duration_ms,
         })
     }
+}
 
-    /// The complete entries of the kernel neighbour table, optionally for one interface
-    /// (`vmctl ip list` source 3). No packet is sent.
-    pub fn neighbours(&self, interface: Option<&str>) -> Result<Vec<Neighbour>, Error> {
-        let mut n = neigh::read_table(&self.host)?;
-        if let Some(i) = interface {
-            n.retain(|e| e.interface == i);
-        }
-        Ok(n)
+impl Scan for Scanner {
+    fn plan(&self, req: &ScanRequest) -> Result<ScanPlan, Error> {
+        plan_scan(req, &Interface::lookup(&req.interface)?)
+    }
+
+    fn scan(&self, req: &ScanRequest) -> Result<ScanResult, Error> {
+        let plan = self.plan(req)?;
+        self.run(&plan)
+    }
+}
+
+/// A scanner that sends nothing and reads nothing: every call fails with
+/// [`Error::NoScanner`]. What a context gets when nobody injected a real one (tests, and
+/// commands that must not touch the network).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoScan;
+
+impl Scan for NoScan {
+    fn plan(&self, req: &ScanRequest) -> Result<ScanPlan, Error> {
+        Err(Error::NoScanner {
+            interface: req.interface.clone(),
+        })
+    }
+
+    fn scan(&self, req: &ScanRequest) -> Result<ScanResult, Error> {
+        Err(Error::NoScanner {
+            interface: req.interface.clone(),
+        })
     }
 }
 

@@ -76,7 +76,13 @@ pub fn run(cmd: &IpCommand, config: &Config, host: &HostRoot, json: bool) -> Res
         IpCommand::Check(a) => check(a, config, host, json),
         IpCommand::List { bridge } => {
             let hv = Libvirt::open(config.connect())?;
-            let l = ip::list(config, host, &hv, bridge.as_deref())?;
+            let l = ip::list(
+                config,
+                host,
+                &hv,
+                &Scanner::new(host.clone()),
+                bridge.as_deref(),
+            )?;
             for n in &l.notes {
                 clikit::errln(&format!("note: {}", clikit::escape_text(n)));
             }

@@ -3,7 +3,6 @@
 use clap::{Args, Subcommand, ValueEnum};
 use hostio::{HostRoot, SystemRunner};
 use vmctl::Error;
-use vmctl::commands::Ctx;
 use vmctl::commands::gpu::{
     self, AttachRequest, DetachRequest, GpuReport, Isolation, Rebind, Scope,
 };
@@ -94,13 +93,8 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
         return Ok(());
     }
     let hv = Libvirt::open(config.connect())?;
-    let ctx = Ctx {
-        config,
-        host,
-        runner: &SystemRunner,
-        hv: &hv,
-        env: &super::env,
-    };
+    let scanner = netscan::Scanner::new(host.clone());
+    let ctx = super::wire(config, host, &hv, &scanner);
     match cmd {
         GpuCommand::Status => {}
         GpuCommand::Attach {

@@ -19,6 +19,7 @@ mod render;
 use clap::Parser;
 use hostio::{HostRoot, SystemRunner};
 use indicatif::{ProgressBar, ProgressStyle};
+use netscan::Scanner;
 use vmctl::commands::create::{NetworkRequest, UbuntuRequest};
 use vmctl::commands::ssh::cloud_init::Verdict;
 use vmctl::commands::{Ctx, create, inspect, lifecycle, ssh};
@@ -94,6 +95,21 @@ impl Progress for Bar {
 
 fn env(k: &str) -> Option<String> {
     std::env::var(k).ok()
+}
+
+/// The one place the binary wires the real parts into a context: the process environment, the
+/// live network scanner (ARP on the bridge, whatever `--host-root` maps: the VMs land on the
+/// live bridge), the system clock and the Ctrl-C flag.
+fn wire<'a>(
+    config: &'a Config,
+    host: &'a HostRoot,
+    hv: &'a dyn vmctl::hypervisor::Hypervisor,
+    scanner: &'a Scanner,
+) -> Ctx<'a> {
+    Ctx::new(config, host, &SystemRunner, hv)
+        .with_env(&env)
+        .with_scanner(scanner)
+        .with_cancel(vmctl::interrupt::requested)
 }
 
 fn confirm(question: &str) -> bool {
@@ -223,14 +239,8 @@ fn run(cli: Cli) -> Result<(), Error> {
         return cli_talos::run(t, &config, &host, cli.json);
     }
     let hv = Libvirt::open(config.connect())?;
-    let runner = SystemRunner;
-    let ctx = Ctx {
-        config: &config,
-        host: &host,
-        runner: &runner,
-        hv: &hv,
-        env: &env,
-    };
+    let scanner = Scanner::new(host.clone());
+    let ctx = wire(&config, &host, &hv, &scanner);
     match cli.command {
         Command::Talos(_)
         | Command::Config(_)

@@ -203,13 +203,8 @@ fn install_phase_from_the_fake_iso_then_switch_to_disk_boot() {
     let mut cfg = Config::defaults();
     cfg.set("connect", URI);
     let env = |_: &str| None;
-    let ctx = Ctx {
-        config: &cfg,
-        host: &HostRoot::system(),
-        runner: &SystemRunner,
-        hv: &lv,
-        env: &env,
-    };
+    let host = HostRoot::system();
+    let ctx = Ctx::new(&cfg, &host, &SystemRunner, &lv).with_env(&env);
     let s = switch_to_final(&ctx, NAME, true).unwrap();
     assert!(s.destroyed && s.started);
     assert!(lv.state(NAME).unwrap().is_active());

@@ -11,7 +11,7 @@ use hypervisor::Hypervisor;
 use hypervisor::domain::parse::parse_domain;
 use ipnet::Ipv4Net;
 use netscan::{
-    Conflict, IpRange, MacAddr, ReservationStore, ScanMethod, ScanRequest, ScanResult, Scanner,
+    Conflict, IpRange, MacAddr, ReservationStore, Scan, ScanMethod, ScanRequest, ScanResult,
 };
 use serde::Serialize;
 
@@ -135,7 +135,7 @@ pub fn check_from_scan(r: ScanResult, owners: Option<&MacOwners>) -> IpCheck {
 
 /// `vmctl ip check`: scans the request's subnet. `owners` is `None` when libvirt is unreachable.
 /// `owners` is computed by the caller, so it can ask libvirt while the scan runs.
-pub fn check(scanner: &Scanner, req: &ScanRequest, owners: Option<&MacOwners>) -> Result<IpCheck> {
+pub fn check(scanner: &dyn Scan, req: &ScanRequest, owners: Option<&MacOwners>) -> Result<IpCheck> {
     let r = scanner.scan(req).map_err(scan_err(&req.interface))?;
     Ok(check_from_scan(r, owners))
 }
@@ -188,7 +188,7 @@ pub fn probe_request(req: &ScanRequest, ip: Ipv4Addr) -> ScanRequest {
 }
 
 /// Checks a request against the interface without sending anything (bad input fails here).
-pub fn validate(scanner: &Scanner, req: &ScanRequest) -> Result<()> {
+pub fn validate(scanner: &dyn Scan, req: &ScanRequest) -> Result<()> {
     scanner
         .plan(req)
         .map(|_| ())
@@ -197,7 +197,7 @@ pub fn validate(scanner: &Scanner, req: &ScanRequest) -> Result<()> {
 
 /// Probes one address with the request's rate, window and retries (two when unset).
 pub fn probe(
-    scanner: &Scanner,
+    scanner: &dyn Scan,
     req: &ScanRequest,
     ip: Ipv4Addr,
     owners: Option<&MacOwners>,
@@ -328,7 +328,7 @@ pub fn release_deleted(ctx: &Ctx, name: &str, ip: Option<&str>) {
     if !store.exists() {
         return;
     }
-    match store.release_address(name, ip, SystemTime::now()) {
+    match store.release_address(name, ip, (ctx.clock)()) {
         Ok(0) => {}
         Ok(n) => tracing::info!("released {n} IP reservation(s) of {name}"),
         Err(e) => tracing::warn!("IP reservation of {name} is left to expire: {e}"),
@@ -342,6 +342,7 @@ pub struct Claim {
     /// This create's claim: another create of the same name is another holder.
     holder: netscan::Holder,
     ip: Option<Ipv4Addr>,
+    clock: fn() -> SystemTime,
 }
 
 impl Claim {
@@ -350,6 +351,7 @@ impl Claim {
             store: None,
             holder: netscan::Holder::new(owner),
             ip: None,
+            clock: SystemTime::now,
         }
     }
 
@@ -364,7 +366,7 @@ impl Claim {
         let (Some(store), Some(ip)) = (&self.store, self.ip) else {
             return;
         };
-        let now = SystemTime::now();
+        let now = (self.clock)();
         let r = if ok {
             store.reserve(ip, &self.holder, BOOT_TTL, now).map(|_| ())
         } else {
@@ -385,9 +387,9 @@ impl Claim {
 /// - `--ip A.B.C.D/NN`: probes the address on the bridge and refuses it if anything answers, then
 ///   reserves it (refused if a concurrent create holds it).
 ///
-/// Both need the live bridge: with a fixture host root (`--host-root`) `auto` is refused and the
-/// static probe skipped. The probe is also skipped when the bridge has no IPv4 address in the
-/// VM's subnet (ARP needs a sender address there).
+/// Both use the context's scanner (the live bridge, as the binary wires it; a fake in tests).
+/// The probe is skipped when the bridge has no IPv4 address in the VM's subnet (ARP needs a
+/// sender address there).
 pub fn claim_address(
     ctx: &Ctx,
     name: &str,
@@ -400,16 +402,9 @@ pub fn claim_address(
     };
     let owner = name.to_string();
     let holder = netscan::Holder::new(name);
-    let now = SystemTime::now();
-    let scanner = Scanner::new(ctx.host.clone());
+    let now = (ctx.clock)();
+    let scanner = ctx.scanner;
     if is_auto(ip) {
-        if !ctx.host.is_system() {
-            return Err(Error::InvalidOption {
-                option: "--ip".into(),
-                value: ip.clone(),
-                reason: "auto scans the live bridge; it cannot run against --host-root".into(),
-            });
-        }
         let req_scan = ScanRequest::new(bridge);
         let result = scanner.scan(&req_scan).map_err(scan_err(bridge))?;
         if result.fallback {
@@ -428,6 +423,7 @@ pub fn claim_address(
             store: Some(store),
             holder,
             ip: Some(r.ip),
+            clock: ctx.clock,
         };
         let cidr = format!("{}/{}", r.ip, result.subnet.prefix_len());
         match net::parse_static(&cidr, gateway.as_deref(), dns) {
@@ -445,10 +441,6 @@ pub fn claim_address(
             return Ok(Claim::none(&owner));
         };
         let addr = s.address.addr();
-        if !ctx.host.is_system() {
-            tracing::debug!("fixture host root: {addr} not probed");
-            return Ok(Claim::none(&owner));
-        }
         let subnets = net::bridge_subnets(ctx.runner, bridge);
         if !subnets.iter().any(|n| n.contains(&addr)) {
             tracing::warn!(
@@ -459,7 +451,7 @@ pub fn claim_address(
             return Ok(Claim::none(&owner));
         }
         let owners = mac_owners(ctx.hv).ok();
-        let p = probe(&scanner, &ScanRequest::new(bridge), addr, owners.as_ref())?;
+        let p = probe(scanner, &ScanRequest::new(bridge), addr, owners.as_ref())?;
         if !p.free {
             return Err(Error::IpAnswers {
                 ip: addr.to_string(),
@@ -478,6 +470,7 @@ pub fn claim_address(
             store: Some(store),
             holder,
             ip: Some(addr),
+            clock: ctx.clock,
         })
     }
 }

@@ -65,13 +65,7 @@ fn attach(
 ) -> vmctl::Result<AttachOutcome> {
     let config = Config::defaults();
     let runner = RecordingRunner::new();
-    let ctx = Ctx {
-        config: &config,
-        host,
-        runner: &runner,
-        hv,
-        env: &no_env,
-    };
+    let ctx = Ctx::new(&config, host, &runner, hv).with_env(&no_env);
     gpu::attach(&ctx, req)
 }
 
@@ -83,13 +77,7 @@ fn detach(
 ) -> vmctl::Result<DetachOutcome> {
     let config = Config::defaults();
     let runner = RecordingRunner::new();
-    let ctx = Ctx {
-        config: &config,
-        host,
-        runner: &runner,
-        hv,
-        env: &no_env,
-    };
+    let ctx = Ctx::new(&config, host, &runner, hv).with_env(&no_env);
     gpu::detach(&ctx, sysfs, req)
 }
 

@@ -76,13 +76,7 @@ fn request(f: &Fixture, name: &str, gpus: &[&str]) -> UbuntuRequest {
 }
 
 fn create(f: &Fixture, r: &UbuntuRequest) -> vmctl::Result<()> {
-    let ctx = Ctx {
-        config: &f.config,
-        host: &f.host,
-        runner: &SystemRunner,
-        hv: &f.lv,
-        env: &no_env,
-    };
+    let ctx = Ctx::new(&f.config, &f.host, &SystemRunner, &f.lv).with_env(&no_env);
     create_ubuntu(&ctx, r, &NoProgress).map(|_| ())
 }
 

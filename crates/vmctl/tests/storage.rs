@@ -151,13 +151,7 @@ fn ubuntu_vm_storage_is_unreadable_by_other_users() {
     // The base image and key stay in `dir`; the VM's storage is under the fixture root.
     open_up(dir.path());
     open_up(tree.path());
-    let ctx = Ctx {
-        config: &config,
-        host: &host,
-        runner: &SystemRunner,
-        hv: &lv,
-        env: &no_env,
-    };
+    let ctx = Ctx::new(&config, &host, &SystemRunner, &lv).with_env(&no_env);
     let r = ubuntu_request(dir.path(), "sec-modes", "198.18.0.120/24");
     let c = create_ubuntu(&ctx, &r, &NoProgress).unwrap();
     assert!(c.seed.is_file() && c.disk.as_ref().unwrap().is_file());

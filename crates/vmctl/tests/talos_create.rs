@@ -72,13 +72,7 @@ fn request(name: &str, ip: Option<&str>) -> TalosRequest {
 }
 
 fn create(f: &Fixture, r: &TalosRequest) -> vmctl::Result<TalosCreated> {
-    let ctx = Ctx {
-        config: &f.config,
-        host: &f.host,
-        runner: &SystemRunner,
-        hv: &f.lv,
-        env: &no_env,
-    };
+    let ctx = Ctx::new(&f.config, &f.host, &SystemRunner, &f.lv).with_env(&no_env);
     create_talos(&ctx, r, &NoProgress)
 }
 
@@ -410,13 +404,7 @@ fn failed_image_download_rolls_back_the_new_cluster() {
     let mut config = f.config.clone();
     config.set("talos_factory_url", server.base_url());
     config.set("github_api_url", server.base_url());
-    let ctx = Ctx {
-        config: &config,
-        host: &f.host,
-        runner: &SystemRunner,
-        hv: &f.lv,
-        env: &no_env,
-    };
+    let ctx = Ctx::new(&config, &f.host, &SystemRunner, &f.lv).with_env(&no_env);
     let err = create_talos(&ctx, &r, &NoProgress).map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
     nothing_left(&f, "gone");
@@ -448,13 +436,7 @@ fn raw_xz_image_is_decompressed_when_there_is_no_qcow2() {
     let mut config = f.config.clone();
     config.set("talos_factory_url", server.base_url());
     config.set("github_api_url", server.base_url());
-    let ctx = Ctx {
-        config: &config,
-        host: &f.host,
-        runner: &SystemRunner,
-        hv: &f.lv,
-        env: &no_env,
-    };
+    let ctx = Ctx::new(&config, &f.host, &SystemRunner, &f.lv).with_env(&no_env);
     let c = create_talos(&ctx, &request("xz1", Some("198.18.7.70/24")), &NoProgress).unwrap();
     assert!(c.image_url.ends_with("nocloud-amd64.raw.xz"));
     assert_eq!(std::fs::read(&c.base_image).unwrap().len(), 4 << 20);
@@ -494,13 +476,7 @@ fn bootstrap_runs_talosctl_and_the_runtime_class_through_the_runner() {
     let tools = ClusterTools {
         calls: Default::default(),
     };
-    let ctx = Ctx {
-        config: &f.config,
-        host: &f.host,
-        runner: &tools,
-        hv: &f.lv,
-        env: &env,
-    };
+    let ctx = Ctx::new(&f.config, &f.host, &tools, &f.lv).with_env(&env);
     let mut r = request("boot1", Some("198.18.7.80/24"));
     r.gpus = vec!["01:00.0".into()];
     r.bootstrap = true;
@@ -549,10 +525,7 @@ fn bootstrap_runs_talosctl_and_the_runtime_class_through_the_runner() {
     );
 
     // Without talosctl on PATH: refused before anything is made.
-    let ctx = Ctx {
-        env: &no_env,
-        ..ctx
-    };
+    let ctx = ctx.with_env(&no_env);
     let mut r = request("boot2", Some("198.18.7.81/24"));
     r.cluster = Some("other".into());
     r.no_start = false;
@@ -566,13 +539,7 @@ fn bootstrap_runs_talosctl_and_the_runtime_class_through_the_runner() {
 #[test]
 fn a_cluster_started_concurrently_is_refused_and_left_alone() {
     let f = fixture("intel-z370-no-nvidia");
-    let ctx = Ctx {
-        config: &f.config,
-        host: &f.host,
-        runner: &SystemRunner,
-        hv: &f.lv,
-        env: &no_env,
-    };
+    let ctx = Ctx::new(&f.config, &f.host, &SystemRunner, &f.lv).with_env(&no_env);
     let r = request("race", Some("198.18.7.90/24"));
     let plan = vmctl::commands::create::talos::plan(&ctx, &r).unwrap();
     // Another create starts the same cluster between this one's checks and its writes.
@@ -606,13 +573,7 @@ impl hostio::CommandRunner for NoSeed {
 #[test]
 fn a_failure_after_the_secrets_removes_the_new_cluster_and_the_vm_files() {
     let f = fixture("intel-z370-no-nvidia");
-    let ctx = Ctx {
-        config: &f.config,
-        host: &f.host,
-        runner: &NoSeed,
-        hv: &f.lv,
-        env: &no_env,
-    };
+    let ctx = Ctx::new(&f.config, &f.host, &NoSeed, &f.lv).with_env(&no_env);
     let err = create_talos(
         &ctx,
         &request("noseed", Some("198.18.7.91/24")),
@@ -745,13 +706,7 @@ fn iso_node_installs_from_the_metal_iso_with_its_config_on_a_metal_iso_volume() 
     assert_eq!(c2.base_image, c.base_image);
 
     // Deleting a node removes its disk and config volume, never the cached ISO.
-    let ctx = Ctx {
-        config: &f.config,
-        host: &f.host,
-        runner: &SystemRunner,
-        hv: &f.lv,
-        env: &no_env,
-    };
+    let ctx = Ctx::new(&f.config, &f.host, &SystemRunner, &f.lv).with_env(&no_env);
     let d = vmctl::commands::lifecycle::delete(&ctx, "iso1", true, false).unwrap();
     assert!(
         d.removed.contains(&c.disk) && d.removed.contains(&c.seed),

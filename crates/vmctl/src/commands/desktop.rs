@@ -34,7 +34,7 @@ pub fn wait_install(
     let began = Instant::now();
     let mut shown: Option<InstallPhase> = None;
     loop {
-        crate::interrupt::check(
+        ctx.check_cancelled(
             || format!("the wait for the desktop install of {name}"),
             || {
                 format!(

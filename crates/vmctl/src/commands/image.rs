@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use guest_media::cache::{Checked, Expect, Fetched, Progress};
+use guest_media::cache::{Checked, Expect, Fetched, ImageCache, Progress};
 use hostio::HostRoot;
 use serde::Serialize;
 
@@ -41,7 +41,7 @@ pub fn fetch(
         }
         None => Expect::RecordFirst,
     };
-    Ok(crate::media::image_cache(host, config).fetch(url, &expect, progress)?)
+    Ok(ImageCache::new(config.image_cache(host)).fetch(url, &expect, progress)?)
 }
 
 /// Which cached files `vmctl image verify` re-hashes.
@@ -103,7 +103,7 @@ pub fn verify(
     which: &Which,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
-    let cache = crate::media::image_cache(host, config);
+    let cache = ImageCache::new(config.image_cache(host));
     let files = match which {
         Which::All => cache.cached_files()?,
         Which::Blobs(shas) => {

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use hostio::HostRoot;
 use hypervisor::domain::parse::{DomainFacts, parse_domain};
 use hypervisor::{DomainRecord, GuestAddress, Hypervisor, State};
-use netscan::{MacAddr, ScanRequest, Scanner};
+use netscan::{MacAddr, Scan, ScanRequest};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -57,7 +57,7 @@ pub struct KnownAddress {
 /// The host's neighbour table as (IP, MAC) pairs, for [`known_addresses`]; a table that cannot
 /// be read is empty, with the reason.
 pub fn neighbours(host: &HostRoot) -> (Vec<(Ipv4Addr, MacAddr)>, Option<String>) {
-    match Scanner::new(host.clone()).neighbours(None) {
+    match netscan::read_neighbours(host) {
         Ok(table) => (table_pairs(&table), None),
         Err(e) => (Vec::new(), Some(format!("neighbour table: {e}"))),
     }
@@ -197,10 +197,10 @@ pub fn list(
     config: &Config,
     host: &HostRoot,
     hv: &dyn Hypervisor,
+    scanner: &dyn Scan,
     bridge: Option<&str>,
 ) -> Result<IpListing> {
     let bridge = bridge.unwrap_or(config.value("bridge")).to_string();
-    let scanner = Scanner::new(host.clone());
     let mut notes = Vec::new();
     let (table, note) = neighbours(host);
     notes.extend(note);

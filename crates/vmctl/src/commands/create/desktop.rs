@@ -356,7 +356,7 @@ pub(crate) fn apply(
 ) -> Result<DesktopCreated> {
     let req = &plan.request;
     let b = &plan.base;
-    let cache = crate::media::image_cache(ctx.host, ctx.config);
+    let cache = crate::media::image_cache(ctx);
     let iso = with_iso_sources(ctx, |sources| {
         iso::resolve(
             &cache,

@@ -210,6 +210,7 @@ pub fn wait_ready(
         (start, timeout),
         policy,
         &running,
+        ctx.cancelled,
         report,
     )?;
     Ok(Ready {
@@ -234,7 +235,7 @@ fn wait_for_port(
     let mut announced: Option<Option<SocketAddr>> = None;
     let mut what;
     loop {
-        check_interrupt(name, "SSH")?;
+        check_interrupt(ctx.cancelled, name, "SSH")?;
         let secs = start.elapsed().as_secs();
         // libvirt's test driver's guest agent answers with made-up addresses: never probe those.
         let address = super::address(ctx, name).and_then(|(ip, source)| {
@@ -309,13 +310,14 @@ enum Phase {
 
 /// Stages 2 and 3, over SSH through `runner`: a login with the VM's key, then cloud-init's
 /// verdict. Returns the seconds until the first login and the verdict. `running` says whether
-/// the VM still runs (checked between retries).
+/// the VM still runs (checked between retries), `cancelled` whether the user asked to stop.
 pub fn wait_in_guest(
     runner: &dyn CommandRunner,
     guest: &Guest,
     (start, timeout): (Instant, Duration),
     policy: &Policy,
     running: &dyn Fn() -> Result<bool>,
+    cancelled: fn() -> bool,
     report: &dyn Fn(Progress),
 ) -> Result<(u64, Verdict)> {
     let name = guest.name.as_str();
@@ -327,6 +329,7 @@ pub fn wait_in_guest(
     let mut dropped = false;
     loop {
         check_interrupt(
+            cancelled,
             name,
             match phase {
                 Phase::Login => "SSH",
@@ -473,15 +476,16 @@ fn complaint(out: &Output) -> String {
         .unwrap_or_else(|| format!("ssh exited {}", out.status))
 }
 
-fn check_interrupt(name: &str, what: &str) -> Result<()> {
-    crate::interrupt::check(
-        || format!("the wait for {what} on {name}"),
-        || {
-            format!(
-                "{name} is created and keeps running: `vmctl ssh {name}` once it is up, or `vmctl delete {name} --yes`"
-            )
-        },
-    )
+fn check_interrupt(cancelled: fn() -> bool, name: &str, what: &str) -> Result<()> {
+    if !cancelled() {
+        return Ok(());
+    }
+    Err(Error::Interrupted {
+        during: format!("the wait for {what} on {name}"),
+        next: format!(
+            "{name} is created and keeps running: `vmctl ssh {name}` once it is up, or `vmctl delete {name} --yes`"
+        ),
+    })
 }
 
 fn not_ready(name: &str, secs: u64, what: String, log: LogExcerpt) -> Error {

@@ -58,13 +58,7 @@ fn fixture() -> Fixture {
 }
 
 fn ctx<'a>(f: &'a Fixture, runner: &'a dyn CommandRunner, hv: &'a dyn Hypervisor) -> Ctx<'a> {
-    Ctx {
-        config: &f.config,
-        host: &f.host,
-        runner,
-        hv,
-        env: &no_env,
-    }
+    Ctx::new(&f.config, &f.host, runner, hv).with_env(&no_env)
 }
 
 static NEXT_HOST: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(40);

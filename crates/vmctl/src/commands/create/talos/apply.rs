@@ -43,7 +43,7 @@ fn fetch_image(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<F
                 &plan.version,
                 ImageKind::MetalIso,
             );
-            let f = crate::media::image_cache(ctx.host, ctx.config)
+            let f = crate::media::image_cache(ctx)
                 .fetch(&iso.url, &Expect::RecordFirst, progress)
                 .map_err(crate::talos::factory_download)?;
             Ok(FactoryImage {
@@ -61,7 +61,7 @@ fn fetch_image(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<F
 /// factory has no qcow2.
 fn fetch_nocloud(ctx: &Ctx, plan: &TalosPlan, progress: &dyn Progress) -> Result<FactoryImage> {
     let ep = crate::talos::endpoints(ctx.config);
-    let cache = crate::media::image_cache(ctx.host, ctx.config);
+    let cache = crate::media::image_cache(ctx);
     let qcow = ep.image(&plan.schematic_id, &plan.version, ImageKind::NocloudQcow2);
     match cache.fetch(&qcow.url, &Expect::RecordFirst, progress) {
         Ok(f) => {

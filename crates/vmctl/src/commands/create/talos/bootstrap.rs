@@ -97,7 +97,7 @@ pub(super) fn bootstrap(ctx: &Ctx, plan: &TalosPlan, created: &mut TalosCreated)
         }
         loop {
             // Ctrl-C also kills the running talosctl/kubectl: stop instead of retrying.
-            crate::interrupt::check(
+            ctx.check_cancelled(
                 || format!("--bootstrap ({})", step.what),
                 || {
                     format!(

@@ -51,7 +51,7 @@ pub(super) fn fetch_base(
     plan: &UbuntuPlan,
     progress: &dyn Progress,
 ) -> Result<(PathBuf, Option<String>, BaseVerification)> {
-    let cache = crate::media::image_cache(ctx.host, ctx.config);
+    let cache = crate::media::image_cache(ctx);
     match &plan.image {
         ImageSource::Local { path } => Ok((path.clone(), None, BaseVerification::Local)),
         ImageSource::Url { url } => {

@@ -81,13 +81,7 @@ fn request(f: &Fixture, name: &str) -> UbuntuRequest {
 }
 
 fn ctx<'a>(f: &'a Fixture, runner: &'a dyn CommandRunner, hv: &'a dyn Hypervisor) -> Ctx<'a> {
-    Ctx {
-        config: &f.config,
-        host: &f.host,
-        runner,
-        hv,
-        env: &no_env,
-    }
+    Ctx::new(&f.config, &f.host, runner, hv).with_env(&no_env)
 }
 
 fn vm_dir_of(f: &Fixture, name: &str) -> PathBuf {
@@ -275,8 +269,9 @@ fn unreachable_image_url_leaves_nothing() {
 fn failure_at_each_runner_step_rolls_back() {
     let f = fixture();
     let lv = Libvirt::open("test:///default").unwrap();
-    // Calls: 0 `ip addr` (bridge subnets), 1 `qemu-img info`, 2 `qemu-img create`, 3 `genisoimage`.
-    for n in 1..=3 {
+    // Calls: 0 `ip addr` (the bridge check), 1 `ip addr` (is the static address on the bridge, to
+    // probe it), 2 `qemu-img info`, 3 `qemu-img create`, 4 `genisoimage`.
+    for n in 2..=4 {
         let name = format!("ct-fail{n}");
         let runner = RecordingRunner::failing_at(n).answer(
             ["qemu-img", "info"],

@@ -57,6 +57,7 @@ fn run(runner: &RecordingRunner, timeout: Duration) -> (Result<(u64, Verdict)>, 
         (Instant::now(), timeout),
         &fast(),
         &|| Ok(true),
+        || false,
         &|p| seen.lock().unwrap().push(p),
     );
     (r, seen.into_inner().unwrap())
@@ -243,6 +244,7 @@ fn a_vm_that_stops_ends_the_wait() {
         (Instant::now(), Duration::from_secs(600)),
         &fast(),
         &|| Ok(!stopped.replace(true)),
+        || false,
         &|_| {},
     );
     // The first retry sees it running, the second stopped.
