@@ -139,7 +139,7 @@ struct GlobalArgs {
 
     /// Treat DIR as the host's `/`: every /sys, /proc, /etc path is read (and written) under it,
     /// and commands are listed as skipped instead of run.
-    #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR", env = "GVB_HOST_ROOT")]
     host_root: Option<PathBuf>,
 
     /// Use these host facts (JSON from `detect --json`) instead of detecting them.

@@ -37,12 +37,13 @@ pub(crate) struct Cli {
     )]
     pub(crate) config: Option<PathBuf>,
     /// Treat DIR as the host's root for /sys, /proc, /etc and vmctl's own directories
-    /// (storage_dir, image_cache, state_dir): fixtures, tests
+    /// (storage_dir, image_cache, state_dir): fixtures, tests (also VMCTL_HOST_ROOT)
     #[arg(
         long,
         global = true,
         help_heading = "Global options",
         value_name = "DIR",
+        env = "VMCTL_HOST_ROOT",
         hide = true
     )]
     pub(crate) host_root: Option<PathBuf>,

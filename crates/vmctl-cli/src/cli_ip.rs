@@ -247,10 +247,11 @@ fn render_check(c: &IpCheck) -> String {
     }
     let in_use: std::collections::BTreeSet<Ipv4Addr> = c.used.iter().map(|u| u.ip).collect();
     let mut s = format!(
-        "{} {}: {} addresses in use, {} free ({}, {} ms)\n",
+        "{} {}: {} {} in use, {} free ({}, {} ms)\n",
         esc(&c.interface),
         c.subnet,
         in_use.len(),
+        if in_use.len() == 1 { "address" } else { "addresses" },
         c.free_count,
         method_text(c.method),
         c.duration_ms
