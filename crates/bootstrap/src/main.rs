@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod facts_view;
+
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
@@ -666,7 +668,7 @@ fn detect(a: &GlobalArgs, root: &HostRoot, capture: Option<PathBuf>) -> Result<E
     if a.json {
         outln(&serde_json::to_string_pretty(&facts).unwrap_or_default());
     } else {
-        out(&hwdetect::render_table(&facts));
+        out(&facts_view::render(&facts));
     }
     for w in &facts.warnings {
         clikit::errln(&format!("warning: {w}"));

@@ -146,3 +146,21 @@ fn capture_round_trips_through_tar() {
         assert_eq!(detect_json(&x), detect_json(host.path()), "{name}");
     }
 }
+
+/// The human view of every fixture host: one table layout (`clikit::table`, widths in terminal
+/// columns), each GPU's functions under its row, then the summary lines.
+#[test]
+fn table_view_of_every_fixture_host() {
+    for host in fixture_builder::host_names() {
+        let tree = fixture_builder::build_host(&host);
+        let out = bin()
+            .args(["detect", "--host-root"])
+            .arg(tree.path())
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        insta::assert_snapshot!(format!("{host}.table"), String::from_utf8(out).unwrap());
+    }
+}

@@ -8,6 +8,9 @@
 
 #![forbid(unsafe_code)]
 
+mod table;
+pub use table::table;
+
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

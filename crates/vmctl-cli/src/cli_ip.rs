@@ -251,7 +251,11 @@ fn render_check(c: &IpCheck) -> String {
         esc(&c.interface),
         c.subnet,
         in_use.len(),
-        if in_use.len() == 1 { "address" } else { "addresses" },
+        if in_use.len() == 1 {
+            "address"
+        } else {
+            "addresses"
+        },
         c.free_count,
         method_text(c.method),
         c.duration_ms

@@ -41,28 +41,14 @@ pub(crate) fn esc(s: &str) -> String {
     clikit::escape(s).into_owned()
 }
 
-/// Lays out `rows` (the first is the header) in columns two spaces apart. Cells are escaped
-/// first, and widths count characters, not bytes.
+/// Lays out `rows` (the first is the header) with the binaries' one table layout
+/// ([`clikit::table`]: widths in terminal columns), each cell escaped first.
 pub(crate) fn table(rows: Vec<Vec<String>>) -> String {
     let rows: Vec<Vec<String>> = rows
         .into_iter()
         .map(|r| r.iter().map(|c| esc(c)).collect())
         .collect();
-    let cols = rows.first().map(Vec::len).unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut s = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        s.push_str(line.join("  ").trim_end());
-        s.push('\n');
-    }
-    s
+    clikit::table(&rows)
 }
 
 pub(crate) fn render_list(list: &inspect::VmList) -> String {

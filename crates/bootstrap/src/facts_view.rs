@@ -1,24 +1,25 @@
-//! The human view of [`HostFacts`]: a GPU table (GPU → group → isolation and blockers → driver
-//! → boot VGA) followed by one summary line per topic. Built from the same structs as `--json`.
+//! The human view of `detect` ([`HostFacts`]): a GPU table (GPU → group → isolation and blockers
+//! → driver → boot VGA, laid out by [`clikit::table`]) followed by one summary line per topic.
+//! Built from the same structs as `--json`.
 
 use std::fmt::Write as _;
 
-use crate::facts::{CpuVendor, Firmware, HostFacts, Virtualization};
+use hwdetect::{CpuVendor, Firmware, HostFacts, Virtualization};
 
 /// Renders the facts as a readable table. Returns the text; the caller prints it.
-pub fn render_table(facts: &HostFacts) -> String {
+pub fn render(facts: &HostFacts) -> String {
     let mut out = String::new();
     if facts.gpus.is_empty() {
         out.push_str("GPUs: no NVIDIA GPU (vendor 10de, class 0300/0302) found\n");
     } else {
         let header = [
             "GPU", "NAME", "GROUP", "ISOLATED", "BLOCKERS", "DRIVER", "BOOT VGA",
-        ];
-        let rows: Vec<[String; 7]> = facts
-            .gpus
-            .iter()
-            .map(|g| {
-                [
+        ]
+        .map(String::from)
+        .to_vec();
+        let rows: Vec<Vec<String>> = std::iter::once(header)
+            .chain(facts.gpus.iter().map(|g| {
+                vec![
                     g.bdf.clone(),
                     g.name.clone(),
                     g.iommu_group.map_or("-".into(), |n| n.to_string()),
@@ -35,29 +36,14 @@ pub fn render_table(facts: &HostFacts) -> String {
                     g.driver.clone().unwrap_or_else(|| "(none)".into()),
                     if g.boot_vga { "yes" } else { "no" }.into(),
                 ]
-            })
+            }))
             .collect();
-        let mut widths = header.map(str::len);
-        for r in &rows {
-            for (w, cell) in widths.iter_mut().zip(r) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let line = |cells: &[&str]| {
-            let mut s = String::new();
-            for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-                if i + 1 == cells.len() {
-                    s.push_str(c);
-                } else {
-                    let _ = write!(s, "{c:<w$}  ");
-                }
-            }
-            s.push('\n');
-            s
-        };
-        out.push_str(&line(&header));
-        for (g, r) in facts.gpus.iter().zip(&rows) {
-            out.push_str(&line(&r.each_ref().map(String::as_str)));
+        let table = clikit::table(&rows);
+        let mut lines = table.lines();
+        let _ = writeln!(out, "{}", lines.next().unwrap_or_default());
+        // Each GPU's row, then its functions under it.
+        for (g, row) in facts.gpus.iter().zip(lines) {
+            let _ = writeln!(out, "{row}");
             let funcs: Vec<String> = g
                 .functions
                 .iter()
@@ -250,7 +236,7 @@ fn boot_lines(out: &mut String, facts: &HostFacts) {
         .available
         .iter()
         .filter_map(|p| {
-            let (flavour, kernel) = crate::driver::split_linux_modules(&p.name)?;
+            let (flavour, kernel) = hwdetect::driver::split_linux_modules(&p.name)?;
             (kernel == facts.kernel.release).then_some(flavour)
         })
         .collect();
