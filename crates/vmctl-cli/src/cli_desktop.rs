@@ -17,6 +17,14 @@ use vmctl::guest_media::iso;
 
 use super::{Bar, UbuntuArgs, esc, out, out_json};
 
+/// `create ubuntu --desktop --json`: what was created and, with `--wait`, the switch to the
+/// installed system (`null` without it).
+#[derive(serde::Serialize)]
+struct DesktopOutput<'a> {
+    created: &'a desktop::DesktopCreated,
+    switched: Option<&'a vmctl::desktop::Switched>,
+}
+
 /// Default `--wait-timeout` of a desktop install: download excluded, the install itself takes
 /// 10-30 min on a real host; 90 min leaves room for slow disks and the NVIDIA driver build.
 const INSTALL_TIMEOUT_SECS: u64 = 5400;
@@ -127,7 +135,10 @@ pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) ->
         switched = Some(s);
     }
     if json {
-        out_json(&serde_json::json!({ "created": created, "switched": switched }));
+        out_json(&DesktopOutput {
+            created: &created,
+            switched: switched.as_ref(),
+        });
     } else {
         let mut s = format!(
             "{}\nssh:     vmctl ssh {}\nconsole: virsh -c {} console {}\nscreen:  virt-viewer -c {} {}\n",

@@ -431,7 +431,12 @@ fn hv_exists(ctx: &Ctx, name: &str) -> Result<bool, Error> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let typed = subcommand_path(&matches);
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     if let Command::Docs(d) = &cli.command {
         return d.run(<Cli as clap::CommandFactory>::command());
     }
@@ -441,12 +446,24 @@ fn main() -> ExitCode {
     let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => error_report(&e).print("vmctl", json),
+        Err(e) => error_report(&e, &typed).print("vmctl", json),
     }
 }
 
-/// The error as both binaries report it: kind (exit code), message, causes, help lines.
-fn error_report(e: &Error) -> clikit::ErrorReport {
+/// The subcommands as typed (`create talos`), for help lines that name their `--help`.
+fn subcommand_path(m: &clap::ArgMatches) -> String {
+    let mut path = Vec::new();
+    let mut m = m;
+    while let Some((name, sub)) = m.subcommand() {
+        path.push(name);
+        m = sub;
+    }
+    path.join(" ")
+}
+
+/// The error as both binaries report it: kind (exit code), message, causes, help lines. `typed`
+/// is the subcommand path the user typed (`create talos`).
+fn error_report(e: &Error, typed: &str) -> clikit::ErrorReport {
     let kind = match e.exit_kind() {
         ExitKind::Usage => clikit::ErrorKind::Refused,
         ExitKind::Failure => clikit::ErrorKind::Failed,
@@ -458,6 +475,11 @@ fn error_report(e: &Error) -> clikit::ErrorReport {
         report.causes.push(s.to_string());
         src = s.source();
     }
-    report.help = e.help();
+    report.help = match e.invalid_option() {
+        Some(option) => vec![format!(
+            "see `vmctl {typed} --help` for the format of {option}"
+        )],
+        None => e.help(),
+    };
     report
 }

@@ -794,3 +794,40 @@ fn talos_endpoint_help_and_validation_agree() {
         assert!(!out.exists(), "{bad}: files written");
     }
 }
+
+/// A bad option value's `help:` line points to the `--help` of the subcommand that was typed,
+/// not to another one (it named `create ubuntu` for every command).
+#[test]
+fn invalid_option_help_names_the_subcommand_that_was_typed() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("sys/class/net/gvbfix0/bridge")).unwrap();
+    for (argv, want) in [
+        (
+            &["create", "talos", "t1", "--ip", "300.1.1.1/24"][..],
+            "help: see `vmctl create talos --help` for the format of --ip",
+        ),
+        (
+            &[
+                "create",
+                "ubuntu",
+                "u1",
+                "--ip",
+                "198.18.0.5/24",
+                "--gateway",
+                "1.2.3",
+            ][..],
+            "help: see `vmctl create ubuntu --help` for the format of --gateway",
+        ),
+    ] {
+        let out = vmctl()
+            .args(["--connect", "test:///default", "--host-root"])
+            .arg(d.path())
+            .args(argv)
+            .args(["--bridge", "gvbfix0", "--no-start"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {err}");
+        assert!(err.contains(want), "{argv:?}: {err}");
+    }
+}

@@ -206,6 +206,18 @@ impl Error {
         }
     }
 
+    /// The option whose value was refused ([`Error::InvalidOption`], also from guest media):
+    /// the binary, which knows the subcommand typed, names its `--help` in the help line.
+    pub fn invalid_option(&self) -> Option<&str> {
+        match self {
+            Error::InvalidOption { option, .. }
+            | Error::Media(guest_media::Error::InvalidOption { option, .. }) => {
+                Some(option.as_str())
+            }
+            _ => None,
+        }
+    }
+
     /// Concrete next steps for the user, printed by the binary as `help:` lines.
     pub fn help(&self) -> Vec<String> {
         use Error::*;
@@ -278,7 +290,7 @@ impl Error {
 
 fn option_help(option: &str) -> Vec<String> {
     vec![format!(
-        "see `vmctl create ubuntu --help` for the format of {option}"
+        "see the command's --help for the format of {option}"
     )]
 }
 
@@ -393,5 +405,20 @@ mod tests {
             vec!["run the same command again".to_string()]
         );
         assert_eq!(stopped.to_string(), "interrupted during the download of u");
+    }
+
+    /// A domain whose XML cannot take another device is not the user's typing: exit 1.
+    #[test]
+    fn domain_xml_that_cannot_take_a_device_is_a_failure_not_bad_input() {
+        for e in [
+            hypervisor::Error::NoFreePciController {
+                domain: "vm1".into(),
+            },
+            hypervisor::Error::NoDevices {
+                domain: "vm1".into(),
+            },
+        ] {
+            assert_eq!(Error::from(e).exit_kind(), ExitKind::Failure);
+        }
     }
 }
