@@ -16,7 +16,7 @@ mod cli_talos;
 mod gpu_cli;
 mod render;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use hostio::{HostRoot, SystemRunner};
 use indicatif::{ProgressBar, ProgressStyle};
 use netscan::Scanner;
@@ -431,14 +431,14 @@ fn hv_exists(ctx: &Ctx, name: &str) -> Result<bool, Error> {
 }
 
 fn main() -> ExitCode {
-    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let matches = Cli::command().get_matches();
     let typed = subcommand_path(&matches);
-    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
     if let Command::Docs(d) = &cli.command {
-        return d.run(<Cli as clap::CommandFactory>::command());
+        return d.run(Cli::command());
     }
     // -v info, -vv debug, -vvv trace; VMCTL_LOG (an EnvFilter) overrides; no colours unless
     // stderr is a terminal.
