@@ -49,7 +49,7 @@ pub(crate) fn run(ctx: &Ctx, a: &UbuntuArgs, base: UbuntuRequest, json: bool) ->
             "Password for {} on {}: ",
             plan.base.user, plan.base.name
         ))?;
-        plan.set_password_hash(desktop::hash_password(ctx.runner, &password)?);
+        plan.set_password_hash(desktop::hash_password(&password)?);
     }
     if !json {
         clikit::errln(&format!(

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use guest_media::autoinstall::{DONE_MARKER, FAILED_MARKER};
-use hostio::CommandError;
 use hypervisor::domain::parse::parse_domain;
 use serde::Serialize;
 
@@ -34,11 +33,8 @@ pub enum DesktopError {
     DiskTooSmall { given: String },
     #[error("a plaintext password on the command line is refused")]
     PlaintextPassword,
-    #[error("hash the password with openssl")]
-    HashPassword {
-        #[source]
-        source: CommandError,
-    },
+    #[error("hash the password with SHA-512-crypt: {reason}")]
+    HashPassword { reason: String },
     #[error("{name} is not a desktop VM in its install phase")]
     NotInstalling { name: String },
     #[error("read the final definition of {name} from {path}")]
@@ -73,7 +69,9 @@ impl CommandFailure for DesktopError {
             Self::PlaintextPassword => vec![
                 "use --password-prompt (asks, hashes with SHA-512-crypt locally), or --password-hash \"$(openssl passwd -6)\"".into(),
             ],
-            Self::HashPassword { .. } => vec!["is openssl installed?".into()],
+            Self::HashPassword { .. } => vec![
+                "pass a hash instead: --password-hash \"$(openssl passwd -6)\"".into(),
+            ],
             Self::NotInstalling { .. } => vec!["`vmctl info NAME` shows how it boots".into()],
             Self::ReadFinal { .. } => vec![
                 "recreate the VM: `vmctl delete NAME --yes`, then `vmctl create ubuntu NAME --desktop …`".into(),

@@ -470,6 +470,12 @@ fn bootstrap_runs_talosctl_and_the_runtime_class_through_the_runner() {
     std::fs::create_dir_all(&bin).unwrap();
     for p in ["talosctl", "kubectl"] {
         std::fs::write(bin.join(p), "#!/bin/sh\nexit 0\n").unwrap();
+        // Executable, as a program on PATH must be to be found.
+        std::fs::set_permissions(
+            bin.join(p),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
     }
     let path = bin.display().to_string();
     let env = move |k: &str| (k == "PATH").then(|| path.clone());

@@ -15,7 +15,6 @@ use guest_media::iso::{self, IsoRequest, IsoSources, ResolvedIso};
 use guest_media::releases::SignaturePolicy;
 use guest_media::releases::{self, Release};
 use guest_media::seed::{GuestNetwork, SeedSpec};
-use hostio::{Cmd, CommandError, CommandRunner};
 use hypervisor::domain::render::to_xml;
 use hypervisor::domain::{DirectBoot, Disk, DomainSpec, Graphics, Metadata};
 use serde::Serialize;
@@ -189,24 +188,19 @@ impl DesktopPlan {
     }
 }
 
-/// Hashes a password with SHA-512-crypt (`openssl passwd -6 -stdin`, the password on stdin so
-/// it never appears in an argv).
-pub fn hash_password(runner: &dyn CommandRunner, password: &str) -> Result<String> {
-    let out = runner
-        .run(&Cmd::new(["openssl", "passwd", "-6", "-stdin"]).stdin(format!("{password}\n")))
-        .map_err(|source| DesktopError::HashPassword { source })?;
-    let hash = out.stdout_str().trim().to_string();
-    if !hash.starts_with("$6$") {
-        return Err(DesktopError::HashPassword {
-            source: CommandError::Failed {
-                argv: "openssl passwd -6 -stdin".into(),
-                status: 0,
-                stderr: "output is not a $6$ hash".into(),
-            },
-        }
-        .into());
-    }
-    Ok(hash)
+/// Hashes a password with SHA-512-crypt in process (RustCrypto `sha-crypt`: the `$6$` format of
+/// glibc's crypt(3), which the installer's `identity.password` takes), with a random 16-character
+/// salt and the standard 5000 rounds. No child process ever sees the password.
+pub fn hash_password(password: &str) -> Result<String> {
+    use sha_crypt::{PasswordHasher, ShaCrypt};
+    // 12 random bytes are the 16 salt characters crypt(3) allows at most.
+    let salt: [u8; 12] = rand::random();
+    let hash = ShaCrypt::SHA512
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .map_err(|e| DesktopError::HashPassword {
+            reason: e.to_string(),
+        })?;
+    Ok(hash.to_string())
 }
 
 /// What the two phases are built from (pure data, so tests give fixed values).

@@ -246,12 +246,12 @@ fn invalid(option: &str, value: &str, reason: &str) -> Error {
     }
 }
 
-/// `program` in `$PATH` (as the runner would find it).
+/// `program` in the context's `$PATH`, as the runner would find it: an executable file (the
+/// `which` crate's lookup).
 pub fn which(env: &dyn Fn(&str) -> Option<String>, program: &str) -> Option<PathBuf> {
     let path = env("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+    let cwd = std::env::current_dir().ok()?;
+    which::which_in(program, Some(path), cwd).ok()
 }
 
 /// The chips of the GPUs whose functions are in `gpus` (the hostdevs being passed).
