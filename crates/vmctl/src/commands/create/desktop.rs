@@ -216,6 +216,10 @@ pub struct PhaseInputs<'a> {
 }
 
 /// The install-phase and final-phase domains. Same name and UUID, so the switch is a redefine.
+/// Plain UEFI states Secure Boot off (the shared renderer does for every EFI domain): libvirt's
+/// autoselection otherwise prefers the Secure Boot build with Microsoft keys enrolled, where OVMF
+/// refuses the directly booted installer kernel (signed for shim, not by a key in db) and the
+/// installed system could not load the unsigned NVIDIA DKMS module.
 pub fn phase_specs(p: &PhaseInputs) -> (DomainSpec, DomainSpec) {
     let plan = p.plan;
     let l = p.layout;
@@ -256,39 +260,6 @@ pub fn phase_specs(p: &PhaseInputs) -> (DomainSpec, DomainSpec) {
         .extend([l.kernel.clone(), l.initrd.clone(), l.final_xml.clone()]);
     install.metadata = Some(md);
     (install, fin)
-}
-
-/// The domain XML of either phase. Plain UEFI asks libvirt for firmware without Secure Boot
-/// (libvirt formatdomain, "firmware feature"): its autoselection otherwise prefers the
-/// Secure Boot build with Microsoft keys enrolled, where OVMF refuses the directly booted
-/// installer kernel (it is signed for shim, not by a key in db) and the installed system could
-/// not load the unsigned NVIDIA DKMS module. `--firmware efi-secure` keeps Secure Boot.
-pub fn domain_xml(spec: &DomainSpec) -> Result<String> {
-    let xml = to_xml(spec)?;
-    // Once the shared renderer states the feature itself, there is nothing to add.
-    if spec.firmware != (hypervisor::domain::Firmware::Efi { secure_boot: false })
-        || xml.contains("name=\"secure-boot\"")
-    {
-        return Ok(xml);
-    }
-    Ok(xml.replacen(
-        "hvm</type>\n",
-        "hvm</type>\n    <firmware>\n      <feature enabled=\"no\" name=\"secure-boot\"/>\n    </firmware>\n",
-        1,
-    ))
-}
-
-fn random_uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    // RFC 9562 version 4, variant 10.
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        u16::from_be_bytes([b[4], b[5]]),
-        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
-        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
-        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]]),
-    )
 }
 
 /// The seed for this plan.
@@ -380,14 +351,14 @@ pub(crate) fn apply(
     let (install, fin) = phase_specs(&PhaseInputs {
         plan: b,
         layout: &layout,
-        uuid: random_uuid(),
+        uuid: uuid::Uuid::new_v4().to_string(),
         created: now_rfc3339(),
         release: plan.release.version.into(),
         iso: iso.path.clone(),
         iso_sha256: iso.sha256.clone(),
     });
-    guest_media::disk::write_private(&layout.final_xml, domain_xml(&fin)?.as_bytes())?;
-    let started = rb.define_and_start(&b.name, &domain_xml(&install)?, !req.no_start)?;
+    guest_media::disk::write_private(&layout.final_xml, to_xml(&fin)?.as_bytes())?;
+    let started = rb.define_and_start(&b.name, &to_xml(&install)?, !req.no_start)?;
     rb.committed = true;
     Ok(DesktopCreated {
         name: b.name.clone(),

@@ -169,7 +169,7 @@ fn fixed_specs(f: &Fixture, gpus: bool) -> (DomainSpec, DomainSpec) {
 fn install_phase_xml_boots_the_iso_kernel_with_iso_and_seed_attached() {
     let f = fixture();
     let (install, _) = fixed_specs(&f, true);
-    let xml = domain_xml(&install).unwrap();
+    let xml = to_xml(&install).unwrap();
     assert!(xml.contains("<feature enabled=\"no\" name=\"secure-boot\"/>"));
     assert_valid_domain_xml(&xml);
     assert!(xml.contains("<kernel>/var/lib/vmctl/vms/desk1/installer-vmlinuz</kernel>"));
@@ -184,7 +184,7 @@ fn install_phase_xml_boots_the_iso_kernel_with_iso_and_seed_attached() {
 fn final_phase_xml_boots_from_disk_with_nothing_else_attached() {
     let f = fixture();
     let (install, fin) = fixed_specs(&f, true);
-    let xml = domain_xml(&fin).unwrap();
+    let xml = to_xml(&fin).unwrap();
     assert_valid_domain_xml(&xml);
     for gone in [
         "<kernel>",
