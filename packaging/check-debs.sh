@@ -71,6 +71,9 @@ for dep in iproute2 apt libc6; do
   check "gpu-vm-bootstrap Depends: $dep" has_dep "$BOOT_DEB" Depends "$dep"
 done
 check "gpu-vm-bootstrap Recommends: netplan.io" has_dep "$BOOT_DEB" Recommends netplan.io
+# It installs libvirt, so it must start without it: no libvirt0 (the hypervisor crate without its
+# libvirt feature), and its kvm check asks virsh.
+check "gpu-vm-bootstrap does not depend on libvirt0" bash -c "! dpkg-deb -f '$BOOT_DEB' Depends | grep -q libvirt"
 check "vmctl conffiles: /etc/vmctl/config.toml" \
   bash -c "dpkg-deb --info '$VMCTL_DEB' conffiles | grep -qxF /etc/vmctl/config.toml"
 check "maintainer scripts parse (sh -n)" bash -c "sh -n packaging/vmctl/postinst && sh -n packaging/vmctl/postrm"

@@ -85,6 +85,9 @@ impl VerifyReport {
     }
 }
 
+/// The libvirt connection the kvm check asks (the one vmctl uses by default).
+const KVM_URI: &str = "qemu:///system";
+
 /// Runs every check. `runner` is `None` under `--host-root` (live checks are then skipped).
 pub fn verify(
     facts: &HostFacts,
@@ -120,19 +123,24 @@ pub fn verify(
             "/dev/kvm exists",
             "enable VT-x/AMD-V in the firmware and `modprobe kvm_intel` (or kvm_amd)",
         );
-        match live(&["virsh", "-c", "qemu:///system", "capabilities"]) {
+        // libvirt's capabilities through `virsh` (installed by this phase), parsed by the
+        // hypervisor crate: gpu-vm-bootstrap does not link libvirt, because it must start on a
+        // host that has none yet.
+        match live(&["virsh", "-c", KVM_URI, "capabilities"]) {
             None => r.skipped(
                 Phase::Kvm,
                 "libvirt reports a kvm domain type (needs the live host)",
             ),
             Some(res) => {
-                let ok = res.as_ref().is_ok_and(|s| s.contains("<domain type='kvm'"));
+                let caps = res.and_then(|xml| {
+                    hypervisor::Capabilities::from_xml(KVM_URI, &xml).map_err(|e| e.to_string())
+                });
                 r.check(
                     Phase::Kvm,
-                    ok,
-                    match &res {
-                        Err(e) => format!("libvirt reachable at qemu:///system: {e}"),
-                        Ok(_) => "libvirt at qemu:///system reports a kvm domain type".into(),
+                    caps.as_ref().is_ok_and(hypervisor::Capabilities::kvm),
+                    match &caps {
+                        Err(e) => format!("libvirt reachable at {KVM_URI}: {e}"),
+                        Ok(_) => format!("libvirt at {KVM_URI} reports a kvm domain type"),
                     },
                     "`sudo systemctl enable --now libvirtd`, then `virt-host-validate qemu`",
                 );
@@ -453,5 +461,37 @@ mod tests {
         );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["checks"][0]["status"], "ok");
+    }
+
+    /// The kvm check parses libvirt's capabilities (the hypervisor crate's parser) instead of
+    /// looking for one spelling: double quotes count, a TCG-only host does not.
+    #[test]
+    fn kvm_check_parses_the_capabilities_xml() {
+        let kvm_line = |answer: &str| {
+            let runner = RecordingRunner::new().answer(["virsh"], Output::ok(answer));
+            let r = verify(
+                &HostFacts::default(),
+                &Options::default(),
+                &HostState::default(),
+                Some(&runner),
+            );
+            r.render()
+                .lines()
+                .find(|l| l.contains("[kvm] libvirt"))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let caps = |domains: &str| {
+            format!(
+                "<capabilities><guest><os_type>hvm</os_type><arch name=\"x86_64\">{domains}</arch></guest></capabilities>"
+            )
+        };
+        assert!(kvm_line(&caps(r#"<domain type="qemu"/><domain type="kvm"/>"#)).starts_with('✓'));
+        assert!(kvm_line(&caps(r#"<domain type="qemu"/>"#)).starts_with('✗'));
+        let broken = kvm_line("<capabilities><guest></arch>");
+        assert!(
+            broken.starts_with("✗ [kvm] libvirt reachable at qemu:///system: "),
+            "{broken}"
+        );
     }
 }

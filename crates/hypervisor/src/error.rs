@@ -45,16 +45,29 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// libvirt's own error (code, message), as the `virt` crate reports it. Wrapped so that the
-/// crates above this one never name `virt`; displays exactly as libvirt's.
+/// libvirt's own error, as the `virt` crate reports it. Kept as text so that the crates above
+/// this one never name `virt`; displays exactly as libvirt's.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct LibvirtError(#[from] virt::error::Error);
+#[error("{display}")]
+pub struct LibvirtError {
+    display: String,
+    message: String,
+}
 
 impl LibvirtError {
     /// libvirt's message, e.g. `Requested operation is not valid: PCI device … is in use`.
     pub fn message(&self) -> &str {
-        self.0.message()
+        &self.message
+    }
+}
+
+#[cfg(feature = "libvirt")]
+impl From<virt::error::Error> for LibvirtError {
+    fn from(e: virt::error::Error) -> Self {
+        LibvirtError {
+            display: e.to_string(),
+            message: e.message().to_string(),
+        }
     }
 }
 

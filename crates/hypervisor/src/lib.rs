@@ -1,5 +1,9 @@
-//! hypervisor: vmctl's libvirt layer, and the only crate that links
-//! libvirt (through the `virt` crate).
+//! hypervisor: the libvirt layer of both tools, and the only crate that links libvirt (through
+//! the `virt` crate, behind the `libvirt` feature).
+//!
+//! Without the feature the crate is pure: the domain spec, splicing and the capabilities parser.
+//! gpu-vm-bootstrap uses it that way, because it must start on a host without libvirt (it is
+//! the tool that installs libvirt); vmctl turns the feature on.
 //!
 //! - [`Hypervisor`]: the operations the tools ask of libvirt, implemented by [`Libvirt`] for any
 //!   URI (`qemu:///system`, `test:///default`, `test:///path/node.xml`); tests wrap it to inject
@@ -17,9 +21,11 @@
 mod caps;
 pub mod domain;
 mod error;
+#[cfg(feature = "libvirt")]
 mod libvirt;
 pub mod splice;
 
 pub use caps::Capabilities;
 pub use error::{Error, InvalidValue, LibvirtError, Result};
+#[cfg(feature = "libvirt")]
 pub use libvirt::{DomainRecord, GuestAddress, Hypervisor, Libvirt, State};
