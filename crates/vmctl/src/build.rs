@@ -85,6 +85,28 @@ pub(crate) fn bridge_and_address(
     Ok((bridge, static_ip))
 }
 
+/// The first `<prefix>-N` that is no libvirt domain and has no storage directory, without
+/// claiming it: for a plan shown before anything is made (`create ubuntu --desktop`). The
+/// create then claims that name like a given one, and refuses if another create took it since.
+pub(crate) fn next_free_name(ctx: &Ctx, prefix: &str) -> Result<String> {
+    let storage = ctx.config.storage_dir(ctx.host);
+    for n in 1..=MAX_AUTO_NAMES {
+        let name = format!("{prefix}-{n}");
+        if ctx.hv.get(&name)?.is_none() && !crate::storage::vm_dir(&storage, &name).exists() {
+            return Ok(name);
+        }
+    }
+    Err(all_taken(prefix))
+}
+
+fn all_taken(prefix: &str) -> Error {
+    Error::InvalidOption {
+        option: "NAME".into(),
+        value: String::new(),
+        reason: format!("{prefix}-1 to {prefix}-{MAX_AUTO_NAMES} are all taken"),
+    }
+}
+
 /// How many `<prefix>-N` names [`Rollback::claim_next_name`] tries.
 const MAX_AUTO_NAMES: u32 = 10_000;
 
@@ -143,11 +165,7 @@ impl<'a> Rollback<'a> {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::InvalidOption {
-            option: "NAME".into(),
-            value: String::new(),
-            reason: format!("{prefix}-1 to {prefix}-{MAX_AUTO_NAMES} are all taken"),
-        })
+        Err(all_taken(prefix))
     }
 
     /// Whether this create holds its VM directory yet.

@@ -115,15 +115,18 @@ fn check_chars(option: &str, value: &str, extra: &str, example: &str) -> Result<
 /// Validates everything; creates nothing. `month` (`YYYY-MM`) decides which releases are
 /// supported ([`iso::this_month`] in the binary).
 pub fn plan(ctx: &Ctx, req: &DesktopRequest, month: &str) -> Result<DesktopPlan> {
+    // The plan is shown before the create claims anything: without a name it proposes the next
+    // free `ubuntu-N`, which the create then claims like a given name.
+    let named;
+    let req = if req.base.name.is_empty() {
+        let mut r = req.clone();
+        r.base.name = crate::build::next_free_name(ctx, "ubuntu")?;
+        named = r;
+        &named
+    } else {
+        req
+    };
     let b = &req.base;
-    // The plan is shown before the create claims anything, so it needs the name up front.
-    if b.name.is_empty() {
-        return Err(invalid(
-            "NAME",
-            "",
-            "--desktop needs a VM name (an automatic one is only picked without --desktop)",
-        ));
-    }
     for (set, option) in [
         (b.image.is_some(), "--image"),
         (b.kernel.is_some(), "--kernel"),

@@ -492,3 +492,18 @@ fn wait_switches_after_the_installer_powers_off_and_reports_an_early_stop() {
         crate::commands::lifecycle::delete(&c, name, true, false).unwrap();
     }
 }
+
+/// `create ubuntu --desktop` without a name plans the next free `ubuntu-N`, as the cloud-image
+/// path does (it was refused: the plan is shown before anything is claimed, so the name is
+/// picked, not yet claimed; the create claims it and refuses if another create took it).
+#[test]
+fn desktop_without_a_name_plans_the_next_free_ubuntu_name() {
+    let f = fixture();
+    let lv = Libvirt::open("test:///default").unwrap();
+    let runner = RecordingRunner::new();
+    let c = ctx(&f, &runner, &lv);
+    let r = request(&f, "");
+    assert_eq!(plan(&c, &r, "2026-11").unwrap().base.name, "ubuntu-1");
+    std::fs::create_dir_all(f.host.path("/vms/ubuntu-1")).unwrap();
+    assert_eq!(plan(&c, &r, "2026-11").unwrap().base.name, "ubuntu-2");
+}
