@@ -1,7 +1,7 @@
 //! The modes of the files and directories guest-media creates, under a strict (077) and a
 //! permissive (000) umask: every one must be exactly its documented mode, whatever the umask of
-//! the vmctl that made it. umask(2) is process-wide, so these tests are a binary of their own and
-//! take turns through [`UMASK`].
+//! the vmctl that made it. umask(2) is process-wide, so these tests are a binary of their own
+//! ([`fixture_builder::umask`] makes them take turns).
 #![allow(clippy::unwrap_used)]
 
 // The download tests' server, without the `test-server` feature (a crate cannot turn on its own).
@@ -10,45 +10,11 @@
 mod testserver;
 
 use std::os::unix::fs::PermissionsExt;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::Path;
-use std::sync::Mutex;
 
+use fixture_builder::umask::{self, assert_mode};
 use guest_media::cache::{Expect, ImageCache, NoProgress};
 use guest_media::{disk, seed};
-use rustix::fs::Mode;
-
-static UMASK: Mutex<()> = Mutex::new(());
-const UMASKS: [u32; 2] = [0o077, 0o000];
-
-/// Runs `f` under `mask`, then restores the umask (also when `f` panics).
-fn with_umask(mask: u32, f: impl FnOnce()) {
-    let _turn = UMASK.lock().unwrap_or_else(|e| e.into_inner());
-    let old = rustix::process::umask(Mode::from_raw_mode(mask));
-    let result = catch_unwind(AssertUnwindSafe(f));
-    rustix::process::umask(old);
-    if let Err(p) = result {
-        resume_unwind(p);
-    }
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::symlink_metadata(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .permissions()
-        .mode()
-        & 0o7777
-}
-
-fn assert_mode(p: &Path, want: u32, mask: u32) {
-    assert_eq!(
-        mode(p),
-        want,
-        "{} under umask {mask:03o}: {:o}, want {want:o}",
-        p.display(),
-        mode(p)
-    );
-}
 
 /// Every entry below `dir`: directories 0755, lock files, seals and URL records 0644, blobs and
 /// derived files 0444.
@@ -69,64 +35,60 @@ fn assert_cache_modes(dir: &Path, mask: u32) {
 
 #[test]
 fn cache_files_and_directories_have_their_modes_under_any_umask() {
-    for mask in UMASKS {
-        with_umask(mask, || {
-            let tmp = tempfile::tempdir().unwrap();
-            let cache = ImageCache::new(tmp.path().join("lib/images"));
-            let server = testserver::serve(vec![
-                ("/img".into(), b"image bytes".to_vec()),
-                ("/img2".into(), b"other image".to_vec()),
-            ]);
-            let url = format!("{}/img", server.base);
+    umask::each(|mask| {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(tmp.path().join("lib/images"));
+        let server = testserver::serve(vec![
+            ("/img".into(), b"image bytes".to_vec()),
+            ("/img2".into(), b"other image".to_vec()),
+        ]);
+        let url = format!("{}/img", server.base);
+        cache
+            .fetch(&url, &Expect::RecordFirst, &NoProgress)
+            .unwrap();
+        cache
+            .derived::<guest_media::Error>("talos/x.raw", &NoProgress, &mut |w| {
+                w.write_all(b"derived").unwrap();
+                Ok(())
+            })
+            .unwrap();
+        // An interrupted download leaves its partial file.
+        server.behaviour.lock().unwrap().cut_after = Some(3);
+        let cut = format!("{}/img2", server.base);
+        assert!(
             cache
-                .fetch(&url, &Expect::RecordFirst, &NoProgress)
-                .unwrap();
-            cache
-                .derived::<guest_media::Error>("talos/x.raw", &NoProgress, &mut |w| {
-                    w.write_all(b"derived").unwrap();
-                    Ok(())
-                })
-                .unwrap();
-            // An interrupted download leaves its partial file.
-            server.behaviour.lock().unwrap().cut_after = Some(3);
-            let cut = format!("{}/img2", server.base);
-            assert!(
-                cache
-                    .fetch(&cut, &Expect::RecordFirst, &NoProgress)
-                    .is_err()
-            );
-            let partials = std::fs::read_dir(cache.dir().join("partial"))
-                .unwrap()
-                .count();
-            assert_eq!(partials, 1, "the interrupted download's partial file");
-            assert_cache_modes(cache.dir(), mask);
-            assert_mode(&tmp.path().join("lib"), 0o755, mask);
-        });
-    }
+                .fetch(&cut, &Expect::RecordFirst, &NoProgress)
+                .is_err()
+        );
+        let partials = std::fs::read_dir(cache.dir().join("partial"))
+            .unwrap()
+            .count();
+        assert_eq!(partials, 1, "the interrupted download's partial file");
+        assert_cache_modes(cache.dir(), mask);
+        assert_mode(&tmp.path().join("lib"), 0o755, mask);
+    });
 }
 
 #[test]
 fn vm_files_are_private_under_any_umask() {
-    for mask in UMASKS {
-        with_umask(mask, || {
-            let tmp = tempfile::tempdir().unwrap();
-            let p = tmp.path().join("known_hosts");
-            disk::write_private(&p, b"").unwrap();
-            assert_mode(&p, disk::FILE_MODE, mask);
-            let kernel = tmp.path().join("vmlinuz");
-            disk::produce_private(&kernel, |staged| {
-                std::fs::write(staged, "kernel").unwrap();
-                std::fs::set_permissions(staged, std::fs::Permissions::from_mode(0o666)).unwrap();
-                Ok(())
-            })
-            .unwrap();
-            assert_mode(&kernel, disk::FILE_MODE, mask);
-            let iso = tmp.path().join("seed.iso");
-            let files = vec![("user-data", "#cloud-config\n".to_string())];
-            seed::write_iso(&hostio::RecordingRunner::new(), &files, &iso).unwrap();
-            assert_mode(&iso, disk::FILE_MODE, mask);
-            let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-            assert_eq!(left.len(), 3, "no staging directory left: {left:?}");
-        });
-    }
+    umask::each(|mask| {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("known_hosts");
+        disk::write_private(&p, b"").unwrap();
+        assert_mode(&p, disk::FILE_MODE, mask);
+        let kernel = tmp.path().join("vmlinuz");
+        disk::produce_private(&kernel, |staged| {
+            std::fs::write(staged, "kernel").unwrap();
+            std::fs::set_permissions(staged, std::fs::Permissions::from_mode(0o666)).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_mode(&kernel, disk::FILE_MODE, mask);
+        let iso = tmp.path().join("seed.iso");
+        let files = vec![("user-data", "#cloud-config\n".to_string())];
+        seed::write_iso(&hostio::RecordingRunner::new(), &files, &iso).unwrap();
+        assert_mode(&iso, disk::FILE_MODE, mask);
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(left.len(), 3, "no staging directory left: {left:?}");
+    });
 }
