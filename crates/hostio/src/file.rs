@@ -89,6 +89,7 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
             .create(true)
             .truncate(true)
             .mode(mode & 0o600)
+            .custom_flags(NOFOLLOW)
             .open(&tmp)?;
         f.write_all(content)?;
         // The umask may have narrowed the mode given to open().
@@ -214,6 +215,10 @@ mod tests {
         std::os::unix::fs::symlink(&outside, &link).unwrap();
         assert!(create_new(&link, 0o600).is_err());
         assert!(open_or_create(&link, 0o600).is_err(), "O_NOFOLLOW");
+        // A link planted at write_atomic's temp name is not written through.
+        let tmp_name = format!("{}{}", temp_prefix("conf"), std::process::id());
+        std::os::unix::fs::symlink(&outside, tmp.path().join(tmp_name)).unwrap();
+        assert!(write_atomic(&tmp.path().join("conf"), b"new", 0o644).is_err());
         assert_eq!(fs::read(&outside).unwrap(), b"keep");
     }
 
