@@ -71,10 +71,20 @@ pub fn write_new(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
 /// Replaces `path` with `content` atomically: a temp file in the same directory
 /// ([`temp_prefix`]`NAME` + this process's id), fsync, rename, fsync of the directory. A reader
 /// (or a crash) sees either the old or the new content, never a mix. The new file has exactly
-/// `mode`; an existing file's owner is kept. The directory must exist.
+/// `mode` and belongs to this process's user. The directory must exist.
 pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent(path)?;
+    replace(path, content, mode, None)
+}
+
+/// [`write_atomic`], keeping an existing file's owner and group (root rewriting a host's
+/// config file leaves it as it was owned: [`crate::HostRoot::write_atomic`]).
+pub(crate) fn write_atomic_keeping_owner(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     let owner = fs::metadata(path).ok().map(|m| (m.uid(), m.gid()));
+    replace(path, content, mode, owner)
+}
+
+fn replace(path: &Path, content: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+    let dir = parent(path)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

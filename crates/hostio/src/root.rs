@@ -115,7 +115,7 @@ impl HostRoot {
             .parent()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
         fs::create_dir_all(dir)?;
-        crate::file::write_atomic(&target, content, mode)
+        crate::file::write_atomic_keeping_owner(&target, content, mode)
     }
 
     /// Writes a kernel attribute (sysfs): a single plain write, no temp file, no truncation
