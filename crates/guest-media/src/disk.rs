@@ -16,7 +16,6 @@
 //! user by hand.
 
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use hostio::{Cmd, CommandRunner};
@@ -56,12 +55,7 @@ pub fn dir_mode_in(parent: &Path, base: u32) -> u32 {
 /// -output` truncate an existing file and keep its mode, so the file never exists with a wider
 /// one.
 pub fn create_private(path: &Path) -> Result<File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(path)
-        .map_err(io_err("create", path))
+    hostio::file::create_new(path, FILE_MODE).map_err(io_err("create", path))
 }
 
 /// Writes `content` to a new file `path` with [`FILE_MODE`].
@@ -80,17 +74,14 @@ pub fn produce_private(out: &Path, produce: impl FnOnce(&Path) -> Result<()>) ->
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let stage = out.with_file_name(format!(".{name}.d"));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&stage)
-        .map_err(io_err("create", &stage))?;
+    hostio::file::make_dir(&stage, 0o700).map_err(io_err("create", &stage))?;
     let staged = stage.join(&name);
     let result = produce(&staged).and_then(|()| {
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(FILE_MODE))
-            .map_err(io_err("set the mode of", &staged))?;
-        std::fs::rename(&staged, out).map_err(io_err("rename", &staged))
+        let file = File::open(&staged).map_err(io_err("open", &staged))?;
+        hostio::file::persist_with_mode(&file, &staged, out, FILE_MODE)
+            .map_err(io_err("rename", &staged))
     });
-    let _ = std::fs::remove_dir_all(&stage);
+    let _ = hostio::file::remove_tree(&stage);
     result
 }
 
@@ -190,6 +181,7 @@ pub fn create_blank(runner: &dyn CommandRunner, path: &Path, size: u64) -> Resul
 mod tests {
     use super::*;
     use hostio::{Output, RecordingRunner, SystemRunner};
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn overlay_argv() {

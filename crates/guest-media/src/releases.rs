@@ -211,7 +211,7 @@ fn verify_sums_signature(
     let tmp = tempdir_in(cache.dir())?;
     let (sums_path, sig_path) = (tmp.join("SHA256SUMS"), tmp.join("SHA256SUMS.gpg"));
     let write = |p: &PathBuf, b: &[u8]| {
-        std::fs::write(p, b).map_err(|source| Error::Io {
+        hostio::file::write_new(p, b, TEMP_FILE_MODE).map_err(|source| Error::Io {
             op: "write",
             path: p.clone(),
             source,
@@ -226,7 +226,7 @@ fn verify_sums_signature(
         sig_path.display().to_string(),
         sums_path.display().to_string(),
     ]));
-    let _ = std::fs::remove_dir_all(&tmp);
+    let _ = hostio::file::remove_tree(&tmp);
     result.map_err(|source| Error::BadSignature {
         sums_url: sums_url.to_string(),
         keyring: keyring.to_path_buf(),
@@ -237,13 +237,18 @@ fn verify_sums_signature(
     }))
 }
 
+/// The modes of the directory `SHA256SUMS` and its signature are checked in, and of the two
+/// files: readable by all, as the cache around them.
+const TEMP_DIR_MODE: u32 = 0o755;
+const TEMP_FILE_MODE: u32 = 0o644;
+
 fn tempdir_in(dir: &Path) -> Result<PathBuf> {
     let p = dir.join(format!(
         "tmp-{}-{}",
         std::process::id(),
         rand::random::<u32>()
     ));
-    std::fs::create_dir_all(&p).map_err(|source| Error::Io {
+    hostio::create_dir_all_mode(&p, TEMP_DIR_MODE).map_err(|source| Error::Io {
         op: "create temporary directory",
         path: p.clone(),
         source,

@@ -3,7 +3,6 @@
 //! labelled `cidata` with Joliet + Rock Ridge (lowercase names) by `genisoimage` through the
 //! runner. Format: https://cloudinit.readthedocs.io/en/latest/reference/datasources/nocloud.html
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use hostio::{Cmd, CommandRunner};
@@ -256,10 +255,7 @@ pub fn write_iso_labelled(
 ) -> Result<()> {
     let stage = staging_dir(out);
     let io = |op: &'static str, path: PathBuf| move |source| Error::Io { op, path, source };
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&stage)
-        .map_err(io("create", stage.clone()))?;
+    hostio::file::make_dir(&stage, 0o700).map_err(io("create", stage.clone()))?;
     let mut made_out = false;
     let result = (|| {
         let mut argv = vec![
@@ -288,9 +284,9 @@ pub fn write_iso_labelled(
                 source,
             })
     })();
-    let _ = std::fs::remove_dir_all(&stage);
+    let _ = hostio::file::remove_tree(&stage);
     if result.is_err() && made_out {
-        let _ = std::fs::remove_file(out);
+        let _ = hostio::file::remove_file(out);
     }
     result
 }

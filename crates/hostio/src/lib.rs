@@ -6,9 +6,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod file;
 pub mod paths;
 mod root;
 mod runner;
 
-pub use root::{HostRoot, create_dir_all_mode, temp_prefix};
+pub use file::create_dir_all_mode;
+pub use root::{HostRoot, temp_prefix};
 pub use runner::{Cmd, CommandError, CommandRunner, Output, RecordingRunner, SystemRunner};

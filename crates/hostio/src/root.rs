@@ -2,9 +2,8 @@
 //! It also owns the name of [`HostRoot::write_atomic`]'s temp files (`.NAME.tmp-PID`), so the
 //! leftovers of a killed writer can be found and cleared ([`HostRoot::remove_stale_temps`]).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// A view of the host filesystem rooted at `root` (`/` for the real host).
@@ -116,36 +115,7 @@ impl HostRoot {
             .parent()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
         fs::create_dir_all(dir)?;
-        let owner = fs::metadata(&target).ok().map(|m| (m.uid(), m.gid()));
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!("{}{}", temp_prefix(&name), std::process::id()));
-        let result = (|| {
-            // Owner-only until it is complete: a writer killed mid-write leaves a partial file
-            // nobody else can read or run (a 0755 binary would be runnable). The final mode is
-            // set before the rename; a 0600 file is created with its final mode.
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(mode & 0o600)
-                .open(&tmp)?;
-            f.write_all(content)?;
-            // The umask may have narrowed the mode given to open().
-            f.set_permissions(fs::Permissions::from_mode(mode))?;
-            if let Some((uid, gid)) = owner {
-                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-            }
-            f.sync_all()?;
-            fs::rename(&tmp, &target)?;
-            File::open(dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        crate::file::write_atomic_keeping_owner(&target, content, mode)
     }
 
     /// Writes a kernel attribute (sysfs): a single plain write, no temp file, no truncation
@@ -157,10 +127,7 @@ impl HostRoot {
 
     /// Removes a file; a missing file is not an error.
     pub fn remove_file(&self, host_path: impl AsRef<Path>) -> io::Result<()> {
-        match fs::remove_file(self.path(host_path)) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
+        crate::file::remove_file(&self.path(host_path)).map(|_| ())
     }
 
     /// Removes a directory if it is empty; a missing or non-empty directory is left alone.
@@ -191,15 +158,7 @@ impl HostRoot {
         content: &[u8],
         mode: u32,
     ) -> io::Result<()> {
-        let target = self.path(host_path);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&target)?;
-        f.write_all(content)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()
+        crate::file::write_new(&self.path(host_path), content, mode)
     }
 
     /// Removes the temp files [`HostRoot::write_atomic`] left next to `host_path` when a writer
@@ -273,9 +232,9 @@ impl HostRoot {
         Ok(out)
     }
 
-    /// [`create_dir_all_mode`] for a host path.
+    /// [`crate::create_dir_all_mode`] for a host path.
     pub fn create_dir_all_mode(&self, host_path: impl AsRef<Path>, mode: u32) -> io::Result<()> {
-        create_dir_all_mode(&self.path(host_path), mode)
+        crate::file::create_dir_all_mode(&self.path(host_path), mode)
     }
 }
 
@@ -297,28 +256,10 @@ fn push_components(stack: &mut Vec<std::ffi::OsString>, p: &Path) {
     stack.extend(parts.into_iter().rev());
 }
 
-/// Creates `dir` and its missing parents, each with exactly `mode`: the umask narrows mkdir(2)'s
-/// mode, so a directory made here is set to `mode` afterwards (never wider in between).
-/// Directories that already exist keep their mode.
-pub fn create_dir_all_mode(dir: &Path, mode: u32) -> io::Result<()> {
-    let missing: Vec<&Path> = dir
-        .ancestors()
-        .take_while(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err())
-        .collect();
-    for p in missing.into_iter().rev() {
-        match fs::DirBuilder::new().mode(mode).create(p) {
-            Ok(()) => fs::set_permissions(p, fs::Permissions::from_mode(mode))?,
-            // Made by a concurrent process in the meantime: theirs.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn create_dir_all_mode_sets_new_dirs_only() {

@@ -274,7 +274,7 @@ pub fn switch_to_final(ctx: &Ctx, name: &str, start: bool) -> Result<Switched> {
         &layout.seed,
         &layout.final_xml,
     ] {
-        if std::fs::remove_file(f).is_ok() {
+        if let Ok(true) = hostio::file::remove_file(f) {
             removed.push(f.clone());
         }
     }

@@ -23,9 +23,6 @@ pub enum NetworkRequest {
     },
 }
 
-/// The kernel's IPv4 neighbour table (proc(5), /proc/net/arp).
-pub const PROC_NET_ARP: &str = "/proc/net/arp";
-
 /// A validated static address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StaticIp {
@@ -198,43 +195,37 @@ pub fn check_on_bridge(ip: &StaticIp, bridge: &str, subnets: &[Ipv4Net]) -> Resu
     })
 }
 
+/// The complete entries of the kernel's IPv4 neighbour table (proc(5), /proc/net/arp), read
+/// under the host root and parsed by netscan's rule ([`netscan::parse_proc_net_arp`]: flag
+/// ATF_COM set and a MAC that is not zero), so `vmctl ip` and these lookups agree on what a
+/// neighbour is. An unreadable table has no entries.
+fn neighbours(host: &HostRoot) -> Vec<netscan::Neighbour> {
+    host.read_to_string(paths::PROC_NET_ARP)
+        .map(|t| netscan::parse_proc_net_arp(&t))
+        .unwrap_or_default()
+}
+
 /// The complete entries of the neighbour table as (IPv4, lower-case MAC).
 pub fn neighbour_table(host: &HostRoot) -> Vec<(Ipv4Addr, String)> {
-    let Ok(text) = host.read_to_string(PROC_NET_ARP) else {
-        return Vec::new();
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<_> = l.split_whitespace().collect();
-            if f.len() < 4 || f[2] == "0x0" {
-                return None;
-            }
-            Some((f[0].parse().ok()?, f[3].to_ascii_lowercase()))
-        })
+    neighbours(host)
+        .into_iter()
+        .map(|n| (n.ip, n.mac.to_string()))
         .collect()
 }
 
 /// The IPv4 address the neighbour table holds for `mac`.
 pub fn neighbour_ip(host: &HostRoot, mac: &str) -> Option<Ipv4Addr> {
-    let text = host.read_to_string(PROC_NET_ARP).ok()?;
-    // IP address  HW type  Flags  HW address  Mask  Device; flags 0x0 = incomplete.
-    text.lines().skip(1).find_map(|l| {
-        let f: Vec<_> = l.split_whitespace().collect();
-        (f.len() >= 4 && f[3].eq_ignore_ascii_case(mac) && f[2] != "0x0")
-            .then(|| f[0].parse().ok())
-            .flatten()
-    })
+    let mac: netscan::MacAddr = mac.parse().ok()?;
+    neighbours(host)
+        .into_iter()
+        .find_map(|n| (n.mac == mac).then_some(n.ip))
 }
 
-/// The MAC the neighbour table holds for `ip` (complete entries only).
+/// The MAC the neighbour table holds for `ip` (complete entries only), lower-case.
 pub fn neighbour_mac(host: &HostRoot, ip: Ipv4Addr) -> Option<String> {
-    let text = host.read_to_string(PROC_NET_ARP).ok()?;
-    let ip = ip.to_string();
-    text.lines().skip(1).find_map(|l| {
-        let f: Vec<_> = l.split_whitespace().collect();
-        (f.len() >= 4 && f[0] == ip && f[2] != "0x0").then(|| f[3].to_ascii_lowercase())
-    })
+    neighbours(host)
+        .into_iter()
+        .find_map(|n| (n.ip == ip).then(|| n.mac.to_string()))
 }
 
 /// Polls `addr` until a TCP connection succeeds or `timeout` passes; `tick` is called between
@@ -361,7 +352,7 @@ mod tests {
         assert!(!bridge_exists(&host, "eth0"));
         assert!(!bridge_exists(&host, "nope"));
         host.write_atomic(
-            PROC_NET_ARP,
+            paths::PROC_NET_ARP,
             b"IP address       HW type     Flags       HW address            Mask     Device\n198.18.0.9       0x1         0x0         52:54:00:aa:aa:aa     *        labbr0\n198.18.0.10      0x1         0x2         52:54:00:12:34:56     *        labbr0\n",
             0o644,
         )
@@ -376,6 +367,28 @@ mod tests {
             Some("52:54:00:12:34:56")
         );
         assert_eq!(neighbour_mac(&host, Ipv4Addr::new(198, 18, 0, 9)), None);
+    }
+
+    /// A proxy-ARP entry (`arp -s IP -i DEV pub`, `ip neigh add proxy`) is listed in
+    /// /proc/net/arp with flags ATF_PUBL|ATF_PERM (0xc) and a zero MAC (net/ipv4/arp.c,
+    /// arp_format_pneigh_entry): the host answers for that address, no neighbour holds it. It
+    /// is not a complete entry (no ATF_COM), so no MAC is known for its address; netscan's rule.
+    #[test]
+    fn proxy_arp_entries_are_not_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(dir.path());
+        let table = "IP address       HW type     Flags       HW address            Mask     Device\n198.18.0.20      0x1         0xc         00:00:00:00:00:00     *        labbr0\n198.18.0.10      0x1         0x2         52:54:00:12:34:56     *        labbr0\n";
+        host.write_atomic(paths::PROC_NET_ARP, table.as_bytes(), 0o644)
+            .unwrap();
+        assert_eq!(neighbour_mac(&host, Ipv4Addr::new(198, 18, 0, 20)), None);
+        assert_eq!(neighbour_ip(&host, "00:00:00:00:00:00"), None);
+        assert_eq!(
+            neighbour_table(&host),
+            vec![(
+                Ipv4Addr::new(198, 18, 0, 10),
+                "52:54:00:12:34:56".to_string()
+            )]
+        );
     }
 
     #[test]

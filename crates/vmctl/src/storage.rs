@@ -2,7 +2,6 @@
 //! one create. What goes into it (disks, seeds, private files) is `guest_media::disk`'s; the
 //! modes are explained there.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use guest_media::disk;
@@ -34,24 +33,21 @@ pub fn claim_vm_dir(dir: &Path, name: &str) -> Result<()> {
             .map_err(io_err("create storage directory", parent))?;
         mode = disk::dir_mode_in(parent, disk::DIR_MODE);
     }
-    // Private while empty; set to `mode` below (the umask may have narrowed mkdir's).
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::StorageExists {
-                name: name.to_string(),
-                path: dir.to_path_buf(),
-            });
-        }
-        Err(e) => return Err(io_err("create VM directory", dir)(e)),
+    // Private while empty, then exactly `mode` (hostio::file::make_dir).
+    match hostio::file::make_dir(dir, mode) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::StorageExists {
+            name: name.to_string(),
+            path: dir.to_path_buf(),
+        }),
+        Err(e) => Err(io_err("create VM directory", dir)(e)),
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .map_err(io_err("set the mode of", dir))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn mode(p: &Path) -> u32 {
         std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777

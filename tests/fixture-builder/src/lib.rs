@@ -37,6 +37,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod umask;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;

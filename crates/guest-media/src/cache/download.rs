@@ -2,14 +2,14 @@
 //! and hashed on a second thread from the bytes read back, stopped by the caller's cancellation
 //! check after each chunk.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::store::io_err;
+use super::store::{STATE_MODE, io_err};
 use super::{ImageCache, Progress};
 use crate::error::{Error, Result};
 
@@ -59,13 +59,7 @@ impl ImageCache {
         progress: &dyn Progress,
     ) -> Result<(String, u64, File)> {
         let io = |op: &'static str| io_err(op, partial);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(partial)
+        let mut file = hostio::file::open_or_create(partial, STATE_MODE)
             .map_err(io("open partial download"))?;
         // Re-hash what is already there: SHA-256 cannot be resumed from a saved state.
         let mut hasher = Sha256::new();
@@ -199,7 +193,7 @@ impl ImageCache {
         let on_disk = file.metadata().map_err(io("stat partial download"))?.len();
         if on_disk != have + got {
             // Something outside vmctl's locks wrote to the file: nothing in it can be trusted.
-            let _ = fs::remove_file(partial);
+            let _ = hostio::file::remove_file(partial);
             return Err(Error::Download {
                 url: url.to_string(),
                 source: std::io::Error::other(format!(

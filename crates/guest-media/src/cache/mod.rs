@@ -28,9 +28,8 @@ mod tests;
 #[cfg(any(test, feature = "test-server"))]
 pub mod testserver;
 
-use std::fs::{self, File, Permissions};
+use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,8 +37,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use self::store::{
-    CACHED_MODE, FileId, HashingWriter, Seal, UrlRecord, io_err, is_sha256, now_utc, sync_dir,
-    write_atomic,
+    CACHED_MODE, FileId, HashingWriter, STATE_MODE, Seal, UrlRecord, io_err, is_sha256, make_dirs,
+    now_utc, write_atomic,
 };
 use crate::error::{Error, Result};
 
@@ -344,7 +343,7 @@ impl ImageCache {
         if let Some(expected) = &known
             && &sha256 != expected
         {
-            let _ = fs::remove_file(&partial);
+            let _ = hostio::file::remove_file(&partial);
             return Err(Error::ChecksumMismatch {
                 url: url.to_string(),
                 expected: expected.clone(),
@@ -388,7 +387,7 @@ impl ImageCache {
         self.mkdirs()?;
         let path = self.dir.join(rel);
         let dir = path.parent().unwrap_or(&self.dir).to_path_buf();
-        fs::create_dir_all(&dir).map_err(io_err("create cache directory", &dir))?;
+        make_dirs(&dir)?;
         let _lock = self.lock(
             &Self::file_lock_name(rel),
             &format!("making {rel}"),
@@ -413,7 +412,11 @@ impl ImageCache {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let tmp = dir.join(format!(".{name}.part-{}", std::process::id()));
         let result = (|| -> Result<(String, File), E> {
-            let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+            // A file of this name is a leftover of a killed process that had this pid: nobody
+            // else makes it without the lock held here.
+            let _ = hostio::file::remove_file(&tmp);
+            let file =
+                hostio::file::create_new(&tmp, STATE_MODE).map_err(io_err("create", &tmp))?;
             let sha256 = {
                 let mut out = HashingWriter {
                     inner: std::io::BufWriter::new(&file),
@@ -424,19 +427,17 @@ impl ImageCache {
                 hex::encode(out.hasher.finalize())
             };
             file.sync_all().map_err(io_err("sync", &tmp))?;
-            file.set_permissions(Permissions::from_mode(CACHED_MODE))
-                .map_err(io_err("make read-only", &tmp))?;
-            fs::rename(&tmp, &path).map_err(io_err("move into the cache at", &path))?;
+            hostio::file::persist_with_mode(&file, &tmp, &path, CACHED_MODE)
+                .map_err(io_err("move into the cache at", &path))?;
             Ok((sha256, file))
         })();
         let (sha256, file) = match result {
             Ok(r) => r,
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
+                let _ = hostio::file::remove_file(&tmp);
                 return Err(e);
             }
         };
-        sync_dir(&dir)?;
         let id = FileId::of(&file.metadata().map_err(io_err("stat", &path))?);
         self.write_seal(
             rel,

@@ -1,9 +1,9 @@
 //! The cache's files on disk: URL records, seals (the stat identity of hashed bytes) and their
 //! check before a use, flock(2) locks, quarantine, and installing a finished download as a blob.
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FlockOperation, flock};
@@ -85,6 +85,12 @@ pub(super) struct Seal {
 /// Cached files are read-only: nothing vmctl does writes them, and a VM that was given one as
 /// a writable disk by mistake fails instead of changing it (root still can: see [`FileId`]).
 pub(super) const CACHED_MODE: u32 = 0o444;
+/// The cache's directories: anyone may read the verified images (libvirt's qemu user opens
+/// blobs as VM backing files).
+pub(super) const DIR_MODE: u32 = 0o755;
+/// What the cache writes and rewrites itself: URL records, seals, partial downloads, lock files.
+/// World-readable (`vmctl image list` as any user), writable by the owner only.
+pub(super) const STATE_MODE: u32 = 0o644;
 
 pub(super) fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -106,31 +112,18 @@ pub(super) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
     move |source| Error::Io { op, path, source }
 }
 
-/// fsync(2) of a directory, so a rename in it survives a crash.
-pub(super) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync directory", dir))
+/// Makes `dir` and its missing parents ([`DIR_MODE`]).
+pub(super) fn make_dirs(dir: &Path) -> Result<()> {
+    hostio::create_dir_all_mode(dir, DIR_MODE).map_err(io_err("create cache directory", dir))
 }
 
-/// Replaces `path` with `content` atomically: a temporary file in the same directory, fsync'd,
-/// renamed over it. Callers hold the lock that covers `path`.
+/// Replaces `path` with `content` atomically ([`hostio::file::write_atomic`], [`STATE_MODE`]).
+/// Callers hold the lock that covers `path`.
 pub(super) fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    if let Some(dir) = path.parent() {
+        make_dirs(dir)?;
     }
-    result.map_err(io_err("write", path))?;
-    sync_dir(dir)
+    hostio::file::write_atomic(path, content, STATE_MODE).map_err(io_err("write", path))
 }
 
 /// The SHA-256 of a file's bytes, read from the start.
@@ -186,8 +179,7 @@ impl ImageCache {
     }
     pub(super) fn mkdirs(&self) -> Result<()> {
         for sub in ["sha256", "seals/sha256", "partial", "urls", "locks"] {
-            let p = self.dir.join(sub);
-            fs::create_dir_all(&p).map_err(io_err("create cache directory", &p))?;
+            make_dirs(&self.dir.join(sub))?;
         }
         Ok(())
     }
@@ -195,11 +187,7 @@ impl ImageCache {
     /// process holds it. Released when the returned file is closed.
     pub(super) fn lock(&self, name: &str, holder: &str, progress: &dyn Progress) -> Result<File> {
         let path = self.dir.join("locks").join(format!("{name}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        let file = hostio::file::open_or_create(&path, STATE_MODE)
             .map_err(io_err("open lock file", &path))?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(file),
@@ -300,15 +288,16 @@ impl ImageCache {
     /// Moves a cached file that failed its check to `quarantine/`, and drops its seal.
     pub(super) fn quarantine(&self, rel: &str, path: &Path) -> Result<PathBuf> {
         let q = self.dir.join("quarantine");
-        fs::create_dir_all(&q).map_err(io_err("create cache directory", &q))?;
+        make_dirs(&q)?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let to = q.join(format!("{name}.{stamp}"));
-        fs::rename(path, &to).map_err(io_err("move aside the corrupt cached file", path))?;
-        let _ = fs::remove_file(self.seal_path(rel));
+        hostio::file::persist(path, &to)
+            .map_err(io_err("move aside the corrupt cached file", path))?;
+        let _ = hostio::file::remove_file(&self.seal_path(rel));
         Ok(to)
     }
     /// Moves a finished download (already fsync'd; `file` is open on it) into the cache as
@@ -329,10 +318,8 @@ impl ImageCache {
         )?;
         let blob = self.dir.join(&rel);
         // fchmod(2) moves ctime only, which the seal leaves out.
-        file.set_permissions(Permissions::from_mode(CACHED_MODE))
-            .map_err(io_err("make read-only", partial))?;
-        fs::rename(partial, &blob).map_err(io_err("move download into the cache at", &blob))?;
-        sync_dir(&self.dir.join("sha256"))?;
+        hostio::file::persist_with_mode(file, partial, &blob, CACHED_MODE)
+            .map_err(io_err("move download into the cache at", &blob))?;
         let id = FileId::of(&file.metadata().map_err(io_err("stat", &blob))?);
         self.write_seal(
             &rel,

@@ -1,7 +1,7 @@
 //! The cache against a local HTTP server ([`super::testserver`]): verified, resumed,
 //! concurrent and corrupted downloads, seals and derived files.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, OpenOptions, Permissions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 

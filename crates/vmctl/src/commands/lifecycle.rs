@@ -187,9 +187,9 @@ pub fn delete(ctx: &Ctx, name: &str, yes: bool, keep_disks: bool) -> Result<Dele
         }
         match inside(&own, p) {
             Ok(None) => {}
-            Ok(Some(real)) => match std::fs::remove_file(&real) {
-                Ok(()) => removed.push(p.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(Some(real)) => match hostio::file::remove_file(&real) {
+                Ok(true) => removed.push(p.clone()),
+                Ok(false) => {}
                 Err(e) => keep(p, format!("cannot remove it: {e}")),
             },
             Err(reason) => keep(p, reason),
@@ -209,9 +209,9 @@ pub fn delete(ctx: &Ctx, name: &str, yes: bool, keep_disks: bool) -> Result<Dele
         remove(f, &mut keep);
     }
     match (&own, &md.dir) {
-        (Ok(real), Some(dir)) => match std::fs::remove_dir(real) {
-            Ok(()) => removed.push(dir.clone()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        (Ok(real), Some(dir)) => match hostio::file::remove_dir(real) {
+            Ok(true) => removed.push(dir.clone()),
+            Ok(false) => {}
             Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
                 keep(dir, "not empty: files vmctl did not record remain".into())
             }

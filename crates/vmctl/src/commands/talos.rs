@@ -143,7 +143,9 @@ pub fn config(config: &Config, req: &ConfigRequest) -> Result<ConfigOut> {
     }
     let secrets = SecretsBundle::generate(&version)?;
     let generated = talos_image::machineconfig::generate(&input, &secrets)?;
-    std::fs::create_dir_all(&req.out).map_err(|source| TalosError::WriteFile {
+    // The directory is the user's to list (as `talosctl gen config --output-dir` makes it);
+    // the files in it are 0600.
+    hostio::create_dir_all_mode(&req.out, 0o755).map_err(|source| TalosError::WriteFile {
         path: req.out.clone(),
         source,
     })?;

@@ -8,8 +8,6 @@
 
 pub mod schematic;
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use hostio::{CommandError, HostRoot};
@@ -367,22 +365,15 @@ pub fn write_private(path: &Path, content: &[u8]) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                TalosError::OutputExists {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                err(e)
+    hostio::file::write_new(path, content, 0o600).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            TalosError::OutputExists {
+                path: path.to_path_buf(),
             }
-        })?;
-    f.write_all(content).map_err(err)?;
-    f.sync_all().map_err(err)?;
+        } else {
+            err(e)
+        }
+    })?;
     Ok(())
 }
 
