@@ -105,3 +105,19 @@ pub const SYSTEM_OUI_FILES: &[&str] = &[
     "/usr/share/arp-scan/ieee-oui.txt",
     "/usr/share/ieee-data/oui.txt",
 ];
+
+// vmctl: its settings' defaults and the host files it reads.
+/// The host's accounts: a guest user may not shadow a system account of the host.
+pub const ETC_PASSWD: &str = "/etc/passwd";
+/// vmctl's state (reservations, Talos clusters, locks): the `state_dir` default.
+pub const VMCTL_STATE_DIR: &str = "/var/lib/vmctl";
+/// VM disks and seeds: the `storage_dir` default.
+pub const VMCTL_STORAGE_DIR: &str = "/var/lib/vmctl/vms";
+/// Downloaded base images: the `image_cache` default.
+pub const VMCTL_IMAGE_CACHE: &str = "/var/lib/vmctl/images";
+/// The key that signs cloud-images.ubuntu.com's SHA256SUMS (package ubuntu-keyring).
+pub const UBUNTU_CLOUDIMAGE_KEYRING: &str = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg";
+/// The key that signs releases.ubuntu.com's SHA256SUMS (package ubuntu-keyring).
+pub const UBUNTU_ARCHIVE_KEYRING: &str = "/usr/share/keyrings/ubuntu-archive-keyring.gpg";
+/// One directory per GPU the loaded nvidia driver drives (`information` inside).
+pub const PROC_DRIVER_NVIDIA_GPUS: &str = "/proc/driver/nvidia/gpus";

@@ -16,7 +16,7 @@ pub struct GpuUser {
     pub device: String,
 }
 
-const NVIDIA_GPUS: &str = "/proc/driver/nvidia/gpus";
+const NVIDIA_GPUS: &str = hostio::paths::PROC_DRIVER_NVIDIA_GPUS;
 
 /// Every process holding `/dev/nvidiaN` of a GPU bound to the nvidia driver. Processes that only
 /// hold `nvidiactl`/`nvidia-uvm` are not counted: they do not pin a particular GPU.
@@ -42,11 +42,12 @@ pub fn gpu_users(root: &HostRoot, facts: &HostFacts) -> Vec<GpuUser> {
     let mut users = Vec::new();
     let pids = root.read_dir_names(hostio::paths::PROC).unwrap_or_default();
     for pid in pids.iter().filter_map(|p| p.parse::<u32>().ok()) {
-        let Ok(fds) = root.read_dir_names(format!("/proc/{pid}/fd")) else {
+        let Ok(fds) = root.read_dir_names(format!("{}/{pid}/fd", hostio::paths::PROC)) else {
             continue;
         };
         for fd in fds {
-            let Ok(target) = root.read_link(format!("/proc/{pid}/fd/{fd}")) else {
+            let Ok(target) = root.read_link(format!("{}/{pid}/fd/{fd}", hostio::paths::PROC))
+            else {
                 continue;
             };
             let target = target.to_string_lossy().into_owned();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hostio::HostRoot;
+use hostio::{HostRoot, paths};
 use serde::Serialize;
 use toml::Spanned;
 
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::input::{self, InputError};
 
 /// The system config file.
-pub const SYSTEM_CONFIG: &str = "/etc/vmctl/config.toml";
+pub const SYSTEM_CONFIG: &str = paths::ETC_VMCTL_CONFIG;
 
 /// One setting: its key in config.toml, its environment variable, its built-in default.
 #[derive(Debug, Clone, Copy)]
@@ -44,19 +44,19 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "storage_dir",
         env: "VMCTL_STORAGE_DIR",
-        default: Some("/var/lib/vmctl/vms"),
+        default: Some(paths::VMCTL_STORAGE_DIR),
         doc: "per-VM disks, seeds and console logs",
     },
     Key {
         name: "image_cache",
         env: "VMCTL_IMAGE_CACHE",
-        default: Some("/var/lib/vmctl/images"),
+        default: Some(paths::VMCTL_IMAGE_CACHE),
         doc: "content-addressed image cache",
     },
     Key {
         name: "state_dir",
         env: "VMCTL_STATE_DIR",
-        default: Some("/var/lib/vmctl"),
+        default: Some(paths::VMCTL_STATE_DIR),
         doc: "vmctl state (clusters, records)",
     },
     Key {
@@ -92,14 +92,14 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "gpg_keyring",
         env: "VMCTL_GPG_KEYRING",
-        default: Some("/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"),
+        default: Some(paths::UBUNTU_CLOUDIMAGE_KEYRING),
         doc: "keyring for SHA256SUMS.gpg",
     },
     Key {
         name: "ubuntu_iso_keyring",
         env: "VMCTL_UBUNTU_ISO_KEYRING",
         // ubuntu-keyring: holds the "Ubuntu CD Image Automatic Signing Key" of release ISOs.
-        default: Some("/usr/share/keyrings/ubuntu-archive-keyring.gpg"),
+        default: Some(paths::UBUNTU_ARCHIVE_KEYRING),
         doc: "keyring for the release ISOs' SHA256SUMS.gpg (create --desktop)",
     },
     Key {

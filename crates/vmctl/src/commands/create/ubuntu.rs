@@ -169,7 +169,7 @@ fn invalid(option: &str, value: &str, reason: &str) -> Error {
 /// The invoking user's home: the sudo caller's when run through sudo (passwd(5) field 6).
 fn invoking_home(ctx: &Ctx) -> Option<PathBuf> {
     if let Some(user) = (ctx.env)("SUDO_USER").filter(|u| !u.is_empty() && u != "root")
-        && let Ok(passwd) = ctx.host.read_to_string("/etc/passwd")
+        && let Ok(passwd) = ctx.host.read_to_string(hostio::paths::ETC_PASSWD)
     {
         for line in passwd.lines() {
             let f: Vec<_> = line.split(':').collect();
@@ -326,7 +326,10 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         .unwrap_or_else(|| ctx.config.value("ssh_user").to_string());
     // The guest user gets NOPASSWD sudo: never a system account. The guest's are a fixed list;
     // this host's /etc/passwd adds the ones its packages made (the guest may install the same).
-    let passwd = ctx.host.read_to_string("/etc/passwd").unwrap_or_default();
+    let passwd = ctx
+        .host
+        .read_to_string(hostio::paths::ETC_PASSWD)
+        .unwrap_or_default();
     names::validate_user(&user, &names::system_accounts(&passwd))?;
     if let Some(h) = &req.password_hash {
         names::validate_password_hash(h)?;
