@@ -262,7 +262,7 @@ e2e_step "a second plan has no bridge action" idempotent
 
 rollback() {
     local rc
-    rc=$(detached rollback 120 <<<"$bin rollback ${phase_args[*]} --yes") || return 1
+    rc=$(detached rollback 120 <<<"$bin rollback --yes") || return 1
     guest_ns <<<"cat /root/e2e-rollback.log" >&2
     [[ $rc == 0 ]] || { echo "rollback exited $rc" >&2; return 1; }
     ssh_back 60

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cli;
 mod facts_view;
 
 use std::fs::{File, OpenOptions};
@@ -12,207 +13,14 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser};
+use cli::{ApplyArgs, Cli, Command, GlobalArgs, GpuModeArg, PlanArgs};
 use clikit::{out, outln};
 use gpu_vm_bootstrap::{
     Applier, Error as LibError, GpuMode, HostState, Level, Log, Options, Refusal, RepoUrls, Skips,
     VmctlSource, Watchdog,
 };
 use hostio::{HostRoot, SystemRunner, paths};
-
-/// Prepare an Ubuntu 24.04 host with NVIDIA GPUs as a GPU VM host.
-///
-/// Phases: preflight, NVIDIA driver/CUDA/container toolkit, KVM/libvirt, IOMMU/VFIO, br0 bridge,
-/// vmctl. Every change is planned first and shown as a diff; nothing is changed by `plan`.
-/// Without a subcommand, `apply` runs.
-#[derive(Debug, Parser)]
-#[command(
-    name = "gpu-vm-bootstrap",
-    version = env!("GVB_BUILD_VERSION"),
-    about,
-    long_about,
-    after_help = clikit::EXIT_CODES
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    args: GlobalArgs,
-    /// `apply`'s flags, also taken without a subcommand (then `apply` runs).
-    #[command(flatten)]
-    apply: ApplyArgs,
-}
-
-/// The flags only `apply` takes: not global, so `detect --yes` is a usage error.
-#[derive(Debug, Clone, Copy, Default, Args)]
-struct ApplyArgs {
-    /// Print the plan and stop (the same as `plan`).
-    #[arg(long)]
-    dry_run: bool,
-
-    /// Do not ask for confirmation.
-    #[arg(long)]
-    yes: bool,
-
-    /// Reboot at the end when a reboot is needed.
-    #[arg(long, conflicts_with = "dry_run")]
-    reboot: bool,
-}
-
-impl ApplyArgs {
-    fn any(&self) -> bool {
-        self.dry_run || self.yes || self.reboot
-    }
-
-    fn or(self, other: Self) -> Self {
-        Self {
-            dry_run: self.dry_run || other.dry_run,
-            yes: self.yes || other.yes,
-            reboot: self.reboot || other.reboot,
-        }
-    }
-}
-
-/// The heading of the options every subcommand takes, apart from a subcommand's own.
-const GLOBAL: &str = "Global options";
-
-#[derive(Debug, Args)]
-struct GlobalArgs {
-    /// passthrough: selected GPUs go to VMs (vfio-pci at boot); host: driver + CUDA on the host;
-    /// none: no GPU work.
-    #[arg(long, global = true, help_heading = GLOBAL, value_enum, default_value = "passthrough")]
-    gpu_mode: GpuModeArg,
-
-    /// GPUs to reserve for VMs (repeatable; as `vmctl --gpu`): BDF (0000:01:00.0 or 01:00.0),
-    /// index from `vmctl gpu status`, `all` or `group:N`. Default: every isolated NVIDIA GPU
-    /// that is not the boot VGA device
-    #[arg(long = "gpu", global = true, help_heading = GLOBAL, value_name = "SELECTOR")]
-    gpus: Vec<String>,
-
-    /// Install the NVIDIA driver on the host even when every GPU goes to VMs.
-    #[arg(long, global = true, help_heading = GLOBAL, conflicts_with = "skip_nvidia")]
-    host_driver: bool,
-
-    /// Skip the NVIDIA phase (driver, CUDA toolkit, container toolkit).
-    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
-    skip_nvidia: bool,
-    /// Skip the KVM phase (QEMU/libvirt packages, libvirtd, groups).
-    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
-    skip_kvm: bool,
-    /// Skip the IOMMU/VFIO phase (kernel args, vfio-pci binding).
-    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
-    skip_iommu: bool,
-    /// Skip the bridge phase (leave the network config alone).
-    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
-    skip_bridge: bool,
-    /// Skip installing vmctl and its default config.
-    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
-    skip_vmctl: bool,
-
-    /// Name of the bridge VMs attach to.
-    #[arg(long, global = true, help_heading = GLOBAL, default_value = "br0", value_name = "NAME")]
-    bridge_name: String,
-
-    /// NIC the bridge takes over. Default: the NIC with the default route.
-    #[arg(
-        long,
-        global = true,
-        help_heading = GLOBAL,
-        value_name = "IFACE",
-        conflicts_with = "skip_bridge"
-    )]
-    bridge_iface: Option<String>,
-
-    /// Go ahead despite overridable refusals (boot VGA GPU, shared IOMMU group, unknown distro).
-    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
-    force: bool,
-
-    /// Print machine-readable JSON on stdout.
-    #[arg(long, global = true, help_heading = GLOBAL, help_heading = GLOBAL)]
-    json: bool,
-
-    /// More logging on stderr: -v info, -vv debug (GVB_LOG=<filter> overrides).
-    #[arg(short, long, global = true, help_heading = GLOBAL, action = clap::ArgAction::Count)]
-    verbose: u8,
-
-    /// Log file [default: /var/log/gpu-vm-bootstrap.log, inside DIR with --host-root].
-    #[arg(long, global = true, help_heading = GLOBAL, value_name = "PATH")]
-    log_file: Option<PathBuf>,
-
-    /// Treat DIR as the host's `/`: every /sys, /proc, /etc path is read (and written) under it,
-    /// and commands are listed as skipped instead of run.
-    #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR", env = "GVB_HOST_ROOT")]
-    host_root: Option<PathBuf>,
-
-    /// Use these host facts (JSON from `detect --json`) instead of detecting them.
-    #[arg(long, global = true, help_heading = GLOBAL, hide = true, value_name = "FILE")]
-    facts: Option<PathBuf>,
-
-    /// Install vmctl from this file instead of looking next to this binary.
-    #[arg(long, global = true, help_heading = GLOBAL, hide = true, value_name = "FILE")]
-    vmctl_from: Option<PathBuf>,
-
-    /// Bridge watchdog: number of checks, and seconds between them.
-    #[arg(long, global = true, help_heading = GLOBAL, hide = true, default_value_t = 15)]
-    watchdog_tries: u32,
-    #[arg(long, global = true, help_heading = GLOBAL, hide = true, default_value_t = 2)]
-    watchdog_interval: u64,
-
-    #[arg(long, global = true, help_heading = GLOBAL, hide = true, env = "GVB_CUDA_KEYRING_URL")]
-    cuda_keyring_url: Option<String>,
-    #[arg(long, global = true, help_heading = GLOBAL, hide = true, env = "GVB_CONTAINER_GPGKEY_URL")]
-    container_gpgkey_url: Option<String>,
-    #[arg(long, global = true, help_heading = GLOBAL, hide = true, env = "GVB_CONTAINER_REPO_URL")]
-    container_repo_url: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum GpuModeArg {
-    Passthrough,
-    Host,
-    None,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print what apply would change (diffs grouped by phase); change nothing.
-    Plan,
-    /// Plan, confirm, then apply (the default).
-    Apply(ApplyArgs),
-    /// After the reboot: check every phase's outcome (✓/✗ with fix hints).
-    Verify,
-    /// Restore the files of the last apply from the backup store and re-run what depends on them.
-    ///
-    /// A file changed since apply wrote it is never discarded: its current version is kept next
-    /// to it as FILE.gpu-vm-bootstrap-user-edit-TIME (mode 0600), named in the output, before the
-    /// original is restored.
-    Rollback {
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Print the host facts: OS, CPU, KVM, IOMMU groups, GPUs and their isolation, NICs.
-    Detect {
-        /// Write exactly the files detection reads to FILE.tar.gz (for bug reports and fixtures).
-        #[arg(long, value_name = "FILE.tar.gz")]
-        capture: Option<PathBuf>,
-    },
-    #[command(flatten)]
-    Docs(clikit::DocsCommand),
-}
-
-impl Command {
-    fn name(&self) -> &'static str {
-        match self {
-            Self::Plan => "plan",
-            Self::Apply(_) => "apply",
-            Self::Verify => "verify",
-            Self::Rollback { .. } => "rollback",
-            Self::Detect { .. } => "detect",
-            Self::Docs(_) => "completions",
-        }
-    }
-}
 
 /// A failure to report: the error chain, `help:` lines and the exit code.
 struct Failure {
@@ -372,10 +180,10 @@ impl Log for Logger {
 
 fn is_root() -> bool {
     // /proc/self belongs to the effective uid of the process reading it.
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    std::fs::metadata(paths::PROC_SELF).is_ok_and(|m| m.uid() == 0)
 }
 
-fn options(a: &GlobalArgs, reboot: bool) -> Options {
+fn options(a: &GlobalArgs, p: &PlanArgs, reboot: bool) -> Options {
     // apt-get takes a .deb only by a path (see phases::vmctl::install_deb); make it absolute so
     // the plan names the same file whatever directory apply runs in.
     let from = a
@@ -401,23 +209,23 @@ fn options(a: &GlobalArgs, reboot: bool) -> Options {
         urls.container_repo = u.clone();
     }
     Options {
-        gpu_mode: match a.gpu_mode {
+        gpu_mode: match p.gpu_mode.unwrap_or(GpuModeArg::Passthrough) {
             GpuModeArg::Passthrough => GpuMode::Passthrough,
             GpuModeArg::Host => GpuMode::Host,
             GpuModeArg::None => GpuMode::None,
         },
-        gpus: a.gpus.clone(),
-        host_driver: a.host_driver,
+        gpus: p.gpus.clone(),
+        host_driver: p.host_driver,
         skip: Skips {
-            nvidia: a.skip_nvidia,
-            kvm: a.skip_kvm,
-            iommu: a.skip_iommu,
-            bridge: a.skip_bridge,
-            vmctl: a.skip_vmctl,
+            nvidia: p.skip_nvidia,
+            kvm: p.skip_kvm,
+            iommu: p.skip_iommu,
+            bridge: p.skip_bridge,
+            vmctl: p.skip_vmctl,
         },
-        bridge_name: a.bridge_name.clone(),
-        bridge_iface: a.bridge_iface.clone(),
-        force: a.force,
+        bridge_name: p.bridge_name.clone().unwrap_or_else(|| "br0".into()),
+        bridge_iface: p.bridge_iface.clone(),
+        force: p.force,
         reboot,
         invoking_user: std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()),
         vmctl_source,
@@ -445,13 +253,31 @@ fn facts(a: &GlobalArgs, root: &HostRoot) -> Result<hwdetect::HostFacts, Failure
     }
 }
 
+/// `apply --json`: the plan and what applying it did (`null` when there was nothing to do).
+#[derive(serde::Serialize)]
+struct ApplyOutput<'a> {
+    plan: &'a gpu_vm_bootstrap::Plan,
+    result: Option<&'a gpu_vm_bootstrap::ApplyReport>,
+}
+
+/// "Apply these…" as it reads inside a sentence.
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 fn confirm(yes: bool, what: &str) -> Result<(), Failure> {
     if yes {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
         return Err(Failure::usage(
-            format!("refusing to {what} without confirmation: stdin is not a terminal"),
+            format!(
+                "refusing to {} without confirmation: stdin is not a terminal",
+                lowercase_first(what)
+            ),
             "review the plan above, then pass --yes",
         ));
     }
@@ -499,34 +325,83 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             "pass a directory that stands in for the host's /",
         ));
     }
-    // Without a subcommand, apply runs and takes apply's flags; before another subcommand
-    // they would be ignored, so they are refused like any unknown flag.
+    // Without a subcommand, apply runs and takes apply's and the planning flags; given before
+    // a subcommand that does not take them they would be ignored, so they are refused like any
+    // unknown flag.
+    let (apply_before, plan_before) = (cli.apply, cli.plan);
+    let misplaced = |name: &str, flags: Vec<&str>, owners: &str, example: &str| {
+        Failure::usage(
+            format!(
+                "{} {} to {owners}, not to `{name}`",
+                flags.join(", "),
+                if flags.len() == 1 {
+                    "belongs"
+                } else {
+                    "belong"
+                }
+            ),
+            format!(
+                "put them after the subcommand (`gpu-vm-bootstrap {example}`), or leave them out"
+            ),
+        )
+    };
+    let apply_flags = |a: &ApplyArgs| {
+        [
+            (a.dry_run, "--dry-run"),
+            (a.yes, "--yes"),
+            (a.reboot, "--reboot"),
+        ]
+        .into_iter()
+        .filter_map(|(set, f)| set.then_some(f))
+        .collect::<Vec<_>>()
+    };
     let command = match cli.command {
-        None => Command::Apply(cli.apply),
-        Some(Command::Apply(own)) => Command::Apply(own.or(cli.apply)),
-        Some(Command::Rollback { yes }) if !cli.apply.dry_run && !cli.apply.reboot => {
-            Command::Rollback {
-                yes: yes || cli.apply.yes,
-            }
-        }
-        Some(other) if cli.apply.any() => {
-            return Err(Failure::usage(
-                format!(
-                    "--dry-run, --yes and --reboot belong to `apply`, not to `{}`",
-                    other.name()
-                ),
-                "put them after `apply` (`gpu-vm-bootstrap apply --yes`), or leave them out",
+        None => Command::Apply {
+            apply: apply_before,
+            plan: plan_before,
+        },
+        Some(Command::Apply { apply, plan }) => Command::Apply {
+            apply: apply.or(apply_before),
+            plan: plan.or(plan_before),
+        },
+        Some(other) if apply_before.any() && !matches!(other, Command::Rollback { .. }) => {
+            return Err(misplaced(
+                other.name(),
+                apply_flags(&apply_before),
+                "`apply`",
+                "apply --yes",
             ));
         }
+        Some(Command::Rollback { .. }) if apply_before.dry_run || apply_before.reboot => {
+            return Err(misplaced(
+                "rollback",
+                apply_flags(&apply_before),
+                "`apply`",
+                "apply --yes",
+            ));
+        }
+        Some(Command::Plan(p)) => Command::Plan(p.or(plan_before)),
+        Some(Command::Verify(p)) => Command::Verify(p.or(plan_before)),
+        Some(other) if !plan_before.given().is_empty() => {
+            return Err(misplaced(
+                other.name(),
+                plan_before.given(),
+                "`plan`, `apply` and `verify`",
+                "plan --skip-kvm",
+            ));
+        }
+        Some(Command::Rollback { yes }) => Command::Rollback {
+            yes: yes || apply_before.yes,
+        },
         Some(other) => other,
     };
     tracing::debug!(?command, host_root = ?a.host_root, "start");
     match command {
         Command::Docs(d) => Ok(d.run(Cli::command())),
         Command::Detect { capture } => detect(a, &root, capture),
-        Command::Verify => {
+        Command::Verify(p) => {
             let f = facts(a, &root)?;
-            let opts = options(a, false);
+            let opts = options(a, &p, false);
             let state = HostState::read(&root, &opts);
             let runner = SystemRunner;
             let live: Option<&dyn hostio::CommandRunner> = root
@@ -573,14 +448,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan | Command::Apply(_) => {
-            let apply = match command {
-                Command::Apply(x) => x,
-                _ => ApplyArgs::default(),
+        Command::Plan(_) | Command::Apply { .. } => {
+            let (apply, p, dry) = match command {
+                Command::Apply { apply, plan } => (apply, plan, apply.dry_run),
+                Command::Plan(p) => (ApplyArgs::default(), p, true),
+                _ => unreachable!("matched Plan or Apply"),
             };
-            let dry = matches!(command, Command::Plan) || apply.dry_run;
             let f = facts(a, &root)?;
-            let opts = options(a, apply.reboot);
+            let opts = options(a, &p, apply.reboot);
             tracing::debug!(?opts, "options");
             let state = HostState::read(&root, &opts);
             let mut plan = gpu_vm_bootstrap::plan(&f, &opts, &state).map_err(|r| refusal(&r))?;
@@ -612,7 +487,13 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             if plan.is_empty() && pending.is_empty() {
                 if a.json {
-                    outln(&serde_json::json!({"plan": plan, "result": null}).to_string());
+                    outln(
+                        &serde_json::to_string(&ApplyOutput {
+                            plan: &plan,
+                            result: None,
+                        })
+                        .unwrap_or_default(),
+                    );
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -633,7 +514,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             };
             let report = applier.apply(&plan)?;
             if a.json {
-                let v = serde_json::json!({"plan": plan, "result": report});
+                let v = ApplyOutput {
+                    plan: &plan,
+                    result: Some(&report),
+                };
                 outln(&serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 let mut s = format!(

@@ -15,13 +15,8 @@ use hostio::{Cmd, CommandError, CommandRunner, HostRoot, paths};
 use crate::plan::{ActionKind, Phase, Plan};
 use crate::planner::{Problem, Refusal};
 
-/// Where netplan installs its generator: /usr/libexec since 0.106 (Debian 12, Ubuntu 24.04),
-/// /lib before that (netplan's meson.build keeps a /lib link for compatibility).
-const GENERATORS: &[&str] = &["/usr/libexec/netplan/generate", "/lib/netplan/generate"];
-
-/// netplan's search path, lowest precedence first: a file in a later directory shadows one of
-/// the same name in an earlier one (netplan(5), "General structure").
-const NETPLAN_DIRS: &[&str] = &["/lib/netplan", paths::ETC_NETPLAN, "/run/netplan"];
+const GENERATORS: &[&str] = paths::NETPLAN_GENERATORS;
+const NETPLAN_DIRS: &[&str] = &[paths::LIB_NETPLAN, paths::ETC_NETPLAN, paths::RUN_NETPLAN];
 
 /// Checks the plan's netplan files with netplan's generator. Returns a warning when the check
 /// could not run under `--host-root` (netplan missing on this machine); on the real host a

@@ -299,6 +299,43 @@ fn apply_only_flags_are_refused_outside_apply() {
     }
 }
 
+/// The planning flags belong to `plan`, `apply` (also without a subcommand) and `verify`: given
+/// to `detect` or `rollback`, before or after the subcommand, they are a usage error (they were
+/// accepted and ignored), and those subcommands' help does not list them.
+#[test]
+fn planning_flags_are_refused_where_nothing_is_planned() {
+    for args in [
+        &["detect", "--gpu-mode", "host"][..],
+        &["--skip-kvm", "detect"],
+        &["rollback", "--bridge-name", "br9"],
+        &["--gpu", "0", "rollback"],
+    ] {
+        let e = refused("intel-z170-gtx960", args);
+        assert!(e.contains("--"), "{args:?}: {e}");
+    }
+    let h = host("intel-z170-gtx960", Net::Dhcp);
+    for args in [
+        &["plan", "--skip-kvm"][..],
+        &["--skip-kvm", "plan"],
+        &["--gpu-mode", "none", "--dry-run"],
+        &["apply", "--dry-run", "--skip-bridge"],
+        &["--skip-bridge", "apply", "--dry-run"],
+    ] {
+        bin()
+            .args(args)
+            .arg("--host-root")
+            .arg(h.path())
+            .assert()
+            .success();
+    }
+    for sub in ["detect", "rollback"] {
+        let help = String::from_utf8(bin().args([sub, "--help"]).output().unwrap().stdout).unwrap();
+        for flag in ["--gpu-mode", "--skip-kvm", "--bridge-name", "--force"] {
+            assert!(!help.contains(flag), "{sub} --help shows {flag}:\n{help}");
+        }
+    }
+}
+
 #[test]
 fn help_lines_name_flags_the_subcommand_takes() {
     use crate::help_snapshots::help_walk;

@@ -15,6 +15,8 @@ pub const PROC_NET_FIB_TRIE: &str = "/proc/net/fib_trie";
 pub const PROC_NET_IF_INET6: &str = "/proc/net/if_inet6";
 pub const SYS_MODULE_NVIDIA: &str = "/sys/module/nvidia";
 pub const PROC: &str = "/proc";
+/// Owned by the effective uid of the process that looks at it (proc(5)).
+pub const PROC_SELF: &str = "/proc/self";
 pub const ETC_OS_RELEASE: &str = "/etc/os-release";
 pub const USR_LIB_OS_RELEASE: &str = "/usr/lib/os-release";
 pub const DEV_KVM: &str = "/dev/kvm";
@@ -80,6 +82,13 @@ pub const ETC_MODPROBE_VFIO: &str = "/etc/modprobe.d/vfio.conf";
 pub const VFIO_OVERRIDE_SCRIPT: &str = "/usr/local/sbin/gpu-vm-bootstrap-vfio-override";
 pub const INITRAMFS_HOOK_VFIO: &str = "/etc/initramfs-tools/hooks/gpu-vm-bootstrap-vfio";
 pub const ETC_NETPLAN: &str = "/etc/netplan";
+/// netplan's search path besides /etc/netplan, lowest precedence first: a file in a later
+/// directory shadows one of the same name in an earlier one (netplan(5), "General structure").
+pub const LIB_NETPLAN: &str = "/lib/netplan";
+pub const RUN_NETPLAN: &str = "/run/netplan";
+/// Where netplan installs its generator: /usr/libexec since 0.106 (Debian 12, Ubuntu 24.04),
+/// /lib before that (netplan's meson.build keeps a /lib link for compatibility).
+pub const NETPLAN_GENERATORS: &[&str] = &["/usr/libexec/netplan/generate", "/lib/netplan/generate"];
 pub const NETPLAN_BRIDGE_FILE: &str = "/etc/netplan/60-gpu-vm-bootstrap-bridge.yaml";
 pub const CLOUD_INIT_NETWORK_OFF: &str = "/etc/cloud/cloud.cfg.d/99-disable-network-config.cfg";
 pub const PROFILE_CUDA: &str = "/etc/profile.d/cuda.sh";

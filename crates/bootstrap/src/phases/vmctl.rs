@@ -34,9 +34,9 @@ pub fn default_config(bridge: &str) -> String {
     let config = VmctlConfig {
         connect: "qemu:///system",
         bridge,
-        state_dir: "/var/lib/vmctl",
-        storage_dir: "/var/lib/vmctl/vms",
-        image_cache: "/var/lib/vmctl/images",
+        state_dir: paths::VMCTL_STATE_DIR,
+        storage_dir: paths::VMCTL_STORAGE_DIR,
+        image_cache: paths::VMCTL_IMAGE_CACHE,
     };
     // A struct of strings always serializes; the empty fallback is never written (the planner
     // would show an empty file in the diff).
