@@ -21,6 +21,14 @@ use crate::factory::TalosVersion;
 use crate::nvidia::{GPU_KERNEL_MODULES, GPU_SYSCTL};
 use crate::secrets::SecretsBundle;
 
+mod blocks;
+mod validate;
+
+pub use blocks::LINK_ALIAS;
+use blocks::*;
+pub use validate::{endpoint_host, validate_cluster_name};
+use validate::{is_dns_label, is_mac};
+
 /// Which document layout a Talos version expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Contract {
@@ -484,113 +492,6 @@ pub fn documents(
     Ok(docs)
 }
 
-/// Name given to the NIC selected by MAC in 1.12+ configs.
-pub const LINK_ALIAS: &str = "net0";
-
-fn link_documents(ip: &StaticIp) -> Vec<Value> {
-    let mut out = vec![doc(
-        "LinkAliasConfig",
-        [
-            ("name", LINK_ALIAS.into()),
-            (
-                "selector",
-                // CEL over the link resource; `mac()` formats the address as aa:bb:...
-                map([(
-                    "match",
-                    format!(
-                        "mac(link.hardware_addr) == {:?}",
-                        ip.mac.to_ascii_lowercase()
-                    )
-                    .into(),
-                )]),
-            ),
-        ],
-    )];
-    let mut link = vec![
-        ("name", LINK_ALIAS.into()),
-        ("up", true.into()),
-        (
-            "addresses",
-            Value::Sequence(vec![map([("address", ip.address.to_string().into())])]),
-        ),
-    ];
-    if let Some(gw) = ip.gateway {
-        link.push((
-            "routes",
-            Value::Sequence(vec![map([("gateway", gw.to_string().into())])]),
-        ));
-    }
-    out.push(doc("LinkConfig", link));
-    if !ip.nameservers.is_empty() {
-        out.push(doc(
-            "ResolverConfig",
-            [(
-                "nameservers",
-                Value::Sequence(
-                    ip.nameservers
-                        .iter()
-                        .map(|n| map([("address", n.to_string().into())]))
-                        .collect(),
-                ),
-            )],
-        ));
-    }
-    out
-}
-
-/// The EncryptionConfiguration body Talos derives from `secretboxEncryptionSecret`.
-fn secretbox_encryption(secret: &str) -> Value {
-    map([(
-        "resources",
-        Value::Sequence(vec![map([
-            ("resources", seq(["secrets".to_string()])),
-            (
-                "providers",
-                Value::Sequence(vec![
-                    map([(
-                        "secretbox",
-                        map([(
-                            "keys",
-                            Value::Sequence(vec![map([
-                                ("name", "key2".into()),
-                                ("secret", secret.into()),
-                            ])]),
-                        )]),
-                    )]),
-                    map([("identity", Value::Mapping(Mapping::new()))]),
-                ]),
-            ),
-        ])]),
-    )])
-}
-
-/// `machine.features` that `talosctl gen config` enables by default, limited to what each schema knows.
-fn features(contract: Contract) -> Value {
-    let kube_prism = || map([("enabled", true.into()), ("port", 7445.into())]);
-    let host_dns = || {
-        map([
-            ("enabled", true.into()),
-            ("forwardKubeDNSToHost", true.into()),
-        ])
-    };
-    match contract {
-        Contract::V1_10 => map([
-            ("rbac", true.into()),
-            ("stableHostname", true.into()),
-            ("apidCheckExtKeyUsage", true.into()),
-            ("diskQuotaSupport", true.into()),
-            ("kubePrism", kube_prism()),
-            ("hostDNS", host_dns()),
-        ]),
-        Contract::V1_12 => map([
-            ("diskQuotaSupport", true.into()),
-            ("kubePrism", kube_prism()),
-            ("hostDNS", host_dns()),
-        ]),
-        Contract::V1_14 => map([("diskQuotaSupport", true.into())]),
-    }
-}
-
 /// `talosconfig` with an admin client certificate signed by the OS CA.
 pub fn talosconfig(
     input: &ConfigInput,
@@ -620,118 +521,6 @@ pub fn talosconfig(
         what: "talosconfig",
         source,
     })
-}
-
-/// The host of `https://HOST:PORT[/]`; anything else is refused.
-pub fn endpoint_host(endpoint: &str) -> Result<&str, Error> {
-    let bad = |why: &str| Error::InvalidConfigInput {
-        field: "endpoint",
-        reason: format!("{endpoint:?} {why}; expected https://IP:6443"),
-    };
-    let rest = endpoint
-        .strip_prefix("https://")
-        .ok_or_else(|| bad("is not an https:// URL"))?;
-    let hostport = rest.strip_suffix('/').unwrap_or(rest);
-    if hostport.is_empty() || hostport.contains(['/', '?', '#', '@', ' ']) {
-        return Err(bad("is not of the form https://HOST[:PORT]"));
-    }
-    let host = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad("has an unclosed '['"))?;
-        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
-            return Err(bad("has a bad port"));
-        }
-        h
-    } else {
-        match hostport.split_once(':') {
-            Some((h, port)) if is_port(port) => h,
-            Some(_) => return Err(bad("has a bad port")),
-            None => hostport,
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("has no host"));
-    }
-    Ok(host)
-}
-
-fn is_port(p: &str) -> bool {
-    !p.is_empty()
-        && p.len() <= 5
-        && p.bytes().all(|b| b.is_ascii_digit())
-        && p.parse::<u16>().is_ok_and(|n| n > 0)
-}
-
-/// A cluster name is a DNS label (it names the kubeconfig context and the talosconfig context).
-pub fn validate_cluster_name(name: &str) -> Result<(), Error> {
-    if is_dns_label(name) {
-        Ok(())
-    } else {
-        Err(Error::InvalidConfigInput {
-            field: "cluster name",
-            reason: format!(
-                "{name:?} must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'"
-            ),
-        })
-    }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-fn is_mac(s: &str) -> bool {
-    let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-fn b64(pem: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(pem.as_bytes())
-}
-
-fn crt_key(crt: &str, key: Option<&str>) -> Value {
-    let mut m = Mapping::new();
-    put(&mut m, "crt", b64(crt));
-    if let Some(k) = key {
-        put(&mut m, "key", b64(k));
-    }
-    Value::Mapping(m)
-}
-
-fn put(m: &mut Mapping, key: &str, value: impl Into<Value>) {
-    m.insert(Value::String(key.to_string()), value.into());
-}
-
-fn map<'a>(entries: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
-    let mut m = Mapping::new();
-    for (k, v) in entries {
-        put(&mut m, k, v);
-    }
-    Value::Mapping(m)
-}
-
-fn seq(items: impl IntoIterator<Item = String>) -> Value {
-    Value::Sequence(items.into_iter().map(Value::String).collect())
-}
-
-fn doc<'a>(kind: &str, fields: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
-    let mut m = Mapping::new();
-    put(&mut m, "apiVersion", "v1alpha1");
-    put(&mut m, "kind", kind);
-    for (k, v) in fields {
-        put(&mut m, k, v);
-    }
-    Value::Mapping(m)
 }
 
 #[cfg(test)]
