@@ -1,10 +1,10 @@
 //! The steps every create shares (`create ubuntu`, `create desktop`, `create talos`): the checks
 //! it starts with (name, size, bridge, address), the part of the domain built the same way for
-//! every guest ([`BridgedVm`]), and the [`Rollback`] that removes what a failed create made.
+//! every guest ([`BridgedVm`]); what a failed create made is removed by its
+//! [`crate::transaction::Transaction`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use hypervisor::Hypervisor;
 use hypervisor::domain::{
     CpuMode, Disk, DomainSpec, DomainType, Firmware, Nic, PciAddress, Serial,
 };
@@ -90,130 +90,13 @@ pub(crate) fn bridge_and_address(
 /// create then claims that name like a given one, and refuses if another create took it since.
 pub(crate) fn next_free_name(ctx: &Ctx, prefix: &str) -> Result<String> {
     let storage = ctx.config.storage_dir(ctx.host);
-    for n in 1..=MAX_AUTO_NAMES {
+    for n in 1..=crate::transaction::MAX_AUTO_NAMES {
         let name = format!("{prefix}-{n}");
         if ctx.hv.get(&name)?.is_none() && !crate::storage::vm_dir(&storage, &name).exists() {
             return Ok(name);
         }
     }
-    Err(all_taken(prefix))
-}
-
-fn all_taken(prefix: &str) -> Error {
-    Error::InvalidOption {
-        option: "NAME".into(),
-        value: String::new(),
-        reason: format!("{prefix}-1 to {prefix}-{MAX_AUTO_NAMES} are all taken"),
-    }
-}
-
-/// How many `<prefix>-N` names [`Rollback::claim_next_name`] tries.
-const MAX_AUTO_NAMES: u32 = 10_000;
-
-/// Undoes what a failed create made, newest first, unless committed (also `create talos` and
-/// `create desktop`). The VM directory it removes is only ever one [`Rollback::claim_dir`] made.
-pub(crate) struct Rollback<'a> {
-    pub(crate) hv: &'a dyn Hypervisor,
-    dir: Option<PathBuf>,
-    pub(crate) files: Vec<PathBuf>,
-    pub(crate) domain: Option<String>,
-    pub(crate) committed: bool,
-}
-
-impl<'a> Rollback<'a> {
-    pub(crate) fn new(hv: &'a dyn Hypervisor) -> Self {
-        Rollback {
-            hv,
-            dir: None,
-            files: Vec::new(),
-            domain: None,
-            committed: false,
-        }
-    }
-
-    /// Claims the VM's directory ([`crate::storage::claim_vm_dir`]: exclusive, so a second create of the
-    /// same name fails here with exit 2) and marks it for removal on failure. Every create
-    /// (ubuntu, desktop, talos) calls this first, before it downloads or reserves anything; a
-    /// rollback removes only a directory this create made.
-    pub(crate) fn claim_dir(&mut self, dir: &Path, name: &str) -> Result<()> {
-        crate::storage::claim_vm_dir(dir, name)?;
-        self.dir = Some(dir.to_path_buf());
-        Ok(())
-    }
-
-    /// Picks and claims a name for a create without one: the first `<prefix>-N` (N = 1, 2, …)
-    /// that is no libvirt domain and whose storage directory this create made itself. The
-    /// directory's exclusive mkdir(2) is the claim, so two concurrent creates never get the same
-    /// name: the loser of a race moves on to the next number. `taken`: names the caller rules out
-    /// besides (a Talos cluster directory of that name).
-    pub(crate) fn claim_next_name(
-        &mut self,
-        ctx: &Ctx,
-        prefix: &str,
-        taken: &dyn Fn(&str) -> bool,
-    ) -> Result<String> {
-        let storage = ctx.config.storage_dir(ctx.host);
-        for n in 1..=MAX_AUTO_NAMES {
-            let name = format!("{prefix}-{n}");
-            names::validate_vm_name(&name)?;
-            if taken(&name) || ctx.hv.get(&name)?.is_some() {
-                continue;
-            }
-            match self.claim_dir(&crate::storage::vm_dir(&storage, &name), &name) {
-                Ok(()) => return Ok(name),
-                Err(Error::StorageExists { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(all_taken(prefix))
-    }
-
-    /// Whether this create holds its VM directory yet.
-    pub(crate) fn has_dir(&self) -> bool {
-        self.dir.is_some()
-    }
-
-    /// Defines the domain (undefined again on failure) and starts it if asked; whether it was
-    /// started. The caller still commits.
-    pub(crate) fn define_and_start(&mut self, name: &str, xml: &str, start: bool) -> Result<bool> {
-        // The last point before the VM exists: a Ctrl-C that came during the quick steps since
-        // the download (overlay, seed) rolls back here.
-        crate::interrupt::check(
-            || format!("the create of {name}"),
-            || "nothing was kept but the image cache; run the same command again".to_string(),
-        )?;
-        self.hv.define(name, xml)?;
-        self.domain = Some(name.to_string());
-        if start {
-            self.hv.start(name)?;
-        }
-        Ok(start)
-    }
-
-    fn undo(&mut self) {
-        if self.committed {
-            return;
-        }
-        self.committed = true;
-        if let Some(name) = self.domain.take() {
-            if self.hv.state(&name).map(|s| s.is_active()).unwrap_or(false) {
-                let _ = self.hv.destroy(&name);
-            }
-            let _ = self.hv.undefine(&name, true);
-        }
-        for f in self.files.drain(..).rev() {
-            let _ = std::fs::remove_file(f);
-        }
-        if let Some(d) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-impl Drop for Rollback<'_> {
-    fn drop(&mut self) {
-        self.undo();
-    }
+    Err(crate::transaction::all_taken(prefix))
 }
 
 /// The part of the domain every create builds the same way (`create ubuntu`, `create talos`,

@@ -22,6 +22,7 @@ pub mod names;
 pub mod net;
 pub mod storage;
 pub mod talos;
+pub(crate) mod transaction;
 
 pub use error::{Error, ExitKind, Result};
 

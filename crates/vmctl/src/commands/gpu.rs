@@ -25,6 +25,7 @@ use serde::Serialize;
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::gpu::{addresses, check_selection, explain, gather, select};
+use crate::transaction::{Transaction, Undo};
 // Shared with `create --gpu`; here too, as the binary and the tests name them.
 pub use crate::gpu::{GpuError, attachments, parse_selectors};
 
@@ -323,42 +324,31 @@ pub fn attach(ctx: &Ctx, req: &AttachRequest) -> Result<AttachOutcome> {
         forced,
     };
     let explain_err = explained("attach GPUs to", &req.vm, &facts, &selected);
+    // A failure after a hot-plug unplugs what this attach plugged (dropping the transaction).
+    let mut tx = Transaction::new(hv);
     if live {
         for g in &selected {
             for a in addresses(g) {
                 if mine(&a.to_string(), true) {
                     continue;
                 }
-                if let Err(e) = hv.attach_device_live(&req.vm, &live_hostdev(a)?) {
-                    undo_live(hv, &req.vm, &out.live);
-                    return Err(explain_err(e.into()));
-                }
+                let xml = live_hostdev(a)?;
+                hv.attach_device_live(&req.vm, &xml)
+                    .map_err(|e| explain_err(e.into()))?;
+                tx.record(Undo::LiveDevice {
+                    vm: req.vm.clone(),
+                    xml,
+                });
                 out.live.push(a.to_string());
             }
         }
     }
     if config {
-        let result = attach_config(hv, &req.vm, &selected, |f| mine(f, false));
-        match result {
-            Ok(added) => out.config = added,
-            Err(e) => {
-                undo_live(hv, &req.vm, &out.live);
-                return Err(explain_err(e));
-            }
-        }
+        out.config =
+            attach_config(hv, &req.vm, &selected, |f| mine(f, false)).map_err(&explain_err)?;
     }
+    tx.commit();
     Ok(out)
-}
-
-fn undo_live(hv: &dyn Hypervisor, vm: &str, functions: &[String]) {
-    for f in functions.iter().rev() {
-        if let Ok(a) = f.parse::<PciAddress>()
-            && let Ok(x) = live_hostdev(a)
-            && let Err(e) = hv.detach_device_live(vm, &x)
-        {
-            tracing::warn!("could not undo the hot-plug of {f} into {vm}: {e}");
-        }
-    }
 }
 
 /// Adds the GPUs that are not fully in the config yet; a GPU with only some functions there is

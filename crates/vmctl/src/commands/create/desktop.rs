@@ -20,12 +20,13 @@ use hypervisor::domain::{DirectBoot, Disk, DomainSpec, Graphics, Metadata};
 use serde::Serialize;
 
 use super::ubuntu::{self, UbuntuPlan, UbuntuRequest};
-use crate::build::{Rollback, now_rfc3339, overlay_and_seed};
+use crate::build::{now_rfc3339, overlay_and_seed};
 use crate::ctx::Ctx;
 use crate::desktop::{
     DEFAULT_DISK, DEFAULT_MEMORY, DesktopError, INSTALL_CMDLINE, Layout, MIN_DISK_BYTES, OS,
 };
 use crate::error::{Error, Result};
+use crate::transaction::Transaction;
 
 /// `create ubuntu --desktop` options, as given. `base` carries the options shared with the
 /// cloud-image path (`base.image`, kernel options and `seed_only` must be unset).
@@ -319,7 +320,7 @@ pub(crate) fn with_iso_sources<T>(ctx: &Ctx, f: impl FnOnce(&IsoSources<'_, Erro
 pub(crate) fn apply(
     ctx: &Ctx,
     plan: &DesktopPlan,
-    rb: &mut Rollback,
+    rb: &mut Transaction,
     progress: &dyn Progress,
 ) -> Result<DesktopCreated> {
     let req = &plan.request;
@@ -361,8 +362,8 @@ pub(crate) fn apply(
         iso_sha256: iso.sha256.clone(),
     });
     guest_media::disk::write_private(&layout.final_xml, to_xml(&fin)?.as_bytes())?;
-    let started = rb.define_and_start(&b.name, &to_xml(&install)?, !req.no_start)?;
-    rb.committed = true;
+    let started = rb.define_and_start(ctx.cancelled, &b.name, &to_xml(&install)?, !req.no_start)?;
+    rb.commit();
     Ok(DesktopCreated {
         name: b.name.clone(),
         release: plan.release.version.into(),
@@ -400,7 +401,7 @@ pub fn create_planned(
     progress: &dyn Progress,
 ) -> Result<DesktopCreated> {
     // The name first: a concurrent create of the same name stops here, before its download.
-    let mut rb = Rollback::new(ctx.hv);
+    let mut rb = Transaction::new(ctx.hv);
     rb.claim_dir(&plan.base.vm_dir, &plan.base.name)?;
     let claim = ubuntu::claim(ctx, &plan.request, &mut plan.base)?;
     let created = apply(ctx, &plan, &mut rb, progress);

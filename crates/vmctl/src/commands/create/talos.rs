@@ -29,13 +29,14 @@ use talos_image::machineconfig::{self, Role};
 use talos_image::nvidia::{self, Driver, Flavour};
 use talos_image::{SecretsBundle, TalosVersion};
 
-use crate::build::{Rollback, bridge_and_address, check_name_and_size};
+use crate::build::{bridge_and_address, check_name_and_size};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::names;
 use crate::net::NetworkRequest;
 use crate::net::StaticIp;
 use crate::talos::{ClusterDir, ClusterRecord, GpuChip, SchematicRequest, TalosError};
+use crate::transaction::Transaction;
 use apply::apply_claimed;
 pub use apply::{apply, seed_files};
 use bootstrap::{bootstrap, next_steps};
@@ -466,7 +467,7 @@ pub fn create_talos(
 ) -> Result<TalosCreated> {
     // The name first: a concurrent create of the same name stops here, before its download.
     // Without a name, the claim picks one (and a failed plan gives it back).
-    let mut rb = Rollback::new(ctx.hv);
+    let mut rb = Transaction::new(ctx.hv);
     let named;
     let req = if req.name.is_empty() {
         let mut r = req.clone();

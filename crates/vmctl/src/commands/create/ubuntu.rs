@@ -14,13 +14,14 @@ use hypervisor::domain::{CpuMode, DirectBoot, DomainType, Firmware, Metadata};
 use serde::Serialize;
 
 use crate::build::{
-    BridgedVm, Rollback, bridge_and_address, check_name_and_size, now_rfc3339, overlay_and_seed,
+    BridgedVm, bridge_and_address, check_name_and_size, now_rfc3339, overlay_and_seed,
 };
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::names;
 pub use crate::net::NetworkRequest;
 use crate::net::StaticIp;
+use crate::transaction::Transaction;
 pub use base::BaseVerification;
 use base::fetch_base;
 
@@ -431,7 +432,7 @@ pub(crate) fn apply(
     ctx: &Ctx,
     req: &UbuntuRequest,
     plan: &UbuntuPlan,
-    rb: &mut Rollback,
+    rb: &mut Transaction,
     progress: &dyn Progress,
 ) -> Result<Created> {
     let dir = &plan.vm_dir;
@@ -483,15 +484,15 @@ pub(crate) fn apply(
     };
 
     if let (Some(base), Some(info)) = (&base, &info) {
-        rb.files.push(disk_path.clone());
+        rb.record_file(&disk_path);
         disk::create_overlay(ctx.runner, base, &info.format, &disk_path, plan.disk_bytes)?;
     }
-    rb.files.push(seed_path.clone());
+    rb.record_file(&seed_path);
     seed::write_iso(ctx.runner, &seed_files, &seed_path)?;
     if !req.seed_only {
         // ssh(1) appends to an existing known_hosts and keeps its mode; one it creates itself
         // follows the umask.
-        rb.files.push(known_hosts.clone());
+        rb.record_file(&known_hosts);
         disk::write_private(&known_hosts, b"")?;
     }
 
@@ -510,7 +511,7 @@ pub(crate) fn apply(
         verification,
     };
     if req.seed_only {
-        rb.committed = true;
+        rb.commit();
         return Ok(created);
     }
 
@@ -536,9 +537,10 @@ pub(crate) fn apply(
         files: vec![console_log, known_hosts],
         dir: Some(dir.clone()),
     });
-    created.started = rb.define_and_start(&plan.name, &to_xml(&spec)?, !req.no_start)?;
+    created.started =
+        rb.define_and_start(ctx.cancelled, &plan.name, &to_xml(&spec)?, !req.no_start)?;
     created.defined = true;
-    rb.committed = true;
+    rb.commit();
     Ok(created)
 }
 
@@ -546,7 +548,7 @@ pub(crate) fn apply(
 pub fn create_ubuntu(ctx: &Ctx, req: &UbuntuRequest, progress: &dyn Progress) -> Result<Created> {
     // The name first: a concurrent create of the same name stops here, before its download.
     // Without a name, the claim picks the next free `ubuntu-N` (and a failed plan gives it back).
-    let mut rb = Rollback::new(ctx.hv);
+    let mut rb = Transaction::new(ctx.hv);
     let named;
     let req = if req.name.is_empty() {
         let mut r = req.clone();

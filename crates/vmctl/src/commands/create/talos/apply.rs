@@ -3,7 +3,6 @@
 //! machine config on its seed (NoCloud `cidata` or `metal-iso`), the disks and the domain, all
 //! rolled back on failure.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use guest_media::cache::{Expect, Progress, Verification};
@@ -17,11 +16,12 @@ use talos_image::nvidia::{self};
 use talos_image::{ConfigInput, SecretsBundle};
 
 use super::*;
-use crate::build::{BridgedVm, Rollback, now_rfc3339, overlay_and_seed};
+use crate::build::{BridgedVm, now_rfc3339, overlay_and_seed};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::net::StaticIp;
 use crate::talos::{ClusterRecord, TalosError, write_private};
+use crate::transaction::{Transaction, Undo};
 
 /// A factory image in the cache.
 pub(super) struct FactoryImage {
@@ -166,7 +166,7 @@ pub fn apply(
     plan: &TalosPlan,
     progress: &dyn Progress,
 ) -> Result<TalosCreated> {
-    let mut rb = Rollback::new(ctx.hv);
+    let mut rb = Transaction::new(ctx.hv);
     rb.claim_dir(&plan.vm_dir, &plan.name)?;
     apply_claimed(ctx, req, plan, &mut rb, progress)
 }
@@ -176,12 +176,11 @@ pub(super) fn apply_claimed(
     ctx: &Ctx,
     req: &TalosRequest,
     plan: &TalosPlan,
-    rb: &mut Rollback,
+    rb: &mut Transaction,
     progress: &dyn Progress,
 ) -> Result<TalosCreated> {
     let endpoint = endpoint_for(req, plan)?;
     let new_cluster = matches!(plan.cluster_state, ClusterState::New);
-    let mut cluster_rb = ClusterRollback { dir: None };
 
     let image = fetch_image(ctx, plan, progress)?;
     // The nocloud image is the system disk's backing file: --disk cannot be smaller. The ISO
@@ -239,8 +238,8 @@ pub(super) fn apply_claimed(
                 hostio::create_dir_all_mode(clusters, mode).map_err(werr)?;
             }
             // 0700 from the start: the secrets are written into it next.
-            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-                Ok(()) => cluster_rb.dir = Some(dir.clone()),
+            match hostio::file::make_dir(dir, 0o700) {
+                Ok(()) => rb.record(Undo::Dir(dir.clone())),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     return Err(TalosError::ClusterExists {
                         cluster: plan.cluster.name.clone(),
@@ -304,7 +303,7 @@ pub(super) fn apply_claimed(
     });
     let disk_path = dir.join("disk.qcow2");
     let console_log = dir.join("console.log");
-    rb.files.push(disk_path.clone());
+    rb.record_file(&disk_path);
     match &base_format {
         Some(format) => disk::create_overlay(
             ctx.runner,
@@ -328,7 +327,7 @@ pub(super) fn apply_claimed(
         }
         Media::MetalIso => vec![(METAL_ISO_CONFIG_FILE, user_data)],
     };
-    rb.files.push(seed_path.clone());
+    rb.record_file(&seed_path);
     seed::write_iso_labelled(ctx.runner, plan.media.config_label(), &files, &seed_path)?;
     let (disks, boot_order) = disks_and_boot_order(plan.media, &disk_path, &image.path, &seed_path);
 
@@ -362,9 +361,8 @@ pub(super) fn apply_claimed(
         files: vec![console_log.clone()],
         dir: Some(dir.clone()),
     });
-    let started = rb.define_and_start(&plan.name, &to_xml(&spec)?, !req.no_start)?;
-    rb.committed = true;
-    cluster_rb.dir = None;
+    let started = rb.define_and_start(ctx.cancelled, &plan.name, &to_xml(&spec)?, !req.no_start)?;
+    rb.commit();
 
     let node_ip = plan.static_ip.as_ref().map(|s| s.address.addr());
     let next_steps = next_steps(plan, node_ip, &endpoint, runtime_class.as_deref());
@@ -441,17 +439,4 @@ pub(super) fn disks_and_boot_order(
         })
         .collect();
     (disks, order)
-}
-
-/// Removes a new cluster's directory when the create that started it fails.
-struct ClusterRollback {
-    dir: Option<PathBuf>,
-}
-
-impl Drop for ClusterRollback {
-    fn drop(&mut self) {
-        if let Some(d) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
 }
