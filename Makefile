@@ -47,7 +47,7 @@ fmt:
 ## bench: performance figures side by side with reference tools
 bench:
 	$(CARGO) build --release --workspace --bins --examples
-	scripts/run-all.sh scripts/bench
+	scripts/bench.sh
 
 ## deb: Debian packages for both binaries in dist/ (packaging/README.md)
 deb:
