@@ -144,11 +144,11 @@ impl ImageCache {
                 break;
             }
             chunk.truncate(n);
-            if let Err(e) = file.write_all(&chunk) {
+            let offset = have + got;
+            if let Err(e) = store_chunk(&mut file, offset, &chunk) {
                 failure = Some(io("write partial download")(e));
                 break;
             }
-            let offset = have + got;
             got += n as u64;
             progress.advance(n as u64);
             if got.is_multiple_of(WRITEBACK_WINDOW) {
@@ -205,6 +205,30 @@ impl ImageCache {
         }
         Ok((hex::encode(hasher.finalize()), have + got, file))
     }
+}
+
+/// Writes one chunk at the file's offset `offset` (its end). A chunk of zeros is not written:
+/// the file is extended over it, which leaves a hole that reads back as zeros and holds no disk
+/// blocks, as `cp --sparse` does. Raw disk images are mostly such runs, so a 20 GiB base
+/// costs the disk only its data. Extending (not just seeking) keeps the file as long as what was
+/// received, for the hashing thread's read-back and a resume's length.
+fn store_chunk(file: &mut File, offset: u64, chunk: &[u8]) -> std::io::Result<()> {
+    if is_zeros(chunk) {
+        let end = offset + chunk.len() as u64;
+        file.set_len(end)?;
+        file.seek(SeekFrom::Start(end))?;
+        Ok(())
+    } else {
+        file.write_all(chunk)
+    }
+}
+
+/// Whether every byte is zero; OR-folds 64-byte blocks (which the compiler vectorizes) and stops
+/// at the first block with data, so a chunk of data costs one block.
+fn is_zeros(chunk: &[u8]) -> bool {
+    chunk
+        .chunks(64)
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read and the error that

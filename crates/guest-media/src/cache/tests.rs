@@ -439,3 +439,39 @@ fn sums_parsing() {
     assert_eq!(sha256_from_sums(&format!("{h}  x.iso\n"), "x.iso"), Some(h));
     assert_eq!(sha256_from_sums(&sums, "missing.img"), None);
 }
+
+/// Disk images are mostly zeros: a run of zeros a whole chunk long becomes a hole in the cached
+/// blob (allocated blocks are what the disk holds), and the blob still reads and hashes as the
+/// bytes served, a trailing hole included.
+#[test]
+fn zero_runs_in_a_download_are_stored_as_holes() {
+    let mut data = body(CHUNK + 9);
+    data.extend(std::iter::repeat_n(0u8, 8 * CHUNK));
+    data.extend(body(CHUNK));
+    data.extend(std::iter::repeat_n(0u8, 4 * CHUNK));
+    let srv = serve(vec![("/disk.raw".into(), data.clone())]);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::new(dir.path());
+    let url = format!("{}/disk.raw", srv.base);
+    let h = sha256_hex(&data);
+    let f = cache
+        .fetch(&url, &Expect::Sha256(h.clone()), &NoProgress)
+        .unwrap();
+    assert_eq!(f.sha256, h);
+    assert_eq!(f.size, data.len() as u64);
+    assert_eq!(fs::read(&f.path).unwrap(), data);
+    let allocated = fs::metadata(&f.path).unwrap().blocks() * 512;
+    assert!(
+        allocated <= 4 * CHUNK as u64,
+        "{allocated} bytes allocated for {} bytes with 12 MiB of zero runs",
+        data.len()
+    );
+    // The seal written at install matches: the next use does not re-read it.
+    let again = cache.fetch(&url, &Expect::Sha256(h), &NoProgress).unwrap();
+    assert!(!again.downloaded);
+    assert!(
+        matches!(again.verification.check, BlobCheck::SealIntact { .. }),
+        "{:?}",
+        again.verification.check
+    );
+}
