@@ -7,6 +7,8 @@
 #      CARGO_TARGET_DIR (default target/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/bench/lib.sh
+. "$(pwd)/scripts/bench/lib.sh"
 
 HOST="${HOST:-amd-b550m-gt710-rtx2070s}"
 RUNS="${RUNS:-200}"
@@ -46,6 +48,8 @@ printf '%-44s %10s %10s\n' "benchmark (host $HOST)" "measured" "target"
 printf '%-44s %8s ms %7s ms   (min %s, max %s, %s runs)\n' "detect, in process (mean)" "$mean" "< $TARGET_MS" "$min" "$max" "$runs"
 printf '%-44s %8s ms %7s ms   (%s)\n' "gpu-vm-bootstrap detect --json (mean)" "$cli_mean" "< $TARGET_MS" "$how"
 
+bench_result "detect, in process ($HOST)" "$mean ms" "-" "< $TARGET_MS ms" "$(bench_check "$mean < $TARGET_MS")"
+bench_result "gpu-vm-bootstrap detect --json ($HOST)" "$cli_mean ms" "-" "< $TARGET_MS ms" "$(bench_check "$cli_mean < $TARGET_MS")"
 fail=0
 awk -v m="$mean" -v t="$TARGET_MS" 'BEGIN { exit !(m < t) }' || { echo "FAIL: in-process detect mean $mean ms >= $TARGET_MS ms"; fail=1; }
 awk -v m="$cli_mean" -v t="$TARGET_MS" 'BEGIN { exit !(m < t) }' || { echo "FAIL: CLI detect mean $cli_mean ms >= $TARGET_MS ms"; fail=1; }

@@ -8,6 +8,8 @@
 # Env: RSA_RUNS (RSA-4096 keygens, default 3), CARGO_TARGET_DIR (default target/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/bench/lib.sh
+. "$(pwd)/scripts/bench/lib.sh"
 
 RSA_RUNS="${RSA_RUNS:-3}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -33,6 +35,7 @@ fail=0
 while read -r name mean min max runs; do
     target="${TARGET[$name]:-}"
     printf '%-28s %12s %12s %12s %6s %12s\n' "$name" "$mean" "$min" "$max" "$runs" "< ${target:-?}"
+    [[ -n "$target" ]] && bench_result "talos: $name (mean of $runs)" "$mean ms" "-" "< $target ms" "$(bench_check "$mean < $target")"
     if [[ -n "$target" ]] && ! awk -v m="$mean" -v t="$target" 'BEGIN { exit !(m < t) }'; then
         echo "FAIL: $name mean $mean ms >= $target ms"
         fail=1

@@ -4,6 +4,8 @@
 # (Debian package `time`). Env: VMCTL_BIN, SIZE_GIB (default 4).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=scripts/bench/lib.sh
+. "$repo/scripts/bench/lib.sh"
 if [[ -z ${VMCTL_BIN:-} ]]; then
     cargo build --release -q -p vmctl-cli --manifest-path "$repo/Cargo.toml"
     VMCTL_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/vmctl
@@ -32,4 +34,6 @@ printf '%-44s %12s\n' "peak RSS fetching ${size_gib} GiB" "MiB"
 printf '%-44s %12s\n' "curl -o FILE (reference)" "$(awk -v k="$cu" 'BEGIN { printf "%.1f", k / 1024 }')"
 printf '%-44s %12s\n' "vmctl image fetch" "$(awk -v k="$vm" 'BEGIN { printf "%.1f", k / 1024 }')"
 printf 'target: vmctl <= 64 MiB\n'
+bench_result "peak RSS, image fetch of ${size_gib} GiB" "$(awk -v k="$vm" 'BEGIN { printf "%.1f", k / 1024 }') MiB" \
+    "curl: $(awk -v k="$cu" 'BEGIN { printf "%.1f", k / 1024 }') MiB" "<= 64 MiB" "$(bench_check "$vm <= 65536")"
 ((vm <= 65536)) || { echo "FAIL: peak RSS ${vm} KiB > 64 MiB" >&2; exit 1; }
