@@ -9,47 +9,23 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=scripts/bench/lib.sh
 . "$repo/scripts/bench/lib.sh"
-if [[ -z ${VMCTL_BIN:-} ]]; then
-    cargo build --release -q -p vmctl-cli --manifest-path "$repo/Cargo.toml"
-    VMCTL_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/vmctl
-fi
+bench_vmctl
 runs=${RUNS:-11}
 work=$(mktemp -d /tmp/vmctl-bench-list.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-# node_file N: a test-driver node with N domains, each with a disk and a bridged NIC.
-node_file() {
-    local n=$1 i
-    {
-        echo "<node>"
-        for ((i = 0; i < n; i++)); do
-            printf "<domain type='test'><name>bench%04d</name><memory>1048576</memory><vcpu>2</vcpu>" "$i"
-            printf "<os><type arch='x86_64'>hvm</type></os><devices>"
-            printf "<disk type='file' device='disk'><source file='/var/lib/vmctl/vms/bench%04d/disk.qcow2'/><target dev='vda' bus='virtio'/></disk>" "$i"
-            printf "<interface type='bridge'><mac address='52:54:00:00:%02x:%02x'/><source bridge='br0'/></interface>" $((i / 256)) $((i % 256))
-            printf "</devices></domain>\n"
-        done
-        echo "</node>"
-    } >"$work/node-$n.xml"
-}
-once_ms() {
-    local t0
-    t0=$(date +%s%N)
-    "$@" >/dev/null
-    echo $((($(date +%s%N) - t0) / 1000000))
-}
 med() { printf '%s\n' "$@" | bench_median; }
 
 declare -A virsh_ms vmctl_ms
 for n in 200 1000; do
-    node_file "$n"
+    bench_node_file "$work/node-$n.xml" "$n" bench 00 br0
     uri="test://$work/node-$n.xml"
     got=$("$VMCTL_BIN" --connect "$uri" list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["vms"]))')
     [[ $got == "$n" ]] || { echo "FAIL: vmctl listed $got of $n domains" >&2; exit 1; }
     a=() b=()
     for ((i = 0; i < runs; i++)); do
-        a+=("$(once_ms virsh -c "$uri" list --all)")
-        b+=("$(once_ms "$VMCTL_BIN" --connect "$uri" list --json)")
+        a+=("$(bench_once_ms virsh -c "$uri" list --all)")
+        b+=("$(bench_once_ms "$VMCTL_BIN" --connect "$uri" list --json)")
     done
     virsh_ms[$n]=$(med "${a[@]}")
     vmctl_ms[$n]=$(med "${b[@]}")

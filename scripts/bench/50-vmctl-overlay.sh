@@ -12,10 +12,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=scripts/bench/lib.sh
 . "$repo/scripts/bench/lib.sh"
-if [[ -z ${VMCTL_BIN:-} ]]; then
-    cargo build --release -q -p vmctl-cli --manifest-path "$repo/Cargo.toml"
-    VMCTL_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/vmctl
-fi
+bench_vmctl
 runs=${RUNS:-11}
 work=$(mktemp -d /var/tmp/vmctl-bench-overlay.XXXXXX)
 server=

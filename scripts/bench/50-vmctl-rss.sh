@@ -6,10 +6,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=scripts/bench/lib.sh
 . "$repo/scripts/bench/lib.sh"
-if [[ -z ${VMCTL_BIN:-} ]]; then
-    cargo build --release -q -p vmctl-cli --manifest-path "$repo/Cargo.toml"
-    VMCTL_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/vmctl
-fi
+bench_vmctl
 [[ -x /usr/bin/time ]] || { echo "error: /usr/bin/time not found" >&2; echo "help: apt-get install time" >&2; exit 1; }
 size_gib=${SIZE_GIB:-4}
 work=$(mktemp -d /tmp/vmctl-bench-rss.XXXXXX)

@@ -10,38 +10,16 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=scripts/bench/lib.sh
 . "$repo/scripts/bench/lib.sh"
-if [[ -z ${VMCTL_BIN:-} ]]; then
-    cargo build --release -q -p vmctl-cli --manifest-path "$repo/Cargo.toml"
-    VMCTL_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/vmctl
-fi
+bench_vmctl
 runs=${RUNS:-11}
 work=$(mktemp -d /tmp/vmctl-bench-iplist.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 isolate=()
 [[ $(id -u) -eq 0 ]] && isolate=(unshare -n)
 
-node_file() {
-    local n=$1 i
-    {
-        echo "<node>"
-        for ((i = 0; i < n; i++)); do
-            printf "<domain type='test'><name>ip%04d</name><memory>1048576</memory><vcpu>1</vcpu>" "$i"
-            printf "<os><type arch='x86_64'>hvm</type></os><devices>"
-            printf "<interface type='bridge'><mac address='52:54:00:01:%02x:%02x'/><source bridge='gvbbench0'/></interface>" $((i / 256)) $((i % 256))
-            printf "</devices></domain>\n"
-        done
-        echo "</node>"
-    } >"$work/node-$n.xml"
-}
-once_ms() {
-    local t0
-    t0=$(date +%s%N)
-    "$@" >/dev/null 2>&1
-    echo $((($(date +%s%N) - t0) / 1000000))
-}
 declare -A ip_ms virsh_ms
 for n in 50 200; do
-    node_file "$n"
+    bench_node_file "$work/node-$n.xml" "$n" ip 01 gvbbench0
     uri="test://$work/node-$n.xml"
     "${isolate[@]}" "$VMCTL_BIN" --connect "$uri" ip list --bridge gvbbench0 --json >"$work/out.json" 2>/dev/null
     python3 - "$work/out.json" "$n" <<'PY'
@@ -53,8 +31,8 @@ assert not d["scanned"], "an ARP scan ran"
 PY
     a=() b=()
     for ((i = 0; i < runs; i++)); do
-        a+=("$(once_ms "${isolate[@]}" "$VMCTL_BIN" --connect "$uri" ip list --bridge gvbbench0 --json)")
-        b+=("$(once_ms virsh -c "$uri" list --all)")
+        a+=("$(bench_once_ms "${isolate[@]}" "$VMCTL_BIN" --connect "$uri" ip list --bridge gvbbench0 --json)")
+        b+=("$(bench_once_ms virsh -c "$uri" list --all)")
     done
     ip_ms[$n]=$(printf '%s\n' "${a[@]}" | bench_median)
     virsh_ms[$n]=$(printf '%s\n' "${b[@]}" | bench_median)

@@ -27,10 +27,7 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "70-create-ready: skipped: needs root (the lab: network namespace, libvirtd)"
     exit 0
 fi
-if [[ -z ${VMCTL_BIN:-} ]]; then
-    cargo build --release -q -p vmctl-cli --manifest-path "$repo/Cargo.toml"
-    VMCTL_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/vmctl
-fi
+bench_vmctl
 runs=${RUNS:-5}
 ip=${GVB_BENCH_READY_IP:-198.18.0.210}
 mac=52:54:00:be:00:01
