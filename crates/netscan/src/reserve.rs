@@ -202,30 +202,48 @@ impl ReservationStore {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<Reservation, Error> {
+        let mut v = self.allocate_many(result, reserved, known, std::slice::from_ref(holder), ttl, now)?;
+        Ok(v.remove(0))
+    }
+
+    /// [`ReservationStore::allocate`] for several holders in one lock (the nodes of a cluster):
+    /// each gets its own address, none shared, or none gets any.
+    pub fn allocate_many(
+        &self,
+        result: &ScanResult,
+        reserved: &[IpRange],
+        known: &[Ipv4Addr],
+        holders: &[Holder],
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<Vec<Reservation>, Error> {
         let lock = self.lock()?;
         let mut list = lock.active(now)?;
-        let mine = list.iter().position(|r| {
-            r.held_by(holder)
-                && !known.contains(&r.ip)
-                && result.free.iter().any(|f| f.contains(r.ip))
-        });
-        let ip = match mine {
-            Some(i) => list[i].ip,
-            None => {
-                let taken: Vec<Ipv4Addr> = list
-                    .iter()
-                    .filter(|r| !r.held_by(holder))
-                    .map(|r| r.ip)
-                    .chain(known.iter().copied())
-                    .collect();
-                pick_free(result, reserved, &taken).ok_or(Error::PickFree {
-                    subnet: result.subnet,
-                })?
-            }
-        };
-        let r = upsert(&mut list, ip, holder, ttl, now);
+        let mut out = Vec::new();
+        for holder in holders {
+            let mine = list.iter().position(|r| {
+                r.held_by(holder)
+                    && !known.contains(&r.ip)
+                    && result.free.iter().any(|f| f.contains(r.ip))
+            });
+            let ip = match mine {
+                Some(i) => list[i].ip,
+                None => {
+                    let taken: Vec<Ipv4Addr> = list
+                        .iter()
+                        .filter(|r| !r.held_by(holder))
+                        .map(|r| r.ip)
+                        .chain(known.iter().copied())
+                        .collect();
+                    pick_free(result, reserved, &taken).ok_or(Error::PickFree {
+                        subnet: result.subnet,
+                    })?
+                }
+            };
+            out.push(upsert(&mut list, ip, holder, ttl, now));
+        }
         lock.save(&list)?;
-        Ok(r)
+        Ok(out)
     }
 
     /// Under the lock: reserves a given address (`--ip X`) for `holder`; refused if any other

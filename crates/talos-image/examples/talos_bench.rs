@@ -78,8 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             nameservers: vec!["198.18.0.1".parse()?],
         }),
         gpu: true,
-        install_disk: None,
-        installer_image: None,
+        ..Default::default()
     };
     for v in ["v1.11.5", "v1.12.1", "v1.14.0"] {
         let tv = TalosVersion::parse(v)?;

@@ -52,7 +52,7 @@
 //! let user_data = machineconfig::node_config(&input, &secrets, Role::Controlplane, &patch)?;
 //! // `vmctl talos config`: controlplane.yaml, worker.yaml, talosconfig (write with mode 0600).
 //! let files = machineconfig::generate(&input, &secrets)?;
-//! // Next steps text: talos_image::nvidia::RUNTIME_CLASS_MANIFEST.
+//! // GPU clusters: input.inline_manifests = talos_image::nvidia::inline_manifests()?.
 //! # let _ = (choice, user_data, files);
 //! # Ok(()) }
 //! ```

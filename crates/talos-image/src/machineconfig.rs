@@ -10,6 +10,7 @@
 //!   (`KubeClusterConfig`, `KubeNetworkConfig`, `KubeAPIServerCAConfig`, …, `UnattendedInstall`,
 //!   `KernelModuleConfig`, `SysctlConfig`); `v1alpha1` keeps machine identity, tokens and etcd.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
@@ -21,13 +22,13 @@ use crate::factory::TalosVersion;
 use crate::nvidia::{GPU_KERNEL_MODULES, GPU_SYSCTL};
 use crate::secrets::SecretsBundle;
 
-mod blocks;
+pub(crate) mod blocks;
 mod validate;
 
 pub use blocks::LINK_ALIAS;
 use blocks::*;
 pub use validate::{endpoint_host, validate_cluster_name};
-use validate::{is_dns_label, is_mac};
+use validate::{is_dns_label, is_label_key, is_label_value, is_mac};
 
 /// Which document layout a Talos version expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -84,6 +85,18 @@ pub struct ConfigInput {
     pub service_subnets: Vec<String>,
     /// Talos API endpoints for `talosconfig` (IPs/hosts); empty = the endpoint's host.
     pub talos_endpoints: Vec<String>,
+    /// Kubernetes manifests the control planes apply at bootstrap (`cluster.inlineManifests`).
+    #[serde(default)]
+    pub inline_manifests: Vec<InlineManifest>,
+}
+
+/// One `cluster.inlineManifests` entry (`KubeInlineManifestConfig` from 1.14 on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineManifest {
+    /// Unique within the cluster.
+    pub name: String,
+    /// The manifest's YAML.
+    pub contents: String,
 }
 
 impl ConfigInput {
@@ -99,6 +112,7 @@ impl ConfigInput {
             pod_subnets: vec!["10.244.0.0/16".into()],
             service_subnets: vec!["10.96.0.0/12".into()],
             talos_endpoints: Vec::new(),
+            inline_manifests: Vec::new(),
         }
     }
 
@@ -116,6 +130,15 @@ impl ConfigInput {
         for s in self.pod_subnets.iter().chain(&self.service_subnets) {
             if s.parse::<ipnet::IpNet>().is_err() {
                 return bad("subnet", format!("{s:?} is not a CIDR"));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for m in &self.inline_manifests {
+            if m.name.is_empty() || !names.insert(m.name.as_str()) {
+                return bad(
+                    "inline manifest",
+                    format!("name {:?} is empty or given twice", m.name),
+                );
             }
         }
         Ok(())
@@ -143,6 +166,14 @@ pub struct NodePatch {
     pub install_disk: Option<String>,
     /// Overrides [`ConfigInput::installer_image`].
     pub installer_image: Option<String>,
+    /// Kubernetes node labels (`machine.nodeLabels`; `KubeNodeConfig` from 1.14 on).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// A shared layer-2 address the control planes hold in turn (the API endpoint of a cluster
+    /// with more than one): `interfaces[].vip` up to 1.11, a `Layer2VIPConfig` from 1.12 on.
+    /// Needs `static_ip` (the VIP goes on that link).
+    #[serde(default)]
+    pub vip: Option<Ipv4Addr>,
 }
 
 impl NodePatch {
@@ -169,6 +200,23 @@ impl NodePatch {
             return Err(Error::InvalidConfigInput {
                 field: "install disk",
                 reason: format!("{d:?} is not a /dev path"),
+            });
+        }
+        for (k, v) in &self.labels {
+            if !is_label_key(k) || !is_label_value(v) {
+                return Err(Error::InvalidConfigInput {
+                    field: "node label",
+                    reason: format!(
+                        "{k:?}={v:?} is not a Kubernetes label ([PREFIX/]NAME=VALUE, NAME and \
+                         VALUE at most 63 letters, digits, '-', '_' or '.')"
+                    ),
+                });
+            }
+        }
+        if self.vip.is_some() && self.static_ip.is_none() {
+            return Err(Error::InvalidConfigInput {
+                field: "VIP",
+                reason: "a VIP needs the node's static address (it is held on that link)".into(),
             });
         }
         Ok(())
@@ -271,6 +319,9 @@ pub fn documents(
                     );
                 }
                 put(&mut dev, "dhcp", false);
+                if let Some(vip) = patch.vip {
+                    put(&mut dev, "vip", map([("ip", vip.to_string().into())]));
+                }
                 put(
                     &mut network,
                     "interfaces",
@@ -317,15 +368,9 @@ pub fn documents(
         }
     }
     put(&mut machine, "features", features(contract));
-    if cp && contract < Contract::V1_14 {
-        put(
-            &mut machine,
-            "nodeLabels",
-            map([(
-                "node.kubernetes.io/exclude-from-external-load-balancers",
-                "".into(),
-            )]),
-        );
+    let labels = node_labels(cp, patch);
+    if !labels.is_empty() && contract < Contract::V1_14 {
+        put(&mut machine, "nodeLabels", Value::Mapping(labels.clone()));
     }
 
     // cluster:
@@ -381,6 +426,24 @@ pub fn documents(
             &mut cluster,
             "etcd",
             map([("ca", crt_key(&c.etcd.crt, Some(&c.etcd.key)))]),
+        );
+    }
+    if cp && contract < Contract::V1_14 && !input.inline_manifests.is_empty() {
+        put(
+            &mut cluster,
+            "inlineManifests",
+            Value::Sequence(
+                input
+                    .inline_manifests
+                    .iter()
+                    .map(|m| {
+                        map([
+                            ("name", m.name.as_str().into()),
+                            ("contents", m.contents.as_str().into()),
+                        ])
+                    })
+                    .collect(),
+            ),
         );
     }
 
@@ -469,6 +532,20 @@ pub fn documents(
             )]),
         ));
         docs.push(doc("UnattendedInstall", unattended));
+        if !labels.is_empty() {
+            docs.push(doc("KubeNodeConfig", [("labels", Value::Mapping(labels))]));
+        }
+        if cp {
+            for m in &input.inline_manifests {
+                docs.push(doc(
+                    "KubeInlineManifestConfig",
+                    [
+                        ("name", m.name.as_str().into()),
+                        ("manifest", m.contents.as_str().into()),
+                    ],
+                ));
+            }
+        }
         if patch.gpu {
             for m in GPU_KERNEL_MODULES {
                 docs.push(doc("KernelModuleConfig", [("name", m.into())]));
@@ -488,8 +565,34 @@ pub fn documents(
         if let Some(ip) = &patch.static_ip {
             docs.extend(link_documents(ip));
         }
+        if let Some(vip) = patch.vip {
+            docs.push(doc(
+                "Layer2VIPConfig",
+                [
+                    ("name", vip.to_string().into()),
+                    ("link", LINK_ALIAS.into()),
+                ],
+            ));
+        }
     }
     Ok(docs)
+}
+
+/// A node's Kubernetes labels: a control plane's exclusion from external load balancers (as
+/// `talosctl gen config` sets it), then the patch's own.
+fn node_labels(cp: bool, patch: &NodePatch) -> Mapping {
+    let mut m = Mapping::new();
+    if cp {
+        put(
+            &mut m,
+            "node.kubernetes.io/exclude-from-external-load-balancers",
+            "",
+        );
+    }
+    for (k, v) in &patch.labels {
+        put(&mut m, k, v.as_str());
+    }
+    m
 }
 
 /// `talosconfig` with an admin client certificate signed by the OS CA.

@@ -5,7 +5,11 @@
 //! (`nonfree-kmod-nvidia-*`). The fabric manager is only for NVSwitch/NVLink systems.
 
 use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
 
+use crate::Error;
+use crate::machineconfig::InlineManifest;
+use crate::machineconfig::blocks::map;
 use crate::schematic::Schematic;
 
 /// Extension shipped by default on VMs (the guest agent lets libvirt see the address and shut down cleanly).
@@ -158,13 +162,177 @@ pub const GPU_KERNEL_MODULES: [&str; 4] = ["nvidia", "nvidia_uvm", "nvidia_drm",
 /// The sysctl the NVIDIA container toolkit needs.
 pub const GPU_SYSCTL: (&str, &str) = ("net.core.bpf_jit_harden", "1");
 
-/// The `RuntimeClass` pods use to get a GPU (`runtimeClassName: nvidia`).
-pub const RUNTIME_CLASS_MANIFEST: &str =
-    "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: nvidia\nhandler: nvidia\n";
+/// The node label a GPU worker carries; the device plugin runs only where it is set.
+pub const GPU_NODE_LABEL: (&str, &str) = ("nvidia.com/gpu.present", "true");
+
+/// The NVIDIA Kubernetes device plugin image, pinned (the tag of NVIDIA's static manifest,
+/// `deployments/static/nvidia-device-plugin.yml` in NVIDIA/k8s-device-plugin).
+pub const DEVICE_PLUGIN_IMAGE: &str = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1";
+
+/// The `RuntimeClass` pods use to get a GPU (`runtimeClassName: nvidia`; the handler is the
+/// containerd runtime the NVIDIA container toolkit extension registers).
+pub fn runtime_class() -> Value {
+    map([
+        ("apiVersion", "node.k8s.io/v1".into()),
+        ("kind", "RuntimeClass".into()),
+        ("metadata", map([("name", "nvidia".into())])),
+        ("handler", "nvidia".into()),
+    ])
+}
+
+/// The device plugin's DaemonSet in `kube-system`: on nodes labelled [`GPU_NODE_LABEL`], under
+/// the `nvidia` runtime class, advertising `nvidia.com/gpu` to the kubelet.
+pub fn device_plugin_daemonset() -> Value {
+    let labels = || map([("app.kubernetes.io/name", "nvidia-device-plugin".into())]);
+    let container = map([
+        ("name", "nvidia-device-plugin".into()),
+        ("image", DEVICE_PLUGIN_IMAGE.into()),
+        (
+            "env",
+            Value::Sequence(vec![map([
+                ("name", "FAIL_ON_INIT_ERROR".into()),
+                ("value", "false".into()),
+            ])]),
+        ),
+        (
+            "securityContext",
+            map([
+                ("allowPrivilegeEscalation", false.into()),
+                (
+                    "capabilities",
+                    map([("drop", Value::Sequence(vec!["ALL".into()]))]),
+                ),
+            ]),
+        ),
+        (
+            "volumeMounts",
+            Value::Sequence(vec![map([
+                ("name", "device-plugins".into()),
+                ("mountPath", "/var/lib/kubelet/device-plugins".into()),
+            ])]),
+        ),
+    ]);
+    let pod = map([
+        ("runtimeClassName", "nvidia".into()),
+        ("priorityClassName", "system-node-critical".into()),
+        (
+            "nodeSelector",
+            map([(GPU_NODE_LABEL.0, GPU_NODE_LABEL.1.into())]),
+        ),
+        (
+            "tolerations",
+            Value::Sequence(vec![map([
+                ("key", "nvidia.com/gpu".into()),
+                ("operator", "Exists".into()),
+                ("effect", "NoSchedule".into()),
+            ])]),
+        ),
+        ("containers", Value::Sequence(vec![container])),
+        (
+            "volumes",
+            Value::Sequence(vec![map([
+                ("name", "device-plugins".into()),
+                (
+                    "hostPath",
+                    map([
+                        ("path", "/var/lib/kubelet/device-plugins".into()),
+                        ("type", "Directory".into()),
+                    ]),
+                ),
+            ])]),
+        ),
+    ]);
+    map([
+        ("apiVersion", "apps/v1".into()),
+        ("kind", "DaemonSet".into()),
+        (
+            "metadata",
+            map([
+                ("name", "nvidia-device-plugin".into()),
+                ("namespace", "kube-system".into()),
+            ]),
+        ),
+        (
+            "spec",
+            map([
+                ("selector", map([("matchLabels", labels())])),
+                ("updateStrategy", map([("type", "RollingUpdate".into())])),
+                (
+                    "template",
+                    map([("metadata", map([("labels", labels())])), ("spec", pod)]),
+                ),
+            ]),
+        ),
+    ])
+}
+
+/// The GPU manifests as one multi-document YAML file, for `kubectl apply -f` on a cluster whose
+/// control planes do not carry them.
+pub fn manifests_yaml() -> Result<String, Error> {
+    Ok(inline_manifests()?
+        .into_iter()
+        .map(|m| m.contents)
+        .collect::<Vec<_>>()
+        .join("---\n"))
+}
+
+/// The cluster's GPU manifests as Talos `inlineManifests`: the RuntimeClass and the device
+/// plugin, each serialized as one YAML document.
+pub fn inline_manifests() -> Result<Vec<InlineManifest>, Error> {
+    [
+        ("nvidia-runtimeclass", runtime_class()),
+        ("nvidia-device-plugin", device_plugin_daemonset()),
+    ]
+    .into_iter()
+    .map(|(name, v)| {
+        Ok(InlineManifest {
+            name: name.into(),
+            contents: serde_yaml::to_string(&v).map_err(|source| Error::Serialize {
+                what: "Kubernetes manifest",
+                source,
+            })?,
+        })
+    })
+    .collect()
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The device plugin is a DaemonSet Kubernetes accepts: its selector matches its pods'
+    /// labels, it runs under the `nvidia` RuntimeClass the cluster also gets, only on labelled
+    /// GPU nodes, from a pinned image.
+    #[test]
+    fn device_plugin_manifests_are_a_valid_daemonset_and_runtimeclass() {
+        let m = inline_manifests().unwrap();
+        let docs: Vec<Value> = m
+            .iter()
+            .map(|m| serde_yaml::from_str(&m.contents).unwrap())
+            .collect();
+        let (rc, ds) = (&docs[0], &docs[1]);
+        assert_eq!(rc["apiVersion"], "node.k8s.io/v1");
+        assert_eq!(rc["kind"], "RuntimeClass");
+        assert_eq!(rc["handler"], "nvidia");
+        assert_eq!(ds["apiVersion"], "apps/v1");
+        assert_eq!(ds["kind"], "DaemonSet");
+        assert_eq!(ds["metadata"]["namespace"], "kube-system");
+        let spec = &ds["spec"];
+        assert_eq!(
+            spec["selector"]["matchLabels"],
+            spec["template"]["metadata"]["labels"]
+        );
+        let pod = &spec["template"]["spec"];
+        assert_eq!(pod["runtimeClassName"], rc["metadata"]["name"]);
+        assert_eq!(pod["nodeSelector"][GPU_NODE_LABEL.0], GPU_NODE_LABEL.1);
+        let image = pod["containers"][0]["image"].as_str().unwrap();
+        assert!(image.rsplit_once(':').is_some_and(|(_, tag)| tag.starts_with('v')), "{image}");
+        let mount = &pod["containers"][0]["volumeMounts"][0];
+        assert_eq!(mount["name"], pod["volumes"][0]["name"]);
+        assert_eq!(mount["mountPath"], pod["volumes"][0]["hostPath"]["path"]);
+        // One file for `kubectl apply -f`: both documents.
+        assert_eq!(manifests_yaml().unwrap().matches("kind:").count(), 2);
+    }
 
     #[test]
     fn chip_codes_choose_the_driver() {

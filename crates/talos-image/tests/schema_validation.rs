@@ -1,6 +1,7 @@
 //! Every generated document validates against the official schema of its Talos version
 //! (copies in tests/schemas, see SOURCES.md there): controlplane and worker, with and without
-//! GPU and static IP, for 1.10, 1.11, 1.12 and main (1.14+).
+//! GPU and static IP, node labels, a VIP and inline manifests, for 1.10, 1.11, 1.12, 1.13 and
+//! main (1.14+).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -10,10 +11,11 @@ use talos_image::machineconfig::{self, ConfigInput, NodePatch, Role, StaticIp};
 use talos_image::secrets::{SecretsBundle, SecretsOptions};
 use talos_image::{Endpoints, TalosVersion};
 
-const VERSIONS: [(&str, &str); 4] = [
+const VERSIONS: [(&str, &str); 5] = [
     ("v1.10.7", "v1.10"),
     ("v1.11.5", "v1.11"),
     ("v1.12.1", "v1.12"),
+    ("v1.13.9", "v1.13"),
     ("v1.14.0", "main"),
 ];
 
@@ -88,6 +90,7 @@ fn input(version: &str) -> ConfigInput {
         &v,
         false,
     );
+    i.inline_manifests = talos_image::nvidia::inline_manifests().expect("manifests");
     i
 }
 
@@ -125,11 +128,29 @@ fn patches() -> Vec<(&'static str, NodePatch)> {
                 static_ip: Some(StaticIp {
                     gateway: None,
                     nameservers: vec![],
-                    ..ip
+                    ..ip.clone()
                 }),
                 gpu: true,
                 install_disk: Some("/dev/nvme0n1".into()),
                 installer_image: None,
+                labels: [(
+                    talos_image::nvidia::GPU_NODE_LABEL.0.to_string(),
+                    talos_image::nvidia::GPU_NODE_LABEL.1.to_string(),
+                )]
+                .into(),
+                vip: None,
+            },
+        ),
+        (
+            "static-ip+vip",
+            NodePatch {
+                hostname: Some("cp2".into()),
+                static_ip: Some(StaticIp {
+                    address: "198.18.0.12/24".parse().expect("cidr"),
+                    ..ip
+                }),
+                vip: Some("198.18.0.10".parse().expect("vip")),
+                ..Default::default()
             },
         ),
     ]
@@ -170,7 +191,11 @@ fn kinds(yaml: &str) -> Vec<String> {
 }
 
 fn gpu_static() -> NodePatch {
-    patches().pop().expect("patch").1
+    patches()
+        .into_iter()
+        .find(|(n, _)| *n == "gpu+static-ip")
+        .expect("patch")
+        .1
 }
 
 #[test]
@@ -296,6 +321,9 @@ fn main_uses_the_multi_document_contract() {
             "KubeServiceAccountConfig",
             "KubeEtcdEncryptionConfig",
             "UnattendedInstall",
+            "KubeNodeConfig",
+            "KubeInlineManifestConfig",
+            "KubeInlineManifestConfig",
             "KernelModuleConfig",
             "KernelModuleConfig",
             "KernelModuleConfig",
@@ -401,4 +429,92 @@ fn bad_inputs_are_refused_with_the_field_named() {
         ..Default::default()
     };
     assert!(machineconfig::node_config(&input("v1.12.1"), s, Role::Worker, &patch).is_err());
+}
+
+/// What a cluster node needs beyond one VM: the VIP in each version's own form, the node labels,
+/// and the GPU manifests on control planes only.
+#[test]
+fn vip_labels_and_inline_manifests_take_each_versions_form() {
+    let vip_patch = patches()
+        .into_iter()
+        .find(|(n, _)| *n == "static-ip+vip")
+        .expect("patch")
+        .1;
+    for (version, _) in VERSIONS {
+        let input = input(version);
+        let cp = machineconfig::node_config(&input, secrets(), Role::Controlplane, &vip_patch)
+            .expect("cp");
+        let docs = docs_of(&cp);
+        let v1 = &docs[0];
+        let old = version < "v1.12";
+        if old {
+            assert_eq!(
+                v1["machine"]["network"]["interfaces"][0]["vip"]["ip"], "198.18.0.10",
+                "{version}"
+            );
+            assert!(!kinds(&cp).contains(&"Layer2VIPConfig".to_string()));
+        } else {
+            let l2 = docs
+                .iter()
+                .find(|d| d["kind"] == "Layer2VIPConfig")
+                .unwrap_or_else(|| panic!("{version}: no Layer2VIPConfig"));
+            assert_eq!(l2["name"], "198.18.0.10");
+            assert_eq!(l2["link"], machineconfig::LINK_ALIAS);
+        }
+        // Manifests: on control planes (v1alpha1 up to 1.13, their own documents after), never
+        // on workers.
+        let names: Vec<String> = if version < "v1.14" {
+            v1["cluster"]["inlineManifests"]
+                .as_array()
+                .expect("inlineManifests")
+                .iter()
+                .map(|m| m["name"].as_str().expect("name").to_string())
+                .collect()
+        } else {
+            docs.iter()
+                .filter(|d| d["kind"] == "KubeInlineManifestConfig")
+                .map(|d| d["name"].as_str().expect("name").to_string())
+                .collect()
+        };
+        assert_eq!(names, ["nvidia-runtimeclass", "nvidia-device-plugin"], "{version}");
+        let worker = machineconfig::node_config(&input, secrets(), Role::Worker, &gpu_static())
+            .expect("worker");
+        assert!(!worker.contains("inlineManifests") && !worker.contains("KubeInlineManifest"));
+        // The GPU label, next to nothing else on a worker.
+        let wdocs = docs_of(&worker);
+        let labels = if version < "v1.14" {
+            wdocs[0]["machine"]["nodeLabels"].clone()
+        } else {
+            wdocs
+                .iter()
+                .find(|d| d["kind"] == "KubeNodeConfig")
+                .expect("KubeNodeConfig")["labels"]
+                .clone()
+        };
+        assert_eq!(labels, serde_json::json!({"nvidia.com/gpu.present": "true"}), "{version}");
+    }
+}
+
+#[test]
+fn a_vip_without_a_static_address_or_a_bad_label_is_refused() {
+    let s = secrets();
+    let patch = NodePatch {
+        vip: Some("198.18.0.10".parse().expect("vip")),
+        ..Default::default()
+    };
+    let err = machineconfig::node_config(&input("v1.13.9"), s, Role::Controlplane, &patch)
+        .unwrap_err();
+    assert!(err.to_string().contains("VIP"), "{err}");
+    let patch = NodePatch {
+        labels: [("bad key!".to_string(), "x".to_string())].into(),
+        ..Default::default()
+    };
+    let err =
+        machineconfig::node_config(&input("v1.13.9"), s, Role::Worker, &patch).unwrap_err();
+    assert!(err.to_string().contains("node label"), "{err}");
+    let mut i = input("v1.13.9");
+    i.inline_manifests.push(i.inline_manifests[0].clone());
+    let err = machineconfig::node_config(&i, s, Role::Controlplane, &NodePatch::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("inline manifest"), "{err}");
 }

@@ -384,12 +384,9 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
     );
     if let Some(rc) = &c.runtime_class {
         s += &format!(
-            "runtime class ({}; pods ask for it with runtimeClassName: nvidia):\n{}",
+            "GPU manifests (the RuntimeClass `nvidia` and the NVIDIA device plugin; pods ask for \
+             nvidia.com/gpu with runtimeClassName: nvidia): {}\n",
             esc(&rc.display().to_string()),
-            talos_image::nvidia::RUNTIME_CLASS_MANIFEST
-                .lines()
-                .map(|l| format!("  {l}\n"))
-                .collect::<String>()
         );
     }
     if !c.next_steps.is_empty() {

@@ -130,7 +130,7 @@ pub(super) fn put(m: &mut Mapping, key: &str, value: impl Into<Value>) {
     m.insert(Value::String(key.to_string()), value.into());
 }
 
-pub(super) fn map<'a>(entries: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
+pub(crate) fn map<'a>(entries: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
     let mut m = Mapping::new();
     for (k, v) in entries {
         put(&mut m, k, v);

@@ -74,3 +74,47 @@ pub(super) fn is_mac(s: &str) -> bool {
             .iter()
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
+
+/// A Kubernetes label value: empty, or at most 63 letters, digits, '-', '_' and '.', starting
+/// and ending with a letter or digit.
+pub(super) fn is_label_value(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() <= 63
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+}
+
+/// A Kubernetes label key: `[PREFIX/]NAME`, PREFIX a DNS subdomain (at most 253 characters),
+/// NAME a non-empty label value.
+pub(super) fn is_label_key(s: &str) -> bool {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    !name.is_empty()
+        && is_label_value(name)
+        && prefix.is_none_or(|p| p.len() <= 253 && p.split('.').all(is_dns_label))
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn label_keys_and_values_follow_kubernetes_syntax() {
+        for ok in ["nvidia.com/gpu.present", "role", "a_b.c-d", "k8s.io/x"] {
+            assert!(is_label_key(ok), "{ok}");
+        }
+        for bad in ["", "/x", "Nvidia.com/x", "a/b/c", "-x", "x-", "a b", &"x".repeat(64)] {
+            assert!(!is_label_key(bad), "{bad}");
+        }
+        for ok in ["", "true", "A-1.b_c"] {
+            assert!(is_label_value(ok), "{ok}");
+        }
+        for bad in ["-a", "a-", "a/b", &"v".repeat(64)] {
+            assert!(!is_label_value(bad), "{bad}");
+        }
+    }
+}

@@ -380,13 +380,43 @@ pub fn write_private(path: &Path, content: &[u8]) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Cluster state
 
-/// `cluster.json`: what later nodes of the cluster need.
+/// `cluster.json`: what later nodes of the cluster need, and its nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterRecord {
     pub name: String,
     pub endpoint: String,
     pub version: TalosVersion,
     pub created: String,
+    /// The control planes' shared address (clusters of more than one control plane).
+    #[serde(default)]
+    pub vip: Option<std::net::Ipv4Addr>,
+    /// The control planes carry the NVIDIA RuntimeClass and device plugin as inline manifests.
+    #[serde(default)]
+    pub gpu: bool,
+    /// The cluster's VMs, control planes first.
+    #[serde(default)]
+    pub nodes: Vec<NodeRecord>,
+}
+
+/// One VM of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub role: talos_image::machineconfig::Role,
+    /// Its static address (none for a DHCP node).
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// The BDFs of the GPUs passed to it.
+    #[serde(default)]
+    pub gpus: Vec<String>,
+}
+
+impl ClusterRecord {
+    /// The control planes, in creation order.
+    pub fn control_planes(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == talos_image::machineconfig::Role::Controlplane)
+    }
 }
 
 /// A cluster's directory in vmctl's state directory.
@@ -437,14 +467,42 @@ impl ClusterDir {
 
     /// The stored record and secrets.
     pub fn load(&self) -> Result<(ClusterRecord, SecretsBundle)> {
+        let record = self.load_record()?;
+        let secrets = SecretsBundle::from_yaml(&self.read(&self.secrets())?)?;
+        Ok((record, secrets))
+    }
+
+    /// The stored record alone.
+    pub fn load_record(&self) -> Result<ClusterRecord> {
         let text = self.read(&self.record())?;
-        let record: ClusterRecord =
+        Ok(
             serde_json::from_str(&text).map_err(|source| TalosError::ParseRecord {
                 path: self.record(),
                 source,
-            })?;
-        let secrets = SecretsBundle::from_yaml(&self.read(&self.secrets())?)?;
-        Ok((record, secrets))
+            })?,
+        )
+    }
+
+    /// Writes the record: a new file (`new`, refused if one exists) or an atomic replace.
+    pub fn save_record(&self, record: &ClusterRecord, new: bool) -> Result<()> {
+        let json = serde_json::to_string_pretty(record).map_err(|source| {
+            TalosError::ParseRecord {
+                path: self.record(),
+                source,
+            }
+        })?;
+        let bytes = format!("{json}\n");
+        if new {
+            write_private(&self.record(), bytes.as_bytes())
+        } else {
+            hostio::file::write_atomic(&self.record(), bytes.as_bytes(), 0o600).map_err(|source| {
+                TalosError::WriteFile {
+                    path: self.record(),
+                    source,
+                }
+                .into()
+            })
+        }
     }
 }
 

@@ -78,6 +78,10 @@ pub struct TalosRequest {
     pub bootstrap: bool,
     /// Boot the factory's metal ISO and install to a blank disk (instead of the nocloud image).
     pub iso: bool,
+    /// Kubernetes node labels besides the GPU label a GPU node always gets.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The cluster's VIP, held by this control plane in turn with the others.
+    pub vip: Option<std::net::Ipv4Addr>,
 }
 
 impl TalosRequest {
@@ -104,6 +108,8 @@ impl TalosRequest {
             no_start: false,
             bootstrap: false,
             iso: false,
+            labels: Default::default(),
+            vip: None,
         }
     }
 }
@@ -495,6 +501,14 @@ pub fn create_talos(
     let created = apply_claimed(ctx, req, &plan, &mut rb, progress);
     claim.settle(created.is_ok());
     let mut created = created?;
+    rb.commit();
+    if matches!(plan.cluster_state, ClusterState::Existing { .. }) {
+        // A node joining: the record lists it from now on (the first node is in it already).
+        let mut record = plan.cluster.load_record()?;
+        record.nodes.retain(|n| n.name != plan.name);
+        record.nodes.push(apply::node_record(&plan));
+        plan.cluster.save_record(&record, false)?;
+    }
     if req.bootstrap {
         bootstrap(ctx, &plan, &mut created)?;
     }

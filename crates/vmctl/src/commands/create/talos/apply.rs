@@ -168,10 +168,13 @@ pub fn apply(
 ) -> Result<TalosCreated> {
     let mut rb = Transaction::new(ctx.hv);
     rb.claim_dir(&plan.vm_dir, &plan.name)?;
-    apply_claimed(ctx, req, plan, &mut rb, progress)
+    let created = apply_claimed(ctx, req, plan, &mut rb, progress)?;
+    rb.commit();
+    Ok(created)
 }
 
-/// [`apply`] in the VM directory `rb` has claimed.
+/// [`apply`] in the VM directory `rb` has claimed; the caller commits `rb` (a cluster create
+/// holds one transaction for all its nodes).
 pub(super) fn apply_claimed(
     ctx: &Ctx,
     req: &TalosRequest,
@@ -211,8 +214,18 @@ pub(super) fn apply_claimed(
         &plan.version,
         false,
     );
+    let gpu = !plan.gpus.is_empty();
+    // A cluster whose control planes carry the NVIDIA manifests: one made by `cluster create`
+    // with GPU workers, or a new one whose first node has a GPU.
+    let gpu_cluster = match &plan.cluster_state {
+        ClusterState::Existing { record, .. } => record.gpu,
+        ClusterState::New => gpu,
+    };
     let mut input = ConfigInput::new(&plan.cluster.name, &endpoint, plan.version.clone());
     input.installer_image = installer_image.clone();
+    if gpu_cluster {
+        input.inline_manifests = nvidia::inline_manifests()?;
+    }
     input.validate()?;
 
     // Secrets: generated and stored first for a new cluster (RSA-4096 takes a moment).
@@ -255,14 +268,11 @@ pub(super) fn apply_claimed(
                 endpoint: endpoint.clone(),
                 version: plan.version.clone(),
                 created: now_rfc3339(),
+                vip: None,
+                gpu: gpu_cluster,
+                nodes: vec![node_record(plan)],
             };
-            let json = serde_json::to_string_pretty(&record).map_err(|source| {
-                TalosError::ParseRecord {
-                    path: plan.cluster.record(),
-                    source,
-                }
-            })?;
-            write_private(&plan.cluster.record(), format!("{json}\n").as_bytes())?;
+            plan.cluster.save_record(&record, true)?;
             let mut tinput = input.clone();
             if let Some(s) = &plan.static_ip {
                 tinput.talos_endpoints = vec![s.address.addr().to_string()];
@@ -272,11 +282,11 @@ pub(super) fn apply_claimed(
             s
         }
     };
-    let gpu = !plan.gpus.is_empty();
-    let runtime_class = if gpu {
+    // A GPU node joining a cluster without the manifests: they are a file to apply.
+    let runtime_class = if gpu && !gpu_cluster {
         let p = plan.cluster.runtime_class();
         if !p.exists() {
-            write_private(&p, nvidia::RUNTIME_CLASS_MANIFEST.as_bytes())?;
+            write_private(&p, nvidia::manifests_yaml()?.as_bytes())?;
         }
         Some(p)
     } else {
@@ -292,6 +302,8 @@ pub(super) fn apply_claimed(
             nameservers: s.dns.clone(),
         }),
         gpu,
+        labels: node_labels(req, gpu),
+        vip: req.vip,
         ..Default::default()
     };
     let user_data = machineconfig::node_config(&input, &secrets, plan.role, &patch)?;
@@ -362,7 +374,6 @@ pub(super) fn apply_claimed(
         dir: Some(dir.clone()),
     });
     let started = rb.define_and_start(ctx.cancelled, &plan.name, &to_xml(&spec)?, !req.no_start)?;
-    rb.commit();
 
     let node_ip = plan.static_ip.as_ref().map(|s| s.address.addr());
     let next_steps = next_steps(plan, node_ip, &endpoint, runtime_class.as_deref());
@@ -398,6 +409,31 @@ pub(super) fn apply_claimed(
         driver_note: plan.driver_note.clone(),
         next_steps,
     })
+}
+
+/// The node as its cluster's record lists it.
+pub(crate) fn node_record(plan: &TalosPlan) -> crate::talos::NodeRecord {
+    crate::talos::NodeRecord {
+        name: plan.name.clone(),
+        role: plan.role,
+        ip: plan.static_ip.as_ref().map(|s| s.address.addr()),
+        gpus: plan
+            .gpus
+            .iter()
+            .filter_map(|fs| fs.first().map(ToString::to_string))
+            .collect(),
+    }
+}
+
+/// The node's Kubernetes labels: the request's, and on a GPU node the label the device plugin
+/// selects.
+fn node_labels(req: &TalosRequest, gpu: bool) -> std::collections::BTreeMap<String, String> {
+    let mut labels = req.labels.clone();
+    if gpu {
+        let (k, v) = nvidia::GPU_NODE_LABEL;
+        labels.insert(k.into(), v.into());
+    }
+    labels
 }
 
 /// The domain's disks and the order the firmware tries them. Nocloud: the overlay (`<os><boot
