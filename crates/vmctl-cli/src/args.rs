@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{cli_ip, cli_talos, gpu_cli};
+use crate::{cli_cluster, cli_ip, cli_talos, gpu_cli};
 
 pub(crate) const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed), 130 interrupted\n\
 (Ctrl-C during `create` removes what it made; a second Ctrl-C quits at once).\n\
@@ -90,6 +90,9 @@ pub(crate) enum Command {
         /// Keep the VM's disks
         #[arg(long)]
         keep_disks: bool,
+        /// Delete a cluster node without `vmctl cluster remove-node` (its etcd member stays)
+        #[arg(long)]
+        force: bool,
     },
     /// ssh to the VM as the user and with the key recorded at create
     Ssh {
@@ -117,6 +120,10 @@ pub(crate) enum Command {
     /// Talos Linux: Image Factory schematics, versions, cluster configs
     #[command(subcommand)]
     Talos(cli_talos::TalosCommand),
+    /// Talos Kubernetes clusters with GPU workers: create, list, show, credentials, add and
+    /// remove nodes, destroy
+    #[command(subcommand)]
+    Cluster(cli_cluster::ClusterCommand),
     #[command(flatten)]
     Docs(clikit::DocsCommand),
 }

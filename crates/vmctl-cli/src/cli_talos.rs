@@ -201,10 +201,10 @@ pub struct TalosArgs {
     /// Define the domain but do not start it
     #[arg(long)]
     no_start: bool,
-    /// When talosctl is on PATH: bootstrap etcd, fetch the kubeconfig and (GPU) create the
-    /// RuntimeClass once the node answers
+    /// Bootstrap etcd and fetch the kubeconfig through the Talos API once the node answers (no
+    /// talosctl needed; the first control plane of a new cluster)
     #[arg(long, conflicts_with = "no_start")]
-    bootstrap: bool,
+    pub(crate) bootstrap: bool,
 }
 
 impl TalosArgs {
@@ -396,7 +396,7 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
                 "  # {}{}\n  {}\n",
                 step.what,
                 if step.done { " (done)" } else { "" },
-                esc(&step.argv.join(" "))
+                esc(&crate::render::shell_line(&step.argv))
             );
         }
     }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod args;
+mod cli_cluster;
 mod cli_desktop;
 mod cli_ip;
 mod cli_talos;
@@ -165,8 +166,13 @@ fn run(cli: Cli) -> Result<(), Error> {
     }
     let config = Config::load(&host, cli.config.as_deref(), &env, &flags)?;
     // Only `create` makes things a Ctrl-C should undo; every other command keeps the default.
-    if matches!(cli.command, Command::Create(_))
-        && let Err(e) = vmctl::interrupt::install()
+    if matches!(
+        cli.command,
+        Command::Create(_)
+            | Command::Cluster(
+                cli_cluster::ClusterCommand::Create(_) | cli_cluster::ClusterCommand::AddWorker(_)
+            )
+    ) && let Err(e) = vmctl::interrupt::install()
     {
         tracing::warn!("Ctrl-C will stop create without rolling back: {e}");
     }
@@ -284,11 +290,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                 out(&format!("{}: {}\n", esc(&o.name), o.action))
             }
         }
+        Command::Cluster(c) => cli_cluster::run(c, &ctx, cli.json)?,
         Command::Delete {
             name,
             yes,
             keep_disks,
+            force,
         } => {
+            if !force && let Some(cluster) = vmctl::commands::cluster::ops::node_of(&ctx, &name) {
+                return Err(vmctl::commands::cluster::ClusterError::ClusterNode { vm: name, cluster }.into());
+            }
             let yes = yes
                 || (hv_exists(&ctx, &name)?
                     && confirm(&format!(
@@ -326,7 +337,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Create(CreateKind::Talos(a)) => {
             let bar = Bar(ProgressBar::new(0));
-            let created = vmctl::commands::create::talos::create_talos(&ctx, &a.request(), &bar)?;
+            let mut created =
+                vmctl::commands::create::talos::create_talos(&ctx, &a.request(), &bar)?;
+            if a.bootstrap {
+                cli_cluster::bootstrap_created(&ctx, &mut created, cli.json)?;
+            }
             if cli.json {
                 out_json(&created)
             } else {

@@ -170,3 +170,35 @@ pub(crate) fn render_info(i: &inspect::VmInfo) -> String {
     o += &format!("Console:    {}\n", esc(&i.console_command));
     o
 }
+
+/// `argv` as one shell line that runs it as printed: a word with anything beyond letters,
+/// digits and `_./:=,@%+-` is single-quoted.
+pub(crate) fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_./:=,@%+-".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod shell_line_tests {
+    #[test]
+    fn words_a_shell_would_change_are_quoted() {
+        let argv: Vec<String> = ["kubectl", "-o", "custom-columns=G:.a.nvidia\\.com/gpu", "it's", ""]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            super::shell_line(&argv),
+            r"kubectl -o 'custom-columns=G:.a.nvidia\.com/gpu' 'it'\''s' ''"
+        );
+    }
+}

@@ -475,6 +475,107 @@ pub fn claim_address(
     }
 }
 
+/// `--ip auto` for several VMs at once (the nodes of a cluster, and its VIP under the owner
+/// name given): one scan of the bridge, then one reservation lock in which each owner gets its
+/// own free address. `fixed` addresses (a `--vip` given) are never picked; each is probed and
+/// reserved for its owner first. The claims come back in the order of `owners`, then `fixed`.
+pub fn claim_many(
+    ctx: &Ctx,
+    owners: &[String],
+    fixed: &[(String, Ipv4Addr)],
+    bridge: &str,
+    gateway: Option<&str>,
+    dns: &[String],
+) -> Result<Vec<(Claim, net::StaticIp)>> {
+    let scanner = ctx.scanner;
+    let now = (ctx.clock)();
+    let result = scanner
+        .scan(&ScanRequest::new(bridge))
+        .map_err(scan_err(bridge))?;
+    if result.fallback {
+        tracing::warn!("{}", fallback_note());
+    }
+    let store = store(ctx);
+    let reserve_err = |source| Error::ReserveIp {
+        dir: ctx.config.state_dir(ctx.host),
+        source,
+    };
+    let static_of = |ip: Ipv4Addr| {
+        net::parse_static(
+            &format!("{ip}/{}", result.subnet.prefix_len()),
+            gateway,
+            dns,
+        )
+    };
+    let mut fixed_claims = Vec::new();
+    for (owner, ip) in fixed {
+        if !result.subnet.contains(ip) {
+            return Err(Error::InvalidOption {
+                option: "--vip".into(),
+                value: ip.to_string(),
+                reason: format!("not inside {}, the subnet of {bridge}", result.subnet),
+            });
+        }
+        if result.used.iter().any(|h| h.ip == *ip) {
+            return Err(Error::IpAnswers {
+                ip: ip.to_string(),
+                bridge: bridge.to_string(),
+                by: "a host on the bridge".into(),
+            });
+        }
+        let st = static_of(*ip)?;
+        let holder = netscan::Holder::new(owner);
+        store
+            .reserve(*ip, &holder, CLAIM_TTL, now)
+            .map_err(reserve_err)?;
+        let claim = Claim {
+            store: Some(store.clone()),
+            holder,
+            ip: Some(*ip),
+            clock: ctx.clock,
+        };
+        fixed_claims.push((claim, st));
+    }
+    let reserved = reserved_ranges(ctx.config, result.subnet)?;
+    let mut known = metadata_ips(ctx.hv)?;
+    known.extend(fixed.iter().map(|(_, ip)| *ip));
+    let holders: Vec<netscan::Holder> = owners.iter().map(|o| netscan::Holder::new(o)).collect();
+    let got = store
+        .allocate_many(&result, &reserved, &known, &holders, CLAIM_TTL, now)
+        .map_err(reserve_err)?;
+    let mut out = Vec::new();
+    for (holder, r) in holders.into_iter().zip(got) {
+        let claim = Claim {
+            store: Some(store.clone()),
+            holder,
+            ip: Some(r.ip),
+            clock: ctx.clock,
+        };
+        out.push((claim, static_of(r.ip)));
+    }
+    // Release everything if one address cannot be used (a bad --gateway).
+    let mut ok = Vec::new();
+    let mut failure = None;
+    for (claim, st) in out {
+        match st {
+            Ok(st) if failure.is_none() => ok.push((claim, st)),
+            Ok(_) => claim.settle(false),
+            Err(e) => {
+                claim.settle(false);
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failure {
+        for (c, _) in ok.into_iter().chain(fixed_claims) {
+            c.settle(false);
+        }
+        return Err(e);
+    }
+    ok.extend(fixed_claims);
+    Ok(ok)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

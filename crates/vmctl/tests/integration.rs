@@ -4,6 +4,7 @@
 // Helpers outside #[test] fns panic on a broken setup too.
 #![allow(clippy::unwrap_used)]
 
+mod cluster;
 mod desktop_seed;
 mod gpu_attach;
 mod gpu_create;

@@ -115,8 +115,17 @@ fn expected_user_data(
             nameservers: gateway.iter().map(|g| g.parse().unwrap()).collect(),
         }),
         gpu,
+        labels: if gpu {
+            let (k, v) = talos_image::nvidia::GPU_NODE_LABEL;
+            [(k.to_string(), v.to_string())].into()
+        } else {
+            Default::default()
+        },
         ..Default::default()
     };
+    if !c.inline_manifests.is_empty() {
+        input.inline_manifests = talos_image::nvidia::inline_manifests().unwrap();
+    }
     machineconfig::node_config(&input, &secrets, role, &patch).unwrap()
 }
 
@@ -306,13 +315,15 @@ fn gpu_node_gets_the_nvidia_schematic_modules_and_hostdevs() {
     let hostdevs: Vec<String> = facts.hostdevs.iter().map(ToString::to_string).collect();
     assert_eq!(hostdevs, ["0000:01:00.0", "0000:01:00.1"]);
     assert_eq!(facts.firmware, "efi");
-    let rc = c.runtime_class.clone().unwrap();
-    assert!(
-        std::fs::read_to_string(&rc)
-            .unwrap()
-            .contains("handler: nvidia")
+    // A new cluster whose first node has a GPU carries the NVIDIA manifests itself: nothing is
+    // left to apply by hand.
+    assert_eq!(
+        c.inline_manifests,
+        ["nvidia-runtimeclass", "nvidia-device-plugin"]
     );
-    assert!(c.next_steps.iter().any(|s| s.argv[0] == "kubectl"));
+    assert!(c.runtime_class.is_none());
+    assert!(c.next_steps.iter().all(|s| s.argv[0] != "kubectl"));
+    assert!(user_data.contains("nvidia.com/gpu.present"));
 
     // --driver proprietary wins over the detection.
     let mut r = request("gpu2", Some("198.18.7.31/24"));
@@ -447,99 +458,17 @@ fn raw_xz_image_is_decompressed_when_there_is_no_qcow2() {
     );
 }
 
-/// Runs everything for real except talosctl and kubectl, which it records (and answers 0).
-struct ClusterTools {
-    calls: std::sync::Mutex<Vec<Vec<String>>>,
-}
-
-impl hostio::CommandRunner for ClusterTools {
-    fn output(&self, cmd: &hostio::Cmd) -> Result<hostio::Output, hostio::CommandError> {
-        let prog = cmd.argv[0].rsplit('/').next().unwrap_or_default();
-        if prog == "talosctl" || prog == "kubectl" {
-            self.calls.lock().unwrap().push(cmd.argv.clone());
-            return Ok(hostio::Output::ok(""));
-        }
-        SystemRunner.output(cmd)
-    }
-}
-
 #[test]
-fn bootstrap_runs_talosctl_and_the_runtime_class_through_the_runner() {
-    let f = fixture("synthetic-vfio-bound");
-    let bin = f.dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for p in ["talosctl", "kubectl"] {
-        std::fs::write(bin.join(p), "#!/bin/sh\nexit 0\n").unwrap();
-        // Executable, as a program on PATH must be to be found.
-        std::fs::set_permissions(
-            bin.join(p),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-    }
-    let path = bin.display().to_string();
-    let env = move |k: &str| (k == "PATH").then(|| path.clone());
-    let tools = ClusterTools {
-        calls: Default::default(),
-    };
-    let ctx = Ctx::new(&f.config, &f.host, &tools, &f.lv).with_env(&env);
+fn bootstrap_is_refused_for_a_node_that_is_not_started_or_not_first() {
+    let f = fixture("intel-z370-no-nvidia");
+    let ctx = Ctx::new(&f.config, &f.host, &SystemRunner, &f.lv).with_env(&no_env);
     let mut r = request("boot1", Some("198.18.7.80/24"));
-    r.gpus = vec!["01:00.0".into()];
     r.bootstrap = true;
     // --bootstrap needs a started VM.
     let err = create_talos(&ctx, &r, &NoProgress).map(|_| ()).unwrap_err();
     assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(err.to_string().contains("--bootstrap needs"), "{err}");
     nothing_left(&f, "boot1");
-    r.no_start = false;
-    let c = create_talos(&ctx, &r, &NoProgress).unwrap();
-    assert!(c.started);
-    assert!(c.next_steps.iter().all(|s| s.done), "{:?}", c.next_steps);
-    let calls = tools.calls.lock().unwrap().clone();
-    let tc = c.talosconfig.display().to_string();
-    let kubeconfig = c.cluster_dir.join("kubeconfig").display().to_string();
-    let rc = c.runtime_class.unwrap().display().to_string();
-    let talosctl = format!("{}/talosctl", bin.display());
-    let kubectl = format!("{}/kubectl", bin.display());
-    let node = "198.18.7.80";
-    assert_eq!(
-        calls,
-        [
-            vec![
-                &talosctl,
-                "--talosconfig",
-                &tc,
-                "--nodes",
-                node,
-                "--endpoints",
-                node,
-                "bootstrap"
-            ],
-            vec![
-                &talosctl,
-                "--talosconfig",
-                &tc,
-                "--nodes",
-                node,
-                "--endpoints",
-                node,
-                "kubeconfig",
-                "--force",
-                &kubeconfig
-            ],
-            vec![&kubectl, "--kubeconfig", &kubeconfig, "apply", "-f", &rc],
-        ]
-    );
-
-    // Without talosctl on PATH: refused before anything is made.
-    let ctx = ctx.with_env(&no_env);
-    let mut r = request("boot2", Some("198.18.7.81/24"));
-    r.cluster = Some("other".into());
-    r.no_start = false;
-    r.bootstrap = true;
-    let err = create_talos(&ctx, &r, &NoProgress).map(|_| ()).unwrap_err();
-    assert_eq!(err.exit_kind(), ExitKind::Usage);
-    assert!(err.to_string().contains("talosctl is not on PATH"), "{err}");
-    nothing_left(&f, "boot2");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! uses the modules below it (`crate::gpu`, `crate::address`, `crate::build`…), never a
 //! sibling command: what two commands share lives a layer down.
 
+pub mod cluster;
 pub mod create;
 pub mod desktop;
 pub mod gpu;

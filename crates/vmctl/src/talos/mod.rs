@@ -10,7 +10,7 @@ pub mod schematic;
 
 use std::path::{Path, PathBuf};
 
-use hostio::{CommandError, HostRoot};
+use hostio::HostRoot;
 use serde::{Deserialize, Serialize};
 use talos_image::{Endpoints, FactoryClient, SecretsBundle, TalosVersion};
 
@@ -88,17 +88,8 @@ pub enum TalosError {
         #[source]
         source: talos_image::Error,
     },
-    #[error("{program} is not on PATH")]
-    MissingProgram { program: &'static str },
     #[error("--bootstrap needs {what}")]
     BootstrapUnsupported { what: &'static str },
-    #[error("{step} did not succeed within {secs} s")]
-    Bootstrap {
-        step: String,
-        secs: u64,
-        #[source]
-        source: CommandError,
-    },
 }
 
 impl CommandFailure for TalosError {
@@ -118,7 +109,6 @@ impl CommandFailure for TalosError {
             | TalosError::NoSsh { .. }
             | TalosError::OutputExists { .. }
             | TalosError::SchematicFile { .. }
-            | TalosError::MissingProgram { .. }
             | TalosError::BootstrapUnsupported { .. } => ExitKind::Usage,
             _ => ExitKind::Failure,
         }
@@ -163,15 +153,9 @@ impl CommandFailure for TalosError {
                 "pass the version with --version vX.Y.Z: an explicit version needs no release list (`vmctl talos versions` prints it where GitHub answers)".into(),
                 "or check that GitHub's API answers here; its base URL is setting github_api_url (VMCTL_GITHUB_API_URL)".into(),
             ],
-            TalosError::MissingProgram { program } => vec![format!(
-                "install {program}, or drop --bootstrap and run the printed steps yourself"
-            )],
             TalosError::BootstrapUnsupported { .. } => {
                 vec!["drop --bootstrap and run the printed steps once the node is up".into()]
             }
-            TalosError::Bootstrap { .. } => vec![
-                "the node may still be booting: watch it with `virsh console NAME`, then run the printed steps".into(),
-            ],
             _ => Vec::new(),
         }
     }
@@ -448,6 +432,41 @@ impl ClusterDir {
     }
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
+    }
+
+    /// Makes the cluster's directory (0700: the secrets are written into it next), recorded in
+    /// `rb`. `create_dir`, not `create_dir_all`: of two creates starting the same cluster at
+    /// once, the second is refused here and must not remove the first one's directory.
+    pub(crate) fn create(&self, rb: &mut crate::transaction::Transaction) -> Result<()> {
+        let dir = &self.dir;
+        let werr = |source| TalosError::WriteFile {
+            path: dir.clone(),
+            source,
+        };
+        // The state directory may hold VM storage too (/var/lib/vmctl/vms): searchable for the
+        // qemu user ([`guest_media::disk::DIR_MODE`]); the clusters below it are root's alone.
+        if let Some(clusters) = dir.parent() {
+            let mut mode = 0o700;
+            if let Some(state) = clusters.parent() {
+                hostio::create_dir_all_mode(state, guest_media::disk::DIR_MODE).map_err(werr)?;
+                mode = guest_media::disk::dir_mode_in(state, mode);
+            }
+            hostio::create_dir_all_mode(clusters, mode).map_err(werr)?;
+        }
+        match hostio::file::make_dir(dir, 0o700) {
+            Ok(()) => {
+                rb.record(crate::transaction::Undo::Dir(dir.clone()));
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(TalosError::ClusterExists {
+                    cluster: self.name.clone(),
+                    dir: dir.clone(),
+                }
+                .into())
+            }
+            Err(e) => Err(werr(e).into()),
+        }
     }
 
     /// A cluster exists once its directory does (secrets are written first).

@@ -253,6 +253,7 @@ pub fn rerender_user_data(
     } else {
         Role::Controlplane
     };
+    let gpu = created["gpus"].as_array().is_some_and(|g| !g.is_empty());
     let patch = NodePatch {
         hostname: Some(s("name")),
         static_ip: created["ip"].as_str().map(|ip| machineconfig::StaticIp {
@@ -261,8 +262,20 @@ pub fn rerender_user_data(
             gateway: gateway.map(|g| g.parse().unwrap()),
             nameservers: gateway.iter().map(|g| g.parse().unwrap()).collect(),
         }),
-        gpu: created["runtime_class"].is_string(),
+        gpu,
+        labels: if gpu {
+            let (k, v) = talos_image::nvidia::GPU_NODE_LABEL;
+            [(k.to_string(), v.to_string())].into()
+        } else {
+            Default::default()
+        },
         ..Default::default()
     };
+    if created["inline_manifests"]
+        .as_array()
+        .is_some_and(|m| !m.is_empty())
+    {
+        input.inline_manifests = talos_image::nvidia::inline_manifests().unwrap();
+    }
     machineconfig::node_config(&input, &secrets, role, &patch).unwrap()
 }

@@ -37,9 +37,9 @@ use crate::net::NetworkRequest;
 use crate::net::StaticIp;
 use crate::talos::{ClusterDir, ClusterRecord, GpuChip, SchematicRequest, TalosError};
 use crate::transaction::Transaction;
-use apply::apply_claimed;
+pub(crate) use apply::apply_claimed;
 pub use apply::{apply, seed_files};
-use bootstrap::{bootstrap, next_steps};
+use bootstrap::next_steps;
 
 /// Default disk: Talos wants room for its EPHEMERAL partition (container images, etcd).
 pub const DEFAULT_DISK: &str = "20G";
@@ -74,7 +74,8 @@ pub struct TalosRequest {
     pub disk: Option<String>,
     pub bridge: Option<String>,
     pub no_start: bool,
-    /// Run `talosctl bootstrap` + `kubeconfig` (+ the RuntimeClass) once the node answers.
+    /// Bootstrap etcd and fetch the kubeconfig through the Talos API once the node answers (the
+    /// binary runs `cluster::create::bootstrap` after the create; checked here).
     pub bootstrap: bool,
     /// Boot the factory's metal ISO and install to a blank disk (instead of the nocloud image).
     pub iso: bool,
@@ -150,8 +151,6 @@ pub struct TalosPlan {
     pub cpu: CpuMode,
     pub vm_dir: PathBuf,
     pub gpus: Vec<Vec<PciAddress>>,
-    talosctl: Option<PathBuf>,
-    kubectl: Option<PathBuf>,
 }
 
 /// How the node gets Talos and its machine config.
@@ -239,10 +238,27 @@ pub struct TalosCreated {
     pub console_log: PathBuf,
     pub cluster_dir: PathBuf,
     pub talosconfig: PathBuf,
-    /// `runtimeclass-nvidia.yaml` for GPU nodes.
+    /// The BDFs of the GPUs passed (first function of each).
+    pub gpus: Vec<String>,
+    /// The manifests this control plane applies at bootstrap (`nvidia-runtimeclass`,
+    /// `nvidia-device-plugin` in a GPU cluster).
+    pub inline_manifests: Vec<String>,
+    /// The GPU manifests as a file to apply, for a GPU node joining a cluster whose control
+    /// planes do not carry them.
     pub runtime_class: Option<PathBuf>,
     pub driver_note: Option<String>,
     pub next_steps: Vec<Step>,
+    /// Where the time went (for `cluster create`'s split); not part of the JSON.
+    #[serde(skip)]
+    pub timings: NodeTimings,
+}
+
+/// The time a node's create spent on its machine config (and seed files), and on its disks,
+/// seed volume and domain definition.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeTimings {
+    pub config: Duration,
+    pub domain: Duration,
 }
 
 fn invalid(option: &str, value: &str, reason: &str) -> Error {
@@ -251,14 +267,6 @@ fn invalid(option: &str, value: &str, reason: &str) -> Error {
         value: value.into(),
         reason: reason.into(),
     }
-}
-
-/// `program` in the context's `$PATH`, as the runner would find it: an executable file (the
-/// `which` crate's lookup).
-pub fn which(env: &dyn Fn(&str) -> Option<String>, program: &str) -> Option<PathBuf> {
-    let path = env("PATH")?;
-    let cwd = std::env::current_dir().ok()?;
-    which::which_in(program, Some(path), cwd).ok()
 }
 
 /// The chips of the GPUs whose functions are in `gpus` (the hostdevs being passed).
@@ -296,7 +304,7 @@ fn name_prefix(req: &TalosRequest) -> String {
 }
 
 /// [`plan`]; `claimed`: this create already holds the VM directory (an automatic name).
-fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Result<TalosPlan> {
+pub(crate) fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Result<TalosPlan> {
     let memory_mib = check_name_and_size(ctx, &req.name, true, req.cpus, &req.memory)?;
     let disk_bytes = names::parse_size("--disk", req.disk.as_deref().unwrap_or(DEFAULT_DISK))?;
     let domain_type: DomainType = ctx.config.value("domain_type").parse()?;
@@ -348,8 +356,9 @@ fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Result<TalosPla
         None => names::random_mac(),
     };
 
-    // --bootstrap runs talosctl (and kubectl for the RuntimeClass): check before making anything.
-    let (talosctl, kubectl) = if req.bootstrap {
+    // --bootstrap: the first control plane of a new cluster, started; checked before anything
+    // is made.
+    if req.bootstrap {
         if req.role != Role::Controlplane || !matches!(cluster_state, ClusterState::New) {
             return Err(TalosError::BootstrapUnsupported {
                 what: "the first control plane of a new cluster",
@@ -362,13 +371,7 @@ fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Result<TalosPla
             }
             .into());
         }
-        let t = which(ctx.env, "talosctl").ok_or(TalosError::MissingProgram {
-            program: "talosctl",
-        })?;
-        (Some(t), which(ctx.env, "kubectl"))
-    } else {
-        (None, None)
-    };
+    }
 
     let gpus = if req.gpus.is_empty() {
         Vec::new()
@@ -458,14 +461,11 @@ fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Result<TalosPla
         cpu,
         vm_dir,
         gpus,
-        talosctl,
-        kubectl,
     })
 }
 
-/// Validates, claims the name's storage and the address, creates; with `--bootstrap` runs the
-/// next steps. The kubeconfig `--bootstrap` fetches is written by talosctl into the cluster's
-/// directory, which is root's alone (0700) whatever mode talosctl gives the file.
+/// Validates, claims the name's storage and the address, creates. `--bootstrap` is the caller's
+/// next call: `cluster::create::bootstrap` through the Talos API.
 pub fn create_talos(
     ctx: &Ctx,
     req: &TalosRequest,
@@ -500,7 +500,7 @@ pub fn create_talos(
     )?;
     let created = apply_claimed(ctx, req, &plan, &mut rb, progress);
     claim.settle(created.is_ok());
-    let mut created = created?;
+    let created = created?;
     rb.commit();
     if matches!(plan.cluster_state, ClusterState::Existing { .. }) {
         // A node joining: the record lists it from now on (the first node is in it already).
@@ -508,9 +508,6 @@ pub fn create_talos(
         record.nodes.retain(|n| n.name != plan.name);
         record.nodes.push(apply::node_record(&plan));
         plan.cluster.save_record(&record, false)?;
-    }
-    if req.bootstrap {
-        bootstrap(ctx, &plan, &mut created)?;
     }
     Ok(created)
 }

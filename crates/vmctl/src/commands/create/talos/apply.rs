@@ -21,7 +21,7 @@ use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::net::StaticIp;
 use crate::talos::{ClusterRecord, TalosError, write_private};
-use crate::transaction::{Transaction, Undo};
+use crate::transaction::Transaction;
 
 /// A factory image in the cache.
 pub(super) struct FactoryImage {
@@ -175,7 +175,7 @@ pub fn apply(
 
 /// [`apply`] in the VM directory `rb` has claimed; the caller commits `rb` (a cluster create
 /// holds one transaction for all its nodes).
-pub(super) fn apply_claimed(
+pub(crate) fn apply_claimed(
     ctx: &Ctx,
     req: &TalosRequest,
     plan: &TalosPlan,
@@ -233,35 +233,7 @@ pub(super) fn apply_claimed(
         ClusterState::Existing { secrets, .. } => (**secrets).clone(),
         ClusterState::New => {
             let s = SecretsBundle::generate(&plan.version)?;
-            // create_dir, not create_dir_all: of two creates starting the same cluster at once,
-            // the second is refused here and must not remove the first one's directory.
-            let dir = &plan.cluster.dir;
-            let werr = |source| TalosError::WriteFile {
-                path: dir.clone(),
-                source,
-            };
-            // The state directory may hold VM storage too (/var/lib/vmctl/vms): searchable for
-            // the qemu user ([`disk::DIR_MODE`]); the clusters below it are root's alone.
-            if let Some(clusters) = dir.parent() {
-                let mut mode = 0o700;
-                if let Some(state) = clusters.parent() {
-                    hostio::create_dir_all_mode(state, disk::DIR_MODE).map_err(werr)?;
-                    mode = disk::dir_mode_in(state, mode);
-                }
-                hostio::create_dir_all_mode(clusters, mode).map_err(werr)?;
-            }
-            // 0700 from the start: the secrets are written into it next.
-            match hostio::file::make_dir(dir, 0o700) {
-                Ok(()) => rb.record(Undo::Dir(dir.clone())),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(TalosError::ClusterExists {
-                        cluster: plan.cluster.name.clone(),
-                        dir: dir.clone(),
-                    }
-                    .into());
-                }
-                Err(e) => return Err(werr(e).into()),
-            }
+            plan.cluster.create(rb)?;
             write_private(&plan.cluster.secrets(), s.to_yaml()?.as_bytes())?;
             let record = ClusterRecord {
                 name: plan.cluster.name.clone(),
@@ -306,13 +278,16 @@ pub(super) fn apply_claimed(
         vip: req.vip,
         ..Default::default()
     };
+    let config_started = std::time::Instant::now();
     let user_data = machineconfig::node_config(&input, &secrets, plan.role, &patch)?;
+    let mut config_time = config_started.elapsed();
 
     let dir = &plan.vm_dir;
     let seed_path = dir.join(match plan.media {
         Media::Nocloud => "seed.iso",
         Media::MetalIso => "config.iso",
     });
+    let domain_started = std::time::Instant::now();
     let disk_path = dir.join("disk.qcow2");
     let console_log = dir.join("console.log");
     rb.record_file(&disk_path);
@@ -326,6 +301,7 @@ pub(super) fn apply_claimed(
         )?,
         None => disk::create_blank(ctx.runner, &disk_path, plan.disk_bytes)?,
     }
+    let files_started = std::time::Instant::now();
     let files = match plan.media {
         Media::Nocloud => {
             let instance_id = format!("{}-{:08x}", plan.name, rand::random::<u32>());
@@ -339,6 +315,7 @@ pub(super) fn apply_claimed(
         }
         Media::MetalIso => vec![(METAL_ISO_CONFIG_FILE, user_data)],
     };
+    config_time += files_started.elapsed();
     rb.record_file(&seed_path);
     seed::write_iso_labelled(ctx.runner, plan.media.config_label(), &files, &seed_path)?;
     let (disks, boot_order) = disks_and_boot_order(plan.media, &disk_path, &image.path, &seed_path);
@@ -374,9 +351,12 @@ pub(super) fn apply_claimed(
         dir: Some(dir.clone()),
     });
     let started = rb.define_and_start(ctx.cancelled, &plan.name, &to_xml(&spec)?, !req.no_start)?;
+    let timings = NodeTimings {
+        config: config_time,
+        domain: domain_started.elapsed().saturating_sub(config_time),
+    };
 
-    let node_ip = plan.static_ip.as_ref().map(|s| s.address.addr());
-    let next_steps = next_steps(plan, node_ip, &endpoint, runtime_class.as_deref());
+    let next_steps = next_steps(plan, runtime_class.as_deref());
     Ok(TalosCreated {
         name: plan.name.clone(),
         role: plan.role,
@@ -405,9 +385,16 @@ pub(super) fn apply_claimed(
         console_log,
         cluster_dir: plan.cluster.dir.clone(),
         talosconfig: plan.cluster.talosconfig(),
+        gpus: node_record(plan).gpus,
+        inline_manifests: if plan.role == machineconfig::Role::Controlplane {
+            input.inline_manifests.iter().map(|m| m.name.clone()).collect()
+        } else {
+            Vec::new()
+        },
         runtime_class,
         driver_note: plan.driver_note.clone(),
         next_steps,
+        timings,
     })
 }
 
