@@ -3,6 +3,9 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
@@ -40,7 +43,11 @@ pub struct Client {
     rt: tokio::runtime::Runtime,
     channel: Channel,
     node: SocketAddr,
+    tls_failure: TlsSlot,
 }
+
+/// The first TLS error the connection read or wrote, shared by the connector and the client.
+type TlsSlot = Arc<Mutex<Option<rustls::Error>>>;
 
 impl Client {
     /// Connect and complete the TLS handshake with apid at `node:port`, verifying its
@@ -61,7 +68,8 @@ impl Client {
             .enable_time()
             .build()
             .map_err(|source| Error::Runtime { source })?;
-        let connector = tls_connector(addr, creds);
+        let tls_failure = TlsSlot::default();
+        let connector = tls_connector(addr, creds, tls_failure.clone());
         // The connector below does the TLS, so the endpoint is `http` to tonic (whose own TLS is
         // not compiled in); requests still carry `:scheme https` and the node as `:authority`.
         let origin: Uri = format!("https://{addr}")
@@ -71,17 +79,18 @@ impl Client {
                 source: Box::new(e),
             })?;
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::from_connect(addr, e))?
+            .map_err(|e| Error::from_connect(addr, e, None))?
             .origin(origin)
             .connect_timeout(timeout)
             .timeout(timeout);
         let channel = rt
             .block_on(endpoint.connect_with_connector(connector))
-            .map_err(|e| Error::from_connect(addr, e))?;
+            .map_err(|e| Error::from_connect(addr, e, take(&tls_failure)))?;
         Ok(Client {
             rt,
             channel,
             node: addr,
+            tls_failure,
         })
     }
 
@@ -118,7 +127,7 @@ impl Client {
     pub fn kubeconfig(&self) -> Result<Vec<u8>, Error> {
         const RPC: &str = "Kubeconfig";
         let node = self.node;
-        let status = move |s| Error::from_status(node, RPC, s);
+        let status = |s| Error::from_status(node, RPC, s, take(&self.tls_failure));
         let archive = self.rt.block_on(async {
             let mut grpc = self.grpc().await?;
             let codec = ProstCodec::<(), proto::Data>::default();
@@ -196,7 +205,7 @@ impl Client {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         grpc.ready()
             .await
-            .map_err(|e| Error::from_connect(self.node, e))?;
+            .map_err(|e| Error::from_connect(self.node, e, take(&self.tls_failure)))?;
         Ok(grpc)
     }
 
@@ -220,7 +229,7 @@ impl Client {
             )
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|s| Error::from_status(self.node, rpc, s))
+            .map_err(|s| Error::from_status(self.node, rpc, s, take(&self.tls_failure)))
         })
     }
 
@@ -254,9 +263,10 @@ impl Client {
 fn tls_connector(
     addr: SocketAddr,
     creds: &Credentials,
+    slot: TlsSlot,
 ) -> impl tower::Service<
     Uri,
-    Response = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Response = TokioIo<Watched<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>,
     Error = std::io::Error,
     Future: Send,
 > + Send
@@ -264,13 +274,73 @@ fn tls_connector(
     let connector = tokio_rustls::TlsConnector::from(creds.config.clone());
     tower::service_fn(move |_: Uri| {
         let connector = connector.clone();
+        let slot = slot.clone();
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
             let tls = connector
                 .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-                .await?;
-            Ok(TokioIo::new(tls))
+                .await
+                .inspect_err(|e| record(&slot, e))?;
+            Ok(TokioIo::new(Watched { inner: tls, slot }))
         }
     })
+}
+
+fn take(slot: &TlsSlot) -> Option<rustls::Error> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn record(slot: &TlsSlot, e: &std::io::Error) {
+    if let Some(tls) = crate::error::find_tls_error(e) {
+        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        s.get_or_insert(tls);
+    }
+}
+
+/// A stream that records the TLS errors passing through it into the slot.
+struct Watched<S> {
+    inner: S,
+    slot: TlsSlot,
+}
+
+impl<S> Watched<S> {
+    fn check<T>(&self, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &r {
+            record(&self.slot, e);
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.check(r)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.check(r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.check(r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.check(r)
+    }
 }

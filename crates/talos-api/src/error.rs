@@ -125,10 +125,17 @@ impl Error {
         }
     }
 
-    /// Sort a failed call's status: a TLS failure underneath becomes [`Error::Tls`], a
-    /// connection that could not be made [`Error::Connect`], the rest [`Error::Status`].
-    pub(crate) fn from_status(node: SocketAddr, rpc: &'static str, status: tonic::Status) -> Error {
-        if let Some(tls) = find_tls_error(&status) {
+    /// Sort a failed call's status: a TLS failure underneath (in the status's chain, or
+    /// `seen_tls`, what the connection saw: hyper reports a connection that died of a TLS alert
+    /// only as a broken pipe) becomes [`Error::Tls`], a connection that could not be made
+    /// [`Error::Connect`], the rest [`Error::Status`].
+    pub(crate) fn from_status(
+        node: SocketAddr,
+        rpc: &'static str,
+        status: tonic::Status,
+        seen_tls: Option<rustls::Error>,
+    ) -> Error {
+        if let Some(tls) = find_tls_error(&status).or(seen_tls) {
             return Error::Tls {
                 node,
                 rpc,
@@ -151,8 +158,12 @@ impl Error {
     }
 
     /// Sort a failed connect: TLS or TCP.
-    pub(crate) fn from_connect(node: SocketAddr, err: tonic::transport::Error) -> Error {
-        match find_tls_error(&err) {
+    pub(crate) fn from_connect(
+        node: SocketAddr,
+        err: tonic::transport::Error,
+        seen_tls: Option<rustls::Error>,
+    ) -> Error {
+        match find_tls_error(&err).or(seen_tls) {
             Some(tls) => Error::Tls {
                 node,
                 rpc: "connect",
@@ -169,7 +180,7 @@ impl Error {
 
 /// Walk an error's source chain for a rustls error. tokio-rustls reports them inside an
 /// `io::Error`, whose `source()` skips the wrapped error, so look inside every `io::Error` too.
-fn find_tls_error(err: &(dyn StdError + 'static)) -> Option<rustls::Error> {
+pub(crate) fn find_tls_error(err: &(dyn StdError + 'static)) -> Option<rustls::Error> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
@@ -265,7 +276,7 @@ mod tests {
         let tls = rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
         let status = tonic::Status::from_error(Box::new(io));
-        let e = Error::from_status(node(), "EtcdMemberList", status);
+        let e = Error::from_status(node(), "EtcdMemberList", status, None);
         assert!(
             matches!(
                 e,
