@@ -277,16 +277,19 @@ fn etcd_member_list_response_round_trips() {
     assert_eq!(field(&m, "is_learner"), Value::Bool(true));
 }
 
+/// (response type, its item type, our decoder of the first item's metadata, our encoding).
+type MetadataCase = (
+    &'static str,
+    &'static str,
+    Box<dyn Fn(&[u8]) -> Option<proto::Metadata>>,
+    Vec<u8>,
+);
+
 /// The responses that are a list of messages holding only metadata.
 #[test]
 fn metadata_only_responses_round_trip_with_the_node_error() {
     let Some(pool) = pool() else { return };
-    let cases: [(
-        &str,
-        &str,
-        Box<dyn Fn(&[u8]) -> Option<proto::Metadata>>,
-        Vec<u8>,
-    ); 3] = [
+    let cases: [MetadataCase; 3] = [
         (
             "machine.BootstrapResponse",
             "machine.Bootstrap",
