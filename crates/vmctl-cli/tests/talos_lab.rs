@@ -351,3 +351,158 @@ fn create_talos_iso_no_start_on_the_lab_libvirtd_then_delete() {
     assert!(!Path::new(created["disk"].as_str().unwrap()).exists());
     assert!(Path::new(cached_iso).exists(), "the cache keeps the ISO");
 }
+
+/// The Image Factory stand-in inside the lab netns (`tests/lab/factory_stub.py`), stopped on
+/// drop.
+struct FactoryStub(std::process::Child);
+
+impl FactoryStub {
+    /// Serves `image` on 127.0.0.1:`port` of netns vmlab; returns once it listens (its ready
+    /// file exists).
+    fn start(scratch: &Path, image: &[u8], port: u16) -> FactoryStub {
+        let img = scratch.join("factory.qcow2");
+        std::fs::write(&img, image).unwrap();
+        let ready = scratch.join("factory.ready");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/lab/factory_stub.py");
+        let child = Command::new("ip")
+            .args(["netns", "exec", "vmlab", "python3", script, &port.to_string()])
+            .arg(&img)
+            .arg(&ready)
+            .spawn()
+            .unwrap();
+        let stub = FactoryStub(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !ready.exists() {
+            assert!(std::time::Instant::now() < deadline, "factory stub did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        stub
+    }
+}
+
+impl Drop for FactoryStub {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `vmctl ARGS` inside the lab netns (its ARP scan sees labbr0), settings as for `vmctl()`.
+fn vmctl_in_lab(base: &str, host: &Path, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", "vmlab", "env"])
+        .arg(format!("VMCTL_TALOS_FACTORY_URL={base}"))
+        .arg(format!("VMCTL_GITHUB_API_URL={base}"))
+        .args([
+            "VMCTL_STORAGE_DIR=/vms",
+            "VMCTL_IMAGE_CACHE=/cache",
+            "VMCTL_DOMAIN_TYPE=qemu",
+            "VMCTL_CPU_MODE=host-model",
+            // Away from the fixed addresses of the other lab tests.
+            "VMCTL_RESERVED_IP_RANGE=198.18.0.200-198.18.0.239",
+        ])
+        .arg(env!("CARGO_BIN_EXE_vmctl"))
+        .args(["--connect", URI, "--host-root"])
+        .arg(host)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "lab: root and the lab libvirtd; run with GVB_LAB=1 and --include-ignored"]
+fn cluster_of_three_control_planes_and_two_gpu_workers_is_defined_then_destroyed() {
+    let scratch = lab_scratch("cluster");
+    let name = format!("gvbclu{}", std::process::id());
+    let nodes: Vec<String> = ["cp-1", "cp-2", "cp-3", "gpu-1", "gpu-2"]
+        .iter()
+        .map(|n| format!("{name}-{n}"))
+        .collect();
+    let _cleanup = Cleanup {
+        domains: nodes.clone(),
+        dir: scratch.clone(),
+    };
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let _factory = FactoryStub::start(&scratch, &fake_qcow2(&scratch, "64M"), port);
+    let base = format!("http://127.0.0.1:{port}");
+    let host = hgx_without_nvswitch();
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(host.path().join("sys/class/net").join(BRIDGE).join("bridge")).unwrap();
+
+    let out = vmctl_in_lab(
+        &base,
+        host.path(),
+        &[
+            "cluster", "create", &name, "--control-planes", "3", "--gpu-workers", "2",
+            "--no-start", "--version", LATEST, "--bridge", BRIDGE, "--gateway", "198.18.0.1",
+            "--dns", "198.18.0.1", "--cp-cpus", "1", "--cp-memory", "512", "--cp-disk", "1G",
+            "--worker-cpus", "1", "--worker-memory", "512", "--worker-disk", "1G", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<&str> = c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, nodes);
+
+    // Every address distinct, inside the pool, the VIP too; the endpoint is the VIP.
+    let mut ips: Vec<String> = c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["ip"].as_str().unwrap().to_string())
+        .collect();
+    let vip = c["vip"].as_str().unwrap().to_string();
+    assert_eq!(c["endpoint"], format!("https://{vip}:6443"));
+    ips.push(vip);
+    let distinct: std::collections::BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(distinct.len(), 6, "{ips:?}");
+    for ip in &ips {
+        let last: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
+        assert!(ip.starts_with("198.18.0.") && (200..=239).contains(&last), "{ip}");
+    }
+
+    // libvirt's own XML validates; each GPU worker holds one whole GPU of its own.
+    let mut gpus = Vec::new();
+    for n in &nodes {
+        let xml = validate(&scratch, n);
+        let hostdevs = xml.matches("<hostdev mode='subsystem' type='pci'").count();
+        if n.contains("-gpu-") {
+            assert_eq!(hostdevs, 1, "{n}: {xml}");
+            let at = xml.find("<hostdev").unwrap();
+            gpus.push(xml[at..at + 400].to_string());
+        } else {
+            assert_eq!(hostdevs, 0, "{n}");
+        }
+        let seed = host.path().join("vms").join(n).join("seed.iso");
+        assert_valid_machine_config("v1.12", &iso_file(&seed, "user-data"));
+    }
+    assert_ne!(gpus[0], gpus[1]);
+
+    // A node is not deleted on its own; `cluster show` lists them.
+    let out = vmctl_in_lab(&base, host.path(), &["delete", &nodes[3], "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cluster remove-node"), "{}", text(&out.stderr));
+    let out = vmctl_in_lab(&base, host.path(), &["cluster", "show", &name, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "stopped");
+
+    // destroy: refused without --yes, then nothing is left behind.
+    let out = vmctl_in_lab(&base, host.path(), &["cluster", "destroy", &name]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = vmctl_in_lab(&base, host.path(), &["cluster", "destroy", &name, "--yes", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for n in &nodes {
+        assert!(!virsh(&["dominfo", n]).status.success(), "{n} still defined");
+        assert!(!host.path().join("vms").join(n).exists(), "{n} storage left");
+    }
+    assert!(!host.path().join("var/lib/vmctl/talos").join(&name).exists());
+    let book = std::fs::read_to_string(host.path().join("var/lib/vmctl/ip-reservations.json"))
+        .unwrap_or_default();
+    assert!(!book.contains(&name), "reservations left: {book}");
+}

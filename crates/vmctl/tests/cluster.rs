@@ -27,21 +27,6 @@ use vmctl::config::Config;
 use vmctl::talos::ClusterDir;
 use vmctl::{Error, ExitKind};
 
-/// The HGX H200 fixture without its NVSwitches (giving single GPUs of an NVSwitch host to
-/// separate VMs is a question of its own).
-fn hgx_without_nvswitch() -> tempfile::TempDir {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/hosts/hgx-h200x8-nvswitch-truncated.toml"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
-    let kept: Vec<&str> = text
-        .split("\n[[device]]")
-        .filter(|block| !block.contains("class = \"0680\""))
-        .collect();
-    fixture_builder::build_from_str(&kept.join("\n[[device]]")).unwrap()
-}
-
 /// A bridge br0 of 198.18.9.0/24 on which .1 (the host) and .2 answer.
 struct FakeBridge;
 
@@ -167,8 +152,17 @@ fn member(id: u64, hostname: &str) -> EtcdMember {
     EtcdMember {
         id,
         hostname: hostname.into(),
+        peer_urls: Vec::new(),
+        client_urls: Vec::new(),
         is_learner: false,
-        ..Default::default()
+    }
+}
+
+/// What a node that is not up yet answers: nothing listens on its port.
+fn unreachable(node: Ipv4Addr) -> talos_api::Error {
+    talos_api::Error::Connect {
+        node: std::net::SocketAddr::new(node.into(), talos_api::APID_PORT),
+        source: "connection refused".into(),
     }
 }
 
@@ -178,7 +172,7 @@ impl TalosApi for FakeApi {
         let mut left = self.unreachable_for.borrow_mut();
         if *left > 0 {
             *left -= 1;
-            return Err(talos_api::Error::test_unreachable(node));
+            return Err(unreachable(node));
         }
         Ok(())
     }
@@ -193,7 +187,7 @@ impl TalosApi for FakeApi {
     fn etcd_leave(&self, node: Ipv4Addr) -> Result<(), talos_api::Error> {
         self.calls.borrow_mut().push(format!("EtcdLeaveCluster {node}"));
         if self.down.contains(&node) {
-            return Err(talos_api::Error::test_unreachable(node));
+            return Err(unreachable(node));
         }
         Ok(())
     }

@@ -279,3 +279,18 @@ pub fn rerender_user_data(
     }
     machineconfig::node_config(&input, &secrets, role, &patch).unwrap()
 }
+
+/// The HGX H200 fixture host without its NVSwitches: eight GPUs, each alone in its group
+/// (giving single GPUs of an NVSwitch host to separate VMs is a question of its own).
+pub fn hgx_without_nvswitch() -> tempfile::TempDir {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/hosts/hgx-h200x8-nvswitch-truncated.toml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let kept: Vec<&str> = text
+        .split("\n[[device]]")
+        .filter(|block| !block.contains("class = \"0680\""))
+        .collect();
+    fixture_builder::build_from_str(&kept.join("\n[[device]]")).unwrap()
+}
