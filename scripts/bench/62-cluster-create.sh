@@ -39,7 +39,8 @@ mkdir -p "$host/sys/class/net/$GVB_LAB_BRIDGE/bridge"
 chmod 0755 "$host"
 qemu-img create -q -f qcow2 "$work/image.qcow2" 64M
 port=$((20000 + $$ % 20000))
-lab_in_ns python3 "$repo/tests/lab/factory_stub.py" "$port" "$work/image.qcow2" "$work/ready" 2>/dev/null &
+# `ip netns exec` execs python: $! is the server's own pid, which the cleanup stops.
+ip netns exec "$GVB_LAB_NETNS" python3 "$repo/tests/lab/factory_stub.py" "$port" "$work/image.qcow2" "$work/ready" >/dev/null 2>&1 &
 stub=$!
 for _ in $(seq 600); do [[ -e $work/ready ]] && break; sleep 0.1; done
 [[ -e $work/ready ]] || { echo "62-cluster-create: the factory stub did not start" >&2; exit 1; }
@@ -73,10 +74,10 @@ cluster() {
 }
 singles() {
     local i common=(--no-start --version "$version" --bridge "$GVB_LAB_BRIDGE" --gateway 198.18.0.1 --cluster bench "${size[@]}")
-    vmctl create talos bench-cp-1 "${common[@]}" >/dev/null
-    for i in 2 3; do vmctl create talos "bench-cp-$i" "${common[@]}" >/dev/null; done
+    vmctl create talos bench-cp-1 "${common[@]}" >/dev/null 2>>"$work/singles.log"
+    for i in 2 3; do vmctl create talos "bench-cp-$i" "${common[@]}" >/dev/null 2>>"$work/singles.log"; done
     for i in 1 2 3 4; do
-        vmctl create talos "bench-gpu-$i" --role worker --gpu "${gpus[$((i - 1))]}" "${common[@]}" >/dev/null
+        vmctl create talos "bench-gpu-$i" --role worker --gpu "${gpus[$((i - 1))]}" "${common[@]}" >/dev/null 2>>"$work/singles.log"
     done
 }
 # Warm-up: both images (plain and NVIDIA schematic) into the cache; not timed.
