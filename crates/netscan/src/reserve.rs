@@ -202,7 +202,14 @@ impl ReservationStore {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<Reservation, Error> {
-        let mut v = self.allocate_many(result, reserved, known, std::slice::from_ref(holder), ttl, now)?;
+        let mut v = self.allocate_many(
+            result,
+            reserved,
+            known,
+            std::slice::from_ref(holder),
+            ttl,
+            now,
+        )?;
         Ok(v.remove(0))
     }
 

@@ -326,7 +326,12 @@ mod tests {
         assert_eq!(pod["runtimeClassName"], rc["metadata"]["name"]);
         assert_eq!(pod["nodeSelector"][GPU_NODE_LABEL.0], GPU_NODE_LABEL.1);
         let image = pod["containers"][0]["image"].as_str().unwrap();
-        assert!(image.rsplit_once(':').is_some_and(|(_, tag)| tag.starts_with('v')), "{image}");
+        assert!(
+            image
+                .rsplit_once(':')
+                .is_some_and(|(_, tag)| tag.starts_with('v')),
+            "{image}"
+        );
         let mount = &pod["containers"][0]["volumeMounts"][0];
         assert_eq!(mount["name"], pod["volumes"][0]["name"]);
         assert_eq!(mount["mountPath"], pod["volumes"][0]["hostPath"]["path"]);

@@ -476,7 +476,11 @@ fn vip_labels_and_inline_manifests_take_each_versions_form() {
                 .map(|d| d["name"].as_str().expect("name").to_string())
                 .collect()
         };
-        assert_eq!(names, ["nvidia-runtimeclass", "nvidia-device-plugin"], "{version}");
+        assert_eq!(
+            names,
+            ["nvidia-runtimeclass", "nvidia-device-plugin"],
+            "{version}"
+        );
         let worker = machineconfig::node_config(&input, secrets(), Role::Worker, &gpu_static())
             .expect("worker");
         assert!(!worker.contains("inlineManifests") && !worker.contains("KubeInlineManifest"));
@@ -491,7 +495,11 @@ fn vip_labels_and_inline_manifests_take_each_versions_form() {
                 .expect("KubeNodeConfig")["labels"]
                 .clone()
         };
-        assert_eq!(labels, serde_json::json!({"nvidia.com/gpu.present": "true"}), "{version}");
+        assert_eq!(
+            labels,
+            serde_json::json!({"nvidia.com/gpu.present": "true"}),
+            "{version}"
+        );
     }
 }
 
@@ -502,19 +510,18 @@ fn a_vip_without_a_static_address_or_a_bad_label_is_refused() {
         vip: Some("198.18.0.10".parse().expect("vip")),
         ..Default::default()
     };
-    let err = machineconfig::node_config(&input("v1.13.9"), s, Role::Controlplane, &patch)
-        .unwrap_err();
+    let err =
+        machineconfig::node_config(&input("v1.13.9"), s, Role::Controlplane, &patch).unwrap_err();
     assert!(err.to_string().contains("VIP"), "{err}");
     let patch = NodePatch {
         labels: [("bad key!".to_string(), "x".to_string())].into(),
         ..Default::default()
     };
-    let err =
-        machineconfig::node_config(&input("v1.13.9"), s, Role::Worker, &patch).unwrap_err();
+    let err = machineconfig::node_config(&input("v1.13.9"), s, Role::Worker, &patch).unwrap_err();
     assert!(err.to_string().contains("node label"), "{err}");
     let mut i = input("v1.13.9");
     i.inline_manifests.push(i.inline_manifests[0].clone());
-    let err = machineconfig::node_config(&i, s, Role::Controlplane, &NodePatch::default())
-        .unwrap_err();
+    let err =
+        machineconfig::node_config(&i, s, Role::Controlplane, &NodePatch::default()).unwrap_err();
     assert!(err.to_string().contains("inline manifest"), "{err}");
 }

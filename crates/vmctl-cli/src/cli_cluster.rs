@@ -279,13 +279,22 @@ pub fn run(cmd: ClusterCommand, ctx: &Ctx, json: bool) -> Result<(), Error> {
                             c.version.clone(),
                             c.endpoint.clone(),
                             c.nodes.len().to_string(),
-                            c.nodes.iter().map(|n| n.gpus.len()).sum::<usize>().to_string(),
+                            c.nodes
+                                .iter()
+                                .map(|n| n.gpus.len())
+                                .sum::<usize>()
+                                .to_string(),
                             c.state.clone(),
                         ]
                     })
                     .collect();
                 let head = ["NAME", "VERSION", "ENDPOINT", "NODES", "GPUS", "STATE"];
-                out(&table([head.map(String::from).to_vec()].into_iter().chain(rows).collect()));
+                out(&table(
+                    [head.map(String::from).to_vec()]
+                        .into_iter()
+                        .chain(rows)
+                        .collect(),
+                ));
             }
         }
         ClusterCommand::Show { name } => {
@@ -442,7 +451,10 @@ fn render_created(c: &ClusterCreated) -> String {
             }
         );
     }
-    s += &format!("talosconfig: {}\n", esc(&c.talosconfig.display().to_string()));
+    s += &format!(
+        "talosconfig: {}\n",
+        esc(&c.talosconfig.display().to_string())
+    );
     if let Some(k) = &c.kubeconfig {
         s += &format!("kubeconfig:  {}\n", esc(&k.display().to_string()));
     }
@@ -482,6 +494,8 @@ fn render_view(v: &ClusterView) -> String {
             ]
         })
         .collect();
-    let head = ["NODE", "ROLE", "IP", "GPUS", "STATE"].map(String::from).to_vec();
+    let head = ["NODE", "ROLE", "IP", "GPUS", "STATE"]
+        .map(String::from)
+        .to_vec();
     s + &table([head].into_iter().chain(rows).collect())
 }

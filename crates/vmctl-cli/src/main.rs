@@ -298,7 +298,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             force,
         } => {
             if !force && let Some(cluster) = vmctl::commands::cluster::ops::node_of(&ctx, &name) {
-                return Err(vmctl::commands::cluster::ClusterError::ClusterNode { vm: name, cluster }.into());
+                return Err(vmctl::commands::cluster::ClusterError::ClusterNode {
+                    vm: name,
+                    cluster,
+                }
+                .into());
             }
             let yes = yes
                 || (hv_exists(&ctx, &name)?

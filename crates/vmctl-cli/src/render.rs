@@ -193,9 +193,15 @@ pub(crate) fn shell_line(argv: &[String]) -> String {
 mod shell_line_tests {
     #[test]
     fn words_a_shell_would_change_are_quoted() {
-        let argv: Vec<String> = ["kubectl", "-o", "custom-columns=G:.a.nvidia\\.com/gpu", "it's", ""]
-            .map(String::from)
-            .into();
+        let argv: Vec<String> = [
+            "kubectl",
+            "-o",
+            "custom-columns=G:.a.nvidia\\.com/gpu",
+            "it's",
+            "",
+        ]
+        .map(String::from)
+        .into();
         assert_eq!(
             super::shell_line(&argv),
             r"kubectl -o 'custom-columns=G:.a.nvidia\.com/gpu' 'it'\''s' ''"

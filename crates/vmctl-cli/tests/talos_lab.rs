@@ -363,9 +363,19 @@ impl FactoryStub {
         let img = scratch.join("factory.qcow2");
         std::fs::write(&img, image).unwrap();
         let ready = scratch.join("factory.ready");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/lab/factory_stub.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/lab/factory_stub.py"
+        );
         let child = Command::new("ip")
-            .args(["netns", "exec", "vmlab", "python3", script, &port.to_string()])
+            .args([
+                "netns",
+                "exec",
+                "vmlab",
+                "python3",
+                script,
+                &port.to_string(),
+            ])
             .arg(&img)
             .arg(&ready)
             .spawn()
@@ -373,7 +383,10 @@ impl FactoryStub {
         let stub = FactoryStub(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !ready.exists() {
-            assert!(std::time::Instant::now() < deadline, "factory stub did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "factory stub did not start"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         stub
@@ -427,16 +440,47 @@ fn cluster_of_three_control_planes_and_two_gpu_workers_is_defined_then_destroyed
     let base = format!("http://127.0.0.1:{port}");
     let host = hgx_without_nvswitch();
     std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::create_dir_all(host.path().join("sys/class/net").join(BRIDGE).join("bridge")).unwrap();
+    std::fs::create_dir_all(
+        host.path()
+            .join("sys/class/net")
+            .join(BRIDGE)
+            .join("bridge"),
+    )
+    .unwrap();
 
     let out = vmctl_in_lab(
         &base,
         host.path(),
         &[
-            "cluster", "create", &name, "--control-planes", "3", "--gpu-workers", "2",
-            "--no-start", "--version", LATEST, "--bridge", BRIDGE, "--gateway", "198.18.0.1",
-            "--dns", "198.18.0.1", "--cp-cpus", "1", "--cp-memory", "512", "--cp-disk", "1G",
-            "--worker-cpus", "1", "--worker-memory", "512", "--worker-disk", "1G", "--json",
+            "cluster",
+            "create",
+            &name,
+            "--control-planes",
+            "3",
+            "--gpu-workers",
+            "2",
+            "--no-start",
+            "--version",
+            LATEST,
+            "--bridge",
+            BRIDGE,
+            "--gateway",
+            "198.18.0.1",
+            "--dns",
+            "198.18.0.1",
+            "--cp-cpus",
+            "1",
+            "--cp-memory",
+            "512",
+            "--cp-disk",
+            "1G",
+            "--worker-cpus",
+            "1",
+            "--worker-memory",
+            "512",
+            "--worker-disk",
+            "1G",
+            "--json",
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -463,7 +507,10 @@ fn cluster_of_three_control_planes_and_two_gpu_workers_is_defined_then_destroyed
     assert_eq!(distinct.len(), 6, "{ips:?}");
     for ip in &ips {
         let last: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
-        assert!(ip.starts_with("198.18.0.") && (200..=239).contains(&last), "{ip}");
+        assert!(
+            ip.starts_with("198.18.0.") && (200..=239).contains(&last),
+            "{ip}"
+        );
     }
 
     // libvirt's own XML validates; each GPU worker holds one whole GPU of its own.
@@ -486,7 +533,11 @@ fn cluster_of_three_control_planes_and_two_gpu_workers_is_defined_then_destroyed
     // A node is not deleted on its own; `cluster show` lists them.
     let out = vmctl_in_lab(&base, host.path(), &["delete", &nodes[3], "--yes"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("cluster remove-node"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cluster remove-node"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = vmctl_in_lab(&base, host.path(), &["cluster", "show", &name, "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -495,11 +546,21 @@ fn cluster_of_three_control_planes_and_two_gpu_workers_is_defined_then_destroyed
     // destroy: refused without --yes, then nothing is left behind.
     let out = vmctl_in_lab(&base, host.path(), &["cluster", "destroy", &name]);
     assert_eq!(out.status.code(), Some(2));
-    let out = vmctl_in_lab(&base, host.path(), &["cluster", "destroy", &name, "--yes", "--json"]);
+    let out = vmctl_in_lab(
+        &base,
+        host.path(),
+        &["cluster", "destroy", &name, "--yes", "--json"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     for n in &nodes {
-        assert!(!virsh(&["dominfo", n]).status.success(), "{n} still defined");
-        assert!(!host.path().join("vms").join(n).exists(), "{n} storage left");
+        assert!(
+            !virsh(&["dominfo", n]).status.success(),
+            "{n} still defined"
+        );
+        assert!(
+            !host.path().join("vms").join(n).exists(),
+            "{n} storage left"
+        );
     }
     assert!(!host.path().join("var/lib/vmctl/talos").join(&name).exists());
     let book = std::fs::read_to_string(host.path().join("var/lib/vmctl/ip-reservations.json"))

@@ -181,11 +181,15 @@ impl TalosApi for FakeApi {
         Ok(b"apiVersion: v1\nkind: Config\n".to_vec())
     }
     fn etcd_members(&self, node: Ipv4Addr) -> Result<Vec<EtcdMember>, talos_api::Error> {
-        self.calls.borrow_mut().push(format!("EtcdMemberList {node}"));
+        self.calls
+            .borrow_mut()
+            .push(format!("EtcdMemberList {node}"));
         Ok(self.members.borrow().clone())
     }
     fn etcd_leave(&self, node: Ipv4Addr) -> Result<(), talos_api::Error> {
-        self.calls.borrow_mut().push(format!("EtcdLeaveCluster {node}"));
+        self.calls
+            .borrow_mut()
+            .push(format!("EtcdLeaveCluster {node}"));
         if self.down.contains(&node) {
             return Err(unreachable(node));
         }
@@ -214,7 +218,10 @@ fn three_control_planes_and_two_gpu_workers_get_distinct_gpus_addresses_and_vali
     let ctx = f.ctx();
     let c = cluster::create(&ctx, &request("lab", 3, 2), &no_api, &NoProgress, &Quiet).unwrap();
     let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["lab-cp-1", "lab-cp-2", "lab-cp-3", "lab-gpu-1", "lab-gpu-2"]);
+    assert_eq!(
+        names,
+        ["lab-cp-1", "lab-cp-2", "lab-cp-3", "lab-gpu-1", "lab-gpu-2"]
+    );
     assert!(!c.started && !c.bootstrapped);
 
     // Addresses: distinct, free on the scan (.1 and .2 answer), the VIP among them.
@@ -224,7 +231,10 @@ fn three_control_planes_and_two_gpu_workers_get_distinct_gpus_addresses_and_vali
     let distinct: BTreeSet<Ipv4Addr> = all.iter().copied().collect();
     assert_eq!(distinct.len(), 6, "{all:?}");
     for ip in &all {
-        assert!(ip.octets()[..3] == [198, 18, 9] && ip.octets()[3] > 2, "{ip}");
+        assert!(
+            ip.octets()[..3] == [198, 18, 9] && ip.octets()[3] > 2,
+            "{ip}"
+        );
     }
     assert_eq!(c.endpoint, format!("https://{vip}:6443"));
 
@@ -253,10 +263,7 @@ fn three_control_planes_and_two_gpu_workers_get_distinct_gpus_addresses_and_vali
         let user_data = iso_file(&seed, "user-data");
         assert_valid_machine_config("v1.12", &user_data);
         let docs = yaml_docs(&user_data);
-        let kinds: Vec<&str> = docs
-            .iter()
-            .filter_map(|d| d["kind"].as_str())
-            .collect();
+        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
         let cp = n.name.contains("-cp-");
         assert_eq!(kinds.contains(&"Layer2VIPConfig"), cp, "{}", n.name);
         assert_eq!(
@@ -286,7 +293,11 @@ fn three_control_planes_and_two_gpu_workers_get_distinct_gpus_addresses_and_vali
     assert_eq!(ops::list(&ctx).unwrap().len(), 1);
     assert_eq!(ops::node_of(&ctx, "lab-gpu-2").as_deref(), Some("lab"));
     assert_eq!(ops::node_of(&ctx, "other"), None);
-    assert!(c.next_steps.iter().any(|s| s.argv.join(" ") == "vmctl cluster bootstrap lab --wait"));
+    assert!(
+        c.next_steps
+            .iter()
+            .any(|s| s.argv.join(" ") == "vmctl cluster bootstrap lab --wait")
+    );
 
     // Destroy: refused without --yes, then nothing is left.
     let err = ops::destroy(&ctx, "lab", false).unwrap_err();
@@ -302,7 +313,10 @@ fn three_control_planes_and_two_gpu_workers_get_distinct_gpus_addresses_and_vali
     let book = std::fs::read_to_string(f.host.path("/var/lib/vmctl/ip-reservations.json"))
         .unwrap_or_default();
     for ip in &all {
-        assert!(!book.contains(&format!("\"{ip}\"")), "{ip} still reserved: {book}");
+        assert!(
+            !book.contains(&format!("\"{ip}\"")),
+            "{ip} still reserved: {book}"
+        );
     }
 }
 
@@ -318,7 +332,10 @@ fn too_few_gpus_are_refused_naming_the_blockers_before_anything_is_made() {
         .unwrap_err();
     assert_eq!(err.exit_kind(), ExitKind::Usage);
     let msg = err.to_string();
-    assert!(msg.contains("8 GPU worker(s)") && msg.contains("has 7"), "{msg}");
+    assert!(
+        msg.contains("8 GPU worker(s)") && msg.contains("has 7"),
+        "{msg}"
+    );
     assert!(msg.contains(&held) && msg.contains("one-gpu-1"), "{msg}");
     assert!(!f.host.path("/var/lib/vmctl/talos/big").exists());
     assert!(f.lv.get("big-cp-1").unwrap().is_none());
@@ -384,15 +401,9 @@ fn bootstrap_waits_for_the_api_and_writes_the_kubeconfig_private() {
         ..Default::default()
     };
     let cp = record.nodes[0].ip.unwrap();
-    let path = cluster::create::bootstrap(
-        &ctx,
-        &dir,
-        &record,
-        &api,
-        Duration::from_secs(60),
-        &Quiet,
-    )
-    .unwrap();
+    let path =
+        cluster::create::bootstrap(&ctx, &dir, &record, &api, Duration::from_secs(60), &Quiet)
+            .unwrap();
     assert_eq!(
         *api.calls.borrow(),
         [
@@ -402,7 +413,10 @@ fn bootstrap_waits_for_the_api_and_writes_the_kubeconfig_private() {
             format!("Kubeconfig {cp}"),
         ]
     );
-    assert_eq!(std::fs::read(&path).unwrap(), b"apiVersion: v1\nkind: Config\n");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"apiVersion: v1\nkind: Config\n"
+    );
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
@@ -411,10 +425,13 @@ fn bootstrap_waits_for_the_api_and_writes_the_kubeconfig_private() {
         unreachable_for: RefCell::new(u32::MAX),
         ..Default::default()
     };
-    let err = cluster::create::bootstrap(&ctx, &dir, &record, &api, Duration::ZERO, &Quiet)
-        .unwrap_err();
+    let err =
+        cluster::create::bootstrap(&ctx, &dir, &record, &api, Duration::ZERO, &Quiet).unwrap_err();
     assert_eq!(err.exit_kind(), ExitKind::Failure);
-    assert!(err.to_string().contains("bootstrapping etcd on boot-cp-1"), "{err}");
+    assert!(
+        err.to_string().contains("bootstrapping etcd on boot-cp-1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -422,12 +439,23 @@ fn a_control_plane_leaves_etcd_before_its_vm_goes() {
     let f = fixture();
     let ctx = f.ctx();
     let (_, record) = created_cluster(&f, "ha", 3);
-    let ip = |n: &str| record.nodes.iter().find(|r| r.name == n).unwrap().ip.unwrap();
+    let ip = |n: &str| {
+        record
+            .nodes
+            .iter()
+            .find(|r| r.name == n)
+            .unwrap()
+            .ip
+            .unwrap()
+    };
 
     // It leaves by itself.
     let api = FakeApi::default();
     let r = ops::remove_node(&ctx, &api, "ha", "ha-cp-3", false).unwrap();
-    assert_eq!(*api.calls.borrow(), [format!("EtcdLeaveCluster {}", ip("ha-cp-3"))]);
+    assert_eq!(
+        *api.calls.borrow(),
+        [format!("EtcdLeaveCluster {}", ip("ha-cp-3"))]
+    );
     assert_eq!(r.vms, ["ha-cp-3"]);
     assert!(f.lv.get("ha-cp-3").unwrap().is_none());
     assert_eq!(ops::show(&ctx, "ha").unwrap().nodes.len(), 3);
@@ -447,7 +475,11 @@ fn a_control_plane_leaves_etcd_before_its_vm_goes() {
             format!("EtcdRemoveMemberByID {} 22", ip("ha-cp-1")),
         ]
     );
-    assert!(r.etcd[0].contains("removed from etcd by ha-cp-1"), "{:?}", r.etcd);
+    assert!(
+        r.etcd[0].contains("removed from etcd by ha-cp-1"),
+        "{:?}",
+        r.etcd
+    );
 
     // The last control plane is refused; a worker goes without etcd; unknown nodes are refused.
     let err = ops::remove_node(&ctx, &api, "ha", "ha-cp-1", false).unwrap_err();
@@ -470,14 +502,27 @@ fn credentials_are_copied_private_and_never_over_a_file_without_force() {
     let tc = ops::credential(&ctx, "cred", ops::Credential::Talosconfig, None, false).unwrap();
     assert_eq!(tc, f.host.path("/var/lib/vmctl/talos/cred/talosconfig"));
     let out: PathBuf = f.dir.path().join("tc");
-    ops::credential(&ctx, "cred", ops::Credential::Talosconfig, Some(&out), false).unwrap();
+    ops::credential(
+        &ctx,
+        "cred",
+        ops::Credential::Talosconfig,
+        Some(&out),
+        false,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&tc).unwrap());
     assert_eq!(
         std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let err = ops::credential(&ctx, "cred", ops::Credential::Talosconfig, Some(&out), false)
-        .unwrap_err();
+    let err = ops::credential(
+        &ctx,
+        "cred",
+        ops::Credential::Talosconfig,
+        Some(&out),
+        false,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     ops::credential(&ctx, "cred", ops::Credential::Talosconfig, Some(&out), true).unwrap();
     // No kubeconfig before the bootstrap.

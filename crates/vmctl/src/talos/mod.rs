@@ -504,12 +504,11 @@ impl ClusterDir {
 
     /// Writes the record: a new file (`new`, refused if one exists) or an atomic replace.
     pub fn save_record(&self, record: &ClusterRecord, new: bool) -> Result<()> {
-        let json = serde_json::to_string_pretty(record).map_err(|source| {
-            TalosError::ParseRecord {
+        let json =
+            serde_json::to_string_pretty(record).map_err(|source| TalosError::ParseRecord {
                 path: self.record(),
                 source,
-            }
-        })?;
+            })?;
         let bytes = format!("{json}\n");
         if new {
             write_private(&self.record(), bytes.as_bytes())

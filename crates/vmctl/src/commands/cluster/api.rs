@@ -24,8 +24,10 @@ pub trait TalosApi {
     fn bootstrap(&self, node: Ipv4Addr) -> std::result::Result<(), talos_api::Error>;
     /// The admin kubeconfig (the file, extracted from the stream).
     fn kubeconfig(&self, node: Ipv4Addr) -> std::result::Result<Vec<u8>, talos_api::Error>;
-    fn etcd_members(&self, node: Ipv4Addr)
-    -> std::result::Result<Vec<EtcdMember>, talos_api::Error>;
+    fn etcd_members(
+        &self,
+        node: Ipv4Addr,
+    ) -> std::result::Result<Vec<EtcdMember>, talos_api::Error>;
     fn etcd_leave(&self, node: Ipv4Addr) -> std::result::Result<(), talos_api::Error>;
     fn etcd_remove(&self, node: Ipv4Addr, id: u64) -> std::result::Result<(), talos_api::Error>;
 }
@@ -39,20 +41,18 @@ pub struct NativeApi {
 impl NativeApi {
     /// With the client certificate of the cluster's `talosconfig`.
     pub fn for_cluster(dir: &ClusterDir) -> Result<Self> {
-        let text = std::fs::read_to_string(dir.talosconfig()).map_err(|source| {
-            TalosError::ReadFile {
+        let text =
+            std::fs::read_to_string(dir.talosconfig()).map_err(|source| TalosError::ReadFile {
                 path: dir.talosconfig(),
                 source,
-            }
-        })?;
-        let (creds, _) = Credentials::from_talosconfig(&text).map_err(|source| {
-            ClusterError::Api {
+            })?;
+        let (creds, _) =
+            Credentials::from_talosconfig(&text).map_err(|source| ClusterError::Api {
                 node: dir.name.clone(),
                 ip: "-".into(),
                 what: format!("reading {}", dir.talosconfig().display()),
                 source,
-            }
-        })?;
+            })?;
         Ok(NativeApi { creds })
     }
 
@@ -116,7 +116,10 @@ pub fn retry<T>(
     loop {
         ctx.check_cancelled(
             || stage.to_string(),
-            || "the cluster is kept; `vmctl cluster bootstrap NAME --wait` goes on from here".into(),
+            || {
+                "the cluster is kept; `vmctl cluster bootstrap NAME --wait` goes on from here"
+                    .into()
+            },
         )?;
         match f() {
             Ok(v) => return Ok(v),

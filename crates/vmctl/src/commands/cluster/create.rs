@@ -115,7 +115,9 @@ pub fn create(
         req.gateway.as_deref(),
         &req.dns,
     )?;
-    let result = make(ctx, req, &plan, &dir, &claims, api, &mut rb, progress, report);
+    let result = make(
+        ctx, req, &plan, &dir, &claims, api, &mut rb, progress, report,
+    );
     let ok = result.is_ok();
     for (c, _) in claims {
         c.settle(ok);
@@ -266,7 +268,14 @@ fn make(
         }
         created.started = true;
         let api = api(dir)?;
-        created.kubeconfig = Some(bootstrap(ctx, dir, &record, api.as_ref(), req.timeout, report)?);
+        created.kubeconfig = Some(bootstrap(
+            ctx,
+            dir,
+            &record,
+            api.as_ref(),
+            req.timeout,
+            report,
+        )?);
         created.bootstrapped = true;
     }
     created.next_steps = next_steps(dir, &record, created.bootstrapped);
@@ -345,7 +354,10 @@ pub fn wait_healthy(
         if voting == want.len() {
             Ok(())
         } else {
-            Err(Waiting::NotYet(format!("{voting} of {} members", want.len())))
+            Err(Waiting::NotYet(format!(
+                "{voting} of {} members",
+                want.len()
+            )))
         }
     })?;
     let text = std::fs::read_to_string(dir.kubeconfig()).map_err(|source| {
@@ -376,7 +388,10 @@ pub fn wait_healthy(
         if not_ready.is_empty() {
             Ok(())
         } else {
-            Err(Waiting::NotYet(format!("not Ready: {}", not_ready.join(", "))))
+            Err(Waiting::NotYet(format!(
+                "not Ready: {}",
+                not_ready.join(", ")
+            )))
         }
     })
 }
@@ -393,14 +408,20 @@ pub fn next_steps(dir: &ClusterDir, record: &ClusterRecord, bootstrapped: bool) 
     let mut out = Vec::new();
     if !bootstrapped {
         for n in &record.nodes {
-            out.push(s(&format!("start {}", n.name), &["vmctl", "start", &n.name]));
+            out.push(s(
+                &format!("start {}", n.name),
+                &["vmctl", "start", &n.name],
+            ));
         }
         out.push(s(
             "bootstrap etcd, fetch the kubeconfig and wait for every node",
             &["vmctl", "cluster", "bootstrap", &record.name, "--wait"],
         ));
     }
-    out.push(s("list the nodes", &["kubectl", "--kubeconfig", &kc, "get", "nodes", "-o", "wide"]));
+    out.push(s(
+        "list the nodes",
+        &["kubectl", "--kubeconfig", &kc, "get", "nodes", "-o", "wide"],
+    ));
     if let Some(cp) = record.control_planes().find_map(|n| n.ip) {
         let cp = cp.to_string();
         out.push(s(

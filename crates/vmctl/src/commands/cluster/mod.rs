@@ -53,7 +53,9 @@ pub enum ClusterError {
     NoSuchNode { cluster: String, node: String },
     #[error("`{node}` is the last control plane of cluster {cluster:?}")]
     LastControlPlane { cluster: String, node: String },
-    #[error("destroying cluster {cluster:?} removes its {nodes} VM(s), their disks and its secrets")]
+    #[error(
+        "destroying cluster {cluster:?} removes its {nodes} VM(s), their disks and its secrets"
+    )]
     NotConfirmed { cluster: String, nodes: usize },
     #[error("the Talos API of {node} ({ip}): {what}")]
     Api {

@@ -267,13 +267,7 @@ fn leave_etcd(
     record: &ClusterRecord,
     node: &str,
 ) -> std::result::Result<String, String> {
-    let ip = |n: &str| {
-        record
-            .nodes
-            .iter()
-            .find(|r| r.name == n)
-            .and_then(|r| r.ip)
-    };
+    let ip = |n: &str| record.nodes.iter().find(|r| r.name == n).and_then(|r| r.ip);
     let own = ip(node).map(|i| api.etcd_leave(i));
     match own {
         Some(Ok(())) => return Ok("left etcd".into()),
@@ -331,7 +325,9 @@ pub fn remove_node(
         }
         match leave_etcd(api, &record, node) {
             Ok(how) => out.etcd.push(format!("{node}: {how}")),
-            Err(why) if force => out.etcd.push(format!("{node}: still a member (--force): {why}")),
+            Err(why) if force => out
+                .etcd
+                .push(format!("{node}: still a member (--force): {why}")),
             Err(why) => {
                 return Err(ClusterError::EtcdLeave {
                     node: node.into(),

@@ -179,7 +179,11 @@ pub fn plan(ctx: &Ctx, req: &ClusterRequest) -> Result<ClusterPlan> {
         None => Vip::None,
         Some(v) if crate::address::is_auto(v) => Vip::Auto,
         Some(v) => Vip::Fixed(v.parse().map_err(|_| {
-            invalid("--vip", v, "expected an IPv4 address on the bridge, or auto")
+            invalid(
+                "--vip",
+                v,
+                "expected an IPv4 address on the bridge, or auto",
+            )
         })?),
     };
 
@@ -302,5 +306,9 @@ pub fn allocate_gpus<'a>(
         }
         .into());
     }
-    Ok(usable.into_iter().take(workers.len()).map(|g| vec![g]).collect())
+    Ok(usable
+        .into_iter()
+        .take(workers.len())
+        .map(|g| vec![g])
+        .collect())
 }

@@ -387,7 +387,11 @@ pub(crate) fn apply_claimed(
         talosconfig: plan.cluster.talosconfig(),
         gpus: node_record(plan).gpus,
         inline_manifests: if plan.role == machineconfig::Role::Controlplane {
-            input.inline_manifests.iter().map(|m| m.name.clone()).collect()
+            input
+                .inline_manifests
+                .iter()
+                .map(|m| m.name.clone())
+                .collect()
         } else {
             Vec::new()
         },

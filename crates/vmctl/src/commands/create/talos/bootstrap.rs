@@ -17,9 +17,15 @@ pub(super) fn next_steps(plan: &TalosPlan, runtime_class: Option<&Path>) -> Vec<
     if first {
         steps.push(Step {
             what: "bootstrap etcd and fetch the admin kubeconfig, through the Talos API".into(),
-            argv: ["vmctl", "cluster", "bootstrap", &plan.cluster.name, "--wait"]
-                .map(String::from)
-                .to_vec(),
+            argv: [
+                "vmctl",
+                "cluster",
+                "bootstrap",
+                &plan.cluster.name,
+                "--wait",
+            ]
+            .map(String::from)
+            .to_vec(),
             done: false,
         });
     }
