@@ -422,6 +422,123 @@ fn vmctl_in_lab(base: &str, host: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A stand-in Talos node: `test-apid` (talos-api's example) in a network namespace of its own,
+/// joined to the lab bridge by a veth, at the node's own address, with an apid certificate the
+/// cluster's OS CA signed (from the cluster's secrets). Removed on drop.
+struct StandInNode {
+    netns: String,
+    child: std::process::Child,
+}
+
+impl StandInNode {
+    fn start(scratch: &Path, cluster_dir: &Path, ip: &str) -> StandInNode {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
+        let exe = std::env::current_exe().unwrap();
+        let apid = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("examples/test-apid");
+        assert!(
+            apid.exists(),
+            "{} is missing: build it with `cargo build -p talos-api --examples` (make test does)",
+            apid.display()
+        );
+        // apid's certificate, signed by the cluster's OS CA (Talos labels its Ed25519 keys).
+        let secrets = talos_image::SecretsBundle::from_yaml(
+            &std::fs::read_to_string(cluster_dir.join("secrets.yaml")).unwrap(),
+        )
+        .unwrap();
+        let ca_key = KeyPair::from_pem(
+            &secrets
+                .certs
+                .os
+                .key
+                .replace("ED25519 PRIVATE KEY", "PRIVATE KEY"),
+        )
+        .unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&secrets.certs.os.crt, ca_key).unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::IpAddress(ip.parse().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let certs = scratch.join("apid-certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        for (name, text) in [
+            ("ca.pem", secrets.certs.os.crt.clone()),
+            ("server.pem", cert.pem()),
+            ("server-key.pem", key.serialize_pem()),
+            // Read by test-apid but unused: it only serves.
+            ("client.pem", cert.pem()),
+            ("client-key.pem", key.serialize_pem()),
+        ] {
+            std::fs::write(certs.join(name), text).unwrap();
+        }
+
+        let id = std::process::id() % 100_000;
+        let netns = format!("gvbapid{id}");
+        let (outer, inner) = (format!("gvbapa{id}"), format!("gvbapb{id}"));
+        let ip_cmd = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().unwrap();
+            assert!(st.success(), "ip {args:?}");
+        };
+        ip_cmd(&["netns", "add", &netns]);
+        // From here on the drop removes the namespace, also when a step below fails.
+        let mut node = StandInNode {
+            netns: netns.clone(),
+            child: Command::new("true").spawn().unwrap(),
+        };
+        ip_cmd(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+        ]);
+        ip_cmd(&["link", "set", &outer, "netns", "vmlab"]);
+        ip_cmd(&["link", "set", &inner, "netns", &netns]);
+        ip_cmd(&["-n", "vmlab", "link", "set", &outer, "master", BRIDGE, "up"]);
+        ip_cmd(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            &inner,
+        ]);
+        ip_cmd(&["-n", &netns, "link", "set", &inner, "up"]);
+        ip_cmd(&["-n", &netns, "link", "set", "lo", "up"]);
+        let _ = node.child.wait();
+        node.child = Command::new("ip")
+            .args(["netns", "exec", &netns])
+            .arg(&apid)
+            .args(["--listen", &format!("{ip}:50000"), "--certs"])
+            .arg(&certs)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Ready when it says so (it prints `listening IP:PORT` once bound).
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(node.child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.starts_with("listening"), "test-apid: {line:?}");
+        node
+    }
+}
+
+impl Drop for StandInNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
 #[test]
 #[ignore = "lab: root and the lab libvirtd; run with GVB_LAB=1 and --include-ignored"]
 fn cluster_of_three_control_planes_and_two_gpu_workers_is_defined_then_destroyed() {
@@ -542,6 +659,28 @@ fn cluster_of_three_control_planes_and_two_gpu_workers_is_defined_then_destroyed
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["state"], "stopped");
+
+    // The first control plane's API, natively (no talosctl): a stand-in apid at the node's
+    // address from the cluster's record, behind mutual TLS with the cluster's own CA.
+    let cluster_dir = host.path().join("var/lib/vmctl/talos").join(&name);
+    let cp1 = c["nodes"][0]["ip"].as_str().unwrap();
+    let node = StandInNode::start(&scratch, &cluster_dir, cp1);
+    let out = vmctl_in_lab(
+        &base,
+        host.path(),
+        &["cluster", "bootstrap", &name, "--json"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let kubeconfig = cluster_dir.join("kubeconfig");
+    assert!(!std::fs::read(&kubeconfig).unwrap().is_empty());
+    assert_eq!(
+        std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Again: an already bootstrapped cluster is fine.
+    let out = vmctl_in_lab(&base, host.path(), &["cluster", "bootstrap", &name]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(node);
 
     // destroy: refused without --yes, then nothing is left behind.
     let out = vmctl_in_lab(&base, host.path(), &["cluster", "destroy", &name]);
