@@ -37,6 +37,7 @@ pub enum ClusterCommand {
     /// Bootstrap etcd on the first control plane and fetch the kubeconfig (after `create
     /// --no-start` and `vmctl start`); safe to repeat
     Bootstrap {
+        /// Cluster name (`vmctl cluster list`)
         name: String,
         /// Then wait until etcd has every control plane, the API server is ready and every
         /// node is Ready
@@ -51,6 +52,7 @@ pub enum ClusterCommand {
     /// Remove a node: a control plane leaves etcd first; then its VM is deleted and its address
     /// released
     RemoveNode {
+        /// Cluster name (`vmctl cluster list`)
         name: String,
         /// The node's VM name (`vmctl cluster show NAME`)
         node: String,
@@ -61,6 +63,7 @@ pub enum ClusterCommand {
     /// Remove every VM, disk, seed, address reservation and the secrets of a cluster; lists
     /// what it removed
     Destroy {
+        /// Cluster name (`vmctl cluster list`)
         name: String,
         /// Required: the cluster's keys are gone for good
         #[arg(long)]
@@ -70,6 +73,7 @@ pub enum ClusterCommand {
 
 #[derive(Debug, Args)]
 pub struct CredentialArgs {
+    /// Cluster name (`vmctl cluster list`)
     name: String,
     /// Write a copy here (mode 0600) instead of printing the path
     #[arg(long, value_name = "FILE")]
@@ -157,6 +161,7 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct AddWorkerArgs {
+    /// Cluster name (`vmctl cluster list`)
     name: String,
     /// GPUs for a GPU worker (BDF, index, `group:N`; repeatable)
     #[arg(long = "gpu", value_name = "SELECTOR")]
@@ -164,10 +169,13 @@ pub struct AddWorkerArgs {
     /// Override the isolation, boot VGA and host-use refusals
     #[arg(long)]
     gpu_force: bool,
+    /// Virtual CPUs
     #[arg(long, default_value_t = 2, value_name = "N")]
     cpus: u32,
+    /// Memory: MiB, or with a unit (4G)
     #[arg(long, default_value = "4096", value_name = "SIZE")]
     memory: String,
+    /// Disk size
     #[arg(long, default_value = "20G", value_name = "SIZE")]
     disk: String,
     /// Define the VM but do not start it

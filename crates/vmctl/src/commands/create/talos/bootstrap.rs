@@ -29,6 +29,15 @@ pub(super) fn next_steps(plan: &TalosPlan, runtime_class: Option<&Path>) -> Vec<
             done: false,
         });
     }
+    if !first {
+        steps.push(Step {
+            what: "see the node join once it has booted".into(),
+            argv: ["kubectl", "--kubeconfig", &kubeconfig, "get", "nodes", "-o", "wide"]
+                .map(String::from)
+                .to_vec(),
+            done: false,
+        });
+    }
     if let Some(rc) = runtime_class {
         steps.push(Step {
             what: "apply the NVIDIA RuntimeClass and device plugin (pods use runtimeClassName: nvidia)"
@@ -36,7 +45,7 @@ pub(super) fn next_steps(plan: &TalosPlan, runtime_class: Option<&Path>) -> Vec<
             argv: vec![
                 "kubectl".into(),
                 "--kubeconfig".into(),
-                kubeconfig,
+                kubeconfig.clone(),
                 "apply".into(),
                 "-f".into(),
                 rc.display().to_string(),
