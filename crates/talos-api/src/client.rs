@@ -12,6 +12,7 @@ use http::Uri;
 use http::uri::PathAndQuery;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use tokio::io::AsyncReadExt;
 use tonic::transport::{Channel, Endpoint};
 use tonic_prost::ProstCodec;
 
@@ -278,11 +279,30 @@ fn tls_connector(
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            let tls = connector
+            let mut tls = connector
                 .connect(ServerName::IpAddress(addr.ip().into()), tcp)
                 .await
                 .inspect_err(|e| record(&slot, e))?;
-            Ok(TokioIo::new(Watched { inner: tls, slot }))
+            // With TLS 1.3 a server that refuses our certificate says so only after the
+            // handshake, in an alert. Read the server's first bytes here (an HTTP/2 server sends
+            // its SETTINGS at once), so that the alert is seen before any write can fail with a
+            // bare "broken pipe"; the bytes read are handed to hyper first.
+            let mut first = vec![0u8; 16 * 1024];
+            let n = match tokio::time::timeout(FIRST_READ, tls.read(&mut first)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    record(&slot, &e);
+                    return Err(e);
+                }
+                Err(_) => 0,
+            };
+            first.truncate(n);
+            Ok(TokioIo::new(Watched {
+                inner: tls,
+                slot,
+                first,
+                at: 0,
+            }))
         }
     })
 }
@@ -298,10 +318,16 @@ fn record(slot: &TlsSlot, e: &std::io::Error) {
     }
 }
 
-/// A stream that records the TLS errors passing through it into the slot.
+/// How long the connector waits for the server's first bytes after the handshake.
+const FIRST_READ: Duration = Duration::from_secs(1);
+
+/// A stream that records the TLS errors passing through it into the slot, and reads the bytes
+/// the connector read ahead (`first`, from `at` on) before its own.
 struct Watched<S> {
     inner: S,
     slot: TlsSlot,
+    first: Vec<u8>,
+    at: usize,
 }
 
 impl<S> Watched<S> {
@@ -319,6 +345,13 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.at < self.first.len() {
+            let n = buf.remaining().min(self.first.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.first[at..at + n]);
+            self.at += n;
+            return Poll::Ready(Ok(()));
+        }
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         self.check(r)
     }

@@ -32,9 +32,17 @@ pub(super) fn next_steps(plan: &TalosPlan, runtime_class: Option<&Path>) -> Vec<
     if !first {
         steps.push(Step {
             what: "see the node join once it has booted".into(),
-            argv: ["kubectl", "--kubeconfig", &kubeconfig, "get", "nodes", "-o", "wide"]
-                .map(String::from)
-                .to_vec(),
+            argv: [
+                "kubectl",
+                "--kubeconfig",
+                &kubeconfig,
+                "get",
+                "nodes",
+                "-o",
+                "wide",
+            ]
+            .map(String::from)
+            .to_vec(),
             done: false,
         });
     }
