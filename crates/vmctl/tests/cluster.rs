@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::no_env;
+use crate::support::{TestHost, no_env, test_host_in};
 use crate::talos_support::*;
 
 use guest_media::cache::NoProgress;
@@ -87,20 +87,16 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = hgx_without_nvswitch();
-    let host = HostRoot::new(tree.path());
-    host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
-    let mut config = Config::defaults();
-    config.set("storage_dir", "/vms");
-    config.set("image_cache", "/cache");
-    config.set("domain_type", "qemu");
+    let TestHost {
+        dir,
+        tree,
+        host,
+        mut config,
+        lv,
+    } = test_host_in(hgx_without_nvswitch());
     let server = factory(Some(fake_qcow2(dir.path(), "64M")));
     config.set("talos_factory_url", server.base_url());
     config.set("github_api_url", server.base_url());
-    let node = dir.path().join("node.xml");
-    std::fs::write(&node, "<node/>\n").unwrap();
-    let lv = Libvirt::open(&format!("test://{}", node.display())).unwrap();
     Fixture {
         dir,
         _tree: tree,

@@ -20,8 +20,12 @@ pub struct TestHost {
 
 /// The fixture host `host_name` (tests/fixtures/hosts) with bridge br0; TCG domains.
 pub fn test_host(host_name: &str) -> TestHost {
+    test_host_in(fixture_builder::build_host(host_name))
+}
+
+/// [`test_host`] on a tree already built.
+pub fn test_host_in(tree: tempfile::TempDir) -> TestHost {
     let dir = tempfile::tempdir().unwrap();
-    let tree = fixture_builder::build_host(host_name);
     let host = HostRoot::new(tree.path());
     host.create_dir_all("/sys/class/net/br0/bridge").unwrap();
     let mut config = Config::defaults();
