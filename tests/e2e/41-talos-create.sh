@@ -9,7 +9,8 @@
 #   2. the cached image is content-addressed with its sha256 recorded at first download;
 #   3. `vmctl start` boots the firmware with the seed and the overlay (the fake image does not boot Talos);
 #   4. bad input exits 2 with nothing made: the same cluster again, a version that does not exist;
-#   5. `vmctl delete` removes the VM's files but keeps the cluster's secrets (other nodes need them).
+#   5. `vmctl delete` of the node refuses (it is its cluster's node: `cluster remove-node`), `delete --force`
+#      removes the VM's files but keeps the cluster's secrets.
 #
 # Env: VMCTL (binary), GVB_E2E_TALOS_PORT (default 18790), GVB_LAB_KEEP=1 (keep the scratch dir).
 set -euo pipefail
@@ -177,12 +178,16 @@ e2e_step "bad input exits 2 with help, nothing made" refusals
 
 # --- 5. delete ------------------------------------------------------------------------------------------
 delete() {
-    vmctl delete "$vm" --yes || return 1
+    local out
+    out=$(expect_2 "a cluster node" delete "$vm" --yes) || { echo "$out"; return 1; }
+    grep -q "cluster remove-node $vm $vm" <<<"$out" || { echo "$out"; return 1; }
+    lab_virsh dominfo "$vm" >/dev/null 2>&1 || { echo "the refused delete removed $vm" >&2; return 1; }
+    vmctl delete "$vm" --yes --force || return 1
     if lab_virsh dominfo "$vm" >/dev/null 2>&1; then echo "domain $vm is defined" >&2; return 1; fi
     [[ ! -e $work/vms/$vm ]] || { echo "$work/vms/$vm left behind" >&2; return 1; }
     [[ -f $cluster_dir/secrets.yaml ]] || { echo "delete removed the cluster's secrets" >&2; return 1; }
 }
-e2e_step "vmctl delete: VM files gone, cluster secrets kept" delete
+e2e_step "vmctl delete: refused for a cluster node; --force: VM files gone, cluster secrets kept" delete
 
 clash() {
     local out

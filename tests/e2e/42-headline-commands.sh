@@ -130,7 +130,8 @@ EOF
     [[ $(stat -c %a "$host/var/lib/vmctl/talos/talos-1/talosconfig") == 600 ]] ||
         { echo "no talosconfig (0600) under the host root" >&2; return 1; }
     # The address came from the lab bridge's scan, outside the reserved range.
-    grep -Eo '198\.18\.0\.[0-9]+' "$work/create.out" | head -n1 >"$work/ip"
+    # (The summary on stderr names it: the next steps on stdout bootstrap through the Talos API.)
+    cat "$work/create.out" "$work/create.err" | grep -Eo '198\.18\.0\.[0-9]+' | head -n1 >"$work/ip"
     local last
     last=$(cut -d. -f4 <"$work/ip")
     [[ -n $last ]] && ((last >= 140)) || { echo "--ip auto picked '$(cat "$work/ip")'" >&2; return 1; }

@@ -340,9 +340,15 @@ fn create_talos_iso_no_start_on_the_lab_libvirtd_then_delete() {
     assert_eq!(text(&virsh(&["domstate", &name]).stdout).trim(), "running");
     let _ = virsh(&["destroy", &name]);
 
-    // Delete: the VM's disk and config volume go, the cached ISO stays.
+    // The node is its own one-node cluster: a plain delete refuses, the cluster's destroy
+    // removes it. The VM's disk and config volume go, the cached ISO stays.
     let out = vmctl(&base, host.path())
-        .args(["delete", &name, "--yes", "--json"])
+        .args(["delete", &name, "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = vmctl(&base, host.path())
+        .args(["cluster", "destroy", &name, "--yes", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
