@@ -467,7 +467,7 @@ fn render_created(c: &ClusterCreated) -> String {
         s += &format!("kubeconfig:  {}\n", esc(&k.display().to_string()));
     }
     s += &format!(
-        "time: keys {} ms, configs {} ms, domains {} ms, total {} ms\n",
+        "time: keys {:.0} ms, configs {:.1} ms, domains {:.0} ms, total {:.0} ms\n",
         c.timings.key_generation_ms, c.timings.configs_ms, c.timings.domains_ms, c.timings.total_ms
     );
     s + &render_steps(&c.next_steps)
