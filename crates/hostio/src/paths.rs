@@ -130,3 +130,16 @@ pub const UBUNTU_CLOUDIMAGE_KEYRING: &str = "/usr/share/keyrings/ubuntu-cloudima
 pub const UBUNTU_ARCHIVE_KEYRING: &str = "/usr/share/keyrings/ubuntu-archive-keyring.gpg";
 /// One directory per GPU the loaded nvidia driver drives (`information` inside).
 pub const PROC_DRIVER_NVIDIA_GPUS: &str = "/proc/driver/nvidia/gpus";
+
+// NUMA topology and hugepages (Documentation/ABI/stable/sysfs-devices-node,
+// Documentation/admin-guide/mm/hugetlbpage.rst).
+/// `nodeN/` per NUMA node, each with `cpulist` and `hugepages/hugepages-<size>kB/`.
+pub const SYS_DEVICES_SYSTEM_NODE: &str = "/sys/devices/system/node";
+/// The online CPUs, in the kernel's cpulist format (`0-15,32-47`).
+pub const SYS_DEVICES_SYSTEM_CPU_ONLINE: &str = "/sys/devices/system/cpu/online";
+/// One `hugepages-<size>kB/` per supported page size: the host-wide pools.
+pub const SYS_KERNEL_MM_HUGEPAGES: &str = "/sys/kernel/mm/hugepages";
+/// `MemTotal:` and the other memory counters (proc(5)).
+pub const PROC_MEMINFO: &str = "/proc/meminfo";
+/// The default-size hugepage pool as a sysctl (Documentation/admin-guide/sysctl/vm.rst).
+pub const PROC_SYS_VM_NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";

@@ -19,6 +19,7 @@ pub mod driver;
 mod facts;
 mod names;
 mod net;
+pub mod numa;
 pub mod parse;
 mod pci;
 mod probe;

@@ -58,6 +58,103 @@ pub fn cpuinfo(text: &str) -> CpuSummary {
     out
 }
 
+/// Parses the kernel's cpulist format (`0-15,32-47`, as in `/sys/devices/system/node/nodeN/cpulist`
+/// and `/sys/devices/system/cpu/online`; lib/bitmap-str.c, `bitmap_parselist`): comma-separated
+/// CPUs and inclusive ranges, optionally strided as `first-last:used/group` (`0-7:2/4` is 0, 1,
+/// 4, 5). An empty list (a node without CPUs) is valid. Returns the CPUs sorted, without
+/// duplicates, or why the text is not a cpulist.
+pub fn cpulist(text: &str) -> Result<Vec<u32>, String> {
+    // The kernel caps CPU numbers at NR_CPUS (8192 on Ubuntu's kernels); a bigger number is a
+    // typo, and refusing it keeps a stray `0-4294967295` from allocating gigabytes.
+    const MAX_CPU: u32 = 1 << 16;
+    let text = text.trim();
+    let mut out = std::collections::BTreeSet::new();
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let num = |s: &str| -> Result<u32, String> {
+        let n: u32 = s
+            .parse()
+            .map_err(|_| format!("`{s}` is not a CPU number"))?;
+        if n >= MAX_CPU {
+            return Err(format!("CPU {n} is beyond {}", MAX_CPU - 1));
+        }
+        Ok(n)
+    };
+    for part in text.split(',') {
+        let (range, stride) = match part.split_once(':') {
+            Some((r, s)) => (r, Some(s)),
+            None => (part, None),
+        };
+        let (first, last) = match range.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None if stride.is_none() => {
+                let n = num(range)?;
+                (n, n)
+            }
+            None => return Err(format!("`{part}`: a stride needs a range")),
+        };
+        if first > last {
+            return Err(format!("`{part}`: the range runs backwards"));
+        }
+        let (used, group) = match stride {
+            None => (1, 1),
+            Some(s) => {
+                let (u, g) = s
+                    .split_once('/')
+                    .ok_or_else(|| format!("`{part}`: expected first-last:used/group"))?;
+                let (u, g) = (num(u)?, num(g)?);
+                if u == 0 || g == 0 || u > g {
+                    return Err(format!("`{part}`: bad stride {u}/{g}"));
+                }
+                (u, g)
+            }
+        };
+        for cpu in first..=last {
+            if (cpu - first) % group < used {
+                out.insert(cpu);
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Writes CPUs in the kernel's cpulist form (`0-3,8,10-11`): the inverse of [`cpulist`].
+pub fn format_cpulist(cpus: &[u32]) -> String {
+    let mut sorted = cpus.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+/// A `Key:   N kB` line of `/proc/meminfo` (proc(5)), in KiB.
+pub fn meminfo_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        if k.trim() != key {
+            return None;
+        }
+        let v = v.trim();
+        v.strip_suffix("kB").unwrap_or(v).trim().parse().ok()
+    })
+}
+
 /// Splits `/proc/cmdline` into arguments. The kernel accepts double quotes around values with
 /// spaces (`foo="a b"`, Documentation/admin-guide/kernel-parameters.rst); quotes are kept.
 pub fn cmdline(text: &str) -> Vec<String> {
@@ -338,6 +435,44 @@ pub fn chip_code(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpulists_as_the_kernel_writes_them() {
+        assert_eq!(cpulist("0-3,8,10-11\n").unwrap(), [0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(cpulist("").unwrap(), Vec::<u32>::new());
+        assert_eq!(cpulist("\n").unwrap(), Vec::<u32>::new());
+        assert_eq!(cpulist("5").unwrap(), [5]);
+        let h200_node1 = cpulist("56-111,168-223").unwrap();
+        assert_eq!(h200_node1.len(), 112);
+        assert_eq!(
+            (h200_node1[0], h200_node1[55], h200_node1[56]),
+            (56, 111, 168)
+        );
+        // Overlaps and disorder collapse (the kernel never writes them, a user might).
+        assert_eq!(cpulist("3,1-2,2").unwrap(), [1, 2, 3]);
+        // bitmap_parselist's strided groups.
+        assert_eq!(cpulist("0-7:2/4").unwrap(), [0, 1, 4, 5]);
+        for bad in [
+            "a", "1-", "-1", "3-1", "1,,2", "0-7:0/4", "0-7:5/4", "1:1/2", "70000",
+        ] {
+            assert!(cpulist(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn meminfo_lines() {
+        let t = "MemTotal:       2113523712 kB\nMemFree:        100 kB\nHugePages_Total:       0\n";
+        assert_eq!(meminfo_kib(t, "MemTotal"), Some(2113523712));
+        assert_eq!(meminfo_kib(t, "HugePages_Total"), Some(0));
+        assert_eq!(meminfo_kib(t, "Mem"), None);
+    }
+
+    #[test]
+    fn cpulist_round_trip() {
+        for text in ["0-3,8,10-11", "0", "0-55,112-167", ""] {
+            assert_eq!(format_cpulist(&cpulist(text).unwrap()), text);
+        }
+    }
     use proptest::prelude::*;
 
     const INTEL_CPUINFO: &str = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n\

@@ -110,6 +110,35 @@ pub struct HostDesc {
     pub devices: Vec<DeviceDesc>,
     #[serde(default, rename = "nic")]
     pub nics: Vec<NicDesc>,
+    /// NUMA nodes by id (`[numa.0]`): `sys/devices/system/node/nodeN/{cpulist,cpumap,
+    /// hugepages/}` and the host-wide `sys/kernel/mm/hugepages/` (each pool the sum of the
+    /// nodes'), `sys/devices/system/{cpu,node}/online`; every device then gets `numa_node`.
+    /// Keyed tables, so a description with `base` can change one node's pools.
+    #[serde(default)]
+    pub numa: BTreeMap<String, NumaDesc>,
+    /// `MemTotal` of `/proc/meminfo`, in KiB. `None` → no `/proc/meminfo`.
+    pub mem_total_kib: Option<u64>,
+}
+
+/// A NUMA node.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumaDesc {
+    /// Its CPUs in the kernel's cpulist form (`0-55,112-167`).
+    #[serde(default)]
+    pub cpus: String,
+    /// Hugepage pools by page size in KiB (`2048`, `1048576`). The kernel lists both x86-64
+    /// sizes on every node (with `pdpe1gb`), so both are written, empty unless given.
+    #[serde(default)]
+    pub hugepages: BTreeMap<String, PoolDesc>,
+}
+
+/// One hugepage pool: `nr_hugepages` and `free_hugepages`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolDesc {
+    pub total: u64,
+    pub free: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -178,6 +207,9 @@ pub struct DeviceDesc {
     /// read even as root (permissions would not).
     #[serde(default)]
     pub unreadable: Vec<String>,
+    /// `numa_node`: the node the device is attached to. Written (as -1 when unset, as the
+    /// kernel does) only on hosts with `[numa]` nodes.
+    pub numa_node: Option<i32>,
     /// Literal attribute contents overriding the generated ones (e.g. `{ class = "0xZZ" }`).
     #[serde(default)]
     pub raw: BTreeMap<String, String>,
@@ -369,7 +401,183 @@ pub fn build_into(desc: &HostDesc, root: &Path) -> Result<(), Error> {
     t.dir("sys/class/net")?;
     build_devices(&t, desc)?;
     build_nics(&t, desc)?;
+    build_numa(&t, desc)?;
     Ok(())
+}
+
+/// The x86-64 hugepage sizes in KiB (2M, 1G), each a `hugepages-<size>kB` directory.
+const HUGEPAGE_SIZES_KIB: [u64; 2] = [2048, 1048576];
+
+/// A cpulist (`0-3,8`) as CPU numbers.
+fn cpus_of(list: &str) -> Result<Vec<u32>, Error> {
+    let mut out = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || Error::Invalid(format!("bad cpulist {list:?}"));
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (u32, u32) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if a > b {
+            return Err(bad());
+        }
+        out.extend(a..=b);
+    }
+    Ok(out)
+}
+
+/// `cpumap`: the CPUs as a hex mask in comma-separated 32-bit words, most significant first
+/// (lib/bitmap-str.c, `bitmap_print_to_buf` without list).
+fn cpumap(cpus: &[u32], nr_cpus: u32) -> String {
+    let words = nr_cpus.div_ceil(32).max(1);
+    (0..words)
+        .rev()
+        .map(|w| {
+            let v: u32 = cpus
+                .iter()
+                .filter(|c| **c / 32 == w)
+                .fold(0, |acc, c| acc | (1 << (c % 32)));
+            format!("{v:08x}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn build_numa(t: &Tree, desc: &HostDesc) -> Result<(), Error> {
+    if let Some(kib) = desc.mem_total_kib {
+        // The lines a reader of MemTotal and the hugepage counters needs (proc(5)).
+        let pool = |size: u64| -> (u64, u64) {
+            desc.numa.values().fold((0, 0), |(t, f), n| {
+                let p = n
+                    .hugepages
+                    .get(&size.to_string())
+                    .copied()
+                    .unwrap_or_default();
+                (t + p.total, f + p.free)
+            })
+        };
+        let (total, free) = pool(2048);
+        t.file(
+            "proc/meminfo",
+            &format!(
+                "MemTotal:       {kib} kB\nMemFree:        {} kB\nMemAvailable:   {} kB\n\
+                 HugePages_Total:   {total}\nHugePages_Free:    {free}\nHugePages_Rsvd:        0\n\
+                 HugePages_Surp:        0\nHugepagesize:       2048 kB\n",
+                kib / 2,
+                kib / 2
+            ),
+        )?;
+    }
+    if desc.numa.is_empty() {
+        return Ok(());
+    }
+    let mut nodes: Vec<(u32, &NumaDesc)> = Vec::new();
+    for (k, n) in &desc.numa {
+        let id = k
+            .parse()
+            .map_err(|_| Error::Invalid(format!("NUMA node id {k:?} is not a number")))?;
+        nodes.push((id, n));
+    }
+    nodes.sort_by_key(|(id, _)| *id);
+    let mut all: Vec<u32> = Vec::new();
+    for (_, n) in &nodes {
+        all.extend(cpus_of(&n.cpus)?);
+    }
+    all.sort_unstable();
+    let nr_cpus = all.last().map_or(1, |c| c + 1);
+    let online = render_cpulist(&all);
+    t.file("sys/devices/system/cpu/online", &format!("{online}\n"))?;
+    t.file("sys/devices/system/cpu/possible", &format!("{online}\n"))?;
+    let ids: Vec<u32> = nodes.iter().map(|(id, _)| *id).collect();
+    let node_list = render_cpulist(&ids);
+    for f in [
+        "online",
+        "possible",
+        "has_cpu",
+        "has_memory",
+        "has_normal_memory",
+    ] {
+        t.file(
+            &format!("sys/devices/system/node/{f}"),
+            &format!("{node_list}\n"),
+        )?;
+    }
+    let mut host: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for (id, n) in &nodes {
+        let dir = format!("sys/devices/system/node/node{id}");
+        let cpus = cpus_of(&n.cpus)?;
+        t.file(
+            &format!("{dir}/cpulist"),
+            &format!("{}\n", render_cpulist(&cpus)),
+        )?;
+        t.file(
+            &format!("{dir}/cpumap"),
+            &format!("{}\n", cpumap(&cpus, nr_cpus)),
+        )?;
+        for c in &cpus {
+            t.link(
+                &format!("{dir}/cpu{c}"),
+                &format!("sys/devices/system/cpu/cpu{c}"),
+            )?;
+            t.dir(&format!("sys/devices/system/cpu/cpu{c}"))?;
+        }
+        for key in n.hugepages.keys() {
+            if !HUGEPAGE_SIZES_KIB.iter().any(|s| s.to_string() == *key) {
+                return Err(Error::Invalid(format!(
+                    "hugepage size {key:?} kB: x86-64 has {HUGEPAGE_SIZES_KIB:?}"
+                )));
+            }
+        }
+        for size in HUGEPAGE_SIZES_KIB {
+            let p = n
+                .hugepages
+                .get(&size.to_string())
+                .copied()
+                .unwrap_or_default();
+            if p.free > p.total {
+                return Err(Error::Invalid(format!(
+                    "node {id}: {} free hugepages of {size} kB, more than the {} reserved",
+                    p.free, p.total
+                )));
+            }
+            let pd = format!("{dir}/hugepages/hugepages-{size}kB");
+            t.file(&format!("{pd}/nr_hugepages"), &format!("{}\n", p.total))?;
+            t.file(&format!("{pd}/free_hugepages"), &format!("{}\n", p.free))?;
+            t.file(&format!("{pd}/surplus_hugepages"), "0\n")?;
+            let e = host.entry(size).or_default();
+            e.0 += p.total;
+            e.1 += p.free;
+        }
+    }
+    for (size, (total, free)) in host {
+        let pd = format!("sys/kernel/mm/hugepages/hugepages-{size}kB");
+        t.file(&format!("{pd}/nr_hugepages"), &format!("{total}\n"))?;
+        t.file(
+            &format!("{pd}/nr_hugepages_mempolicy"),
+            &format!("{total}\n"),
+        )?;
+        t.file(&format!("{pd}/free_hugepages"), &format!("{free}\n"))?;
+        t.file(&format!("{pd}/resv_hugepages"), "0\n")?;
+        t.file(&format!("{pd}/surplus_hugepages"), "0\n")?;
+        t.file(&format!("{pd}/nr_overcommit_hugepages"), "0\n")?;
+    }
+    Ok(())
+}
+
+/// CPUs (or node ids) in the kernel's list form, `0-3,8`.
+fn render_cpulist(sorted: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
+            i += 1;
+        }
+        parts.push(if sorted[i] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", sorted[i])
+        });
+        i += 1;
+    }
+    parts.join(",")
 }
 
 /// EFI variable attributes NON_VOLATILE | BOOTSERVICE_ACCESS | RUNTIME_ACCESS (UEFI spec 2.10,
@@ -644,6 +852,9 @@ fn build_devices(t: &Tree, desc: &HostDesc) -> Result<(), Error> {
             "driver_override",
             format!("{}\n", d.driver_override.as_deref().unwrap_or("(null)")),
         );
+        if !desc.numa.is_empty() {
+            attrs.insert("numa_node", format!("{}\n", d.numa_node.unwrap_or(-1)));
+        }
         for (k, v) in &d.raw {
             attrs.insert(k.as_str(), v.clone());
         }
