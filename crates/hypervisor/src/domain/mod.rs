@@ -5,6 +5,7 @@
 
 pub mod parse;
 pub mod render;
+pub mod tuning;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -356,6 +357,9 @@ pub struct DomainSpec {
     pub kvm_hidden: bool,
     pub graphics: Option<Graphics>,
     pub metadata: Option<Metadata>,
+    /// CPU pinning, NUMA and hugepages ([`tuning`]); empty renders nothing.
+    #[serde(default, skip_serializing_if = "tuning::Tuning::is_empty")]
+    pub tuning: tuning::Tuning,
 }
 
 impl DomainSpec {
@@ -380,6 +384,7 @@ impl DomainSpec {
             kvm_hidden: false,
             graphics: None,
             metadata: None,
+            tuning: tuning::Tuning::default(),
         }
     }
 

@@ -7,6 +7,7 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use serde::Serialize;
 
+use super::tuning::{MemNode, NumaCell, Tuning, VcpuPin};
 use super::{Metadata, PciAddress, VMCTL_NS};
 use crate::error::{Error, Result};
 
@@ -46,6 +47,9 @@ pub struct DomainFacts {
     pub hostdevs: Vec<PciAddress>,
     pub console_log: Option<PathBuf>,
     pub metadata: Option<Metadata>,
+    /// Pinning, NUMA and hugepages, as far as vmctl writes them.
+    #[serde(skip_serializing_if = "Tuning::is_empty")]
+    pub tuning: Tuning,
 }
 
 fn attr(e: &BytesStart, name: &str) -> Option<String> {
@@ -158,6 +162,38 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
                         function: hex_attr(&e, "function").unwrap_or(0) as u8,
                     });
                 }
+                ("cputune", "vcpupin") => {
+                    if let (Some(vcpu), Some(cpuset)) = (
+                        attr(&e, "vcpu").and_then(|v| v.parse().ok()),
+                        attr(&e, "cpuset"),
+                    ) {
+                        f.tuning.vcpupins.push(VcpuPin { vcpu, cpuset });
+                    }
+                }
+                ("cputune", "emulatorpin") => f.tuning.emulatorpin = attr(&e, "cpuset"),
+                ("numatune", "memory") => f.tuning.memory_nodeset = attr(&e, "nodeset"),
+                ("numatune", "memnode") => {
+                    if let (Some(cellid), Some(nodeset)) = (
+                        attr(&e, "cellid").and_then(|v| v.parse().ok()),
+                        attr(&e, "nodeset"),
+                    ) {
+                        f.tuning.memnodes.push(MemNode { cellid, nodeset });
+                    }
+                }
+                ("numa", "cell") if stack.iter().any(|s| s == "cpu") => {
+                    let memory: u64 = attr(&e, "memory").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    f.tuning.numa_cells.push(NumaCell {
+                        id: attr(&e, "id").and_then(|v| v.parse().ok()).unwrap_or(0),
+                        cpus: attr(&e, "cpus").unwrap_or_default(),
+                        memory_mib: to_kib(memory, attr(&e, "unit").as_deref().unwrap_or("KiB"))
+                            / 1024,
+                    });
+                }
+                ("hugepages", "page") if stack.iter().any(|s| s == "memoryBacking") => {
+                    let size: u64 = attr(&e, "size").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    f.tuning.hugepage_kib =
+                        Some(to_kib(size, attr(&e, "unit").as_deref().unwrap_or("KiB")));
+                }
                 ("serial", "log") if f.console_log.is_none() => {
                     f.console_log = attr(&e, "file").map(PathBuf::from);
                 }
@@ -203,12 +239,7 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
                     ("domain", "uuid") => f.uuid = Some(value),
                     ("domain", "memory") => {
                         let n: u64 = value.trim().parse().unwrap_or(0);
-                        f.memory_kib = match mem_unit.as_str() {
-                            "b" | "bytes" => n / 1024,
-                            "M" | "MiB" => n * 1024,
-                            "G" | "GiB" => n * 1024 * 1024,
-                            _ => n,
-                        };
+                        f.memory_kib = to_kib(n, &mem_unit);
                     }
                     ("domain", "vcpu") => f.vcpus = value.trim().parse().unwrap_or(0),
                     ("os", "kernel") => f.kernel = Some(PathBuf::from(value)),
@@ -232,6 +263,17 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
         f.metadata = Some(md);
     }
     Ok(f)
+}
+
+/// A size in one of libvirt's units (formatdomain "Memory Allocation") in KiB.
+fn to_kib(n: u64, unit: &str) -> u64 {
+    match unit {
+        "b" | "bytes" => n / 1024,
+        "M" | "MiB" => n * 1024,
+        "G" | "GiB" => n * 1024 * 1024,
+        "T" | "TiB" => n * 1024 * 1024 * 1024,
+        _ => n,
+    }
 }
 
 fn set_metadata(md: &mut Metadata, key: &str, value: String) {

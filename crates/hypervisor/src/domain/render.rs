@@ -63,7 +63,9 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> io::Result<()> {
             el(w, "metadata", &[], |w| write_metadata(w, md))?;
         }
         text(w, "memory", &[("unit", "MiB")], &s.memory_mib.to_string())?;
+        write_memory_backing(w, s)?;
         text(w, "vcpu", &[], &s.vcpus.to_string())?;
+        write_cputune(w, s)?;
         write_os(w, s)?;
         el(w, "features", &[], |w| {
             // ACPI is what makes `vmctl stop` (virDomainShutdown) reach the guest.
@@ -78,21 +80,101 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> io::Result<()> {
             }
             Ok(())
         })?;
-        match &s.cpu {
-            CpuMode::HostPassthrough => empty(w, "cpu", &[("mode", "host-passthrough")])?,
-            CpuMode::HostModel => empty(w, "cpu", &[("mode", "host-model")])?,
-            CpuMode::Custom(model) => {
-                el(w, "cpu", &[("mode", "custom"), ("match", "exact")], |w| {
-                    text(w, "model", &[("fallback", "forbid")], model)
-                })?
-            }
-        }
+        write_cpu(w, s)?;
         empty(w, "clock", &[("offset", "utc")])?;
         text(w, "on_poweroff", &[], "destroy")?;
         text(w, "on_reboot", &[], "restart")?;
         text(w, "on_crash", &[], "destroy")?;
         el(w, "devices", &[], |w| write_devices(w, s))
     })
+}
+
+/// `<cpu>`, with the guest NUMA cells when there are any.
+fn write_cpu(w: &mut W, s: &DomainSpec) -> io::Result<()> {
+    let cells = &s.tuning.numa_cells;
+    let numa = |w: &mut W| -> io::Result<()> {
+        if cells.is_empty() {
+            return Ok(());
+        }
+        el(w, "numa", &[], |w| {
+            for c in cells {
+                empty(
+                    w,
+                    "cell",
+                    &[
+                        ("id", &c.id.to_string()),
+                        ("cpus", &c.cpus),
+                        ("memory", &c.memory_mib.to_string()),
+                        ("unit", "MiB"),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    };
+    match &s.cpu {
+        CpuMode::HostPassthrough if cells.is_empty() => {
+            empty(w, "cpu", &[("mode", "host-passthrough")])
+        }
+        CpuMode::HostModel if cells.is_empty() => empty(w, "cpu", &[("mode", "host-model")]),
+        CpuMode::HostPassthrough => el(w, "cpu", &[("mode", "host-passthrough")], numa),
+        CpuMode::HostModel => el(w, "cpu", &[("mode", "host-model")], numa),
+        CpuMode::Custom(model) => el(w, "cpu", &[("mode", "custom"), ("match", "exact")], |w| {
+            text(w, "model", &[("fallback", "forbid")], model)?;
+            numa(w)
+        }),
+    }
+}
+
+/// `<memoryBacking>` (formatdomain "Memory Backing"): hugepages of one explicit size, so
+/// libvirt never falls back to the host's default size.
+fn write_memory_backing(w: &mut W, s: &DomainSpec) -> io::Result<()> {
+    let Some(kib) = s.tuning.hugepage_kib else {
+        return Ok(());
+    };
+    el(w, "memoryBacking", &[], |w| {
+        el(w, "hugepages", &[], |w| {
+            empty(w, "page", &[("size", &kib.to_string()), ("unit", "KiB")])
+        })
+    })
+}
+
+/// `<cputune>` and `<numatune>` (formatdomain "CPU Tuning", "NUMA Node Tuning").
+fn write_cputune(w: &mut W, s: &DomainSpec) -> io::Result<()> {
+    let t = &s.tuning;
+    if !t.vcpupins.is_empty() || t.emulatorpin.is_some() {
+        el(w, "cputune", &[], |w| {
+            for p in &t.vcpupins {
+                empty(
+                    w,
+                    "vcpupin",
+                    &[("vcpu", &p.vcpu.to_string()), ("cpuset", &p.cpuset)],
+                )?;
+            }
+            if let Some(e) = &t.emulatorpin {
+                empty(w, "emulatorpin", &[("cpuset", e)])?;
+            }
+            Ok(())
+        })?;
+    }
+    if let Some(nodeset) = &t.memory_nodeset {
+        el(w, "numatune", &[], |w| {
+            empty(w, "memory", &[("mode", "strict"), ("nodeset", nodeset)])?;
+            for m in &t.memnodes {
+                empty(
+                    w,
+                    "memnode",
+                    &[
+                        ("cellid", &m.cellid.to_string()),
+                        ("mode", "strict"),
+                        ("nodeset", &m.nodeset),
+                    ],
+                )?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
 fn write_os(w: &mut W, s: &DomainSpec) -> io::Result<()> {
@@ -463,6 +545,89 @@ pub(crate) mod tests {
             facts.disks[0].path.as_deref(),
             Some(std::path::Path::new("/srv/a & b.qcow2"))
         );
+    }
+
+    /// Pinning, a two-cell guest and 1G hugepages: valid for libvirt's schema and read back.
+    #[test]
+    fn tuned_domain_with_pins_numa_cells_and_hugepages() {
+        use crate::domain::tuning::{MemNode, NumaCell, Tuning, VcpuPin};
+        let mut spec = DomainSpec::new(
+            "tuned",
+            DomainType::Kvm,
+            CpuMode::HostPassthrough,
+            Firmware::Efi { secure_boot: false },
+        );
+        spec.memory_mib = 8192;
+        spec.vcpus = 4;
+        spec.add_pci_device(&turing_functions());
+        spec.tuning = Tuning {
+            vcpupins: vec![
+                VcpuPin {
+                    vcpu: 0,
+                    cpuset: "1".into(),
+                },
+                VcpuPin {
+                    vcpu: 1,
+                    cpuset: "2".into(),
+                },
+                VcpuPin {
+                    vcpu: 2,
+                    cpuset: "57".into(),
+                },
+                VcpuPin {
+                    vcpu: 3,
+                    cpuset: "58".into(),
+                },
+            ],
+            emulatorpin: Some("0,3-55,56,59-111".into()),
+            memory_nodeset: Some("0-1".into()),
+            memnodes: vec![
+                MemNode {
+                    cellid: 0,
+                    nodeset: "0".into(),
+                },
+                MemNode {
+                    cellid: 1,
+                    nodeset: "1".into(),
+                },
+            ],
+            numa_cells: vec![
+                NumaCell {
+                    id: 0,
+                    cpus: "0-1".into(),
+                    memory_mib: 4096,
+                },
+                NumaCell {
+                    id: 1,
+                    cpus: "2-3".into(),
+                    memory_mib: 4096,
+                },
+            ],
+            hugepage_kib: Some(1048576),
+        };
+        let xml = to_xml(&spec).unwrap();
+        assert_valid_domain_xml(&xml);
+        insta::assert_snapshot!("domain_tuned", xml);
+        let facts = parse_domain(&xml).unwrap();
+        assert_eq!(facts.tuning, spec.tuning);
+
+        // Each option alone, and a custom CPU model with cells, are valid too.
+        let mut one = ubuntu_spec();
+        one.tuning.hugepage_kib = Some(2048);
+        assert_valid_domain_xml(&to_xml(&one).unwrap());
+        let mut one = ubuntu_spec();
+        one.tuning.vcpupins = spec.tuning.vcpupins[..2].to_vec();
+        one.tuning.emulatorpin = Some("0".into());
+        one.tuning.memory_nodeset = Some("0".into());
+        assert_valid_domain_xml(&to_xml(&one).unwrap());
+        let mut one = ubuntu_spec();
+        one.cpu = CpuMode::Custom("Skylake-Server".into());
+        one.vcpus = 4;
+        one.memory_mib = 8192;
+        one.tuning.numa_cells = spec.tuning.numa_cells.clone();
+        let xml = to_xml(&one).unwrap();
+        assert_valid_domain_xml(&xml);
+        assert_eq!(parse_domain(&xml).unwrap().tuning.numa_cells.len(), 2);
     }
 
     #[test]
