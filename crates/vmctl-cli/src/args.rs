@@ -257,6 +257,8 @@ pub(crate) struct UbuntuArgs {
     /// Override the GPU isolation, boot VGA and host-use refusals
     #[arg(long, requires = "gpu")]
     pub(crate) gpu_force: bool,
+    #[command(flatten)]
+    pub(crate) tuning: crate::cli_tuning::TuningArgs,
     /// Define the domain but do not start it
     #[arg(long)]
     pub(crate) no_start: bool,

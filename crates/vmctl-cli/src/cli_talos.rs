@@ -152,6 +152,8 @@ pub struct TalosArgs {
     /// Override the GPU isolation, boot VGA and host-use refusals
     #[arg(long, requires = "gpu")]
     gpu_force: bool,
+    #[command(flatten)]
+    tuning: crate::cli_tuning::TuningArgs,
     /// NVIDIA extension flavour for --gpu
     #[arg(long, value_enum, default_value = "production", value_name = "FLAVOUR")]
     nvidia: FlavourArg,
@@ -220,6 +222,7 @@ impl TalosArgs {
         r.allow_prerelease = self.allow_prerelease;
         r.gpus = self.gpu.clone();
         r.gpu_force = self.gpu_force;
+        r.tuning = self.tuning.request();
         r.nvidia = self.nvidia.into();
         r.driver = self.driver.map(Into::into);
         r.extensions = self.extensions.clone();
@@ -345,6 +348,11 @@ pub fn render_created(c: &TalosCreated, uri: &str) {
         c.mac,
         c.ip.as_deref().unwrap_or("DHCP")
     ));
+    if let Some(p) = &c.placement {
+        for line in crate::cli_tuning::placement_lines(p) {
+            clikit::errln(&line);
+        }
+    }
     clikit::errln(&format!(
         "  schematic {} ({}{})",
         c.schematic_id,

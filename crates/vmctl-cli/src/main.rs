@@ -14,6 +14,7 @@ mod cli_cluster;
 mod cli_desktop;
 mod cli_ip;
 mod cli_talos;
+mod cli_tuning;
 mod gpu_cli;
 mod render;
 
@@ -386,6 +387,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 gpu_force: a.gpu_force,
                 no_start: a.no_start,
                 seed_only: a.seed_only,
+                tuning: a.tuning.request(),
             };
             if a.password.is_some() || a.desktop {
                 return cli_desktop::run(&ctx, &a, req, cli.json);
@@ -406,6 +408,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                         created.ip.as_deref().unwrap_or("DHCP")
                     ));
                     clikit::errln(&format!("  base image: {}", created.verification));
+                    if let Some(p) = &created.placement {
+                        for line in cli_tuning::placement_lines(p) {
+                            clikit::errln(&line);
+                        }
+                    }
                 } else {
                     clikit::errln(&format!(
                         "{}: seed written to {}",

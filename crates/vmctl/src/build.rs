@@ -13,6 +13,7 @@ use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::names;
 use crate::net::{self, NetworkRequest, StaticIp};
+use crate::tuning::{PinLock, Placement, TuningRequest};
 
 fn invalid(option: &str, value: &str, reason: &str) -> Error {
     Error::InvalidOption {
@@ -113,6 +114,8 @@ pub(crate) struct BridgedVm<'a> {
     pub(crate) bridge: &'a str,
     pub(crate) mac: &'a str,
     pub(crate) console_log: &'a Path,
+    /// `--cpu-pinning`/`--hugepages` ([`crate::tuning`]): pins, NUMA cells, hugepage backing.
+    pub(crate) placement: Option<&'a Placement>,
 }
 
 impl<'a> BridgedVm<'a> {
@@ -132,8 +135,31 @@ impl<'a> BridgedVm<'a> {
         spec.serial = Some(Serial {
             log_file: Some(self.console_log.to_path_buf()),
         });
+        if let Some(p) = self.placement {
+            spec.tuning = p.tuning();
+        }
         spec
     }
+}
+
+/// The placement again under the [`PinLock`], against the domains as they are at the define
+/// (another create may have pinned CPUs since the plan), and the lock to hold until the define
+/// is done. Without pinning: the plan's placement and no lock.
+pub(crate) fn final_placement(
+    ctx: &Ctx,
+    vm: &str,
+    req: TuningRequest,
+    planned: Option<&Placement>,
+    gpus: &[Vec<PciAddress>],
+    vcpus: u32,
+    memory_mib: u64,
+) -> Result<(PinLock, Option<Placement>)> {
+    let lock = PinLock::take(ctx, planned)?;
+    if planned.and_then(|p| p.cpu.as_ref()).is_none() {
+        return Ok((lock, planned.cloned()));
+    }
+    let placement = crate::tuning::place(ctx, vm, req, gpus, vcpus, memory_mib)?;
+    Ok((lock, placement))
 }
 
 /// The qcow2 system disk as `vda` and the seed ISO as `vdb`.

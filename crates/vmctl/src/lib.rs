@@ -23,6 +23,7 @@ pub mod net;
 pub mod storage;
 pub mod talos;
 pub(crate) mod transaction;
+pub mod tuning;
 
 pub use error::{Error, ExitKind, Result};
 

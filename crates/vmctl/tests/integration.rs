@@ -12,3 +12,4 @@ mod storage;
 mod support;
 mod talos_create;
 mod talos_support;
+mod tuning_create;

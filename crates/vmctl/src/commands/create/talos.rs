@@ -83,6 +83,8 @@ pub struct TalosRequest {
     pub labels: std::collections::BTreeMap<String, String>,
     /// The cluster's VIP, held by this control plane in turn with the others.
     pub vip: Option<std::net::Ipv4Addr>,
+    /// `--cpu-pinning`, `--hugepages`.
+    pub tuning: crate::tuning::TuningRequest,
 }
 
 impl TalosRequest {
@@ -111,6 +113,7 @@ impl TalosRequest {
             iso: false,
             labels: Default::default(),
             vip: None,
+            tuning: Default::default(),
         }
     }
 }
@@ -151,6 +154,8 @@ pub struct TalosPlan {
     pub cpu: CpuMode,
     pub vm_dir: PathBuf,
     pub gpus: Vec<Vec<PciAddress>>,
+    /// CPU pinning and hugepages (`--cpu-pinning`, `--hugepages`), as planned.
+    pub placement: Option<crate::tuning::Placement>,
 }
 
 /// How the node gets Talos and its machine config.
@@ -248,6 +253,9 @@ pub struct TalosCreated {
     pub runtime_class: Option<PathBuf>,
     pub driver_note: Option<String>,
     pub next_steps: Vec<Step>,
+    /// Where the vCPUs, emulator threads and memory went (`--cpu-pinning`, `--hugepages`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::tuning::Placement>,
     /// Where the time went (for `cluster create`'s split); not part of the JSON.
     #[serde(skip)]
     pub timings: NodeTimings,
@@ -394,6 +402,7 @@ pub(crate) fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Resu
             path: vm_dir,
         });
     }
+    let placement = crate::tuning::place(ctx, &req.name, req.tuning, &gpus, req.cpus, memory_mib)?;
 
     // Version: the flag (checked against the Image Factory's list, never GitHub's), else the
     // cluster's, else the latest stable release (the only case that asks GitHub).
@@ -461,6 +470,7 @@ pub(crate) fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Resu
         cpu,
         vm_dir,
         gpus,
+        placement,
     })
 }
 

@@ -57,6 +57,8 @@ pub struct UbuntuRequest {
     pub no_start: bool,
     /// Only write the seed into the VM's directory (for inspection or other tools).
     pub seed_only: bool,
+    /// `--cpu-pinning`, `--hugepages`.
+    pub tuning: crate::tuning::TuningRequest,
 }
 
 impl UbuntuRequest {
@@ -86,6 +88,7 @@ impl UbuntuRequest {
             gpu_force: false,
             no_start: false,
             seed_only: false,
+            tuning: Default::default(),
         }
     }
 }
@@ -120,6 +123,9 @@ pub struct UbuntuPlan {
     pub vm_dir: PathBuf,
     /// Each passed-through GPU's functions (`--gpu`), checked like `vmctl gpu attach`.
     pub gpus: Vec<Vec<hypervisor::domain::PciAddress>>,
+    /// CPU pinning and hugepages (`--cpu-pinning`, `--hugepages`), as planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::tuning::Placement>,
 }
 
 impl UbuntuPlan {
@@ -137,6 +143,7 @@ impl UbuntuPlan {
             bridge: &plan.bridge,
             mac: &plan.mac,
             console_log,
+            placement: plan.placement.as_ref(),
         }
     }
 }
@@ -157,6 +164,9 @@ pub struct Created {
     pub base_sha256: Option<String>,
     /// How the base image was verified in this run (in words through `Display`).
     pub verification: BaseVerification,
+    /// Where the vCPUs, emulator threads and memory went (`--cpu-pinning`, `--hugepages`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::tuning::Placement>,
 }
 
 fn invalid(option: &str, value: &str, reason: &str) -> Error {
@@ -405,6 +415,11 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
             path: vm_dir,
         });
     }
+    let placement = if req.seed_only {
+        None
+    } else {
+        crate::tuning::place(ctx, &req.name, req.tuning, &gpus, req.cpus, memory_mib)?
+    };
     Ok(UbuntuPlan {
         name: req.name.clone(),
         image,
@@ -423,6 +438,7 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         direct_boot,
         vm_dir,
         gpus,
+        placement,
     })
 }
 
@@ -509,6 +525,7 @@ pub(crate) fn apply(
         base_image: base.clone(),
         base_sha256: base_sha.clone(),
         verification,
+        placement: None,
     };
     if req.seed_only {
         rb.commit();
@@ -537,6 +554,21 @@ pub(crate) fn apply(
         files: vec![console_log, known_hosts],
         dir: Some(dir.clone()),
     });
+    // Held until the domain is defined: its pins are then what the next create sees.
+    let (_pin_lock, placement) = crate::build::final_placement(
+        ctx,
+        &plan.name,
+        req.tuning,
+        plan.placement.as_ref(),
+        &plan.gpus,
+        plan.vcpus,
+        plan.memory_mib,
+    )?;
+    spec.tuning = placement
+        .as_ref()
+        .map(crate::tuning::Placement::tuning)
+        .unwrap_or_default();
+    created.placement = placement;
     created.started =
         rb.define_and_start(ctx.cancelled, &plan.name, &to_xml(&spec)?, !req.no_start)?;
     created.defined = true;

@@ -331,6 +331,7 @@ pub(crate) fn apply_claimed(
         bridge: &plan.bridge,
         mac: &plan.mac,
         console_log: &console_log,
+        placement: None,
     }
     .spec();
     spec.disks = disks;
@@ -350,6 +351,20 @@ pub(crate) fn apply_claimed(
         files: vec![console_log.clone()],
         dir: Some(dir.clone()),
     });
+    // Held until the domain is defined: its pins are then what the next create sees.
+    let (_pin_lock, placement) = crate::build::final_placement(
+        ctx,
+        &plan.name,
+        req.tuning,
+        plan.placement.as_ref(),
+        &plan.gpus,
+        plan.vcpus,
+        plan.memory_mib,
+    )?;
+    spec.tuning = placement
+        .as_ref()
+        .map(crate::tuning::Placement::tuning)
+        .unwrap_or_default();
     let started = rb.define_and_start(ctx.cancelled, &plan.name, &to_xml(&spec)?, !req.no_start)?;
     let timings = NodeTimings {
         config: config_time,
@@ -358,6 +373,7 @@ pub(crate) fn apply_claimed(
 
     let next_steps = next_steps(plan, runtime_class.as_deref());
     Ok(TalosCreated {
+        placement,
         name: plan.name.clone(),
         role: plan.role,
         cluster: plan.cluster.name.clone(),
