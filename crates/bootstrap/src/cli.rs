@@ -116,6 +116,22 @@ pub(crate) struct PlanArgs {
     /// Go ahead despite overridable refusals (boot VGA GPU, shared IOMMU group, unknown distro).
     #[arg(long, help_heading = PLAN)]
     pub(crate) force: bool,
+
+    /// Reserve N hugepages of SIZE (1G or 2M) at boot: adds `default_hugepagesz=SIZE
+    /// hugepagesz=SIZE hugepages=N` to the kernel command line with the IOMMU args (for `vmctl
+    /// create --hugepages`). Refused above 90% of MemTotal unless --force
+    #[arg(
+        long,
+        help_heading = PLAN,
+        value_name = "SIZE:N",
+        value_parser = parse_hugepages,
+        conflicts_with = "skip_iommu"
+    )]
+    pub(crate) hugepages: Option<gpu_vm_bootstrap::Hugepages>,
+}
+
+fn parse_hugepages(s: &str) -> Result<gpu_vm_bootstrap::Hugepages, String> {
+    gpu_vm_bootstrap::Hugepages::parse(s)
 }
 
 impl PlanArgs {
@@ -133,6 +149,7 @@ impl PlanArgs {
             (self.bridge_name.is_some(), "--bridge-name"),
             (self.bridge_iface.is_some(), "--bridge-iface"),
             (self.force, "--force"),
+            (self.hugepages.is_some(), "--hugepages"),
         ]
         .into_iter()
         .filter_map(|(set, flag)| set.then_some(flag))
@@ -157,6 +174,7 @@ impl PlanArgs {
             bridge_name: self.bridge_name.or(other.bridge_name),
             bridge_iface: self.bridge_iface.or(other.bridge_iface),
             force: self.force || other.force,
+            hugepages: self.hugepages.or(other.hugepages),
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod state;
 pub mod verify;
 
 pub use apply::{Applier, ApplyReport, Level, Log, NullLog, RollbackReport, Watchdog};
-pub use options::{GpuMode, Options, RepoUrls, Skips, VmctlSource};
+pub use options::{GpuMode, HugepageSize, Hugepages, Options, RepoUrls, Skips, VmctlSource};
 pub use plan::{Action, ActionKind, Phase, Plan};
 pub use planner::{Problem, Refusal, plan};
 pub use state::HostState;

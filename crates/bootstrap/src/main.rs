@@ -226,6 +226,7 @@ fn options(a: &GlobalArgs, p: &PlanArgs, reboot: bool) -> Options {
         bridge_name: p.bridge_name.clone().unwrap_or_else(|| "br0".into()),
         bridge_iface: p.bridge_iface.clone(),
         force: p.force,
+        hugepages: p.hugepages,
         reboot,
         invoking_user: std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()),
         vmctl_source,

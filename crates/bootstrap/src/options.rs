@@ -16,6 +16,76 @@ pub enum GpuMode {
     None,
 }
 
+/// A hugepage size the kernel command line can reserve on x86-64 (hugetlbpage.rst).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HugepageSize {
+    #[serde(rename = "2M")]
+    M2,
+    #[serde(rename = "1G")]
+    G1,
+}
+
+impl HugepageSize {
+    pub fn kib(self) -> u64 {
+        match self {
+            Self::M2 => 2048,
+            Self::G1 => 1024 * 1024,
+        }
+    }
+
+    /// As the kernel parameters spell it (`hugepagesz=1G`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::M2 => "2M",
+            Self::G1 => "1G",
+        }
+    }
+}
+
+/// `--hugepages SIZE:N`: N pages of SIZE reserved at boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Hugepages {
+    pub size: HugepageSize,
+    pub count: u64,
+}
+
+impl Hugepages {
+    /// Parses `1G:8` or `2M:1024`. Returns why not.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (size, n) = s
+            .split_once(':')
+            .ok_or_else(|| "expected SIZE:N, e.g. 1G:8".to_string())?;
+        let size = match size {
+            "1G" | "1g" => HugepageSize::G1,
+            "2M" | "2m" => HugepageSize::M2,
+            _ => return Err(format!("size `{size}`: expected 1G or 2M")),
+        };
+        let count: u64 = n
+            .parse()
+            .map_err(|_| format!("`{n}` is not a number of pages"))?;
+        if count == 0 {
+            return Err("the number of pages must be at least 1".into());
+        }
+        Ok(Self { size, count })
+    }
+
+    /// The memory they take, in KiB.
+    pub fn total_kib(&self) -> u64 {
+        self.size.kib().saturating_mul(self.count)
+    }
+
+    /// The kernel arguments that reserve them (kernel-parameters.txt, hugetlbpage.rst): the
+    /// size becomes the default, so `hugepages=` and the `HugePages_*` counters mean it.
+    pub fn kernel_args(&self) -> Vec<String> {
+        let s = self.size.as_str();
+        vec![
+            format!("default_hugepagesz={s}"),
+            format!("hugepagesz={s}"),
+            format!("hugepages={}", self.count),
+        ]
+    }
+}
+
 /// Phases the user asked to skip.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Skips {
@@ -135,6 +205,8 @@ pub struct Options {
     pub bridge_iface: Option<String>,
     /// Turn the overridable refusals into warnings.
     pub force: bool,
+    /// `--hugepages SIZE:N`: reserve hugepages through the kernel command line (IOMMU phase).
+    pub hugepages: Option<Hugepages>,
     /// Append a reboot action when one is needed.
     pub reboot: bool,
     /// The user to add to the `libvirt` and `kvm` groups (`SUDO_USER`).
@@ -153,6 +225,7 @@ impl Default for Options {
             bridge_name: "br0".into(),
             bridge_iface: None,
             force: false,
+            hugepages: None,
             reboot: false,
             invoking_user: None,
             vmctl_source: VmctlSource::Missing,

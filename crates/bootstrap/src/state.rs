@@ -32,6 +32,8 @@ pub struct HostState {
     pub existing: BTreeSet<String>,
     /// `/usr/local/bin/vmctl` is byte-identical to the vmctl we would install.
     pub vmctl_up_to_date: bool,
+    /// `MemTotal` of `/proc/meminfo` in KiB, for the `--hugepages` limit.
+    pub mem_total_kib: Option<u64>,
 }
 
 /// Files whose content the planner compares against what it wants.
@@ -97,6 +99,9 @@ impl HostState {
         }
         if let VmctlSource::Binary(src) = &opts.vmctl_source {
             st.vmctl_up_to_date = same_bytes(src, root, &in_root(paths::USR_LOCAL_BIN_VMCTL));
+        }
+        if let Ok(s) = root.read_to_string(paths::PROC_MEMINFO) {
+            st.mem_total_kib = hwdetect::parse::meminfo_kib(&s, "MemTotal");
         }
         st
     }

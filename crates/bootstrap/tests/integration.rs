@@ -12,6 +12,7 @@ mod debris;
 mod detect_cli;
 mod grub_corpus;
 mod help_snapshots;
+mod hugepages;
 mod names;
 mod netplan_layouts;
 mod phases;

@@ -9,7 +9,7 @@ use hwdetect::{BootLoader, CpuVendor, Gpu};
 
 use crate::bootloader;
 use crate::grubcfg::{self, Fix};
-use crate::options::GpuMode;
+use crate::options::{GpuMode, Hugepages};
 use crate::plan::{ActionKind, Phase};
 use crate::planner::Planner;
 
@@ -41,12 +41,36 @@ pub fn passthrough_fix(vendor: CpuVendor, word: &str) -> Option<Fix> {
     }
 }
 
+/// What the command-line edit is for, in the plan's reasons: the IOMMU, the hugepages or both.
+fn purpose(p: &Planner<'_>) -> String {
+    let iommu = (p.opts.gpu_mode != GpuMode::None)
+        .then(|| "enable the IOMMU in passthrough mode".to_string());
+    let huge = p
+        .opts
+        .hugepages
+        .map(|h| format!("reserve {} {} hugepages at boot", h.count, h.size.as_str()));
+    match (iommu, huge) {
+        (Some(i), Some(h)) => format!("{i} and {h}"),
+        (Some(i), None) => i,
+        (None, Some(h)) => h,
+        (None, None) => String::new(),
+    }
+}
+
+/// `--hugepages`: another value for one of its keys already on the command line gives way to
+/// ours (a second `hugepagesz=`/`hugepages=` pair would reserve a second pool).
+pub fn hugepages_fix(h: &Hugepages, word: &str) -> Option<Fix> {
+    let (key, _) = word.split_once('=')?;
+    h.kernel_args()
+        .into_iter()
+        .find(|a| a.split('=').next() == Some(key) && a != word)
+        .map(Fix::Replace)
+}
+
 /// Plans the kernel command-line edit in update-grub's files. Returns whether a file changes
 /// and the arguments the next boot will carry.
-fn plan_grub(p: &mut Planner<'_>, args: &[&'static str]) -> Option<(bool, Vec<&'static str>)> {
+fn plan_grub<'a>(p: &mut Planner<'_>, args: &[&'a str]) -> Option<(bool, Vec<&'a str>)> {
     let ph = Phase::Iommu;
-    let vendor = p.facts.cpu.vendor;
-    let passthrough = p.opts.gpu_mode == GpuMode::Passthrough;
     // update-grub sources /etc/default/grub, then /etc/default/grub.d/*.cfg in order (Ubuntu
     // cloud images set the command line in 50-cloudimg-settings.cfg).
     let mut files = vec![paths::ETC_DEFAULT_GRUB.to_string()];
@@ -55,13 +79,7 @@ fn plan_grub(p: &mut Planner<'_>, args: &[&'static str]) -> Option<(bool, Vec<&'
         .iter()
         .map(|f| p.state.content(f).unwrap_or(""))
         .collect();
-    let fix = |w: &str| {
-        if passthrough {
-            passthrough_fix(vendor, w)
-        } else {
-            None
-        }
-    };
+    let fix = iommu_fix(p);
     let edit = match grubcfg::edit_cmdline(&texts, args, &fix) {
         Ok(e) => e,
         Err(r) => {
@@ -87,7 +105,7 @@ fn plan_grub(p: &mut Planner<'_>, args: &[&'static str]) -> Option<(bool, Vec<&'
             return None;
         }
     };
-    let mut effective: Vec<&'static str> = args.to_vec();
+    let mut effective: Vec<&'a str> = args.to_vec();
     for (other, arg) in &edit.kept {
         effective.retain(|a| a != arg);
         p.warn(format!(
@@ -99,11 +117,12 @@ fn plan_grub(p: &mut Planner<'_>, args: &[&'static str]) -> Option<(bool, Vec<&'
     };
     let path = &files[i];
     let mut reason = format!(
-        "enable the IOMMU in passthrough mode: add `{}` to the kernel command line",
+        "{}: add `{}` to the kernel command line",
+        purpose(p),
         edit.added.join(" ")
     );
     if edit.added.is_empty() {
-        reason = "enable the IOMMU in passthrough mode".into();
+        reason = purpose(p);
     }
     for f in &edit.fixed {
         reason += &match &f.new {
@@ -118,10 +137,10 @@ fn plan_grub(p: &mut Planner<'_>, args: &[&'static str]) -> Option<(bool, Vec<&'
 
 /// A planned command-line change: the commands that make the loader use it (empty when no
 /// file changes) and the arguments the next boot will carry.
-type LoaderPlan = (Vec<(Vec<String>, String)>, Vec<&'static str>);
+type LoaderPlan<'a> = (Vec<(Vec<String>, String)>, Vec<&'a str>);
 
 /// Plans the kernel command-line edit the way the host's boot loader expects it.
-fn plan_cmdline(p: &mut Planner<'_>, args: &[&'static str]) -> Option<LoaderPlan> {
+fn plan_cmdline<'a>(p: &mut Planner<'_>, args: &[&'a str]) -> Option<LoaderPlan<'a>> {
     match p.facts.boot.loader {
         BootLoader::Grub => plan_grub(p, args).map(|(changed, effective)| {
             let cmds = if changed {
@@ -178,25 +197,29 @@ fn loader_reason(p: &Planner<'_>) -> String {
     }
 }
 
+/// The arguments that must go or change: IOMMU off switches (passthrough), other hugepage
+/// values (`--hugepages`).
 fn iommu_fix(p: &Planner<'_>) -> impl Fn(&str) -> Option<Fix> + use<> {
     let vendor = p.facts.cpu.vendor;
     let passthrough = p.opts.gpu_mode == GpuMode::Passthrough;
+    let huge = p.opts.hugepages;
     move |w: &str| {
-        if passthrough {
+        let iommu = if passthrough {
             passthrough_fix(vendor, w)
         } else {
             None
-        }
+        };
+        iommu.or_else(|| huge.as_ref().and_then(|h| hugepages_fix(h, w)))
     }
 }
 
 /// Warnings for kept arguments and the reason text of an edit.
-fn edit_reason(
+fn edit_reason<'a>(
     p: &mut Planner<'_>,
     e: &bootloader::WordEdit,
-    args: &[&'static str],
-) -> (String, Vec<&'static str>) {
-    let mut effective: Vec<&'static str> = args.to_vec();
+    args: &[&'a str],
+) -> (String, Vec<&'a str>) {
+    let mut effective: Vec<&'a str> = args.to_vec();
     for (other, arg) in &e.kept {
         effective.retain(|a| a != arg);
         p.warn(format!(
@@ -204,10 +227,11 @@ fn edit_reason(
         ));
     }
     let mut reason = if e.added.is_empty() {
-        "enable the IOMMU in passthrough mode".to_string()
+        purpose(p)
     } else {
         format!(
-            "enable the IOMMU in passthrough mode: add `{}` to the kernel command line",
+            "{}: add `{}` to the kernel command line",
+            purpose(p),
             e.added.join(" ")
         )
     };
@@ -221,7 +245,7 @@ fn edit_reason(
 }
 
 /// systemd-boot: `/etc/kernel/cmdline`, then `kernel-install add` for every installed kernel.
-fn plan_systemd_boot(p: &mut Planner<'_>, args: &[&'static str]) -> Option<LoaderPlan> {
+fn plan_systemd_boot<'a>(p: &mut Planner<'_>, args: &[&'a str]) -> Option<LoaderPlan<'a>> {
     let ph = Phase::Iommu;
     let path = paths::ETC_KERNEL_CMDLINE;
     let file = p.state.content(path).map(str::to_string);
@@ -266,7 +290,7 @@ fn plan_systemd_boot(p: &mut Planner<'_>, args: &[&'static str]) -> Option<Loade
 }
 
 /// kernelstub: `user.kernel_options` in its configuration, then `kernelstub` writes the entry.
-fn plan_kernelstub(p: &mut Planner<'_>, args: &[&'static str]) -> Option<LoaderPlan> {
+fn plan_kernelstub<'a>(p: &mut Planner<'_>, args: &[&'a str]) -> Option<LoaderPlan<'a>> {
     let ph = Phase::Iommu;
     let path = paths::ETC_KERNELSTUB_CONFIG;
     let Some(text) = p.state.content(path).map(str::to_string) else {
@@ -442,18 +466,65 @@ pub fn initramfs_hook() -> String {
     )
 }
 
+/// Percent of `MemTotal` that `--hugepages` may take without `--force`: the host keeps the rest
+/// for itself, QEMU's own memory and the page cache.
+pub const HUGEPAGES_MAX_PERCENT: u64 = 90;
+
+/// Checks `--hugepages` against `MemTotal`; a refusal `--force` overrides.
+fn check_hugepages(p: &mut Planner<'_>, h: &Hugepages) {
+    let gib = |kib: u64| kib as f64 / (1024.0 * 1024.0);
+    let Some(total) = p.state.mem_total_kib else {
+        p.warn(format!(
+            "{}: no MemTotal, so --hugepages {}:{} is not checked against the host's memory",
+            paths::PROC_MEMINFO,
+            h.size.as_str(),
+            h.count
+        ));
+        return;
+    };
+    let want = h.total_kib();
+    if want.saturating_mul(100) > total.saturating_mul(HUGEPAGES_MAX_PERCENT) {
+        let max = total * HUGEPAGES_MAX_PERCENT / 100 / h.size.kib();
+        p.problem(
+            Phase::Iommu,
+            true,
+            format!(
+                "--hugepages {}:{} reserves {:.1} GiB, {}% of this host's {:.1} GiB (MemTotal): more than {HUGEPAGES_MAX_PERCENT}%, which leaves the host too little to run",
+                h.size.as_str(),
+                h.count,
+                gib(want),
+                want * 100 / total.max(1),
+                gib(total)
+            ),
+            format!(
+                "reserve at most {max} pages (--hugepages {}:{max}), or pass --force",
+                h.size.as_str()
+            ),
+        );
+    }
+}
+
 pub fn plan(p: &mut Planner<'_>) {
-    if p.opts.gpu_mode == GpuMode::None {
+    let huge = p.opts.hugepages;
+    if p.opts.gpu_mode == GpuMode::None && huge.is_none() {
         return;
     }
     let ph = Phase::Iommu;
-    let args = iommu_args(p.facts.cpu.vendor);
-    if p.facts.cpu.vendor == CpuVendor::Unknown {
-        p.warn(
-            "unknown CPU vendor: adding only `iommu=pt`; Intel hosts also need `intel_iommu=on`",
-        );
+    let huge_args: Vec<String> = huge.map(|h| h.kernel_args()).unwrap_or_default();
+    let mut args: Vec<&str> = Vec::new();
+    if p.opts.gpu_mode != GpuMode::None {
+        args.extend(iommu_args(p.facts.cpu.vendor));
+        if p.facts.cpu.vendor == CpuVendor::Unknown {
+            p.warn(
+                "unknown CPU vendor: adding only `iommu=pt`; Intel hosts also need `intel_iommu=on`",
+            );
+        }
     }
-    let (loader_cmds, args) = plan_cmdline(p, args).unwrap_or((Vec::new(), Vec::new()));
+    if let Some(h) = &huge {
+        check_hugepages(p, h);
+        args.extend(huge_args.iter().map(String::as_str));
+    }
+    let (loader_cmds, args) = plan_cmdline(p, &args).unwrap_or((Vec::new(), Vec::new()));
     let mut initramfs_changed = false;
     let sel = p.sel.passthrough.clone();
     let host = p.sel.host.clone();
