@@ -127,7 +127,10 @@ fn write_cpu(w: &mut W, s: &DomainSpec) -> io::Result<()> {
 }
 
 /// `<memoryBacking>` (formatdomain "Memory Backing"): hugepages of one explicit size, so
-/// libvirt never falls back to the host's default size.
+/// libvirt never falls back to the host's default size, from a memfd (`memory-backend-memfd`
+/// with `hugetlb=on`). memfd needs no hugetlbfs mount: with the default file backing libvirt
+/// refuses to start the domain ("hugetlbfs filesystem is not mounted") on hosts without one,
+/// and 1G pages would need a mount with `pagesize=1G`.
 fn write_memory_backing(w: &mut W, s: &DomainSpec) -> io::Result<()> {
     let Some(kib) = s.tuning.hugepage_kib else {
         return Ok(());
@@ -135,7 +138,8 @@ fn write_memory_backing(w: &mut W, s: &DomainSpec) -> io::Result<()> {
     el(w, "memoryBacking", &[], |w| {
         el(w, "hugepages", &[], |w| {
             empty(w, "page", &[("size", &kib.to_string()), ("unit", "KiB")])
-        })
+        })?;
+        empty(w, "source", &[("type", "memfd")])
     })
 }
 
