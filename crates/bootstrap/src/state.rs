@@ -34,6 +34,9 @@ pub struct HostState {
     pub vmctl_up_to_date: bool,
     /// `MemTotal` of `/proc/meminfo` in KiB, for the `--hugepages` limit.
     pub mem_total_kib: Option<u64>,
+    /// With `--hugepages`: the pages of that size the kernel holds now (`nr_hugepages`), for
+    /// `verify`.
+    pub hugepages_reserved: Option<u64>,
 }
 
 /// Files whose content the planner compares against what it wants.
@@ -102,6 +105,13 @@ impl HostState {
         }
         if let Ok(s) = root.read_to_string(paths::PROC_MEMINFO) {
             st.mem_total_kib = hwdetect::parse::meminfo_kib(&s, "MemTotal");
+        }
+        if let Some(h) = &opts.hugepages {
+            st.hugepages_reserved = hwdetect::numa::numa(root)
+                .hugepages
+                .iter()
+                .find(|p| p.size_kib == h.size.kib())
+                .map(|p| p.total);
         }
         st
     }

@@ -148,6 +148,35 @@ pub fn verify(
         }
     }
 
+    if let (Some(h), false) = (&opts.hugepages, opts.skip.iommu) {
+        let args = h.kernel_args();
+        let missing: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !facts.kernel_cmdline.iter().any(|c| c == a))
+            .collect();
+        r.check(
+            Phase::Iommu,
+            missing.is_empty(),
+            if missing.is_empty() {
+                format!("kernel command line has `{}`", args.join(" "))
+            } else {
+                format!("kernel command line lacks `{}`", missing.join(" "))
+            },
+            &cmdline_hint(facts),
+        );
+        let have = state.hugepages_reserved.unwrap_or(0);
+        r.check(
+            Phase::Iommu,
+            have >= h.count,
+            format!(
+                "{have} of {} {} hugepages reserved",
+                h.count,
+                h.size.as_str()
+            ),
+            "the kernel could not find that much contiguous memory at boot: reserve fewer, or check `dmesg | grep -i huge`",
+        );
+    }
     let (sel, _, _) = select_gpus(facts, opts);
     if opts.gpu_mode != GpuMode::None && !opts.skip.iommu {
         let args = iommu_args(facts.cpu.vendor);

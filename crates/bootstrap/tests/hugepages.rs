@@ -219,3 +219,42 @@ fn cli_flag() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("help: reserve at most 56 pages"), "{err}");
 }
+
+/// After the reboot: `verify --hugepages 1G:4` checks the command line and the pool.
+#[test]
+fn verify_checks_the_command_line_and_the_pool() {
+    let toml = |pages: u32| {
+        format!(
+            "base = \"synthetic-vfio-bound\"\n\
+             cmdline = \"BOOT_IMAGE=/boot/vmlinuz root=UUID=0 ro quiet default_hugepagesz=1G hugepagesz=1G hugepages=4\"\n\
+             mem_total_kib = 65536000\n\
+             [numa.0]\ncpus = \"0-1\"\n\
+             [numa.0.hugepages]\n1048576 = {{ total = {pages}, free = {pages} }}\n"
+        )
+    };
+    let o = huge(GpuMode::None, "1G:4");
+    for (pages, ok) in [(4, true), (2, false)] {
+        let h = host_from_toml(&toml(pages), Net::None);
+        let state = gpu_vm_bootstrap::HostState::read(&h.root(), &o);
+        let report = gpu_vm_bootstrap::verify(&h.facts, &o, &state, None);
+        let huge: Vec<_> = report
+            .checks
+            .iter()
+            .filter(|c| c.detail.contains("hugepages"))
+            .collect();
+        assert_eq!(huge.len(), 2, "{}", report.render());
+        assert_eq!(
+            huge[1].detail,
+            format!("{pages} of 4 1G hugepages reserved"),
+            "{}",
+            report.render()
+        );
+        assert_eq!(
+            huge.iter()
+                .all(|c| c.status == gpu_vm_bootstrap::verify::CheckStatus::Ok),
+            ok,
+            "{}",
+            report.render()
+        );
+    }
+}
