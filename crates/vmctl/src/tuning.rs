@@ -232,7 +232,7 @@ pub enum TuningError {
         reserved: bool,
         /// Other VMs pinned on the node, with how many of its CPUs each holds.
         used_by: Vec<(String, u32)>,
-        /// The most free CPUs on any node (for a VM without a GPU).
+        /// The VM's GPUs, when it has any (the help then suggests GPUs on another node).
         gpu: Option<String>,
     },
     #[error(
