@@ -21,3 +21,4 @@ mod storage;
 mod talos_cli;
 #[path = "../../vmctl/tests/talos_support/mod.rs"]
 mod talos_support;
+mod tuning_cli;
