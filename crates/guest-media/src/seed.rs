@@ -37,6 +37,8 @@ pub struct SeedSpec {
     pub password_hash: Option<String>,
     pub packages: Vec<String>,
     pub network: GuestNetwork,
+    /// A clone's first boot: give the guest a machine-id of its own (its disk has the source's).
+    pub reset_machine_id: bool,
 }
 
 #[derive(Serialize)]
@@ -49,6 +51,8 @@ struct UserData<'a> {
     ssh_genkeytypes: Vec<&'a str>,
     users: Vec<User<'a>>,
     packages: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bootcmd: Vec<Vec<&'a str>>,
     runcmd: Vec<Vec<&'a str>>,
 }
 
@@ -115,6 +119,11 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
             ssh_authorized_keys: &spec.ssh_authorized_keys,
         }],
         packages,
+        bootcmd: if spec.reset_machine_id {
+            reset_machine_id()
+        } else {
+            Vec::new()
+        },
         // The agent's unit is started by udev when its virtio port appears; start it in case the
         // package was only just installed.
         runcmd: vec![vec!["systemctl", "start", "qemu-guest-agent"]],
@@ -124,6 +133,20 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
         source,
     })?;
     Ok(format!("#cloud-config\n{body}"))
+}
+
+/// A new machine-id, once per instance (a clone has a new instance-id): `cloud-init-per
+/// instance` runs it on the first boot of the clone only. An empty /etc/machine-id is what
+/// systemd-machine-id-setup(1) fills; dbus's copy is a symlink or a stale file, removed.
+fn reset_machine_id() -> Vec<Vec<&'static str>> {
+    vec![vec![
+        "cloud-init-per",
+        "instance",
+        "vmctl-machine-id",
+        "sh",
+        "-c",
+        "rm -f /etc/machine-id /var/lib/dbus/machine-id && systemd-machine-id-setup",
+    ]]
 }
 
 #[derive(Serialize)]
@@ -313,6 +336,7 @@ pub(crate) mod tests {
             password_hash: None,
             packages: vec!["htop".into(), "qemu-guest-agent".into()],
             network,
+            reset_machine_id: false,
         }
     }
 
@@ -352,6 +376,21 @@ pub(crate) mod tests {
         insta::assert_snapshot!("user_data_static", ud);
         insta::assert_snapshot!("network_config_static", network_config(&spec).unwrap());
         insta::assert_snapshot!("meta_data", meta_data(&spec).unwrap());
+    }
+
+    #[test]
+    fn a_clones_seed_resets_the_machine_id_once() {
+        let mut spec = sample(static_net());
+        spec.reset_machine_id = true;
+        let ud = user_data(&spec).unwrap();
+        assert_valid_user_data(&ud);
+        assert!(ud.contains("bootcmd:"), "{ud}");
+        assert!(ud.contains("  - [\"cloud-init-per\",\"instance\","), "{ud}");
+        assert!(
+            !user_data(&sample(static_net()))
+                .unwrap()
+                .contains("bootcmd")
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod caps;
+pub mod clone;
 pub mod domain;
 mod error;
 #[cfg(feature = "libvirt")]

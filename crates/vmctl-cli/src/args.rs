@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{cli_cluster, cli_ip, cli_talos, gpu_cli};
+use crate::{cli_cluster, cli_day2, cli_ip, cli_talos, gpu_cli};
 
 pub(crate) const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed), 130 interrupted\n\
 (Ctrl-C during `create` removes what it made; a second Ctrl-C quits at once).\n\
@@ -94,6 +94,32 @@ pub(crate) enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// ACPI reboot (the guest restarts in the same qemu process: a `resize` waits for stop + start)
+    Reboot {
+        /// Domain name (`vmctl list` shows them)
+        name: String,
+    },
+    /// Start the VM with the host, or not (libvirt autostart; `vmctl list` shows it)
+    Autostart {
+        /// Domain name (`vmctl list` shows them)
+        name: String,
+        /// on or off
+        #[arg(value_enum)]
+        state: cli_day2::OnOff,
+    },
+    /// Attach to the VM's serial console (`virsh console`; the escape key is printed first)
+    Console {
+        /// Domain name (`vmctl list` shows them)
+        name: String,
+    },
+    /// Change vCPUs and memory (from the next start) and grow a disk (live when running)
+    Resize(cli_day2::ResizeArgs),
+    /// Data disks: list, add, remove
+    #[command(subcommand)]
+    Disk(cli_day2::DiskCommand),
+    /// Copy a stopped VM into a new one with its own MAC, address, hostname, cloud-init
+    /// instance and machine-id (full, or --linked on the source's disk)
+    Clone(cli_day2::CloneArgs),
     /// ssh to the VM as the user and with the key recorded at create
     Ssh {
         /// VM name (a domain vmctl created: its user and key are in vmctl's metadata)
@@ -260,6 +286,18 @@ pub(crate) struct UbuntuArgs {
     /// Define the domain but do not start it
     #[arg(long)]
     pub(crate) no_start: bool,
+    /// Do not start the VM with the host (by default libvirt's autostart is on, so VMs come
+    /// back after a host reboot)
+    #[arg(long)]
+    pub(crate) no_autostart: bool,
+    /// A blank qcow2 data disk, SIZE[,name=NAME] (repeatable): data-NAME.qcow2 in the VM's
+    /// directory, attached as vdc, vdd… (unformatted; `vmctl disk` manages them later)
+    #[arg(
+        long = "data-disk",
+        value_name = "SIZE[,name=NAME]",
+        conflicts_with = "desktop"
+    )]
+    pub(crate) data_disk: Vec<String>,
     /// Only write the cloud-init seed into the VM's storage directory
     #[arg(long, conflicts_with_all = ["no_start", "wait"])]
     pub(crate) seed_only: bool,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 mod args;
 mod cli_cluster;
+mod cli_day2;
 mod cli_desktop;
 mod cli_ip;
 mod cli_talos;
@@ -169,6 +170,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     if matches!(
         cli.command,
         Command::Create(_)
+            | Command::Clone(_)
             | Command::Cluster(
                 cli_cluster::ClusterCommand::Create(_) | cli_cluster::ClusterCommand::AddWorker(_)
             )
@@ -291,6 +293,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Cluster(c) => cli_cluster::run(c, &ctx, cli.json)?,
+        Command::Reboot { name } => cli_day2::reboot(&ctx, &name, cli.json)?,
+        Command::Autostart { name, state } => cli_day2::autostart(&ctx, &name, state, cli.json)?,
+        Command::Console { name } => return cli_day2::console(&ctx, &name),
+        Command::Resize(a) => cli_day2::resize(&ctx, &a, cli.json)?,
+        Command::Disk(c) => cli_day2::disk(&ctx, c, cli.json)?,
+        Command::Clone(a) => cli_day2::clone(&ctx, &a, cli.json)?,
         Command::Delete {
             name,
             yes,
@@ -385,6 +393,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 gpus: a.gpu.clone(),
                 gpu_force: a.gpu_force,
                 no_start: a.no_start,
+                no_autostart: a.no_autostart,
+                data_disks: a.data_disk.clone(),
                 seed_only: a.seed_only,
             };
             if a.password.is_some() || a.desktop {

@@ -12,6 +12,7 @@ pub(crate) mod build;
 pub mod commands;
 pub mod config;
 pub mod ctx;
+pub mod data_disks;
 pub mod desktop;
 pub mod error;
 pub mod gpu;

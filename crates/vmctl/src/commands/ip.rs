@@ -307,6 +307,7 @@ mod tests {
             id: None,
             state,
             persistent: true,
+            autostart: false,
             xml: String::new(),
         };
         let nic = |m: &str| hypervisor::domain::parse::NicFacts {

@@ -287,6 +287,7 @@ pub fn autoinstall_spec(plan: &DesktopPlan, password_hash: Option<String>) -> Au
             password_hash,
             packages: Vec::new(),
             network,
+            reset_machine_id: false,
         },
         flavour: plan.flavour,
         nvidia: !b.gpus.is_empty(),
@@ -362,7 +363,13 @@ pub(crate) fn apply(
         iso_sha256: iso.sha256.clone(),
     });
     guest_media::disk::write_private(&layout.final_xml, to_xml(&fin)?.as_bytes())?;
-    let started = rb.define_and_start(ctx.cancelled, &b.name, &to_xml(&install)?, !req.no_start)?;
+    let started = rb.define_and_start(
+        ctx.cancelled,
+        &b.name,
+        &to_xml(&install)?,
+        !req.no_start,
+        !req.no_autostart,
+    )?;
     rb.commit();
     Ok(DesktopCreated {
         name: b.name.clone(),

@@ -55,6 +55,10 @@ pub struct UbuntuRequest {
     /// Override the GPU isolation, boot VGA and host-use refusals.
     pub gpu_force: bool,
     pub no_start: bool,
+    /// Leave libvirt's autostart off (by default the VM starts with the host).
+    pub no_autostart: bool,
+    /// `--data-disk SIZE[,name=NAME]` values: blank qcow2 disks after the seed.
+    pub data_disks: Vec<String>,
     /// Only write the seed into the VM's directory (for inspection or other tools).
     pub seed_only: bool,
 }
@@ -85,6 +89,8 @@ impl UbuntuRequest {
             gpus: Vec::new(),
             gpu_force: false,
             no_start: false,
+            no_autostart: false,
+            data_disks: Vec::new(),
             seed_only: false,
         }
     }
@@ -120,6 +126,8 @@ pub struct UbuntuPlan {
     pub vm_dir: PathBuf,
     /// Each passed-through GPU's functions (`--gpu`), checked like `vmctl gpu attach`.
     pub gpus: Vec<Vec<hypervisor::domain::PciAddress>>,
+    /// `--data-disk`: blank disks made with the VM.
+    pub data_disks: Vec<crate::data_disks::DataDisk>,
 }
 
 impl UbuntuPlan {
@@ -423,6 +431,7 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         direct_boot,
         vm_dir,
         gpus,
+        data_disks: crate::data_disks::parse_data_disks(&req.data_disks)?,
     })
 }
 
@@ -460,6 +469,7 @@ pub(crate) fn apply(
         password_hash: req.password_hash.clone(),
         packages: req.packages.clone(),
         network,
+        reset_machine_id: false,
     };
     let seed_files = seed::render(&seed_spec)?;
 
@@ -523,6 +533,20 @@ pub(crate) fn apply(
     spec.direct_boot = plan.direct_boot.clone();
     spec.kvm_hidden = req.kvm_hidden;
     spec.disks = overlay_and_seed(&disk_path, &seed_path);
+    let data = crate::data_disks::create_data_disks(
+        ctx,
+        rb,
+        dir,
+        &plan.data_disks,
+        &spec
+            .disks
+            .iter()
+            .map(|d| d.target.as_str())
+            .collect::<Vec<_>>(),
+    )?;
+    let mut vmctl_disks = vec![disk_path.clone(), seed_path.clone()];
+    vmctl_disks.extend(data.iter().map(|d| d.path.clone()));
+    spec.disks.extend(data);
     spec.metadata = Some(Metadata {
         os: "ubuntu".into(),
         release,
@@ -533,12 +557,17 @@ pub(crate) fn apply(
         base_sha256: base_sha,
         created: now_rfc3339(),
         version: crate::VERSION.into(),
-        disks: vec![disk_path.clone(), seed_path.clone()],
+        disks: vmctl_disks,
         files: vec![console_log, known_hosts],
         dir: Some(dir.clone()),
     });
-    created.started =
-        rb.define_and_start(ctx.cancelled, &plan.name, &to_xml(&spec)?, !req.no_start)?;
+    created.started = rb.define_and_start(
+        ctx.cancelled,
+        &plan.name,
+        &to_xml(&spec)?,
+        !req.no_start,
+        !req.no_autostart,
+    )?;
     created.defined = true;
     rb.commit();
     Ok(created)

@@ -138,6 +138,7 @@ pub fn seed_files(
             },
             None => GuestNetwork::Dhcp { mac: mac.into() },
         },
+        reset_machine_id: false,
     };
     Ok(vec![
         ("user-data", user_data),
@@ -350,7 +351,13 @@ pub(crate) fn apply_claimed(
         files: vec![console_log.clone()],
         dir: Some(dir.clone()),
     });
-    let started = rb.define_and_start(ctx.cancelled, &plan.name, &to_xml(&spec)?, !req.no_start)?;
+    let started = rb.define_and_start(
+        ctx.cancelled,
+        &plan.name,
+        &to_xml(&spec)?,
+        !req.no_start,
+        !req.no_autostart,
+    )?;
     let timings = NodeTimings {
         config: config_time,
         domain: domain_started.elapsed().saturating_sub(config_time),

@@ -1,0 +1,280 @@
+//! Lab test of `vmctl clone` on real guests (the lab's Debian cloud-init image, TCG, on the lab
+//! libvirtd): a full clone and a linked clone of a stopped VM each boot with their own hostname,
+//! address and machine-id, keep the source's files, and the source still boots afterwards.
+//! Addresses 198.18.0.161–.163 (tests/lab/README.md). Run as root with the lab up.
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn lab_image_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("GVB_LAB_IMAGE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/lab/build-image.sh");
+    let out = Command::new(script).arg("--print-dir").output().unwrap();
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        dir.join(".complete").is_file(),
+        "no lab image in {}: run tests/lab/build-image.sh and tests/lab/up.sh first",
+        dir.display()
+    );
+    dir
+}
+
+fn scratch() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(tmp.path().join("config.toml"), "").unwrap();
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", ""])
+        .arg("-f")
+        .arg(tmp.path().join("id"))
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    tmp
+}
+
+/// vmctl inside netns vmlab (the bridge, the guests' addresses), on the lab's libvirtd.
+fn vmctl(tmp: &Path, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", "vmlab"])
+        .arg(env!("CARGO_BIN_EXE_vmctl"))
+        .args(["--connect", "qemu:///system", "--config"])
+        .arg(tmp.join("config.toml"))
+        .args(args)
+        .env("VMCTL_STORAGE_DIR", tmp.join("vms"))
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs vmctl, asserts success and returns stdout.
+fn ok(tmp: &Path, args: &[&str]) -> String {
+    let o = vmctl(tmp, args);
+    assert!(
+        o.status.success(),
+        "vmctl {args:?} failed ({:?}):\n{}{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+fn json(tmp: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    serde_json::from_str(&ok(tmp, &a)).unwrap()
+}
+
+/// A command in the guest over `vmctl ssh`, retried until it succeeds or `timeout` passes:
+/// a wait on the guest answering, not a fixed sleep.
+fn guest(tmp: &Path, vm: &str, cmd: &str, timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        // ssh hands the words after the destination to the remote shell as one line.
+        let o = vmctl(tmp, &["ssh", vm, "--", cmd]);
+        if o.status.success() {
+            return text(&o.stdout).trim().to_string();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "`{cmd}` in {vm} still failing after {timeout:?}: {}",
+            text(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+struct Vm<'a> {
+    name: String,
+    tmp: &'a Path,
+}
+
+impl Drop for Vm<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("virsh")
+            .args(["-c", "qemu:///system", "destroy", &self.name])
+            .output();
+        let _ = vmctl(self.tmp, &["delete", &self.name, "--yes"]);
+        let _ = Command::new("virsh")
+            .args(["-c", "qemu:///system", "undefine", &self.name, "--nvram"])
+            .output();
+    }
+}
+
+const BOOT: Duration = Duration::from_secs(600);
+
+#[test]
+#[ignore = "lab: root, the lab libvirtd and booting guests; run with GVB_LAB=1 and --include-ignored"]
+fn clones_boot_with_their_own_identity_and_the_source_still_boots() {
+    let img = lab_image_dir();
+    let tmp = scratch();
+    let t = tmp.path();
+    let pid = std::process::id();
+    let src = Vm {
+        name: format!("clsrc-{pid}"),
+        tmp: t,
+    };
+    let full = Vm {
+        name: format!("clfull-{pid}"),
+        tmp: t,
+    };
+    let linked = Vm {
+        name: format!("cllink-{pid}"),
+        tmp: t,
+    };
+    let s = |p: PathBuf| p.display().to_string();
+    let (base, kernel, initrd, key) = (
+        s(img.join("base.qcow2")),
+        s(img.join("vmlinuz")),
+        s(img.join("initrd.img")),
+        s(t.join("id.pub")),
+    );
+    ok(
+        t,
+        &[
+            "create",
+            "ubuntu",
+            &src.name,
+            "--image",
+            &base,
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--kernel-args",
+            "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+            "--firmware",
+            "bios",
+            "--bridge",
+            "labbr0",
+            "--ip",
+            "198.18.0.161/24",
+            "--gateway",
+            "198.18.0.1",
+            "--domain-type",
+            "qemu",
+            "--cpu-mode",
+            "host-model",
+            "--cpus",
+            "2",
+            "--memory",
+            "1024",
+            "--ssh-key",
+            &key,
+            "--user",
+            "e2e",
+            "--data-disk",
+            "16M",
+            "--wait",
+            "--wait-timeout",
+            "600",
+        ],
+    );
+    guest(
+        t,
+        &src.name,
+        "echo from-the-source > ~/marker && sync",
+        BOOT,
+    );
+    let src_id = guest(t, &src.name, "cat /etc/machine-id", BOOT);
+    ok(t, &["stop", &src.name, "--timeout", "300"]);
+
+    // A full clone: its own name, address and machine-id; the source's files.
+    let started = Instant::now();
+    let c = json(
+        t,
+        &[
+            "clone",
+            &src.name,
+            &full.name,
+            "--ip",
+            "198.18.0.162/24",
+            "--wait",
+        ],
+    );
+    eprintln!(
+        "clone (full) + boot: {:.1} s, clone alone {:.2} s",
+        started.elapsed().as_secs_f64(),
+        c["seconds"].as_f64().unwrap()
+    );
+    assert_eq!(c["ip"], "198.18.0.162/24", "{c:#}");
+    assert_eq!(c["linked"], false);
+    check_identity(t, &full.name, "198.18.0.162", &src_id);
+    // The gateway came from the source's seed.
+    assert!(guest(t, &full.name, "ip route", BOOT).contains("default via 198.18.0.1"));
+    assert_eq!(
+        guest(t, &full.name, "cat /sys/block/vdc/size", BOOT),
+        (16u64 << 11).to_string()
+    );
+    ok(t, &["stop", &full.name, "--timeout", "300"]);
+
+    // A linked clone: a thin overlay on the source's frozen disk; the source moves onto its own.
+    let started = Instant::now();
+    let c = json(
+        t,
+        &[
+            "clone",
+            &src.name,
+            &linked.name,
+            "--linked",
+            "--ip",
+            "198.18.0.163/24",
+            "--wait",
+        ],
+    );
+    eprintln!(
+        "clone (linked) + boot: {:.1} s, clone alone {:.2} s",
+        started.elapsed().as_secs_f64(),
+        c["seconds"].as_f64().unwrap()
+    );
+    let frozen = c["backing"].as_str().unwrap().to_string();
+    let src_disk = c["source_disk"].as_str().unwrap().to_string();
+    check_identity(t, &linked.name, "198.18.0.163", &src_id);
+    let chain = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json", c["disk"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&chain.stdout).unwrap();
+    assert_eq!(info["full-backing-filename"], frozen.as_str(), "{info:#}");
+    ok(t, &["stop", &linked.name, "--timeout", "300"]);
+
+    // The source boots on its new overlay, as itself, with its file.
+    ok(t, &["start", &src.name]);
+    assert_eq!(guest(t, &src.name, "hostname", BOOT), src.name);
+    assert_eq!(guest(t, &src.name, "cat ~/marker", BOOT), "from-the-source");
+    let disks = json(t, &["disk", "list", &src.name]);
+    assert_eq!(disks["disks"][0]["path"], src_disk.as_str(), "{disks:#}");
+    ok(t, &["stop", &src.name, "--timeout", "300"]);
+
+    // Clones first, then the source: nothing is left.
+    for vm in [&linked.name, &full.name, &src.name] {
+        ok(t, &["delete", vm, "--yes"]);
+    }
+    let left: Vec<_> = std::fs::read_dir(t.join("vms"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The clone answers as itself: hostname, address, the source's marker, a new machine-id.
+fn check_identity(t: &Path, name: &str, ip: &str, source_machine_id: &str) {
+    assert_eq!(guest(t, name, "hostname", BOOT), name);
+    assert!(guest(t, name, "ip -4 addr show", BOOT).contains(&format!("inet {ip}/24")));
+    assert_eq!(guest(t, name, "cat ~/marker", BOOT), "from-the-source");
+    let id = guest(t, name, "cat /etc/machine-id", BOOT);
+    assert_eq!(id.len(), 32, "{id}");
+    assert_ne!(
+        id, source_machine_id,
+        "the clone kept the source's machine-id"
+    );
+}
