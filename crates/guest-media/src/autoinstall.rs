@@ -324,6 +324,7 @@ mod tests {
                     mac: "52:54:00:12:34:56".into(),
                 },
                 reset_machine_id: false,
+                runcmd: Vec::new(),
             },
             flavour: Flavour::Full,
             nvidia,

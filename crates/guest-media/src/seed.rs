@@ -39,6 +39,8 @@ pub struct SeedSpec {
     pub network: GuestNetwork,
     /// A clone's first boot: give the guest a machine-id of its own (its disk has the source's).
     pub reset_machine_id: bool,
+    /// Commands run once at the end of the first boot (a template's), each an argv list.
+    pub runcmd: Vec<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -97,6 +99,9 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
     for p in &spec.packages {
         check_text(file, "packages", p)?;
     }
+    for word in spec.runcmd.iter().flatten() {
+        check_text(file, "runcmd", word)?;
+    }
     let mut packages: Vec<&str> = vec!["qemu-guest-agent"];
     for p in &spec.packages {
         if !packages.contains(&p.as_str()) {
@@ -126,7 +131,13 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
         },
         // The agent's unit is started by udev when its virtio port appears; start it in case the
         // package was only just installed.
-        runcmd: vec![vec!["systemctl", "start", "qemu-guest-agent"]],
+        runcmd: std::iter::once(vec!["systemctl", "start", "qemu-guest-agent"])
+            .chain(
+                spec.runcmd
+                    .iter()
+                    .map(|c| c.iter().map(String::as_str).collect()),
+            )
+            .collect(),
     };
     let body = crate::yaml::to_string(&ud).map_err(|source| Error::RenderSeed {
         file: "user-data",
@@ -337,6 +348,7 @@ pub(crate) mod tests {
             packages: vec!["htop".into(), "qemu-guest-agent".into()],
             network,
             reset_machine_id: false,
+            runcmd: Vec::new(),
         }
     }
 

@@ -104,6 +104,8 @@ pub const USR_LOCAL_BIN_VMCTL: &str = "/usr/local/bin/vmctl";
 /// vmctl as installed by its .deb (packaging/build-debs.sh).
 pub const USR_BIN_VMCTL: &str = "/usr/bin/vmctl";
 pub const ETC_VMCTL_CONFIG: &str = "/etc/vmctl/config.toml";
+/// The admin's VM templates (`NAME.toml`), read by `vmctl create --template`.
+pub const ETC_VMCTL_TEMPLATES: &str = "/etc/vmctl/templates";
 pub const BOOTSTRAP_STATE_DIR: &str = "/var/lib/gpu-vm-bootstrap";
 pub const BOOTSTRAP_LOG: &str = "/var/log/gpu-vm-bootstrap.log";
 

@@ -117,6 +117,9 @@ pub(crate) enum Command {
     /// Data disks: list, add, remove
     #[command(subcommand)]
     Disk(cli_day2::DiskCommand),
+    /// VM templates: save a stopped VM as one, list, show, delete (`create ubuntu --template`)
+    #[command(subcommand)]
+    Template(cli_day2::TemplateCommand),
     /// Copy a stopped VM into a new one with its own MAC, address, hostname, cloud-init
     /// instance and machine-id (full, or --linked on the source's disk)
     Clone(cli_day2::CloneArgs),
@@ -214,9 +217,13 @@ pub(crate) struct UbuntuArgs {
     /// keyring exists (checksum only; the same as setting require_signature = false)
     #[arg(long)]
     pub(crate) allow_unsigned: bool,
-    /// Virtual CPUs
-    #[arg(long, default_value_t = 2)]
-    pub(crate) cpus: u32,
+    /// Start from a template (`vmctl template list`): its values, each overridden by the flag
+    /// given here (packages add up)
+    #[arg(long, value_name = "NAME", conflicts_with = "desktop")]
+    pub(crate) template: Option<String>,
+    /// Virtual CPUs (default 2)
+    #[arg(long)]
+    pub(crate) cpus: Option<u32>,
     /// Memory: MiB, or with a unit (4G); default 2048, 4G with --desktop
     #[arg(long, value_name = "SIZE")]
     pub(crate) memory: Option<String>,

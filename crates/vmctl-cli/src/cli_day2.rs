@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use vmctl::Error;
 use vmctl::commands::clone::CloneRequest;
 use vmctl::commands::create::NetworkRequest;
-use vmctl::commands::{Ctx, clone, disk, lifecycle, resize};
+use vmctl::commands::{Ctx, clone, disk, lifecycle, resize, template};
 
 use crate::render::{esc, human_bytes, table};
 use crate::{confirm, out, out_json};
@@ -52,10 +52,10 @@ pub(crate) struct CloneArgs {
     /// when the source has a static address, else DHCP)
     #[arg(long, value_name = "CIDR", conflicts_with = "dhcp")]
     pub(crate) ip: Option<String>,
-    /// Default gateway (inside the --ip subnet)
+    /// Default gateway (inside the --ip subnet; default: the source's, when it is inside)
     #[arg(long, requires = "ip")]
     pub(crate) gateway: Option<String>,
-    /// DNS servers (repeat or comma-separate)
+    /// DNS servers (repeat or comma-separate; default: the source's)
     #[arg(long, value_delimiter = ',', requires = "ip")]
     pub(crate) dns: Vec<String>,
     /// Address by DHCP
@@ -76,6 +76,37 @@ pub(crate) struct CloneArgs {
     /// Give up waiting after this many seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub(crate) wait_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TemplateCommand {
+    /// Turn a stopped Ubuntu VM's disk into a read-only base image in the image cache, with
+    /// its settings (STATE_DIR/templates/NAME.toml)
+    Save {
+        /// The VM (stopped, made by `vmctl create ubuntu`)
+        vm: String,
+        /// The template's name
+        name: String,
+        /// A line saying what it is for
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Every template: the admin's (/etc/vmctl/templates) and the saved ones, with the VMs
+    /// made from each
+    List,
+    /// One template's values and where it lives
+    Show {
+        /// Template name
+        name: String,
+    },
+    /// Remove a saved template and its image (refused while a VM is based on it)
+    Delete {
+        /// Template name
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -344,5 +375,104 @@ pub(crate) fn clone(ctx: &Ctx, a: &CloneArgs, json: bool) -> Result<(), Error> {
         );
     }
     out(&s);
+    Ok(())
+}
+
+pub(crate) fn template(ctx: &Ctx, c: TemplateCommand, json: bool) -> Result<(), Error> {
+    match c {
+        TemplateCommand::Save {
+            vm,
+            name,
+            description,
+        } => {
+            let s = template::save(ctx, &vm, &name, description.as_deref())?;
+            if json {
+                out_json(&s);
+            } else {
+                out(&format!(
+                    "template {}: {} ({}, read-only) in {:.1} s\n  settings: {}\n  create a VM from it: vmctl create ubuntu NAME --template {}\n",
+                    esc(&s.name),
+                    esc(&s.image.display().to_string()),
+                    human_bytes(s.bytes),
+                    s.seconds,
+                    esc(&s.path.display().to_string()),
+                    esc(&s.name)
+                ));
+            }
+        }
+        TemplateCommand::List => {
+            let l = template::list(ctx)?;
+            if json {
+                out_json(&l);
+                return Ok(());
+            }
+            let mut rows = vec![
+                [
+                    "NAME",
+                    "ORIGIN",
+                    "CPUS",
+                    "MEMORY",
+                    "DISK",
+                    "GPUS",
+                    "USED BY",
+                    "DESCRIPTION",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ];
+            let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            for t in &l {
+                let v = &t.found.template;
+                rows.push(vec![
+                    t.found.name.clone(),
+                    match t.found.origin {
+                        vmctl::templates::Origin::System => "/etc".into(),
+                        vmctl::templates::Origin::Saved => "saved".into(),
+                    },
+                    dash(v.cpus.map(|c| c.to_string())),
+                    dash(v.memory.clone()),
+                    dash(v.disk.clone()),
+                    dash(v.gpus.map(|g| g.to_string())),
+                    if t.used_by.is_empty() {
+                        "-".into()
+                    } else {
+                        t.used_by.join(",")
+                    },
+                    dash(v.description.clone()),
+                ]);
+            }
+            out(&table(rows));
+        }
+        TemplateCommand::Show { name } => {
+            let t = template::show(ctx, &name)?;
+            if json {
+                out_json(&t);
+            } else {
+                out(&format!(
+                    "# {} ({})\n{}",
+                    esc(&t.found.path.display().to_string()),
+                    if t.used_by.is_empty() {
+                        "no VM uses its image".to_string()
+                    } else {
+                        format!("image used by {}", esc(&t.used_by.join(", ")))
+                    },
+                    esc(&vmctl::templates::to_toml(&t.found.template))
+                ));
+            }
+        }
+        TemplateCommand::Delete { name, yes } => {
+            let yes = yes || confirm(&format!("Delete template {} and its image?", esc(&name)));
+            let d = template::delete(ctx, &name, yes)?;
+            if json {
+                out_json(&d);
+            } else {
+                let mut s = format!("template {}: deleted\n", esc(&d.name));
+                for p in &d.removed {
+                    s += &format!("  removed {}\n", esc(&p.display().to_string()));
+                }
+                out(&s);
+            }
+        }
+    }
     Ok(())
 }

@@ -1,10 +1,12 @@
-//! Lab test of `vmctl clone` on real guests (the lab's Debian cloud-init image, TCG, on the lab
-//! libvirtd): a full clone and a linked clone of a stopped VM each boot with their own hostname,
-//! address and machine-id, keep the source's files, and the source still boots afterwards.
-//! Addresses 198.18.0.161–.163 (tests/lab/README.md). Run as root with the lab up.
+//! Lab test of `vmctl clone` and `vmctl template` on real guests (the lab's Debian cloud-init
+//! image, TCG, on the lab libvirtd): a full clone and a linked clone of a stopped VM each boot
+//! with their own hostname, address and machine-id, keep the source's files, and the source
+//! still boots afterwards; a template saved from the source makes a VM with its settings, a flag
+//! overriding one. Addresses 198.18.0.161–.164 (tests/lab/README.md). Run as root with the lab up.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
 use std::os::unix::fs::PermissionsExt;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -47,6 +49,8 @@ fn vmctl(tmp: &Path, args: &[&str]) -> Output {
         .arg(tmp.join("config.toml"))
         .args(args)
         .env("VMCTL_STORAGE_DIR", tmp.join("vms"))
+        .env("VMCTL_STATE_DIR", tmp.join("state"))
+        .env("VMCTL_IMAGE_CACHE", tmp.join("images"))
         .output()
         .unwrap()
 }
@@ -129,6 +133,10 @@ fn clones_boot_with_their_own_identity_and_the_source_still_boots() {
     };
     let linked = Vm {
         name: format!("cllink-{pid}"),
+        tmp: t,
+    };
+    let from_template = Vm {
+        name: format!("cltpl-{pid}"),
         tmp: t,
     };
     let s = |p: PathBuf| p.display().to_string();
@@ -255,10 +263,56 @@ fn clones_boot_with_their_own_identity_and_the_source_still_boots() {
     assert_eq!(disks["disks"][0]["path"], src_disk.as_str(), "{disks:#}");
     ok(t, &["stop", &src.name, "--timeout", "300"]);
 
+    // A template from the source: a read-only flattened image and the source's settings; a VM
+    // made from it has the source's files, an identity of its own, and a flag wins over a value.
+    let tpl = format!("tpl-{pid}");
+    let saved = json(t, &["template", "save", &src.name, &tpl]);
+    eprintln!("template save: {:.2} s", saved["seconds"].as_f64().unwrap());
+    let image = saved["image"].as_str().unwrap().to_string();
+    let mode = std::fs::metadata(&image).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o444, "{image}");
+    assert_eq!(saved["template"]["cpus"], 2, "{saved:#}");
+    ok(
+        t,
+        &[
+            "create",
+            "ubuntu",
+            &from_template.name,
+            "--template",
+            &tpl,
+            "--cpus",
+            "1",
+            "--bridge",
+            "labbr0",
+            "--ip",
+            "198.18.0.164/24",
+            "--gateway",
+            "198.18.0.1",
+            "--ssh-key",
+            &key,
+            "--wait",
+            "--wait-timeout",
+            "600",
+        ],
+    );
+    check_identity(t, &from_template.name, "198.18.0.164", &src_id);
+    assert_eq!(guest(t, &from_template.name, "nproc", BOOT), "1");
+    let listed = json(t, &["template", "list"]);
+    assert_eq!(
+        listed[0]["used_by"][0],
+        from_template.name.as_str(),
+        "{listed:#}"
+    );
+    let refused = vmctl(t, &["template", "delete", &tpl, "--yes"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    ok(t, &["stop", &from_template.name, "--timeout", "300"]);
+
     // Clones first, then the source: nothing is left.
-    for vm in [&linked.name, &full.name, &src.name] {
+    for vm in [&from_template.name, &linked.name, &full.name, &src.name] {
         ok(t, &["delete", vm, "--yes"]);
     }
+    ok(t, &["template", "delete", &tpl, "--yes"]);
+    assert!(!Path::new(&image).exists());
     let left: Vec<_> = std::fs::read_dir(t.join("vms"))
         .unwrap()
         .map(|e| e.unwrap().path())

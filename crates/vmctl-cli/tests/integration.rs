@@ -9,6 +9,7 @@
 mod cli;
 mod cli_conventions;
 mod closed_pipes;
+mod day2_cli;
 mod desktop_cli;
 mod gpu_cli;
 mod help_lines;

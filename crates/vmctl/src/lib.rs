@@ -23,6 +23,7 @@ pub mod names;
 pub mod net;
 pub mod storage;
 pub mod talos;
+pub mod templates;
 pub(crate) mod transaction;
 
 pub use error::{Error, ExitKind, Result};

@@ -73,6 +73,7 @@ fn variants() -> Vec<(&'static str, AutoinstallSpec)> {
             packages: Vec::new(),
             network,
             reset_machine_id: false,
+            runcmd: Vec::new(),
         },
         flavour,
         nvidia,

@@ -40,6 +40,7 @@ pub struct DomainFacts {
     /// `efi` or `bios`.
     pub firmware: String,
     pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
     pub disks: Vec<DiskFacts>,
     pub nics: Vec<NicFacts>,
@@ -212,6 +213,7 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
                     }
                     ("domain", "vcpu") => f.vcpus = value.trim().parse().unwrap_or(0),
                     ("os", "kernel") => f.kernel = Some(PathBuf::from(value)),
+                    ("os", "initrd") => f.initrd = Some(PathBuf::from(value)),
                     ("os", "cmdline") => f.cmdline = Some(value),
                     ("devices", "hostdev") => in_hostdev_pci = false,
                     (p, child) => {

@@ -280,13 +280,32 @@ pub fn clone(ctx: &Ctx, req: &CloneRequest) -> Result<Cloned> {
         .find(|n| n.kind == "bridge")
         .and_then(|n| n.source.clone())
         .unwrap_or_else(|| ctx.config.value("bridge").to_string());
+    // A static clone without --gateway/--dns takes the source's (from its seed), when the
+    // gateway is inside the clone's subnet.
+    let from_source = || {
+        seed_src
+            .as_deref()
+            .map(|s| source_gateway_dns(ctx, s))
+            .unwrap_or_default()
+    };
     let network = match &req.network {
+        Some(NetworkRequest::Static {
+            ip,
+            gateway: None,
+            dns,
+        }) if dns.is_empty() => {
+            let (gateway, dns) = from_source();
+            let fits = crate::address::is_auto(ip)
+                || crate::net::parse_static(ip, gateway.as_deref(), &dns).is_ok();
+            NetworkRequest::Static {
+                ip: ip.clone(),
+                gateway: if fits { gateway } else { None },
+                dns,
+            }
+        }
         Some(n) => n.clone(),
         None if md.ip.is_some() => {
-            let (gateway, dns) = seed_src
-                .as_deref()
-                .map(|s| source_gateway_dns(ctx, s))
-                .unwrap_or_default();
+            let (gateway, dns) = from_source();
             NetworkRequest::Static {
                 ip: crate::address::AUTO.into(),
                 gateway,
@@ -414,6 +433,7 @@ pub fn clone(ctx: &Ctx, req: &CloneRequest) -> Result<Cloned> {
                 None => GuestNetwork::Dhcp { mac: mac.clone() },
             },
             reset_machine_id: true,
+            runcmd: Vec::new(),
         };
         tx.record_file(&seed_path);
         seed::write_iso(ctx.runner, &seed::render(&seed_spec)?, &seed_path)?;

@@ -16,5 +16,6 @@ pub mod lifecycle;
 pub mod resize;
 pub mod ssh;
 pub mod talos;
+pub mod template;
 
 pub use crate::ctx::Ctx;

@@ -288,6 +288,7 @@ pub fn autoinstall_spec(plan: &DesktopPlan, password_hash: Option<String>) -> Au
             packages: Vec::new(),
             network,
             reset_machine_id: false,
+            runcmd: Vec::new(),
         },
         flavour: plan.flavour,
         nvidia: !b.gpus.is_empty(),

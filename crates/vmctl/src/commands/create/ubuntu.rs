@@ -59,6 +59,13 @@ pub struct UbuntuRequest {
     pub no_autostart: bool,
     /// `--data-disk SIZE[,name=NAME]` values: blank qcow2 disks after the seed.
     pub data_disks: Vec<String>,
+    /// With `gpus` empty: pass this many whole GPUs, picked like `--gpu` alone (a template's
+    /// `gpus = N`).
+    pub gpu_count: Option<usize>,
+    /// cloud-init commands run once at the first boot (a template's `runcmd`).
+    pub runcmd: Vec<Vec<String>>,
+    /// The base image carries another VM's machine-id (a saved template): make a new one.
+    pub reset_machine_id: bool,
     /// Only write the seed into the VM's directory (for inspection or other tools).
     pub seed_only: bool,
 }
@@ -91,6 +98,9 @@ impl UbuntuRequest {
             no_start: false,
             no_autostart: false,
             data_disks: Vec::new(),
+            gpu_count: None,
+            runcmd: Vec::new(),
+            reset_machine_id: false,
             seed_only: false,
         }
     }
@@ -299,6 +309,7 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
 /// [`plan`]; `claimed`: this create already holds the VM directory (an automatic name).
 fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuPlan> {
     let memory_mib = check_name_and_size(ctx, &req.name, !req.seed_only, req.cpus, &req.memory)?;
+    let data_disks = crate::data_disks::parse_data_disks(&req.data_disks)?;
     let disk_bytes = req
         .disk
         .as_deref()
@@ -319,7 +330,8 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         .as_deref()
         .unwrap_or(ctx.config.value("firmware"))
         .parse()?;
-    let gpus = if req.gpus.is_empty() {
+    let count = req.gpu_count.filter(|n| *n > 0 && req.gpus.is_empty());
+    let gpus = if req.gpus.is_empty() && count.is_none() {
         Vec::new()
     } else {
         // Passthrough implies UEFI: a BIOS default gives way, an explicit --firmware bios is refused.
@@ -327,7 +339,22 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
             firmware = Firmware::Efi { secure_boot: false };
         }
         let selectors = crate::gpu::parse_selectors(&req.gpus)?;
-        crate::gpu::hostdevs_for_create(ctx, &req.name, &selectors, firmware, req.gpu_force)?
+        let mut gpus =
+            crate::gpu::hostdevs_for_create(ctx, &req.name, &selectors, firmware, req.gpu_force)?;
+        if let Some(n) = count {
+            if gpus.len() < n {
+                return Err(invalid(
+                    "gpus",
+                    &n.to_string(),
+                    &format!(
+                        "the template asks for {n} GPU(s) and {} can be passed (`vmctl gpu status` says why the others cannot)",
+                        gpus.len()
+                    ),
+                ));
+            }
+            gpus.truncate(n);
+        }
+        gpus
     };
     let user = req
         .user
@@ -431,7 +458,7 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         direct_boot,
         vm_dir,
         gpus,
-        data_disks: crate::data_disks::parse_data_disks(&req.data_disks)?,
+        data_disks,
     })
 }
 
@@ -469,7 +496,8 @@ pub(crate) fn apply(
         password_hash: req.password_hash.clone(),
         packages: req.packages.clone(),
         network,
-        reset_machine_id: false,
+        reset_machine_id: req.reset_machine_id,
+        runcmd: req.runcmd.clone(),
     };
     let seed_files = seed::render(&seed_spec)?;
 

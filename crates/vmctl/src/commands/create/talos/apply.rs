@@ -139,6 +139,7 @@ pub fn seed_files(
             None => GuestNetwork::Dhcp { mac: mac.into() },
         },
         reset_machine_id: false,
+        runcmd: Vec::new(),
     };
     Ok(vec![
         ("user-data", user_data),
