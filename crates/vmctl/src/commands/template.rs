@@ -32,7 +32,7 @@ fn users(ctx: &Ctx, image: Option<&str>) -> Result<Vec<String>> {
             .ok()
             .and_then(|f| f.metadata)
             .and_then(|m| m.base_image);
-        if base.is_some_and(|b| b == PathBuf::from(image)) {
+        if base.is_some_and(|b| b == std::path::Path::new(image)) {
             out.push(rec.name);
         }
     }
@@ -191,10 +191,8 @@ pub fn save(ctx: &Ctx, vm: &str, name: &str, description: Option<&str>) -> Resul
     Ok(Saved {
         name: name.into(),
         path,
+        bytes: std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0),
         image,
-        bytes: std::fs::metadata(&image_dir.join(format!("{name}.qcow2")))
-            .map(|m| m.len())
-            .unwrap_or(0),
         template,
         seconds: started.elapsed().as_secs_f64(),
     })
