@@ -306,6 +306,31 @@ mod tests {
         );
     }
 
+    /// A clone of a domain vmctl renders is one libvirt's schema accepts.
+    #[test]
+    fn the_clone_of_a_vmctl_domain_is_valid_domain_xml() {
+        let spec = crate::domain::render::tests::ubuntu_spec();
+        let xml = crate::domain::render::to_xml(&spec).unwrap();
+        let files = spec
+            .disks
+            .iter()
+            .map(|d| {
+                (
+                    d.path.clone(),
+                    PathBuf::from("/v/clone").join(d.path.file_name().unwrap()),
+                )
+            })
+            .collect();
+        let edits = CloneEdits {
+            name: "clone1".into(),
+            macs: vec!["52:54:00:00:00:01".into()],
+            files,
+        };
+        let (out, report) = clone_xml(&spec.name, &xml, &edits).unwrap();
+        assert!(report.unmapped_disks.is_empty());
+        crate::domain::render::tests::assert_valid_domain_xml(&out);
+    }
+
     #[test]
     fn retargeting_renames_files_and_keeps_the_rest() {
         let files = [("/v/src/disk.qcow2", "/v/src/disk.1.qcow2")]

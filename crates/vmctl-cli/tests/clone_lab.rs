@@ -1,120 +1,15 @@
-//! Lab test of `vmctl clone` and `vmctl template` on real guests (the lab's Debian cloud-init
-//! image, TCG, on the lab libvirtd): a full clone and a linked clone of a stopped VM each boot
-//! with their own hostname, address and machine-id, keep the source's files, and the source
-//! still boots afterwards; a template saved from the source makes a VM with its settings, a flag
-//! overriding one. Addresses 198.18.0.161–.164 (tests/lab/README.md). Run as root with the lab up.
-#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
+//! `vmctl clone` and `vmctl template` on real guests (a module of day2_lab.rs, so its test runs
+//! beside the day-2 test: two TCG guests, one per core): a full clone and a linked clone of a
+//! stopped VM each boot with their own hostname, address and machine-id, keep the source's
+//! files, and the source still boots afterwards; a template saved from the source makes a VM
+//! with its settings, a flag overriding one. Addresses 198.18.0.161–.164.
 
 use std::os::unix::fs::PermissionsExt;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-fn lab_image_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("GVB_LAB_IMAGE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/lab/build-image.sh");
-    let out = Command::new(script).arg("--print-dir").output().unwrap();
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(
-        dir.join(".complete").is_file(),
-        "no lab image in {}: run tests/lab/build-image.sh and tests/lab/up.sh first",
-        dir.display()
-    );
-    dir
-}
-
-fn scratch() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(tmp.path().join("config.toml"), "").unwrap();
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", ""])
-        .arg("-f")
-        .arg(tmp.path().join("id"))
-        .status()
-        .unwrap();
-    assert!(keygen.success());
-    tmp
-}
-
-/// vmctl inside netns vmlab (the bridge, the guests' addresses), on the lab's libvirtd.
-fn vmctl(tmp: &Path, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", "vmlab"])
-        .arg(env!("CARGO_BIN_EXE_vmctl"))
-        .args(["--connect", "qemu:///system", "--config"])
-        .arg(tmp.join("config.toml"))
-        .args(args)
-        .env("VMCTL_STORAGE_DIR", tmp.join("vms"))
-        .env("VMCTL_STATE_DIR", tmp.join("state"))
-        .env("VMCTL_IMAGE_CACHE", tmp.join("images"))
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs vmctl, asserts success and returns stdout.
-fn ok(tmp: &Path, args: &[&str]) -> String {
-    let o = vmctl(tmp, args);
-    assert!(
-        o.status.success(),
-        "vmctl {args:?} failed ({:?}):\n{}{}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-fn json(tmp: &Path, args: &[&str]) -> serde_json::Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    serde_json::from_str(&ok(tmp, &a)).unwrap()
-}
-
-/// A command in the guest over `vmctl ssh`, retried until it succeeds or `timeout` passes:
-/// a wait on the guest answering, not a fixed sleep.
-fn guest(tmp: &Path, vm: &str, cmd: &str, timeout: Duration) -> String {
-    let start = Instant::now();
-    loop {
-        // ssh hands the words after the destination to the remote shell as one line.
-        let o = vmctl(tmp, &["ssh", vm, "--", cmd]);
-        if o.status.success() {
-            return text(&o.stdout).trim().to_string();
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "`{cmd}` in {vm} still failing after {timeout:?}: {}",
-            text(&o.stderr)
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
-struct Vm<'a> {
-    name: String,
-    tmp: &'a Path,
-}
-
-impl Drop for Vm<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("virsh")
-            .args(["-c", "qemu:///system", "destroy", &self.name])
-            .output();
-        let _ = vmctl(self.tmp, &["delete", &self.name, "--yes"]);
-        let _ = Command::new("virsh")
-            .args(["-c", "qemu:///system", "undefine", &self.name, "--nvram"])
-            .output();
-    }
-}
-
-const BOOT: Duration = Duration::from_secs(600);
+use super::{BOOT, Vm, guest, json, lab_image_dir, ok, scratch, text, vmctl};
 
 #[test]
 #[ignore = "lab: root, the lab libvirtd and booting guests; run with GVB_LAB=1 and --include-ignored"]
@@ -217,8 +112,19 @@ fn clones_boot_with_their_own_identity_and_the_source_still_boots() {
     assert_eq!(c["ip"], "198.18.0.162/24", "{c:#}");
     assert_eq!(c["linked"], false);
     check_identity(t, &full.name, "198.18.0.162", &src_id);
-    // The gateway came from the source's seed.
-    assert!(guest(t, &full.name, "ip route", BOOT).contains("default via 198.18.0.1"));
+    // The gateway came from the source's seed: the clone's own seed says so.
+    let seed = t.join("vms").join(&full.name).join("seed.iso");
+    let net = Command::new("isoinfo")
+        .args(["-R", "-i"])
+        .arg(&seed)
+        .args(["-x", "/network-config"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&net.stdout).contains("via: \"198.18.0.1\""),
+        "{}",
+        text(&net.stdout)
+    );
     assert_eq!(
         guest(t, &full.name, "cat /sys/block/vdc/size", BOOT),
         (16u64 << 11).to_string()

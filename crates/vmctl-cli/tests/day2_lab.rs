@@ -1,9 +1,12 @@
-//! Lab test of the day-2 commands on one real guest (the lab's Debian cloud-init image, TCG, on
+//! Lab tests of the day-2 commands on real guests (the lab's Debian cloud-init image, TCG, on
 //! the lab libvirtd): autostart by default and `autostart on|off`, `create --data-disk`,
 //! `disk list|add|remove`, `resize` live (the disk) and stopped (vCPUs, memory, disk), `reboot`,
 //! and `console` refused on a stopped VM. What the guest sees is read over SSH. Address
 //! 198.18.0.160 (tests/lab/README.md). Run as root with the lab up (`make test` does).
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
+
+#[path = "clone_lab.rs"]
+mod clone;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -48,6 +51,8 @@ fn vmctl(tmp: &Path, args: &[&str]) -> Output {
         .arg(tmp.join("config.toml"))
         .args(args)
         .env("VMCTL_STORAGE_DIR", tmp.join("vms"))
+        .env("VMCTL_STATE_DIR", tmp.join("state"))
+        .env("VMCTL_IMAGE_CACHE", tmp.join("images"))
         .output()
         .unwrap()
 }

@@ -37,6 +37,9 @@ pub struct DomainFacts {
     pub memory_kib: u64,
     pub vcpus: u32,
     pub machine: Option<String>,
+    /// `<cpu mode>` as vmctl's `--cpu-mode` says it: `host-passthrough`, `host-model`,
+    /// `custom:MODEL`.
+    pub cpu_mode: Option<String>,
     /// `efi` or `bios`.
     pub firmware: String,
     pub kernel: Option<PathBuf>,
@@ -102,6 +105,7 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
                     f.firmware = "efi".into();
                 }
                 ("os", "type") => f.machine = attr(&e, "machine"),
+                ("domain", "cpu") => f.cpu_mode = attr(&e, "mode"),
                 ("os", "loader") if attr(&e, "type").as_deref() == Some("pflash") => {
                     f.firmware = "efi".into();
                 }
@@ -212,6 +216,9 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
                         };
                     }
                     ("domain", "vcpu") => f.vcpus = value.trim().parse().unwrap_or(0),
+                    ("cpu", "model") if f.cpu_mode.as_deref() == Some("custom") => {
+                        f.cpu_mode = Some(format!("custom:{}", value.trim()))
+                    }
                     ("os", "kernel") => f.kernel = Some(PathBuf::from(value)),
                     ("os", "initrd") => f.initrd = Some(PathBuf::from(value)),
                     ("os", "cmdline") => f.cmdline = Some(value),

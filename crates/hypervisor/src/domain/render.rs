@@ -431,6 +431,7 @@ pub(crate) mod tests {
         assert!(facts.disks[1].readonly);
         assert_eq!(facts.nics[0].mac.as_deref(), Some("52:54:00:12:34:56"));
         assert_eq!(facts.memory_kib, 1024 * 1024);
+        assert!(facts.cpu_mode.is_some());
     }
 
     #[test]
@@ -478,6 +479,7 @@ pub(crate) mod tests {
         insta::assert_snapshot!("domain_bios_custom_cpu", xml);
         let facts = parse_domain(&xml).unwrap();
         assert_eq!(facts.firmware, "bios");
+        assert_eq!(facts.cpu_mode.as_deref(), Some("custom:Skylake-Server"));
         assert_eq!(
             facts.disks[0].path.as_deref(),
             Some(std::path::Path::new("/srv/a & b.qcow2"))

@@ -150,6 +150,7 @@ pub fn save(ctx: &Ctx, vm: &str, name: &str, description: Option<&str>) -> Resul
             .into(),
         ),
         domain_type: Some(facts.domain_type.clone()),
+        cpu_mode: facts.cpu_mode.clone(),
         user: md.user.clone(),
         kernel: facts.kernel.clone(),
         initrd: facts.initrd.clone(),
