@@ -122,6 +122,10 @@ pub(crate) enum Command {
     Template(cli_day2::TemplateCommand),
     /// Copy a stopped VM into a new one with its own MAC, address, hostname, cloud-init
     /// instance and machine-id (full, or --linked on the source's disk)
+    ///
+    /// Without --ip or --dhcp, the clone of a VM with a static address gets `--ip auto`, and a
+    /// static clone without --gateway/--dns takes the source's (from its seed); the clone of a
+    /// VM on DHCP stays on DHCP. Data disks are copied; GPUs, vCPU pins and the NVRAM are not.
     Clone(cli_day2::CloneArgs),
     /// ssh to the VM as the user and with the key recorded at create
     Ssh {
@@ -233,22 +237,8 @@ pub(crate) struct UbuntuArgs {
     /// Host bridge (default: setting `bridge`, br0)
     #[arg(long)]
     pub(crate) bridge: Option<String>,
-    /// Static address A.B.C.D/NN (probed first: refused if it answers ARP), or `auto`: the
-    /// first free address on the bridge outside setting `reserved_ips`
-    #[arg(long, value_name = "CIDR", conflicts_with = "dhcp")]
-    pub(crate) ip: Option<String>,
-    /// Default gateway (inside the --ip subnet)
-    #[arg(long, requires = "ip")]
-    pub(crate) gateway: Option<String>,
-    /// DNS servers (repeat or comma-separate)
-    #[arg(long, value_delimiter = ',', requires = "ip")]
-    pub(crate) dns: Vec<String>,
-    /// Address by DHCP (the default without --ip)
-    #[arg(long)]
-    pub(crate) dhcp: bool,
-    /// MAC address (default: random 52:54:00:xx:xx:xx)
-    #[arg(long)]
-    pub(crate) mac: Option<String>,
+    #[command(flatten)]
+    pub(crate) net: NetworkArgs,
     /// SSH public key (default: setting `ssh_key`, then ~/.ssh/id_*.pub of the invoking user)
     #[arg(long, value_name = "FILE")]
     pub(crate) ssh_key: Option<PathBuf>,
@@ -340,4 +330,41 @@ pub(crate) struct UbuntuArgs {
     /// --desktop: time zone (default Etc/UTC)
     #[arg(long, requires = "desktop")]
     pub(crate) timezone: Option<String>,
+}
+
+/// The address options `create ubuntu` and `clone` share.
+#[derive(Debug, Args)]
+pub(crate) struct NetworkArgs {
+    /// Static address A.B.C.D/NN (probed first: refused if it answers ARP), or `auto`: the
+    /// first free address on the bridge outside setting `reserved_ips`
+    #[arg(long, value_name = "CIDR", conflicts_with = "dhcp")]
+    pub(crate) ip: Option<String>,
+    /// Default gateway (inside the --ip subnet)
+    #[arg(long, requires = "ip")]
+    pub(crate) gateway: Option<String>,
+    /// DNS servers (repeat or comma-separate)
+    #[arg(long, value_delimiter = ',', requires = "ip")]
+    pub(crate) dns: Vec<String>,
+    /// Address by DHCP (a new VM's default without --ip)
+    #[arg(long)]
+    pub(crate) dhcp: bool,
+    /// MAC address (default: random 52:54:00:xx:xx:xx)
+    #[arg(long)]
+    pub(crate) mac: Option<String>,
+}
+
+impl NetworkArgs {
+    /// `--ip` or `--dhcp`, if either was given.
+    pub(crate) fn request(&self) -> Option<vmctl::commands::create::NetworkRequest> {
+        use vmctl::commands::create::NetworkRequest;
+        match (&self.ip, self.dhcp) {
+            (Some(ip), _) => Some(NetworkRequest::Static {
+                ip: ip.clone(),
+                gateway: self.gateway.clone(),
+                dns: self.dns.clone(),
+            }),
+            (None, true) => Some(NetworkRequest::Dhcp),
+            (None, false) => None,
+        }
+    }
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use vmctl::Error;
 use vmctl::commands::clone::CloneRequest;
-use vmctl::commands::create::NetworkRequest;
 use vmctl::commands::{Ctx, clone, disk, lifecycle, resize, template};
 
 use crate::render::{esc, human_bytes, table};
@@ -48,22 +47,8 @@ pub(crate) struct CloneArgs {
     /// base image)
     #[arg(long)]
     pub(crate) linked: bool,
-    /// Static address A.B.C.D/NN or `auto` (default: `auto` with the source's gateway and DNS
-    /// when the source has a static address, else DHCP)
-    #[arg(long, value_name = "CIDR", conflicts_with = "dhcp")]
-    pub(crate) ip: Option<String>,
-    /// Default gateway (inside the --ip subnet; default: the source's, when it is inside)
-    #[arg(long, requires = "ip")]
-    pub(crate) gateway: Option<String>,
-    /// DNS servers (repeat or comma-separate; default: the source's)
-    #[arg(long, value_delimiter = ',', requires = "ip")]
-    pub(crate) dns: Vec<String>,
-    /// Address by DHCP
-    #[arg(long)]
-    pub(crate) dhcp: bool,
-    /// MAC address (default: random 52:54:00:xx:xx:xx)
-    #[arg(long)]
-    pub(crate) mac: Option<String>,
+    #[command(flatten)]
+    pub(crate) net: crate::args::NetworkArgs,
     /// Define the clone but do not start it
     #[arg(long)]
     pub(crate) no_start: bool,
@@ -318,21 +303,12 @@ pub(crate) fn disk(ctx: &Ctx, c: DiskCommand, json: bool) -> Result<(), Error> {
 }
 
 pub(crate) fn clone(ctx: &Ctx, a: &CloneArgs, json: bool) -> Result<(), Error> {
-    let network = match (&a.ip, a.dhcp) {
-        (Some(ip), _) => Some(NetworkRequest::Static {
-            ip: ip.clone(),
-            gateway: a.gateway.clone(),
-            dns: a.dns.clone(),
-        }),
-        (None, true) => Some(NetworkRequest::Dhcp),
-        (None, false) => None,
-    };
     let c = clone::clone(
         ctx,
         &CloneRequest {
             linked: a.linked,
-            network,
-            mac: a.mac.clone(),
+            network: a.net.request(),
+            mac: a.net.mac.clone(),
             no_start: a.no_start,
             no_autostart: a.no_autostart,
             ..CloneRequest::new(&a.source, &a.name)

@@ -362,14 +362,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Create(CreateKind::Ubuntu(a)) => {
-            let network = match a.ip.clone() {
-                Some(ip) => NetworkRequest::Static {
-                    ip,
-                    gateway: a.gateway.clone(),
-                    dns: a.dns.clone(),
-                },
-                None => NetworkRequest::Dhcp,
-            };
+            let network = a.net.request().unwrap_or(NetworkRequest::Dhcp);
             // A template's values, each overridden by its flag (packages add up).
             let t = match &a.template {
                 Some(n) => vmctl::templates::load(&ctx, n)?.template,
@@ -395,7 +388,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 disk: a.disk.clone().or(t.disk),
                 bridge: a.bridge.clone(),
                 network,
-                mac: a.mac.clone(),
+                mac: a.net.mac.clone(),
                 ssh_key: a.ssh_key.clone(),
                 user: a.user.clone().or(t.user),
                 password_hash: a.password_hash.clone(),

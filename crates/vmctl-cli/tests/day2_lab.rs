@@ -7,59 +7,13 @@
 
 #[path = "clone_lab.rs"]
 mod clone;
+#[path = "lab_support.rs"]
+mod lab_support;
 
-use std::os::unix::fs::PermissionsExt;
+pub(crate) use lab_support::{Vm, lab_image_dir, scratch, text, vmctl};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn lab_image_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("GVB_LAB_IMAGE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/lab/build-image.sh");
-    let out = Command::new(script).arg("--print-dir").output().unwrap();
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(
-        dir.join(".complete").is_file(),
-        "no lab image in {}: run tests/lab/build-image.sh and tests/lab/up.sh first",
-        dir.display()
-    );
-    dir
-}
-
-fn scratch() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(tmp.path().join("config.toml"), "").unwrap();
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", ""])
-        .arg("-f")
-        .arg(tmp.path().join("id"))
-        .status()
-        .unwrap();
-    assert!(keygen.success());
-    tmp
-}
-
-/// vmctl inside netns vmlab (the bridge, the guests' addresses), on the lab's libvirtd.
-fn vmctl(tmp: &Path, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", "vmlab"])
-        .arg(env!("CARGO_BIN_EXE_vmctl"))
-        .args(["--connect", "qemu:///system", "--config"])
-        .arg(tmp.join("config.toml"))
-        .args(args)
-        .env("VMCTL_STORAGE_DIR", tmp.join("vms"))
-        .env("VMCTL_STATE_DIR", tmp.join("state"))
-        .env("VMCTL_IMAGE_CACHE", tmp.join("images"))
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Runs vmctl, asserts success and returns stdout.
 fn ok(tmp: &Path, args: &[&str]) -> String {
@@ -96,23 +50,6 @@ fn guest(tmp: &Path, vm: &str, cmd: &str, timeout: Duration) -> String {
             text(&o.stderr)
         );
         std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
-struct Vm<'a> {
-    name: String,
-    tmp: &'a Path,
-}
-
-impl Drop for Vm<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("virsh")
-            .args(["-c", "qemu:///system", "destroy", &self.name])
-            .output();
-        let _ = vmctl(self.tmp, &["delete", &self.name, "--yes"]);
-        let _ = Command::new("virsh")
-            .args(["-c", "qemu:///system", "undefine", &self.name, "--nvram"])
-            .output();
     }
 }
 
