@@ -323,6 +323,7 @@ mod tests {
                 network: GuestNetwork::Dhcp {
                     mac: "52:54:00:12:34:56".into(),
                 },
+                mounts: Vec::new(),
             },
             flavour: Flavour::Full,
             nvidia,

@@ -8,7 +8,8 @@ use quick_xml::Writer;
 use quick_xml::events::BytesText;
 
 use super::{
-    CpuMode, DiskDevice, DomainSpec, Firmware, Graphics, Hostdev, Metadata, PciAddress, VMCTL_NS,
+    CpuMode, DiskDevice, DomainSpec, Filesystem, Firmware, Graphics, Hostdev, MemoryBacking,
+    Metadata, PciAddress, VMCTL_NS,
 };
 use crate::error::{Error, Result};
 
@@ -63,6 +64,7 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> io::Result<()> {
             el(w, "metadata", &[], |w| write_metadata(w, md))?;
         }
         text(w, "memory", &[("unit", "MiB")], &s.memory_mib.to_string())?;
+        write_memory_backing(w, &s.memory_backing)?;
         text(w, "vcpu", &[], &s.vcpus.to_string())?;
         write_os(w, s)?;
         el(w, "features", &[], |w| {
@@ -159,6 +161,9 @@ fn write_devices(w: &mut W, s: &DomainSpec) -> io::Result<()> {
             }
             Ok(())
         })?;
+    }
+    for fs in &s.filesystems {
+        write_filesystem(w, fs)?;
     }
     for index in &s.pcie_root_ports {
         empty(
@@ -280,6 +285,67 @@ fn write_hostdev(w: &mut W, h: &Hostdev) -> io::Result<()> {
     )
 }
 
+/// `<memoryBacking>`, when any of its features is on (formatdomain "Memory Backing").
+fn write_memory_backing(w: &mut W, m: &MemoryBacking) -> io::Result<()> {
+    if m.is_empty() {
+        return Ok(());
+    }
+    el(w, "memoryBacking", &[], |w| {
+        if m.shared_memfd {
+            empty(w, "source", &[("type", "memfd")])?;
+            empty(w, "access", &[("mode", "shared")])?;
+        }
+        Ok(())
+    })
+}
+
+fn write_filesystem(w: &mut W, fs: &Filesystem) -> io::Result<()> {
+    el(
+        w,
+        "filesystem",
+        &[("type", "mount"), ("accessmode", "passthrough")],
+        |w| {
+            empty(w, "driver", &[("type", "virtiofs")])?;
+            empty(w, "source", &[("dir", &fs.source_dir.to_string_lossy())])?;
+            empty(w, "target", &[("dir", &fs.tag)])
+        },
+    )
+}
+
+/// One `<filesystem>` element (for a config change to an existing domain).
+pub fn filesystem_xml(fs: &Filesystem) -> Result<String> {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_filesystem(&mut w, fs).map_err(|source| Error::RenderDomainXml {
+        domain: fs.tag.clone(),
+        source,
+    })?;
+    Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
+}
+
+/// `<memoryBacking>` with only shared memory (for a domain that has none yet).
+pub fn shared_memory_backing_xml() -> Result<String> {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_memory_backing(&mut w, &MemoryBacking { shared_memfd: true }).map_err(|source| {
+        Error::RenderDomainXml {
+            domain: String::new(),
+            source,
+        }
+    })?;
+    Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
+}
+
+/// `<vmctl:share-ro>TAG</vmctl:share-ro>`, prefixed as the domain's metadata is.
+pub fn readonly_share_xml(prefix: &str, tag: &str) -> Result<String> {
+    let mut w = Writer::new(Vec::new());
+    text(&mut w, &format!("{prefix}:share-ro"), &[], tag).map_err(|source| {
+        Error::RenderDomainXml {
+            domain: tag.to_string(),
+            source,
+        }
+    })?;
+    Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
+}
+
 fn write_metadata(w: &mut W, m: &Metadata) -> io::Result<()> {
     el(w, "vmctl:vm", &[("xmlns:vmctl", VMCTL_NS)], |w| {
         text(w, "vmctl:os", &[], &m.os)?;
@@ -315,7 +381,11 @@ fn write_metadata(w: &mut W, m: &Metadata) -> io::Result<()> {
             w,
             "vmctl:dir",
             m.dir.as_ref().map(|p| p.to_string_lossy().into_owned()),
-        )
+        )?;
+        for tag in &m.readonly_shares {
+            text(w, "vmctl:share-ro", &[], tag)?;
+        }
+        Ok(())
     })
 }
 
@@ -383,6 +453,7 @@ pub(crate) mod tests {
             ],
             files: vec!["/var/lib/vmctl/vms/e2e1/console.log".into()],
             dir: Some("/var/lib/vmctl/vms/e2e1".into()),
+            readonly_shares: Vec::new(),
         });
         s
     }
