@@ -72,6 +72,7 @@ fn variants() -> Vec<(&'static str, AutoinstallSpec)> {
             }),
             packages: Vec::new(),
             network,
+            mounts: Vec::new(),
         },
         flavour,
         nvidia,

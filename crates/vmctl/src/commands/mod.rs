@@ -11,6 +11,7 @@ pub mod image;
 pub mod inspect;
 pub mod ip;
 pub mod lifecycle;
+pub mod share;
 pub mod ssh;
 pub mod talos;
 

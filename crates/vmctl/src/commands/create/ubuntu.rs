@@ -57,6 +57,8 @@ pub struct UbuntuRequest {
     pub no_start: bool,
     /// Only write the seed into the VM's directory (for inspection or other tools).
     pub seed_only: bool,
+    /// `--share HOST_DIR:TAG[,ro]` values (virtiofs, [`crate::share`]).
+    pub shares: Vec<String>,
 }
 
 impl UbuntuRequest {
@@ -86,6 +88,7 @@ impl UbuntuRequest {
             gpu_force: false,
             no_start: false,
             seed_only: false,
+            shares: Vec::new(),
         }
     }
 }
@@ -120,6 +123,8 @@ pub struct UbuntuPlan {
     pub vm_dir: PathBuf,
     /// Each passed-through GPU's functions (`--gpu`), checked like `vmctl gpu attach`.
     pub gpus: Vec<Vec<hypervisor::domain::PciAddress>>,
+    /// virtiofs shares (`--share`), mounted by the guest at `/mnt/TAG`.
+    pub shares: Vec<crate::share::ShareSpec>,
 }
 
 impl UbuntuPlan {
@@ -397,6 +402,10 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
             }
         }
     };
+    let shares = crate::share::parse_all(&req.shares)?;
+    if !shares.is_empty() && !req.seed_only {
+        crate::share::require_virtiofsd(ctx)?;
+    }
     let vm_dir = crate::storage::vm_dir(&ctx.config.storage_dir(ctx.host), &req.name);
     // An early refusal only: the claim at the start of the create is what holds the name.
     if !claimed && vm_dir.exists() {
@@ -423,6 +432,7 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         direct_boot,
         vm_dir,
         gpus,
+        shares,
     })
 }
 
@@ -460,9 +470,17 @@ pub(crate) fn apply(
         password_hash: req.password_hash.clone(),
         packages: req.packages.clone(),
         network,
+        mounts: plan.shares.iter().map(|s| s.guest_mount()).collect(),
     };
     let seed_files = seed::render(&seed_spec)?;
 
+    // From before the base image is fetched until the domain that uses it is defined, no
+    // `vmctl image remove|prune` runs ([`guest_media::cache::ImageCache::use_lease`]).
+    let _cache_lease = if req.seed_only {
+        None
+    } else {
+        Some(crate::media::image_cache(ctx).use_lease(progress)?)
+    };
     let (base, base_sha, verification, info) = if req.seed_only {
         (None, None, BaseVerification::NoImage, None)
     } else {
@@ -523,6 +541,9 @@ pub(crate) fn apply(
     spec.direct_boot = plan.direct_boot.clone();
     spec.kvm_hidden = req.kvm_hidden;
     spec.disks = overlay_and_seed(&disk_path, &seed_path);
+    for s in &plan.shares {
+        spec.add_filesystem(s.filesystem());
+    }
     spec.metadata = Some(Metadata {
         os: "ubuntu".into(),
         release,
@@ -536,6 +557,7 @@ pub(crate) fn apply(
         disks: vec![disk_path.clone(), seed_path.clone()],
         files: vec![console_log, known_hosts],
         dir: Some(dir.clone()),
+        readonly_shares: crate::share::readonly_tags(&plan.shares),
     });
     created.started =
         rb.define_and_start(ctx.cancelled, &plan.name, &to_xml(&spec)?, !req.no_start)?;

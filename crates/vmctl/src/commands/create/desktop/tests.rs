@@ -148,6 +148,7 @@ fn fixed_plan(f: &Fixture, gpus: bool) -> UbuntuPlan {
         } else {
             Vec::new()
         },
+        shares: Vec::new(),
     }
 }
 
