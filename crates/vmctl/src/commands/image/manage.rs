@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use guest_media::cache::{CacheEntry, Leftover, LeftoverKind, Progress, Removed};
+use guest_media::cache::{CacheEntry, EntryKind, Leftover, LeftoverKind, Progress, Removed};
 use hypervisor::domain::parse::parse_domain;
 use serde::Serialize;
 
@@ -148,12 +148,19 @@ pub struct Removal {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RemovedFile {
-    /// `sha256/<hex>`, `talos/<file>`, `quarantine`, `partial`.
+    /// `blob`, `derived`, `quarantine`, `partial`.
     pub kind: String,
     pub path: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     pub size: u64,
+}
+
+fn kind_name(k: EntryKind) -> &'static str {
+    match k {
+        EntryKind::Blob => "blob",
+        EntryKind::Derived => "derived",
+    }
 }
 
 fn canon(p: &Path) -> PathBuf {
@@ -351,7 +358,7 @@ pub fn remove(
         if let Removed::Freed(n) = cache.remove_file(&held, &e.file, progress)? {
             report.bytes_freed += n;
             report.removed.push(RemovedFile {
-                kind: e.file.split('/').next().unwrap_or_default().to_string(),
+                kind: kind_name(e.kind).into(),
                 path: e.path.clone(),
                 sha256: Some(e.sha256.clone()),
                 size: n,
@@ -405,7 +412,7 @@ pub fn prune(ctx: &Ctx, dry_run: bool, yes: bool, progress: &dyn Progress) -> Re
         if let Some(n) = freed {
             report.bytes_freed += n;
             report.removed.push(RemovedFile {
-                kind: entry.file.split('/').next().unwrap_or_default().to_string(),
+                kind: kind_name(entry.kind).into(),
                 path: entry.path,
                 sha256: Some(entry.sha256),
                 size: n,
