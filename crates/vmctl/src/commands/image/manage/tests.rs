@@ -168,7 +168,7 @@ fn a_blob_in_use_is_refused_and_an_unused_one_removed() {
     assert!(remove(&c, &[b.clone(), a.clone()], true, &NoProgress).is_err());
     assert!(b_path.exists());
     // Without --yes nothing happens.
-    let err = remove(&c, &[b.clone()], false, &NoProgress).unwrap_err();
+    let err = remove(&c, std::slice::from_ref(&b), false, &NoProgress).unwrap_err();
     assert!(matches!(
         err.command::<ImageError>(),
         Some(ImageError::NotConfirmed { count: 1 })
