@@ -325,6 +325,7 @@ mod tests {
                 },
                 reset_machine_id: false,
                 runcmd: Vec::new(),
+                mounts: Vec::new(),
             },
             flavour: Flavour::Full,
             nvidia,

@@ -41,6 +41,8 @@ pub struct SeedSpec {
     pub reset_machine_id: bool,
     /// Commands run once at the end of the first boot (a template's), each an argv list.
     pub runcmd: Vec<Vec<String>>,
+    /// virtiofs shares the guest mounts at `/mnt/<tag>` ([`crate::mounts`]).
+    pub mounts: Vec<crate::mounts::GuestMount>,
 }
 
 #[derive(Serialize)]
@@ -55,7 +57,9 @@ struct UserData<'a> {
     packages: Vec<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     bootcmd: Vec<Vec<&'a str>>,
-    runcmd: Vec<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    write_files: Vec<crate::mounts::WriteFile>,
+    runcmd: Vec<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -108,6 +112,14 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
             packages.push(p);
         }
     }
+    let (write_files, mount_cmds) = crate::mounts::user_data_parts(&spec.mounts);
+    let mut runcmd: Vec<Vec<String>> = vec![vec![
+        "systemctl".into(),
+        "start".into(),
+        "qemu-guest-agent".into(),
+    ]];
+    runcmd.extend(mount_cmds);
+    runcmd.extend(spec.runcmd.iter().cloned());
     let ud = UserData {
         hostname: &spec.hostname,
         manage_etc_hosts: "localhost",
@@ -129,15 +141,10 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
         } else {
             Vec::new()
         },
+        write_files,
         // The agent's unit is started by udev when its virtio port appears; start it in case the
-        // package was only just installed.
-        runcmd: std::iter::once(vec!["systemctl", "start", "qemu-guest-agent"])
-            .chain(
-                spec.runcmd
-                    .iter()
-                    .map(|c| c.iter().map(String::as_str).collect()),
-            )
-            .collect(),
+        // package was only just installed. Then the shares' mounts.
+        runcmd,
     };
     let body = crate::yaml::to_string(&ud).map_err(|source| Error::RenderSeed {
         file: "user-data",
@@ -349,6 +356,7 @@ pub(crate) mod tests {
             network,
             reset_machine_id: false,
             runcmd: Vec::new(),
+            mounts: Vec::new(),
         }
     }
 
@@ -415,6 +423,85 @@ pub(crate) mod tests {
         assert_valid_user_data(&ud);
         assert!(ud.contains("lock_passwd: false"));
         insta::assert_snapshot!("network_config_dhcp", network_config(&spec).unwrap());
+    }
+
+    #[test]
+    fn shares_are_mounted_through_fstab_and_runcmd() {
+        let mut spec = sample(static_net());
+        spec.mounts = vec![
+            crate::mounts::GuestMount {
+                tag: "models".into(),
+                readonly: false,
+            },
+            crate::mounts::GuestMount {
+                tag: "data".into(),
+                readonly: true,
+            },
+        ];
+        let ud = user_data(&spec).unwrap();
+        assert_valid_user_data(&ud);
+        let v: serde_json::Value = serde_yaml_ng_free_load(&ud);
+        assert_eq!(v["write_files"][0]["path"], "/etc/fstab");
+        assert_eq!(v["write_files"][0]["append"], true);
+        assert_eq!(
+            v["write_files"][0]["content"],
+            "models /mnt/models virtiofs defaults,nofail 0 0\ndata /mnt/data virtiofs ro,nofail 0 0\n"
+        );
+        let runcmd: Vec<String> = v["runcmd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        assert_eq!(
+            runcmd,
+            [
+                "systemctl start qemu-guest-agent",
+                "mkdir -p /mnt/models",
+                "mount /mnt/models",
+                "mkdir -p /mnt/data",
+                "mount /mnt/data"
+            ]
+        );
+        // Without shares, user-data is as before (no write_files).
+        assert!(
+            !user_data(&sample(static_net()))
+                .unwrap()
+                .contains("write_files")
+        );
+    }
+
+    /// user-data as cloud-init's own YAML loader reads it, scalars as their string form.
+    fn serde_yaml_ng_free_load(ud: &str) -> serde_json::Value {
+        fn untag(v: &serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Object(m) => {
+                    m.iter().map(|(k, x)| (k.clone(), untag(x))).collect()
+                }
+                serde_json::Value::Array(a)
+                    if a.len() == 2
+                        && a[0].is_string()
+                        && !a[1].is_array()
+                        && !a[1].is_object() =>
+                {
+                    match (a[0].as_str(), a[1].as_str()) {
+                        (Some("bool"), Some(b)) => serde_json::Value::Bool(b == "True"),
+                        _ => a[1].clone(),
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().map(untag).collect(),
+                other => other.clone(),
+            }
+        }
+        let v = load_with_cloud_init(&[("user-data".to_string(), ud.to_string())]);
+        untag(&v["user-data"])
     }
 
     /// The Python that runs cloud-init (its script's `#!` line), which has cloud-init's modules.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{cli_cluster, cli_day2, cli_ip, cli_talos, gpu_cli};
+use crate::{cli_cluster, cli_day2, cli_ip, cli_share, cli_talos, gpu_cli};
 
 pub(crate) const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed), 130 interrupted\n\
 (Ctrl-C during `create` removes what it made; a second Ctrl-C quits at once).\n\
@@ -141,6 +141,9 @@ pub(crate) enum Command {
     /// Image cache
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Shared folders (virtiofs): add, remove, list a VM's host directories
+    #[command(subcommand)]
+    Share(cli_share::ShareCommand),
     /// GPU passthrough: status, attach, detach
     #[command(subcommand)]
     Gpu(gpu_cli::GpuCommand),
@@ -188,6 +191,31 @@ pub(crate) enum ImageCommand {
         /// Every blob in the cache, and every file made from one
         #[arg(long, conflicts_with = "sha256")]
         all: bool,
+    },
+    /// Cached files: sha256, size, source URL, when hashed, and the VMs using each
+    ///
+    /// A VM uses a file when its vmctl metadata names it as the base image, or one of its
+    /// disks is the file or has it in its backing chain (qemu-img), in any state. Also lists
+    /// the quarantine and partial downloads.
+    List,
+    /// Remove cached files by sha256 (or a unique prefix); one a VM uses is refused (exit 2)
+    Remove {
+        /// sha256 or a prefix of it naming exactly one cached file (`vmctl image list`)
+        #[arg(value_name = "SHA256|PREFIX", required = true)]
+        sha256: Vec<String>,
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Remove every cached file no VM uses, the quarantine and partial downloads; prints what
+    /// was removed and the bytes freed
+    Prune {
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+        /// Only list what would be removed
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -280,6 +308,10 @@ pub(crate) struct UbuntuArgs {
     /// Override the GPU isolation, boot VGA and host-use refusals
     #[arg(long, requires = "gpu")]
     pub(crate) gpu_force: bool,
+    /// Share a host directory with the guest (virtiofs), mounted at /mnt/TAG by cloud-init;
+    /// `,ro` mounts it read-only in the guest. Repeatable. Needs virtiofsd on the host
+    #[arg(long, value_name = "HOST_DIR:TAG[,ro]", conflicts_with = "desktop")]
+    pub(crate) share: Vec<String>,
     /// Define the domain but do not start it
     #[arg(long)]
     pub(crate) no_start: bool,

@@ -13,7 +13,9 @@ mod args;
 mod cli_cluster;
 mod cli_day2;
 mod cli_desktop;
+mod cli_image;
 mod cli_ip;
+mod cli_share;
 mod cli_talos;
 mod gpu_cli;
 mod render;
@@ -252,10 +254,11 @@ fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Talos(_)
         | Command::Config(_)
-        | Command::Image(_)
         | Command::Gpu(_)
         | Command::Ip(_)
         | Command::Docs(_) => {}
+        Command::Image(c) => cli_image::run(&c, &ctx, cli.json)?,
+        Command::Share(c) => cli_share::run(&c, &ctx, cli.json)?,
         Command::List { all: _ } => {
             let list = inspect::list(&ctx)?;
             if cli.json {
@@ -413,6 +416,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 runcmd: t.runcmd,
                 reset_machine_id: t.saved_from.is_some(),
                 seed_only: a.seed_only,
+                shares: a.share.clone(),
             };
             if a.password.is_some() || a.desktop {
                 return cli_desktop::run(&ctx, &a, req, cli.json);

@@ -15,6 +15,7 @@ mod gpu_cli;
 mod help_lines;
 mod help_snapshots;
 mod image_cache;
+mod image_share_cli;
 mod input_safety;
 mod interrupt;
 mod ip_cli;

@@ -21,6 +21,7 @@ pub mod interrupt;
 pub mod media;
 pub mod names;
 pub mod net;
+pub mod share;
 pub mod storage;
 pub mod talos;
 pub mod templates;

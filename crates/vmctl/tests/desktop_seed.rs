@@ -74,6 +74,7 @@ fn variants() -> Vec<(&'static str, AutoinstallSpec)> {
             network,
             reset_machine_id: false,
             runcmd: Vec::new(),
+            mounts: Vec::new(),
         },
         flavour,
         nvidia,

@@ -8,8 +8,8 @@ use quick_xml::Writer;
 use quick_xml::events::BytesText;
 
 use super::{
-    CpuMode, Disk, DiskDevice, DomainSpec, Firmware, Graphics, Hostdev, Metadata, PciAddress,
-    VMCTL_NS,
+    CpuMode, Disk, DiskDevice, DomainSpec, Filesystem, Firmware, Graphics, Hostdev, MemoryBacking,
+    Metadata, PciAddress, VMCTL_NS,
 };
 use crate::error::{Error, Result};
 
@@ -64,6 +64,7 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> io::Result<()> {
             el(w, "metadata", &[], |w| write_metadata(w, md, true))?;
         }
         text(w, "memory", &[("unit", "MiB")], &s.memory_mib.to_string())?;
+        write_memory_backing(w, &s.memory_backing)?;
         text(w, "vcpu", &[], &s.vcpus.to_string())?;
         write_os(w, s)?;
         el(w, "features", &[], |w| {
@@ -186,6 +187,9 @@ fn write_devices(w: &mut W, s: &DomainSpec) -> io::Result<()> {
     for d in &s.disks {
         write_disk(w, d)?;
     }
+    for fs in &s.filesystems {
+        write_filesystem(w, fs)?;
+    }
     for index in &s.pcie_root_ports {
         empty(
             w,
@@ -301,6 +305,67 @@ fn write_hostdev(w: &mut W, h: &Hostdev) -> io::Result<()> {
     )
 }
 
+/// `<memoryBacking>`, when any of its features is on (formatdomain "Memory Backing").
+fn write_memory_backing(w: &mut W, m: &MemoryBacking) -> io::Result<()> {
+    if m.is_empty() {
+        return Ok(());
+    }
+    el(w, "memoryBacking", &[], |w| {
+        if m.shared_memfd {
+            empty(w, "source", &[("type", "memfd")])?;
+            empty(w, "access", &[("mode", "shared")])?;
+        }
+        Ok(())
+    })
+}
+
+fn write_filesystem(w: &mut W, fs: &Filesystem) -> io::Result<()> {
+    el(
+        w,
+        "filesystem",
+        &[("type", "mount"), ("accessmode", "passthrough")],
+        |w| {
+            empty(w, "driver", &[("type", "virtiofs")])?;
+            empty(w, "source", &[("dir", &fs.source_dir.to_string_lossy())])?;
+            empty(w, "target", &[("dir", &fs.tag)])
+        },
+    )
+}
+
+/// One `<filesystem>` element (for a config change to an existing domain).
+pub fn filesystem_xml(fs: &Filesystem) -> Result<String> {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_filesystem(&mut w, fs).map_err(|source| Error::RenderDomainXml {
+        domain: fs.tag.clone(),
+        source,
+    })?;
+    Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
+}
+
+/// `<memoryBacking>` with only shared memory (for a domain that has none yet).
+pub fn shared_memory_backing_xml() -> Result<String> {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_memory_backing(&mut w, &MemoryBacking { shared_memfd: true }).map_err(|source| {
+        Error::RenderDomainXml {
+            domain: String::new(),
+            source,
+        }
+    })?;
+    Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
+}
+
+/// `<vmctl:share-ro>TAG</vmctl:share-ro>`, prefixed as the domain's metadata is.
+pub fn readonly_share_xml(prefix: &str, tag: &str) -> Result<String> {
+    let mut w = Writer::new(Vec::new());
+    text(&mut w, &format!("{prefix}:share-ro"), &[], tag).map_err(|source| {
+        Error::RenderDomainXml {
+            domain: tag.to_string(),
+            source,
+        }
+    })?;
+    Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
+}
+
 /// vmctl's metadata element: in a domain definition with its namespace declared (prefix
 /// `vmctl:`); alone (`prefixed` false) without one, because libvirt's metadata call puts the
 /// element and its children into the namespace itself and refuses a second declaration.
@@ -334,7 +399,11 @@ fn write_metadata(w: &mut W, m: &Metadata, prefixed: bool) -> io::Result<()> {
         for f in &m.files {
             text(w, &n("file"), &[], &f.to_string_lossy())?;
         }
-        opt(w, "dir", path(&m.dir))
+        opt(w, "dir", path(&m.dir))?;
+        for tag in &m.readonly_shares {
+            text(w, &n("share-ro"), &[], tag)?;
+        }
+        Ok(())
     })
 }
 
@@ -402,6 +471,7 @@ pub(crate) mod tests {
             ],
             files: vec!["/var/lib/vmctl/vms/e2e1/console.log".into()],
             dir: Some("/var/lib/vmctl/vms/e2e1".into()),
+            readonly_shares: Vec::new(),
         });
         s
     }

@@ -433,6 +433,8 @@ pub fn clone(ctx: &Ctx, req: &CloneRequest) -> Result<Cloned> {
                 None => GuestNetwork::Dhcp { mac: mac.clone() },
             },
             reset_machine_id: true,
+            // The shares come with the definition, and their fstab lines with the disk.
+            mounts: Vec::new(),
             runcmd: Vec::new(),
         };
         tx.record_file(&seed_path);

@@ -332,6 +332,7 @@ mod tests {
             disks: Vec::new(),
             files: Vec::new(),
             dir: None,
+            readonly_shares: Vec::new(),
         });
         let mut nics = nics_of(&rec("static", State::ShutOff), &f);
         let g = DomainFacts {

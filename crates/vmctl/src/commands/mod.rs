@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod ip;
 pub mod lifecycle;
 pub mod resize;
+pub mod share;
 pub mod ssh;
 pub mod talos;
 pub mod template;

@@ -244,6 +244,7 @@ pub fn phase_specs(p: &PhaseInputs) -> (DomainSpec, DomainSpec) {
         disks: vec![l.disk.clone()],
         files: vec![l.console_log.clone(), l.known_hosts.clone()],
         dir: Some(l.dir.clone()),
+        readonly_shares: Vec::new(),
     };
 
     let mut fin = common.clone();
@@ -289,6 +290,7 @@ pub fn autoinstall_spec(plan: &DesktopPlan, password_hash: Option<String>) -> Au
             network,
             reset_machine_id: false,
             runcmd: Vec::new(),
+            mounts: Vec::new(),
         },
         flavour: plan.flavour,
         nvidia: !b.gpus.is_empty(),
@@ -328,6 +330,8 @@ pub(crate) fn apply(
     let req = &plan.request;
     let b = &plan.base;
     let cache = crate::media::image_cache(ctx);
+    // No `vmctl image remove|prune` between the fetch and the define that uses the ISO.
+    let _cache_lease = cache.use_lease(progress)?;
     let iso = with_iso_sources(ctx, |sources| {
         iso::resolve(
             &cache,

@@ -68,6 +68,8 @@ pub struct UbuntuRequest {
     pub reset_machine_id: bool,
     /// Only write the seed into the VM's directory (for inspection or other tools).
     pub seed_only: bool,
+    /// `--share HOST_DIR:TAG[,ro]` values (virtiofs, [`crate::share`]).
+    pub shares: Vec<String>,
 }
 
 impl UbuntuRequest {
@@ -102,6 +104,7 @@ impl UbuntuRequest {
             runcmd: Vec::new(),
             reset_machine_id: false,
             seed_only: false,
+            shares: Vec::new(),
         }
     }
 }
@@ -138,6 +141,8 @@ pub struct UbuntuPlan {
     pub gpus: Vec<Vec<hypervisor::domain::PciAddress>>,
     /// `--data-disk`: blank disks made with the VM.
     pub data_disks: Vec<crate::data_disks::DataDisk>,
+    /// virtiofs shares (`--share`), mounted by the guest at `/mnt/TAG`.
+    pub shares: Vec<crate::share::ShareSpec>,
 }
 
 impl UbuntuPlan {
@@ -432,6 +437,10 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
             }
         }
     };
+    let shares = crate::share::parse_all(&req.shares)?;
+    if !shares.is_empty() && !req.seed_only {
+        crate::share::require_virtiofsd(ctx)?;
+    }
     let vm_dir = crate::storage::vm_dir(&ctx.config.storage_dir(ctx.host), &req.name);
     // An early refusal only: the claim at the start of the create is what holds the name.
     if !claimed && vm_dir.exists() {
@@ -459,6 +468,7 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         vm_dir,
         gpus,
         data_disks,
+        shares,
     })
 }
 
@@ -498,9 +508,17 @@ pub(crate) fn apply(
         network,
         reset_machine_id: req.reset_machine_id,
         runcmd: req.runcmd.clone(),
+        mounts: plan.shares.iter().map(|s| s.guest_mount()).collect(),
     };
     let seed_files = seed::render(&seed_spec)?;
 
+    // From before the base image is fetched until the domain that uses it is defined, no
+    // `vmctl image remove|prune` runs ([`guest_media::cache::ImageCache::use_lease`]).
+    let _cache_lease = if req.seed_only {
+        None
+    } else {
+        Some(crate::media::image_cache(ctx).use_lease(progress)?)
+    };
     let (base, base_sha, verification, info) = if req.seed_only {
         (None, None, BaseVerification::NoImage, None)
     } else {
@@ -575,6 +593,9 @@ pub(crate) fn apply(
     let mut vmctl_disks = vec![disk_path.clone(), seed_path.clone()];
     vmctl_disks.extend(data.iter().map(|d| d.path.clone()));
     spec.disks.extend(data);
+    for s in &plan.shares {
+        spec.add_filesystem(s.filesystem());
+    }
     spec.metadata = Some(Metadata {
         os: "ubuntu".into(),
         release,
@@ -588,6 +609,7 @@ pub(crate) fn apply(
         disks: vmctl_disks,
         files: vec![console_log, known_hosts],
         dir: Some(dir.clone()),
+        readonly_shares: crate::share::readonly_tags(&plan.shares),
     });
     created.started = rb.define_and_start(
         ctx.cancelled,

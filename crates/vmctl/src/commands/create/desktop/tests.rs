@@ -149,6 +149,7 @@ fn fixed_plan(f: &Fixture, gpus: bool) -> UbuntuPlan {
             Vec::new()
         },
         data_disks: Vec::new(),
+        shares: Vec::new(),
     }
 }
 

@@ -140,6 +140,7 @@ pub fn seed_files(
         },
         reset_machine_id: false,
         runcmd: Vec::new(),
+        mounts: Vec::new(),
     };
     Ok(vec![
         ("user-data", user_data),
@@ -187,6 +188,8 @@ pub(crate) fn apply_claimed(
     let endpoint = endpoint_for(req, plan)?;
     let new_cluster = matches!(plan.cluster_state, ClusterState::New);
 
+    // No `vmctl image remove|prune` between the fetch and the define that uses the image.
+    let _cache_lease = crate::media::image_cache(ctx).use_lease(progress)?;
     let image = fetch_image(ctx, plan, progress)?;
     // The nocloud image is the system disk's backing file: --disk cannot be smaller. The ISO
     // installs to a blank disk instead.
@@ -351,6 +354,7 @@ pub(crate) fn apply_claimed(
         disks: vec![disk_path.clone(), seed_path.clone()],
         files: vec![console_log.clone()],
         dir: Some(dir.clone()),
+        readonly_shares: Vec::new(),
     });
     let started = rb.define_and_start(
         ctx.cancelled,
