@@ -104,6 +104,8 @@ pub const USR_LOCAL_BIN_VMCTL: &str = "/usr/local/bin/vmctl";
 /// vmctl as installed by its .deb (packaging/build-debs.sh).
 pub const USR_BIN_VMCTL: &str = "/usr/bin/vmctl";
 pub const ETC_VMCTL_CONFIG: &str = "/etc/vmctl/config.toml";
+/// The admin's VM templates (`NAME.toml`), read by `vmctl create --template`.
+pub const ETC_VMCTL_TEMPLATES: &str = "/etc/vmctl/templates";
 pub const BOOTSTRAP_STATE_DIR: &str = "/var/lib/gpu-vm-bootstrap";
 pub const BOOTSTRAP_LOG: &str = "/var/log/gpu-vm-bootstrap.log";
 
@@ -143,3 +145,9 @@ pub const SYS_KERNEL_MM_HUGEPAGES: &str = "/sys/kernel/mm/hugepages";
 pub const PROC_MEMINFO: &str = "/proc/meminfo";
 /// The default-size hugepage pool as a sysctl (Documentation/admin-guide/sysctl/vm.rst).
 pub const PROC_SYS_VM_NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+/// qemu's vhost-user backend descriptors (qemu docs/interop/vhost-user.json, "Search paths"),
+/// in the order libvirt searches them: the first `"type": "fs"` entry names virtiofsd.
+pub const QEMU_VHOST_USER_DIRS: &[&str] = &["/etc/qemu/vhost-user", "/usr/share/qemu/vhost-user"];
+/// Where the distributions install virtiofsd: the Rust daemon of package `virtiofsd` (Ubuntu
+/// 24.04, Debian 13) and qemu's C daemon of package `qemu-system-common` (Debian 12, qemu 7.2).
+pub const VIRTIOFSD_PATHS: &[&str] = &["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"];

@@ -11,7 +11,7 @@
 //! - [`domain`]: the typed domain spec vmctl creates, its pure rendering to XML and the reading
 //!   back of any domain's XML.
 //! - [`splice`]: config changes to an existing domain's XML (adding and removing PCI hostdevs),
-//!   keeping everything else byte for byte.
+//!   keeping everything else byte for byte; [`share_splice`]: the same for virtiofs shares.
 //! - [`Capabilities`]: what the host's libvirt offers (`virsh capabilities`).
 //!
 //! It knows nothing of the commands above it: its errors ([`Error`]) are named after the
@@ -19,10 +19,12 @@
 #![forbid(unsafe_code)]
 
 mod caps;
+pub mod clone;
 pub mod domain;
 mod error;
 #[cfg(feature = "libvirt")]
 mod libvirt;
+pub mod share_splice;
 pub mod splice;
 
 pub use caps::Capabilities;

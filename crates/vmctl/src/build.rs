@@ -136,7 +136,7 @@ impl<'a> BridgedVm<'a> {
             log_file: Some(self.console_log.to_path_buf()),
         });
         if let Some(p) = self.placement {
-            spec.tuning = p.tuning();
+            p.apply_to(&mut spec);
         }
         spec
     }

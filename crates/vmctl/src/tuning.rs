@@ -211,8 +211,14 @@ impl Placement {
                 })
                 .collect();
         }
-        t.hugepage_kib = self.hugepages.as_ref().map(|h| h.size.kib());
         t
+    }
+
+    /// Writes the placement into a domain: [`Self::tuning`] and the hugepage backing (a
+    /// virtiofs share's shared memory, if any, is kept).
+    pub fn apply_to(&self, spec: &mut hypervisor::domain::DomainSpec) {
+        spec.tuning = self.tuning();
+        spec.memory_backing.hugepage_kib = self.hugepages.as_ref().map(|h| h.size.kib());
     }
 }
 

@@ -1,7 +1,7 @@
-//! CPU and memory tuning of a domain: vCPU and emulator pinning (`<cputune>`), host NUMA
-//! memory policy (`<numatune>`), guest NUMA cells (`<cpu><numa>`) and hugepage backing
-//! (`<memoryBacking>`), as libvirt's formatdomain "CPU Tuning", "NUMA Node Tuning", "CPU model
-//! and topology" and "Memory Backing" describe them; and libvirt's cpuset syntax (`1-4,^3,6`).
+//! CPU and memory placement of a domain: vCPU and emulator pinning (`<cputune>`), host NUMA
+//! memory policy (`<numatune>`) and guest NUMA cells (`<cpu><numa>`), as libvirt's formatdomain
+//! "CPU Tuning", "NUMA Node Tuning" and "CPU model and topology" describe them; and libvirt's
+//! cpuset syntax (`1-4,^3,6`). Hugepage backing is [`super::MemoryBacking::hugepage_kib`].
 
 use std::collections::BTreeSet;
 
@@ -45,9 +45,6 @@ pub struct Tuning {
     pub memnodes: Vec<MemNode>,
     /// Guest NUMA cells; their memory adds up to the domain's.
     pub numa_cells: Vec<NumaCell>,
-    /// `<memoryBacking><hugepages><page size unit='KiB'/>`: back guest memory with hugepages of
-    /// this size in KiB (2048 or 1048576).
-    pub hugepage_kib: Option<u64>,
 }
 
 impl Tuning {

@@ -70,7 +70,7 @@ fn two_gpu_vm_on_node_0_pins_to_node_0_cpus() {
     assert_eq!(t.vcpupins.len(), 8);
     assert_eq!(t.vcpupins[7].cpuset, "8");
     assert_eq!(t.memory_nodeset.as_deref(), Some("0"));
-    assert!(t.numa_cells.is_empty() && t.hugepage_kib.is_none());
+    assert!(t.numa_cells.is_empty() && p.hugepages.is_none());
 }
 
 #[test]
@@ -194,7 +194,14 @@ fn hugepages_are_checked_on_the_pinned_node_and_refused_with_numbers() {
     let ok = plan(&input(&facts, &g, 4, 6144, &[]), both).unwrap();
     let h = ok.hugepages.as_ref().unwrap();
     assert_eq!((h.pages, h.per_node[&0]), (6, 6));
-    assert_eq!(ok.tuning().hugepage_kib, Some(1048576));
+    let mut spec = hypervisor::domain::DomainSpec::new(
+        "h",
+        hypervisor::domain::DomainType::Kvm,
+        hypervisor::domain::CpuMode::HostPassthrough,
+        hypervisor::domain::Firmware::Efi { secure_boot: false },
+    );
+    ok.apply_to(&mut spec);
+    assert_eq!(spec.memory_backing.hugepage_kib, Some(1048576));
 
     let e = plan(&input(&facts, &g, 4, 8192, &[]), both).unwrap_err();
     assert_eq!(

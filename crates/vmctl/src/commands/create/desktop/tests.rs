@@ -149,6 +149,8 @@ fn fixed_plan(f: &Fixture, gpus: bool) -> UbuntuPlan {
             Vec::new()
         },
         placement: None,
+        data_disks: Vec::new(),
+        shares: Vec::new(),
     }
 }
 
