@@ -9,6 +9,7 @@ use virt::error::ErrorNumber;
 
 use crate::caps::Capabilities;
 use crate::error::{Error, LibvirtError, Result};
+use crate::snapshot::{CreateFlags, SnapshotInfo};
 
 /// A domain's run state, as `virsh domstate` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,6 +100,54 @@ pub trait Hypervisor {
     fn detach_device_live(&self, name: &str, _xml: &str) -> Result<()> {
         Err(Error::Unsupported {
             op: "hot-unplug a device from",
+            domain: name.to_string(),
+        })
+    }
+
+    /// libvirt's version (`virConnectGetLibVersion`: the daemon's, for a remote URI) as
+    /// major * 1,000,000 + minor * 1,000 + micro.
+    fn lib_version(&self) -> Result<u32> {
+        Err(Error::Unsupported {
+            op: "read the libvirt version for",
+            domain: self.uri().to_string(),
+        })
+    }
+
+    /// Takes a snapshot (`virDomainSnapshotCreateXML`) from [`crate::snapshot::to_xml`].
+    fn snapshot_create(&self, name: &str, _xml: &str, _flags: CreateFlags) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "snapshot",
+            domain: name.to_string(),
+        })
+    }
+
+    /// The domain's snapshots, oldest first. A driver without snapshots has none.
+    fn snapshots(&self, _name: &str) -> Result<Vec<SnapshotInfo>> {
+        Ok(Vec::new())
+    }
+
+    /// Reverts the domain to a snapshot (`virDomainSnapshotRevert`, no flags).
+    fn snapshot_revert(&self, name: &str, _snapshot: &str) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "revert a snapshot of",
+            domain: name.to_string(),
+        })
+    }
+
+    /// Deletes a snapshot (`virDomainSnapshotDelete`, no flags): for an external one libvirt
+    /// (9.0 and later) merges its overlay into the chain and removes it.
+    fn snapshot_delete(&self, name: &str, _snapshot: &str) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "delete a snapshot of",
+            domain: name.to_string(),
+        })
+    }
+
+    /// Redefines a snapshot's metadata from its XML (`VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE`, with
+    /// `_CURRENT` when `current`): nothing on disk changes.
+    fn snapshot_redefine(&self, name: &str, _xml: &str, _current: bool) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "redefine a snapshot of",
             domain: name.to_string(),
         })
     }
@@ -329,6 +378,73 @@ impl Hypervisor for Libvirt {
         self.lookup_required(name)?
             .detach_device_flags(xml, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
             .map_err(Self::err("hot-unplug a device from", name))
+    }
+
+    fn lib_version(&self) -> Result<u32> {
+        self.conn
+            .lib_version()
+            .map_err(Self::err("read the libvirt version of", &self.uri))
+    }
+
+    fn snapshot_create(&self, name: &str, xml: &str, flags: CreateFlags) -> Result<()> {
+        let mut f = 0;
+        if flags.disk_only {
+            f |= virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY;
+        }
+        if flags.quiesce {
+            f |= virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE;
+        }
+        if flags.atomic {
+            f |= virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
+        }
+        self.lookup_required(name)?
+            .create_snapshot_xml(xml, f)
+            .map(|_| ())
+            .map_err(Self::err("snapshot", name))
+    }
+
+    fn snapshots(&self, name: &str) -> Result<Vec<SnapshotInfo>> {
+        let d = self.lookup_required(name)?;
+        let mut out = Vec::new();
+        for s in d
+            .list_all_snapshots(0)
+            .map_err(Self::err("list the snapshots of", name))?
+        {
+            let xml = s
+                .xml_desc(virt::sys::VIR_DOMAIN_SNAPSHOT_XML_SECURE)
+                .map_err(Self::err("read a snapshot of", name))?;
+            let current = s
+                .is_current(0)
+                .map_err(Self::err("read a snapshot of", name))?;
+            out.push(crate::snapshot::parse_snapshot(&xml, current)?);
+        }
+        out.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+        Ok(out)
+    }
+
+    fn snapshot_revert(&self, name: &str, snapshot: &str) -> Result<()> {
+        let d = self.lookup_required(name)?;
+        virt::domain::Domain::lookup_snapshot_by_name(&d, snapshot, 0)
+            .and_then(|s| s.revert(0))
+            .map_err(Self::err("revert a snapshot of", name))
+    }
+
+    fn snapshot_delete(&self, name: &str, snapshot: &str) -> Result<()> {
+        let d = self.lookup_required(name)?;
+        virt::domain::Domain::lookup_snapshot_by_name(&d, snapshot, 0)
+            .and_then(|s| s.delete(0))
+            .map_err(Self::err("delete a snapshot of", name))
+    }
+
+    fn snapshot_redefine(&self, name: &str, xml: &str, current: bool) -> Result<()> {
+        let mut f = virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE;
+        if current {
+            f |= virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT;
+        }
+        self.lookup_required(name)?
+            .create_snapshot_xml(xml, f)
+            .map(|_| ())
+            .map_err(Self::err("redefine a snapshot of", name))
     }
 
     fn agent_addresses(&self, name: &str) -> Result<Vec<GuestAddress>> {

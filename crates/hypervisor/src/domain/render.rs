@@ -280,6 +280,16 @@ fn write_hostdev(w: &mut W, h: &Hostdev) -> io::Result<()> {
     )
 }
 
+/// vmctl's `<metadata>` record alone ([`crate::snapshot::set_metadata`] splices it in).
+pub fn metadata_xml(m: &Metadata) -> Result<String> {
+    let mut w = Writer::new(Vec::new());
+    write_metadata(&mut w, m).map_err(|source| Error::RenderDomainXml {
+        domain: "metadata".into(),
+        source,
+    })?;
+    Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
+}
+
 fn write_metadata(w: &mut W, m: &Metadata) -> io::Result<()> {
     el(w, "vmctl:vm", &[("xmlns:vmctl", VMCTL_NS)], |w| {
         text(w, "vmctl:os", &[], &m.os)?;
