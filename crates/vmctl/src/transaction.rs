@@ -1,5 +1,5 @@
 //! The one undo mechanism of every change vmctl makes in steps: each create (ubuntu, desktop,
-//! talos), `gpu attach`, and the cluster operations to come. A [`Transaction`] records what each
+//! talos), `gpu attach`, `snapshot create|revert`, and the cluster operations to come. A [`Transaction`] records what each
 //! step made, as typed [`Undo`] entries; unless [`Transaction::commit`] is called, dropping it
 //! (an error returned with `?`, a Ctrl-C that ends a wait) undoes them newest first. An undo
 //! that fails is logged and the others still run.
@@ -29,6 +29,10 @@ pub(crate) enum Undo {
     Domain(String),
     /// A device hot-plugged into a running domain (its device XML): detached again.
     LiveDevice { vm: String, xml: String },
+    /// A domain this transaction redefined: its previous definition (`xml`), defined again.
+    DomainXml { vm: String, xml: String },
+    /// A file this transaction moved from `from` to `to`: moved back.
+    Renamed { from: PathBuf, to: PathBuf },
 }
 
 /// Undoes what a failed change made, newest first, unless committed.
@@ -159,6 +163,8 @@ impl<'a> Transaction<'a> {
                 .hv
                 .detach_device_live(vm, xml)
                 .map_err(|e| e.to_string()),
+            Undo::DomainXml { vm, xml } => self.hv.define(vm, xml).map_err(|e| e.to_string()),
+            Undo::Renamed { from, to } => std::fs::rename(to, from).map_err(|e| e.to_string()),
         }
     }
 }

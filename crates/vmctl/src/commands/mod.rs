@@ -11,6 +11,7 @@ pub mod image;
 pub mod inspect;
 pub mod ip;
 pub mod lifecycle;
+pub mod snapshot;
 pub mod ssh;
 pub mod talos;
 

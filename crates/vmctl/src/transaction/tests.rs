@@ -79,3 +79,32 @@ fn a_cancelled_create_defines_nothing() {
     assert!(matches!(e, Error::Interrupted { .. }), "{e}");
     assert!(lv.get("tx3").unwrap().is_none());
 }
+
+#[test]
+fn a_redefined_domain_and_a_moved_file_are_put_back() {
+    let lv = Libvirt::open("test:///default").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (from, to) = (tmp.path().join("a"), tmp.path().join("a.aside"));
+    std::fs::write(&from, "x").unwrap();
+    lv.define("tx5", &xml("tx5")).unwrap();
+    let before = lv.require("tx5").unwrap().xml;
+    {
+        let mut tx = Transaction::new(&lv);
+        std::fs::rename(&from, &to).unwrap();
+        tx.record(Undo::Renamed {
+            from: from.clone(),
+            to: to.clone(),
+        });
+        lv.define("tx5", &before.replace("65536", "131072"))
+            .unwrap();
+        assert_ne!(lv.require("tx5").unwrap().xml, before);
+        tx.record(Undo::DomainXml {
+            vm: "tx5".into(),
+            xml: before.clone(),
+        });
+    }
+    assert_eq!(lv.require("tx5").unwrap().xml, before);
+    assert_eq!(std::fs::read(&from).unwrap(), b"x");
+    assert!(!to.exists());
+    lv.undefine("tx5", true).unwrap();
+}
