@@ -13,6 +13,7 @@ mod args;
 mod cli_cluster;
 mod cli_desktop;
 mod cli_ip;
+mod cli_snapshot;
 mod cli_talos;
 mod gpu_cli;
 mod render;
@@ -291,6 +292,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Cluster(c) => cli_cluster::run(c, &ctx, cli.json)?,
+        Command::Snapshot(s) => cli_snapshot::run(s, &ctx, cli.json)?,
         Command::Delete {
             name,
             yes,

@@ -161,6 +161,15 @@ pub fn default_name(now: std::time::SystemTime) -> String {
     format!("snap-{}", t.format(&fmt).unwrap_or_default())
 }
 
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SSZ` (a snapshot's creation time).
+pub fn utc(secs: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_default()
+}
+
 /// Who reverts an external snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

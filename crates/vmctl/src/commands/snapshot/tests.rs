@@ -23,6 +23,7 @@ fn names() {
         assert!(e.help()[0].contains("letters, digits"), "{bad}");
     }
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_947_882);
+    assert_eq!(utc(1_764_947_882), "2025-12-05 15:18:02Z");
     let d = default_name(t);
     assert_eq!(d, "snap-20251205-151802");
     validate_name(&d).unwrap();
