@@ -227,10 +227,10 @@ fn parse_inner(xml: &str, current: bool) -> Result<SnapshotInfo, quick_xml::Erro
             let path: Vec<&str> = stack.iter().map(String::as_str).collect();
             text.clear();
             match (path.as_slice(), name.as_str()) {
-                (["domainsnapshot"], "memory") => {
-                    if attr(&e, "snapshot").as_deref() == Some("external") {
-                        s.memory = attr(&e, "file").map(PathBuf::from);
-                    }
+                (["domainsnapshot"], "memory")
+                    if attr(&e, "snapshot").as_deref() == Some("external") =>
+                {
+                    s.memory = attr(&e, "file").map(PathBuf::from);
                 }
                 (["domainsnapshot", "disks"], "disk") => s.disks.push(SnapshotDisk {
                     target: attr(&e, "name").unwrap_or_default(),
@@ -323,7 +323,10 @@ pub fn set_disk_source(vm: &str, xml: &str, target: &str, file: &Path) -> Result
     let mut source: Option<(usize, usize, BytesStart<'static>, bool)> = None;
     let mut backing: Option<(usize, usize)> = None;
     let mut is_target = false;
-    let mut edit: Option<(Option<(usize, usize, String)>, Option<(usize, usize)>)> = None;
+    // The target disk's new source tag (its span, its text) and its backingStore's span.
+    type NewTag = (usize, usize, String);
+    type Span = (usize, usize);
+    let mut edit: Option<(Option<NewTag>, Option<Span>)> = None;
     loop {
         let before = reader.buffer_position() as usize;
         let ev = reader.read_event().map_err(parse_err)?;

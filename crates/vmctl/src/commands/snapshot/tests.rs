@@ -307,7 +307,7 @@ fn reverting_an_older_snapshot_makes_a_fresh_overlay_and_keeps_what_later_ones_n
     let files = after.metadata.unwrap().files;
     assert!(files.contains(&fresh), "{files:?}");
     // vda.s2.qcow2 held only changes after s2 and no snapshot needs it: removed and unrecorded.
-    assert_eq!(r.removed, [s2_overlay.clone()]);
+    assert_eq!(r.removed, std::slice::from_ref(&s2_overlay));
     assert!(!s2_overlay.exists() && !files.contains(&s2_overlay));
     assert_eq!(
         std::fs::read(s.dir.join("vda.s1.qcow2")).unwrap(),
