@@ -5,7 +5,7 @@
 //! (vmctl's own revert: libvirt 9.0 cannot), start, and the file is back; then delete the
 //! snapshot (libvirt merges the overlay into the running VM's disk), and the VM boots again
 //! with the disk back on its first file and the chain disk → base image; `vmctl delete`
-//! leaves nothing in the storage directory. Prints the wall time of create and revert.
+//! leaves nothing in the storage directory, even with a snapshot left. Prints the wall time of create and revert.
 //! Run as root with GVB_LAB=1 and --include-ignored. Addresses 198.18.0.140 and .141
 //! (tests/lab/README.md), VM names `snap-…`.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
@@ -338,6 +338,15 @@ fn snapshot_round_trip(boot: Boot, name: &str, ip: &str) {
         "{}: snapshot create {create_secs:.2} s (running VM), revert {revert_secs:.2} s (stopped VM, by vmctl), delete {delete_secs:.2} s (running VM, libvirt block commit)",
         vm.name
     );
+    // A VM that still has a snapshot is deleted with its overlay and first disk.
+    let t = Instant::now();
+    ok(tmp.path(), &["snapshot", "create", &vm.name, "s2"]);
+    let stopped_create_secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "{}: snapshot create {stopped_create_secs:.2} s (stopped VM)",
+        vm.name
+    );
+    assert_eq!(vda(tmp.path(), &vm.name), dir.join("vda.s2.qcow2"));
     ok(tmp.path(), &["delete", &vm.name, "--yes"]);
     assert!(
         !dir.exists(),
