@@ -418,8 +418,28 @@ impl Hypervisor for Libvirt {
                 .map_err(Self::err("read a snapshot of", name))?;
             out.push(crate::snapshot::parse_snapshot(&xml, current)?);
         }
-        out.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
-        Ok(out)
+        // Oldest first; snapshots taken within one second by their depth in the tree.
+        let depth = |s: &SnapshotInfo| {
+            let mut d = 0;
+            let mut p = s.parent.as_deref();
+            while let Some(name) = p
+                && d < out.len()
+            {
+                d += 1;
+                p = out
+                    .iter()
+                    .find(|x| x.name == name)
+                    .and_then(|x| x.parent.as_deref());
+            }
+            d
+        };
+        let keys: Vec<_> = out
+            .iter()
+            .map(|s| (s.created, depth(s), s.name.clone()))
+            .collect();
+        let mut keyed: Vec<_> = keys.into_iter().zip(out).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(keyed.into_iter().map(|(_, s)| s).collect())
     }
 
     fn snapshot_revert(&self, name: &str, snapshot: &str) -> Result<()> {

@@ -166,7 +166,10 @@ pub fn run(cmd: SnapshotCommand, ctx: &Ctx, json: bool) -> Result<(), Error> {
             } else {
                 let mut s = format!("{} {}: deleted\n", esc(&d.vm), esc(&d.name));
                 for p in &d.merged {
-                    s += &format!("  merged {}\n", esc(&p.display().to_string()));
+                    s += &format!("  merged  {}\n", esc(&p.display().to_string()));
+                }
+                for p in &d.removed {
+                    s += &format!("  removed {}\n", esc(&p.display().to_string()));
                 }
                 out(&s);
             }

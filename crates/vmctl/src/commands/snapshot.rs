@@ -692,14 +692,17 @@ fn fresh_name(file: &Path) -> PathBuf {
 pub struct Deleted {
     pub vm: String,
     pub name: String,
-    /// Snapshot files libvirt merged and removed, now dropped from vmctl's record.
+    /// Overlays libvirt merged into the chain and removed, now dropped from vmctl's record.
     pub merged: Vec<PathBuf>,
+    /// The memory state file libvirt left (9.0), removed by vmctl.
+    pub removed: Vec<PathBuf>,
     /// Wall time of libvirt's delete.
     pub secs: f64,
 }
 
 /// Deletes a snapshot through libvirt (for an external one, 9.0 and later merge its overlay
-/// into the chain), then drops the files libvirt removed from vmctl's record.
+/// into the chain), removes a memory file libvirt left, then drops the files now gone from
+/// vmctl's record.
 pub fn delete(ctx: &Ctx, vm: &str, name: &str) -> Result<Deleted> {
     validate_name(name)?;
     ctx.hv.require(vm)?;
@@ -711,6 +714,23 @@ pub fn delete(ctx: &Ctx, vm: &str, name: &str) -> Result<Deleted> {
     let t = Instant::now();
     ctx.hv.snapshot_delete(vm, name)?;
     let secs = secs(t);
+    let xml = ctx.hv.inactive_xml(vm)?;
+    let md = parse_domain(&xml)?.metadata;
+    // libvirt 9.0 leaves an external snapshot's memory file behind (fixed in 9.1.0, NEWS.rst:
+    // "QEMU: fix deleting memory snapshot when deleting external snapshots"): vmctl removes it
+    // when vmctl made it.
+    let mut removed = Vec::new();
+    if let Some(m) = &snap.memory
+        && md.as_ref().is_some_and(|md| md.files.contains(m))
+        && std::fs::symlink_metadata(m).is_ok()
+    {
+        hostio::file::remove_file(m).map_err(|source| Error::Io {
+            op: "remove the memory state",
+            path: m.clone(),
+            source,
+        })?;
+        removed.push(m.clone());
+    }
     let gone: Vec<PathBuf> = snap
         .disks
         .iter()
@@ -718,18 +738,19 @@ pub fn delete(ctx: &Ctx, vm: &str, name: &str) -> Result<Deleted> {
         .chain(snap.memory.clone())
         .filter(|f| std::fs::symlink_metadata(f).is_err())
         .collect();
-    let xml = ctx.hv.inactive_xml(vm)?;
-    if let Some(md) = parse_domain(&xml)?.metadata {
+    if let Some(md) = md {
         let mut new = md.clone();
         new.files.retain(|f| !gone.contains(f));
         if new != md {
             ctx.hv.define(vm, &set_metadata(vm, &xml, &new)?)?;
         }
     }
+    let merged = gone.into_iter().filter(|f| !removed.contains(f)).collect();
     Ok(Deleted {
         vm: vm.into(),
         name: name.into(),
-        merged: gone,
+        merged,
+        removed,
         secs,
     })
 }

@@ -118,6 +118,18 @@ impl Hypervisor for Fake<'_> {
     fn snapshots(&self, _: &str) -> hypervisor::Result<Vec<SnapshotInfo>> {
         Ok(self.snaps.lock().unwrap().clone())
     }
+    /// As libvirt 9.0 does for an external snapshot: the overlay merged and removed, the
+    /// memory file left.
+    fn snapshot_delete(&self, _: &str, snapshot: &str) -> hypervisor::Result<()> {
+        let mut snaps = self.snaps.lock().unwrap();
+        if let Some(s) = snaps.iter().find(|s| s.name == snapshot) {
+            for f in s.disks.iter().filter_map(|d| d.file.as_ref()) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        snaps.retain(|s| s.name != snapshot);
+        Ok(())
+    }
     fn snapshot_redefine(&self, name: &str, xml: &str, current: bool) -> hypervisor::Result<()> {
         if self.fail_redefine {
             return Err(hypervisor::Error::Unsupported {
@@ -336,4 +348,36 @@ fn a_running_vm_is_not_reverted() {
     assert!(runner.calls().is_empty());
     lv.destroy("rev4").unwrap();
     lv.undefine("rev4", true).unwrap();
+}
+
+/// libvirt 9.0 leaves the memory file of an external snapshot it deletes: vmctl removes it (it
+/// made it) and drops both files from its record.
+#[test]
+fn delete_removes_the_memory_file_libvirt_9_0_leaves_and_updates_the_record() {
+    let lv = Libvirt::open("test:///default").unwrap();
+    let (s, mut s1) = setup(&lv, "del1");
+    let memory = s.dir.join("memory.s1.save");
+    std::fs::write(&memory, "ram").unwrap();
+    s1.memory = Some(memory.clone());
+    let xml = lv.require("del1").unwrap().xml;
+    let mut md = parse_domain(&xml).unwrap().metadata.unwrap();
+    md.files.push(memory.clone());
+    lv.define("del1", &set_metadata("del1", &xml, &md).unwrap())
+        .unwrap();
+    let hv = fake(&lv, s1, false);
+    let runner = RecordingRunner::new();
+    let ctx = Ctx::new(&s.config, &s.host, &runner as &dyn CommandRunner, &hv);
+    let d = delete(&ctx, "del1", "s1").unwrap();
+    assert_eq!(d.merged, [s.dir.join("vda.s1.qcow2")]);
+    assert_eq!(d.removed, std::slice::from_ref(&memory));
+    assert!(!memory.exists());
+    let files = parse_domain(&lv.require("del1").unwrap().xml)
+        .unwrap()
+        .metadata
+        .unwrap()
+        .files;
+    assert!(files.is_empty(), "{files:?}");
+    let e = delete(&ctx, "del1", "s1").unwrap_err();
+    assert_eq!(e.exit_kind(), ExitKind::Usage);
+    lv.undefine("del1", true).unwrap();
 }
