@@ -198,6 +198,31 @@ e2e_step "vmctl stop $vm" vmctl stop "$vm" --timeout 180
 state_off() { [[ $(lab_virsh domstate "$vm") == "shut off" ]]; }
 e2e_step "domain is shut off" state_off
 
+# Day 2 on the stopped VM (issue 17), no boot needed: autostart is on by default, a resize lands
+# in the definition, and a clone (no start) gets its own name, MAC and files, and no NVRAM of the
+# source's (libvirt makes its own from the firmware's template).
+day2_stopped() {
+    local json xml clone=${vm}-clone
+    json=$(vmctl list --json)
+    VM=$vm python3 -c '
+import json, os, sys
+vms = [v for v in json.loads(sys.stdin.read())["vms"] if v["name"] == os.environ["VM"]]
+if not vms or vms[0]["autostart"] is not True: sys.exit(f"autostart not on: {vms}")
+' <<<"$json" || return 1
+    vmctl resize "$vm" --cpus 3 --memory 1536 || return 1
+    lab_virsh dumpxml --inactive "$vm" | grep -q "<vcpu placement='static'>3</vcpu>" ||
+        { echo "resize did not reach the definition" >&2; return 1; }
+    vmctl clone "$vm" "$clone" --dhcp --no-start || return 1
+    xml=$(lab_virsh dumpxml --inactive "$clone")
+    grep -q "$VMCTL_STORAGE_DIR/$clone/disk.qcow2" <<<"$xml" || { echo "clone not on its own disk" >&2; return 1; }
+    if grep -q "<nvram[^>]*>[^<]*/${vm}_VARS" <<<"$xml"; then
+        echo "the clone uses the source's NVRAM" >&2
+        return 1
+    fi
+    vmctl delete "$clone" --yes
+}
+e2e_step "day 2 on the stopped VM: autostart, resize, clone --no-start" day2_stopped
+
 vm_dir_listing=$(find "$VMCTL_STORAGE_DIR" -mindepth 1 | sort)
 lab_log "storage before delete: $(tr '\n' ' ' <<<"$vm_dir_listing")"
 e2e_step "vmctl delete $vm --yes" vmctl delete "$vm" --yes

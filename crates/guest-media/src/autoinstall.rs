@@ -323,6 +323,9 @@ mod tests {
                 network: GuestNetwork::Dhcp {
                     mac: "52:54:00:12:34:56".into(),
                 },
+                reset_machine_id: false,
+                runcmd: Vec::new(),
+                mounts: Vec::new(),
             },
             flavour: Flavour::Full,
             nvidia,

@@ -16,7 +16,7 @@
 //! user by hand.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hostio::{Cmd, CommandRunner};
 use serde::Deserialize;
@@ -284,5 +284,73 @@ mod tests {
             FILE_MODE,
             "qemu-img kept the mode it was created with"
         );
+    }
+}
+
+/// Every file in `path`'s backing chain, `path` first (`qemu-img info --backing-chain -U
+/// --output=json`: an array, one object per image, each with its `filename`). `-U` (no lock)
+/// reads the disks of running VMs too.
+pub fn backing_chain(runner: &dyn CommandRunner, path: &Path) -> Result<Vec<PathBuf>> {
+    #[derive(Deserialize)]
+    struct Image {
+        filename: PathBuf,
+    }
+    let cmd = Cmd::new([
+        "qemu-img".to_string(),
+        "info".into(),
+        "--backing-chain".into(),
+        "-U".into(),
+        "--output=json".into(),
+        path.display().to_string(),
+    ]);
+    let out = runner.run(&cmd).map_err(|source| Error::ImageInfo {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let chain: Vec<Image> = serde_json::from_slice(&out.stdout).map_err(|e| Error::ImageInfo {
+        path: path.to_path_buf(),
+        source: hostio::CommandError::Failed {
+            argv: cmd.display(),
+            status: 0,
+            stderr: format!("unreadable JSON: {e}"),
+        },
+    })?;
+    Ok(chain.into_iter().map(|i| i.filename).collect())
+}
+
+#[cfg(test)]
+mod backing_chain_tests {
+    use super::*;
+
+    /// A real chain made by qemu-img (package qemu-utils): overlay → base.
+    #[test]
+    fn backing_chain_lists_the_overlay_then_its_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        let top = dir.path().join("top.qcow2");
+        let run = |args: &[&str]| {
+            assert!(
+                std::process::Command::new("qemu-img")
+                    .args(args)
+                    .status()
+                    .unwrap()
+                    .success()
+            )
+        };
+        run(&["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "1M"]);
+        run(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            base.to_str().unwrap(),
+            top.to_str().unwrap(),
+        ]);
+        let chain = backing_chain(&hostio::SystemRunner, &top).unwrap();
+        assert_eq!(chain, vec![top.clone(), base.clone()]);
+        assert!(backing_chain(&hostio::SystemRunner, &dir.path().join("nope")).is_err());
     }
 }

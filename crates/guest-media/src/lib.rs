@@ -8,7 +8,8 @@
 //!   it.
 //! - [`disk`]: private VM files and qcow2 overlays (`qemu-img`).
 //! - [`seed`]: cloud-init NoCloud seeds and the ISO volume they are written to (`genisoimage`);
-//!   [`autoinstall`]: the seed of an unattended Ubuntu Desktop install.
+//!   [`autoinstall`]: the seed of an unattended Ubuntu Desktop install; [`mounts`]: the
+//!   guest's virtiofs mounts in the seed.
 //!
 //! External programs run through [`hostio::CommandRunner`]. Nothing here knows which tool uses
 //! it: a long operation stops when the caller's cancellation check says so
@@ -23,6 +24,7 @@ pub mod cache;
 pub mod disk;
 mod error;
 pub mod iso;
+pub mod mounts;
 pub mod releases;
 pub mod seed;
 pub mod text;

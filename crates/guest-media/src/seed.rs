@@ -37,6 +37,12 @@ pub struct SeedSpec {
     pub password_hash: Option<String>,
     pub packages: Vec<String>,
     pub network: GuestNetwork,
+    /// A clone's first boot: give the guest a machine-id of its own (its disk has the source's).
+    pub reset_machine_id: bool,
+    /// Commands run once at the end of the first boot (a template's), each an argv list.
+    pub runcmd: Vec<Vec<String>>,
+    /// virtiofs shares the guest mounts at `/mnt/<tag>` ([`crate::mounts`]).
+    pub mounts: Vec<crate::mounts::GuestMount>,
 }
 
 #[derive(Serialize)]
@@ -49,7 +55,11 @@ struct UserData<'a> {
     ssh_genkeytypes: Vec<&'a str>,
     users: Vec<User<'a>>,
     packages: Vec<&'a str>,
-    runcmd: Vec<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bootcmd: Vec<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    write_files: Vec<crate::mounts::WriteFile>,
+    runcmd: Vec<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -93,12 +103,23 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
     for p in &spec.packages {
         check_text(file, "packages", p)?;
     }
+    for word in spec.runcmd.iter().flatten() {
+        check_text(file, "runcmd", word)?;
+    }
     let mut packages: Vec<&str> = vec!["qemu-guest-agent"];
     for p in &spec.packages {
         if !packages.contains(&p.as_str()) {
             packages.push(p);
         }
     }
+    let (write_files, mount_cmds) = crate::mounts::user_data_parts(&spec.mounts);
+    let mut runcmd: Vec<Vec<String>> = vec![vec![
+        "systemctl".into(),
+        "start".into(),
+        "qemu-guest-agent".into(),
+    ]];
+    runcmd.extend(mount_cmds);
+    runcmd.extend(spec.runcmd.iter().cloned());
     let ud = UserData {
         hostname: &spec.hostname,
         manage_etc_hosts: "localhost",
@@ -115,15 +136,35 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
             ssh_authorized_keys: &spec.ssh_authorized_keys,
         }],
         packages,
+        bootcmd: if spec.reset_machine_id {
+            reset_machine_id()
+        } else {
+            Vec::new()
+        },
+        write_files,
         // The agent's unit is started by udev when its virtio port appears; start it in case the
-        // package was only just installed.
-        runcmd: vec![vec!["systemctl", "start", "qemu-guest-agent"]],
+        // package was only just installed. Then the shares' mounts.
+        runcmd,
     };
     let body = crate::yaml::to_string(&ud).map_err(|source| Error::RenderSeed {
         file: "user-data",
         source,
     })?;
     Ok(format!("#cloud-config\n{body}"))
+}
+
+/// A new machine-id, once per instance (a clone has a new instance-id): `cloud-init-per
+/// instance` runs it on the first boot of the clone only. An empty /etc/machine-id is what
+/// systemd-machine-id-setup(1) fills; dbus's copy is a symlink or a stale file, removed.
+fn reset_machine_id() -> Vec<Vec<&'static str>> {
+    vec![vec![
+        "cloud-init-per",
+        "instance",
+        "vmctl-machine-id",
+        "sh",
+        "-c",
+        "rm -f /etc/machine-id /var/lib/dbus/machine-id && systemd-machine-id-setup",
+    ]]
 }
 
 #[derive(Serialize)]
@@ -313,6 +354,9 @@ pub(crate) mod tests {
             password_hash: None,
             packages: vec!["htop".into(), "qemu-guest-agent".into()],
             network,
+            reset_machine_id: false,
+            runcmd: Vec::new(),
+            mounts: Vec::new(),
         }
     }
 
@@ -355,6 +399,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_clones_seed_resets_the_machine_id_once() {
+        let mut spec = sample(static_net());
+        spec.reset_machine_id = true;
+        let ud = user_data(&spec).unwrap();
+        assert_valid_user_data(&ud);
+        assert!(ud.contains("bootcmd:"), "{ud}");
+        assert!(ud.contains("  - [\"cloud-init-per\",\"instance\","), "{ud}");
+        assert!(
+            !user_data(&sample(static_net()))
+                .unwrap()
+                .contains("bootcmd")
+        );
+    }
+
+    #[test]
     fn dhcp_seed_and_hashed_password() {
         let mut spec = sample(GuestNetwork::Dhcp {
             mac: "52:54:00:ab:cd:ef".into(),
@@ -364,6 +423,85 @@ pub(crate) mod tests {
         assert_valid_user_data(&ud);
         assert!(ud.contains("lock_passwd: false"));
         insta::assert_snapshot!("network_config_dhcp", network_config(&spec).unwrap());
+    }
+
+    #[test]
+    fn shares_are_mounted_through_fstab_and_runcmd() {
+        let mut spec = sample(static_net());
+        spec.mounts = vec![
+            crate::mounts::GuestMount {
+                tag: "models".into(),
+                readonly: false,
+            },
+            crate::mounts::GuestMount {
+                tag: "data".into(),
+                readonly: true,
+            },
+        ];
+        let ud = user_data(&spec).unwrap();
+        assert_valid_user_data(&ud);
+        let v: serde_json::Value = serde_yaml_ng_free_load(&ud);
+        assert_eq!(v["write_files"][0]["path"], "/etc/fstab");
+        assert_eq!(v["write_files"][0]["append"], true);
+        assert_eq!(
+            v["write_files"][0]["content"],
+            "models /mnt/models virtiofs defaults,nofail 0 0\ndata /mnt/data virtiofs ro,nofail 0 0\n"
+        );
+        let runcmd: Vec<String> = v["runcmd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        assert_eq!(
+            runcmd,
+            [
+                "systemctl start qemu-guest-agent",
+                "mkdir -p /mnt/models",
+                "mount /mnt/models",
+                "mkdir -p /mnt/data",
+                "mount /mnt/data"
+            ]
+        );
+        // Without shares, user-data is as before (no write_files).
+        assert!(
+            !user_data(&sample(static_net()))
+                .unwrap()
+                .contains("write_files")
+        );
+    }
+
+    /// user-data as cloud-init's own YAML loader reads it, scalars as their string form.
+    fn serde_yaml_ng_free_load(ud: &str) -> serde_json::Value {
+        fn untag(v: &serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Object(m) => {
+                    m.iter().map(|(k, x)| (k.clone(), untag(x))).collect()
+                }
+                serde_json::Value::Array(a)
+                    if a.len() == 2
+                        && a[0].is_string()
+                        && !a[1].is_array()
+                        && !a[1].is_object() =>
+                {
+                    match (a[0].as_str(), a[1].as_str()) {
+                        (Some("bool"), Some(b)) => serde_json::Value::Bool(b == "True"),
+                        _ => a[1].clone(),
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().map(untag).collect(),
+                other => other.clone(),
+            }
+        }
+        let v = load_with_cloud_init(&[("user-data".to_string(), ud.to_string())]);
+        untag(&v["user-data"])
     }
 
     /// The Python that runs cloud-init (its script's `#!` line), which has cloud-init's modules.

@@ -104,6 +104,8 @@ pub const USR_LOCAL_BIN_VMCTL: &str = "/usr/local/bin/vmctl";
 /// vmctl as installed by its .deb (packaging/build-debs.sh).
 pub const USR_BIN_VMCTL: &str = "/usr/bin/vmctl";
 pub const ETC_VMCTL_CONFIG: &str = "/etc/vmctl/config.toml";
+/// The admin's VM templates (`NAME.toml`), read by `vmctl create --template`.
+pub const ETC_VMCTL_TEMPLATES: &str = "/etc/vmctl/templates";
 pub const BOOTSTRAP_STATE_DIR: &str = "/var/lib/gpu-vm-bootstrap";
 pub const BOOTSTRAP_LOG: &str = "/var/log/gpu-vm-bootstrap.log";
 
@@ -130,3 +132,10 @@ pub const UBUNTU_CLOUDIMAGE_KEYRING: &str = "/usr/share/keyrings/ubuntu-cloudima
 pub const UBUNTU_ARCHIVE_KEYRING: &str = "/usr/share/keyrings/ubuntu-archive-keyring.gpg";
 /// One directory per GPU the loaded nvidia driver drives (`information` inside).
 pub const PROC_DRIVER_NVIDIA_GPUS: &str = "/proc/driver/nvidia/gpus";
+
+/// qemu's vhost-user backend descriptors (qemu docs/interop/vhost-user.json, "Search paths"),
+/// in the order libvirt searches them: the first `"type": "fs"` entry names virtiofsd.
+pub const QEMU_VHOST_USER_DIRS: &[&str] = &["/etc/qemu/vhost-user", "/usr/share/qemu/vhost-user"];
+/// Where the distributions install virtiofsd: the Rust daemon of package `virtiofsd` (Ubuntu
+/// 24.04, Debian 13) and qemu's C daemon of package `qemu-system-common` (Debian 12, qemu 7.2).
+pub const VIRTIOFSD_PATHS: &[&str] = &["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"];

@@ -11,7 +11,7 @@
 //! - [`domain`]: the typed domain spec vmctl creates, its pure rendering to XML and the reading
 //!   back of any domain's XML.
 //! - [`splice`]: config changes to an existing domain's XML (adding and removing PCI hostdevs),
-//!   keeping everything else byte for byte.
+//!   keeping everything else byte for byte; [`share_splice`]: the same for virtiofs shares.
 //! - [`snapshot`]: external snapshots: their XML, read and written, and which libvirt reverts
 //!   them itself.
 //! - [`Capabilities`]: what the host's libvirt offers (`virsh capabilities`).
@@ -21,10 +21,12 @@
 #![forbid(unsafe_code)]
 
 mod caps;
+pub mod clone;
 pub mod domain;
 mod error;
 #[cfg(feature = "libvirt")]
 mod libvirt;
+pub mod share_splice;
 pub mod snapshot;
 pub mod splice;
 

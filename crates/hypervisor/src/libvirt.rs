@@ -51,6 +51,8 @@ pub struct DomainRecord {
     pub id: Option<u32>,
     pub state: State,
     pub persistent: bool,
+    /// Started when the host (libvirtd) starts (`virsh autostart`).
+    pub autostart: bool,
     pub xml: String,
 }
 
@@ -100,6 +102,83 @@ pub trait Hypervisor {
     fn detach_device_live(&self, name: &str, _xml: &str) -> Result<()> {
         Err(Error::Unsupported {
             op: "hot-unplug a device from",
+            domain: name.to_string(),
+        })
+    }
+
+    /// Whether the domain starts with the host (`virsh autostart [--disable]`).
+    fn set_autostart(&self, name: &str, _on: bool) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "set autostart of",
+            domain: name.to_string(),
+        })
+    }
+
+    /// ACPI reboot request (`virsh reboot`); returns at once.
+    fn reboot(&self, name: &str) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "reboot",
+            domain: name.to_string(),
+        })
+    }
+
+    /// The size the guest sees of the disk at `target` (`vda`), in bytes (`virsh domblkinfo`).
+    fn disk_capacity(&self, name: &str, _target: &str) -> Result<u64> {
+        Err(Error::Unsupported {
+            op: "read the disk size of",
+            domain: name.to_string(),
+        })
+    }
+
+    /// Grows the disk at `target` of the running domain to `bytes` (`virsh blockresize`).
+    fn resize_disk_live(&self, name: &str, _target: &str, _bytes: u64) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "resize a disk of",
+            domain: name.to_string(),
+        })
+    }
+
+    /// Sets the vCPU count of the persistent definition (`virsh setvcpus --config --maximum`,
+    /// then `--config`): the next boot has `vcpus`.
+    fn set_vcpus_config(&self, name: &str, _vcpus: u32) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "set the vCPUs of",
+            domain: name.to_string(),
+        })
+    }
+
+    /// Sets the memory of the persistent definition (`virsh setmaxmem --config`, then
+    /// `setmem --config`): the next boot has `kib`.
+    fn set_memory_config(&self, name: &str, _kib: u64) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "set the memory of",
+            domain: name.to_string(),
+        })
+    }
+
+    /// Adds one device to the persistent definition, and to the running domain when `live`
+    /// (`virsh attach-device --config [--live]`).
+    fn attach_device(&self, name: &str, _xml: &str, _live: bool) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "add a device to",
+            domain: name.to_string(),
+        })
+    }
+
+    /// Removes one device from the persistent definition, and from the running domain when
+    /// `live` (`virsh detach-device --config [--live]`).
+    fn detach_device(&self, name: &str, _xml: &str, _live: bool) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "remove a device from",
+            domain: name.to_string(),
+        })
+    }
+
+    /// Replaces vmctl's `<metadata>` element (`xml`, in [`crate::domain::VMCTL_NS`]) in the
+    /// persistent definition, and in the running domain when `live` (`virsh metadata`).
+    fn set_vmctl_metadata(&self, name: &str, _xml: &str, _live: bool) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "update the metadata of",
             domain: name.to_string(),
         })
     }
@@ -226,10 +305,14 @@ impl Libvirt {
         let persistent = d
             .is_persistent()
             .map_err(Self::err("read the persistence of", &name))?;
+        let autostart = d
+            .autostart()
+            .map_err(Self::err("read the autostart of", &name))?;
         Ok(DomainRecord {
             id: d.id(),
             state: map_state(state),
             persistent,
+            autostart,
             xml,
             name,
         })
@@ -249,9 +332,9 @@ impl Hypervisor for Libvirt {
         Capabilities::from_xml(&self.uri, &xml)
     }
 
-    /// Every domain. State and persistence come in bulk, from one filtered listing each
-    /// (`virConnectListAllDomains` with RUNNING, PAUSED, SHUTOFF, PERSISTENT), so a remote
-    /// libvirtd answers N + 5 calls instead of 3N + 1: only the XML is asked per domain (libvirt
+    /// Every domain. State, persistence and autostart come in bulk, from one filtered listing
+    /// each (`virConnectListAllDomains` with RUNNING, PAUSED, SHUTOFF, PERSISTENT, AUTOSTART),
+    /// so a remote libvirtd answers N + 6 calls instead of 4N + 1: only the XML is asked per domain (libvirt
     /// has no bulk call for it). A domain in none of the three state listings (blocked, in
     /// shutdown, crashed, suspended, or one that changed state between the listings) is asked
     /// its state on its own.
@@ -272,6 +355,7 @@ impl Hypervisor for Libvirt {
         let paused = names(virt::sys::VIR_CONNECT_LIST_DOMAINS_PAUSED)?;
         let shutoff = names(virt::sys::VIR_CONNECT_LIST_DOMAINS_SHUTOFF)?;
         let persistent = names(virt::sys::VIR_CONNECT_LIST_DOMAINS_PERSISTENT)?;
+        let autostart = names(virt::sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?;
         let mut out = Vec::with_capacity(domains.len());
         for d in &domains {
             let name = d
@@ -291,6 +375,7 @@ impl Hypervisor for Libvirt {
                 id: d.id(),
                 state,
                 persistent: persistent.contains(&name),
+                autostart: autostart.contains(&name),
                 xml,
                 name,
             });
@@ -378,6 +463,99 @@ impl Hypervisor for Libvirt {
         self.lookup_required(name)?
             .detach_device_flags(xml, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
             .map_err(Self::err("hot-unplug a device from", name))
+    }
+
+    fn set_autostart(&self, name: &str, on: bool) -> Result<()> {
+        self.lookup_required(name)?
+            .set_autostart(on)
+            .map_err(Self::err("set autostart of", name))
+    }
+
+    fn reboot(&self, name: &str) -> Result<()> {
+        self.lookup_required(name)?
+            .reboot(0)
+            .map_err(Self::err("reboot", name))
+    }
+
+    fn disk_capacity(&self, name: &str, target: &str) -> Result<u64> {
+        self.lookup_required(name)?
+            .block_info(target, 0)
+            .map(|i| i.capacity)
+            .map_err(Self::err("read the disk size of", name))
+    }
+
+    fn resize_disk_live(&self, name: &str, target: &str, bytes: u64) -> Result<()> {
+        self.lookup_required(name)?
+            .block_resize(target, bytes, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+            .map_err(Self::err("resize a disk of", name))
+    }
+
+    fn set_vcpus_config(&self, name: &str, vcpus: u32) -> Result<()> {
+        let d = self.lookup_required(name)?;
+        let config = virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+        // The maximum first when growing, the current count first when shrinking: libvirt
+        // refuses a current count above the maximum.
+        let current = d
+            .vcpus_flags(config)
+            .map_err(Self::err("read the vCPUs of", name))?;
+        let max = config | virt::sys::VIR_DOMAIN_VCPU_MAXIMUM;
+        let order = if vcpus >= current {
+            [max, config]
+        } else {
+            [config, max]
+        };
+        for flags in order {
+            d.set_vcpus_flags(vcpus, flags)
+                .map_err(Self::err("set the vCPUs of", name))?;
+        }
+        Ok(())
+    }
+
+    fn set_memory_config(&self, name: &str, kib: u64) -> Result<()> {
+        let d = self.lookup_required(name)?;
+        let config = virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+        // Setting the maximum below the current size lowers the current size with it; the
+        // current size is then set to match (both are the same for vmctl's VMs).
+        d.set_memory_flags(kib, config | virt::sys::VIR_DOMAIN_MEM_MAXIMUM)
+            .map_err(Self::err("set the memory of", name))?;
+        d.set_memory_flags(kib, config)
+            .map_err(Self::err("set the memory of", name))
+    }
+
+    fn attach_device(&self, name: &str, xml: &str, live: bool) -> Result<()> {
+        let mut flags = virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+        if live {
+            flags |= virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+        }
+        self.lookup_required(name)?
+            .attach_device_flags(xml, flags)
+            .map_err(Self::err("add a device to", name))
+    }
+
+    fn detach_device(&self, name: &str, xml: &str, live: bool) -> Result<()> {
+        let mut flags = virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+        if live {
+            flags |= virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+        }
+        self.lookup_required(name)?
+            .detach_device_flags(xml, flags)
+            .map_err(Self::err("remove a device from", name))
+    }
+
+    fn set_vmctl_metadata(&self, name: &str, xml: &str, live: bool) -> Result<()> {
+        let mut flags = virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+        if live {
+            flags |= virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+        }
+        self.lookup_required(name)?
+            .set_metadata(
+                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(xml),
+                Some("vmctl"),
+                Some(crate::domain::VMCTL_NS),
+                flags,
+            )
+            .map_err(Self::err("update the metadata of", name))
     }
 
     fn lib_version(&self) -> Result<u32> {
@@ -555,6 +733,35 @@ mod tests {
                 .unwrap()
                 .persistent
         );
+    }
+
+    /// Autostart is read in bulk by `list` and per domain by `get`, and both agree with what
+    /// was set; vmctl's metadata element is replaced in place.
+    #[test]
+    fn autostart_and_metadata_on_the_test_driver() {
+        let lv = Libvirt::open("test:///default").unwrap();
+        let xml = "<domain type='test'><name>auto1</name><memory>1024</memory><os><type>hvm</type></os></domain>";
+        lv.define("auto1", xml).unwrap();
+        assert!(!lv.require("auto1").unwrap().autostart);
+        lv.set_autostart("auto1", true).unwrap();
+        assert!(lv.require("auto1").unwrap().autostart);
+        let listed = lv.list().unwrap();
+        assert!(listed.iter().find(|d| d.name == "auto1").unwrap().autostart);
+        assert!(!listed.iter().find(|d| d.name == "test").unwrap().autostart);
+        lv.set_autostart("auto1", false).unwrap();
+        assert!(!lv.require("auto1").unwrap().autostart);
+
+        let md = crate::domain::Metadata {
+            os: "ubuntu".into(),
+            created: "2026-12-05T00:00:00Z".into(),
+            disks: vec!["/v/auto1/data-a.qcow2".into()],
+            ..Default::default()
+        };
+        let el = crate::domain::render::metadata_xml(&md).unwrap();
+        lv.set_vmctl_metadata("auto1", &el, false).unwrap();
+        let facts = crate::domain::parse::parse_domain(&lv.require("auto1").unwrap().xml).unwrap();
+        assert_eq!(facts.metadata.as_ref(), Some(&md));
+        lv.undefine("auto1", false).unwrap();
     }
 
     #[test]

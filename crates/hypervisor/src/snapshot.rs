@@ -27,8 +27,6 @@ use quick_xml::Writer;
 use quick_xml::events::{BytesStart, BytesText, Event};
 use serde::Serialize;
 
-use crate::domain::render::metadata_xml;
-use crate::domain::{Metadata, VMCTL_NS};
 use crate::error::{Error, Result};
 
 /// The first libvirt (`virConnectGetLibVersion`, major * 1,000,000 + minor * 1,000 + micro)
@@ -419,48 +417,6 @@ pub fn set_disk_source(vm: &str, xml: &str, target: &str, file: &Path) -> Result
         _ => out.push_str(&xml[to..]),
     }
     Ok(out)
-}
-
-/// The domain XML with vmctl's `<metadata>` record replaced by `md` (a domain without one is
-/// returned unchanged: vmctl records only in the VMs it made). Everything else is kept byte for
-/// byte. libvirt's own `virDomainSetMetadata` cannot be used: it puts the record's children in
-/// no namespace, and [`crate::domain::parse`] reads them by prefix.
-pub fn set_metadata(vm: &str, xml: &str, md: &Metadata) -> Result<String> {
-    let parse_err = |source| Error::ParseDomainXml {
-        domain: vm.to_string(),
-        source,
-    };
-    let mut reader = Reader::from_str(xml);
-    let mut stack: Vec<Vec<u8>> = Vec::new();
-    loop {
-        let before = reader.buffer_position() as usize;
-        let ev = reader.read_event().map_err(parse_err)?;
-        match ev {
-            Event::Start(e) if stack.last().map(Vec::as_slice) == Some(b"metadata") => {
-                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                let ours = name.split_once(':').is_some_and(|(prefix, local)| {
-                    local == "vm"
-                        && attr(&e, &format!("xmlns:{prefix}")).as_deref() == Some(VMCTL_NS)
-                });
-                reader.read_to_end(e.name()).map_err(parse_err)?;
-                if ours {
-                    let after = reader.buffer_position() as usize;
-                    return Ok(format!(
-                        "{}{}{}",
-                        &xml[..before],
-                        metadata_xml(md)?,
-                        &xml[after..]
-                    ));
-                }
-            }
-            Event::Start(e) => stack.push(e.name().as_ref().to_vec()),
-            Event::End(_) => {
-                stack.pop();
-            }
-            Event::Eof => return Ok(xml.to_string()),
-            _ => {}
-        }
-    }
 }
 
 /// The start of the line `pos` is on when only blanks precede it there, else `pos`.

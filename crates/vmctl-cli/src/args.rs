@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{cli_cluster, cli_ip, cli_snapshot, cli_talos, gpu_cli};
+use crate::{cli_cluster, cli_day2, cli_ip, cli_share, cli_snapshot, cli_talos, gpu_cli};
 
 pub(crate) const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed), 130 interrupted\n\
 (Ctrl-C during `create` removes what it made; a second Ctrl-C quits at once).\n\
@@ -94,6 +94,39 @@ pub(crate) enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// ACPI reboot (the guest restarts in the same qemu process: a `resize` waits for stop + start)
+    Reboot {
+        /// Domain name (`vmctl list` shows them)
+        name: String,
+    },
+    /// Start the VM with the host, or not (libvirt autostart; `vmctl list` shows it)
+    Autostart {
+        /// Domain name (`vmctl list` shows them)
+        name: String,
+        /// on or off
+        #[arg(value_enum)]
+        state: cli_day2::OnOff,
+    },
+    /// Attach to the VM's serial console (`virsh console`; the escape key is printed first)
+    Console {
+        /// Domain name (`vmctl list` shows them)
+        name: String,
+    },
+    /// Change vCPUs and memory (from the next start) and grow a disk (live when running)
+    Resize(cli_day2::ResizeArgs),
+    /// Data disks: list, add, remove
+    #[command(subcommand)]
+    Disk(cli_day2::DiskCommand),
+    /// VM templates: save a stopped VM as one, list, show, delete (`create ubuntu --template`)
+    #[command(subcommand)]
+    Template(cli_day2::TemplateCommand),
+    /// Copy a stopped VM into a new one with its own MAC, address, hostname, cloud-init
+    /// instance and machine-id (full, or --linked on the source's disk)
+    ///
+    /// Without --ip or --dhcp, the clone of a VM with a static address gets `--ip auto`, and a
+    /// static clone without --gateway/--dns takes the source's (from its seed); the clone of a
+    /// VM on DHCP stays on DHCP. Data disks are copied; GPUs, vCPU pins and the NVRAM are not.
+    Clone(cli_day2::CloneArgs),
     /// ssh to the VM as the user and with the key recorded at create
     Ssh {
         /// VM name (a domain vmctl created: its user and key are in vmctl's metadata)
@@ -111,6 +144,9 @@ pub(crate) enum Command {
     /// Image cache
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Shared folders (virtiofs): add, remove, list a VM's host directories
+    #[command(subcommand)]
+    Share(cli_share::ShareCommand),
     /// GPU passthrough: status, attach, detach
     #[command(subcommand)]
     Gpu(gpu_cli::GpuCommand),
@@ -159,6 +195,31 @@ pub(crate) enum ImageCommand {
         #[arg(long, conflicts_with = "sha256")]
         all: bool,
     },
+    /// Cached files: sha256, size, source URL, when hashed, and the VMs using each
+    ///
+    /// A VM uses a file when its vmctl metadata names it as the base image, or one of its
+    /// disks is the file or has it in its backing chain (qemu-img), in any state. Also lists
+    /// the quarantine and partial downloads.
+    List,
+    /// Remove cached files by sha256 (or a unique prefix); one a VM uses is refused (exit 2)
+    Remove {
+        /// sha256 or a prefix of it naming exactly one cached file (`vmctl image list`)
+        #[arg(value_name = "SHA256|PREFIX", required = true)]
+        sha256: Vec<String>,
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Remove every cached file no VM uses, the quarantine and partial downloads; prints what
+    /// was removed and the bytes freed
+    Prune {
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+        /// Only list what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,9 +252,13 @@ pub(crate) struct UbuntuArgs {
     /// keyring exists (checksum only; the same as setting require_signature = false)
     #[arg(long)]
     pub(crate) allow_unsigned: bool,
-    /// Virtual CPUs
-    #[arg(long, default_value_t = 2)]
-    pub(crate) cpus: u32,
+    /// Start from a template (`vmctl template list`): its values, each overridden by the flag
+    /// given here (packages add up)
+    #[arg(long, value_name = "NAME", conflicts_with = "desktop")]
+    pub(crate) template: Option<String>,
+    /// Virtual CPUs (default 2)
+    #[arg(long)]
+    pub(crate) cpus: Option<u32>,
     /// Memory: MiB, or with a unit (4G); default 2048, 4G with --desktop
     #[arg(long, value_name = "SIZE")]
     pub(crate) memory: Option<String>,
@@ -203,22 +268,8 @@ pub(crate) struct UbuntuArgs {
     /// Host bridge (default: setting `bridge`, br0)
     #[arg(long)]
     pub(crate) bridge: Option<String>,
-    /// Static address A.B.C.D/NN (probed first: refused if it answers ARP), or `auto`: the
-    /// first free address on the bridge outside setting `reserved_ips`
-    #[arg(long, value_name = "CIDR", conflicts_with = "dhcp")]
-    pub(crate) ip: Option<String>,
-    /// Default gateway (inside the --ip subnet)
-    #[arg(long, requires = "ip")]
-    pub(crate) gateway: Option<String>,
-    /// DNS servers (repeat or comma-separate)
-    #[arg(long, value_delimiter = ',', requires = "ip")]
-    pub(crate) dns: Vec<String>,
-    /// Address by DHCP (the default without --ip)
-    #[arg(long)]
-    pub(crate) dhcp: bool,
-    /// MAC address (default: random 52:54:00:xx:xx:xx)
-    #[arg(long)]
-    pub(crate) mac: Option<String>,
+    #[command(flatten)]
+    pub(crate) net: NetworkArgs,
     /// SSH public key (default: setting `ssh_key`, then ~/.ssh/id_*.pub of the invoking user)
     #[arg(long, value_name = "FILE")]
     pub(crate) ssh_key: Option<PathBuf>,
@@ -260,9 +311,25 @@ pub(crate) struct UbuntuArgs {
     /// Override the GPU isolation, boot VGA and host-use refusals
     #[arg(long, requires = "gpu")]
     pub(crate) gpu_force: bool,
+    /// Share a host directory with the guest (virtiofs), mounted at /mnt/TAG by cloud-init;
+    /// `,ro` mounts it read-only in the guest. Repeatable. Needs virtiofsd on the host
+    #[arg(long, value_name = "HOST_DIR:TAG[,ro]", conflicts_with = "desktop")]
+    pub(crate) share: Vec<String>,
     /// Define the domain but do not start it
     #[arg(long)]
     pub(crate) no_start: bool,
+    /// Do not start the VM with the host (by default libvirt's autostart is on, so VMs come
+    /// back after a host reboot)
+    #[arg(long)]
+    pub(crate) no_autostart: bool,
+    /// A blank qcow2 data disk, SIZE[,name=NAME] (repeatable): data-NAME.qcow2 in the VM's
+    /// directory, attached as vdc, vdd… (unformatted; `vmctl disk` manages them later)
+    #[arg(
+        long = "data-disk",
+        value_name = "SIZE[,name=NAME]",
+        conflicts_with = "desktop"
+    )]
+    pub(crate) data_disk: Vec<String>,
     /// Only write the cloud-init seed into the VM's storage directory
     #[arg(long, conflicts_with_all = ["no_start", "wait"])]
     pub(crate) seed_only: bool,
@@ -298,4 +365,41 @@ pub(crate) struct UbuntuArgs {
     /// --desktop: time zone (default Etc/UTC)
     #[arg(long, requires = "desktop")]
     pub(crate) timezone: Option<String>,
+}
+
+/// The address options `create ubuntu` and `clone` share.
+#[derive(Debug, Args)]
+pub(crate) struct NetworkArgs {
+    /// Static address A.B.C.D/NN (probed first: refused if it answers ARP), or `auto`: the
+    /// first free address on the bridge outside setting `reserved_ips`
+    #[arg(long, value_name = "CIDR", conflicts_with = "dhcp")]
+    pub(crate) ip: Option<String>,
+    /// Default gateway (inside the --ip subnet)
+    #[arg(long, requires = "ip")]
+    pub(crate) gateway: Option<String>,
+    /// DNS servers (repeat or comma-separate)
+    #[arg(long, value_delimiter = ',', requires = "ip")]
+    pub(crate) dns: Vec<String>,
+    /// Address by DHCP (a new VM's default without --ip)
+    #[arg(long)]
+    pub(crate) dhcp: bool,
+    /// MAC address (default: random 52:54:00:xx:xx:xx)
+    #[arg(long)]
+    pub(crate) mac: Option<String>,
+}
+
+impl NetworkArgs {
+    /// `--ip` or `--dhcp`, if either was given.
+    pub(crate) fn request(&self) -> Option<vmctl::commands::create::NetworkRequest> {
+        use vmctl::commands::create::NetworkRequest;
+        match (&self.ip, self.dhcp) {
+            (Some(ip), _) => Some(NetworkRequest::Static {
+                ip: ip.clone(),
+                gateway: self.gateway.clone(),
+                dns: self.dns.clone(),
+            }),
+            (None, true) => Some(NetworkRequest::Dhcp),
+            (None, false) => None,
+        }
+    }
 }

@@ -201,6 +201,9 @@ pub struct TalosArgs {
     /// Define the domain but do not start it
     #[arg(long)]
     no_start: bool,
+    /// Do not start the node with the host (by default libvirt's autostart is on)
+    #[arg(long)]
+    no_autostart: bool,
     /// Bootstrap etcd and fetch the kubeconfig through the Talos API once the node answers (no
     /// talosctl needed; the first control plane of a new cluster)
     #[arg(long, conflicts_with = "no_start")]
@@ -241,6 +244,7 @@ impl TalosArgs {
         r.disk = self.disk.clone();
         r.bridge = self.bridge.clone();
         r.no_start = self.no_start;
+        r.no_autostart = self.no_autostart;
         r.bootstrap = self.bootstrap;
         r.iso = self.iso;
         r

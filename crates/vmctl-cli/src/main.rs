@@ -11,8 +11,11 @@ use std::time::Duration;
 
 mod args;
 mod cli_cluster;
+mod cli_day2;
 mod cli_desktop;
+mod cli_image;
 mod cli_ip;
+mod cli_share;
 mod cli_snapshot;
 mod cli_talos;
 mod gpu_cli;
@@ -170,6 +173,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     if matches!(
         cli.command,
         Command::Create(_)
+            | Command::Clone(_)
             | Command::Cluster(
                 cli_cluster::ClusterCommand::Create(_) | cli_cluster::ClusterCommand::AddWorker(_)
             )
@@ -251,10 +255,11 @@ fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Talos(_)
         | Command::Config(_)
-        | Command::Image(_)
         | Command::Gpu(_)
         | Command::Ip(_)
         | Command::Docs(_) => {}
+        Command::Image(c) => cli_image::run(&c, &ctx, cli.json)?,
+        Command::Share(c) => cli_share::run(&c, &ctx, cli.json)?,
         Command::List { all: _ } => {
             let list = inspect::list(&ctx)?;
             if cli.json {
@@ -292,6 +297,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Cluster(c) => cli_cluster::run(c, &ctx, cli.json)?,
+        Command::Reboot { name } => cli_day2::reboot(&ctx, &name, cli.json)?,
+        Command::Autostart { name, state } => cli_day2::autostart(&ctx, &name, state, cli.json)?,
+        Command::Console { name } => return cli_day2::console(&ctx, &name),
+        Command::Resize(a) => cli_day2::resize(&ctx, &a, cli.json)?,
+        Command::Disk(c) => cli_day2::disk(&ctx, c, cli.json)?,
+        Command::Clone(a) => cli_day2::clone(&ctx, &a, cli.json)?,
+        Command::Template(c) => cli_day2::template(&ctx, c, cli.json)?,
         Command::Snapshot(s) => cli_snapshot::run(s, &ctx, cli.json)?,
         Command::Delete {
             name,
@@ -355,39 +367,58 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Create(CreateKind::Ubuntu(a)) => {
-            let network = match a.ip.clone() {
-                Some(ip) => NetworkRequest::Static {
-                    ip,
-                    gateway: a.gateway.clone(),
-                    dns: a.dns.clone(),
-                },
-                None => NetworkRequest::Dhcp,
+            let network = a.net.request().unwrap_or(NetworkRequest::Dhcp);
+            // A template's values, each overridden by its flag (packages add up).
+            let t = match &a.template {
+                Some(n) => vmctl::templates::load(&ctx, n)?.template,
+                None => Default::default(),
             };
+            let mut packages = t.packages.clone();
+            packages.extend(
+                a.packages
+                    .iter()
+                    .filter(|p| !t.packages.contains(p))
+                    .cloned(),
+            );
             let req = UbuntuRequest {
                 name: a.name.clone().unwrap_or_default(),
-                release: a.release.clone(),
-                image: a.image.clone(),
-                cpus: a.cpus,
-                memory: a.memory.clone().unwrap_or_else(|| "2048".into()),
-                disk: a.disk.clone(),
+                release: a.release.clone().or(t.release),
+                image: a.image.clone().or(t.image),
+                cpus: a.cpus.or(t.cpus).unwrap_or(2),
+                memory: a
+                    .memory
+                    .clone()
+                    .or(t.memory)
+                    .unwrap_or_else(|| "2048".into()),
+                disk: a.disk.clone().or(t.disk),
                 bridge: a.bridge.clone(),
                 network,
-                mac: a.mac.clone(),
+                mac: a.net.mac.clone(),
                 ssh_key: a.ssh_key.clone(),
-                user: a.user.clone(),
+                user: a.user.clone().or(t.user),
                 password_hash: a.password_hash.clone(),
-                packages: a.packages.clone(),
-                firmware: a.firmware.clone(),
-                cpu_mode: a.cpu_mode.clone(),
-                domain_type: a.domain_type.clone(),
-                kernel: a.kernel.clone(),
-                initrd: a.initrd.clone(),
-                kernel_args: a.kernel_args.clone(),
+                packages,
+                firmware: a.firmware.clone().or(t.firmware),
+                cpu_mode: a.cpu_mode.clone().or(t.cpu_mode),
+                domain_type: a.domain_type.clone().or(t.domain_type),
+                kernel: a.kernel.clone().or(t.kernel),
+                initrd: a.initrd.clone().or(t.initrd),
+                kernel_args: a.kernel_args.clone().or(t.kernel_args),
                 kvm_hidden: a.kvm_hidden,
                 gpus: a.gpu.clone(),
                 gpu_force: a.gpu_force,
                 no_start: a.no_start,
+                no_autostart: a.no_autostart,
+                data_disks: if a.data_disk.is_empty() {
+                    t.data_disks
+                } else {
+                    a.data_disk.clone()
+                },
+                gpu_count: t.gpus,
+                runcmd: t.runcmd,
+                reset_machine_id: t.saved_from.is_some(),
                 seed_only: a.seed_only,
+                shares: a.share.clone(),
             };
             if a.password.is_some() || a.desktop {
                 return cli_desktop::run(&ctx, &a, req, cli.json);

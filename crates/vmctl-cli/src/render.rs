@@ -27,6 +27,15 @@ pub(crate) fn render_verify(r: &vmctl::commands::image::VerifyReport) -> String 
     s
 }
 
+/// Bytes in whole GiB or MiB when they are, else in GiB with two decimals.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        human_bytes_mib(bytes >> 20)
+    } else {
+        format!("{:.2} GiB", bytes as f64 / f64::from(1u32 << 30))
+    }
+}
+
 pub(crate) fn human_bytes_mib(mib: u64) -> String {
     if mib >= 1024 && mib.is_multiple_of(1024) {
         format!("{} GiB", mib / 1024)
@@ -53,9 +62,18 @@ pub(crate) fn table(rows: Vec<Vec<String>>) -> String {
 
 pub(crate) fn render_list(list: &inspect::VmList) -> String {
     let mut rows = vec![
-        ["NAME", "STATE", "VCPUS", "MEMORY", "GPUS", "IPS", "OS"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "NAME",
+            "STATE",
+            "AUTOSTART",
+            "VCPUS",
+            "MEMORY",
+            "GPUS",
+            "IPS",
+            "OS",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for v in &list.vms {
         rows.push(vec![
@@ -65,6 +83,7 @@ pub(crate) fn render_list(list: &inspect::VmList) -> String {
                 v.name.clone()
             },
             v.state.as_str().into(),
+            if v.autostart { "on" } else { "off" }.into(),
             v.vcpus.to_string(),
             human_bytes_mib(v.memory_mib),
             if v.gpus.is_empty() {
@@ -98,10 +117,11 @@ pub(crate) fn render_info(i: &inspect::VmInfo) -> String {
         }
     };
     let mut o = format!(
-        "Name:       {}{}\nState:      {}\nType:       {} ({})\nFirmware:   {}\nvCPUs:      {}\nMemory:     {}\n",
+        "Name:       {}{}\nState:      {}\nAutostart:  {}\nType:       {} ({})\nFirmware:   {}\nvCPUs:      {}\nMemory:     {}\n",
         esc(&s.name),
         if s.vmctl { " (created by vmctl)" } else { "" },
         s.state.as_str(),
+        if s.autostart { "on" } else { "off" },
         esc(&i.domain_type.to_string()),
         esc(i.machine.as_deref().unwrap_or("-")),
         esc(&i.firmware.to_string()),

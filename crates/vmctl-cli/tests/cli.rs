@@ -23,7 +23,7 @@ fn list_shows_the_test_driver_domain() {
         .args(["--connect", "test:///default", "list"])
         .assert()
         .success()
-        .stdout(predicate::str::is_match(r"(?m)^test\s+running\s+2\s+8 GiB").unwrap());
+        .stdout(predicate::str::is_match(r"(?m)^test\s+running\s+off\s+2\s+8 GiB").unwrap());
     let out = vmctl()
         .args(["--connect", "test:///default", "list", "--all", "--json"])
         .output()

@@ -9,11 +9,13 @@
 mod cli;
 mod cli_conventions;
 mod closed_pipes;
+mod day2_cli;
 mod desktop_cli;
 mod gpu_cli;
 mod help_lines;
 mod help_snapshots;
 mod image_cache;
+mod image_share_cli;
 mod input_safety;
 mod interrupt;
 mod ip_cli;

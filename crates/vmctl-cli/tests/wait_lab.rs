@@ -5,53 +5,13 @@
 //! 198.18.0.132 and .133 (tests/lab/README.md).
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
-use std::os::unix::fs::PermissionsExt;
+#[path = "lab_support.rs"]
+mod lab_support;
+
+use lab_support::{Vm, lab_image_dir, scratch, text, vmctl};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn lab_image_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("GVB_LAB_IMAGE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/lab/build-image.sh");
-    let out = Command::new(script).arg("--print-dir").output().unwrap();
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(
-        dir.join(".complete").is_file(),
-        "no lab image in {}: run tests/lab/build-image.sh and tests/lab/up.sh first",
-        dir.display()
-    );
-    dir
-}
-
-/// A scratch dir (readable by qemu) with an SSH key pair `id`, `id.pub`, storage `vms/` and
-/// an empty config file.
-fn scratch() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(tmp.path().join("config.toml"), "").unwrap();
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", ""])
-        .arg("-f")
-        .arg(tmp.path().join("id"))
-        .status()
-        .unwrap();
-    assert!(keygen.success());
-    tmp
-}
-
-/// vmctl inside netns vmlab (the bridge, the guests' addresses), on the lab's libvirtd.
-fn vmctl(tmp: &Path, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", "vmlab"])
-        .arg(env!("CARGO_BIN_EXE_vmctl"))
-        .args(["--connect", "qemu:///system", "--config"])
-        .arg(tmp.join("config.toml"))
-        .args(args)
-        .env("VMCTL_STORAGE_DIR", tmp.join("vms"))
-        .output()
-        .unwrap()
-}
 
 /// `create ubuntu NAME --wait` of the lab image by direct kernel boot on labbr0 (TCG).
 fn create_wait(tmp: &Path, img: &Path, name: &str, ip: &str, extra: &[&str]) -> Output {
@@ -102,28 +62,6 @@ fn create_wait(tmp: &Path, img: &Path, name: &str, ip: &str, extra: &[&str]) -> 
     ];
     args.extend(extra);
     vmctl(tmp, &args)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Destroys, undefines and deletes a lab VM when dropped, so a failed assertion leaves no VM.
-struct Vm<'a> {
-    name: String,
-    tmp: &'a Path,
-}
-
-impl Drop for Vm<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("virsh")
-            .args(["-c", "qemu:///system", "destroy", &self.name])
-            .output();
-        let _ = vmctl(self.tmp, &["delete", &self.name, "--yes"]);
-        let _ = Command::new("virsh")
-            .args(["-c", "qemu:///system", "undefine", &self.name, "--nvram"])
-            .output();
-    }
 }
 
 /// The finding: `create --wait` returned as soon as sshd first answered; cloud-init then

@@ -123,6 +123,10 @@ pub enum Error {
     DomainRunning { name: String },
     #[error("refusing to delete {name} without confirmation")]
     NotConfirmed { name: String },
+    #[error("{name} is not running")]
+    NotRunning { name: String },
+    #[error("{name} is a transient domain (libvirt keeps no definition of it to change)")]
+    Transient { name: String },
     #[error("no IP address known for {name}")]
     NoAddress { name: String },
     /// The error of one command, of a type that lives with it (`vmctl gpu`, `talos`, the
@@ -192,6 +196,8 @@ impl Error {
             | ParseConfig { .. }
             | BadConfig { .. }
             | NotConfirmed { .. }
+            | NotRunning { .. }
+            | Transient { .. }
             | DomainRunning { .. } => ExitKind::Usage,
             Media(guest_media::Error::Interrupted { .. }) => ExitKind::Interrupted,
             Media(e) if e.is_usage() => ExitKind::Usage,
@@ -279,6 +285,10 @@ impl Error {
             ],
             DomainRunning { name } => vec![format!("stop it first: `vmctl stop {name}`, or power it off with `vmctl stop {name} --force`")],
             NotConfirmed { name } => vec![format!("re-run with --yes: `vmctl delete {name} --yes`")],
+            NotRunning { name } => vec![format!("start it first: `vmctl start {name}`")],
+            Transient { name } => vec![format!(
+                "make it persistent with `virsh dumpxml {name} > {name}.xml && virsh define {name}.xml`"
+            )],
             NoAddress { .. } => vec![
                 "the VM has no static IP in vmctl's metadata, no guest agent answer and no neighbour entry; is it running?".into(),
             ],

@@ -12,6 +12,7 @@ pub(crate) mod build;
 pub mod commands;
 pub mod config;
 pub mod ctx;
+pub mod data_disks;
 pub mod desktop;
 pub mod error;
 pub mod gpu;
@@ -20,8 +21,10 @@ pub mod interrupt;
 pub mod media;
 pub mod names;
 pub mod net;
+pub mod share;
 pub mod storage;
 pub mod talos;
+pub mod templates;
 pub(crate) mod transaction;
 
 pub use error::{Error, ExitKind, Result};

@@ -29,8 +29,11 @@ pub(crate) enum Undo {
     Domain(String),
     /// A device hot-plugged into a running domain (its device XML): detached again.
     LiveDevice { vm: String, xml: String },
-    /// A domain this transaction redefined: its previous definition (`xml`), defined again.
-    DomainXml { vm: String, xml: String },
+    /// A device added to a domain's definition (and to the running domain when `live`):
+    /// detached again from both.
+    Device { vm: String, xml: String, live: bool },
+    /// A domain's definition replaced (`xml`: the one before): defined again.
+    Redefine { vm: String, xml: String },
     /// A file this transaction moved from `from` to `to`: moved back.
     Renamed { from: PathBuf, to: PathBuf },
 }
@@ -102,8 +105,9 @@ impl<'a> Transaction<'a> {
         self.steps.iter().any(|s| matches!(s, Undo::Dir(_)))
     }
 
-    /// Defines the domain (recorded, so undefined again on failure) and starts it if asked;
-    /// whether it was started. `cancelled` is checked first: the last point before the VM exists,
+    /// Defines the domain (recorded, so undefined again on failure), marks it to start with the
+    /// host when `autostart` (libvirt's flag goes with the definition, so an undefine drops it),
+    /// and starts it if asked; whether it was started. `cancelled` is checked first: the last point before the VM exists,
     /// so a Ctrl-C during the quick steps since the download rolls back here.
     pub(crate) fn define_and_start(
         &mut self,
@@ -111,6 +115,7 @@ impl<'a> Transaction<'a> {
         name: &str,
         xml: &str,
         start: bool,
+        autostart: bool,
     ) -> Result<bool> {
         if cancelled() {
             return Err(Error::Interrupted {
@@ -120,6 +125,9 @@ impl<'a> Transaction<'a> {
         }
         self.hv.define(name, xml)?;
         self.record(Undo::Domain(name.to_string()));
+        if autostart {
+            self.hv.set_autostart(name, true)?;
+        }
         if start {
             self.hv.start(name)?;
         }
@@ -163,7 +171,11 @@ impl<'a> Transaction<'a> {
                 .hv
                 .detach_device_live(vm, xml)
                 .map_err(|e| e.to_string()),
-            Undo::DomainXml { vm, xml } => self.hv.define(vm, xml).map_err(|e| e.to_string()),
+            Undo::Redefine { vm, xml } => self.hv.define(vm, xml).map_err(|e| e.to_string()),
+            Undo::Device { vm, xml, live } => self
+                .hv
+                .detach_device(vm, xml, *live)
+                .map_err(|e| e.to_string()),
             Undo::Renamed { from, to } => std::fs::rename(to, from).map_err(|e| e.to_string()),
         }
     }

@@ -22,6 +22,7 @@
 //! - `talos/`: files made from blobs (decompressed `.raw.xz`), sealed like blobs.
 
 mod download;
+mod manage;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,9 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use self::manage::{
+    CacheEntry, EntryKind, Exclusive, Leftover, LeftoverKind, Removed, UseLease,
+};
 use self::store::{
     CACHED_MODE, FileId, HashingWriter, STATE_MODE, Seal, UrlRecord, io_err, is_sha256, make_dirs,
     now_utc, write_atomic,

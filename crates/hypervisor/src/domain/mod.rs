@@ -309,6 +309,33 @@ pub fn device_hostdevs(functions: &[PciAddress], guest_bus: u8) -> Vec<Hostdev> 
         .collect()
 }
 
+/// `<memoryBacking>`: how guest RAM is backed. One typed field per feature, so each renders
+/// into the one element.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryBacking {
+    /// `<source type='memfd'/><access mode='shared'/>`: RAM a vhost-user backend (virtiofsd)
+    /// can map; libvirt refuses a virtiofs filesystem without shared memory ("'virtiofs'
+    /// requires shared memory", libvirt 9.0). libvirt kbase "virtiofs".
+    pub shared_memfd: bool,
+}
+
+impl MemoryBacking {
+    pub fn is_empty(&self) -> bool {
+        !self.shared_memfd
+    }
+}
+
+/// `<filesystem type='mount' accessmode='passthrough'><driver type='virtiofs'/>`: a host
+/// directory shared with the guest, which mounts it by `tag`. No `<readonly/>`: libvirt 9.0
+/// refuses it for virtiofs ("virtiofs does not yet support read-only mode"), so read-only
+/// shares are mounted read-only in the guest instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filesystem {
+    pub source_dir: PathBuf,
+    /// `<target dir=…>`: despite the name, the mount tag the guest uses.
+    pub tag: String,
+}
+
 /// vmctl's record inside the domain (`<metadata><vmctl:vm>`): what `ssh`, `list` and `delete`
 /// need later, and what vmctl created (only those files are ever deleted).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,6 +357,9 @@ pub struct Metadata {
     pub files: Vec<PathBuf>,
     /// The VM's own directory in the storage dir, removed when empty.
     pub dir: Option<PathBuf>,
+    /// Tags of virtiofs shares the guest mounts read-only (`--share DIR:TAG,ro`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readonly_shares: Vec<String>,
 }
 
 /// Everything vmctl puts in a domain definition.
@@ -356,6 +386,11 @@ pub struct DomainSpec {
     pub kvm_hidden: bool,
     pub graphics: Option<Graphics>,
     pub metadata: Option<Metadata>,
+    #[serde(default)]
+    pub memory_backing: MemoryBacking,
+    /// virtiofs shares; each needs [`MemoryBacking::shared_memfd`].
+    #[serde(default)]
+    pub filesystems: Vec<Filesystem>,
 }
 
 impl DomainSpec {
@@ -380,6 +415,8 @@ impl DomainSpec {
             kvm_hidden: false,
             graphics: None,
             metadata: None,
+            memory_backing: MemoryBacking::default(),
+            filesystems: Vec::new(),
         }
     }
 
@@ -389,6 +426,12 @@ impl DomainSpec {
         let bus = 0x10 + self.pcie_root_ports.len() as u8;
         self.pcie_root_ports.push(bus);
         self.hostdevs.extend(device_hostdevs(functions, bus));
+    }
+
+    /// Adds a virtiofs share, and the shared memory it needs.
+    pub fn add_filesystem(&mut self, fs: Filesystem) {
+        self.memory_backing.shared_memfd = true;
+        self.filesystems.push(fs);
     }
 }
 

@@ -29,6 +29,16 @@ pub struct NicFacts {
     pub source: Option<String>,
 }
 
+/// A `<filesystem>` device (virtiofs, 9p…).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FilesystemFacts {
+    /// `<driver type=…>`: `virtiofs`, `path` (9p)…; `None` when absent.
+    pub driver: Option<String>,
+    pub source_dir: Option<PathBuf>,
+    /// `<target dir=…>`: the mount tag.
+    pub tag: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DomainFacts {
     pub name: String,
@@ -37,15 +47,22 @@ pub struct DomainFacts {
     pub memory_kib: u64,
     pub vcpus: u32,
     pub machine: Option<String>,
+    /// `<cpu mode>` as vmctl's `--cpu-mode` says it: `host-passthrough`, `host-model`,
+    /// `custom:MODEL`.
+    pub cpu_mode: Option<String>,
     /// `efi` or `bios`.
     pub firmware: String,
     pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
     pub disks: Vec<DiskFacts>,
     pub nics: Vec<NicFacts>,
     pub hostdevs: Vec<PciAddress>,
     pub console_log: Option<PathBuf>,
     pub metadata: Option<Metadata>,
+    pub filesystems: Vec<FilesystemFacts>,
+    /// `<memoryBacking><access mode='shared'/>`: what virtiofs needs.
+    pub shared_memory: bool,
 }
 
 fn attr(e: &BytesStart, name: &str) -> Option<String> {
@@ -101,6 +118,7 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
                     f.firmware = "efi".into();
                 }
                 ("os", "type") => f.machine = attr(&e, "machine"),
+                ("domain", "cpu") => f.cpu_mode = attr(&e, "mode"),
                 ("os", "loader") if attr(&e, "type").as_deref() == Some("pflash") => {
                     f.firmware = "efi".into();
                 }
@@ -158,6 +176,25 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
                         function: hex_attr(&e, "function").unwrap_or(0) as u8,
                     });
                 }
+                ("devices", "filesystem") => f.filesystems.push(FilesystemFacts::default()),
+                ("filesystem", "driver") => {
+                    if let Some(x) = f.filesystems.last_mut() {
+                        x.driver = attr(&e, "type");
+                    }
+                }
+                ("filesystem", "source") => {
+                    if let Some(x) = f.filesystems.last_mut() {
+                        x.source_dir = attr(&e, "dir").map(PathBuf::from);
+                    }
+                }
+                ("filesystem", "target") => {
+                    if let Some(x) = f.filesystems.last_mut() {
+                        x.tag = attr(&e, "dir").unwrap_or_default();
+                    }
+                }
+                ("memoryBacking", "access") => {
+                    f.shared_memory = attr(&e, "mode").as_deref() == Some("shared");
+                }
                 ("serial", "log") if f.console_log.is_none() => {
                     f.console_log = attr(&e, "file").map(PathBuf::from);
                 }
@@ -211,7 +248,11 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
                         };
                     }
                     ("domain", "vcpu") => f.vcpus = value.trim().parse().unwrap_or(0),
+                    ("cpu", "model") if f.cpu_mode.as_deref() == Some("custom") => {
+                        f.cpu_mode = Some(format!("custom:{}", value.trim()))
+                    }
                     ("os", "kernel") => f.kernel = Some(PathBuf::from(value)),
+                    ("os", "initrd") => f.initrd = Some(PathBuf::from(value)),
                     ("os", "cmdline") => f.cmdline = Some(value),
                     ("devices", "hostdev") => in_hostdev_pci = false,
                     (p, child) => {
@@ -248,6 +289,7 @@ fn set_metadata(md: &mut Metadata, key: &str, value: String) {
         "disk" => md.disks.push(value.into()),
         "file" => md.files.push(value.into()),
         "dir" => md.dir = Some(value.into()),
+        "share-ro" => md.readonly_shares.push(value),
         _ => {}
     }
 }

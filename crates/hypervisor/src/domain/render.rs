@@ -8,7 +8,8 @@ use quick_xml::Writer;
 use quick_xml::events::BytesText;
 
 use super::{
-    CpuMode, DiskDevice, DomainSpec, Firmware, Graphics, Hostdev, Metadata, PciAddress, VMCTL_NS,
+    CpuMode, Disk, DiskDevice, DomainSpec, Filesystem, Firmware, Graphics, Hostdev, MemoryBacking,
+    Metadata, PciAddress, VMCTL_NS,
 };
 use crate::error::{Error, Result};
 
@@ -60,9 +61,10 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> io::Result<()> {
             text(w, "uuid", &[], uuid)?;
         }
         if let Some(md) = &s.metadata {
-            el(w, "metadata", &[], |w| write_metadata(w, md))?;
+            el(w, "metadata", &[], |w| write_metadata(w, md, true))?;
         }
         text(w, "memory", &[("unit", "MiB")], &s.memory_mib.to_string())?;
+        write_memory_backing(w, &s.memory_backing)?;
         text(w, "vcpu", &[], &s.vcpus.to_string())?;
         write_os(w, s)?;
         el(w, "features", &[], |w| {
@@ -141,24 +143,52 @@ fn write_os(w: &mut W, s: &DomainSpec) -> io::Result<()> {
     })
 }
 
+fn write_disk(w: &mut W, d: &Disk) -> io::Result<()> {
+    let device = match d.device {
+        DiskDevice::Disk => "disk",
+        DiskDevice::Cdrom => "cdrom",
+    };
+    el(w, "disk", &[("type", "file"), ("device", device)], |w| {
+        empty(w, "driver", &[("name", "qemu"), ("type", &d.format)])?;
+        empty(w, "source", &[("file", &d.path.to_string_lossy())])?;
+        empty(w, "target", &[("dev", &d.target), ("bus", d.bus.as_str())])?;
+        if d.readonly {
+            empty(w, "readonly", &[])?;
+        }
+        if let Some(order) = d.boot_order {
+            empty(w, "boot", &[("order", &order.to_string())])?;
+        }
+        Ok(())
+    })
+}
+
+/// One element on its own, as `virsh attach-device` and `virsh metadata` take it.
+fn fragment(what: &str, write: impl FnOnce(&mut W) -> io::Result<()>) -> Result<String> {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write(&mut w).map_err(|source| Error::RenderDomainXml {
+        domain: what.to_string(),
+        source,
+    })?;
+    Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
+}
+
+/// Renders one disk; public so `vmctl disk add|remove` can attach and detach the same XML.
+pub fn disk_xml(d: &Disk) -> Result<String> {
+    fragment(&d.target, |w| write_disk(w, d))
+}
+
+/// Renders vmctl's metadata element alone, for libvirt's metadata call (`virsh metadata`),
+/// which replaces it in place when a command changes what vmctl owns (a disk added).
+pub fn metadata_xml(m: &Metadata) -> Result<String> {
+    fragment("vmctl metadata", |w| write_metadata(w, m, false))
+}
+
 fn write_devices(w: &mut W, s: &DomainSpec) -> io::Result<()> {
     for d in &s.disks {
-        let device = match d.device {
-            DiskDevice::Disk => "disk",
-            DiskDevice::Cdrom => "cdrom",
-        };
-        el(w, "disk", &[("type", "file"), ("device", device)], |w| {
-            empty(w, "driver", &[("name", "qemu"), ("type", &d.format)])?;
-            empty(w, "source", &[("file", &d.path.to_string_lossy())])?;
-            empty(w, "target", &[("dev", &d.target), ("bus", d.bus.as_str())])?;
-            if d.readonly {
-                empty(w, "readonly", &[])?;
-            }
-            if let Some(order) = d.boot_order {
-                empty(w, "boot", &[("order", &order.to_string())])?;
-            }
-            Ok(())
-        })?;
+        write_disk(w, d)?;
+    }
+    for fs in &s.filesystems {
+        write_filesystem(w, fs)?;
     }
     for index in &s.pcie_root_ports {
         empty(
@@ -249,12 +279,7 @@ fn pci_attrs(a: &PciAddress) -> [(&'static str, String); 4] {
 
 /// Renders one hostdev; public so `vmctl gpu attach` can hot-plug the same XML.
 pub fn hostdev_xml(h: &Hostdev) -> Result<String> {
-    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
-    write_hostdev(&mut w, h).map_err(|source| Error::RenderDomainXml {
-        domain: h.host.to_string(),
-        source,
-    })?;
-    Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
+    fragment(&h.host.to_string(), |w| write_hostdev(w, h))
 }
 
 fn write_hostdev(w: &mut W, h: &Hostdev) -> io::Result<()> {
@@ -280,52 +305,105 @@ fn write_hostdev(w: &mut W, h: &Hostdev) -> io::Result<()> {
     )
 }
 
-/// vmctl's `<metadata>` record alone ([`crate::snapshot::set_metadata`] splices it in).
-pub fn metadata_xml(m: &Metadata) -> Result<String> {
-    let mut w = Writer::new(Vec::new());
-    write_metadata(&mut w, m).map_err(|source| Error::RenderDomainXml {
-        domain: "metadata".into(),
+/// `<memoryBacking>`, when any of its features is on (formatdomain "Memory Backing").
+fn write_memory_backing(w: &mut W, m: &MemoryBacking) -> io::Result<()> {
+    if m.is_empty() {
+        return Ok(());
+    }
+    el(w, "memoryBacking", &[], |w| {
+        if m.shared_memfd {
+            empty(w, "source", &[("type", "memfd")])?;
+            empty(w, "access", &[("mode", "shared")])?;
+        }
+        Ok(())
+    })
+}
+
+fn write_filesystem(w: &mut W, fs: &Filesystem) -> io::Result<()> {
+    el(
+        w,
+        "filesystem",
+        &[("type", "mount"), ("accessmode", "passthrough")],
+        |w| {
+            empty(w, "driver", &[("type", "virtiofs")])?;
+            empty(w, "source", &[("dir", &fs.source_dir.to_string_lossy())])?;
+            empty(w, "target", &[("dir", &fs.tag)])
+        },
+    )
+}
+
+/// One `<filesystem>` element (for a config change to an existing domain).
+pub fn filesystem_xml(fs: &Filesystem) -> Result<String> {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_filesystem(&mut w, fs).map_err(|source| Error::RenderDomainXml {
+        domain: fs.tag.clone(),
         source,
     })?;
     Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
 }
 
-fn write_metadata(w: &mut W, m: &Metadata) -> io::Result<()> {
-    el(w, "vmctl:vm", &[("xmlns:vmctl", VMCTL_NS)], |w| {
-        text(w, "vmctl:os", &[], &m.os)?;
+/// `<memoryBacking>` with only shared memory (for a domain that has none yet).
+pub fn shared_memory_backing_xml() -> Result<String> {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_memory_backing(&mut w, &MemoryBacking { shared_memfd: true }).map_err(|source| {
+        Error::RenderDomainXml {
+            domain: String::new(),
+            source,
+        }
+    })?;
+    Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
+}
+
+/// `<vmctl:share-ro>TAG</vmctl:share-ro>`, prefixed as the domain's metadata is.
+pub fn readonly_share_xml(prefix: &str, tag: &str) -> Result<String> {
+    let mut w = Writer::new(Vec::new());
+    text(&mut w, &format!("{prefix}:share-ro"), &[], tag).map_err(|source| {
+        Error::RenderDomainXml {
+            domain: tag.to_string(),
+            source,
+        }
+    })?;
+    Ok(String::from_utf8(w.into_inner()).unwrap_or_default())
+}
+
+/// vmctl's metadata element: in a domain definition with its namespace declared (prefix
+/// `vmctl:`); alone (`prefixed` false) without one, because libvirt's metadata call puts the
+/// element and its children into the namespace itself and refuses a second declaration.
+fn write_metadata(w: &mut W, m: &Metadata, prefixed: bool) -> io::Result<()> {
+    let p = if prefixed { "vmctl:" } else { "" };
+    let n = |local: &str| format!("{p}{local}");
+    let ns: &[(&str, &str)] = if prefixed {
+        &[("xmlns:vmctl", VMCTL_NS)]
+    } else {
+        &[]
+    };
+    el(w, &n("vm"), ns, |w| {
+        text(w, &n("os"), &[], &m.os)?;
         let opt = |w: &mut W, name: &str, v: Option<String>| match v {
-            Some(v) => text(w, name, &[], &v),
+            Some(v) => text(w, &n(name), &[], &v),
             None => Ok(()),
         };
-        opt(w, "vmctl:release", m.release.clone())?;
-        opt(w, "vmctl:user", m.user.clone())?;
-        opt(
-            w,
-            "vmctl:ssh-key",
-            m.ssh_key.as_ref().map(|p| p.to_string_lossy().into_owned()),
-        )?;
-        opt(w, "vmctl:ip", m.ip.clone())?;
-        opt(
-            w,
-            "vmctl:base-image",
-            m.base_image
-                .as_ref()
-                .map(|p| p.to_string_lossy().into_owned()),
-        )?;
-        opt(w, "vmctl:base-sha256", m.base_sha256.clone())?;
-        text(w, "vmctl:created", &[], &m.created)?;
-        text(w, "vmctl:version", &[], &m.version)?;
+        let path =
+            |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+        opt(w, "release", m.release.clone())?;
+        opt(w, "user", m.user.clone())?;
+        opt(w, "ssh-key", path(&m.ssh_key))?;
+        opt(w, "ip", m.ip.clone())?;
+        opt(w, "base-image", path(&m.base_image))?;
+        opt(w, "base-sha256", m.base_sha256.clone())?;
+        text(w, &n("created"), &[], &m.created)?;
+        text(w, &n("version"), &[], &m.version)?;
         for d in &m.disks {
-            text(w, "vmctl:disk", &[], &d.to_string_lossy())?;
+            text(w, &n("disk"), &[], &d.to_string_lossy())?;
         }
         for f in &m.files {
-            text(w, "vmctl:file", &[], &f.to_string_lossy())?;
+            text(w, &n("file"), &[], &f.to_string_lossy())?;
         }
-        opt(
-            w,
-            "vmctl:dir",
-            m.dir.as_ref().map(|p| p.to_string_lossy().into_owned()),
-        )
+        opt(w, "dir", path(&m.dir))?;
+        for tag in &m.readonly_shares {
+            text(w, &n("share-ro"), &[], tag)?;
+        }
+        Ok(())
     })
 }
 
@@ -393,6 +471,7 @@ pub(crate) mod tests {
             ],
             files: vec!["/var/lib/vmctl/vms/e2e1/console.log".into()],
             dir: Some("/var/lib/vmctl/vms/e2e1".into()),
+            readonly_shares: Vec::new(),
         });
         s
     }
@@ -422,6 +501,7 @@ pub(crate) mod tests {
         assert!(facts.disks[1].readonly);
         assert_eq!(facts.nics[0].mac.as_deref(), Some("52:54:00:12:34:56"));
         assert_eq!(facts.memory_kib, 1024 * 1024);
+        assert!(facts.cpu_mode.is_some());
     }
 
     #[test]
@@ -469,6 +549,7 @@ pub(crate) mod tests {
         insta::assert_snapshot!("domain_bios_custom_cpu", xml);
         let facts = parse_domain(&xml).unwrap();
         assert_eq!(facts.firmware, "bios");
+        assert_eq!(facts.cpu_mode.as_deref(), Some("custom:Skylake-Server"));
         assert_eq!(
             facts.disks[0].path.as_deref(),
             Some(std::path::Path::new("/srv/a & b.qcow2"))

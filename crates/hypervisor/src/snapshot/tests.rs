@@ -254,29 +254,3 @@ fn test_driver_creates_lists_redefines_and_deletes_snapshots() {
     assert!(lv.snapshots("snap-t").unwrap().is_empty());
     lv.undefine("snap-t", true).unwrap();
 }
-
-/// vmctl's record, replaced in the domain XML, reads back as written, and libvirt takes it.
-#[test]
-fn set_metadata_replaces_vmctl_record_only() {
-    use crate::domain::parse::parse_domain;
-    use crate::{Hypervisor, Libvirt};
-    let spec = crate::domain::render::tests::ubuntu_spec();
-    let xml = crate::domain::render::to_xml(&spec).unwrap();
-    let mut md = spec.metadata.clone().unwrap();
-    md.files.push("/var/lib/vmctl/vms/e2e1/vda.s1.qcow2".into());
-    let out = set_metadata("e2e1", &xml, &md).unwrap();
-    let facts = parse_domain(&out).unwrap();
-    assert_eq!(facts.metadata, Some(md.clone()));
-    assert_eq!(facts.disks, parse_domain(&xml).unwrap().disks);
-    let lv = Libvirt::open("test:///default").unwrap();
-    lv.define("e2e1", &out).unwrap();
-    let back = parse_domain(&lv.require("e2e1").unwrap().xml).unwrap();
-    assert_eq!(back.metadata, Some(md.clone()));
-    // Again on libvirt's own formatting of it.
-    md.files.pop();
-    let again = set_metadata("e2e1", &lv.require("e2e1").unwrap().xml, &md).unwrap();
-    assert_eq!(parse_domain(&again).unwrap().metadata, Some(md));
-    lv.undefine("e2e1", true).unwrap();
-    let bare = "<domain><name>x</name><metadata><other:x xmlns:other='urn:o'/></metadata></domain>";
-    assert_eq!(set_metadata("x", bare, &Metadata::default()).unwrap(), bare);
-}

@@ -1,7 +1,7 @@
 //! `vmctl image fetch URL`: fetch a file into the content-addressed cache (to pre-seed
 //! air-gapped hosts, or to check a mirror), verified against `--sha256` or the hash recorded at
 //! the URL's first download. `vmctl image verify`: re-hash cached files now, whatever their seals
-//! say, and move the ones that fail aside.
+//! say, and move the ones that fail aside. `list|remove|prune`: [`manage`].
 
 use std::path::PathBuf;
 
@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+
+pub mod manage;
 
 fn is_sha256(h: &str) -> bool {
     h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit())

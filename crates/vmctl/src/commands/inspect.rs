@@ -19,6 +19,8 @@ pub struct VmSummary {
     pub name: String,
     pub state: State,
     pub persistent: bool,
+    /// Started with the host (libvirt autostart).
+    pub autostart: bool,
     pub vcpus: u32,
     pub memory_mib: u64,
     /// Host PCI addresses passed through.
@@ -56,6 +58,7 @@ fn summary(addresses: Vec<KnownAddress>, rec: &DomainRecord, f: &DomainFacts) ->
         name: rec.name.clone(),
         state: rec.state,
         persistent: rec.persistent,
+        autostart: rec.autostart,
         vcpus: f.vcpus,
         memory_mib: f.memory_kib / 1024,
         gpus: f.hostdevs.iter().map(ToString::to_string).collect(),

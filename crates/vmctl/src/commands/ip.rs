@@ -307,6 +307,7 @@ mod tests {
             id: None,
             state,
             persistent: true,
+            autostart: false,
             xml: String::new(),
         };
         let nic = |m: &str| hypervisor::domain::parse::NicFacts {
@@ -331,6 +332,7 @@ mod tests {
             disks: Vec::new(),
             files: Vec::new(),
             dir: None,
+            readonly_shares: Vec::new(),
         });
         let mut nics = nics_of(&rec("static", State::ShutOff), &f);
         let g = DomainFacts {

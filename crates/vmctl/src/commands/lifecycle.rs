@@ -1,4 +1,4 @@
-//! `vmctl start`, `stop` and `delete`. Delete removes only files vmctl recorded as its own for
+//! `vmctl start`, `stop`, `reboot`, `autostart`, `console` and `delete`. Delete removes only files vmctl recorded as its own for
 //! that VM that really lie inside the VM's storage directory (symlinks resolved), never base
 //! images or disks another domain uses; whatever it leaves is reported with the reason.
 
@@ -88,6 +88,67 @@ pub fn stop(ctx: &Ctx, name: &str, timeout: Duration, force: bool) -> Result<Out
     })
 }
 
+/// ACPI reboot request: the guest restarts in the same qemu process, so a config change made
+/// since the start (`vmctl resize`) waits for a stop and a start.
+pub fn reboot(ctx: &Ctx, name: &str) -> Result<Outcome> {
+    let state = ctx.hv.state(name)?;
+    if !state.is_active() {
+        return Err(Error::NotRunning { name: name.into() });
+    }
+    ctx.hv.reboot(name)?;
+    Ok(Outcome {
+        name: name.into(),
+        state: ctx.hv.state(name)?,
+        action: "reboot requested (ACPI)".into(),
+    })
+}
+
+/// `vmctl autostart VM on|off`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Autostart {
+    pub name: String,
+    pub autostart: bool,
+    /// False when it already was so.
+    pub changed: bool,
+}
+
+/// Whether the VM starts with the host (libvirtd's start at boot): after the reboot the
+/// bootstrap asks for, VMs come back only with it on.
+pub fn set_autostart(ctx: &Ctx, name: &str, on: bool) -> Result<Autostart> {
+    let rec = ctx.hv.require(name)?;
+    if !rec.persistent {
+        return Err(Error::Transient { name: name.into() });
+    }
+    let changed = rec.autostart != on;
+    if changed {
+        ctx.hv.set_autostart(name, on)?;
+    }
+    Ok(Autostart {
+        name: name.into(),
+        autostart: on,
+        changed,
+    })
+}
+
+/// `virsh console` of the VM's serial console, as argv; the binary prints the escape key and
+/// runs it in its place (an interactive terminal, like `vmctl ssh`).
+pub fn console_argv(ctx: &Ctx, name: &str) -> Result<Vec<String>> {
+    let state = ctx.hv.state(name)?;
+    if !state.is_active() {
+        return Err(Error::NotRunning { name: name.into() });
+    }
+    Ok(vec![
+        "virsh".into(),
+        "-c".into(),
+        ctx.hv.uri().into(),
+        "console".into(),
+        name.into(),
+    ])
+}
+
+/// virsh's console escape (its default `--escape ^]`), printed before attaching.
+pub const CONSOLE_ESCAPE: &str = "Ctrl+]";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Deleted {
     pub name: String,
@@ -104,7 +165,11 @@ pub struct Kept {
 
 /// The VM's own storage directory, symlinks resolved: the metadata's `dir`, accepted only when it
 /// is `storage_dir/NAME`. Anything else is the reason nothing there is removed.
-fn own_dir(storage_dir: &Path, name: &str, recorded: Option<&Path>) -> Result<PathBuf, String> {
+pub(crate) fn own_dir(
+    storage_dir: &Path,
+    name: &str,
+    recorded: Option<&Path>,
+) -> Result<PathBuf, String> {
     let recorded =
         recorded.ok_or_else(|| "the VM's metadata names no storage directory".to_string())?;
     let expected = crate::storage::vm_dir(storage_dir, name);
@@ -124,7 +189,10 @@ fn own_dir(storage_dir: &Path, name: &str, recorded: Option<&Path>) -> Result<Pa
 
 /// Where `path` really is, if that is strictly inside `own` once every symlink (the last
 /// component's too) is resolved; otherwise why it stays. `Ok(None)`: nothing there to remove.
-fn inside(own: &Result<PathBuf, String>, path: &Path) -> Result<Option<PathBuf>, String> {
+pub(crate) fn inside(
+    own: &Result<PathBuf, String>,
+    path: &Path,
+) -> Result<Option<PathBuf>, String> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(None);
     }

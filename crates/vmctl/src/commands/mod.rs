@@ -3,16 +3,21 @@
 //! uses the modules below it (`crate::gpu`, `crate::address`, `crate::build`…), never a
 //! sibling command: what two commands share lives a layer down.
 
+pub mod clone;
 pub mod cluster;
 pub mod create;
 pub mod desktop;
+pub mod disk;
 pub mod gpu;
 pub mod image;
 pub mod inspect;
 pub mod ip;
 pub mod lifecycle;
+pub mod resize;
+pub mod share;
 pub mod snapshot;
 pub mod ssh;
 pub mod talos;
+pub mod template;
 
 pub use crate::ctx::Ctx;

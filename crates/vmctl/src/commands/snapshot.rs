@@ -21,9 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hypervisor::domain::parse::{DomainFacts, parse_domain};
+use hypervisor::domain::render::metadata_xml;
 use hypervisor::snapshot::{
     self, CreateFlags, DiskRequest, SnapshotInfo, SnapshotRequest, reverts_external,
-    set_disk_source, set_metadata, version_string,
+    set_disk_source, version_string,
 };
 use serde::Serialize;
 
@@ -381,8 +382,9 @@ pub fn create(ctx: &Ctx, req: &CreateRequest) -> Result<Created> {
             }
         }
         let before = ctx.hv.inactive_xml(vm)?;
-        ctx.hv.define(vm, &set_metadata(vm, &before, &md)?)?;
-        tx.record(Undo::DomainXml {
+        ctx.hv
+            .set_vmctl_metadata(vm, &metadata_xml(&md)?, rec.state.is_active())?;
+        tx.record(Undo::Redefine {
             vm: vm.into(),
             xml: before,
         });
@@ -513,7 +515,7 @@ fn revert_by_libvirt(ctx: &Ctx, vm: &str, snap: &SnapshotInfo) -> Result<Reverte
             }
         }
         if new != *md {
-            ctx.hv.define(vm, &set_metadata(vm, &xml, &new)?)?;
+            ctx.hv.set_vmctl_metadata(vm, &metadata_xml(&new)?, false)?;
         }
     }
     Ok(Reverted {
@@ -628,15 +630,18 @@ fn revert_by_hand(
             file: overlay,
         });
     }
-    if let Some(m) = &new_md {
-        xml = set_metadata(vm, &xml, m)?;
-    }
-    if xml != before {
-        ctx.hv.define(vm, &xml)?;
-        tx.record(Undo::DomainXml {
+    if xml != before || new_md != md {
+        // One undo for both: the old definition holds the old record too.
+        tx.record(Undo::Redefine {
             vm: vm.into(),
             xml: before.clone(),
         });
+        if xml != before {
+            ctx.hv.define(vm, &xml)?;
+        }
+        if let Some(m) = new_md.as_ref().filter(|m| Some(*m) != md.as_ref()) {
+            ctx.hv.set_vmctl_metadata(vm, &metadata_xml(m)?, false)?;
+        }
     }
     ctx.hv.snapshot_redefine(vm, &snap.xml, true)?;
     tx.commit();
@@ -742,7 +747,8 @@ pub fn delete(ctx: &Ctx, vm: &str, name: &str) -> Result<Deleted> {
         let mut new = md.clone();
         new.files.retain(|f| !gone.contains(f));
         if new != md {
-            ctx.hv.define(vm, &set_metadata(vm, &xml, &new)?)?;
+            let live = ctx.hv.state(vm)?.is_active();
+            ctx.hv.set_vmctl_metadata(vm, &metadata_xml(&new)?, live)?;
         }
     }
     let merged = gone.into_iter().filter(|f| !removed.contains(f)).collect();

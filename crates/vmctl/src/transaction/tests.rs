@@ -25,7 +25,7 @@ fn drop_undoes_newest_first_and_keeps_what_was_there_before() {
         let f = dir.join("disk");
         std::fs::write(&f, "x").unwrap();
         tx.record_file(&f);
-        tx.define_and_start(|| false, "tx1", &xml("tx1"), true)
+        tx.define_and_start(|| false, "tx1", &xml("tx1"), true, true)
             .unwrap();
         assert!(lv.get("tx1").unwrap().is_some());
         // A directory that existed is never claimed, so never removed.
@@ -44,7 +44,7 @@ fn commit_keeps_everything() {
     {
         let mut tx = Transaction::new(&lv);
         tx.claim_dir(&dir, "vm").unwrap();
-        tx.define_and_start(|| false, "tx2", &xml("tx2"), false)
+        tx.define_and_start(|| false, "tx2", &xml("tx2"), false, false)
             .unwrap();
         tx.commit();
     }
@@ -74,7 +74,7 @@ fn a_cancelled_create_defines_nothing() {
     let lv = Libvirt::open("test:///default").unwrap();
     let mut tx = Transaction::new(&lv);
     let e = tx
-        .define_and_start(|| true, "tx3", &xml("tx3"), true)
+        .define_and_start(|| true, "tx3", &xml("tx3"), true, true)
         .unwrap_err();
     assert!(matches!(e, Error::Interrupted { .. }), "{e}");
     assert!(lv.get("tx3").unwrap().is_none());
@@ -98,7 +98,7 @@ fn a_redefined_domain_and_a_moved_file_are_put_back() {
         lv.define("tx5", &before.replace("65536", "131072"))
             .unwrap();
         assert_ne!(lv.require("tx5").unwrap().xml, before);
-        tx.record(Undo::DomainXml {
+        tx.record(Undo::Redefine {
             vm: "tx5".into(),
             xml: before.clone(),
         });

@@ -244,6 +244,7 @@ pub fn phase_specs(p: &PhaseInputs) -> (DomainSpec, DomainSpec) {
         disks: vec![l.disk.clone()],
         files: vec![l.console_log.clone(), l.known_hosts.clone()],
         dir: Some(l.dir.clone()),
+        readonly_shares: Vec::new(),
     };
 
     let mut fin = common.clone();
@@ -287,6 +288,9 @@ pub fn autoinstall_spec(plan: &DesktopPlan, password_hash: Option<String>) -> Au
             password_hash,
             packages: Vec::new(),
             network,
+            reset_machine_id: false,
+            runcmd: Vec::new(),
+            mounts: Vec::new(),
         },
         flavour: plan.flavour,
         nvidia: !b.gpus.is_empty(),
@@ -326,6 +330,8 @@ pub(crate) fn apply(
     let req = &plan.request;
     let b = &plan.base;
     let cache = crate::media::image_cache(ctx);
+    // No `vmctl image remove|prune` between the fetch and the define that uses the ISO.
+    let _cache_lease = cache.use_lease(progress)?;
     let iso = with_iso_sources(ctx, |sources| {
         iso::resolve(
             &cache,
@@ -362,7 +368,13 @@ pub(crate) fn apply(
         iso_sha256: iso.sha256.clone(),
     });
     guest_media::disk::write_private(&layout.final_xml, to_xml(&fin)?.as_bytes())?;
-    let started = rb.define_and_start(ctx.cancelled, &b.name, &to_xml(&install)?, !req.no_start)?;
+    let started = rb.define_and_start(
+        ctx.cancelled,
+        &b.name,
+        &to_xml(&install)?,
+        !req.no_start,
+        !req.no_autostart,
+    )?;
     rb.commit();
     Ok(DesktopCreated {
         name: b.name.clone(),

@@ -74,6 +74,8 @@ pub struct TalosRequest {
     pub disk: Option<String>,
     pub bridge: Option<String>,
     pub no_start: bool,
+    /// Leave libvirt's autostart off (by default the node starts with the host).
+    pub no_autostart: bool,
     /// Bootstrap etcd and fetch the kubeconfig through the Talos API once the node answers (the
     /// binary runs `cluster::create::bootstrap` after the create; checked here).
     pub bootstrap: bool,
@@ -107,6 +109,7 @@ impl TalosRequest {
             disk: None,
             bridge: None,
             no_start: false,
+            no_autostart: false,
             bootstrap: false,
             iso: false,
             labels: Default::default(),

@@ -55,8 +55,21 @@ pub struct UbuntuRequest {
     /// Override the GPU isolation, boot VGA and host-use refusals.
     pub gpu_force: bool,
     pub no_start: bool,
+    /// Leave libvirt's autostart off (by default the VM starts with the host).
+    pub no_autostart: bool,
+    /// `--data-disk SIZE[,name=NAME]` values: blank qcow2 disks after the seed.
+    pub data_disks: Vec<String>,
+    /// With `gpus` empty: pass this many whole GPUs, picked like `--gpu` alone (a template's
+    /// `gpus = N`).
+    pub gpu_count: Option<usize>,
+    /// cloud-init commands run once at the first boot (a template's `runcmd`).
+    pub runcmd: Vec<Vec<String>>,
+    /// The base image carries another VM's machine-id (a saved template): make a new one.
+    pub reset_machine_id: bool,
     /// Only write the seed into the VM's directory (for inspection or other tools).
     pub seed_only: bool,
+    /// `--share HOST_DIR:TAG[,ro]` values (virtiofs, [`crate::share`]).
+    pub shares: Vec<String>,
 }
 
 impl UbuntuRequest {
@@ -85,7 +98,13 @@ impl UbuntuRequest {
             gpus: Vec::new(),
             gpu_force: false,
             no_start: false,
+            no_autostart: false,
+            data_disks: Vec::new(),
+            gpu_count: None,
+            runcmd: Vec::new(),
+            reset_machine_id: false,
             seed_only: false,
+            shares: Vec::new(),
         }
     }
 }
@@ -120,6 +139,10 @@ pub struct UbuntuPlan {
     pub vm_dir: PathBuf,
     /// Each passed-through GPU's functions (`--gpu`), checked like `vmctl gpu attach`.
     pub gpus: Vec<Vec<hypervisor::domain::PciAddress>>,
+    /// `--data-disk`: blank disks made with the VM.
+    pub data_disks: Vec<crate::data_disks::DataDisk>,
+    /// virtiofs shares (`--share`), mounted by the guest at `/mnt/TAG`.
+    pub shares: Vec<crate::share::ShareSpec>,
 }
 
 impl UbuntuPlan {
@@ -291,6 +314,7 @@ pub fn plan(ctx: &Ctx, req: &UbuntuRequest) -> Result<UbuntuPlan> {
 /// [`plan`]; `claimed`: this create already holds the VM directory (an automatic name).
 fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuPlan> {
     let memory_mib = check_name_and_size(ctx, &req.name, !req.seed_only, req.cpus, &req.memory)?;
+    let data_disks = crate::data_disks::parse_data_disks(&req.data_disks)?;
     let disk_bytes = req
         .disk
         .as_deref()
@@ -311,7 +335,8 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         .as_deref()
         .unwrap_or(ctx.config.value("firmware"))
         .parse()?;
-    let gpus = if req.gpus.is_empty() {
+    let count = req.gpu_count.filter(|n| *n > 0 && req.gpus.is_empty());
+    let gpus = if req.gpus.is_empty() && count.is_none() {
         Vec::new()
     } else {
         // Passthrough implies UEFI: a BIOS default gives way, an explicit --firmware bios is refused.
@@ -319,7 +344,22 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
             firmware = Firmware::Efi { secure_boot: false };
         }
         let selectors = crate::gpu::parse_selectors(&req.gpus)?;
-        crate::gpu::hostdevs_for_create(ctx, &req.name, &selectors, firmware, req.gpu_force)?
+        let mut gpus =
+            crate::gpu::hostdevs_for_create(ctx, &req.name, &selectors, firmware, req.gpu_force)?;
+        if let Some(n) = count {
+            if gpus.len() < n {
+                return Err(invalid(
+                    "gpus",
+                    &n.to_string(),
+                    &format!(
+                        "the template asks for {n} GPU(s) and {} can be passed (`vmctl gpu status` says why the others cannot)",
+                        gpus.len()
+                    ),
+                ));
+            }
+            gpus.truncate(n);
+        }
+        gpus
     };
     let user = req
         .user
@@ -397,6 +437,10 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
             }
         }
     };
+    let shares = crate::share::parse_all(&req.shares)?;
+    if !shares.is_empty() && !req.seed_only {
+        crate::share::require_virtiofsd(ctx)?;
+    }
     let vm_dir = crate::storage::vm_dir(&ctx.config.storage_dir(ctx.host), &req.name);
     // An early refusal only: the claim at the start of the create is what holds the name.
     if !claimed && vm_dir.exists() {
@@ -423,6 +467,8 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         direct_boot,
         vm_dir,
         gpus,
+        data_disks,
+        shares,
     })
 }
 
@@ -460,9 +506,19 @@ pub(crate) fn apply(
         password_hash: req.password_hash.clone(),
         packages: req.packages.clone(),
         network,
+        reset_machine_id: req.reset_machine_id,
+        runcmd: req.runcmd.clone(),
+        mounts: plan.shares.iter().map(|s| s.guest_mount()).collect(),
     };
     let seed_files = seed::render(&seed_spec)?;
 
+    // From before the base image is fetched until the domain that uses it is defined, no
+    // `vmctl image remove|prune` runs ([`guest_media::cache::ImageCache::use_lease`]).
+    let _cache_lease = if req.seed_only {
+        None
+    } else {
+        Some(crate::media::image_cache(ctx).use_lease(progress)?)
+    };
     let (base, base_sha, verification, info) = if req.seed_only {
         (None, None, BaseVerification::NoImage, None)
     } else {
@@ -523,6 +579,23 @@ pub(crate) fn apply(
     spec.direct_boot = plan.direct_boot.clone();
     spec.kvm_hidden = req.kvm_hidden;
     spec.disks = overlay_and_seed(&disk_path, &seed_path);
+    let data = crate::data_disks::create_data_disks(
+        ctx,
+        rb,
+        dir,
+        &plan.data_disks,
+        &spec
+            .disks
+            .iter()
+            .map(|d| d.target.as_str())
+            .collect::<Vec<_>>(),
+    )?;
+    let mut vmctl_disks = vec![disk_path.clone(), seed_path.clone()];
+    vmctl_disks.extend(data.iter().map(|d| d.path.clone()));
+    spec.disks.extend(data);
+    for s in &plan.shares {
+        spec.add_filesystem(s.filesystem());
+    }
     spec.metadata = Some(Metadata {
         os: "ubuntu".into(),
         release,
@@ -533,12 +606,18 @@ pub(crate) fn apply(
         base_sha256: base_sha,
         created: now_rfc3339(),
         version: crate::VERSION.into(),
-        disks: vec![disk_path.clone(), seed_path.clone()],
+        disks: vmctl_disks,
         files: vec![console_log, known_hosts],
         dir: Some(dir.clone()),
+        readonly_shares: crate::share::readonly_tags(&plan.shares),
     });
-    created.started =
-        rb.define_and_start(ctx.cancelled, &plan.name, &to_xml(&spec)?, !req.no_start)?;
+    created.started = rb.define_and_start(
+        ctx.cancelled,
+        &plan.name,
+        &to_xml(&spec)?,
+        !req.no_start,
+        !req.no_autostart,
+    )?;
     created.defined = true;
     rb.commit();
     Ok(created)

@@ -112,6 +112,12 @@ impl Hypervisor for Fake<'_> {
     fn agent_addresses(&self, name: &str) -> hypervisor::Result<Vec<GuestAddress>> {
         self.inner.agent_addresses(name)
     }
+    fn inactive_xml(&self, name: &str) -> hypervisor::Result<String> {
+        self.inner.inactive_xml(name)
+    }
+    fn set_vmctl_metadata(&self, name: &str, xml: &str, live: bool) -> hypervisor::Result<()> {
+        self.inner.set_vmctl_metadata(name, xml, live)
+    }
     fn lib_version(&self) -> hypervisor::Result<u32> {
         Ok(self.version)
     }
@@ -293,8 +299,12 @@ fn reverting_an_older_snapshot_makes_a_fresh_overlay_and_keeps_what_later_ones_n
     let facts = parse_domain(&xml).unwrap();
     let mut md = facts.metadata.unwrap();
     md.files.push(s2_overlay.clone());
-    let xml = set_disk_source("rev3", &xml, "vda", &s2_overlay).unwrap();
-    lv.define("rev3", &set_metadata("rev3", &xml, &md).unwrap())
+    lv.define(
+        "rev3",
+        &set_disk_source("rev3", &xml, "vda", &s2_overlay).unwrap(),
+    )
+    .unwrap();
+    lv.set_vmctl_metadata("rev3", &metadata_xml(&md).unwrap(), false)
         .unwrap();
     let s2 = SnapshotInfo {
         name: "s2".into(),
@@ -362,7 +372,7 @@ fn delete_removes_the_memory_file_libvirt_9_0_leaves_and_updates_the_record() {
     let xml = lv.require("del1").unwrap().xml;
     let mut md = parse_domain(&xml).unwrap().metadata.unwrap();
     md.files.push(memory.clone());
-    lv.define("del1", &set_metadata("del1", &xml, &md).unwrap())
+    lv.set_vmctl_metadata("del1", &metadata_xml(&md).unwrap(), false)
         .unwrap();
     let hv = fake(&lv, s1, false);
     let runner = RecordingRunner::new();

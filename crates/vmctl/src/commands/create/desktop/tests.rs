@@ -148,6 +148,8 @@ fn fixed_plan(f: &Fixture, gpus: bool) -> UbuntuPlan {
         } else {
             Vec::new()
         },
+        data_disks: Vec::new(),
+        shares: Vec::new(),
     }
 }
 

@@ -138,6 +138,9 @@ pub fn seed_files(
             },
             None => GuestNetwork::Dhcp { mac: mac.into() },
         },
+        reset_machine_id: false,
+        runcmd: Vec::new(),
+        mounts: Vec::new(),
     };
     Ok(vec![
         ("user-data", user_data),
@@ -185,6 +188,8 @@ pub(crate) fn apply_claimed(
     let endpoint = endpoint_for(req, plan)?;
     let new_cluster = matches!(plan.cluster_state, ClusterState::New);
 
+    // No `vmctl image remove|prune` between the fetch and the define that uses the image.
+    let _cache_lease = crate::media::image_cache(ctx).use_lease(progress)?;
     let image = fetch_image(ctx, plan, progress)?;
     // The nocloud image is the system disk's backing file: --disk cannot be smaller. The ISO
     // installs to a blank disk instead.
@@ -349,8 +354,15 @@ pub(crate) fn apply_claimed(
         disks: vec![disk_path.clone(), seed_path.clone()],
         files: vec![console_log.clone()],
         dir: Some(dir.clone()),
+        readonly_shares: Vec::new(),
     });
-    let started = rb.define_and_start(ctx.cancelled, &plan.name, &to_xml(&spec)?, !req.no_start)?;
+    let started = rb.define_and_start(
+        ctx.cancelled,
+        &plan.name,
+        &to_xml(&spec)?,
+        !req.no_start,
+        !req.no_autostart,
+    )?;
     let timings = NodeTimings {
         config: config_time,
         domain: domain_started.elapsed().saturating_sub(config_time),

@@ -531,3 +531,57 @@ fn create_from_release_fetches_and_verifies_through_the_mirror_setting() {
     assert_nothing_left(&f, &lv, "ct-release2");
     assert!(!f.host.path("/cache/sha256").join("1".repeat(64)).exists());
 }
+
+/// `--share DIR:TAG[,ro]`: the domain gets shared memory and a virtiofs filesystem, the seed
+/// mounts it at /mnt/TAG, vmctl's metadata records the read-only tag; a bad or duplicate share
+/// is refused before anything is made.
+#[test]
+fn create_with_shares_defines_virtiofs_and_mounts_them_in_the_seed() {
+    let f = fixture();
+    let lv = Libvirt::open("test:///default").unwrap();
+    let c = ctx(&f, &SystemRunner, &lv);
+    let shared = f.dir.path().join("models");
+    std::fs::create_dir(&shared).unwrap();
+    let mut req = request(&f, "ct-share");
+    req.shares = vec![
+        format!("{}:models", shared.display()),
+        format!("{}:ro-data,ro", shared.display()),
+    ];
+    let mut dup = request(&f, "ct-share-dup");
+    dup.shares = vec![
+        format!("{}:models", shared.display()),
+        format!("{}:models,ro", shared.display()),
+    ];
+    expect_usage(&f, dup, "a tag given twice");
+    let mut missing = request(&f, "ct-share-missing");
+    missing.shares = vec![format!("{}/nope:models", shared.display())];
+    expect_usage(&f, missing, "a missing share directory");
+
+    create_ubuntu(&c, &req, &NoProgress).unwrap();
+    let xml = lv.inactive_xml("ct-share").unwrap();
+    crate::test_support::assert_valid_domain_xml(&xml);
+    let facts = parse_domain(&xml).unwrap();
+    assert!(facts.shared_memory);
+    let tags: Vec<_> = facts.filesystems.iter().map(|f| f.tag.as_str()).collect();
+    assert_eq!(tags, ["models", "ro-data"]);
+    assert_eq!(
+        facts.filesystems[0].source_dir.as_deref(),
+        Some(std::fs::canonicalize(&shared).unwrap().as_path())
+    );
+    assert_eq!(facts.metadata.unwrap().readonly_shares, ["ro-data"]);
+    let iso = vm_dir_of(&f, "ct-share").join("seed.iso");
+    let out = std::process::Command::new("isoinfo")
+        .args(["-R", "-x", "/user-data", "-i"])
+        .arg(&iso)
+        .output()
+        .unwrap();
+    let ud = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        ud.contains("models /mnt/models virtiofs defaults,nofail 0 0")
+            && ud.contains("ro-data /mnt/ro-data virtiofs ro,nofail 0 0"),
+        "{ud}"
+    );
+    lifecycle::stop(&c, "ct-share", std::time::Duration::from_secs(5), true).unwrap();
+    lifecycle::delete(&c, "ct-share", true, false).unwrap();
+    assert!(shared.is_dir(), "delete never touches a shared directory");
+}
