@@ -1,5 +1,5 @@
 //! The one undo mechanism of every change vmctl makes in steps: each create (ubuntu, desktop,
-//! talos), `gpu attach`, `snapshot create|revert`, and the cluster operations to come. A [`Transaction`] records what each
+//! talos), `gpu attach`, and the cluster operations to come. A [`Transaction`] records what each
 //! step made, as typed [`Undo`] entries; unless [`Transaction::commit`] is called, dropping it
 //! (an error returned with `?`, a Ctrl-C that ends a wait) undoes them newest first. An undo
 //! that fails is logged and the others still run.
