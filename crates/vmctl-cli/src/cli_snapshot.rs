@@ -24,8 +24,8 @@ pub enum SnapshotCommand {
         #[arg(long)]
         memory: bool,
         /// Freeze the guest's filesystems through qemu-guest-agent while the snapshot is taken
-        /// (the VM must run and its agent answer)
-        #[arg(long)]
+        /// (the VM must run and its agent answer; disk-only snapshots only)
+        #[arg(long, conflicts_with = "memory")]
         quiesce: bool,
     },
     /// List the VM's snapshots: name, time, state, parent, current, disk overlays

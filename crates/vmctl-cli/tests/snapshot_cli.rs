@@ -116,6 +116,22 @@ fn memory_snapshot_of_a_vm_with_a_vfio_device_is_refused_and_a_quiesced_one_offe
         err.contains("help: take a disk-only snapshot instead, quiesced through the guest agent: `vmctl snapshot create gpu1 s1 --quiesce`"),
         "{err}"
     );
+    // libvirt quiesces disk-only snapshots only: the two flags are refused together.
+    let out = vmctl()
+        .args([
+            "--connect",
+            &uri,
+            "snapshot",
+            "create",
+            "gpu1",
+            "s1",
+            "--memory",
+            "--quiesce",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
     let json = refused(&[
         "--connect",
         &uri,

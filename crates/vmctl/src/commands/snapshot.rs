@@ -49,6 +49,8 @@ pub enum SnapshotError {
         name: String,
         devices: String,
     },
+    #[error("--quiesce and --memory do not go together: libvirt quiesces disk-only snapshots only")]
+    QuiesceWithMemory { vm: String, name: String },
     #[error("{flag} needs {vm} running")]
     NotRunning { vm: String, flag: &'static str },
     #[error("the guest agent of {vm} does not answer, so its filesystems cannot be quiesced")]
@@ -92,6 +94,10 @@ impl CommandFailure for SnapshotError {
             Self::MemoryWithVfio { vm, name, .. } => vec![format!(
                 "take a disk-only snapshot instead, quiesced through the guest agent: `vmctl snapshot create {vm} {name} --quiesce`"
             )],
+            Self::QuiesceWithMemory { vm, name } => vec![
+                format!("for a consistent disk-only snapshot: `vmctl snapshot create {vm} {name} --quiesce`"),
+                "a --memory snapshot needs no quiescing: the guest is paused while its memory is saved, and reverting it (libvirt 9.9.0 and later) resumes that very moment".into(),
+            ],
             Self::NotRunning { vm, flag } => vec![format!(
                 "start it first (`vmctl start {vm}`), or leave out {flag}: the disks of a stopped VM are consistent as they are"
             )],
@@ -292,6 +298,15 @@ pub fn create(ctx: &Ctx, req: &CreateRequest) -> Result<Created> {
     }
     if req.memory {
         check_memory_allowed(vm, &name, &facts)?;
+        // libvirt: "Flag 'VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY' is required by flag
+        // 'VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE'".
+        if req.quiesce {
+            return Err(SnapshotError::QuiesceWithMemory {
+                vm: vm.into(),
+                name,
+            }
+            .into());
+        }
     }
     for (asked, flag) in [(req.memory, "--memory"), (req.quiesce, "--quiesce")] {
         if asked && !rec.state.is_active() {
@@ -373,20 +388,20 @@ pub fn create(ctx: &Ctx, req: &CreateRequest) -> Result<Created> {
 
     let mut tx = Transaction::new(ctx.hv);
     // Recorded before libvirt makes them, so `vmctl delete` knows them whatever happens next; a
-    // failed create puts the old record back.
-    if let Some(md) = &facts.metadata {
-        let mut md = md.clone();
+    // failed create puts the old record back, in the running domain too.
+    if let Some(old) = parse_domain(&ctx.hv.inactive_xml(vm)?)?.metadata {
+        let mut md = old.clone();
         for f in overlays.iter().map(|o| &o.file).chain(&memory) {
             if !md.files.contains(f) {
                 md.files.push(f.clone());
             }
         }
-        let before = ctx.hv.inactive_xml(vm)?;
-        ctx.hv
-            .set_vmctl_metadata(vm, &metadata_xml(&md)?, rec.state.is_active())?;
-        tx.record(Undo::Redefine {
+        let live = rec.state.is_active();
+        ctx.hv.set_vmctl_metadata(vm, &metadata_xml(&md)?, live)?;
+        tx.record(Undo::Metadata {
             vm: vm.into(),
-            xml: before,
+            xml: metadata_xml(&old)?,
+            live,
         });
     }
     let flags = CreateFlags {

@@ -108,3 +108,35 @@ fn a_redefined_domain_and_a_moved_file_are_put_back() {
     assert!(!to.exists());
     lv.undefine("tx5", true).unwrap();
 }
+
+#[test]
+fn replaced_metadata_is_set_back() {
+    use hypervisor::domain::Metadata;
+    use hypervisor::domain::parse::parse_domain;
+    use hypervisor::domain::render::metadata_xml;
+    let lv = Libvirt::open("test:///default").unwrap();
+    lv.define("tx6", &xml("tx6")).unwrap();
+    let old = Metadata {
+        os: "ubuntu".into(),
+        ..Default::default()
+    };
+    lv.set_vmctl_metadata("tx6", &metadata_xml(&old).unwrap(), false)
+        .unwrap();
+    {
+        let mut tx = Transaction::new(&lv);
+        let new = Metadata {
+            files: vec!["/vms/tx6/vda.s1.qcow2".into()],
+            ..old.clone()
+        };
+        lv.set_vmctl_metadata("tx6", &metadata_xml(&new).unwrap(), false)
+            .unwrap();
+        tx.record(Undo::Metadata {
+            vm: "tx6".into(),
+            xml: metadata_xml(&old).unwrap(),
+            live: false,
+        });
+    }
+    let back = parse_domain(&lv.require("tx6").unwrap().xml).unwrap();
+    assert_eq!(back.metadata, Some(old));
+    lv.undefine("tx6", true).unwrap();
+}

@@ -391,3 +391,41 @@ fn delete_removes_the_memory_file_libvirt_9_0_leaves_and_updates_the_record() {
     assert_eq!(e.exit_kind(), ExitKind::Usage);
     lv.undefine("del1", true).unwrap();
 }
+
+/// A create that libvirt refuses leaves vmctl's record as it was (the overlays it would have
+/// made are not left recorded).
+#[test]
+fn a_failed_create_puts_the_record_back() {
+    let lv = Libvirt::open("test:///default").unwrap();
+    let (s, s1) = setup(&lv, "cre1");
+    let hv = fake(&lv, s1, false);
+    let runner = RecordingRunner::new();
+    let ctx = Ctx::new(&s.config, &s.host, &runner as &dyn CommandRunner, &hv);
+    let before = parse_domain(&lv.require("cre1").unwrap().xml)
+        .unwrap()
+        .metadata;
+    let req = CreateRequest {
+        vm: "cre1".into(),
+        name: Some("s9".into()),
+        ..Default::default()
+    };
+    // The fake has no snapshot_create: libvirt's refusal, after the record was written.
+    let e = create(&ctx, &req).unwrap_err();
+    assert!(e.to_string().contains("snapshot"), "{e}");
+    let after = parse_domain(&lv.require("cre1").unwrap().xml)
+        .unwrap()
+        .metadata;
+    assert_eq!(after, before);
+    let both = CreateRequest {
+        memory: true,
+        quiesce: true,
+        ..req
+    };
+    let e = create(&ctx, &both).unwrap_err();
+    assert_eq!(e.exit_kind(), ExitKind::Usage);
+    assert!(
+        e.help()[0].contains("`vmctl snapshot create cre1 s9 --quiesce`"),
+        "{e}"
+    );
+    lv.undefine("cre1", true).unwrap();
+}
