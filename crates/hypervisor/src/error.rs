@@ -41,6 +41,9 @@ pub enum Error {
     /// Splicing a device into the domain: its XML has no `<devices>` element to put it in.
     #[error("domain XML of {domain}: it has no <devices> element")]
     NoDevices { domain: String },
+    /// Editing a disk of the domain: it has no disk with that target (`vda`).
+    #[error("domain XML of {domain}: it has no disk {target}")]
+    NoDisk { domain: String, target: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -12,6 +12,8 @@
 //!   back of any domain's XML.
 //! - [`splice`]: config changes to an existing domain's XML (adding and removing PCI hostdevs),
 //!   keeping everything else byte for byte; [`share_splice`]: the same for virtiofs shares.
+//! - [`snapshot`]: external snapshots: their XML, read and written, and which libvirt reverts
+//!   them itself.
 //! - [`Capabilities`]: what the host's libvirt offers (`virsh capabilities`).
 //!
 //! It knows nothing of the commands above it: its errors ([`Error`]) are named after the
@@ -25,6 +27,7 @@ mod error;
 #[cfg(feature = "libvirt")]
 mod libvirt;
 pub mod share_splice;
+pub mod snapshot;
 pub mod splice;
 
 pub use caps::Capabilities;

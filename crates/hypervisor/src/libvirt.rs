@@ -9,6 +9,7 @@ use virt::error::ErrorNumber;
 
 use crate::caps::Capabilities;
 use crate::error::{Error, LibvirtError, Result};
+use crate::snapshot::{CreateFlags, SnapshotInfo};
 
 /// A domain's run state, as `virsh domstate` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -178,6 +179,54 @@ pub trait Hypervisor {
     fn set_vmctl_metadata(&self, name: &str, _xml: &str, _live: bool) -> Result<()> {
         Err(Error::Unsupported {
             op: "update the metadata of",
+            domain: name.to_string(),
+        })
+    }
+
+    /// libvirt's version (`virConnectGetLibVersion`: the daemon's, for a remote URI) as
+    /// major * 1,000,000 + minor * 1,000 + micro.
+    fn lib_version(&self) -> Result<u32> {
+        Err(Error::Unsupported {
+            op: "read the libvirt version for",
+            domain: self.uri().to_string(),
+        })
+    }
+
+    /// Takes a snapshot (`virDomainSnapshotCreateXML`) from [`crate::snapshot::to_xml`].
+    fn snapshot_create(&self, name: &str, _xml: &str, _flags: CreateFlags) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "snapshot",
+            domain: name.to_string(),
+        })
+    }
+
+    /// The domain's snapshots, oldest first. A driver without snapshots has none.
+    fn snapshots(&self, _name: &str) -> Result<Vec<SnapshotInfo>> {
+        Ok(Vec::new())
+    }
+
+    /// Reverts the domain to a snapshot (`virDomainSnapshotRevert`, no flags).
+    fn snapshot_revert(&self, name: &str, _snapshot: &str) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "revert a snapshot of",
+            domain: name.to_string(),
+        })
+    }
+
+    /// Deletes a snapshot (`virDomainSnapshotDelete`, no flags): for an external one libvirt
+    /// (9.0 and later) merges its overlay into the chain and removes it.
+    fn snapshot_delete(&self, name: &str, _snapshot: &str) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "delete a snapshot of",
+            domain: name.to_string(),
+        })
+    }
+
+    /// Redefines a snapshot's metadata from its XML (`VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE`, with
+    /// `_CURRENT` when `current`): nothing on disk changes.
+    fn snapshot_redefine(&self, name: &str, _xml: &str, _current: bool) -> Result<()> {
+        Err(Error::Unsupported {
+            op: "redefine a snapshot of",
             domain: name.to_string(),
         })
     }
@@ -507,6 +556,93 @@ impl Hypervisor for Libvirt {
                 flags,
             )
             .map_err(Self::err("update the metadata of", name))
+    }
+
+    fn lib_version(&self) -> Result<u32> {
+        self.conn
+            .lib_version()
+            .map_err(Self::err("read the libvirt version of", &self.uri))
+    }
+
+    fn snapshot_create(&self, name: &str, xml: &str, flags: CreateFlags) -> Result<()> {
+        let mut f = 0;
+        if flags.disk_only {
+            f |= virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY;
+        }
+        if flags.quiesce {
+            f |= virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE;
+        }
+        if flags.atomic {
+            f |= virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
+        }
+        self.lookup_required(name)?
+            .create_snapshot_xml(xml, f)
+            .map(|_| ())
+            .map_err(Self::err("snapshot", name))
+    }
+
+    fn snapshots(&self, name: &str) -> Result<Vec<SnapshotInfo>> {
+        let d = self.lookup_required(name)?;
+        let mut out = Vec::new();
+        for s in d
+            .list_all_snapshots(0)
+            .map_err(Self::err("list the snapshots of", name))?
+        {
+            let xml = s
+                .xml_desc(virt::sys::VIR_DOMAIN_SNAPSHOT_XML_SECURE)
+                .map_err(Self::err("read a snapshot of", name))?;
+            let current = s
+                .is_current(0)
+                .map_err(Self::err("read a snapshot of", name))?;
+            out.push(crate::snapshot::parse_snapshot(&xml, current)?);
+        }
+        // Oldest first; snapshots taken within one second by their depth in the tree.
+        let depth = |s: &SnapshotInfo| {
+            let mut d = 0;
+            let mut p = s.parent.as_deref();
+            while let Some(name) = p
+                && d < out.len()
+            {
+                d += 1;
+                p = out
+                    .iter()
+                    .find(|x| x.name == name)
+                    .and_then(|x| x.parent.as_deref());
+            }
+            d
+        };
+        let keys: Vec<_> = out
+            .iter()
+            .map(|s| (s.created, depth(s), s.name.clone()))
+            .collect();
+        let mut keyed: Vec<_> = keys.into_iter().zip(out).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(keyed.into_iter().map(|(_, s)| s).collect())
+    }
+
+    fn snapshot_revert(&self, name: &str, snapshot: &str) -> Result<()> {
+        let d = self.lookup_required(name)?;
+        virt::domain::Domain::lookup_snapshot_by_name(&d, snapshot, 0)
+            .and_then(|s| s.revert(0))
+            .map_err(Self::err("revert a snapshot of", name))
+    }
+
+    fn snapshot_delete(&self, name: &str, snapshot: &str) -> Result<()> {
+        let d = self.lookup_required(name)?;
+        virt::domain::Domain::lookup_snapshot_by_name(&d, snapshot, 0)
+            .and_then(|s| s.delete(0))
+            .map_err(Self::err("delete a snapshot of", name))
+    }
+
+    fn snapshot_redefine(&self, name: &str, xml: &str, current: bool) -> Result<()> {
+        let mut f = virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE;
+        if current {
+            f |= virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT;
+        }
+        self.lookup_required(name)?
+            .create_snapshot_xml(xml, f)
+            .map(|_| ())
+            .map_err(Self::err("redefine a snapshot of", name))
     }
 
     fn agent_addresses(&self, name: &str) -> Result<Vec<GuestAddress>> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{cli_cluster, cli_day2, cli_ip, cli_share, cli_talos, gpu_cli};
+use crate::{cli_cluster, cli_day2, cli_ip, cli_share, cli_snapshot, cli_talos, gpu_cli};
 
 pub(crate) const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed), 130 interrupted\n\
 (Ctrl-C during `create` removes what it made; a second Ctrl-C quits at once).\n\
@@ -138,6 +138,9 @@ pub(crate) enum Command {
     /// Create a VM
     #[command(subcommand)]
     Create(CreateKind),
+    /// Snapshots of a VM's disks (external qcow2 overlays): create, list, revert, delete
+    #[command(subcommand)]
+    Snapshot(cli_snapshot::SnapshotCommand),
     /// Image cache
     #[command(subcommand)]
     Image(ImageCommand),

@@ -16,6 +16,7 @@ mod cli_desktop;
 mod cli_image;
 mod cli_ip;
 mod cli_share;
+mod cli_snapshot;
 mod cli_talos;
 mod cli_tuning;
 mod gpu_cli;
@@ -304,6 +305,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Disk(c) => cli_day2::disk(&ctx, c, cli.json)?,
         Command::Clone(a) => cli_day2::clone(&ctx, &a, cli.json)?,
         Command::Template(c) => cli_day2::template(&ctx, c, cli.json)?,
+        Command::Snapshot(s) => cli_snapshot::run(s, &ctx, cli.json)?,
         Command::Delete {
             name,
             yes,

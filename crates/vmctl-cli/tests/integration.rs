@@ -19,6 +19,7 @@ mod image_share_cli;
 mod input_safety;
 mod interrupt;
 mod ip_cli;
+mod snapshot_cli;
 mod storage;
 mod talos_cli;
 #[path = "../../vmctl/tests/talos_support/mod.rs"]

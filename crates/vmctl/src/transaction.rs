@@ -34,6 +34,12 @@ pub(crate) enum Undo {
     Device { vm: String, xml: String, live: bool },
     /// A domain's definition replaced (`xml`: the one before): defined again.
     Redefine { vm: String, xml: String },
+    /// A file this transaction moved from `from` to `to`: moved back.
+    Renamed { from: PathBuf, to: PathBuf },
+    /// vmctl's metadata record replaced (`xml`: the one before, from
+    /// `hypervisor::domain::render::metadata_xml`): set again, in the running domain too when
+    /// `live`.
+    Metadata { vm: String, xml: String, live: bool },
 }
 
 /// Undoes what a failed change made, newest first, unless committed.
@@ -173,6 +179,11 @@ impl<'a> Transaction<'a> {
             Undo::Device { vm, xml, live } => self
                 .hv
                 .detach_device(vm, xml, *live)
+                .map_err(|e| e.to_string()),
+            Undo::Renamed { from, to } => std::fs::rename(to, from).map_err(|e| e.to_string()),
+            Undo::Metadata { vm, xml, live } => self
+                .hv
+                .set_vmctl_metadata(vm, xml, *live)
                 .map_err(|e| e.to_string()),
         }
     }

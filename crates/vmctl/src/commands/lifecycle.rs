@@ -233,7 +233,12 @@ pub fn delete(ctx: &Ctx, name: &str, yes: bool, keep_disks: bool) -> Result<Dele
         }
     }
     let md = facts.metadata.clone().unwrap_or_default();
-    let attached: Vec<PathBuf> = facts.disks.iter().filter_map(|d| d.path.clone()).collect();
+    let mut attached: Vec<PathBuf> = facts.disks.iter().filter_map(|d| d.path.clone()).collect();
+    // A snapshot moves a disk onto an overlay: the files its snapshots hold are still attached.
+    for s in ctx.hv.snapshots(name).unwrap_or_default() {
+        attached.extend(s.needs().map(Path::to_path_buf));
+        attached.extend(s.disks.iter().filter_map(|d| d.file.clone()));
+    }
     ctx.hv.undefine(name, facts.firmware == "efi")?;
     crate::address::release_deleted(ctx, name, md.ip.as_deref());
 

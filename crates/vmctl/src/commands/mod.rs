@@ -15,6 +15,7 @@ pub mod ip;
 pub mod lifecycle;
 pub mod resize;
 pub mod share;
+pub mod snapshot;
 pub mod ssh;
 pub mod talos;
 pub mod template;

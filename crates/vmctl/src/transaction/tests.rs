@@ -79,3 +79,64 @@ fn a_cancelled_create_defines_nothing() {
     assert!(matches!(e, Error::Interrupted { .. }), "{e}");
     assert!(lv.get("tx3").unwrap().is_none());
 }
+
+#[test]
+fn a_redefined_domain_and_a_moved_file_are_put_back() {
+    let lv = Libvirt::open("test:///default").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (from, to) = (tmp.path().join("a"), tmp.path().join("a.aside"));
+    std::fs::write(&from, "x").unwrap();
+    lv.define("tx5", &xml("tx5")).unwrap();
+    let before = lv.require("tx5").unwrap().xml;
+    {
+        let mut tx = Transaction::new(&lv);
+        std::fs::rename(&from, &to).unwrap();
+        tx.record(Undo::Renamed {
+            from: from.clone(),
+            to: to.clone(),
+        });
+        lv.define("tx5", &before.replace("65536", "131072"))
+            .unwrap();
+        assert_ne!(lv.require("tx5").unwrap().xml, before);
+        tx.record(Undo::Redefine {
+            vm: "tx5".into(),
+            xml: before.clone(),
+        });
+    }
+    assert_eq!(lv.require("tx5").unwrap().xml, before);
+    assert_eq!(std::fs::read(&from).unwrap(), b"x");
+    assert!(!to.exists());
+    lv.undefine("tx5", true).unwrap();
+}
+
+#[test]
+fn replaced_metadata_is_set_back() {
+    use hypervisor::domain::Metadata;
+    use hypervisor::domain::parse::parse_domain;
+    use hypervisor::domain::render::metadata_xml;
+    let lv = Libvirt::open("test:///default").unwrap();
+    lv.define("tx6", &xml("tx6")).unwrap();
+    let old = Metadata {
+        os: "ubuntu".into(),
+        ..Default::default()
+    };
+    lv.set_vmctl_metadata("tx6", &metadata_xml(&old).unwrap(), false)
+        .unwrap();
+    {
+        let mut tx = Transaction::new(&lv);
+        let new = Metadata {
+            files: vec!["/vms/tx6/vda.s1.qcow2".into()],
+            ..old.clone()
+        };
+        lv.set_vmctl_metadata("tx6", &metadata_xml(&new).unwrap(), false)
+            .unwrap();
+        tx.record(Undo::Metadata {
+            vm: "tx6".into(),
+            xml: metadata_xml(&old).unwrap(),
+            live: false,
+        });
+    }
+    let back = parse_domain(&lv.require("tx6").unwrap().xml).unwrap();
+    assert_eq!(back.metadata, Some(old));
+    lv.undefine("tx6", true).unwrap();
+}
