@@ -151,3 +151,12 @@ pub const QEMU_VHOST_USER_DIRS: &[&str] = &["/etc/qemu/vhost-user", "/usr/share/
 /// Where the distributions install virtiofsd: the Rust daemon of package `virtiofsd` (Ubuntu
 /// 24.04, Debian 13) and qemu's C daemon of package `qemu-system-common` (Debian 12, qemu 7.2).
 pub const VIRTIOFSD_PATHS: &[&str] = &["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"];
+
+// vGPU and MIG (vmctl `gpu status`, `gpu attach --vgpu`).
+/// Mediated devices by UUID, each a link to `<parent device>/<UUID>` with `mdev_type` and
+/// `remove` (Documentation/driver-api/vfio-mediated-device.rst, "sysfs files of mediated
+/// devices"; Documentation/ABI/testing/sysfs-bus-vfio-mdev).
+pub const SYS_BUS_MDEV_DEVICES: &str = "/sys/bus/mdev/devices";
+/// NVIDIA's capability files: `gpu<minor>/mig/gi<ID>/access` and `gi<ID>/ci<ID>/access` exist
+/// for each MIG GPU and compute instance (MIG User Guide, "Device Nodes and Capabilities").
+pub const PROC_DRIVER_NVIDIA_CAPABILITIES: &str = "/proc/driver/nvidia/capabilities";

@@ -31,6 +31,9 @@ pub struct HostFacts {
     /// NVIDIA drivers already installed (and by what), and what apt offers.
     #[serde(default)]
     pub nvidia_driver: NvidiaDriverInfo,
+    /// Mediated devices that exist (`/sys/bus/mdev/devices`), sorted by UUID.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mdevs: Vec<Mdev>,
     /// Problems met while reading (a path and what was wrong). Detection goes on after each.
     pub warnings: Vec<String>,
 }
@@ -338,6 +341,85 @@ pub struct Gpu {
     /// is its own single function; a physical function's `functions` never list its VFs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub physfn: Option<String>,
+    /// Mediated-device (vGPU) types this function offers (`mdev_supported_types/<type-id>/`),
+    /// sorted by id. On SR-IOV GPUs with NVIDIA vGPU before 17 they sit on the VFs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mdev_types: Vec<MdevType>,
+    /// A physical function's SR-IOV state (`sriov_totalvfs`, `sriov_numvfs`, `virtfnN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sriov: Option<Sriov>,
+    /// NVIDIA vGPU 17 and later on a VF: its `nvidia/` directory (vendor-specific VFIO).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvidia_vgpu: Option<NvidiaVgpu>,
+    /// MIG GPU instances the driver shows for this GPU, sorted
+    /// (`/proc/driver/nvidia/capabilities/gpu<minor>/mig/gi<ID>`); empty without MIG.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mig_instances: Vec<MigInstance>,
+}
+
+/// One `mdev_supported_types/<type-id>/` directory (Documentation/ABI/testing/sysfs-bus-vfio-mdev:
+/// `available_instances` and `device_api` are mandatory, `name` and `description` optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdevType {
+    /// The directory name: the driver's prefix and its own id, e.g. `nvidia-559`.
+    pub id: String,
+    /// `name`, e.g. `GRID A100-4C`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `available_instances`: how many more mdevs of this type the parent can create now.
+    pub available_instances: u32,
+    /// `device_api`, e.g. `vfio-pci`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_api: Option<String>,
+    /// UUIDs of the mdevs of this type on this parent (`devices/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+}
+
+/// SR-IOV state of a physical function (Documentation/PCI/pci-iov-howto.rst).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sriov {
+    pub total_vfs: u32,
+    pub num_vfs: u32,
+    /// The VFs (`virtfnN` links), in N order.
+    pub vfs: Vec<String>,
+}
+
+/// A vGPU type a VF can take (a line `ID : name` of `nvidia/creatable_vgpu_types`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VgpuType {
+    pub id: u32,
+    /// E.g. `NVIDIA L40S-24Q`.
+    pub name: String,
+}
+
+/// A VF's `nvidia/` directory under NVIDIA vGPU 17 and later (vendor-specific VFIO framework).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvidiaVgpu {
+    /// `creatable_vgpu_types`: what this VF can take now (empty once it has a type, or when
+    /// the GPU's remaining capacity allows none).
+    pub creatable: Vec<VgpuType>,
+    /// `current_vgpu_type`: 0 when the VF holds no vGPU.
+    pub current_type: u32,
+}
+
+/// A MIG GPU instance and its compute instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigInstance {
+    pub gpu_instance: u32,
+    pub compute_instances: Vec<u32>,
+}
+
+/// A mediated device that exists (`/sys/bus/mdev/devices/<uuid>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mdev {
+    pub uuid: String,
+    /// The parent PCI function's BDF.
+    pub parent: Option<String>,
+    /// The `mdev_type` link's name, e.g. `nvidia-559`.
+    pub type_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

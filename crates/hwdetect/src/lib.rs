@@ -8,7 +8,9 @@
 //! the `SecureBoot`/`LoaderInfo` variables), `/sys/kernel/security/lockdown`, the boot loaders'
 //! files, `/boot/vmlinuz-*`, `/proc/sys/kernel/osrelease`; for NVIDIA drivers already there:
 //! dpkg's status and file lists, apt's package lists, `/usr/bin/nvidia-uninstall`,
-//! `/lib/modules/<release>/`. Names come from the `pci-ids` crate, then the system pci.ids on
+//! `/lib/modules/<release>/`; for vGPU and MIG:
+//! `mdev_supported_types/`, `sriov_*`, `virtfnN`, a VF's `nvidia/`, `/sys/bus/mdev/devices`,
+//! `/proc/driver/nvidia/{gpus,capabilities}`. Names come from the `pci-ids` crate, then the system pci.ids on
 //! the real filesystem.
 
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod numa;
 pub mod parse;
 mod pci;
 mod probe;
+pub mod vgpu;
 
 pub use facts::*;
 
@@ -98,6 +101,8 @@ fn detect_with(probe: &Probe, pci_ids: Vec<PathBuf>) -> HostFacts {
     // isolation is then as unknown as without the directory.
     let groups = groups.filter(|g| !g.is_empty());
     facts.gpus = pci::gpus(&facts.pci_devices, groups.as_ref());
+    vgpu::fill(probe, &mut facts.gpus, &mut warn);
+    facts.mdevs = vgpu::mdevs(probe, &mut warn);
     facts.nvswitches = facts
         .pci_devices
         .iter()

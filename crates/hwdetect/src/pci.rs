@@ -317,6 +317,7 @@ pub(crate) fn gpus(
                 reset: d.reset,
                 mdev_supported: d.mdev_supported,
                 physfn: d.physfn.clone(),
+                ..Gpu::default()
             }
         })
         .collect()

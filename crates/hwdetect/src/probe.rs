@@ -143,6 +143,19 @@ impl<'a> Probe<'a> {
         }
     }
 
+    /// A symlink's target as stored (sysfs links are relative); `Ok(None)` if absent.
+    pub fn link_target(&self, host_path: impl AsRef<Path>) -> io::Result<Option<PathBuf>> {
+        let host_path = host_path.as_ref();
+        match self.root.read_link(host_path) {
+            Ok(t) => {
+                self.note(host_path, Touch::Node { follow: false });
+                Ok(Some(t))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sorted entry names of a directory. Each entry is recorded as a node (symlinks kept).
     pub fn list(&self, host_path: impl AsRef<Path>) -> io::Result<Vec<String>> {
         let host_path = host_path.as_ref();

@@ -453,3 +453,97 @@ fn capture_to_an_unwritable_place_is_an_error_naming_it() {
     );
     assert!(std::error::Error::source(&err).is_some());
 }
+
+/// vGPU <= 16 on an SR-IOV A100: the mdev types sit on the VFs, with their counts, and the
+/// existing mdev is found with its parent VF and type.
+#[test]
+fn a100_mdev_types_on_vfs_and_the_existing_mdev() {
+    let tree = fixture_builder::build_host("synthetic-a100-vgpu16-mdev");
+    let f = detect(&HostRoot::new(tree.path()));
+    assert!(
+        !f.warnings.iter().any(|w| w.starts_with("/sys")),
+        "{:#?}",
+        f.warnings
+    );
+    let pf = gpu(&f, "0000:41:00.0");
+    assert!(pf.mdev_types.is_empty());
+    let sriov = pf.sriov.as_ref().unwrap();
+    assert_eq!((sriov.total_vfs, sriov.num_vfs), (16, 4));
+    assert_eq!(
+        sriov.vfs,
+        bdfs(&["0000:41:00.4", "0000:41:00.5", "0000:41:00.6", "0000:41:00.7"])
+    );
+    let vf = gpu(&f, "0000:41:00.5");
+    let t = &vf.mdev_types[0];
+    assert_eq!(
+        (t.id.as_str(), t.name.as_deref(), t.available_instances),
+        ("nvidia-559", Some("GRID A100-4C"), 1)
+    );
+    assert_eq!(t.device_api.as_deref(), Some("vfio-pci"));
+    let used = gpu(&f, "0000:41:00.4");
+    assert_eq!(
+        used.mdev_types[0].devices,
+        ["aa618089-8b16-4d01-a136-25a0f3c73123"]
+    );
+    assert_eq!(
+        f.mdevs,
+        [hwdetect::Mdev {
+            uuid: "aa618089-8b16-4d01-a136-25a0f3c73123".into(),
+            parent: Some("0000:41:00.4".into()),
+            type_id: Some("nvidia-559".into()),
+        }]
+    );
+}
+
+/// vGPU >= 17 on an L40S: each VF's `nvidia/` directory, the taken VF's type, the others'
+/// creatable types.
+#[test]
+fn l40s_vfs_show_creatable_and_current_vgpu_types() {
+    let tree = fixture_builder::build_host("synthetic-l40s-vgpu17-sriov");
+    let f = detect(&HostRoot::new(tree.path()));
+    assert!(f.warnings.iter().all(|w| !w.contains("nvidia/")), "{:#?}", f.warnings);
+    assert!(f.mdevs.is_empty());
+    let taken = gpu(&f, "0000:81:00.4").nvidia_vgpu.clone().unwrap();
+    assert_eq!((taken.current_type, taken.creatable.len()), (1155, 0));
+    let free = gpu(&f, "0000:81:00.5").nvidia_vgpu.clone().unwrap();
+    assert_eq!(free.current_type, 0);
+    assert_eq!(
+        free.creatable,
+        [
+            hwdetect::VgpuType {
+                id: 1155,
+                name: "NVIDIA L40S-24Q".into()
+            },
+            hwdetect::VgpuType {
+                id: 1167,
+                name: "NVIDIA L40S-24C".into()
+            }
+        ]
+    );
+    assert_eq!(gpu(&f, "0000:81:00.0").nvidia_vgpu, None);
+}
+
+/// MIG instances come from the driver's capability files, found through the GPU's minor.
+#[test]
+fn h100_mig_instances_from_procfs() {
+    let tree = fixture_builder::build_host("synthetic-h100-mig");
+    let f = detect(&HostRoot::new(tree.path()));
+    let g = gpu(&f, "0000:c1:00.0");
+    assert_eq!(
+        g.mig_instances,
+        [
+            hwdetect::MigInstance {
+                gpu_instance: 1,
+                compute_instances: vec![0]
+            },
+            hwdetect::MigInstance {
+                gpu_instance: 2,
+                compute_instances: vec![0]
+            }
+        ]
+    );
+    // No capability files: no instances, and no warning either.
+    let plain = fixture_builder::build_host("synthetic-l40s-vgpu17-sriov");
+    let f = detect(&HostRoot::new(plain.path()));
+    assert!(gpu(&f, "0000:81:00.0").mig_instances.is_empty());
+}

@@ -213,6 +213,51 @@ pub struct DeviceDesc {
     /// Literal attribute contents overriding the generated ones (e.g. `{ class = "0xZZ" }`).
     #[serde(default)]
     pub raw: BTreeMap<String, String>,
+    /// `mdev_supported_types/<id>/` entries (imply `mdev`).
+    #[serde(default, rename = "mdev_type")]
+    pub mdev_types: Vec<MdevTypeDesc>,
+    /// Mediated devices that exist on this parent: `<dir>/<uuid>/` with `mdev_type` and
+    /// `remove`, linked from `sys/bus/mdev/devices/<uuid>` and the type's `devices/`.
+    #[serde(default, rename = "mdev_device")]
+    pub mdev_devices: Vec<MdevDeviceDesc>,
+    /// NVIDIA vGPU 17+ on a VF: `nvidia/creatable_vgpu_types` and `nvidia/current_vgpu_type`.
+    pub nvidia_vgpu: Option<NvidiaVgpuDesc>,
+}
+
+/// One mediated-device type (Documentation/ABI/testing/sysfs-bus-vfio-mdev).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MdevTypeDesc {
+    /// The directory name, e.g. `nvidia-559`.
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `available_instances`.
+    pub available: u32,
+    /// `device_api`; default `vfio-pci`.
+    pub device_api: Option<String>,
+}
+
+/// A mediated device of a type of this parent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MdevDeviceDesc {
+    pub uuid: String,
+    /// The type's id (an `mdev_type` of this device).
+    #[serde(rename = "type")]
+    pub type_id: String,
+}
+
+/// A VF's `nvidia/` directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NvidiaVgpuDesc {
+    /// Lines of `creatable_vgpu_types`, e.g. `"1155 : NVIDIA L40S-24Q"`.
+    #[serde(default)]
+    pub creatable: Vec<String>,
+    /// `current_vgpu_type`; default 0.
+    #[serde(default)]
+    pub current: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -868,9 +913,10 @@ fn build_devices(t: &Tree, desc: &HostDesc) -> Result<(), Error> {
         for name in &d.unreadable {
             t.dir(&format!("{dir}/{name}"))?;
         }
-        if d.mdev {
+        if d.mdev || !d.mdev_types.is_empty() {
             t.dir(&format!("{dir}/mdev_supported_types"))?;
         }
+        build_vgpu(t, d, dir)?;
         t.link(&format!("sys/bus/pci/devices/{bdf}"), dir)?;
         if let Some(pf) = &d.physfn {
             let pf = full_bdf(pf)?;
@@ -891,6 +937,56 @@ fn build_devices(t: &Tree, desc: &HostDesc) -> Result<(), Error> {
             t.link(&format!("{dir}/iommu_group"), &gdir)?;
             t.link(&format!("{gdir}/devices/{bdf}"), dir)?;
         }
+    }
+    Ok(())
+}
+
+/// A device's mdev types and mdevs, and its `nvidia/` vGPU files.
+fn build_vgpu(t: &Tree, d: &DeviceDesc, dir: &str) -> Result<(), Error> {
+    for m in &d.mdev_types {
+        let td = format!("{dir}/mdev_supported_types/{}", m.id);
+        t.dir(&format!("{td}/devices"))?;
+        // Write-only in the kernel; a plain file here, so tests can read what was written.
+        t.file(&format!("{td}/create"), "")?;
+        t.file(
+            &format!("{td}/available_instances"),
+            &format!("{}\n", m.available),
+        )?;
+        t.file(
+            &format!("{td}/device_api"),
+            &format!("{}\n", m.device_api.as_deref().unwrap_or("vfio-pci")),
+        )?;
+        if let Some(n) = &m.name {
+            t.file(&format!("{td}/name"), &format!("{n}\n"))?;
+        }
+        if let Some(n) = &m.description {
+            t.file(&format!("{td}/description"), &format!("{n}\n"))?;
+        }
+    }
+    for m in &d.mdev_devices {
+        if !d.mdev_types.iter().any(|t| t.id == m.type_id) {
+            return Err(Error::Invalid(format!(
+                "mdev {}: type {} is not an mdev_type of {}",
+                m.uuid, m.type_id, d.bdf
+            )));
+        }
+        let md = format!("{dir}/{}", m.uuid);
+        let td = format!("{dir}/mdev_supported_types/{}", m.type_id);
+        t.file(&format!("{md}/remove"), "")?;
+        t.link(&format!("{md}/mdev_type"), &td)?;
+        t.link(&format!("{td}/devices/{}", m.uuid), &md)?;
+        t.link(&format!("sys/bus/mdev/devices/{}", m.uuid), &md)?;
+    }
+    if let Some(v) = &d.nvidia_vgpu {
+        let mut lines = v.creatable.join("\n");
+        if !lines.is_empty() {
+            lines.push('\n');
+        }
+        t.file(&format!("{dir}/nvidia/creatable_vgpu_types"), &lines)?;
+        t.file(
+            &format!("{dir}/nvidia/current_vgpu_type"),
+            &format!("{}\n", v.current),
+        )?;
     }
     Ok(())
 }
