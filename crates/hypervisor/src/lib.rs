@@ -11,7 +11,8 @@
 //! - [`domain`]: the typed domain spec vmctl creates, its pure rendering to XML and the reading
 //!   back of any domain's XML.
 //! - [`splice`]: config changes to an existing domain's XML (adding and removing PCI hostdevs),
-//!   keeping everything else byte for byte; [`share_splice`]: the same for virtiofs shares.
+//!   keeping everything else byte for byte; [`share_splice`]: the same for virtiofs shares;
+//!   [`vgpu_splice`]: for vGPU hostdevs (mdevs, VFs).
 //! - [`snapshot`]: external snapshots: their XML, read and written, and which libvirt reverts
 //!   them itself.
 //! - [`Capabilities`]: what the host's libvirt offers (`virsh capabilities`).
@@ -29,6 +30,7 @@ mod libvirt;
 pub mod share_splice;
 pub mod snapshot;
 pub mod splice;
+pub mod vgpu_splice;
 
 pub use caps::Capabilities;
 pub use error::{Error, InvalidValue, LibvirtError, Result};

@@ -287,6 +287,20 @@ pub struct Hostdev {
     pub multifunction: bool,
 }
 
+/// A vGPU given to a guest (formatdomain "Host device assignment"), and vmctl's record of one
+/// it made (in [`Metadata::vgpus`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum VgpuHostdev {
+    /// A mediated device: `<hostdev mode='subsystem' type='mdev' model='vfio-pci'>` with
+    /// `<source><address uuid=…/>`.
+    Mdev { uuid: String },
+    /// An SR-IOV VF holding an NVIDIA vGPU (vGPU 17+): a PCI hostdev with `managed='no'`,
+    /// because the VF must stay on NVIDIA's driver (its vendor-specific VFIO framework), and
+    /// libvirt would otherwise rebind it to vfio-pci.
+    Vf { host: PciAddress },
+}
+
 /// The hostdevs for all functions of one device (e.g. a GPU's VGA, audio, USB and UCSI
 /// functions): every function sits in one guest slot behind its own pcie-root-port (index
 /// `guest_bus`), keeping its function number, and function 0 carries `multifunction='on'`,
@@ -365,6 +379,10 @@ pub struct Metadata {
     /// Tags of virtiofs shares the guest mounts read-only (`--share DIR:TAG,ro`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readonly_shares: Vec<String>,
+    /// vGPUs vmctl made for this VM (an mdev it created, a VF whose vGPU type it set): what
+    /// `gpu detach --vgpu` and `delete` remove.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vgpus: Vec<VgpuHostdev>,
 }
 
 /// Everything vmctl puts in a domain definition.
@@ -399,6 +417,9 @@ pub struct DomainSpec {
     /// virtiofs shares; each needs [`MemoryBacking::shared_memfd`].
     #[serde(default)]
     pub filesystems: Vec<Filesystem>,
+    /// vGPUs (mdevs, VFs), after the PCI hostdevs.
+    #[serde(default)]
+    pub vgpus: Vec<VgpuHostdev>,
 }
 
 impl DomainSpec {
@@ -426,6 +447,7 @@ impl DomainSpec {
             tuning: tuning::Tuning::default(),
             memory_backing: MemoryBacking::default(),
             filesystems: Vec::new(),
+            vgpus: Vec::new(),
         }
     }
 

@@ -8,7 +8,7 @@ use quick_xml::events::{BytesStart, Event};
 use serde::Serialize;
 
 use super::tuning::{MemNode, NumaCell, Tuning, VcpuPin};
-use super::{Metadata, PciAddress, VMCTL_NS};
+use super::{Metadata, PciAddress, VMCTL_NS, VgpuHostdev};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -59,6 +59,9 @@ pub struct DomainFacts {
     pub disks: Vec<DiskFacts>,
     pub nics: Vec<NicFacts>,
     pub hostdevs: Vec<PciAddress>,
+    /// UUIDs of the mediated devices (`<hostdev type='mdev'>`), in document order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mdevs: Vec<String>,
     pub console_log: Option<PathBuf>,
     pub metadata: Option<Metadata>,
     /// Pinning, NUMA and hugepages, as far as vmctl writes them.
@@ -105,6 +108,7 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
     let mut md = Metadata::default();
     let mut mem_unit = String::from("KiB");
     let mut in_hostdev_pci = false;
+    let mut in_hostdev_mdev = false;
 
     loop {
         let ev = reader.read_event()?;
@@ -174,6 +178,12 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
                 }
                 ("devices", "hostdev") => {
                     in_hostdev_pci = attr(&e, "type").as_deref() == Some("pci");
+                    in_hostdev_mdev = attr(&e, "type").as_deref() == Some("mdev");
+                }
+                ("source", "address") if in_hostdev_mdev && stack.iter().any(|s| s == "hostdev") => {
+                    if let Some(uuid) = attr(&e, "uuid") {
+                        f.mdevs.push(uuid);
+                    }
                 }
                 ("source", "address") if in_hostdev_pci && stack.iter().any(|s| s == "hostdev") => {
                     f.hostdevs.push(PciAddress {
@@ -288,7 +298,10 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
                     ("os", "kernel") => f.kernel = Some(PathBuf::from(value)),
                     ("os", "initrd") => f.initrd = Some(PathBuf::from(value)),
                     ("os", "cmdline") => f.cmdline = Some(value),
-                    ("devices", "hostdev") => in_hostdev_pci = false,
+                    ("devices", "hostdev") => {
+                        in_hostdev_pci = false;
+                        in_hostdev_mdev = false;
+                    }
                     (p, child) => {
                         if let Some(prefix) = &md_prefix
                             && p == format!("{prefix}:vm")
@@ -335,6 +348,12 @@ fn set_metadata(md: &mut Metadata, key: &str, value: String) {
         "file" => md.files.push(value.into()),
         "dir" => md.dir = Some(value.into()),
         "share-ro" => md.readonly_shares.push(value),
+        "mdev" => md.vgpus.push(VgpuHostdev::Mdev { uuid: value }),
+        "vgpu-vf" => {
+            if let Ok(host) = value.trim().parse() {
+                md.vgpus.push(VgpuHostdev::Vf { host });
+            }
+        }
         _ => {}
     }
 }

@@ -9,7 +9,7 @@ use quick_xml::events::BytesText;
 
 use super::{
     CpuMode, Disk, DiskDevice, DomainSpec, Filesystem, Firmware, Graphics, Hostdev, MemoryBacking,
-    Metadata, PciAddress, VMCTL_NS,
+    Metadata, PciAddress, VMCTL_NS, VgpuHostdev,
 };
 use crate::error::{Error, Result};
 
@@ -330,6 +330,9 @@ fn write_devices(w: &mut W, s: &DomainSpec) -> io::Result<()> {
     for h in &s.hostdevs {
         write_hostdev(w, h)?;
     }
+    for v in &s.vgpus {
+        write_vgpu(w, v)?;
+    }
     // Guests generate keys at first boot; under TCG an entropy-starved guest stalls for minutes.
     el(w, "rng", &[("model", "virtio")], |w| {
         text(w, "backend", &[("model", "random")], "/dev/urandom")
@@ -371,6 +374,38 @@ fn write_hostdev(w: &mut W, h: &Hostdev) -> io::Result<()> {
             Ok(())
         },
     )
+}
+
+/// Renders one vGPU hostdev, for `vmctl gpu attach --vgpu` (config and hot-plug).
+pub fn vgpu_xml(v: &VgpuHostdev) -> Result<String> {
+    let what = match v {
+        VgpuHostdev::Mdev { uuid } => uuid.clone(),
+        VgpuHostdev::Vf { host } => host.to_string(),
+    };
+    fragment(&what, |w| write_vgpu(w, v))
+}
+
+/// formatdomain "Host device assignment": an mdev is named by its UUID, with the device API as
+/// `model`; a VF is a PCI hostdev that libvirt leaves on its driver (`managed='no'`).
+fn write_vgpu(w: &mut W, v: &VgpuHostdev) -> io::Result<()> {
+    match v {
+        VgpuHostdev::Mdev { uuid } => el(
+            w,
+            "hostdev",
+            &[("mode", "subsystem"), ("type", "mdev"), ("model", "vfio-pci")],
+            |w| el(w, "source", &[], |w| empty(w, "address", &[("uuid", uuid)])),
+        ),
+        VgpuHostdev::Vf { host } => el(
+            w,
+            "hostdev",
+            &[("mode", "subsystem"), ("type", "pci"), ("managed", "no")],
+            |w| {
+                let a = pci_attrs(host);
+                let a: Vec<(&str, &str)> = a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                el(w, "source", &[], |w| empty(w, "address", &a))
+            },
+        ),
+    }
 }
 
 /// `<memoryBacking>`, when any of its features is on (formatdomain "Memory Backing"; children
@@ -490,6 +525,12 @@ fn write_metadata(w: &mut W, m: &Metadata, prefixed: bool) -> io::Result<()> {
         for tag in &m.readonly_shares {
             text(w, &n("share-ro"), &[], tag)?;
         }
+        for v in &m.vgpus {
+            match v {
+                VgpuHostdev::Mdev { uuid } => text(w, &n("mdev"), &[], uuid)?,
+                VgpuHostdev::Vf { host } => text(w, &n("vgpu-vf"), &[], &host.to_string())?,
+            }
+        }
         Ok(())
     })
 }
@@ -559,6 +600,7 @@ pub(crate) mod tests {
             files: vec!["/var/lib/vmctl/vms/e2e1/console.log".into()],
             dir: Some("/var/lib/vmctl/vms/e2e1".into()),
             readonly_shares: Vec::new(),
+            vgpus: Vec::new(),
         });
         s
     }
@@ -760,4 +802,31 @@ pub(crate) mod tests {
         assert_eq!(facts.hostdevs, turing_functions());
         lv.undefine("gpu-t", true).unwrap();
     }
+
+    /// vGPU hostdevs: an mdev by UUID and a VF left on its driver (managed='no'); both pass
+    /// libvirt's schema and read back; vmctl's record of them round-trips in the metadata.
+    #[test]
+    fn vgpu_hostdevs_validate_and_read_back() {
+        let mut spec = ubuntu_spec();
+        spec.vgpus = vec![
+            crate::domain::VgpuHostdev::Mdev {
+                uuid: "aa618089-8b16-4d01-a136-25a0f3c73123".into(),
+            },
+            crate::domain::VgpuHostdev::Vf {
+                host: "81:00.5".parse().unwrap(),
+            },
+        ];
+        let mut md = spec.metadata.clone().unwrap_or_default();
+        md.vgpus = spec.vgpus.clone();
+        spec.metadata = Some(md);
+        let xml = to_xml(&spec).unwrap();
+        assert_valid_domain_xml(&xml);
+        let facts = parse_domain(&xml).unwrap();
+        assert_eq!(facts.mdevs, ["aa618089-8b16-4d01-a136-25a0f3c73123"]);
+        assert!(facts.hostdevs.contains(&"81:00.5".parse().unwrap()));
+        assert_eq!(facts.metadata.unwrap().vgpus, spec.vgpus);
+        insta::assert_snapshot!("vgpu_mdev", vgpu_xml(&spec.vgpus[0]).unwrap());
+        insta::assert_snapshot!("vgpu_vf", vgpu_xml(&spec.vgpus[1]).unwrap());
+    }
+
 }

@@ -333,6 +333,7 @@ mod tests {
             files: Vec::new(),
             dir: None,
             readonly_shares: Vec::new(),
+            vgpus: Vec::new(),
         });
         let mut nics = nics_of(&rec("static", State::ShutOff), &f);
         let g = DomainFacts {

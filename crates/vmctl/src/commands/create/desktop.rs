@@ -245,6 +245,7 @@ pub fn phase_specs(p: &PhaseInputs) -> (DomainSpec, DomainSpec) {
         files: vec![l.console_log.clone(), l.known_hosts.clone()],
         dir: Some(l.dir.clone()),
         readonly_shares: Vec::new(),
+        vgpus: Vec::new(),
     };
 
     let mut fin = common.clone();

@@ -627,6 +627,7 @@ pub(crate) fn apply(
         files: vec![console_log, known_hosts],
         dir: Some(dir.clone()),
         readonly_shares: crate::share::readonly_tags(&plan.shares),
+        vgpus: Vec::new(),
     });
     // Held until the domain is defined: its pins are then what the next create sees.
     let (_pin_lock, placement) = crate::build::final_placement(

@@ -356,6 +356,7 @@ pub(crate) fn apply_claimed(
         files: vec![console_log.clone()],
         dir: Some(dir.clone()),
         readonly_shares: Vec::new(),
+        vgpus: Vec::new(),
     });
     // Held until the domain is defined: its pins are then what the next create sees.
     let (_pin_lock, placement) = crate::build::final_placement(
