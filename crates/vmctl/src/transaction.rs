@@ -40,6 +40,9 @@ pub(crate) enum Undo {
     /// `hypervisor::domain::render::metadata_xml`): set again, in the running domain too when
     /// `live`.
     Metadata { vm: String, xml: String, live: bool },
+    /// A sysfs write that made something (an mdev, a VF's vGPU type): `value` written to `path`
+    /// (the real path, under the host root) takes it away again.
+    SysfsWrite { path: PathBuf, value: String },
 }
 
 /// Undoes what a failed change made, newest first, unless committed.
@@ -181,6 +184,9 @@ impl<'a> Transaction<'a> {
                 .detach_device(vm, xml, *live)
                 .map_err(|e| e.to_string()),
             Undo::Renamed { from, to } => std::fs::rename(to, from).map_err(|e| e.to_string()),
+            Undo::SysfsWrite { path, value } => {
+                crate::gpu::vgpu::write_real(path, value).map_err(|e| e.to_string())
+            }
             Undo::Metadata { vm, xml, live } => self
                 .hv
                 .set_vmctl_metadata(vm, xml, *live)

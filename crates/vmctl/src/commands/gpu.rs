@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::error::{Error, Result};
-use crate::gpu::{addresses, check_selection, explain, gather, select};
+use crate::gpu::{addresses, check_selection, explain, gather, select, vgpu};
 use crate::transaction::{Transaction, Undo};
 // Shared with `create --gpu`; here too, as the binary and the tests name them.
 pub use crate::gpu::{GpuError, attachments, parse_selectors};
@@ -108,6 +108,10 @@ pub struct GpuStatus {
     pub mig_capable: bool,
     /// What `gpu attach` would refuse for this GPU alone (other VMs' claims are in `attached`).
     pub problems: Vec<Problem>,
+    /// vGPU form, types with free instances, vGPUs in use and by which VM.
+    pub vgpu: vgpu::VgpuStatus,
+    /// MIG mode (nvidia-smi, when it reports) and instances (driver's procfs).
+    pub mig: vgpu::MigStatus,
 }
 
 /// `vmctl gpu status --json`.
@@ -187,6 +191,8 @@ pub fn status(
                 mdev_supported: g.mdev_supported,
                 mig_capable: passthrough::mig_capable(g.chip.as_deref()),
                 problems,
+                vgpu: vgpu::status_of(facts, g, atts.unwrap_or(&[]), &BTreeMap::new()),
+                mig: vgpu::mig_status(g, None),
             }
         })
         .collect();
@@ -536,4 +542,43 @@ pub fn detach(ctx: &Ctx, sysfs: &dyn SysfsWriter, req: &DetachRequest) -> Result
         }
     }
     Ok(out)
+}
+
+/// `vmctl gpu attach VM --vgpu TYPE`: [`vgpu::attach`] with the scope resolved as for GPUs.
+pub fn attach_vgpu(
+    ctx: &Ctx,
+    req: &vgpu::AttachVgpu,
+    scope: Scope,
+) -> Result<vgpu::VgpuAttached> {
+    let rec = ctx.hv.require(&req.vm)?;
+    let (live, config) = scope.resolve(&req.vm, rec.state.is_active(), rec.persistent)?;
+    vgpu::attach(ctx, req, live, config)
+}
+
+/// `vmctl gpu detach VM --vgpu [ID|all]`: [`vgpu::detach`] with the scope resolved.
+pub fn detach_vgpu(
+    ctx: &Ctx,
+    req: &vgpu::DetachVgpu,
+    scope: Scope,
+) -> Result<vgpu::VgpuDetached> {
+    let rec = ctx.hv.require(&req.vm)?;
+    let (live, config) = scope.resolve(&req.vm, rec.state.is_active(), rec.persistent)?;
+    vgpu::detach(ctx, req, live, config)
+}
+
+/// Fills in what `status` cannot know from the facts alone: which VM uses each mdev, and the
+/// MIG modes nvidia-smi reports (`None`: not reported).
+pub fn add_vgpu_users_and_mig_modes(
+    report: &mut GpuReport,
+    facts: &HostFacts,
+    atts: &[Attachment],
+    mdev_users: &BTreeMap<String, String>,
+    mig_modes: Option<&BTreeMap<String, (String, String)>>,
+) {
+    for s in &mut report.gpus {
+        if let Some(g) = facts.gpus.iter().find(|g| g.bdf == s.bdf) {
+            s.vgpu = vgpu::status_of(facts, g, atts, mdev_users);
+            s.mig = vgpu::mig_status(g, mig_modes);
+        }
+    }
 }

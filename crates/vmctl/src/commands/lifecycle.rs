@@ -295,6 +295,13 @@ pub fn delete(ctx: &Ctx, name: &str, yes: bool, keep_disks: bool) -> Result<Dele
         }
         _ => {}
     }
+    // The vGPUs vmctl made for it: the mdevs removed, the VFs' vGPU types back to 0.
+    for (path, r) in crate::gpu::vgpu::release_for_delete(ctx.host, &md) {
+        match r {
+            Ok(()) => removed.push(path),
+            Err(reason) => kept.push(Kept { path, reason }),
+        }
+    }
     Ok(Deleted {
         name: name.into(),
         removed,
