@@ -18,11 +18,18 @@ pub enum GpuCommand {
     Status,
     /// Pass GPUs (every function) to a VM after checking isolation, boot VGA, host users and
     /// other VMs; default: live and config when the VM runs, config when it is shut off
+    ///
+    /// With --vgpu TYPE, give the VM a vGPU instead: on hosts with mediated devices (NVIDIA
+    /// vGPU up to 16) vmctl creates an mdev of TYPE and attaches it; on SR-IOV GPUs with NVIDIA
+    /// vGPU 17 and later it sets TYPE on a free virtual function and attaches that VF. TYPE is
+    /// a type id or name as `vmctl gpu status` lists them (`nvidia-559`, `GRID A100-4C`,
+    /// `1155`, `NVIDIA L40S-24Q`); --gpu then names the GPU to take it from. The vGPU is
+    /// recorded in the VM, so `gpu detach --vgpu` and `delete` remove it again.
     Attach {
         /// VM name (`vmctl list` shows them)
         vm: String,
         /// BDF (0000:01:00.0 or 01:00.0), index from `gpu status`, `all` or `group:N`
-        /// (repeatable; default all)
+        /// (repeatable; default all; with --vgpu: any GPU offering the type)
         #[arg(long = "gpu", value_name = "SELECTOR")]
         gpus: Vec<String>,
         #[command(flatten)]
@@ -30,6 +37,9 @@ pub enum GpuCommand {
         /// Override the isolation, boot VGA and host-use refusals
         #[arg(long)]
         force: bool,
+        /// A vGPU of this type (id or name, as `gpu status` shows) instead of whole GPUs
+        #[arg(long, value_name = "TYPE", conflicts_with = "force")]
+        vgpu: Option<String>,
     },
     /// Remove GPUs from a VM (default: all of its GPUs), then optionally rebind their functions
     Detach {
@@ -43,6 +53,10 @@ pub enum GpuCommand {
         /// Afterwards: back to the host driver, onto vfio-pci, or leave as libvirt left them
         #[arg(long, value_enum, default_value = "none")]
         rebind: RebindArg,
+        /// Remove the VM's vGPUs instead (an mdev UUID or VF BDF; alone or `all`: every one);
+        /// those vmctl made are removed from the host too
+        #[arg(long, value_name = "UUID|BDF|all", num_args = 0..=1, default_missing_value = "all", conflicts_with = "gpus")]
+        vgpu: Option<String>,
     },
 }
 
@@ -55,6 +69,51 @@ pub struct ScopeArgs {
     /// its config file)
     #[arg(long)]
     persistent: bool,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> Scope {
+        Scope {
+            live: self.live,
+            persistent: self.persistent,
+        }
+    }
+}
+
+fn render_vgpu_attached(o: &vmctl::gpu::vgpu::VgpuAttached) -> String {
+    use vmctl::gpu::vgpu::VgpuPlan;
+    let what = match &o.plan {
+        VgpuPlan::Mdev {
+            parent,
+            type_id,
+            type_name,
+            uuid,
+            ..
+        } => format!(
+            "mdev {uuid} of type {type_id}{} on {parent}",
+            type_name
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ),
+        VgpuPlan::SriovVf {
+            vf,
+            type_id,
+            type_name,
+            ..
+        } => format!("VF {vf} with vGPU type {type_id} ({type_name})"),
+    };
+    let mut s = format!(
+        "{}: attached {} (live: {}, config: {})\n",
+        esc(&o.vm),
+        esc(&what),
+        if o.live { "yes" } else { "no" },
+        if o.config { "yes" } else { "no" }
+    );
+    for w in &o.wrote {
+        s += &format!("  wrote {:?} to {}\n", w.value, esc(&w.path));
+    }
+    s
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,7 +141,20 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
                 )),
             ),
         };
-        let report = gpu::status(&facts, &users, atts.as_deref(), warning);
+        let mut report = gpu::status(&facts, &users, atts.as_deref(), warning);
+        // Which VM uses each mdev, and MIG modes from nvidia-smi (real host only).
+        let mdev_users = Libvirt::open(config.connect())
+            .map_err(Error::from)
+            .and_then(|hv| vmctl::gpu::vgpu::mdev_users(&hv))
+            .unwrap_or_default();
+        let modes = vmctl::gpu::vgpu::mig_modes(host, &SystemRunner);
+        gpu::add_vgpu_users_and_mig_modes(
+            &mut report,
+            &facts,
+            atts.as_deref().unwrap_or(&[]),
+            &mdev_users,
+            modes.as_ref(),
+        );
         if json {
             out_json(&report);
         } else {
@@ -101,7 +173,60 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
             vm,
             gpus,
             scope,
+            vgpu: Some(vgpu_type),
+            ..
+        } => {
+            let req = vmctl::gpu::vgpu::AttachVgpu {
+                vm: vm.clone(),
+                vgpu_type: vgpu_type.clone(),
+                selectors: gpu::parse_selectors(gpus)?,
+            };
+            let o = gpu::attach_vgpu(&ctx, &req, scope.scope())?;
+            for n in &o.notes {
+                clikit::errln(&format!("note: {}", clikit::escape_text(n)));
+            }
+            if json {
+                out_json(&o);
+            } else {
+                out(&render_vgpu_attached(&o));
+            }
+        }
+        GpuCommand::Detach {
+            vm,
+            scope,
+            vgpu: Some(which),
+            ..
+        } => {
+            let req = vmctl::gpu::vgpu::DetachVgpu {
+                vm: vm.clone(),
+                which: (which != "all").then(|| which.clone()),
+            };
+            let o = gpu::detach_vgpu(&ctx, &req, scope.scope())?;
+            for n in &o.notes {
+                clikit::errln(&format!("note: {}", clikit::escape_text(n)));
+            }
+            if json {
+                out_json(&o);
+            } else {
+                let mut s = format!(
+                    "{}: removed vGPU {} (live: {}, config: {})\n",
+                    esc(&o.vm),
+                    esc(&o.removed.join(", ")),
+                    if o.live { "yes" } else { "no" },
+                    if o.config { "yes" } else { "no" }
+                );
+                for w in &o.wrote {
+                    s += &format!("  wrote {:?} to {}\n", w.value, esc(&w.path));
+                }
+                out(&s);
+            }
+        }
+        GpuCommand::Attach {
+            vm,
+            gpus,
+            scope,
             force,
+            vgpu: None,
         } => {
             let req = AttachRequest {
                 vm: vm.clone(),
@@ -133,6 +258,7 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
             gpus,
             scope,
             rebind,
+            vgpu: None,
         } => {
             let req = DetachRequest {
                 vm: vm.clone(),
@@ -261,12 +387,87 @@ fn render_status(r: &GpuReport) -> String {
             if g.mdev_supported { "yes" } else { "no" },
             if g.mig_capable { "capable" } else { "no" }
         );
+        o += &render_vgpu_mig(g);
         for p in &g.problems {
             o += &format!("    problem:    {}\n", p.reason);
         }
     }
     for w in &r.warnings {
         o += &format!("warning: {w}\n");
+    }
+    o
+}
+
+/// The vGPU and MIG lines of one GPU, when there is anything to say.
+fn render_vgpu_mig(g: &gpu::GpuStatus) -> String {
+    use vmctl::gpu::vgpu::VgpuForm;
+    let mut o = String::new();
+    let v = &g.vgpu;
+    if let Some(pf) = &v.vf_of {
+        if v.form != VgpuForm::None {
+            o += &format!("    vGPU:       VF of {pf} (types and vGPUs listed there)\n");
+        }
+    } else if v.form != VgpuForm::None {
+        let types: Vec<String> = v
+            .types
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}{} ({} free)",
+                    t.id,
+                    t.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default(),
+                    t.available
+                )
+            })
+            .collect();
+        o += &format!(
+            "    vGPU:       {}; types: {}\n",
+            v.form.as_str(),
+            if types.is_empty() {
+                "none creatable now".to_string()
+            } else {
+                types.join(", ")
+            }
+        );
+        for u in &v.in_use {
+            o += &format!(
+                "    vGPU used:  {} ({}) on {}, VM {}\n",
+                u.id,
+                u.type_name
+                    .as_deref()
+                    .or(u.type_id.as_deref())
+                    .unwrap_or("unknown type"),
+                u.parent,
+                u.vm.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    let m = &g.mig;
+    if m.mode.is_some() || !m.instances.is_empty() {
+        let mode = match (&m.mode, &m.pending) {
+            (Some(c), Some(p)) if c != p => format!("{c} (pending {p})"),
+            (Some(c), _) => c.clone(),
+            (None, _) => "not reported (no nvidia-smi)".into(),
+        };
+        let inst: Vec<String> = m
+            .instances
+            .iter()
+            .map(|i| {
+                let ci: Vec<String> = i.compute_instances.iter().map(u32::to_string).collect();
+                format!("GI {} (CI {})", i.gpu_instance, ci.join(","))
+            })
+            .collect();
+        o += &format!(
+            "    MIG:        mode {mode}; instances: {}\n",
+            if inst.is_empty() {
+                "-".to_string()
+            } else {
+                inst.join(", ")
+            }
+        );
+        if let Some(n) = &m.note {
+            o += &format!("    MIG note:   {n}\n");
+        }
     }
     o
 }

@@ -25,3 +25,4 @@ mod talos_cli;
 #[path = "../../vmctl/tests/talos_support/mod.rs"]
 mod talos_support;
 mod tuning_cli;
+mod vgpu_cli;

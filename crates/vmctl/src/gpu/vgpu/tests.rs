@@ -206,3 +206,130 @@ fn mig_mode_is_read_through_the_runner_on_the_real_host_only() {
     assert_eq!(mig_modes(&HostRoot::new("/nonexistent"), &fixture), None);
     assert!(fixture.calls().is_empty());
 }
+
+mod on_the_test_driver {
+    use super::*;
+    use hostio::SystemRunner;
+    use hypervisor::{DomainRecord, GuestAddress, Libvirt, State};
+
+    use crate::config::Config;
+
+    fn define(lv: &Libvirt, name: &str) {
+        lv.define(
+            name,
+            &format!(
+                "<domain type='test'><name>{name}</name><memory>65536</memory>\
+                 <os><type>hvm</type></os><devices/></domain>"
+            ),
+        )
+        .unwrap();
+    }
+
+    fn current(host: &HostRoot, vf: &str) -> String {
+        std::fs::read_to_string(host.path(vf_type_path(vf))).unwrap()
+    }
+
+    /// The test driver, with vmctl's metadata call made to fail.
+    struct MetadataFails<'a>(&'a Libvirt);
+
+    impl Hypervisor for MetadataFails<'_> {
+        fn uri(&self) -> &str {
+            self.0.uri()
+        }
+        fn capabilities(&self) -> hypervisor::Result<hypervisor::Capabilities> {
+            self.0.capabilities()
+        }
+        fn list(&self) -> hypervisor::Result<Vec<DomainRecord>> {
+            self.0.list()
+        }
+        fn get(&self, name: &str) -> hypervisor::Result<Option<DomainRecord>> {
+            self.0.get(name)
+        }
+        fn define(&self, name: &str, xml: &str) -> hypervisor::Result<()> {
+            self.0.define(name, xml)
+        }
+        fn undefine(&self, name: &str, nvram: bool) -> hypervisor::Result<()> {
+            self.0.undefine(name, nvram)
+        }
+        fn start(&self, name: &str) -> hypervisor::Result<()> {
+            self.0.start(name)
+        }
+        fn shutdown(&self, name: &str) -> hypervisor::Result<()> {
+            self.0.shutdown(name)
+        }
+        fn destroy(&self, name: &str) -> hypervisor::Result<()> {
+            self.0.destroy(name)
+        }
+        fn state(&self, name: &str) -> hypervisor::Result<State> {
+            self.0.state(name)
+        }
+        fn agent_addresses(&self, name: &str) -> hypervisor::Result<Vec<GuestAddress>> {
+            self.0.agent_addresses(name)
+        }
+        fn inactive_xml(&self, name: &str) -> hypervisor::Result<String> {
+            self.0.inactive_xml(name)
+        }
+        fn set_vmctl_metadata(&self, name: &str, _xml: &str, _live: bool) -> hypervisor::Result<()> {
+            Err(hypervisor::Error::Unsupported {
+                op: "update the metadata of",
+                domain: format!("{name} (injected failure)"),
+            })
+        }
+    }
+
+    fn request(vm: &str) -> AttachVgpu {
+        AttachVgpu {
+            vm: vm.into(),
+            vgpu_type: "NVIDIA L40S-24Q".into(),
+            selectors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn attach_records_the_vf_in_the_domain_and_detach_gives_it_back() {
+        let t = fixture_builder::build_host("synthetic-l40s-vgpu17-sriov");
+        let host = HostRoot::new(t.path());
+        let lv = Libvirt::open("test:///default").unwrap();
+        define(&lv, "vgpu-t1");
+        let config = Config::defaults();
+        let ctx = Ctx::new(&config, &host, &SystemRunner, &lv);
+        let a = attach(&ctx, &request("vgpu-t1"), false, true).unwrap();
+        assert_eq!(current(&host, "0000:81:00.5"), "1155");
+        let xml = lv.inactive_xml("vgpu-t1").unwrap();
+        let d = parse_domain(&xml).unwrap();
+        assert_eq!(d.hostdevs, ["81:00.5".parse().unwrap()]);
+        assert!(xml.contains("managed=\"no\"") || xml.contains("managed='no'"), "{xml}");
+        assert_eq!(d.metadata.unwrap().vgpus, [a.plan.hostdev().unwrap()]);
+
+        let out = detach(
+            &ctx,
+            &DetachVgpu {
+                vm: "vgpu-t1".into(),
+                which: None,
+            },
+            false,
+            true,
+        )
+        .unwrap();
+        assert_eq!(out.removed, ["0000:81:00.5"]);
+        assert_eq!(current(&host, "0000:81:00.5"), "0");
+        let d = parse_domain(&lv.inactive_xml("vgpu-t1").unwrap()).unwrap();
+        assert!(d.hostdevs.is_empty());
+        assert!(d.metadata.unwrap().vgpus.is_empty());
+    }
+
+    #[test]
+    fn a_failed_step_takes_the_vgpu_type_back_and_the_domain_too() {
+        let t = fixture_builder::build_host("synthetic-l40s-vgpu17-sriov");
+        let host = HostRoot::new(t.path());
+        let lv = Libvirt::open("test:///default").unwrap();
+        define(&lv, "vgpu-t2");
+        let before = lv.inactive_xml("vgpu-t2").unwrap();
+        let hv = MetadataFails(&lv);
+        let config = Config::defaults();
+        let ctx = Ctx::new(&config, &host, &SystemRunner, &hv);
+        attach(&ctx, &request("vgpu-t2"), false, true).unwrap_err();
+        assert_eq!(current(&host, "0000:81:00.5"), "0");
+        assert_eq!(lv.inactive_xml("vgpu-t2").unwrap(), before);
+    }
+}
