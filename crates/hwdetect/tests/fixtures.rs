@@ -471,7 +471,12 @@ fn a100_mdev_types_on_vfs_and_the_existing_mdev() {
     assert_eq!((sriov.total_vfs, sriov.num_vfs), (16, 4));
     assert_eq!(
         sriov.vfs,
-        bdfs(&["0000:41:00.4", "0000:41:00.5", "0000:41:00.6", "0000:41:00.7"])
+        bdfs(&[
+            "0000:41:00.4",
+            "0000:41:00.5",
+            "0000:41:00.6",
+            "0000:41:00.7"
+        ])
     );
     let vf = gpu(&f, "0000:41:00.5");
     let t = &vf.mdev_types[0];
@@ -501,7 +506,11 @@ fn a100_mdev_types_on_vfs_and_the_existing_mdev() {
 fn l40s_vfs_show_creatable_and_current_vgpu_types() {
     let tree = fixture_builder::build_host("synthetic-l40s-vgpu17-sriov");
     let f = detect(&HostRoot::new(tree.path()));
-    assert!(f.warnings.iter().all(|w| !w.contains("nvidia/")), "{:#?}", f.warnings);
+    assert!(
+        f.warnings.iter().all(|w| !w.contains("nvidia/")),
+        "{:#?}",
+        f.warnings
+    );
     assert!(f.mdevs.is_empty());
     let taken = gpu(&f, "0000:81:00.4").nvidia_vgpu.clone().unwrap();
     assert_eq!((taken.current_type, taken.creatable.len()), (1155, 0));

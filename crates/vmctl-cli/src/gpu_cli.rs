@@ -415,7 +415,10 @@ fn render_vgpu_mig(g: &gpu::GpuStatus) -> String {
                 format!(
                     "{}{} ({} free)",
                     t.id,
-                    t.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default(),
+                    t.name
+                        .as_deref()
+                        .map(|n| format!(" {n}"))
+                        .unwrap_or_default(),
                     t.available
                 )
             })

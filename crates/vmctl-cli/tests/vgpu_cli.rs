@@ -138,10 +138,16 @@ fn attach_mdev_writes_a_uuid_to_create_and_records_it() {
     let uuid = v["plan"]["uuid"].as_str().unwrap().to_string();
     let shape: Vec<usize> = uuid.split('-').map(str::len).collect();
     assert_eq!(shape, [8, 4, 4, 4, 12], "{uuid}");
-    assert!(uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{uuid}");
+    assert!(
+        uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+        "{uuid}"
+    );
     assert_eq!(v["plan"]["form"], "mdev");
     assert_eq!(v["plan"]["parent"], "0000:41:00.5");
-    assert_eq!((v["live"].as_bool(), v["config"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(
+        (v["live"].as_bool(), v["config"].as_bool()),
+        (Some(false), Some(true))
+    );
     // The kernel's `create` file got the UUID (the fixture keeps what was written).
     assert_eq!(
         read(
@@ -150,7 +156,12 @@ fn attach_mdev_writes_a_uuid_to_create_and_records_it() {
         ),
         uuid
     );
-    assert!(r.stderr.contains("note: the vGPU does not survive a host reboot"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("note: the vGPU does not survive a host reboot"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -162,7 +173,10 @@ fn attach_vf_writes_the_type_id_to_current_vgpu_type() {
         "vm1: attached VF 0000:81:00.5 with vGPU type 1155 (NVIDIA L40S-24Q) (live: no, config: yes)\n  wrote \"1155\" to /sys/bus/pci/devices/0000:81:00.5/nvidia/current_vgpu_type\n"
     );
     assert_eq!(
-        read(&r.host, "/sys/bus/pci/devices/0000:81:00.5/nvidia/current_vgpu_type"),
+        read(
+            &r.host,
+            "/sys/bus/pci/devices/0000:81:00.5/nvidia/current_vgpu_type"
+        ),
         "1155"
     );
 }
@@ -173,20 +187,24 @@ fn detach_removes_what_vmctl_made() {
     let r = run(MDEV_HOST, &["detach", "vm2", "--vgpu", "--json"]);
     let v = json(&r);
     assert_eq!(v["config"], true);
-    assert!(
-        v["removed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|x| x == USED)
+    assert!(v["removed"].as_array().unwrap().iter().any(|x| x == USED));
+    assert_eq!(
+        read(&r.host, &format!("/sys/bus/mdev/devices/{USED}/remove")),
+        "1"
     );
-    assert_eq!(read(&r.host, &format!("/sys/bus/mdev/devices/{USED}/remove")), "1");
     // On the L40S host, vm2's VF goes back to type 0.
     let r = run(VF_HOST, &["detach", "vm2", "--vgpu", "81:00.4"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.starts_with("vm2: removed vGPU 0000:81:00.4"), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with("vm2: removed vGPU 0000:81:00.4"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(
-        read(&r.host, "/sys/bus/pci/devices/0000:81:00.4/nvidia/current_vgpu_type"),
+        read(
+            &r.host,
+            "/sys/bus/pci/devices/0000:81:00.4/nvidia/current_vgpu_type"
+        ),
         "0"
     );
 }
@@ -214,7 +232,10 @@ fn refusals_say_why_and_what_next() {
         e.contains("no free instance of vGPU type `nvidia-562`: 0000:41:00.0 has 0 of nvidia-562 (GRID A100-10C) available"),
         "{e}"
     );
-    assert!(e.contains("help: free one: `vmctl gpu detach VM --vgpu`"), "{e}");
+    assert!(
+        e.contains("help: free one: `vmctl gpu detach VM --vgpu`"),
+        "{e}"
+    );
     // The GPU passed whole to `big`.
     let r = run_node(
         fixture_builder::build_host(MDEV_HOST),
@@ -228,10 +249,9 @@ fn refusals_say_why_and_what_next() {
     );
     // Its functions on vfio-pci (no VM holds it, but the host gave it to vfio-pci).
     // (The same L40S host with the PF given to vfio-pci.)
-    let mut desc = std::fs::read_to_string(
-        fixture_builder::hosts_dir().join(format!("{VF_HOST}.toml")),
-    )
-    .unwrap();
+    let mut desc =
+        std::fs::read_to_string(fixture_builder::hosts_dir().join(format!("{VF_HOST}.toml")))
+            .unwrap();
     desc = desc.replacen(
         "subsystem = \"10de:1851\"\ndriver = \"nvidia\"",
         "subsystem = \"10de:1851\"\ndriver = \"vfio-pci\"",
@@ -244,7 +264,10 @@ fn refusals_say_why_and_what_next() {
     let e = refused(&r);
     assert!(e.contains("GPU 0000:81:00.0 is bound to vfio-pci"), "{e}");
     // A host without either form.
-    let r = run("synthetic-h100-mig", &["attach", "vm1", "--vgpu", "nvidia-559"]);
+    let r = run(
+        "synthetic-h100-mig",
+        &["attach", "vm1", "--vgpu", "nvidia-559"],
+    );
     let e = refused(&r);
     assert!(e.contains("no vGPU on this host"), "{e}");
     assert!(e.contains("help: or pass the whole GPU"), "{e}");
@@ -270,16 +293,24 @@ fn status_lists_form_types_users_and_mig() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("    vGPU used:  {USED} (GRID A100-4C) on 0000:41:00.4, VM vm2\n")),
+        text.contains(&format!(
+            "    vGPU used:  {USED} (GRID A100-4C) on 0000:41:00.4, VM vm2\n"
+        )),
         "{text}"
     );
     let text = run(VF_HOST, &["status"]).stdout;
     assert!(text.contains("    vGPU:       sriov-vf; types: 1155 NVIDIA L40S-24Q (3 free), 1167 NVIDIA L40S-24C (3 free)\n"), "{text}");
-    assert!(text.contains("    vGPU used:  0000:81:00.4 (NVIDIA L40S-24Q) on 0000:81:00.4, VM vm2\n"), "{text}");
+    assert!(
+        text.contains("    vGPU used:  0000:81:00.4 (NVIDIA L40S-24Q) on 0000:81:00.4, VM vm2\n"),
+        "{text}"
+    );
     let text = run("synthetic-h100-mig", &["status"]).stdout;
     assert!(
         text.contains("    MIG:        mode not reported (no nvidia-smi); instances: GI 1 (CI 0), GI 2 (CI 0)\n"),
         "{text}"
     );
-    assert!(text.contains("    MIG note:   MIG mode is on: passed whole"), "{text}");
+    assert!(
+        text.contains("    MIG note:   MIG mode is on: passed whole"),
+        "{text}"
+    );
 }

@@ -180,7 +180,9 @@ fn parse_inner(xml: &str) -> Result<DomainFacts, quick_xml::Error> {
                     in_hostdev_pci = attr(&e, "type").as_deref() == Some("pci");
                     in_hostdev_mdev = attr(&e, "type").as_deref() == Some("mdev");
                 }
-                ("source", "address") if in_hostdev_mdev && stack.iter().any(|s| s == "hostdev") => {
+                ("source", "address")
+                    if in_hostdev_mdev && stack.iter().any(|s| s == "hostdev") =>
+                {
                     if let Some(uuid) = attr(&e, "uuid") {
                         f.mdevs.push(uuid);
                     }

@@ -392,7 +392,11 @@ fn write_vgpu(w: &mut W, v: &VgpuHostdev) -> io::Result<()> {
         VgpuHostdev::Mdev { uuid } => el(
             w,
             "hostdev",
-            &[("mode", "subsystem"), ("type", "mdev"), ("model", "vfio-pci")],
+            &[
+                ("mode", "subsystem"),
+                ("type", "mdev"),
+                ("model", "vfio-pci"),
+            ],
             |w| el(w, "source", &[], |w| empty(w, "address", &[("uuid", uuid)])),
         ),
         VgpuHostdev::Vf { host } => el(
@@ -828,5 +832,4 @@ pub(crate) mod tests {
         insta::assert_snapshot!("vgpu_mdev", vgpu_xml(&spec.vgpus[0]).unwrap());
         insta::assert_snapshot!("vgpu_vf", vgpu_xml(&spec.vgpus[1]).unwrap());
     }
-
 }

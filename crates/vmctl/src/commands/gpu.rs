@@ -545,22 +545,14 @@ pub fn detach(ctx: &Ctx, sysfs: &dyn SysfsWriter, req: &DetachRequest) -> Result
 }
 
 /// `vmctl gpu attach VM --vgpu TYPE`: [`vgpu::attach`] with the scope resolved as for GPUs.
-pub fn attach_vgpu(
-    ctx: &Ctx,
-    req: &vgpu::AttachVgpu,
-    scope: Scope,
-) -> Result<vgpu::VgpuAttached> {
+pub fn attach_vgpu(ctx: &Ctx, req: &vgpu::AttachVgpu, scope: Scope) -> Result<vgpu::VgpuAttached> {
     let rec = ctx.hv.require(&req.vm)?;
     let (live, config) = scope.resolve(&req.vm, rec.state.is_active(), rec.persistent)?;
     vgpu::attach(ctx, req, live, config)
 }
 
 /// `vmctl gpu detach VM --vgpu [ID|all]`: [`vgpu::detach`] with the scope resolved.
-pub fn detach_vgpu(
-    ctx: &Ctx,
-    req: &vgpu::DetachVgpu,
-    scope: Scope,
-) -> Result<vgpu::VgpuDetached> {
+pub fn detach_vgpu(ctx: &Ctx, req: &vgpu::DetachVgpu, scope: Scope) -> Result<vgpu::VgpuDetached> {
     let rec = ctx.hv.require(&req.vm)?;
     let (live, config) = scope.resolve(&req.vm, rec.state.is_active(), rec.persistent)?;
     vgpu::detach(ctx, req, live, config)

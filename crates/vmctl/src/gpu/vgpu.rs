@@ -189,7 +189,10 @@ pub fn form(facts: &HostFacts, pf: &Gpu) -> VgpuForm {
     let m = members(facts, pf);
     if m.iter().any(|g| !g.mdev_types.is_empty()) {
         VgpuForm::Mdev
-    } else if m.iter().any(|g| g.physfn.is_some() && g.nvidia_vgpu.is_some()) {
+    } else if m
+        .iter()
+        .any(|g| g.physfn.is_some() && g.nvidia_vgpu.is_some())
+    {
         VgpuForm::SriovVf
     } else {
         VgpuForm::None
@@ -199,15 +202,15 @@ pub fn form(facts: &HostFacts, pf: &Gpu) -> VgpuForm {
 /// The types the GPU offers, summed over its functions.
 pub fn offers(facts: &HostFacts, pf: &Gpu) -> Vec<TypeOffer> {
     let mut out: Vec<TypeOffer> = Vec::new();
-    let mut add = |id: String, name: Option<String>, n: u32| match out.iter_mut().find(|o| o.id == id)
-    {
-        Some(o) => o.available += n,
-        None => out.push(TypeOffer {
-            id,
-            name,
-            available: n,
-        }),
-    };
+    let mut add =
+        |id: String, name: Option<String>, n: u32| match out.iter_mut().find(|o| o.id == id) {
+            Some(o) => o.available += n,
+            None => out.push(TypeOffer {
+                id,
+                name,
+                available: n,
+            }),
+        };
     match form(facts, pf) {
         VgpuForm::Mdev => {
             for g in members(facts, pf) {
@@ -298,10 +301,7 @@ pub fn in_use(
                 .flat_map(|n| n.creatable.iter())
                 .find(|t| t.id == v.current_type)
                 .map(|t| t.name.clone()),
-            vm: atts
-                .iter()
-                .find(|a| a.bdf == vf.bdf)
-                .map(|a| a.vm.clone()),
+            vm: atts.iter().find(|a| a.bdf == vf.bdf).map(|a| a.vm.clone()),
         });
     }
     out
@@ -548,11 +548,18 @@ pub fn choose(
     let mut found = false;
     for g in &usable {
         for o in offers(facts, g) {
-            let name = o.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+            let name = o
+                .name
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
             offered.push(format!("{}: {}{name}", g.bdf, o.id));
             if matches_type(&o.id, o.name.as_deref(), wanted) {
                 found = true;
-                counts.push(format!("{} has {} of {}{name} available", g.bdf, o.available, o.id));
+                counts.push(format!(
+                    "{} has {} of {}{name} available",
+                    g.bdf, o.available, o.id
+                ));
             }
         }
     }
@@ -568,8 +575,7 @@ pub fn choose(
             VgpuForm::Mdev => {
                 for f in m.iter().filter(|f| only_vf.is_none_or(|v| v == f.bdf)) {
                     if let Some(t) = f.mdev_types.iter().find(|t| {
-                        t.available_instances > 0
-                            && matches_type(&t.id, t.name.as_deref(), wanted)
+                        t.available_instances > 0 && matches_type(&t.id, t.name.as_deref(), wanted)
                     }) {
                         return Ok(VgpuPlan::Mdev {
                             gpu: g.bdf.clone(),
@@ -582,7 +588,11 @@ pub fn choose(
                 }
             }
             VgpuForm::SriovVf => {
-                for vf in m.iter().skip(1).filter(|f| only_vf.is_none_or(|v| v == f.bdf)) {
+                for vf in m
+                    .iter()
+                    .skip(1)
+                    .filter(|f| only_vf.is_none_or(|v| v == f.bdf))
+                {
                     if atts.iter().any(|a| a.bdf == vf.bdf) {
                         continue;
                     }
@@ -627,7 +637,14 @@ pub(crate) fn write_real(real: &Path, value: &str) -> std::io::Result<()> {
 
 fn sysfs_err(path: &str, value: &str) -> impl FnOnce(std::io::Error) -> Error {
     let (path, value) = (path.to_string(), value.to_string());
-    move |source| VgpuError::Sysfs { path, value, source }.into()
+    move |source| {
+        VgpuError::Sysfs {
+            path,
+            value,
+            source,
+        }
+        .into()
+    }
 }
 
 /// A sysfs write done, for the report.
@@ -884,9 +901,8 @@ pub fn detach(ctx: &Ctx, req: &DetachVgpu, live: bool, config: bool) -> Result<V
         ));
     }
     // Still used by the domain (in the part not changed now): keep it.
-    let still = |t: &VgpuHostdev| {
-        (!live && in_live.contains(t)) || (!config && in_config.contains(t))
-    };
+    let still =
+        |t: &VgpuHostdev| (!live && in_live.contains(t)) || (!config && in_config.contains(t));
     let release_now: Vec<VgpuHostdev> = ours.iter().filter(|t| !still(t)).cloned().collect();
     for (path, r) in release(ctx.host, &release_now) {
         match r {
@@ -897,17 +913,16 @@ pub fn detach(ctx: &Ctx, req: &DetachVgpu, live: bool, config: bool) -> Result<V
     if !release_now.is_empty() {
         let mut new_md = md.clone();
         new_md.vgpus.retain(|v| !release_now.contains(v));
-        hv.set_vmctl_metadata(
-            &req.vm,
-            &metadata_xml(&new_md)?,
-            rec.state.is_active(),
-        )?;
+        hv.set_vmctl_metadata(&req.vm, &metadata_xml(&new_md)?, rec.state.is_active())?;
     }
     Ok(out)
 }
 
 /// For `delete`: what vmctl made for the deleted VM's vGPUs, removed.
-pub fn release_for_delete(host: &HostRoot, md: &Metadata) -> Vec<(PathBuf, std::result::Result<(), String>)> {
+pub fn release_for_delete(
+    host: &HostRoot,
+    md: &Metadata,
+) -> Vec<(PathBuf, std::result::Result<(), String>)> {
     release(host, &md.vgpus)
         .into_iter()
         .map(|(p, r)| (PathBuf::from(p), r.map(|_| ())))

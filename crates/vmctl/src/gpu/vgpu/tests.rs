@@ -55,9 +55,7 @@ fn mdev_offers_sum_the_vfs_and_the_choice_is_the_first_free_parent() {
             }
         );
     }
-    let ((path, value), (undo, one)) = choose(&f, None, "nvidia-559", &[], UUID)
-        .unwrap()
-        .writes();
+    let ((path, value), (undo, one)) = choose(&f, None, "nvidia-559", &[], UUID).unwrap().writes();
     assert_eq!(
         path,
         "/sys/bus/pci/devices/0000:41:00.5/mdev_supported_types/nvidia-559/create"
@@ -269,7 +267,12 @@ mod on_the_test_driver {
         fn inactive_xml(&self, name: &str) -> hypervisor::Result<String> {
             self.0.inactive_xml(name)
         }
-        fn set_vmctl_metadata(&self, name: &str, _xml: &str, _live: bool) -> hypervisor::Result<()> {
+        fn set_vmctl_metadata(
+            &self,
+            name: &str,
+            _xml: &str,
+            _live: bool,
+        ) -> hypervisor::Result<()> {
             Err(hypervisor::Error::Unsupported {
                 op: "update the metadata of",
                 domain: format!("{name} (injected failure)"),
@@ -298,7 +301,10 @@ mod on_the_test_driver {
         let xml = lv.inactive_xml("vgpu-t1").unwrap();
         let d = parse_domain(&xml).unwrap();
         assert_eq!(d.hostdevs, ["81:00.5".parse().unwrap()]);
-        assert!(xml.contains("managed=\"no\"") || xml.contains("managed='no'"), "{xml}");
+        assert!(
+            xml.contains("managed=\"no\"") || xml.contains("managed='no'"),
+            "{xml}"
+        );
         assert_eq!(d.metadata.unwrap().vgpus, [a.plan.hostdev().unwrap()]);
 
         let out = detach(
