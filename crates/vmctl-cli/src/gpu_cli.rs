@@ -241,6 +241,9 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
             for f in &o.forced {
                 clikit::errln(&format!("warning: --force: {}", clikit::escape_text(f)));
             }
+            for n in vmctl::gpu::vgpu::mig_notes(host, &SystemRunner, &o.gpus) {
+                clikit::errln(&format!("note: {}", clikit::escape_text(&n)));
+            }
             if json {
                 out_json(&o);
             } else {

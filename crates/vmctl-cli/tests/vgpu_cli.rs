@@ -314,3 +314,16 @@ fn status_lists_form_types_users_and_mig() {
         "{text}"
     );
 }
+
+#[test]
+fn a_gpu_in_mig_mode_passed_whole_says_it_keeps_mig_mode() {
+    let r = run("synthetic-h100-mig", &["attach", "vm1", "--gpu", "c1:00.0"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "note: 0000:c1:00.0: MIG mode is on: passed whole, the GPU stays in MIG mode"
+        ),
+        "{}",
+        r.stderr
+    );
+}

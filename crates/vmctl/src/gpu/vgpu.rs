@@ -124,6 +124,22 @@ pub fn mig_status(g: &Gpu, modes: Option<&BTreeMap<String, (String, String)>>) -
     }
 }
 
+/// Notes for GPUs passed whole (`gpu attach`): those in MIG mode keep it in the guest.
+pub fn mig_notes(host: &HostRoot, runner: &dyn CommandRunner, gpus: &[String]) -> Vec<String> {
+    let facts = hwdetect::detect(host);
+    let modes = mig_modes(host, runner);
+    facts
+        .gpus
+        .iter()
+        .filter(|g| gpus.contains(&g.bdf))
+        .filter_map(|g| {
+            mig_status(g, modes.as_ref())
+                .note
+                .map(|n| format!("{}: {n}", g.bdf))
+        })
+        .collect()
+}
+
 /// MIG mode per GPU from `nvidia-smi --query-gpu=pci.bus_id,mig.mode.current,mig.mode.pending`
 /// through the runner, on the real host only; `None` when nvidia-smi is missing or fails.
 /// GPUs without MIG report `[N/A]` and are left out.
