@@ -142,12 +142,23 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
             ),
         };
         let mut report = gpu::status(&facts, &users, atts.as_deref(), warning);
-        // Which VM uses each mdev, and MIG modes from nvidia-smi (real host only).
-        let mdev_users = Libvirt::open(config.connect())
-            .map_err(Error::from)
-            .and_then(|hv| vmctl::gpu::vgpu::mdev_users(&hv))
-            .unwrap_or_default();
-        let modes = vmctl::gpu::vgpu::mig_modes(host, &SystemRunner);
+        // Which VM uses each mdev (only when mdevs exist: it reads every domain again), and
+        // MIG modes from nvidia-smi (real host with a MIG-capable GPU only: nvidia-smi is slow).
+        let mdev_users = if facts.mdevs.is_empty() {
+            Default::default()
+        } else {
+            Libvirt::open(config.connect())
+                .map_err(Error::from)
+                .and_then(|hv| vmctl::gpu::vgpu::mdev_users(&hv))
+                .unwrap_or_default()
+        };
+        let mig_possible = facts
+            .gpus
+            .iter()
+            .any(|g| passthrough::mig_capable(g.chip.as_deref()) || !g.mig_instances.is_empty());
+        let modes = mig_possible
+            .then(|| vmctl::gpu::vgpu::mig_modes(host, &SystemRunner))
+            .flatten();
         gpu::add_vgpu_users_and_mig_modes(
             &mut report,
             &facts,
