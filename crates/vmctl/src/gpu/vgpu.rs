@@ -434,7 +434,8 @@ impl From<VgpuError> for Error {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "form", rename_all = "kebab-case")]
 pub enum VgpuPlan {
-    /// Write `uuid` to `<parent>/mdev_supported_types/<type_id>/create`.
+    /// Write `uuid` to `<parent>/mdev_supported_types/<type_id>/create` (the kernel takes exactly
+    /// the 36-character UUID, a newline allowed: drivers/vfio/mdev/mdev_sysfs.c `create_store`).
     Mdev {
         gpu: String,
         parent: String,
