@@ -327,3 +327,18 @@ fn a_gpu_in_mig_mode_passed_whole_says_it_keeps_mig_mode() {
         r.stderr
     );
 }
+
+#[test]
+fn a_gpu_hosting_vgpus_is_not_passed_whole() {
+    let r = run(MDEV_HOST, &["attach", "vm1", "--gpu", "41:00.0"]);
+    let e = refused(&r);
+    assert!(
+        e.contains(&format!(
+            "GPU 0000:41:00.0 hosts vGPUs ({USED}): passing it whole"
+        )),
+        "{e}"
+    );
+    // One of its VFs named alone: the same.
+    let r = run(VF_HOST, &["attach", "vm1", "--gpu", "81:00.6"]);
+    assert!(refused(&r).contains("GPU 0000:81:00.0 hosts vGPUs (0000:81:00.4)"));
+}

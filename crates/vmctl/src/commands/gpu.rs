@@ -315,6 +315,7 @@ pub fn attach(ctx: &Ctx, req: &AttachRequest) -> Result<AttachOutcome> {
     let forced = check_selection(
         &facts, &req.vm, &selected, &atts, &users, req.force, "--force",
     )?;
+    vgpu::check_whole(&facts, &selected)?;
     let (live, config) = req
         .scope
         .resolve(&req.vm, rec.state.is_active(), rec.persistent)?;

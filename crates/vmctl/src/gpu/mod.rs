@@ -283,5 +283,6 @@ pub fn hostdevs_for_create(
     let (facts, users, atts) = gather(ctx)?;
     let selected = select(&facts, selectors, vm, &atts)?;
     check_selection(&facts, vm, &selected, &atts, &users, force, "--gpu-force")?;
+    vgpu::check_whole(&facts, &selected)?;
     Ok(selected.iter().map(|g| addresses(g)).collect())
 }

@@ -367,6 +367,8 @@ pub enum VgpuError {
     PassedWhole { gpu: String, vm: String },
     #[error("GPU {gpu} is bound to vfio-pci: vGPUs need NVIDIA's vGPU Manager driver on it")]
     OnVfio { gpu: String },
+    #[error("GPU {gpu} hosts vGPUs ({}): passing it whole would take them from under their VMs", vgpus.join(", "))]
+    HostsVgpus { gpu: String, vgpus: Vec<String> },
     #[error("VM `{vm}` has no vGPU{}", which.as_ref().map(|w| format!(" `{w}`")).unwrap_or_default())]
     NotAttached { vm: String, which: Option<String> },
     #[error("writing `{value}` to {path}")]
@@ -414,6 +416,11 @@ impl CommandFailure for VgpuError {
                 "give it back to the host driver: `vmctl gpu detach VM --gpu {gpu} --rebind host` \
                  (or `echo {gpu} > /sys/bus/pci/drivers_probe` after clearing driver_override)"
             )],
+            Self::HostsVgpus { .. } => vec![
+                "remove them first: `vmctl gpu detach VM --vgpu` for each VM `vmctl gpu status` \
+                 lists under `vGPU used`"
+                    .into(),
+            ],
             Self::NotAttached { .. } => {
                 vec!["`vmctl gpu status` lists each vGPU and the VM using it".into()]
             }
@@ -428,6 +435,23 @@ impl From<VgpuError> for Error {
     fn from(e: VgpuError) -> Self {
         Error::Command(Failure::new(e))
     }
+}
+
+/// Refuses to pass a GPU whole while vGPUs exist on it (an mdev on it or its VFs, a VF with a
+/// vGPU type): the VMs using them would lose them. For `gpu attach` and `create --gpu`.
+pub fn check_whole(facts: &HostFacts, selected: &[&Gpu]) -> Result<()> {
+    for g in selected {
+        let pf = physical(facts, g);
+        let used = in_use(facts, pf, &[], &BTreeMap::new());
+        if !used.is_empty() {
+            return Err(VgpuError::HostsVgpus {
+                gpu: pf.bdf.clone(),
+                vgpus: used.into_iter().map(|u| u.id).collect(),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// What `attach --vgpu` will do.
