@@ -151,3 +151,9 @@ pub const QEMU_VHOST_USER_DIRS: &[&str] = &["/etc/qemu/vhost-user", "/usr/share/
 /// Where the distributions install virtiofsd: the Rust daemon of package `virtiofsd` (Ubuntu
 /// 24.04, Debian 13) and qemu's C daemon of package `qemu-system-common` (Debian 12, qemu 7.2).
 pub const VIRTIOFSD_PATHS: &[&str] = &["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"];
+
+// NVSwitch hosts (HGX): NVIDIA Fabric Manager (docs.nvidia.com/datacenter/tesla/
+// fabric-manager-user-guide, "Fabric Manager Startup Options").
+/// Fabric Manager's default config file; `FABRIC_MODE=` in it picks bare metal / full
+/// passthrough (0), Shared NVSwitch multitenancy (1) or vGPU multitenancy (2).
+pub const FABRICMANAGER_CFG: &str = "/usr/share/nvidia/nvswitch/fabricmanager.cfg";
