@@ -4,6 +4,7 @@
 //! with libvirt's own explained in the words of `gpu status` ([`explain`]).
 
 mod explain;
+pub mod nvswitch;
 
 use std::collections::BTreeMap;
 
@@ -102,7 +103,8 @@ impl CommandFailure for GpuError {
                 }
                 if refusals.iter().any(|r| !r.forceable()) {
                     out.push(format!(
-                        "{force_flag} overrides only isolation, boot VGA and host-use checks"
+                        "{force_flag} overrides only isolation, boot VGA, host-use and NVLink \
+                         fabric checks"
                     ));
                 }
                 out
@@ -281,6 +283,8 @@ pub fn hostdevs_for_create(
     }
     let (facts, users, atts) = gather(ctx)?;
     let selected = select(&facts, selectors, vm, &atts)?;
-    check_selection(&facts, vm, &selected, &atts, &users, force, "--gpu-force")?;
+    for f in check_selection(&facts, vm, &selected, &atts, &users, force, "--gpu-force")? {
+        tracing::warn!("--gpu-force: {f}");
+    }
     Ok(selected.iter().map(|g| addresses(g)).collect())
 }
