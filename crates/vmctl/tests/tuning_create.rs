@@ -1,7 +1,7 @@
 //! `vmctl create ubuntu --cpu-pinning/--hugepages` on the 8×H200 HGX fixture host (GPUs on two
-//! NUMA nodes) and libvirt's test driver: the domain gets the planner's pins, cells and hugepage
-//! backing, a second pinned VM reads the first one's pins from its XML, and refusals leave
-//! nothing behind.
+//! NUMA nodes; Shared NVSwitch multitenancy, so a VM may take some of the GPUs) and libvirt's
+//! test driver: the domain gets the planner's pins, cells and hugepage backing, a second pinned
+//! VM reads the first one's pins from its XML, and refusals leave nothing behind.
 
 use std::path::PathBuf;
 
@@ -29,11 +29,13 @@ struct Fixture {
 
 /// The H200 host with 1G hugepages reserved: 6 of 8 free on node 0, 8 of 8 on node 1.
 fn fixture() -> Fixture {
-    let tree = fixture_builder::build_from_str(
+    // Some of the GPUs per VM: the Shared NVSwitch setup of the host allows it.
+    let tree = fixture_builder::build_from_str(&format!(
         "base = \"hgx-h200x8-nvswitch-truncated\"\n\
-         [numa.0.hugepages]\n1048576 = { total = 8, free = 6 }\n\
-         [numa.1.hugepages]\n1048576 = { total = 8, free = 8 }\n",
-    )
+         [numa.0.hugepages]\n1048576 = {{ total = 8, free = 6 }}\n\
+         [numa.1.hugepages]\n1048576 = {{ total = 8, free = 8 }}\n{}",
+        crate::support::SHARED_NVSWITCH
+    ))
     .unwrap();
     let TestHost {
         dir,

@@ -335,4 +335,15 @@ mod tests {
         );
         assert!(note.is_none());
     }
+
+    #[test]
+    fn host_preview_adds_the_fabric_manager_only_where_nodes_would_get_switches() {
+        let facts = |name: &str| {
+            let tree = fixture_builder::build_host(name);
+            hwdetect::detect(&hostio::HostRoot::new(tree.path()))
+        };
+        assert!(host_gpus(&facts("hgx-h200x8-nvswitch")).1);
+        assert!(!host_gpus(&facts("synthetic-hgx-shared-nvswitch")).1);
+        assert!(!host_gpus(&facts("intel-z170-gtx960")).1);
+    }
 }
