@@ -539,6 +539,13 @@ fn all_gpus_of_an_hgx_host_take_the_nvswitches_and_the_last_gpu_takes_them_back(
         "{err}"
     );
 
+    // Attaching a GPU the VM has again changes nothing and is no partial set.
+    let again = attach(&host, &lv, &attach_req("off", &["0"])).unwrap();
+    assert!(
+        again.forced.is_empty() && again.config.is_empty(),
+        "{again:?}"
+    );
+
     // Detaching one GPU keeps the switches; the last GPU takes them along.
     let kernel = FakeKernel::new(host.clone(), &[]);
     let d = |sels: &[&str]| DetachRequest {
@@ -590,6 +597,16 @@ fn fewer_gpus_of_an_hgx_host_are_refused_and_forced_with_a_warning() {
         config_hostdevs(&lv, "off"),
         ["0000:18:00.0", "0000:2a:00.0"]
     );
+    // The other six join later: with what the VM holds that is every GPU, so the switches come.
+    let o = attach(
+        &host,
+        &lv,
+        &attach_req("off", &["2", "3", "4", "5", "6", "7"]),
+    )
+    .unwrap();
+    assert!(o.forced.is_empty(), "{:?}", o.forced);
+    assert_eq!(o.nvswitches, HGX_SWITCHES);
+    assert_eq!(config_hostdevs(&lv, "off").len(), 12);
 }
 
 #[test]

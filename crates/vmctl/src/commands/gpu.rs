@@ -323,8 +323,15 @@ pub fn attach(ctx: &Ctx, req: &AttachRequest) -> Result<AttachOutcome> {
     let mut forced = check_selection(
         &facts, &req.vm, &selected, &atts, &users, req.force, "--force",
     )?;
-    let fabric =
-        crate::gpu::nvswitch::check(&facts, &req.vm, &selected, &atts, req.force, "--force")?;
+    // The fabric is judged on what the VM will hold: these GPUs and the ones it has already.
+    let fabric = crate::gpu::nvswitch::check(
+        &facts,
+        &req.vm,
+        &crate::gpu::nvswitch::with_held(&facts, &atts, &req.vm, &selected),
+        &atts,
+        req.force,
+        "--force",
+    )?;
     forced.extend(fabric.forced);
     let (live, config) = req
         .scope

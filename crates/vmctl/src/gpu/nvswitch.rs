@@ -120,6 +120,26 @@ fn gpus_of<'a>(facts: &'a HostFacts, hostdevs: &[Vec<PciAddress>]) -> Vec<&'a Gp
         .collect()
 }
 
+/// `selected` plus the GPUs `vm` already holds (live or in its config), sorted by BDF: what
+/// the VM has after `gpu attach`, which the fabric is judged on.
+pub fn with_held<'a>(
+    facts: &'a HostFacts,
+    atts: &[Attachment],
+    vm: &str,
+    selected: &[&'a Gpu],
+) -> Vec<&'a Gpu> {
+    facts
+        .gpus
+        .iter()
+        .filter(|g| {
+            selected.iter().any(|s| s.bdf == g.bdf)
+                || g.functions
+                    .iter()
+                    .any(|f| atts.iter().any(|a| a.vm == vm && &a.bdf == f))
+        })
+        .collect()
+}
+
 /// Whether `addr` is an NVSwitch in sysfs (vendor 0x10de, class 0x0680): such a hostdev is no
 /// GPU for NUMA placement.
 pub fn is_nvswitch(host: &hostio::HostRoot, addr: &PciAddress) -> bool {
