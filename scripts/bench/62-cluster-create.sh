@@ -35,6 +35,11 @@ work=$(mktemp -d /var/lib/gvb-lab/bench-cluster.XXXXXX)
 chmod 0755 "$work"
 host=$work/host
 "$tree_bin" hgx-h200x8-nvswitch-truncated "$host" dhcp >/dev/null
+# One GPU per node of the NVSwitch host: Shared NVSwitch multitenancy (FABRIC_MODE=1, Fabric
+# Manager running), as tests/fixtures/hosts/synthetic-hgx-shared-nvswitch.
+mkdir -p "$host/usr/share/nvidia/nvswitch" "$host/proc/4242"
+echo FABRIC_MODE=1 >"$host/usr/share/nvidia/nvswitch/fabricmanager.cfg"
+echo nv-fabricmanage >"$host/proc/4242/comm"
 mkdir -p "$host/sys/class/net/$GVB_LAB_BRIDGE/bridge"
 chmod 0755 "$host"
 qemu-img create -q -f qcow2 "$work/image.qcow2" 64M

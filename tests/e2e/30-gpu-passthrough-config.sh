@@ -3,6 +3,9 @@
 # IOMMU, so passthrough is config-only (tests/lab/README.md). Checks: a 4-function Turing lands
 # in one guest slot (dumpxml + virt-xml-validate); different GPUs go to different VMs and one VM
 # cannot take another's (exit 2, naming it); status shows who holds what; detach removes all.
+# HGX: `--gpu all` on the completed 8xH200 host defines 8 GPUs + 4 NVSwitches (12 managed
+# hostdevs, virt-xml-validate), one GPU alone is refused (exit 2, the NVLink fabric reason), and
+# detach removes the switches with the last GPU.
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,6 +26,12 @@ trap cleanup EXIT
 
 "$MK" amd-b550m-gt710-rtx2070s "$WORK/b550" none
 "$MK" hgx-h200x8-nvswitch-truncated "$WORK/hgx" none
+# Single GPUs of the NVSwitch host to separate VMs: the host runs Shared NVSwitch multitenancy
+# (Fabric Manager with FABRIC_MODE=1), as tests/fixtures/hosts/synthetic-hgx-shared-nvswitch.
+mkdir -p "$WORK/hgx/usr/share/nvidia/nvswitch" "$WORK/hgx/proc/4242"
+echo FABRIC_MODE=1 >"$WORK/hgx/usr/share/nvidia/nvswitch/fabricmanager.cfg"
+echo nv-fabricmanage >"$WORK/hgx/proc/4242/comm"
+"$MK" hgx-h200x8-nvswitch "$WORK/hgx-full" none
 for d in "$A" "$B"; do
     echo "<domain type='qemu'><name>$d</name><memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='q35'>hvm</type></os><devices/></domain>" >"$WORK/$d.xml"
     virsh -c "$GVB_LAB_URI" define "$WORK/$d.xml" >/dev/null
@@ -57,6 +66,21 @@ PY
     gpu "$WORK/hgx" detach "$B" >/dev/null
 }
 
+hgx_full() {
+    local rc=0
+    gpu "$WORK/hgx-full" attach "$A" --gpu 0 2>"$WORK/err" || rc=$?
+    [[ $rc == 2 ]] || { echo "FAIL: one GPU of the HGX host exited $rc"; return 1; }
+    grep -q "NVLink/NVSwitch fabric will not work in the guest" "$WORK/err" || { echo "FAIL: no fabric reason"; cat "$WORK/err"; return 1; }
+    gpu "$WORK/hgx-full" attach "$A" --gpu all >/dev/null
+    virsh -c "$GVB_LAB_URI" dumpxml --inactive "$A" >"$WORK/a.xml"
+    [[ $(grep -c "<hostdev mode='subsystem' type='pci' managed='yes'>" "$WORK/a.xml") == 12 ]] || { echo "FAIL: not 12 hostdevs"; cat "$WORK/a.xml"; return 1; }
+    grep -q "bus='0x08' slot='0x00' function='0x0'" "$WORK/a.xml" || { echo "FAIL: NVSwitch 08:00.0 missing"; return 1; }
+    virt-xml-validate "$WORK/a.xml" domain >/dev/null 2>&1 || { echo "FAIL: virt-xml-validate"; virt-xml-validate "$WORK/a.xml" domain; return 1; }
+    gpu "$WORK/hgx-full" detach "$A" >/dev/null
+    ! virsh -c "$GVB_LAB_URI" dumpxml --inactive "$A" | grep -q "<hostdev" || { echo "FAIL: hostdevs left"; return 1; }
+}
+
 e2e_step "4-function Turing config attach/detach" turing
 e2e_step "different GPUs to different VMs" multi_gpu
+e2e_step "HGX full passthrough: 8 GPUs + 4 NVSwitches, partial refused" hgx_full
 echo "OK: vmctl gpu config passthrough on $GVB_LAB_URI"

@@ -62,6 +62,7 @@ pub fn render(facts: &HostFacts) -> String {
             "NVSwitches: {} (class 0680 bridges, not GPUs)",
             facts.nvswitches.join(", ")
         );
+        out.push_str(&nvswitch_lines(facts));
     }
     out.push('\n');
 
@@ -248,4 +249,39 @@ fn boot_lines(out: &mut String, facts: &HostFacts) {
             signed.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
+}
+
+/// Each NVSwitch with its group and driver, then Fabric Manager's mode on this host.
+fn nvswitch_lines(facts: &HostFacts) -> String {
+    let mut out = String::new();
+    for s in &facts.nvswitch_devices {
+        let _ = writeln!(
+            out,
+            "  {}  {}  group {}{}, driver {}",
+            s.bdf,
+            s.name,
+            s.iommu_group.map_or("-".into(), |g| g.to_string()),
+            match s.isolated {
+                Some(true) => String::new(),
+                Some(false) => format!(" (shared with {})", s.group_blockers.join(",")),
+                None => " (isolation unknown)".into(),
+            },
+            s.driver.as_deref().unwrap_or("(none)")
+        );
+    }
+    let fm = &facts.fabric_manager;
+    let _ = writeln!(
+        out,
+        "  fabric manager: {}, FABRIC_MODE {}{}",
+        fm.pid
+            .map_or("not running".to_string(), |p| format!("running (pid {p})")),
+        fm.fabric_mode
+            .map_or("unknown".to_string(), |m| m.to_string()),
+        if fm.shared_nvswitch {
+            ": Shared NVSwitch multitenancy (VMs get GPUs without the switches)"
+        } else {
+            ": full passthrough (`vmctl create --gpu all` takes every GPU and NVSwitch)"
+        }
+    );
+    out
 }

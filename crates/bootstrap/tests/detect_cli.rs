@@ -94,6 +94,72 @@ fn hgx_counts_no_nvswitch_as_gpu() {
 }
 
 #[test]
+fn completed_hgx_shows_its_four_nvswitches_with_groups_in_json_and_text() {
+    let host = fixture_builder::build_host("hgx-h200x8-nvswitch");
+    let json = detect_json(host.path());
+    assert_eq!(json["gpus"].as_array().unwrap().len(), 8);
+    let switches = json["nvswitch_devices"].as_array().unwrap();
+    let rows: Vec<(String, u64, String)> = switches
+        .iter()
+        .map(|s| {
+            (
+                s["bdf"].as_str().unwrap().to_string(),
+                s["iommu_group"].as_u64().unwrap(),
+                s["driver"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64, String)> = ["05", "06", "07", "08"]
+        .iter()
+        .map(|b| (format!("0000:{b}:00.0"), 114, "nvidia-nvswitch".to_string()))
+        .collect();
+    assert_eq!(rows, want);
+    assert_eq!(json["fabric_manager"]["shared_nvswitch"], false);
+
+    let out = bin()
+        .args(["detect", "--host-root"])
+        .arg(host.path())
+        .assert()
+        .success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.contains("  0000:08:00.0  GH100 [H100 NVSwitch]  group 114, driver nvidia-nvswitch"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fabric manager: not running, FABRIC_MODE unknown: full passthrough"),
+        "{text}"
+    );
+}
+
+#[test]
+fn shared_nvswitch_host_says_so_in_detect() {
+    let host = fixture_builder::build_host("synthetic-hgx-shared-nvswitch");
+    let json = detect_json(host.path());
+    assert_eq!(
+        json["fabric_manager"],
+        serde_json::json!({
+            "config": "/usr/share/nvidia/nvswitch/fabricmanager.cfg",
+            "fabric_mode": 1,
+            "pid": 4242,
+            "shared_nvswitch": true
+        })
+    );
+    let out = bin()
+        .args(["detect", "--host-root"])
+        .arg(host.path())
+        .assert()
+        .success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.contains(
+            "fabric manager: running (pid 4242), FABRIC_MODE 1: Shared NVSwitch multitenancy"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
 fn broken_files_are_warnings_on_stderr_not_failures() {
     let host = fixture_builder::build_host("synthetic-broken-files");
     bin()

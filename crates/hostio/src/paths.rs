@@ -160,3 +160,8 @@ pub const SYS_BUS_MDEV_DEVICES: &str = "/sys/bus/mdev/devices";
 /// NVIDIA's capability files: `gpu<minor>/mig/gi<ID>/access` and `gi<ID>/ci<ID>/access` exist
 /// for each MIG GPU and compute instance (MIG User Guide, "Device Nodes and Capabilities").
 pub const PROC_DRIVER_NVIDIA_CAPABILITIES: &str = "/proc/driver/nvidia/capabilities";
+// NVSwitch hosts (HGX): NVIDIA Fabric Manager (docs.nvidia.com/datacenter/tesla/
+// fabric-manager-user-guide, "Fabric Manager Startup Options").
+/// Fabric Manager's default config file; `FABRIC_MODE=` in it picks bare metal / full
+/// passthrough (0), Shared NVSwitch multitenancy (1) or vGPU multitenancy (2).
+pub const FABRICMANAGER_CFG: &str = "/usr/share/nvidia/nvswitch/fabricmanager.cfg";

@@ -36,6 +36,12 @@ pub struct HostFacts {
     pub mdevs: Vec<Mdev>,
     /// Problems met while reading (a path and what was wrong). Detection goes on after each.
     pub warnings: Vec<String>,
+    /// The NVSwitches of `nvswitches`, with IDs, names, IOMMU groups and drivers.
+    #[serde(default)]
+    pub nvswitch_devices: Vec<NvSwitch>,
+    /// NVIDIA Fabric Manager's mode and process (hosts with NVSwitches only).
+    #[serde(default)]
+    pub fabric_manager: FabricManagerInfo,
 }
 
 /// How the machine booted.
@@ -443,4 +449,39 @@ pub struct Nic {
 pub struct DefaultRoute {
     pub interface: String,
     pub gateway: String,
+}
+
+/// An NVIDIA NVSwitch (vendor 0x10de, class 0x0680 "other bridge"): the NVLink fabric of an HGX
+/// baseboard (4 on HGX H100/H200, 6 on HGX A100; NVIDIA Fabric Manager user guide, "GPU
+/// Baseboard Topologies"). Never a GPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvSwitch {
+    pub bdf: String,
+    pub device_id: String,
+    /// Name from pci.ids (`GH100 [H100 NVSwitch]`), or a generic fallback.
+    pub name: String,
+    pub iommu_group: Option<u32>,
+    /// Bound driver (`nvidia-nvswitch` on the host, `vfio-pci` while a VM holds it).
+    pub driver: Option<String>,
+    /// `true` when the group holds nothing but NVSwitches and PCI bridges (full passthrough
+    /// hands all switches to one VM, so they may share a group); `null` without IOMMU groups.
+    pub isolated: Option<bool>,
+    /// The other devices in the group that are neither NVSwitches nor bridges, sorted.
+    pub group_blockers: Vec<String>,
+}
+
+/// NVIDIA Fabric Manager on this host, read only on hosts with NVSwitches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FabricManagerInfo {
+    /// The config file read: the running process's `-c/--config`, else the default
+    /// `/usr/share/nvidia/nvswitch/fabricmanager.cfg`; `null` when there is none.
+    pub config: Option<String>,
+    /// Its `FABRIC_MODE`: 0 bare metal or full passthrough, 1 Shared NVSwitch multitenancy, 2
+    /// vGPU multitenancy (the config file's own description of the key).
+    pub fabric_mode: Option<u32>,
+    /// The pid of the running `nv-fabricmanager` (from `/proc/<pid>/comm`).
+    pub pid: Option<u32>,
+    /// Shared NVSwitch multitenancy is set up here: `FABRIC_MODE=1` and the process runs. GPUs
+    /// then go to VMs without the switches, which stay with this fabric manager.
+    pub shared_nvswitch: bool,
 }

@@ -10,7 +10,9 @@
 //! dpkg's status and file lists, apt's package lists, `/usr/bin/nvidia-uninstall`,
 //! `/lib/modules/<release>/`; for vGPU and MIG:
 //! `mdev_supported_types/`, `sriov_*`, `virtfnN`, a VF's `nvidia/`, `/sys/bus/mdev/devices`,
-//! `/proc/driver/nvidia/{gpus,capabilities}`. Names come from the `pci-ids` crate, then the system pci.ids on
+//! `/proc/driver/nvidia/{gpus,capabilities}`; on hosts with NVSwitches, Fabric Manager's
+//! config (`/usr/share/nvidia/nvswitch/fabricmanager.cfg`) and its
+//! `/proc/<pid>/{comm,cmdline}`. Names come from the `pci-ids` crate, then the system pci.ids on
 //! the real filesystem.
 
 #![forbid(unsafe_code)]
@@ -22,6 +24,7 @@ mod facts;
 mod names;
 mod net;
 pub mod numa;
+pub mod nvswitch;
 pub mod parse;
 mod pci;
 mod probe;
@@ -109,6 +112,10 @@ fn detect_with(probe: &Probe, pci_ids: Vec<PathBuf>) -> HostFacts {
         .filter(|d| pci::is_nvswitch(d))
         .map(|d| d.bdf.clone())
         .collect();
+    facts.nvswitch_devices = nvswitch::switches(&facts.pci_devices, groups.as_ref());
+    if !facts.nvswitch_devices.is_empty() {
+        facts.fabric_manager = nvswitch::fabric_manager(probe, &mut warn);
+    }
 
     let (nics, default_route) = net::nics(probe, &mut warn);
     facts.nics = nics;

@@ -167,6 +167,18 @@ impl<'a> Probe<'a> {
         Ok(names)
     }
 
+    /// Sorted entry names of a directory, not recorded: for scans (every `/proc/<pid>`) whose
+    /// hits are then read with [`Probe::read`], so a capture keeps only those.
+    pub fn peek_list(&self, host_path: impl AsRef<Path>) -> io::Result<Vec<String>> {
+        self.root.read_dir_names(host_path.as_ref())
+    }
+
+    /// A file's text, not recorded (see [`Probe::peek_list`]).
+    pub fn peek(&self, host_path: impl AsRef<Path>) -> io::Result<String> {
+        let bytes = self.root.read(host_path.as_ref())?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// Whether the path exists, following symlinks.
     pub fn exists(&self, host_path: impl AsRef<Path>) -> bool {
         let host_path = host_path.as_ref();

@@ -134,6 +134,89 @@ fn hgx_has_eight_h200_and_no_nvswitch_counted() {
 }
 
 #[test]
+fn completed_hgx_has_four_nvswitches_together_in_group_114() {
+    let f = facts("hgx-h200x8-nvswitch");
+    assert_eq!(f.gpus.len(), 8, "NVSwitches are never GPUs");
+    let all = [
+        "0000:05:00.0",
+        "0000:06:00.0",
+        "0000:07:00.0",
+        "0000:08:00.0",
+    ];
+    assert_eq!(f.nvswitches, bdfs(&all));
+    for s in &f.nvswitch_devices {
+        assert_eq!(s.device_id, "22a3", "{s:?}");
+        assert_eq!(s.name, "GH100 [H100 NVSwitch]");
+        assert_eq!(s.iommu_group, Some(114));
+        assert_eq!(s.driver.as_deref(), Some("nvidia-nvswitch"));
+        // The other members are NVSwitches too: all go to one VM together.
+        assert_eq!(s.isolated, Some(true));
+        assert!(s.group_blockers.is_empty());
+    }
+    let seen: Vec<&str> = f.nvswitch_devices.iter().map(|s| s.bdf.as_str()).collect();
+    assert_eq!(seen, all);
+    // No Fabric Manager files in the listing: nothing claimed.
+    assert_eq!(f.fabric_manager, hwdetect::FabricManagerInfo::default());
+}
+
+#[test]
+fn shared_nvswitch_needs_fabric_mode_1_and_the_running_process() {
+    let f = facts("synthetic-hgx-shared-nvswitch");
+    let fm = &f.fabric_manager;
+    assert_eq!(
+        fm.config.as_deref(),
+        Some("/usr/share/nvidia/nvswitch/fabricmanager.cfg")
+    );
+    assert_eq!(
+        (fm.fabric_mode, fm.pid, fm.shared_nvswitch),
+        (Some(1), Some(4242), true)
+    );
+
+    // The mode alone, without the process, is no setup; nor the process in mode 0.
+    let cfg = "[files]\n\"/usr/share/nvidia/nvswitch/fabricmanager.cfg\" = \"FABRIC_MODE=1\\n\"\n";
+    let only_cfg =
+        fixture_builder::build_from_str(&format!("base = \"hgx-h200x8-nvswitch\"\n{cfg}")).unwrap();
+    let fm = detect(&HostRoot::new(only_cfg.path())).fabric_manager;
+    assert_eq!(
+        (fm.fabric_mode, fm.pid, fm.shared_nvswitch),
+        (Some(1), None, false)
+    );
+    let mode0 = fixture_builder::build_from_str(
+        "base = \"synthetic-hgx-shared-nvswitch\"\n\
+         [files]\n\"/usr/share/nvidia/nvswitch/fabricmanager.cfg\" = \"FABRIC_MODE=0\\n\"\n\
+         \"/proc/4242/comm\" = \"nv-fabricmanage\\n\"\n",
+    )
+    .unwrap();
+    let fm = detect(&HostRoot::new(mode0.path())).fabric_manager;
+    assert_eq!(
+        (fm.fabric_mode, fm.pid, fm.shared_nvswitch),
+        (Some(0), Some(4242), false)
+    );
+
+    // `-c FILE` on the process's command line names the config that counts.
+    let other = fixture_builder::build_from_str(
+        "base = \"synthetic-hgx-shared-nvswitch\"\n\
+         [files]\n\"/usr/share/nvidia/nvswitch/fabricmanager.cfg\" = \"FABRIC_MODE=0\\n\"\n\
+         \"/etc/fm/shared.cfg\" = \"FABRIC_MODE=1\\n\"\n\
+         \"/proc/4242/comm\" = \"nv-fabricmanage\\n\"\n\
+         \"/proc/4242/cmdline\" = \"nv-fabricmanager\\u0000--config=/etc/fm/shared.cfg\\u0000\"\n",
+    )
+    .unwrap();
+    let fm = detect(&HostRoot::new(other.path())).fabric_manager;
+    assert_eq!(fm.config.as_deref(), Some("/etc/fm/shared.cfg"));
+    assert!(fm.shared_nvswitch);
+}
+
+#[test]
+fn a_gpu_host_without_nvswitches_reads_no_fabric_manager() {
+    let f = facts("hgx-h200x8-nvswitch-truncated");
+    assert_eq!(f.nvswitch_devices.len(), 2);
+    let f = facts("intel-z170-gtx960");
+    assert!(f.nvswitch_devices.is_empty());
+    assert_eq!(f.fabric_manager, hwdetect::FabricManagerInfo::default());
+}
+
+#[test]
 fn ryzen_1080ti_without_groups_has_unknown_isolation() {
     let f = facts("amd-ryzen-gtx1080ti-nogroups");
     assert!(!f.iommu.enabled);

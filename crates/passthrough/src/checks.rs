@@ -49,15 +49,42 @@ pub enum Refusal {
     NoIommu {
         gpu: String,
     },
+    /// Fewer GPUs than all of an NVSwitch host, without the switches and without Shared
+    /// NVSwitch multitenancy ([`crate::nvswitch`]): the guest gets no NVLink fabric.
+    PartialNvlinkFabric {
+        /// The GPUs asked for.
+        gpus: Vec<String>,
+        /// How many GPUs the host has.
+        total: usize,
+        /// The host's NVSwitches.
+        switches: Vec<String>,
+    },
+    /// An NVSwitch of a full passthrough shares its IOMMU group with devices that stay.
+    NvswitchNotIsolated {
+        switch: String,
+        group: u32,
+        blockers: Vec<String>,
+    },
+    NvswitchAttachedElsewhere {
+        switch: String,
+        vm: String,
+    },
+    NvswitchNoIommu {
+        switch: String,
+    },
 }
 
 impl Refusal {
-    /// Only the first three may be overridden: the others would fail in the kernel or libvirt anyway,
+    /// Isolation, boot VGA, host use and the NVLink fabric may be overridden: the others would fail in the kernel or libvirt anyway,
     /// or steal a device from a running VM.
     pub fn forceable(&self) -> bool {
         matches!(
             self,
-            Self::NotIsolated { .. } | Self::BootVga { .. } | Self::InUse { .. }
+            Self::NotIsolated { .. }
+                | Self::BootVga { .. }
+                | Self::InUse { .. }
+                | Self::PartialNvlinkFabric { .. }
+                | Self::NvswitchNotIsolated { .. }
         )
     }
 
@@ -68,6 +95,10 @@ impl Refusal {
             | Self::InUse { gpu, .. }
             | Self::AttachedElsewhere { gpu, .. }
             | Self::NoIommu { gpu } => gpu,
+            Self::PartialNvlinkFabric { gpus, .. } => gpus.first().map_or("", String::as_str),
+            Self::NvswitchNotIsolated { switch, .. }
+            | Self::NvswitchAttachedElsewhere { switch, .. }
+            | Self::NvswitchNoIommu { switch } => switch,
         }
     }
 
@@ -102,6 +133,36 @@ impl Refusal {
             Self::NoIommu { gpu } => format!(
                 "GPU {gpu} has no IOMMU group: the IOMMU is off, so VFIO passthrough is impossible"
             ),
+            Self::PartialNvlinkFabric {
+                gpus,
+                total,
+                switches,
+            } => format!(
+                "{} of this host's {total} GPUs would go to the VM without the NVSwitches {}: the \
+                 NVLink/NVSwitch fabric will not work in the guest, and CUDA may fail on \
+                 multi-GPU jobs",
+                match gpus.len() {
+                    1 => format!("only GPU {}", gpus[0]),
+                    n => format!("only {n} ({})", gpus.join(", ")),
+                },
+                switches.join(", ")
+            ),
+            Self::NvswitchNotIsolated {
+                switch,
+                group,
+                blockers,
+            } => format!(
+                "NVSwitch {switch} shares IOMMU group {group} with {}: VFIO hands out whole \
+                 groups, so those devices would be taken from the host too",
+                blockers.join(", ")
+            ),
+            Self::NvswitchAttachedElsewhere { switch, vm } => {
+                format!("NVSwitch {switch} is already attached to VM `{vm}`")
+            }
+            Self::NvswitchNoIommu { switch } => format!(
+                "NVSwitch {switch} has no IOMMU group: the IOMMU is off, so VFIO passthrough is \
+                 impossible"
+            ),
         }
     }
 
@@ -131,9 +192,24 @@ impl Refusal {
             Self::AttachedElsewhere { vm, .. } => {
                 format!("detach it first: `vmctl gpu detach {vm}`")
             }
-            Self::NoIommu { .. } => "enable VT-d/AMD-Vi in the firmware and run \
+            Self::NoIommu { .. } | Self::NvswitchNoIommu { .. } => {
+                "enable VT-d/AMD-Vi in the firmware and run \
                  `sudo gpu-vm-bootstrap --gpu-mode passthrough`, then reboot"
-                .to_string(),
+                    .to_string()
+            }
+            Self::PartialNvlinkFabric { .. } => format!(
+                "pass `--gpu all` for full passthrough (every GPU and NVSwitch to this one VM), \
+                 or set up Shared NVSwitch multitenancy (NVIDIA Fabric Manager running on the \
+                 host with FABRIC_MODE=1 in /usr/share/nvidia/nvswitch/fabricmanager.cfg), or use \
+                 {force_flag} to pass the GPUs without NVLink"
+            ),
+            Self::NvswitchNotIsolated { .. } => format!(
+                "move the other devices out of the group (`vmctl gpu status` shows the groups), \
+                 or use {force_flag} to try anyway"
+            ),
+            Self::NvswitchAttachedElsewhere { vm, .. } => {
+                format!("detach it first: `vmctl gpu detach {vm}`")
+            }
         }
     }
 }

@@ -9,12 +9,14 @@
 
 mod checks;
 mod fake;
+pub mod nvswitch;
 mod rebind;
 mod select;
 mod usage;
 
 pub use checks::{Attachment, Refusal, check};
 pub use fake::FakeKernel;
+pub use nvswitch::{Fabric, check_fabric};
 pub use rebind::{
     SysfsWrite, SysfsWriter, apply_writes, bind_host_steps, bind_vfio_steps, mig_capable,
 };

@@ -305,10 +305,12 @@ pub(crate) struct UbuntuArgs {
     pub(crate) kvm_hidden: bool,
     /// Pass GPUs through (every function), checked like `vmctl gpu attach`; implies q35 + UEFI.
     /// SELECTOR: BDF, index from `vmctl gpu status`, `all` or `group:N`; repeatable. Alone:
-    /// every isolated NVIDIA GPU that is not the boot VGA device nor attached to another VM
+    /// every isolated NVIDIA GPU that is not the boot VGA device nor attached to another VM. On an
+    /// NVSwitch (HGX) host every GPU takes the NVSwitches along (full passthrough)
     #[arg(long = "gpu", value_name = "SELECTOR", num_args = 0..=1, default_missing_value = "")]
     pub(crate) gpu: Vec<String>,
-    /// Override the GPU isolation, boot VGA and host-use refusals
+    /// Override the GPU isolation, boot VGA, host-use and NVLink fabric (fewer GPUs than all of
+    /// an NVSwitch host, without Shared NVSwitch multitenancy) refusals
     #[arg(long, requires = "gpu")]
     pub(crate) gpu_force: bool,
     #[command(flatten)]

@@ -84,7 +84,8 @@ pub struct SchematicArgs {
     /// NVIDIA kernel modules (default: from the detected GPU's architecture)
     #[arg(long, value_enum, requires = "nvidia")]
     driver: Option<DriverArg>,
-    /// Add nvidia-fabricmanager (NVSwitch systems; added by itself when one is detected)
+    /// Add nvidia-fabricmanager (NVSwitch systems; added by itself when this host has NVSwitches
+    /// and no Shared NVSwitch setup, as `create talos --gpu all` would pass them)
     #[arg(long, requires = "nvidia")]
     fabric_manager: bool,
     /// A system extension (`qemu-guest-agent` or `siderolabs/qemu-guest-agent`); repeatable
@@ -146,10 +147,12 @@ pub struct TalosArgs {
     allow_prerelease: bool,
     /// Pass GPUs through (every function) and add the NVIDIA extensions; checked like
     /// `vmctl gpu attach`. SELECTOR: BDF, index, `all` or `group:N`; repeatable. Alone: every
-    /// isolated NVIDIA GPU that is not the boot VGA device nor attached to another VM
+    /// isolated NVIDIA GPU that is not the boot VGA device nor attached to another VM. On an
+    /// NVSwitch (HGX) host every GPU takes the NVSwitches along, and the node the fabric manager
     #[arg(long = "gpu", value_name = "SELECTOR", num_args = 0..=1, default_missing_value = "")]
     gpu: Vec<String>,
-    /// Override the GPU isolation, boot VGA and host-use refusals
+    /// Override the GPU isolation, boot VGA, host-use and NVLink fabric (fewer GPUs than all of
+    /// an NVSwitch host, without Shared NVSwitch multitenancy) refusals
     #[arg(long, requires = "gpu")]
     gpu_force: bool,
     #[command(flatten)]
@@ -271,6 +274,9 @@ pub fn run(cmd: &TalosCommand, config: &Config, host: &HostRoot, json: bool) -> 
             let s = talos::schematic(config, host, &req)?;
             if let Some(n) = &s.driver_note {
                 clikit::errln(&clikit::escape_text(n));
+            }
+            if let Some(n) = &s.fabric_manager_note {
+                clikit::errln(&format!("note: {}", clikit::escape_text(n)));
             }
             if json {
                 out_json(&s);

@@ -14,10 +14,14 @@ use super::{esc, out, out_json};
 #[derive(Debug, Subcommand)]
 pub enum GpuCommand {
     /// One entry per NVIDIA GPU: functions and drivers, IOMMU group and isolation, boot VGA,
-    /// reset, the VM holding it, vGPU/MIG capability, and what `attach` would refuse
+    /// reset, the VM holding it, vGPU/MIG capability, and what `attach` would refuse; on HGX
+    /// hosts also each NVSwitch (group, driver, VM holding it) and the NVLink fabric mode
     Status,
     /// Pass GPUs (every function) to a VM after checking isolation, boot VGA, host users and
-    /// other VMs; default: live and config when the VM runs, config when it is shut off
+    /// other VMs; default: live and config when the VM runs, config when it is shut off. On an
+    /// NVSwitch (HGX) host, all GPUs take every NVSwitch along (full passthrough); fewer GPUs
+    /// are refused (no NVLink fabric in the guest) unless the host runs Shared NVSwitch
+    /// multitenancy or --force is given
     ///
     /// With --vgpu TYPE, give the VM a vGPU instead: on hosts with mediated devices (NVIDIA
     /// vGPU up to 16) vmctl creates an mdev of TYPE and attaches it; on SR-IOV GPUs with NVIDIA
@@ -34,14 +38,16 @@ pub enum GpuCommand {
         gpus: Vec<String>,
         #[command(flatten)]
         scope: ScopeArgs,
-        /// Override the isolation, boot VGA and host-use refusals
+        /// Override the isolation, boot VGA, host-use and NVLink fabric (fewer GPUs than all of
+        /// an NVSwitch host) refusals
         #[arg(long)]
         force: bool,
         /// A vGPU of this type (id or name, as `gpu status` shows) instead of whole GPUs
         #[arg(long, value_name = "TYPE", conflicts_with = "force")]
         vgpu: Option<String>,
     },
-    /// Remove GPUs from a VM (default: all of its GPUs), then optionally rebind their functions
+    /// Remove GPUs from a VM (default: all of its GPUs; its NVSwitches go with the last GPU),
+    /// then optionally rebind the GPUs' functions
     Detach {
         /// VM name (`vmctl list` shows them)
         vm: String,
@@ -255,13 +261,21 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
             for n in vmctl::gpu::vgpu::mig_notes(host, &SystemRunner, &o.gpus) {
                 clikit::errln(&format!("note: {}", clikit::escape_text(&n)));
             }
+            for n in &o.notes {
+                clikit::errln(&format!("note: {}", clikit::escape_text(n)));
+            }
             if json {
                 out_json(&o);
             } else {
                 out(&format!(
-                    "{}: attached {} (live: {}, config: {})\n",
+                    "{}: attached {}{} (live: {}, config: {})\n",
                     esc(&o.vm),
                     esc(&o.gpus.join(", ")),
+                    if o.nvswitches.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and NVSwitches {}", esc(&o.nvswitches.join(", ")))
+                    },
                     list_or_dash(&o.live),
                     list_or_dash(&o.config)
                 ));
@@ -406,6 +420,7 @@ fn render_status(r: &GpuReport) -> String {
             o += &format!("    problem:    {}\n", p.reason);
         }
     }
+    o += &render_nvswitches(r);
     for w in &r.warnings {
         o += &format!("warning: {w}\n");
     }
@@ -485,6 +500,35 @@ fn render_vgpu_mig(g: &gpu::GpuStatus) -> String {
         if let Some(n) = &m.note {
             o += &format!("    MIG note:   {n}\n");
         }
+    }
+    o
+}
+
+/// The NVSwitches of an HGX host in `gpu status`: one line each, then the fabric in words.
+fn render_nvswitches(r: &GpuReport) -> String {
+    let mut o = String::new();
+    for s in &r.nvswitches {
+        let iso = match s.isolated {
+            Some(true) => "isolated".to_string(),
+            Some(false) => format!("NOT isolated, shared with {}", s.blockers.join(", ")),
+            None => "isolation unknown".to_string(),
+        };
+        let held: Vec<String> = s.attached.iter().map(|a| a.vm.clone()).collect();
+        o += &format!(
+            "NVSwitch {}  {}  group {}, {iso}, driver {}, attached: {}\n",
+            s.bdf,
+            s.name,
+            s.iommu_group.map_or("none".to_string(), |g| g.to_string()),
+            s.driver.as_deref().unwrap_or("none"),
+            if held.is_empty() {
+                "-".to_string()
+            } else {
+                held.join(", ")
+            }
+        );
+    }
+    if let Some(f) = &r.nvlink_fabric {
+        o += &format!("NVLink fabric: {f}\n");
     }
     o
 }

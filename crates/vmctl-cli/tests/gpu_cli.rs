@@ -84,6 +84,9 @@ fn status_json_per_host_kind() {
         // 3D controllers: an L40S with vGPU types; H200s (MIG)
         "synthetic-amd-cpu",
         "hgx-h200x8-nvswitch-truncated",
+        // the completed HGX host: four NVSwitches in group 114; and in Shared NVSwitch mode
+        "hgx-h200x8-nvswitch",
+        "synthetic-hgx-shared-nvswitch",
         "synthetic-iommu-off",
     ] {
         insta::assert_snapshot!(format!("status_{h}"), status_json(h));
@@ -286,11 +289,18 @@ fn forced_and_whole_group_attaches_succeed_on_a_shut_off_vm() {
         assert_eq!(v["live"], serde_json::json!([]));
     }
 
-    // A datacenter 3D controller goes alone; a second GPU goes to the same VM.
+    // A datacenter 3D controller goes alone; a second GPU goes to the same VM (some of the GPUs
+    // of an NVSwitch host: its Fabric Manager runs Shared NVSwitch multitenancy).
     let (code, stdout, stderr) = run(
         "hgx-h200x8-nvswitch-truncated",
         &["attach", "vm1", "--gpu", "0", "--gpu", "5d:00.0"],
-        |_| {},
+        |root| {
+            let cfg = root.join("usr/share/nvidia/nvswitch");
+            std::fs::create_dir_all(&cfg).unwrap();
+            std::fs::write(cfg.join("fabricmanager.cfg"), "FABRIC_MODE=1\n").unwrap();
+            std::fs::create_dir_all(root.join("proc/4242")).unwrap();
+            std::fs::write(root.join("proc/4242/comm"), "nv-fabricmanage\n").unwrap();
+        },
     );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(

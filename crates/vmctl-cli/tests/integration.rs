@@ -14,6 +14,7 @@ mod desktop_cli;
 mod gpu_cli;
 mod help_lines;
 mod help_snapshots;
+mod hgx_cli;
 mod image_cache;
 mod image_share_cli;
 mod input_safety;

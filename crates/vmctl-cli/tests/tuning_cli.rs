@@ -4,6 +4,14 @@
 
 use assert_cmd::Command;
 
+fn shared_nvswitch(root: &std::path::Path) {
+    let cfg = root.join("usr/share/nvidia/nvswitch");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("fabricmanager.cfg"), "FABRIC_MODE=1\n").unwrap();
+    std::fs::create_dir_all(root.join("proc/4242")).unwrap();
+    std::fs::write(root.join("proc/4242/comm"), "nv-fabricmanage\n").unwrap();
+}
+
 struct H200 {
     tree: tempfile::TempDir,
     dir: tempfile::TempDir,
@@ -12,6 +20,9 @@ struct H200 {
 impl H200 {
     fn new() -> Self {
         let tree = fixture_builder::build_host("hgx-h200x8-nvswitch-truncated");
+        // Two of the eight GPUs per VM: the host runs Shared NVSwitch multitenancy (Fabric
+        // Manager with FABRIC_MODE=1), as tests/fixtures/hosts/synthetic-hgx-shared-nvswitch.
+        shared_nvswitch(tree.path());
         std::fs::create_dir_all(tree.path().join("sys/class/net/br0/bridge")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("node.xml"), "<node/>\n").unwrap();

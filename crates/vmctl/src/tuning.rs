@@ -664,6 +664,8 @@ pub fn place(
     let gpus: Vec<(String, Option<u32>)> = gpus
         .iter()
         .filter_map(|f| f.first())
+        // The NVSwitches of a full passthrough ride along as hostdevs; they are no GPUs here.
+        .filter(|a| !crate::gpu::nvswitch::is_nvswitch(ctx.host, a))
         .map(|a| {
             let bdf = a.to_string();
             let node = hwdetect::numa::pci_numa_node(ctx.host, &bdf);

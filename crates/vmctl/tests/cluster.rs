@@ -525,3 +525,34 @@ fn credentials_are_copied_private_and_never_over_a_file_without_force() {
     let err = ops::credential(&ctx, "cred", ops::Credential::Kubeconfig, None, false).unwrap_err();
     assert!(err.to_string().contains("kubeconfig"), "{err}");
 }
+
+#[test]
+fn gpu_workers_of_an_nvswitch_host_are_refused_before_any_node_is_made() {
+    // One GPU per worker on an HGX host without Shared NVSwitch multitenancy: no NVLink fabric.
+    let TestHost {
+        dir,
+        tree,
+        host,
+        mut config,
+        lv,
+    } = test_host_in(fixture_builder::build_host("hgx-h200x8-nvswitch"));
+    let server = factory(Some(fake_qcow2(dir.path(), "64M")));
+    config.set("talos_factory_url", server.base_url());
+    config.set("github_api_url", server.base_url());
+    let f = Fixture {
+        dir,
+        _tree: tree,
+        host,
+        config,
+        lv,
+        _server: server,
+    };
+    let ctx = f.ctx();
+    let err = cluster::create(&ctx, &request("hgx", 1, 2), &no_api, &NoProgress, &Quiet)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(err.to_string().contains("NVLink/NVSwitch fabric"), "{err}");
+    assert!(!f.host.path("/var/lib/vmctl/talos/hgx").exists());
+    assert!(f.lv.get("hgx-cp-1").unwrap().is_none());
+}

@@ -315,7 +315,12 @@ fn a_failed_hot_plug_unplugs_what_was_plugged() {
 
 #[test]
 fn different_gpus_to_different_vms_and_no_stealing() {
-    let tree = fixture_builder::build_host("hgx-h200x8-nvswitch-truncated");
+    // Single GPUs of an NVSwitch host to separate VMs: the Shared NVSwitch setup allows it.
+    let tree = fixture_builder::build_from_str(&format!(
+        "base = \"hgx-h200x8-nvswitch-truncated\"\n{}",
+        crate::support::SHARED_NVSWITCH
+    ))
+    .unwrap();
     let host = HostRoot::new(tree.path());
     let dir = tempfile::tempdir().unwrap();
     let lv = private_libvirt(dir.path());
@@ -475,4 +480,152 @@ fn config_attach_to_a_non_q35_machine_is_refused() {
         "VM `pc` has machine type `pc`: a GPU's functions need a PCIe (q35) slot"
     );
     assert!(!lv.inactive_xml("pc").unwrap().contains("<hostdev"));
+}
+
+fn config_hostdevs(lv: &Libvirt, vm: &str) -> Vec<String> {
+    let xml = lv.inactive_xml(vm).unwrap();
+    parse_domain(&xml)
+        .unwrap()
+        .hostdevs
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+const HGX_SWITCHES: [&str; 4] = [
+    "0000:05:00.0",
+    "0000:06:00.0",
+    "0000:07:00.0",
+    "0000:08:00.0",
+];
+
+#[test]
+fn all_gpus_of_an_hgx_host_take_the_nvswitches_and_the_last_gpu_takes_them_back() {
+    let tree = fixture_builder::build_host("hgx-h200x8-nvswitch");
+    let host = HostRoot::new(tree.path());
+    let dir = tempfile::tempdir().unwrap();
+    let lv = private_libvirt(dir.path());
+    let o = attach(&host, &lv, &attach_req("off", &["all"])).unwrap();
+    assert_eq!(o.gpus.len(), 8);
+    assert_eq!(o.nvswitches, HGX_SWITCHES);
+    assert!(o.forced.is_empty() && o.notes.is_empty());
+    let held = config_hostdevs(&lv, "off");
+    assert_eq!(held.len(), 12, "{held:?}");
+    assert!(HGX_SWITCHES.iter().all(|s| held.iter().any(|h| h == s)));
+    let xml = lv.inactive_xml("off").unwrap();
+    validate(&xml);
+    // managed='yes': libvirt moves each switch to vfio-pci at start and back at stop.
+    assert_eq!(xml.matches("managed='yes'").count(), 12, "{xml}");
+
+    // gpu status names the VM holding each switch.
+    let facts = hwdetect::detect(&host);
+    let report = gpu::status(&facts, &[], Some(&gpu::attachments(&lv).unwrap()), None);
+    let holders: Vec<(&str, Vec<&str>)> = report
+        .nvswitches
+        .iter()
+        .map(|s| {
+            (
+                s.bdf.as_str(),
+                s.attached.iter().map(|a| a.vm.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(holders, HGX_SWITCHES.map(|s| (s, vec!["off"])).to_vec());
+    // Another VM can have neither (the switches' own claim check: passthrough::nvswitch).
+    let err = attach(&host, &lv, &attach_req("off2", &["all"])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("GPU 0000:18:00.0 is already attached to VM `off`"),
+        "{err}"
+    );
+
+    // Attaching a GPU the VM has again changes nothing and is no partial set.
+    let again = attach(&host, &lv, &attach_req("off", &["0"])).unwrap();
+    assert!(
+        again.forced.is_empty() && again.config.is_empty(),
+        "{again:?}"
+    );
+
+    // Detaching one GPU keeps the switches; the last GPU takes them along.
+    let kernel = FakeKernel::new(host.clone(), &[]);
+    let d = |sels: &[&str]| DetachRequest {
+        vm: "off".into(),
+        selectors: sels.iter().map(|s| sel(s)).collect(),
+        scope: Scope::default(),
+        rebind: Rebind::None,
+    };
+    detach(&host, &lv, &kernel, &d(&["0"])).unwrap();
+    assert_eq!(config_hostdevs(&lv, "off").len(), 11);
+    detach(&host, &lv, &kernel, &d(&[])).unwrap();
+    assert!(config_hostdevs(&lv, "off").is_empty());
+}
+
+#[test]
+fn fewer_gpus_of_an_hgx_host_are_refused_and_forced_with_a_warning() {
+    let tree = fixture_builder::build_host("hgx-h200x8-nvswitch");
+    let host = HostRoot::new(tree.path());
+    let dir = tempfile::tempdir().unwrap();
+    let lv = private_libvirt(dir.path());
+    let err = attach(&host, &lv, &attach_req("off", &["0", "1"])).unwrap_err();
+    assert_eq!(err.exit_kind(), vmctl::ExitKind::Usage);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("only 2 (0000:18:00.0, 0000:2a:00.0) of this host's 8 GPUs")
+            && msg.contains("the NVLink/NVSwitch fabric will not work in the guest")
+            && msg.contains("CUDA may fail on multi-GPU jobs"),
+        "{msg}"
+    );
+    let help = err.help().join("\n");
+    assert!(
+        help.contains("pass `--gpu all` for full passthrough")
+            && help.contains("FABRIC_MODE=1")
+            && help.contains("use --force"),
+        "{help}"
+    );
+    assert!(
+        config_hostdevs(&lv, "off").is_empty(),
+        "refused: nothing changed"
+    );
+
+    let mut req = attach_req("off", &["0", "1"]);
+    req.force = true;
+    let o = attach(&host, &lv, &req).unwrap();
+    assert_eq!(o.forced.len(), 1);
+    assert!(o.forced[0].contains("NVLink/NVSwitch fabric will not work"));
+    assert!(o.nvswitches.is_empty());
+    assert_eq!(
+        config_hostdevs(&lv, "off"),
+        ["0000:18:00.0", "0000:2a:00.0"]
+    );
+    // The other six join later: with what the VM holds that is every GPU, so the switches come.
+    let o = attach(
+        &host,
+        &lv,
+        &attach_req("off", &["2", "3", "4", "5", "6", "7"]),
+    )
+    .unwrap();
+    assert!(o.forced.is_empty(), "{:?}", o.forced);
+    assert_eq!(o.nvswitches, HGX_SWITCHES);
+    assert_eq!(config_hostdevs(&lv, "off").len(), 12);
+}
+
+#[test]
+fn shared_nvswitch_host_gives_single_gpus_without_switches_and_a_note() {
+    let tree = fixture_builder::build_host("synthetic-hgx-shared-nvswitch");
+    let host = HostRoot::new(tree.path());
+    let dir = tempfile::tempdir().unwrap();
+    let lv = private_libvirt(dir.path());
+    let o = attach(&host, &lv, &attach_req("off", &["3"])).unwrap();
+    assert!(o.forced.is_empty() && o.nvswitches.is_empty());
+    assert_eq!(o.notes.len(), 1);
+    assert!(
+        o.notes[0].contains("Shared NVSwitch multitenancy")
+            && o.notes[0].contains("activate the NVLink partition"),
+        "{:?}",
+        o.notes
+    );
+    // All GPUs too go without the switches: they stay with the host's fabric manager.
+    let o = attach(&host, &lv, &attach_req("off2", &["0", "1", "2"])).unwrap();
+    assert!(o.nvswitches.is_empty());
+    assert_eq!(config_hostdevs(&lv, "off"), ["0000:5d:00.0"]);
 }

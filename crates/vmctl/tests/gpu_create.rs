@@ -153,3 +153,83 @@ fn create_refusals_leave_nothing_behind() {
     assert_eq!(parse_domain(&xml).unwrap().hostdevs.len(), 4);
     assert!(xml.contains("<hidden state='on'/>"), "{xml}");
 }
+
+fn validate(f: &Fixture, xml: &str) {
+    let p = f.host.path("/domain-under-test.xml");
+    std::fs::write(&p, xml).unwrap();
+    let out = std::process::Command::new("virt-xml-validate")
+        .arg(&p)
+        .arg("domain")
+        .output()
+        .expect("virt-xml-validate (libvirt-clients)");
+    assert!(
+        out.status.success(),
+        "{xml}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn hgx_gpu_all_passes_eight_gpus_and_four_nvswitches_and_the_xml_validates() {
+    let f = fixture("hgx-h200x8-nvswitch");
+    create(&f, &request(&f, "hgx-full", &["all"])).unwrap();
+    let xml = f.lv.inactive_xml("hgx-full").unwrap();
+    validate(&f, &xml);
+    let d = parse_domain(&xml).unwrap();
+    let hostdevs: Vec<String> = d.hostdevs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        hostdevs,
+        [
+            "0000:18:00.0",
+            "0000:2a:00.0",
+            "0000:3a:00.0",
+            "0000:5d:00.0",
+            "0000:9a:00.0",
+            "0000:ab:00.0",
+            "0000:ba:00.0",
+            "0000:db:00.0",
+            "0000:05:00.0",
+            "0000:06:00.0",
+            "0000:07:00.0",
+            "0000:08:00.0",
+        ]
+    );
+    assert_eq!(xml.matches("managed='yes'").count(), 12, "{xml}");
+    assert_eq!(d.firmware, "efi");
+    // `--gpu` alone on this host is the same full passthrough (every GPU is isolated).
+    let f = fixture("hgx-h200x8-nvswitch");
+    create(&f, &request(&f, "hgx-default", &[""])).unwrap();
+    let d = parse_domain(&f.lv.inactive_xml("hgx-default").unwrap()).unwrap();
+    assert_eq!(d.hostdevs.len(), 12);
+}
+
+#[test]
+fn hgx_fewer_gpus_are_refused_with_the_fabric_reason_unless_forced_or_shared() {
+    let f = fixture("hgx-h200x8-nvswitch");
+    let err = create(&f, &request(&f, "hgx-two", &["0", "1"])).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(
+        err.to_string()
+            .contains("the NVLink/NVSwitch fabric will not work in the guest, and CUDA may fail on multi-GPU jobs"),
+        "{err}"
+    );
+    let help = err.help().join("\n");
+    assert!(
+        help.contains("`--gpu all`") && help.contains("use --gpu-force"),
+        "{help}"
+    );
+    nothing_left(&f, "hgx-two");
+
+    let mut forced = request(&f, "hgx-forced", &["0", "1"]);
+    forced.gpu_force = true;
+    create(&f, &forced).unwrap();
+    let d = parse_domain(&f.lv.inactive_xml("hgx-forced").unwrap()).unwrap();
+    let hostdevs: Vec<String> = d.hostdevs.iter().map(ToString::to_string).collect();
+    assert_eq!(hostdevs, ["0000:18:00.0", "0000:2a:00.0"], "no switches");
+
+    let f = fixture("synthetic-hgx-shared-nvswitch");
+    create(&f, &request(&f, "hgx-one", &["5"])).unwrap();
+    let d = parse_domain(&f.lv.inactive_xml("hgx-one").unwrap()).unwrap();
+    let hostdevs: Vec<String> = d.hostdevs.iter().map(ToString::to_string).collect();
+    assert_eq!(hostdevs, ["0000:ab:00.0"]);
+}

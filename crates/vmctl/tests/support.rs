@@ -44,3 +44,10 @@ pub fn test_host_in(tree: tempfile::TempDir) -> TestHost {
         lv,
     }
 }
+
+/// Laid over an NVSwitch host (`base = "hgx-…"`): NVIDIA Fabric Manager running in Shared NVSwitch
+/// multitenancy (as tests/fixtures/hosts/synthetic-hgx-shared-nvswitch.toml), so GPUs may go to
+/// VMs one by one. For the tests of other things (NUMA, several VMs) on the HGX hosts.
+pub const SHARED_NVSWITCH: &str = "[files]\n\
+    \"/usr/share/nvidia/nvswitch/fabricmanager.cfg\" = \"FABRIC_MODE=1\\n\"\n\
+    \"/proc/4242/comm\" = \"nv-fabricmanage\\n\"\n";

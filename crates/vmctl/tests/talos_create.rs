@@ -692,3 +692,51 @@ fn talos_node_storage_and_secrets_are_unreadable_by_other_users() {
     // The cluster's state is vmctl's alone: qemu never opens it.
     crate::storage::assert_private_to_others(&f.host.path("/var/lib/vmctl/talos"), false);
 }
+
+#[test]
+fn hgx_node_with_every_gpu_gets_the_nvswitches_and_the_fabric_manager() {
+    let f = fixture("hgx-h200x8-nvswitch");
+    let mut r = request("hgx-node", Some("198.18.7.40/24"));
+    r.gpus = vec!["all".into()];
+    let c = create(&f, &r).unwrap();
+    assert!(
+        c.extensions
+            .contains(&"siderolabs/nvidia-fabricmanager-production".to_string()),
+        "{:?}",
+        c.extensions
+    );
+    let xml = f.lv.inactive_xml("hgx-node").unwrap();
+    validate_domain_xml(f.dir.path(), &xml);
+    let d = parse_domain(&xml).unwrap();
+    assert_eq!(d.hostdevs.len(), 12, "8 GPUs + 4 NVSwitches");
+    assert!(d.hostdevs.iter().any(|h| h.to_string() == "0000:08:00.0"));
+    // The cluster record lists the node's GPUs, not the switches.
+    assert_eq!(c.gpus.len(), 8, "{:?}", c.gpus);
+}
+
+#[test]
+fn talos_node_without_the_switches_never_gets_the_fabric_manager() {
+    // Shared NVSwitch multitenancy: one GPU, no switch, no fabric manager.
+    let f = fixture("synthetic-hgx-shared-nvswitch");
+    let mut r = request("hgx-shared", Some("198.18.7.41/24"));
+    r.gpus = vec!["2".into()];
+    let c = create(&f, &r).unwrap();
+    assert!(
+        !c.extensions.iter().any(|e| e.contains("fabricmanager")),
+        "{:?}",
+        c.extensions
+    );
+    let d = parse_domain(&f.lv.inactive_xml("hgx-shared").unwrap()).unwrap();
+    assert_eq!(d.hostdevs.len(), 1);
+
+    // Forced partial passthrough on a plain HGX host: no switches, so no fabric manager either.
+    let f = fixture("hgx-h200x8-nvswitch");
+    let mut r = request("hgx-forced", Some("198.18.7.42/24"));
+    r.gpus = vec!["0".into()];
+    let err = create(&f, &r).map(|_| ()).unwrap_err();
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    assert!(err.to_string().contains("NVLink/NVSwitch fabric"), "{err}");
+    r.gpu_force = true;
+    let c = create(&f, &r).unwrap();
+    assert!(!c.extensions.iter().any(|e| e.contains("fabricmanager")));
+}

@@ -1,7 +1,7 @@
 //! `vmctl create ubuntu --cpu-pinning/--hugepages` on the 8×H200 HGX fixture host (GPUs on two
-//! NUMA nodes) and libvirt's test driver: the domain gets the planner's pins, cells and hugepage
-//! backing, a second pinned VM reads the first one's pins from its XML, and refusals leave
-//! nothing behind.
+//! NUMA nodes; Shared NVSwitch multitenancy, so a VM may take some of the GPUs) and libvirt's
+//! test driver: the domain gets the planner's pins, cells and hugepage backing, a second pinned
+//! VM reads the first one's pins from its XML, and refusals leave nothing behind.
 
 use std::path::PathBuf;
 
@@ -29,12 +29,19 @@ struct Fixture {
 
 /// The H200 host with 1G hugepages reserved: 6 of 8 free on node 0, 8 of 8 on node 1.
 fn fixture() -> Fixture {
-    let tree = fixture_builder::build_from_str(
-        "base = \"hgx-h200x8-nvswitch-truncated\"\n\
-         [numa.0.hugepages]\n1048576 = { total = 8, free = 6 }\n\
-         [numa.1.hugepages]\n1048576 = { total = 8, free = 8 }\n",
+    // Some of the GPUs per VM: the Shared NVSwitch setup of the host allows it.
+    fixture_on(
+        fixture_builder::build_from_str(&format!(
+            "base = \"hgx-h200x8-nvswitch-truncated\"\n\
+         [numa.0.hugepages]\n1048576 = {{ total = 8, free = 6 }}\n\
+         [numa.1.hugepages]\n1048576 = {{ total = 8, free = 8 }}\n{}",
+            crate::support::SHARED_NVSWITCH
+        ))
+        .unwrap(),
     )
-    .unwrap();
+}
+
+fn fixture_on(tree: tempfile::TempDir) -> Fixture {
     let TestHost {
         dir,
         tree,
@@ -176,4 +183,19 @@ fn hugepage_refusal_gives_numbers_and_leaves_nothing() {
     let xml = f.lv.inactive_xml("h2").unwrap();
     assert!(xml.contains("<page size='1048576' unit='KiB'/>"), "{xml}");
     assert!(xml.contains("nodeset='1'"), "{xml}");
+}
+
+#[test]
+fn full_hgx_passthrough_pins_by_the_gpus_not_the_nvswitches() {
+    // 8 GPUs (4 per node) and 4 NVSwitches (node 0): the vCPUs split evenly by GPU.
+    let f = fixture_on(fixture_builder::build_host("hgx-h200x8-nvswitch"));
+    let c = create(&f, &request(&f, "full", &["all"], 8, AUTO)).unwrap();
+    let cpu = c.placement.as_ref().unwrap().cpu.clone().unwrap();
+    assert_eq!(cpu.nodes, [0, 1]);
+    assert_eq!(
+        pins(&f, "full"),
+        ["1", "2", "3", "4", "57", "58", "59", "60"]
+    );
+    let d = parse_domain(&f.lv.inactive_xml("full").unwrap()).unwrap();
+    assert_eq!(d.hostdevs.len(), 12);
 }

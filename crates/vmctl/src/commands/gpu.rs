@@ -120,6 +120,13 @@ pub struct GpuReport {
     pub iommu_enabled: bool,
     pub gpus: Vec<GpuStatus>,
     pub warnings: Vec<String>,
+    /// The NVSwitches (HGX), their groups, drivers and holders ([`crate::gpu::nvswitch`]).
+    pub nvswitches: Vec<crate::gpu::nvswitch::NvSwitchStatus>,
+    /// Fabric Manager on the host (`null` without NVSwitches): `fabric_mode`, `pid`,
+    /// `shared_nvswitch`.
+    pub fabric_manager: Option<hwdetect::FabricManagerInfo>,
+    /// What `--gpu all` and fewer GPUs do here (`null` without NVSwitches).
+    pub nvlink_fabric: Option<String>,
 }
 
 const NO_RESET: &str = "no reset method: after the VM stops the GPU may stay unusable until the \
@@ -208,6 +215,9 @@ pub fn status(
         iommu_enabled: facts.iommu.enabled,
         gpus,
         warnings,
+        nvswitches: crate::gpu::nvswitch::status(facts, atts),
+        fabric_manager: (!facts.nvswitch_devices.is_empty()).then(|| facts.fabric_manager.clone()),
+        nvlink_fabric: crate::gpu::nvswitch::fabric_summary(facts),
     }
 }
 
@@ -257,6 +267,10 @@ pub struct AttachOutcome {
     pub config: Vec<String>,
     /// Refusals overridden with --force.
     pub forced: Vec<String>,
+    /// NVSwitches passed with the GPUs (full passthrough on an HGX host, [`crate::gpu::nvswitch`]).
+    pub nvswitches: Vec<String>,
+    /// What the user should know (GPUs of a Shared NVSwitch host go without the switches).
+    pub notes: Vec<String>,
 }
 
 /// Maps a libvirt error about passthrough to the explanation `gpu status` gives.
@@ -312,10 +326,20 @@ pub fn attach(ctx: &Ctx, req: &AttachRequest) -> Result<AttachOutcome> {
     let rec = hv.require(&req.vm)?;
     let (facts, users, atts) = gather(ctx)?;
     let selected = select(&facts, &req.selectors, &req.vm, &atts)?;
-    let forced = check_selection(
+    let mut forced = check_selection(
         &facts, &req.vm, &selected, &atts, &users, req.force, "--force",
     )?;
     vgpu::check_whole(&facts, &selected)?;
+    // The fabric is judged on what the VM will hold: these GPUs and the ones it has already.
+    let fabric = crate::gpu::nvswitch::check(
+        &facts,
+        &req.vm,
+        &crate::gpu::nvswitch::with_held(&facts, &atts, &req.vm, &selected),
+        &atts,
+        req.force,
+        "--force",
+    )?;
+    forced.extend(fabric.forced);
     let (live, config) = req
         .scope
         .resolve(&req.vm, rec.state.is_active(), rec.persistent)?;
@@ -329,6 +353,8 @@ pub fn attach(ctx: &Ctx, req: &AttachRequest) -> Result<AttachOutcome> {
         live: Vec::new(),
         config: Vec::new(),
         forced,
+        nvswitches: fabric.switches.iter().map(ToString::to_string).collect(),
+        notes: fabric.notes,
     };
     let explain_err = explained("attach GPUs to", &req.vm, &facts, &selected);
     // A failure after a hot-plug unplugs what this attach plugged (dropping the transaction).
@@ -354,6 +380,17 @@ pub fn attach(ctx: &Ctx, req: &AttachRequest) -> Result<AttachOutcome> {
         out.config =
             attach_config(hv, &req.vm, &selected, |f| mine(f, false)).map_err(&explain_err)?;
     }
+    let (sw_live, sw_config) = crate::gpu::nvswitch::attach_switches(
+        hv,
+        &mut tx,
+        &req.vm,
+        &fabric.switches,
+        (live, config),
+        mine,
+    )
+    .map_err(&explain_err)?;
+    out.live.extend(sw_live);
+    out.config.extend(sw_config);
     tx.commit();
     Ok(out)
 }
@@ -481,7 +518,20 @@ pub fn detach(ctx: &Ctx, sysfs: &dyn SysfsWriter, req: &DetachRequest) -> Result
         rebind: Vec::new(),
         warnings: Vec::new(),
     };
-    let functions: BTreeSet<PciAddress> = targets.iter().flat_map(|g| addresses(g)).collect();
+    let mut functions: BTreeSet<PciAddress> = targets.iter().flat_map(|g| addresses(g)).collect();
+    // The NVSwitches of a full passthrough go with the VM's last GPU.
+    if facts
+        .gpus
+        .iter()
+        .filter(|g| holds(g))
+        .all(|g| targets.iter().any(|t| t.bdf == g.bdf))
+    {
+        functions.extend(
+            crate::gpu::nvswitch::held_switches(&facts, &atts, &req.vm)
+                .iter()
+                .filter_map(|s| s.parse::<PciAddress>().ok()),
+        );
+    }
     if live {
         for a in &functions {
             if !mine.iter().any(|m| m.live && m.bdf == a.to_string()) {

@@ -66,6 +66,9 @@ pub struct SchematicOut {
     pub computed: &'static str,
     /// Why the NVIDIA driver was chosen, when it was chosen automatically.
     pub driver_note: Option<String>,
+    /// Why the fabric manager was added without `--fabric-manager`: this host has NVSwitches
+    /// (the preview assumes the full passthrough a node gets with `--gpu all`).
+    pub fabric_manager_note: Option<String>,
 }
 
 /// `vmctl talos schematic`.
@@ -76,6 +79,12 @@ pub fn schematic(config: &Config, host: &HostRoot, req: &SchematicRequest) -> Re
         (Vec::new(), false)
     };
     let (s, driver_note) = build_schematic(req, &gpus, nvswitch)?;
+    let fabric_manager_note = (nvswitch && !req.fabric_manager).then(|| {
+        "nvidia-fabricmanager added because this host has NVSwitches: the preview assumes full \
+         passthrough (`vmctl create talos --gpu all` passes every GPU and NVSwitch to the node); \
+         a node given fewer GPUs gets no switches and no fabric manager"
+            .to_string()
+    });
     let version = match (&req.version, req.online) {
         (Some(v), true) => {
             Some(client(config)?.resolve_version(VersionSource::Github, Some(v), true)?)
@@ -93,6 +102,7 @@ pub fn schematic(config: &Config, host: &HostRoot, req: &SchematicRequest) -> Re
             .clone(),
         computed,
         driver_note,
+        fabric_manager_note,
     })
 }
 

@@ -4,6 +4,7 @@
 //! with libvirt's own explained in the words of `gpu status` ([`explain`]).
 
 mod explain;
+pub mod nvswitch;
 pub mod vgpu;
 
 use std::collections::BTreeMap;
@@ -103,7 +104,8 @@ impl CommandFailure for GpuError {
                 }
                 if refusals.iter().any(|r| !r.forceable()) {
                     out.push(format!(
-                        "{force_flag} overrides only isolation, boot VGA and host-use checks"
+                        "{force_flag} overrides only isolation, boot VGA, host-use and NVLink \
+                         fabric checks"
                     ));
                 }
                 out
@@ -282,7 +284,9 @@ pub fn hostdevs_for_create(
     }
     let (facts, users, atts) = gather(ctx)?;
     let selected = select(&facts, selectors, vm, &atts)?;
-    check_selection(&facts, vm, &selected, &atts, &users, force, "--gpu-force")?;
     vgpu::check_whole(&facts, &selected)?;
+    for f in check_selection(&facts, vm, &selected, &atts, &users, force, "--gpu-force")? {
+        tracing::warn!("--gpu-force: {f}");
+    }
     Ok(selected.iter().map(|g| addresses(g)).collect())
 }

@@ -19,7 +19,7 @@ pub struct SchematicRequest {
     pub nvidia: Option<Flavour>,
     /// `--driver`: otherwise chosen from the detected GPU's chip.
     pub driver: Option<Driver>,
-    /// Add `nvidia-fabricmanager-<flavour>` (also added when an NVSwitch is detected).
+    /// Add `nvidia-fabricmanager-<flavour>` (also added when the node gets NVSwitches).
     pub fabric_manager: bool,
     /// Further extensions (`qemu-guest-agent` or `siderolabs/qemu-guest-agent`).
     pub extensions: Vec<String>,
@@ -129,7 +129,8 @@ pub fn chips_of(gpus: &[&hwdetect::Gpu]) -> Vec<GpuChip> {
 }
 
 /// The schematic for `req` (pure apart from reading `req.file`). `chip`: the GPU whose
-/// architecture picks the driver; `nvswitch`: the host has an NVSwitch (adds the fabric manager).
+/// architecture picks the driver; `nvswitch`: the node gets NVSwitches (full passthrough,
+/// `gpu::nvswitch::switches_for`), which adds the fabric manager: never for a node without them.
 pub fn build_schematic(
     req: &SchematicRequest,
     gpus: &[GpuChip],
@@ -233,10 +234,13 @@ pub fn schematic_id(
 }
 
 /// The GPUs a node on this host would get (`--gpu` alone: [`passthrough::default_set`]) and
-/// whether an NVSwitch is present: what `vmctl talos schematic --nvidia` decides the driver by.
+/// whether it would get NVSwitches with them: what `vmctl talos schematic --nvidia` decides the
+/// driver and the fabric manager by. A host-level preview: it assumes the full passthrough of
+/// an NVSwitch host (not under Shared NVSwitch multitenancy, where nodes never get switches).
 pub fn host_gpus(facts: &HostFacts) -> (Vec<GpuChip>, bool) {
     let (gpus, _) = passthrough::default_set(facts, None, &[]);
-    (chips_of(&gpus), !facts.nvswitches.is_empty())
+    let switches = !facts.nvswitch_devices.is_empty() && !facts.fabric_manager.shared_nvswitch;
+    (chips_of(&gpus), switches)
 }
 
 #[cfg(test)]
@@ -330,5 +334,16 @@ mod tests {
                 .is_empty()
         );
         assert!(note.is_none());
+    }
+
+    #[test]
+    fn host_preview_adds_the_fabric_manager_only_where_nodes_would_get_switches() {
+        let facts = |name: &str| {
+            let tree = fixture_builder::build_host(name);
+            hwdetect::detect(&hostio::HostRoot::new(tree.path()))
+        };
+        assert!(host_gpus(&facts("hgx-h200x8-nvswitch")).1);
+        assert!(!host_gpus(&facts("synthetic-hgx-shared-nvswitch")).1);
+        assert!(!host_gpus(&facts("intel-z170-gtx960")).1);
     }
 }

@@ -281,6 +281,9 @@ pub fn allocate_gpus<'a>(
                 }
             }
             crate::gpu::check_selection(facts, vm, &gpus, atts, users, force, "--gpu-force")?;
+            // An NVSwitch host's fabric (`create talos` checks it again per node): up front, so
+            // a refused GPU node stops the cluster before any node is made.
+            crate::gpu::nvswitch::check(facts, vm, &gpus, atts, force, "--gpu-force")?;
             out.push(gpus);
         }
         return Ok(out);
@@ -306,9 +309,13 @@ pub fn allocate_gpus<'a>(
         }
         .into());
     }
-    Ok(usable
+    let out: Vec<Vec<&Gpu>> = usable
         .into_iter()
         .take(workers.len())
         .map(|g| vec![g])
-        .collect())
+        .collect();
+    for (vm, gpus) in workers.iter().zip(&out) {
+        crate::gpu::nvswitch::check(facts, vm, gpus, atts, force, "--gpu-force")?;
+    }
+    Ok(out)
 }

@@ -157,6 +157,9 @@ pub struct TalosPlan {
     pub cpu: CpuMode,
     pub vm_dir: PathBuf,
     pub gpus: Vec<Vec<PciAddress>>,
+    /// The NVSwitches passed with every GPU of an HGX host (`gpu::nvswitch`); the node then
+    /// gets the fabric manager extension.
+    pub nvswitches: Vec<PciAddress>,
     /// CPU pinning and hugepages (`--cpu-pinning`, `--hugepages`), as planned.
     pub placement: Option<crate::tuning::Placement>,
 }
@@ -396,6 +399,8 @@ pub(crate) fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Resu
             req.gpu_force,
         )?
     };
+    let nvswitches =
+        crate::gpu::nvswitch::switches_for_create(ctx, &req.name, &gpus, req.gpu_force)?;
 
     let vm_dir = crate::storage::vm_dir(&ctx.config.storage_dir(ctx.host), &req.name);
     // An early refusal only: the claim at the start of the create is what holds the name.
@@ -416,11 +421,12 @@ pub(crate) fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Resu
     };
 
     // Schematic: the NVIDIA preset for GPU nodes, always the guest agent, then --extension.
+    // The fabric manager only when the node gets NVSwitches: never for a guest without them.
     let (chips, nvswitch) = if gpus.is_empty() {
         (Vec::new(), false)
     } else {
         let facts = hwdetect::detect(ctx.host);
-        (chips_passed(&facts, &gpus), !facts.nvswitches.is_empty())
+        (chips_passed(&facts, &gpus), !nvswitches.is_empty())
     };
     let mut extensions = Vec::new();
     extensions.push(nvidia::QEMU_GUEST_AGENT.to_string());
@@ -473,6 +479,7 @@ pub(crate) fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Resu
         cpu,
         vm_dir,
         gpus,
+        nvswitches,
         placement,
     })
 }

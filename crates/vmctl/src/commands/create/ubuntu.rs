@@ -369,6 +369,10 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
             }
             gpus.truncate(n);
         }
+        // HGX: every GPU takes the NVSwitches along; fewer are checked (`gpu::nvswitch`).
+        let switches =
+            crate::gpu::nvswitch::switches_for_create(ctx, &req.name, &gpus, req.gpu_force)?;
+        gpus.extend(switches.into_iter().map(|s| vec![s]));
         gpus
     };
     let user = req

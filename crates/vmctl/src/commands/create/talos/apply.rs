@@ -9,7 +9,7 @@ use guest_media::cache::{Expect, Progress, Verification};
 use guest_media::disk;
 use guest_media::seed::{self, GuestNetwork, SeedSpec};
 use hypervisor::domain::render::to_xml;
-use hypervisor::domain::{Disk, Firmware, Metadata};
+use hypervisor::domain::{Disk, Firmware, Metadata, PciAddress};
 use talos_image::factory::{ImageKind, METAL_ISO_CONFIG_FILE};
 use talos_image::machineconfig::{self, NodePatch};
 use talos_image::nvidia::{self};
@@ -325,6 +325,13 @@ pub(crate) fn apply_claimed(
     seed::write_iso_labelled(ctx.runner, plan.media.config_label(), &files, &seed_path)?;
     let (disks, boot_order) = disks_and_boot_order(plan.media, &disk_path, &image.path, &seed_path);
 
+    // The GPUs, then each NVSwitch of a full passthrough as a device of its own.
+    let hostdevs: Vec<Vec<PciAddress>> = plan
+        .gpus
+        .iter()
+        .cloned()
+        .chain(plan.nvswitches.iter().map(|s| vec![*s]))
+        .collect();
     let mut spec = BridgedVm {
         name: &plan.name,
         domain_type: plan.domain_type,
@@ -332,7 +339,7 @@ pub(crate) fn apply_claimed(
         firmware: Firmware::Efi { secure_boot: false },
         memory_mib: plan.memory_mib,
         vcpus: plan.vcpus,
-        gpus: &plan.gpus,
+        gpus: &hostdevs,
         bridge: &plan.bridge,
         mac: &plan.mac,
         console_log: &console_log,

@@ -36,6 +36,15 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
+    /// A libvirt test driver of this test's own: `test:///default` is one instance shared by
+    /// every test in the process, so another test's domain (whose disk may be gone) would be
+    /// read as a possible user of the cache.
+    fn libvirt(&self) -> Libvirt {
+        let node = self.root.with_file_name("node.xml");
+        std::fs::write(&node, "<node/>").unwrap();
+        Libvirt::open(&format!("test://{}", node.display())).unwrap()
+    }
+
     fn cache(&self) -> PathBuf {
         self.root.join("cache")
     }
@@ -100,7 +109,7 @@ fn usage_of<'a>(l: &'a ImageList, sha: &str) -> &'a [Use] {
 #[test]
 fn list_names_the_vms_using_each_blob_by_metadata_and_backing_chain() {
     let f = fixture();
-    let hv = Libvirt::open("test:///default").unwrap();
+    let hv = f.libvirt();
     let (a, _) = f.blob(b"image a");
     let (b, b_path) = f.qcow2_blob();
     let (c, _) = f.blob(b"unused");
@@ -154,7 +163,7 @@ fn list_names_the_vms_using_each_blob_by_metadata_and_backing_chain() {
 #[test]
 fn a_blob_in_use_is_refused_and_an_unused_one_removed() {
     let f = fixture();
-    let hv = Libvirt::open("test:///default").unwrap();
+    let hv = f.libvirt();
     let (a, a_path) = f.blob(b"in use");
     let (b, b_path) = f.blob(b"free");
     define(&hv, "img-user", Some(&a), &[]);
@@ -186,7 +195,7 @@ fn a_blob_in_use_is_refused_and_an_unused_one_removed() {
 #[test]
 fn prefixes_must_name_exactly_one_file() {
     let f = fixture();
-    let hv = Libvirt::open("test:///default").unwrap();
+    let hv = f.libvirt();
     let c = ctx(&f, &hv);
     // Find two blobs whose sha256 share a first digit.
     let mut by_first: std::collections::BTreeMap<char, Vec<String>> = Default::default();
@@ -227,7 +236,7 @@ fn prefixes_must_name_exactly_one_file() {
 #[test]
 fn prune_removes_what_no_vm_uses_and_the_leftovers() {
     let f = fixture();
-    let hv = Libvirt::open("test:///default").unwrap();
+    let hv = f.libvirt();
     let (a, a_path) = f.blob(b"kept: in use");
     let (_, b_path) = f.blob(b"unused");
     let q = f.cache().join("quarantine");
