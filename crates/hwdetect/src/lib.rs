@@ -20,6 +20,7 @@ mod facts;
 mod names;
 mod net;
 pub mod numa;
+pub mod nvidia_arch;
 pub mod parse;
 mod pci;
 mod probe;

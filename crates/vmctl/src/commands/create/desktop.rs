@@ -291,6 +291,7 @@ pub fn autoinstall_spec(plan: &DesktopPlan, password_hash: Option<String>) -> Au
             reset_machine_id: false,
             runcmd: Vec::new(),
             mounts: Vec::new(),
+            driver: None,
         },
         flavour: plan.flavour,
         nvidia: !b.gpus.is_empty(),
