@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 use crate::names;
 pub use crate::net::NetworkRequest;
 use crate::net::StaticIp;
+use crate::gpu::guest_stack::{self, GuestStack};
+pub use crate::gpu::guest_stack::GpuStack;
 use crate::transaction::Transaction;
 pub use base::BaseVerification;
 use base::fetch_base;
@@ -72,6 +74,10 @@ pub struct UbuntuRequest {
     pub tuning: crate::tuning::TuningRequest,
     /// `--share HOST_DIR:TAG[,ro]` values (virtiofs, [`crate::share`]).
     pub shares: Vec<String>,
+    /// `--gpu-stack`: what the guest installs for the passed GPUs (default: the driver).
+    pub gpu_stack: Option<GpuStack>,
+    /// Add NVIDIA Fabric Manager to the guest stack (NVSwitch systems).
+    pub fabric_manager: bool,
 }
 
 impl UbuntuRequest {
@@ -108,6 +114,8 @@ impl UbuntuRequest {
             seed_only: false,
             tuning: Default::default(),
             shares: Vec::new(),
+            gpu_stack: None,
+            fabric_manager: false,
         }
     }
 }
@@ -149,6 +157,9 @@ pub struct UbuntuPlan {
     pub data_disks: Vec<crate::data_disks::DataDisk>,
     /// virtiofs shares (`--share`), mounted by the guest at `/mnt/TAG`.
     pub shares: Vec<crate::share::ShareSpec>,
+    /// The NVIDIA stack the guest installs for its GPUs (`--gpu-stack`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_stack: Option<GuestStack>,
 }
 
 impl UbuntuPlan {
@@ -190,6 +201,9 @@ pub struct Created {
     /// Where the vCPUs, emulator threads and memory went (`--cpu-pinning`, `--hugepages`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<crate::tuning::Placement>,
+    /// The NVIDIA stack the guest installs at its first boot (`--gpu-stack`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_stack: Option<GuestStack>,
 }
 
 fn invalid(option: &str, value: &str, reason: &str) -> Error {
@@ -371,6 +385,18 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         }
         gpus
     };
+    let guest_stack = if gpus.is_empty() && req.gpu_stack.is_none() {
+        None
+    } else {
+        let facts = hwdetect::detect(ctx.host);
+        let settings = guest_stack::StackSettings::from_config(ctx.config)?;
+        guest_stack::plan(
+            &guest_stack::gpus_of(&facts, &gpus),
+            req.gpu_stack,
+            req.fabric_manager,
+            &settings,
+        )?
+    };
     let user = req
         .user
         .clone()
@@ -485,6 +511,7 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         placement,
         data_disks,
         shares,
+        guest_stack,
     })
 }
 
@@ -525,6 +552,16 @@ pub(crate) fn apply(
         reset_machine_id: req.reset_machine_id,
         runcmd: req.runcmd.clone(),
         mounts: plan.shares.iter().map(|s| s.guest_mount()).collect(),
+        driver: match &plan.guest_stack {
+            Some(st) => {
+                let cache = crate::media::image_cache(ctx);
+                guest_stack::seed_part(st, &|url| {
+                    progress.note(&format!("fetching the apt signing key {url}"));
+                    cache.get_bytes(url)
+                })?
+            }
+            None => None,
+        },
     };
     let seed_files = seed::render(&seed_spec)?;
 
@@ -582,6 +619,7 @@ pub(crate) fn apply(
         base_sha256: base_sha.clone(),
         verification,
         placement: None,
+        guest_stack: plan.guest_stack.clone(),
     };
     if req.seed_only {
         rb.commit();
