@@ -188,12 +188,19 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
     if let Some(d) = &spec.driver {
         let mut sources = std::collections::BTreeMap::new();
         for r in &d.repos {
-            for (field, v) in [("apt", &r.name), ("apt", &r.uri), ("write_files", &r.keyring_path)] {
+            for (field, v) in [
+                ("apt", &r.name),
+                ("apt", &r.uri),
+                ("write_files", &r.keyring_path),
+            ] {
                 check_text(file, field, v)?;
             }
             write_files.push(crate::mounts::WriteFile {
                 path: r.keyring_path.clone(),
-                content: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &r.keyring),
+                content: base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    &r.keyring,
+                ),
                 encoding: Some("b64"),
                 permissions: Some("0644"),
                 append: false,

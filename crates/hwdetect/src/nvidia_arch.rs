@@ -146,7 +146,12 @@ mod tests {
             chip: chip.map(String::from),
             ..Default::default()
         };
-        let (tu, ga, gp, unknown) = (g(Some("TU104")), g(Some("GA100")), g(Some("GP102")), g(None));
+        let (tu, ga, gp, unknown) = (
+            g(Some("TU104")),
+            g(Some("GA100")),
+            g(Some("GP102")),
+            g(None),
+        );
         assert_eq!(flavour_for_gpus(&[&tu, &ga]), Flavour::Open);
         assert_eq!(flavour_for_gpus(&[&tu, &gp]), Flavour::Proprietary);
         assert_eq!(flavour_for_gpus(&[&tu, &unknown]), Flavour::Proprietary);

@@ -162,7 +162,9 @@ pub const KEYS: &[Key] = &[
         name: "guest_cuda_key",
         env: "VMCTL_GUEST_CUDA_KEY",
         // The repository's signing key (the one cuda-keyring_1.1-1 installs).
-        default: Some("https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64/3bf863cc.pub"),
+        default: Some(
+            "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64/3bf863cc.pub",
+        ),
         doc: "its signing key (ASCII armoured), fetched by vmctl and written into the guest",
     },
     Key {

@@ -326,7 +326,8 @@ pub fn dearmor(data: &[u8]) -> Result<Vec<u8>, String> {
     if data.first().is_some_and(|b| b & 0x80 != 0) {
         return Ok(data.to_vec());
     }
-    let text = std::str::from_utf8(data).map_err(|_| "neither ASCII armour nor binary".to_string())?;
+    let text =
+        std::str::from_utf8(data).map_err(|_| "neither ASCII armour nor binary".to_string())?;
     let mut lines = text.lines().map(str::trim_end);
     lines
         .by_ref()

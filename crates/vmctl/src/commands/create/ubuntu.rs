@@ -18,11 +18,11 @@ use crate::build::{
 };
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
+pub use crate::gpu::guest_stack::GpuStack;
+use crate::gpu::guest_stack::{self, GuestStack};
 use crate::names;
 pub use crate::net::NetworkRequest;
 use crate::net::StaticIp;
-use crate::gpu::guest_stack::{self, GuestStack};
-pub use crate::gpu::guest_stack::GpuStack;
 use crate::transaction::Transaction;
 pub use base::BaseVerification;
 use base::fetch_base;

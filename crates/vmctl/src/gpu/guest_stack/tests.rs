@@ -53,7 +53,10 @@ fn user_data_for(stack: &GuestStack) -> String {
         hostname: "gpu1".into(),
         instance_id: "gpu1-0001".into(),
         user: "ubuntu".into(),
-        ssh_authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnkmqS0xAbuPsE6mVUf1h7gWOY/mOKs7YiFcBPWnOZ6 t@h".into()],
+        ssh_authorized_keys: vec![
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnkmqS0xAbuPsE6mVUf1h7gWOY/mOKs7YiFcBPWnOZ6 t@h"
+                .into(),
+        ],
         password_hash: None,
         packages: Vec::new(),
         network: guest_media::seed::GuestNetwork::Dhcp {
@@ -130,16 +133,28 @@ fn every_architecture_on_the_fixture_hosts_gets_its_flavour_and_valid_user_data(
     // One pre-Turing GPU among Turing ones: proprietary for all, and the reason names it.
     let p = plan(&[&turing, &pascal], None, false, &s).unwrap().unwrap();
     assert_eq!(p.flavour, Some(Flavour::Proprietary));
-    assert!(p.reason.contains(&pascal.bdf) && p.reason.contains("Pascal"), "{}", p.reason);
+    assert!(
+        p.reason.contains(&pascal.bdf) && p.reason.contains("Pascal"),
+        "{}",
+        p.reason
+    );
     // Kepler is refused for a driver install, passed through with `none`.
     let err = plan(&[&kepler], None, false, &s).unwrap_err();
-    assert!(matches!(err, GuestStackError::LegacyGpu { last: 470, .. }), "{err}");
+    assert!(
+        matches!(err, GuestStackError::LegacyGpu { last: 470, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("Kepler"), "{err}");
     assert!(err.help()[0].contains("--gpu-stack none"));
     assert_eq!(err.exit_kind(), ExitKind::Usage);
-    let none = plan(&[&kepler], Some(GpuStack::None), false, &s).unwrap().unwrap();
+    let none = plan(&[&kepler], Some(GpuStack::None), false, &s)
+        .unwrap()
+        .unwrap();
     assert!(none.packages.is_empty());
-    assert_eq!(seed_part(&none, &|_| panic!("no key fetched")).unwrap(), None);
+    assert_eq!(
+        seed_part(&none, &|_| panic!("no key fetched")).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -151,7 +166,11 @@ fn without_gpus_only_none_or_nothing_is_accepted() {
         assert!(matches!(err, GuestStackError::NeedsGpu { .. }), "{err}");
         assert!(err.help()[0].contains("--gpu"));
     }
-    assert!(plan(&[], Some(GpuStack::None), false, &s).unwrap().is_some());
+    assert!(
+        plan(&[], Some(GpuStack::None), false, &s)
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -171,7 +190,11 @@ fn fabric_manager_and_later_branches_pick_their_packages() {
     let p = plan(&[&hopper], None, true, &s).unwrap().unwrap();
     assert_eq!(
         p.packages,
-        ["nvidia-driver-pinning-595", "nvidia-open", "nvidia-fabricmanager"]
+        [
+            "nvidia-driver-pinning-595",
+            "nvidia-open",
+            "nvidia-fabricmanager"
+        ]
     );
     // Past 580 a Pascal GPU has no driver: refused with the branch to set.
     let pascal = Gpu {
@@ -181,7 +204,10 @@ fn fabric_manager_and_later_branches_pick_their_packages() {
         ..Default::default()
     };
     let err = plan(&[&pascal], None, false, &s).unwrap_err();
-    assert!(matches!(err, GuestStackError::BranchTooNew { last: 580, .. }), "{err}");
+    assert!(
+        matches!(err, GuestStackError::BranchTooNew { last: 580, .. }),
+        "{err}"
+    );
 }
 
 #[test]
