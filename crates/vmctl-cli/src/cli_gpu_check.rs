@@ -19,7 +19,7 @@ pub(crate) fn guest_stack_line(st: &GuestStack) -> String {
     format!(
         "{} from {} ({flavour}; {}); one reboot if the module does not load",
         esc(&st.packages.join(" ")),
-        esc(&st.repos.first().map(|r| r.uri.as_str()).unwrap_or_default()),
+        esc(st.repos.first().map(|r| r.uri.as_str()).unwrap_or_default()),
         esc(&st.reason)
     )
 }

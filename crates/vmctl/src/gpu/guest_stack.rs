@@ -129,7 +129,7 @@ pub enum GuestStackError {
     FetchKey {
         url: String,
         #[source]
-        source: guest_media::Error,
+        source: Box<guest_media::Error>,
     },
     #[error("the apt signing key from {url} is not usable: {reason}")]
     BadKey { url: String, reason: String },
@@ -410,7 +410,7 @@ pub fn seed_part(
     for r in &stack.repos {
         let raw = get(&r.key_url).map_err(|source| GuestStackError::FetchKey {
             url: r.key_url.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let keyring = dearmor(&raw).map_err(|reason| GuestStackError::BadKey {
             url: r.key_url.clone(),
