@@ -8,8 +8,9 @@
 //! the keyring and the source are in place, the dummy driver is installed (so apt verified the
 //! InRelease signature with the keyring vmctl dearmored), the guest rebooted once because
 //! `modprobe nvidia` failed, and `vmctl gpu check` reports the canned GPU. A WRONG key is
-//! checked in the same guest (one boot): with the keyring swapped, `apt-get update` refuses the
-//! repository. Address 198.18.0.180, MAC 52:54:00:18:00:80, VMs `drv-…`, port 18180.
+//! checked in the same guest (one boot): with the keyring swapped, apt refuses the
+//! repository, and cloud-init's install step fails with apt's refusal in the output log
+//! `create --wait` shows. Address 198.18.0.180, MAC 52:54:00:18:00:80, VMs `drv-…`, port 18180.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
 #[path = "lab_support.rs"]
@@ -384,19 +385,26 @@ fn the_guest_installs_the_driver_from_a_signed_repo_reboots_and_gpu_check_report
         ),
         Duration::from_secs(60),
     );
+    // The install step of cloud-init (the module the first boot ran), run again with the wrong
+    // keyring: it fails, and the refusal is in the output log whose tail `create --wait` shows
+    // when cloud-init reports an error (wait_lab tests that path on a real guest). cloud-init
+    // runs `apt-get update` once per instance (the `update_sources` semaphore): removed first.
     let o = vmctl(
         t,
         &[
             "ssh",
             &name,
             "--",
-            "sudo apt-get update -o APT::Update::Error-Mode=any 2>&1; echo rc=$?",
+            "sudo rm -f /var/lib/cloud/instance/sem/update_sources; sudo cloud-init single --name package_update_upgrade_install --frequency always >/dev/null 2>&1; echo rc=$?; sudo tail -n 80 /var/log/cloud-init-output.log",
         ],
     );
     let out = text(&o.stdout);
     assert!(
-        out.contains("NO_PUBKEY") || out.contains("not signed"),
-        "apt accepted a repository signed by another key:\n{out}"
+        !out.starts_with("rc=0"),
+        "the install step passed with a wrong key:\n{out}"
     );
-    assert!(!out.contains("rc=0"), "{out}");
+    assert!(
+        out.contains("NO_PUBKEY") || out.contains("not signed"),
+        "apt's refusal is not in cloud-init's output log:\n{out}"
+    );
 }
