@@ -389,13 +389,16 @@ fn the_guest_installs_the_driver_from_a_signed_repo_reboots_and_gpu_check_report
     // keyring: it fails, and the refusal is in the output log whose tail `create --wait` shows
     // when cloud-init reports an error (wait_lab tests that path on a real guest). cloud-init
     // runs `apt-get update` once per instance (the `update_sources` semaphore): removed first.
+    // So are the repository's lists: with lists apt verified before, a bad signature is only a
+    // warning ("the previous index files will be used"); a first boot has none, and there apt
+    // refuses the repository ("is not signed") and the update fails.
     let o = vmctl(
         t,
         &[
             "ssh",
             &name,
             "--",
-            "sudo rm -f /var/lib/cloud/instance/sem/update_sources; sudo cloud-init single --name package_update_upgrade_install --frequency always >/dev/null 2>&1; echo rc=$?; sudo tail -n 80 /var/log/cloud-init-output.log",
+            "sudo rm -f /var/lib/cloud/instance/sem/update_sources /var/lib/apt/lists/198.18.0.1[:_]*; sudo cloud-init single --name package_update_upgrade_install --frequency always >/dev/null 2>&1; echo rc=$?; sudo tail -n 80 /var/log/cloud-init-output.log",
         ],
     );
     let out = text(&o.stdout);
