@@ -14,7 +14,8 @@ PACKAGES=(
   fdisk e2fsprogs dosfstools            # the lab's bootable guest disk
   util-linux liblzma-dev                # setpriv (unprivileged scan tests); liblzma for .raw.xz images
   golang-go golang-gopkg-yaml.v3-dev    # go-yaml oracle: checks Talos schematic YAML byte for byte
-  dpkg-dev fakeroot                     # building the .deb packages
+  dpkg-dev fakeroot                     # building the .deb packages; dpkg-scanpackages for the lab's apt repo
+  gpg                                   # guest_driver_lab: signs its throwaway apt repository
   systemd-boot mokutil                  # bootctl and kernel-install read the systemd-boot fixture; verify runs mokutil
 )
 

@@ -326,6 +326,7 @@ mod tests {
                 reset_machine_id: false,
                 runcmd: Vec::new(),
                 mounts: Vec::new(),
+                driver: None,
             },
             flavour: Flavour::Full,
             nvidia,

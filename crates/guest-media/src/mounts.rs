@@ -52,8 +52,14 @@ impl GuestMount {
 /// cloud-init `write_files` entry.
 #[derive(Debug, Serialize)]
 pub(crate) struct WriteFile {
-    pub path: &'static str,
+    pub path: String,
     pub content: String,
+    /// `b64`: `content` is base64 (binary files such as an apt keyring).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub append: bool,
 }
 
@@ -64,8 +70,10 @@ pub(crate) fn user_data_parts(mounts: &[GuestMount]) -> (Vec<WriteFile>, Vec<Vec
     }
     let content: String = mounts.iter().map(GuestMount::fstab_line).collect();
     let files = vec![WriteFile {
-        path: "/etc/fstab",
+        path: "/etc/fstab".into(),
         content,
+        encoding: None,
+        permissions: None,
         append: true,
     }];
     let mut cmds = Vec::new();

@@ -43,6 +43,46 @@ pub struct SeedSpec {
     pub runcmd: Vec<Vec<String>>,
     /// virtiofs shares the guest mounts at `/mnt/<tag>` ([`crate::mounts`]).
     pub mounts: Vec<crate::mounts::GuestMount>,
+    /// Extra apt repositories, packages and services installed at the first boot (the NVIDIA
+    /// guest driver of `vmctl create ubuntu --gpu`).
+    pub driver: Option<GuestPackages>,
+}
+
+/// An apt repository the guest adds: its binary keyring is written by `write_files` and its
+/// one-line source by cloud-init's `apt: sources:`, `signed-by` that keyring only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AptRepo {
+    /// The source's id: `/etc/apt/sources.list.d/<name>.list`.
+    pub name: String,
+    /// The repository's URI (a flat repository: suite `/`, no components).
+    pub uri: String,
+    /// Where the keyring goes, e.g. `/etc/apt/keyrings/cuda-archive-keyring.gpg`.
+    pub keyring_path: String,
+    /// The keyring in OpenPGP binary form (what `gpg --dearmor` writes): the guest may have
+    /// no gpg.
+    #[serde(skip)]
+    pub keyring: Vec<u8>,
+}
+
+impl AptRepo {
+    /// The sources.list(5) one-line entry.
+    pub fn source_line(&self) -> String {
+        format!("deb [signed-by={}] {} /", self.keyring_path, self.uri)
+    }
+}
+
+/// Packages from added repositories, installed after `apt-get update`, then services enabled
+/// and, when `reboot_unless_module` does not load after the install, one reboot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuestPackages {
+    pub repos: Vec<AptRepo>,
+    pub packages: Vec<String>,
+    /// `systemctl enable` at the end of the first boot (they start at the next boot).
+    pub enable_services: Vec<String>,
+    /// Reboot once the first boot is done if `modprobe <module>` fails (a kernel module that
+    /// was just built by DKMS for a running kernel loads without one; a module blocked by the
+    /// nouveau driver, or one that needs the new initramfs, needs it).
+    pub reboot_unless_module: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -60,6 +100,33 @@ struct UserData<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     write_files: Vec<crate::mounts::WriteFile>,
     runcmd: Vec<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    package_update: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    apt: Option<Apt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    power_state: Option<PowerState>,
+}
+
+/// cloud-init `apt:` (cc_apt_configure): only `sources`, keyed by file name.
+#[derive(Serialize)]
+struct Apt {
+    sources: std::collections::BTreeMap<String, AptSource>,
+}
+
+#[derive(Serialize)]
+struct AptSource {
+    source: String,
+}
+
+/// cloud-init `power_state` (cc_power_state_change): runs last in the final stage, once
+/// cloud-init is done; `condition` is a command whose exit 0 means "do it" (cloud-init docs,
+/// module "Power State Change"; schema-cloud-config-v1.json `cc_power_state_change`).
+#[derive(Serialize)]
+struct PowerState {
+    mode: &'static str,
+    message: String,
+    condition: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -107,18 +174,78 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
         check_text(file, "runcmd", word)?;
     }
     let mut packages: Vec<&str> = vec!["qemu-guest-agent"];
-    for p in &spec.packages {
+    let driver_packages = spec.driver.iter().flat_map(|d| d.packages.iter());
+    for p in spec.packages.iter().chain(driver_packages) {
+        check_text(file, "packages", p)?;
         if !packages.contains(&p.as_str()) {
             packages.push(p);
         }
     }
-    let (write_files, mount_cmds) = crate::mounts::user_data_parts(&spec.mounts);
+    let (mut write_files, mount_cmds) = crate::mounts::user_data_parts(&spec.mounts);
+    let mut service_cmds = Vec::new();
+    let mut apt = None;
+    let mut power_state = None;
+    if let Some(d) = &spec.driver {
+        let mut sources = std::collections::BTreeMap::new();
+        for r in &d.repos {
+            for (field, v) in [
+                ("apt", &r.name),
+                ("apt", &r.uri),
+                ("write_files", &r.keyring_path),
+            ] {
+                check_text(file, field, v)?;
+            }
+            write_files.push(crate::mounts::WriteFile {
+                path: r.keyring_path.clone(),
+                content: base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    &r.keyring,
+                ),
+                encoding: Some("b64"),
+                permissions: Some("0644"),
+                append: false,
+            });
+            sources.insert(
+                format!("{}.list", r.name),
+                AptSource {
+                    source: r.source_line(),
+                },
+            );
+        }
+        apt = (!sources.is_empty()).then_some(Apt { sources });
+        for svc in &d.enable_services {
+            check_text(file, "runcmd", svc)?;
+            service_cmds.push(vec!["systemctl".into(), "enable".into(), svc.clone()]);
+        }
+        if let Some(m) = &d.reboot_unless_module {
+            check_text(file, "power_state", m)?;
+            if let Some(c) = m
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+                .or(m.is_empty().then_some(' '))
+            {
+                return Err(Error::SeedCharacter {
+                    file,
+                    field: "power_state",
+                    codepoint: u32::from(c),
+                });
+            }
+            // The condition is met (exit 0) when the module does NOT load; `!` needs a shell.
+            // The module name is a checked identifier, never user text.
+            power_state = Some(PowerState {
+                mode: "reboot",
+                message: format!("vmctl: rebooting to load the {m} kernel module"),
+                condition: vec!["sh".into(), "-c".into(), format!("! modprobe {m}")],
+            });
+        }
+    }
     let mut runcmd: Vec<Vec<String>> = vec![vec![
         "systemctl".into(),
         "start".into(),
         "qemu-guest-agent".into(),
     ]];
     runcmd.extend(mount_cmds);
+    runcmd.extend(service_cmds);
     runcmd.extend(spec.runcmd.iter().cloned());
     let ud = UserData {
         hostname: &spec.hostname,
@@ -145,6 +272,10 @@ pub fn user_data(spec: &SeedSpec) -> Result<String> {
         // The agent's unit is started by udev when its virtio port appears; start it in case the
         // package was only just installed. Then the shares' mounts.
         runcmd,
+        // The added repositories' lists must be read before their packages install.
+        package_update: spec.driver.as_ref().map(|_| true),
+        apt,
+        power_state,
     };
     let body = crate::yaml::to_string(&ud).map_err(|source| Error::RenderSeed {
         file: "user-data",
@@ -357,6 +488,7 @@ pub(crate) mod tests {
             reset_machine_id: false,
             runcmd: Vec::new(),
             mounts: Vec::new(),
+            driver: None,
         }
     }
 
@@ -396,6 +528,63 @@ pub(crate) mod tests {
         insta::assert_snapshot!("user_data_static", ud);
         insta::assert_snapshot!("network_config_static", network_config(&spec).unwrap());
         insta::assert_snapshot!("meta_data", meta_data(&spec).unwrap());
+    }
+
+    pub fn driver_packages() -> GuestPackages {
+        GuestPackages {
+            repos: vec![AptRepo {
+                name: "cuda".into(),
+                uri: "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64"
+                    .into(),
+                keyring_path: "/etc/apt/keyrings/cuda-archive-keyring.gpg".into(),
+                keyring: vec![0x99, 0x01, 0x0d, 0xff, 0x00],
+            }],
+            packages: vec!["nvidia-open-580".into()],
+            enable_services: vec!["nvidia-fabricmanager".into()],
+            reboot_unless_module: Some("nvidia".into()),
+        }
+    }
+
+    #[test]
+    fn a_driver_seed_writes_the_binary_keyring_the_source_and_a_conditional_reboot() {
+        let mut spec = sample(static_net());
+        spec.driver = Some(driver_packages());
+        let ud = user_data(&spec).unwrap();
+        assert_valid_user_data(&ud);
+        let v = serde_yaml_ng_free_load(&ud);
+        let wf = &v["write_files"][0];
+        assert_eq!(wf["path"], "/etc/apt/keyrings/cuda-archive-keyring.gpg");
+        assert_eq!(wf["encoding"], "b64");
+        assert_eq!(wf["content"], "mQEN/wA=");
+        assert!(wf.get("append").is_none(), "{wf}");
+        assert_eq!(
+            v["apt"]["sources"]["cuda.list"]["source"],
+            "deb [signed-by=/etc/apt/keyrings/cuda-archive-keyring.gpg] https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64 /"
+        );
+        assert_eq!(v["package_update"], true);
+        assert_eq!(
+            v["packages"],
+            serde_json::json!(["qemu-guest-agent", "htop", "nvidia-open-580"])
+        );
+        assert_eq!(v["power_state"]["mode"], "reboot");
+        assert_eq!(
+            v["power_state"]["condition"],
+            serde_json::json!(["sh", "-c", "! modprobe nvidia"])
+        );
+        assert_eq!(
+            v["runcmd"][1],
+            serde_json::json!(["systemctl", "enable", "nvidia-fabricmanager"])
+        );
+        // Without a driver, none of it.
+        let plain = user_data(&sample(static_net())).unwrap();
+        for k in ["apt:", "package_update", "power_state"] {
+            assert!(!plain.contains(k), "{k}: {plain}");
+        }
+        let mut bad = sample(static_net());
+        let mut d = driver_packages();
+        d.reboot_unless_module = Some("nvidia; reboot".into());
+        bad.driver = Some(d);
+        assert!(user_data(&bad).is_err());
     }
 
     #[test]

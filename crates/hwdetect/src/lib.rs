@@ -24,6 +24,7 @@ mod facts;
 mod names;
 mod net;
 pub mod numa;
+pub mod nvidia_arch;
 pub mod nvswitch;
 pub mod parse;
 mod pci;

@@ -313,6 +313,13 @@ pub(crate) struct UbuntuArgs {
     /// an NVSwitch host, without Shared NVSwitch multitenancy) refusals
     #[arg(long, requires = "gpu")]
     pub(crate) gpu_force: bool,
+    /// What the guest installs for its GPUs at the first boot, from NVIDIA's CUDA repository
+    /// (branch: setting guest_driver_branch, 580): `driver` (the default with --gpu; open kernel
+    /// modules when every GPU is Turing or newer, else the proprietary ones; one reboot if the
+    /// module does not load), `container` (the driver and the NVIDIA container toolkit) or `none`
+    /// (pass the GPUs only; Kepler and Fermi GPUs need this)
+    #[arg(long, value_name = "STACK", value_parser = ["driver", "container", "none"], conflicts_with = "desktop")]
+    pub(crate) gpu_stack: Option<String>,
     #[command(flatten)]
     pub(crate) tuning: crate::cli_tuning::TuningArgs,
     /// Share a host directory with the guest (virtiofs), mounted at /mnt/TAG by cloud-init;

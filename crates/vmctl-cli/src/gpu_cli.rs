@@ -64,6 +64,13 @@ pub enum GpuCommand {
         #[arg(long, value_name = "UUID|BDF|all", num_args = 0..=1, default_missing_value = "all", conflicts_with = "gpus")]
         vgpu: Option<String>,
     },
+    /// Ask the guest's NVIDIA driver, over SSH (`nvidia-smi`), which GPUs it drives: name,
+    /// driver version, memory, ECC; and which passed GPUs it does not see. Exit 1 when the
+    /// driver is missing or failing, or a passed GPU is not seen; Ubuntu guests only
+    Check {
+        /// VM name (`vmctl list` shows them)
+        vm: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -322,6 +329,7 @@ pub fn run(cmd: &GpuCommand, json: bool, host: &HostRoot, config: &Config) -> Re
                 out(&s);
             }
         }
+        GpuCommand::Check { vm } => crate::cli_gpu_check::run(&ctx, vm, json)?,
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod args;
 mod cli_cluster;
 mod cli_day2;
 mod cli_desktop;
+mod cli_gpu_check;
 mod cli_image;
 mod cli_ip;
 mod cli_share;
@@ -421,6 +422,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                 seed_only: a.seed_only,
                 tuning: a.tuning.request(),
                 shares: a.share.clone(),
+                gpu_stack: a
+                    .gpu_stack
+                    .as_deref()
+                    .map(|s| s.parse())
+                    .transpose()
+                    .map_err(|reason: String| vmctl::Error::InvalidOption {
+                        option: "--gpu-stack".into(),
+                        value: a.gpu_stack.clone().unwrap_or_default(),
+                        reason,
+                    })?,
             };
             if a.password.is_some() || a.desktop {
                 return cli_desktop::run(&ctx, &a, req, cli.json);
@@ -441,6 +452,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                         created.ip.as_deref().unwrap_or("DHCP")
                     ));
                     clikit::errln(&format!("  base image: {}", created.verification));
+                    if let Some(st) = &created.guest_stack {
+                        clikit::errln(&format!(
+                            "  guest GPU stack: {}",
+                            cli_gpu_check::guest_stack_line(st)
+                        ));
+                    }
                     if let Some(p) = &created.placement {
                         for line in cli_tuning::placement_lines(p) {
                             clikit::errln(&line);
@@ -452,6 +469,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                         created.name,
                         esc(&created.seed.display().to_string())
                     ));
+                    if let Some(st) = &created.guest_stack {
+                        clikit::errln(&format!(
+                            "  guest GPU stack: {}",
+                            cli_gpu_check::guest_stack_line(st)
+                        ));
+                    }
                 }
             }
             if a.wait && created.started {

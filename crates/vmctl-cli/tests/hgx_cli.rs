@@ -94,6 +94,9 @@ impl Hgx {
             path(&image),
             "--ssh-key",
             path(&key),
+            // The guest driver's key would be fetched from NVIDIA (guest_driver_cli tests it).
+            "--gpu-stack",
+            "none",
         ];
         args.extend_from_slice(gpu_args);
         self.vmctl(&args)

@@ -60,6 +60,8 @@ fn hgx_gpu_all_defines_eight_gpus_and_four_nvswitches_on_the_lab_libvirtd() {
                 "qemu",
                 "--gpu",
                 gpu,
+                "--gpu-stack",
+                "none",
                 "--no-start",
             ],
         )

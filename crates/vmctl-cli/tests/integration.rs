@@ -12,6 +12,7 @@ mod closed_pipes;
 mod day2_cli;
 mod desktop_cli;
 mod gpu_cli;
+mod guest_driver_cli;
 mod help_lines;
 mod help_snapshots;
 mod hgx_cli;

@@ -68,6 +68,7 @@ impl H200 {
                 "br0",
             ])
             .args(["--no-start", "--gpu", "18:00.0", "--gpu", "9a:00.0"])
+            .args(["--gpu-stack", "none"])
             .arg("--image")
             .arg(d.join("base.qcow2"))
             .arg("--ssh-key")

@@ -145,6 +145,41 @@ pub const KEYS: &[Key] = &[
         doc: "guest user created by cloud-init",
     },
     Key {
+        name: "guest_driver_branch",
+        env: "VMCTL_GUEST_DRIVER_BRANCH",
+        // R580: the last branch for Maxwell, Pascal and Volta (NVIDIA's Unix Graphics Feature
+        // Deprecation Schedule), so one default drives every GPU vmctl installs a driver for.
+        default: Some("580"),
+        doc: "NVIDIA driver branch `create ubuntu --gpu` installs in the guest",
+    },
+    Key {
+        name: "guest_cuda_repo",
+        env: "VMCTL_GUEST_CUDA_REPO",
+        default: Some("https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64"),
+        doc: "NVIDIA's CUDA apt repository the guest driver comes from",
+    },
+    Key {
+        name: "guest_cuda_key",
+        env: "VMCTL_GUEST_CUDA_KEY",
+        // The repository's signing key (the one cuda-keyring_1.1-1 installs).
+        default: Some(
+            "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64/3bf863cc.pub",
+        ),
+        doc: "its signing key (ASCII armoured), fetched by vmctl and written into the guest",
+    },
+    Key {
+        name: "guest_container_repo",
+        env: "VMCTL_GUEST_CONTAINER_REPO",
+        default: Some("https://nvidia.github.io/libnvidia-container/stable/deb"),
+        doc: "the NVIDIA container toolkit's apt repository (--gpu-stack container)",
+    },
+    Key {
+        name: "guest_container_key",
+        env: "VMCTL_GUEST_CONTAINER_KEY",
+        default: Some("https://nvidia.github.io/libnvidia-container/gpgkey"),
+        doc: "its signing key (ASCII armoured)",
+    },
+    Key {
         name: "ssh_key",
         env: "VMCTL_SSH_KEY",
         default: None,

@@ -75,6 +75,7 @@ fn variants() -> Vec<(&'static str, AutoinstallSpec)> {
             reset_machine_id: false,
             runcmd: Vec::new(),
             mounts: Vec::new(),
+            driver: None,
         },
         flavour,
         nvidia,

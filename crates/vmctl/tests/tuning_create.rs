@@ -91,6 +91,8 @@ fn request(
     r.bridge = Some("br0".into());
     r.no_start = true;
     r.gpus = gpus.iter().map(|s| s.to_string()).collect();
+    // Passthrough only: the guest driver stack has its own tests (it fetches keys).
+    r.gpu_stack = Some(vmctl::commands::create::GpuStack::None);
     r.cpus = cpus;
     r.memory = "4096".into();
     r.tuning = tuning;

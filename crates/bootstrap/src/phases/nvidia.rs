@@ -18,34 +18,8 @@ use crate::options::GpuMode;
 use crate::plan::Phase;
 use crate::planner::Planner;
 
-/// Which kernel modules a GPU generation needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavour {
-    /// Open kernel modules (`nvidia-open`): Turing and newer, the default since the 560 branch.
-    Open,
-    /// Proprietary modules (`cuda-drivers`): required for Maxwell, Pascal and Volta.
-    Proprietary,
-}
-
-/// The flavour for a chip name from pci.ids (`GA102`, `TU104`, `GP102`, …); `None` when unknown.
-pub fn flavour_for_chip(chip: &str) -> Option<Flavour> {
-    let c = chip.to_ascii_uppercase();
-    // Turing (TU), Ampere (GA), Ada (AD), Hopper (GH), Blackwell (GB): open modules supported.
-    if ["TU", "GA", "AD", "GH", "GB"]
-        .iter()
-        .any(|p| c.starts_with(p))
-    {
-        return Some(Flavour::Open);
-    }
-    // Kepler (GK), Maxwell (GM), Pascal (GP), Volta (GV): open modules do not support them.
-    if ["GK", "GM", "GP", "GV", "GF"]
-        .iter()
-        .any(|p| c.starts_with(p))
-    {
-        return Some(Flavour::Proprietary);
-    }
-    None
-}
+// The chip -> flavour rule lives in hwdetect, shared with vmctl's guest driver.
+pub use hwdetect::nvidia_arch::{Flavour, flavour_for_chip};
 
 /// The driver package for a set of host GPUs: open only when every GPU supports it.
 pub fn driver_package(gpus: &[&Gpu]) -> (&'static str, Vec<String>) {

@@ -435,6 +435,7 @@ pub fn clone(ctx: &Ctx, req: &CloneRequest) -> Result<Cloned> {
             reset_machine_id: true,
             // The shares come with the definition, and their fstab lines with the disk.
             mounts: Vec::new(),
+            driver: None,
             runcmd: Vec::new(),
         };
         tx.record_file(&seed_path);

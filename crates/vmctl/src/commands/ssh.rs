@@ -4,6 +4,7 @@
 //! binary execs it. [`ready`] is `create --wait`: SSH answers and cloud-init has finished.
 
 pub mod cloud_init;
+pub mod gpu_check;
 pub mod ready;
 
 use std::net::Ipv4Addr;

@@ -4,6 +4,7 @@
 //! with libvirt's own explained in the words of `gpu status` ([`explain`]).
 
 mod explain;
+pub mod guest_stack;
 pub mod nvswitch;
 pub mod vgpu;
 

@@ -166,7 +166,11 @@ pub fn plan(ctx: &Ctx, req: &DesktopRequest, month: &str) -> Result<DesktopPlan>
     let mut request = b.clone();
     request.release = Some(release.version.into());
     request.disk = Some(disk_given);
-    let base = ubuntu::plan(ctx, &request)?;
+    // The desktop installs its own NVIDIA driver (autoinstall's `drivers`): no cloud-init
+    // guest stack, and no refusal of it.
+    request.gpu_stack = Some(ubuntu::GpuStack::None);
+    let mut base = ubuntu::plan(ctx, &request)?;
+    base.guest_stack = None;
     Ok(DesktopPlan {
         base,
         release: *release,
@@ -292,6 +296,7 @@ pub fn autoinstall_spec(plan: &DesktopPlan, password_hash: Option<String>) -> Au
             reset_machine_id: false,
             runcmd: Vec::new(),
             mounts: Vec::new(),
+            driver: None,
         },
         flavour: plan.flavour,
         nvidia: !b.gpus.is_empty(),

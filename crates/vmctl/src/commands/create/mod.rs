@@ -12,6 +12,6 @@ pub mod talos;
 pub mod ubuntu;
 
 pub use ubuntu::{
-    BaseVerification, Created, ImageSource, NetworkRequest, UbuntuPlan, UbuntuRequest,
+    BaseVerification, Created, GpuStack, ImageSource, NetworkRequest, UbuntuPlan, UbuntuRequest,
     create_ubuntu, plan,
 };

@@ -18,6 +18,8 @@ use crate::build::{
 };
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
+pub use crate::gpu::guest_stack::GpuStack;
+use crate::gpu::guest_stack::{self, GuestStack};
 use crate::names;
 pub use crate::net::NetworkRequest;
 use crate::net::StaticIp;
@@ -72,6 +74,8 @@ pub struct UbuntuRequest {
     pub tuning: crate::tuning::TuningRequest,
     /// `--share HOST_DIR:TAG[,ro]` values (virtiofs, [`crate::share`]).
     pub shares: Vec<String>,
+    /// `--gpu-stack`: what the guest installs for the passed GPUs (default: the driver).
+    pub gpu_stack: Option<GpuStack>,
 }
 
 impl UbuntuRequest {
@@ -108,6 +112,7 @@ impl UbuntuRequest {
             seed_only: false,
             tuning: Default::default(),
             shares: Vec::new(),
+            gpu_stack: None,
         }
     }
 }
@@ -149,6 +154,9 @@ pub struct UbuntuPlan {
     pub data_disks: Vec<crate::data_disks::DataDisk>,
     /// virtiofs shares (`--share`), mounted by the guest at `/mnt/TAG`.
     pub shares: Vec<crate::share::ShareSpec>,
+    /// The NVIDIA stack the guest installs for its GPUs (`--gpu-stack`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_stack: Option<GuestStack>,
 }
 
 impl UbuntuPlan {
@@ -190,6 +198,9 @@ pub struct Created {
     /// Where the vCPUs, emulator threads and memory went (`--cpu-pinning`, `--hugepages`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<crate::tuning::Placement>,
+    /// The NVIDIA stack the guest installs at its first boot (`--gpu-stack`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_stack: Option<GuestStack>,
 }
 
 fn invalid(option: &str, value: &str, reason: &str) -> Error {
@@ -346,8 +357,8 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         .unwrap_or(ctx.config.value("firmware"))
         .parse()?;
     let count = req.gpu_count.filter(|n| *n > 0 && req.gpus.is_empty());
-    let gpus = if req.gpus.is_empty() && count.is_none() {
-        Vec::new()
+    let (gpus, nvswitches) = if req.gpus.is_empty() && count.is_none() {
+        (Vec::new(), false)
     } else {
         // Passthrough implies UEFI: a BIOS default gives way, an explicit --firmware bios is refused.
         if req.firmware.is_none() && firmware == Firmware::Bios {
@@ -372,8 +383,22 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         // HGX: every GPU takes the NVSwitches along; fewer are checked (`gpu::nvswitch`).
         let switches =
             crate::gpu::nvswitch::switches_for_create(ctx, &req.name, &gpus, req.gpu_force)?;
+        let nvswitches = !switches.is_empty();
         gpus.extend(switches.into_iter().map(|s| vec![s]));
-        gpus
+        (gpus, nvswitches)
+    };
+    let guest_stack = if gpus.is_empty() && req.gpu_stack.is_none() {
+        None
+    } else {
+        let facts = hwdetect::detect(ctx.host);
+        let settings = guest_stack::StackSettings::from_config(ctx.config)?;
+        guest_stack::plan(
+            &guest_stack::gpus_of(&facts, &gpus),
+            req.gpu_stack,
+            // The guest manages an NVLink fabric only when it holds the NVSwitches.
+            nvswitches,
+            &settings,
+        )?
     };
     let user = req
         .user
@@ -489,6 +514,7 @@ fn plan_claimed(ctx: &Ctx, req: &UbuntuRequest, claimed: bool) -> Result<UbuntuP
         placement,
         data_disks,
         shares,
+        guest_stack,
     })
 }
 
@@ -529,6 +555,16 @@ pub(crate) fn apply(
         reset_machine_id: req.reset_machine_id,
         runcmd: req.runcmd.clone(),
         mounts: plan.shares.iter().map(|s| s.guest_mount()).collect(),
+        driver: match &plan.guest_stack {
+            Some(st) => {
+                let cache = crate::media::image_cache(ctx);
+                guest_stack::seed_part(st, &|url| {
+                    progress.note(&format!("fetching the apt signing key {url}"));
+                    cache.get_bytes(url)
+                })?
+            }
+            None => None,
+        },
     };
     let seed_files = seed::render(&seed_spec)?;
 
@@ -586,6 +622,7 @@ pub(crate) fn apply(
         base_sha256: base_sha.clone(),
         verification,
         placement: None,
+        guest_stack: plan.guest_stack.clone(),
     };
     if req.seed_only {
         rb.commit();

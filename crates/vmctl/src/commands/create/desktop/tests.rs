@@ -151,6 +151,7 @@ fn fixed_plan(f: &Fixture, gpus: bool) -> UbuntuPlan {
         placement: None,
         data_disks: Vec::new(),
         shares: Vec::new(),
+        guest_stack: None,
     }
 }
 

@@ -141,6 +141,7 @@ pub fn seed_files(
         reset_machine_id: false,
         runcmd: Vec::new(),
         mounts: Vec::new(),
+        driver: None,
     };
     Ok(vec![
         ("user-data", user_data),
