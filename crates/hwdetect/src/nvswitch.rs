@@ -35,16 +35,7 @@ pub(crate) fn switches(
             });
             let (isolated, group_blockers) = match (groups, group) {
                 (Some(groups), Some(n)) => {
-                    let mut members: BTreeSet<&str> = groups
-                        .get(&n)
-                        .map(|m| m.iter().map(String::as_str).collect())
-                        .unwrap_or_default();
-                    members.extend(
-                        devices
-                            .iter()
-                            .filter(|x| x.iommu_group == Some(n))
-                            .map(|x| x.bdf.as_str()),
-                    );
+                    let members = crate::pci::group_members(groups, devices, n);
                     // An unreadable member counts as a blocker: isolation is never guessed.
                     let blockers: Vec<String> = members
                         .into_iter()

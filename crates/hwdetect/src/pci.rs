@@ -273,16 +273,7 @@ pub(crate) fn gpus(
                     Some(n) => {
                         // Members: the kernel's group listing, plus any device whose own
                         // `iommu_group` link names this group (they should agree).
-                        let mut members: BTreeSet<&str> = groups
-                            .get(&n)
-                            .map(|m| m.iter().map(String::as_str).collect())
-                            .unwrap_or_default();
-                        members.extend(
-                            devices
-                                .iter()
-                                .filter(|x| x.iommu_group == Some(n))
-                                .map(|x| x.bdf.as_str()),
-                        );
+                        let members = group_members(groups, devices, n);
                         // Bridges need no binding (Documentation/driver-api/vfio.rst); an
                         // unreadable member counts as a blocker: isolation is never guessed.
                         let blockers: Vec<String> = members
@@ -321,4 +312,24 @@ pub(crate) fn gpus(
             }
         })
         .collect()
+}
+
+/// The members of IOMMU group `n`: the kernel's group listing, plus any device whose own
+/// `iommu_group` link names this group (they should agree).
+pub(crate) fn group_members<'a>(
+    groups: &'a BTreeMap<u32, BTreeSet<String>>,
+    devices: &'a [PciDevice],
+    n: u32,
+) -> BTreeSet<&'a str> {
+    let mut members: BTreeSet<&str> = groups
+        .get(&n)
+        .map(|m| m.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    members.extend(
+        devices
+            .iter()
+            .filter(|x| x.iommu_group == Some(n))
+            .map(|x| x.bdf.as_str()),
+    );
+    members
 }

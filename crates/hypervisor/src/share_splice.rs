@@ -14,33 +14,13 @@ use quick_xml::events::{BytesStart, Event};
 use crate::domain::render::{filesystem_xml, readonly_share_xml, shared_memory_backing_xml};
 use crate::domain::{Filesystem, VMCTL_NS};
 use crate::error::{Error, Result};
+use crate::splice::{line_start, parse_err};
 
 fn attr(e: &BytesStart, name: &str) -> Option<String> {
     e.attributes()
         .flatten()
         .find(|a| a.key.as_ref() == name.as_bytes())
         .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
-}
-
-fn parse_err(name: &str) -> impl FnOnce(quick_xml::Error) -> Error {
-    let domain = name.to_string();
-    move |source| Error::ParseDomainXml { domain, source }
-}
-
-/// The start of the line `pos` is on when only blanks precede it there, else `pos`.
-fn line_start(xml: &str, pos: usize) -> usize {
-    let head = &xml.as_bytes()[..pos];
-    let blanks = head
-        .iter()
-        .rev()
-        .take_while(|b| **b == b' ' || **b == b'\t')
-        .count();
-    let start = pos - blanks;
-    if start == 0 || head[start - 1] == b'\n' {
-        start
-    } else {
-        pos
-    }
 }
 
 /// `after`, plus the newline that ends its line.

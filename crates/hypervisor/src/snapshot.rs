@@ -28,6 +28,7 @@ use quick_xml::events::{BytesStart, BytesText, Event};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::splice::line_start;
 
 /// The first libvirt (`virConnectGetLibVersion`, major * 1,000,000 + minor * 1,000 + micro)
 /// whose qemu driver reverts external snapshots: 9.9.0 (NEWS.rst, see the module comment).
@@ -417,22 +418,6 @@ pub fn set_disk_source(vm: &str, xml: &str, target: &str, file: &Path) -> Result
         _ => out.push_str(&xml[to..]),
     }
     Ok(out)
-}
-
-/// The start of the line `pos` is on when only blanks precede it there, else `pos`.
-fn line_start(xml: &str, pos: usize) -> usize {
-    let head = &xml.as_bytes()[..pos];
-    let blanks = head
-        .iter()
-        .rev()
-        .take_while(|b| **b == b' ' || **b == b'\t')
-        .count();
-    let start = pos - blanks;
-    if start == 0 || head[start - 1] == b'\n' {
-        start
-    } else {
-        pos
-    }
 }
 
 #[cfg(test)]

@@ -36,13 +36,13 @@ fn pci_address(e: &BytesStart) -> PciAddress {
     }
 }
 
-fn parse_err(name: &str) -> impl FnOnce(quick_xml::Error) -> Error {
+pub(crate) fn parse_err(name: &str) -> impl FnOnce(quick_xml::Error) -> Error {
     let domain = name.to_string();
     move |source| Error::ParseDomainXml { domain, source }
 }
 
 /// The start of the line `pos` is on when only blanks precede it there, else `pos`.
-fn line_start(xml: &str, pos: usize) -> usize {
+pub(crate) fn line_start(xml: &str, pos: usize) -> usize {
     let head = &xml.as_bytes()[..pos];
     let blanks = head
         .iter()
@@ -151,22 +151,32 @@ pub fn splice(
         ));
     }
     for h in add {
-        for line in hostdev_xml(h)?.lines() {
-            added.push_str("    ");
-            added.push_str(line);
-            added.push('\n');
-        }
+        push_device(&mut added, &hostdev_xml(h)?);
     }
+    Ok(rebuild(xml, &cuts, insert_at, &added))
+}
+
+/// Appends a device's XML to `added`, each line indented to sit inside `<devices>`.
+pub(crate) fn push_device(added: &mut String, device_xml: &str) {
+    for line in device_xml.lines() {
+        added.push_str("    ");
+        added.push_str(line);
+        added.push('\n');
+    }
+}
+
+/// `xml` without the byte ranges in `cuts` (in order), with `added` inserted at `insert_at`.
+pub(crate) fn rebuild(xml: &str, cuts: &[(usize, usize)], insert_at: usize, added: &str) -> String {
     let mut out = String::with_capacity(xml.len() + added.len());
     let mut pos = 0;
-    for (start, end) in cuts {
+    for &(start, end) in cuts {
         out.push_str(&xml[pos..start]);
         pos = end;
     }
     out.push_str(&xml[pos..insert_at]);
-    out.push_str(&added);
+    out.push_str(added);
     out.push_str(&xml[insert_at..]);
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

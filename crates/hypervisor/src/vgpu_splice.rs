@@ -9,6 +9,7 @@ use quick_xml::events::{BytesStart, Event};
 use crate::domain::render::vgpu_xml;
 use crate::domain::{PciAddress, VgpuHostdev};
 use crate::error::{Error, Result};
+use crate::splice::{line_start, push_device, rebuild};
 
 fn attr(e: &BytesStart, name: &str) -> Option<String> {
     e.attributes()
@@ -24,22 +25,6 @@ fn num(e: &BytesStart, name: &str) -> u32 {
             None => v.parse().ok(),
         })
         .unwrap_or(0)
-}
-
-/// The start of the line `pos` is on when only blanks precede it there, else `pos`.
-fn line_start(xml: &str, pos: usize) -> usize {
-    let head = &xml.as_bytes()[..pos];
-    let blanks = head
-        .iter()
-        .rev()
-        .take_while(|b| **b == b' ' || **b == b'\t')
-        .count();
-    let start = pos - blanks;
-    if start == 0 || head[start - 1] == b'\n' {
-        start
-    } else {
-        pos
-    }
 }
 
 /// Removes the hostdevs of the vGPUs in `remove`, then adds those in `add` before `</devices>`.
@@ -125,22 +110,9 @@ pub fn splice_vgpus(
     let insert_at = insert_at.ok_or_else(|| Error::NoDevices { domain: vm.into() })?;
     let mut added = String::new();
     for v in add {
-        for line in vgpu_xml(v)?.lines() {
-            added.push_str("    ");
-            added.push_str(line);
-            added.push('\n');
-        }
+        push_device(&mut added, &vgpu_xml(v)?);
     }
-    let mut out = String::with_capacity(xml.len() + added.len());
-    let mut pos = 0;
-    for (start, end) in cuts {
-        out.push_str(&xml[pos..start]);
-        pos = end;
-    }
-    out.push_str(&xml[pos..insert_at]);
-    out.push_str(&added);
-    out.push_str(&xml[insert_at..]);
-    Ok(out)
+    Ok(rebuild(xml, &cuts, insert_at, &added))
 }
 
 #[cfg(test)]
