@@ -81,7 +81,8 @@ check "maintainer scripts parse (sh -n)" bash -c "sh -n packaging/vmctl/postinst
 # --- contents (dpkg-deb -c) -------------------------------------------------------------------
 listing() { dpkg-deb -c "$1" | awk '{print $1, $2, $6}'; }
 expect_entry() { # expect_entry DEB MODE PATH
-  listing "$1" | grep -qxF -e "$2 root/root ./$3"
+  # grep reads to the end (no -q): an early exit would SIGPIPE the listing under pipefail.
+  listing "$1" | grep -xF -e "$2 root/root ./$3" >/dev/null
 }
 for pkg in gpu-vm-bootstrap vmctl; do
   deb=$DIST/${pkg}_${VERSION}_${ARCH}.deb

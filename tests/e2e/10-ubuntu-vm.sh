@@ -210,7 +210,10 @@ vms = [v for v in json.loads(sys.stdin.read())["vms"] if v["name"] == os.environ
 if not vms or vms[0]["autostart"] is not True: sys.exit(f"autostart not on: {vms}")
 ' <<<"$json" || return 1
     vmctl resize "$vm" --cpus 3 --memory 1536 || return 1
-    lab_virsh dumpxml --inactive "$vm" | grep -q "<vcpu placement='static'>3</vcpu>" ||
+    # Read the XML whole first: `virsh … | grep -q` fails under pipefail when grep's early exit
+    # SIGPIPEs virsh (the <vcpu> line comes early).
+    xml=$(lab_virsh dumpxml --inactive "$vm")
+    grep -q "<vcpu placement='static'>3</vcpu>" <<<"$xml" ||
         { echo "resize did not reach the definition" >&2; return 1; }
     vmctl clone "$vm" "$clone" --dhcp --no-start || return 1
     xml=$(lab_virsh dumpxml --inactive "$clone")

@@ -44,7 +44,7 @@ turing() {
     [[ $(grep -c "<hostdev mode='subsystem' type='pci' managed='yes'>" "$WORK/a.xml") == 4 ]] || { echo "FAIL: not 4 hostdevs"; cat "$WORK/a.xml"; return 1; }
     virt-xml-validate "$WORK/a.xml" domain >/dev/null 2>&1 || { echo "FAIL: virt-xml-validate"; virt-xml-validate "$WORK/a.xml" domain; return 1; }
     gpu "$WORK/b550" detach "$A" >/dev/null
-    ! virsh -c "$GVB_LAB_URI" dumpxml --inactive "$A" | grep -q "<hostdev" || { echo "FAIL: hostdevs left"; return 1; }
+    ! virsh -c "$GVB_LAB_URI" dumpxml --inactive "$A" | grep "<hostdev" >/dev/null || { echo "FAIL: hostdevs left"; return 1; }
 }
 
 multi_gpu() {
@@ -77,7 +77,7 @@ hgx_full() {
     grep -q "bus='0x08' slot='0x00' function='0x0'" "$WORK/a.xml" || { echo "FAIL: NVSwitch 08:00.0 missing"; return 1; }
     virt-xml-validate "$WORK/a.xml" domain >/dev/null 2>&1 || { echo "FAIL: virt-xml-validate"; virt-xml-validate "$WORK/a.xml" domain; return 1; }
     gpu "$WORK/hgx-full" detach "$A" >/dev/null
-    ! virsh -c "$GVB_LAB_URI" dumpxml --inactive "$A" | grep -q "<hostdev" || { echo "FAIL: hostdevs left"; return 1; }
+    ! virsh -c "$GVB_LAB_URI" dumpxml --inactive "$A" | grep "<hostdev" >/dev/null || { echo "FAIL: hostdevs left"; return 1; }
 }
 
 e2e_step "4-function Turing config attach/detach" turing

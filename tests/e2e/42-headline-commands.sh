@@ -145,7 +145,7 @@ detach() {
     vmctl gpu attach "$vm1" --gpu 2b:00.0 >/dev/null || return 1
     [[ $(lab_virsh dumpxml --inactive "$vm1" | grep -c '<hostdev ') == 4 ]] || return 1
     vmctl gpu detach vm1 || return 1
-    ! lab_virsh dumpxml --inactive "$vm1" | grep -q '<hostdev ' || { echo "hostdevs left in $vm1" >&2; return 1; }
+    ! lab_virsh dumpxml --inactive "$vm1" | grep '<hostdev ' >/dev/null || { echo "hostdevs left in $vm1" >&2; return 1; }
 }
 e2e_step "vmctl gpu detach vm1" detach
 
