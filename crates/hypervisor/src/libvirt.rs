@@ -10,9 +10,10 @@ use virt::error::ErrorNumber;
 use crate::caps::Capabilities;
 use crate::error::{Error, LibvirtError, Result};
 use crate::snapshot::{CreateFlags, SnapshotInfo};
+use crate::stats::DomainStats;
 
 /// A domain's run state, as `virsh domstate` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
     Running,
@@ -22,6 +23,7 @@ pub enum State {
     ShutOff,
     Crashed,
     Suspended,
+    #[default]
     Unknown,
 }
 
@@ -231,6 +233,20 @@ pub trait Hypervisor {
         })
     }
 
+    /// Every domain's counters in one round trip (`virConnectGetAllDomainStats`). The default
+    /// (test doubles) has each domain's state only.
+    fn all_domain_stats(&self) -> Result<Vec<DomainStats>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|d| DomainStats {
+                name: d.name,
+                state: d.state,
+                ..Default::default()
+            })
+            .collect())
+    }
+
     /// The domain, or [`Error::NoSuchDomain`].
     fn require(&self, name: &str) -> Result<DomainRecord> {
         self.get(name)?.ok_or_else(|| Error::NoSuchDomain {
@@ -380,6 +396,19 @@ impl Hypervisor for Libvirt {
                 name,
             });
         }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn all_domain_stats(&self) -> Result<Vec<DomainStats>> {
+        let mut out: Vec<DomainStats> = crate::stats::fetch(&self.conn)
+            .map_err(Self::err(
+                "read the statistics of the domains on",
+                &self.uri,
+            ))?
+            .iter()
+            .map(|(name, params)| DomainStats::from_params(name, params))
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -762,6 +791,18 @@ mod tests {
         let facts = crate::domain::parse::parse_domain(&lv.require("auto1").unwrap().xml).unwrap();
         assert_eq!(facts.metadata.as_ref(), Some(&md));
         lv.undefine("auto1", false).unwrap();
+    }
+
+    #[test]
+    fn bulk_statistics_name_every_domain_with_its_state_in_one_call() {
+        let lv = Libvirt::open("test:///default").unwrap();
+        let stats = lv.all_domain_stats().unwrap();
+        let test = stats
+            .iter()
+            .find(|s| s.name == "test")
+            .expect("the test domain");
+        assert_eq!(test.state, State::Running);
+        assert_eq!(stats.len(), lv.list().unwrap().len());
     }
 
     #[test]

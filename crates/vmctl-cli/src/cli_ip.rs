@@ -194,6 +194,8 @@ fn check(a: &CheckArgs, config: &Config, host: &HostRoot, json: bool) -> Result<
         }
         Found::All(c) => {
             let c = attach_check(c, owners.as_ref());
+            // What `vmctl top` and `vmctl metrics` show as the bridge's last scan.
+            vmctl::commands::observe::record_scan(config, host, &c, std::time::SystemTime::now());
             if c.fallback {
                 clikit::errln(&format!("note: {}", ip::fallback_note()));
             }

@@ -74,16 +74,30 @@ pub fn known_addresses(
     rec: &DomainRecord,
     f: &DomainFacts,
 ) -> Vec<KnownAddress> {
-    resolve_known(hv, neighbours, rec, f)
-        .into_iter()
+    found(resolve_known(Some(hv), neighbours, rec, f))
+}
+
+/// [`known_addresses`] without the guest agent (a round trip per VM): the metadata and the
+/// neighbour table only. What a refresh of every VM at once (`vmctl top`, a metrics scrape)
+/// can afford.
+pub fn known_addresses_without_agent(
+    neighbours: &[(Ipv4Addr, MacAddr)],
+    rec: &DomainRecord,
+    f: &DomainFacts,
+) -> Vec<KnownAddress> {
+    found(resolve_known(None, neighbours, rec, f))
+}
+
+fn found(nics: Vec<Nic>) -> Vec<KnownAddress> {
+    nics.into_iter()
         .flat_map(|n| n.found)
         .map(|(ip, source)| KnownAddress { ip, source })
         .collect()
 }
 
-/// [`known_addresses`] per NIC.
+/// [`known_addresses`] per NIC; the agent is asked only when `hv` is given.
 fn resolve_known(
-    hv: &dyn Hypervisor,
+    hv: Option<&dyn Hypervisor>,
     neighbours: &[(Ipv4Addr, MacAddr)],
     rec: &DomainRecord,
     f: &DomainFacts,
@@ -91,7 +105,8 @@ fn resolve_known(
     let mut nics = nics_of(rec, f);
     // 2. The guest agent, for a running domain whose NICs are still unknown (a paused guest's
     // agent cannot answer).
-    if rec.state == State::Running
+    if let Some(hv) = hv
+        && rec.state == State::Running
         && nics.iter().any(|n| n.found.is_empty() && n.mac.is_some())
         && let Ok(addrs) = hv.agent_addresses(&rec.name)
     {
@@ -210,7 +225,7 @@ pub fn list(
             notes.push(format!("{}: unreadable domain XML, skipped", rec.name));
             continue;
         };
-        nics.extend(resolve_known(hv, &table, &rec, &f));
+        nics.extend(resolve_known(Some(hv), &table, &rec, &f));
     }
     let unresolved_running = |nics: &[Nic]| {
         nics.iter()

@@ -403,6 +403,24 @@ impl ClusterRecord {
     }
 }
 
+/// Every cluster vmctl made (a `talos/NAME/cluster.json` in the state directory), by name.
+pub fn cluster_dirs(host: &HostRoot, config: &Config) -> Vec<ClusterDir> {
+    let root = config.state_dir(host).join("talos");
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("cluster.json").is_file())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+        .iter()
+        .map(|n| ClusterDir::new(host, config, n))
+        .collect()
+}
+
 /// A cluster's directory in vmctl's state directory.
 #[derive(Debug, Clone)]
 pub struct ClusterDir {

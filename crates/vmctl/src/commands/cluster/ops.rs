@@ -18,20 +18,7 @@ use crate::talos::{ClusterDir, ClusterRecord, TalosError};
 
 /// Every cluster directory under the state directory, by name.
 fn cluster_dirs(ctx: &Ctx) -> Vec<ClusterDir> {
-    let root = ctx.config.state_dir(ctx.host).join("talos");
-    let mut names: Vec<String> = std::fs::read_dir(&root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().join("cluster.json").is_file())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-        .iter()
-        .map(|n| ClusterDir::new(ctx.host, ctx.config, n))
-        .collect()
+    crate::talos::cluster_dirs(ctx.host, ctx.config)
 }
 
 /// The cluster `name`'s directory and record, or [`ClusterError::NoSuchCluster`].
