@@ -99,6 +99,9 @@ pub struct View {
     pub uri: String,
     pub vms: Vec<VmRow>,
     pub gpus: Vec<GpuRow>,
+    /// Why `gpus` is empty though the host may have some (a remote connection: GPU facts are
+    /// this machine's sysfs, not the remote host's).
+    pub gpus_note: Option<String>,
     /// The configured bridge's last scan; `None` before the first.
     pub bridge: Option<BridgeScan>,
     /// The configured bridge's name (what a scan key scans).
@@ -164,7 +167,11 @@ impl Observer {
                     .get(&s.name)
                     .is_none_or(|k| k.state != comparable(s.state))
             });
-        if self.known.is_empty() || changed || self.stale || self.refreshes.is_multiple_of(FULL_EVERY) {
+        if self.known.is_empty()
+            || changed
+            || self.stale
+            || self.refreshes.is_multiple_of(FULL_EVERY)
+        {
             round_trips += self.reread(ctx)?;
         }
         self.refreshes += 1;
@@ -184,8 +191,14 @@ impl Observer {
             })
             .collect();
         let bridge_name = ctx.config.value("bridge").to_string();
+        let uri = ctx.hv.uri().to_string();
         Ok(View {
-            uri: ctx.hv.uri().to_string(),
+            gpus_note: is_remote(&uri).then(|| {
+                "GPUs are not shown for a remote connection: vmctl reads GPUs from this \
+                 machine's sysfs"
+                    .to_string()
+            }),
+            uri,
             vms,
             gpus: self.gpus.clone(),
             bridge: last_scan(ctx.config, ctx.host, &bridge_name),
@@ -239,7 +252,11 @@ impl Observer {
                     .collect::<Vec<_>>()
             })
             .collect();
-        self.gpus = gpu_rows(ctx.host, &holders);
+        self.gpus = if is_remote(ctx.hv.uri()) {
+            Vec::new()
+        } else {
+            gpu_rows(ctx.host, &holders)
+        };
         self.stale = false;
         // The listing: every domain's XML plus the six filtered listings.
         Ok(records.len() as u64 + 6)
@@ -296,6 +313,12 @@ fn comparable(s: State) -> State {
         State::Blocked => State::Running,
         other => other,
     }
+}
+
+/// A URI naming another machine (`qemu+ssh://gpu2/system`): one with a host part.
+pub fn is_remote(uri: &str) -> bool {
+    uri.split_once("://")
+        .is_some_and(|(_, rest)| !rest.starts_with('/') && !rest.is_empty())
 }
 
 /// One refresh without history (a metrics scrape): counters, no rates.

@@ -236,3 +236,17 @@ fn the_test_driver_answers_one_bulk_call_for_every_domain() {
         assert!(test.vcpus > 0 && test.memory_kib > 0);
     });
 }
+
+#[test]
+fn a_uri_with_a_host_part_is_remote() {
+    for local in ["qemu:///system", "test:///default", "qemu+unix:///system"] {
+        assert!(!is_remote(local), "{local}");
+    }
+    for remote in [
+        "qemu+ssh://root@gpu2/system",
+        "qemu://gpu2/system",
+        "qemu+tcp://10.0.0.2/system",
+    ] {
+        assert!(is_remote(remote), "{remote}");
+    }
+}
