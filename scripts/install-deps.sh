@@ -16,6 +16,7 @@ PACKAGES=(
   golang-go golang-gopkg-yaml.v3-dev    # go-yaml oracle: checks Talos schematic YAML byte for byte
   dpkg-dev fakeroot                     # building the .deb packages; dpkg-scanpackages for the lab's apt repo
   gpg                                   # guest_driver_lab: signs its throwaway apt repository
+  tmux                                  # top_lab drives `vmctl top` in a real terminal (send-keys, capture-pane)
   systemd-boot mokutil                  # bootctl and kernel-install read the systemd-boot fixture; verify runs mokutil
 )
 
@@ -33,6 +34,10 @@ if ! $SUDO apt-get install -y -qq "${PACKAGES[@]}"; then
   pkgs=("${PACKAGES[@]/#qemu-utils/qemu-utils/${VERSION_CODENAME}}")
   $SUDO apt-get install -y -qq --allow-downgrades "${pkgs[@]}"
 fi
+
+# Prometheus and promtool check what `vmctl metrics` exports (metrics_lab). Without recommends:
+# they would pull in prometheus-node-exporter and its collectors, which the tests do not need.
+$SUDO apt-get install -y -qq --no-install-recommends prometheus
 
 if ! command -v cargo >/dev/null; then
   echo "error: cargo not found" >&2
