@@ -24,6 +24,44 @@ mod ui;
 pub use app::{Action, App, GpuChoice, Mode, handle_key};
 pub use ui::{KEYS, render};
 
+/// Why `vmctl top` cannot run interactively.
+#[derive(Debug, thiserror::Error)]
+pub enum TopError {
+    #[error("vmctl top needs a terminal: stdout is not one")]
+    NotATerminal,
+    #[error("the terminal failed while {during}")]
+    Terminal {
+        during: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl vmctl::error::CommandFailure for TopError {
+    fn exit_kind(&self) -> vmctl::ExitKind {
+        match self {
+            Self::NotATerminal => vmctl::ExitKind::Usage,
+            Self::Terminal { .. } => vmctl::ExitKind::Failure,
+        }
+    }
+    fn help(&self) -> Vec<String> {
+        match self {
+            Self::NotATerminal => vec![
+                "for one refresh as text in a script or a pipe: `vmctl top --once` (JSON: `vmctl top --once --json`)".into(),
+            ],
+            Self::Terminal { .. } => vec![
+                "if the terminal is left odd, `reset` restores it".into(),
+            ],
+        }
+    }
+}
+
+impl From<TopError> for Error {
+    fn from(e: TopError) -> Self {
+        Error::Command(vmctl::error::Failure::new(e))
+    }
+}
+
 /// The refresh interval's bounds.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
@@ -266,6 +304,11 @@ pub fn text_of(app: &App, width: u16, height: u16) -> String {
     out
 }
 
+/// The terminal's width, if there is one.
+pub fn terminal_width() -> Option<u16> {
+    crossterm::terminal::size().ok().map(|(w, _)| w)
+}
+
 /// Settings of the interactive loop.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -285,9 +328,8 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     let mut app = App::new(empty_view(ctx), opts.no_color);
     refresh(&mut app, &mut observer, ctx);
     // ratatui::init: alternate screen, raw mode, and a panic hook that restores both.
-    let mut terminal = ratatui::try_init().map_err(|source| Error::Io {
-        op: "setting up the terminal",
-        path: "/dev/tty".into(),
+    let mut terminal = ratatui::try_init().map_err(|source| TopError::Terminal {
+        during: "being set up",
         source,
     })?;
     let result = (|| -> std::io::Result<()> {
@@ -329,11 +371,10 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
         }
     })();
     ratatui::restore();
-    result.map_err(|source| Error::Io {
-        op: "drawing on the terminal",
-        path: "/dev/tty".into(),
+    Ok(result.map_err(|source| TopError::Terminal {
+        during: "drawing",
         source,
-    })
+    })?)
 }
 
 fn empty_view(ctx: &Ctx) -> View {
