@@ -185,7 +185,10 @@ fn top_stops_a_vm_with_x_and_deletes_only_after_the_name_is_typed() {
         &["--wait", "--wait-timeout", "600"],
     );
     assert!(out.status.success(), "create top1: {}", text(&out.stderr));
-    eprintln!("top_lab: VMs ready after {:.0} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "top_lab: VMs ready after {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
     let t_ui = Instant::now();
 
     let tmux = Tmux {
@@ -234,7 +237,11 @@ fn top_stops_a_vm_with_x_and_deletes_only_after_the_name_is_typed() {
         row(s, n1).is_some_and(|r| r.contains("running"))
             && row(s, n2).is_some_and(|r| r.contains("shut off"))
     });
-    assert_eq!(tmux.format("#{alternate_on}"), "1", "not on the alternate screen");
+    assert_eq!(
+        tmux.format("#{alternate_on}"),
+        "1",
+        "not on the alternate screen"
+    );
     assert!(main.contains("198.18.0.191"), "top1's address:\n{main}");
     assert!(main.contains("Bridge labbr0: not scanned yet"), "{main}");
 
@@ -277,7 +284,11 @@ fn top_stops_a_vm_with_x_and_deletes_only_after_the_name_is_typed() {
     tmux.wait_for("the delete question", 10, |s| {
         s.contains("Delete VM top2") && s.contains("Type its name")
     });
-    assert_eq!(domstate(n2).as_deref(), Some("shut off"), "deleted before the name");
+    assert_eq!(
+        domstate(n2).as_deref(),
+        Some("shut off"),
+        "deleted before the name"
+    );
     tmux.literal("top");
     tmux.keys(&["Enter"]);
     tmux.wait_for("the refusal", 10, |s| {
@@ -295,9 +306,24 @@ fn top_stops_a_vm_with_x_and_deletes_only_after_the_name_is_typed() {
 
     // q quits: the process exits 0 and the terminal is back on the normal screen.
     tmux.keys(&["q"]);
-    wait_until("vmctl top exited", 10, || tmux.format("#{pane_dead}") == "1");
-    assert_eq!(tmux.format("#{pane_dead_status}"), "0");
-    assert_eq!(tmux.format("#{alternate_on}"), "0", "alternate screen left on");
+    // tmux marks the pane dead when the pty closes, and records the status when it reaps
+    // the process: wait for both.
+    wait_until("vmctl top exited", 10, || {
+        tmux.format("#{pane_dead}") == "1"
+            && !tmux
+                .format("#{pane_dead_status}#{pane_dead_signal}")
+                .is_empty()
+    });
+    assert_eq!(
+        tmux.format("#{pane_dead_status}/#{pane_dead_signal}"),
+        "0/",
+        "vmctl top did not exit 0"
+    );
+    assert_eq!(
+        tmux.format("#{alternate_on}"),
+        "0",
+        "alternate screen left on"
+    );
     eprintln!(
         "top_lab: UI part {:.1} s, whole test {:.0} s",
         t_ui.elapsed().as_secs_f64(),

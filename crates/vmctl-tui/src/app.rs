@@ -15,11 +15,23 @@ pub enum Mode {
     Details,
     Help,
     /// `d`: the VM's exact name must be typed before it is deleted.
-    ConfirmDelete { vm: String, typed: String, refused: bool },
+    ConfirmDelete {
+        vm: String,
+        typed: String,
+        refused: bool,
+    },
     /// `g`: the GPUs this VM can take (attach) or holds (detach).
-    Gpu { vm: String, choices: Vec<GpuChoice>, selected: usize },
+    Gpu {
+        vm: String,
+        choices: Vec<GpuChoice>,
+        selected: usize,
+    },
     /// A result or an error (its help lines included), closed by any key.
-    Message { title: String, lines: Vec<String>, error: bool },
+    Message {
+        title: String,
+        lines: Vec<String>,
+        error: bool,
+    },
 }
 
 /// One line of the GPU dialog.
@@ -42,8 +54,14 @@ pub enum Action {
     Stop(String),
     Reboot(String),
     Delete(String),
-    GpuAttach { vm: String, bdf: String },
-    GpuDetach { vm: String, bdf: String },
+    GpuAttach {
+        vm: String,
+        bdf: String,
+    },
+    GpuDetach {
+        vm: String,
+        bdf: String,
+    },
     /// Scan the configured bridge (`n`): never run on its own.
     Scan,
 }
@@ -334,7 +352,10 @@ fn list_key(app: &mut App, key: KeyEvent) -> Action {
                     app.message(
                         "delete",
                         vec![
-                            format!("{name} is {}: only a shut-off VM is deleted", vm.state.as_str()),
+                            format!(
+                                "{name} is {}: only a shut-off VM is deleted",
+                                vm.state.as_str()
+                            ),
                             "help: press x to stop it first".into(),
                         ],
                         true,

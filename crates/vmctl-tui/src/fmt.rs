@@ -94,7 +94,10 @@ mod tests {
         assert_eq!(rate(None), "-");
         assert_eq!(memory(Some(1024), 2048), "1.0 MiB/2.0 MiB");
         assert_eq!(age(125), "2 min");
-        assert_eq!(rate_pair(Some(12.5 * 1048576.0), Some(340.0 * 1024.0)), "12M/340K");
+        assert_eq!(
+            rate_pair(Some(12.5 * 1048576.0), Some(340.0 * 1024.0)),
+            "12M/340K"
+        );
         assert_eq!(rate_pair(Some(0.0), Some(1536.0)), "0B/1.5K");
         assert_eq!(rate_pair(None, None), "-");
     }

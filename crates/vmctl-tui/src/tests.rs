@@ -163,7 +163,10 @@ fn no_color_has_no_colour_only_reverse_video_for_the_selection() {
     insta::assert_snapshot!("list_no_color_styles", s);
     let styles = s.split("styles: [").nth(1).unwrap_or_default();
     for colour in ["Green", "Red", "Cyan", "Yellow", "DarkGray", "BOLD"] {
-        assert!(!styles.contains(colour), "{colour} under NO_COLOR:\n{styles}");
+        assert!(
+            !styles.contains(colour),
+            "{colour} under NO_COLOR:\n{styles}"
+        );
     }
     assert!(styles.contains("REVERSED"), "{styles}");
 }
@@ -245,7 +248,10 @@ fn filter_narrows_the_rows_and_esc_clears_it() {
     assert!(!s.lines().any(|l| l.starts_with("  train-gpu-01")), "{s}");
     assert!(s.contains("filter: k8s"), "{s}");
     // Keys act on the filtered row.
-    assert_eq!(handle_key(&mut a, key('x')), Action::Stop("k8s-cp-1".into()));
+    assert_eq!(
+        handle_key(&mut a, key('x')),
+        Action::Stop("k8s-cp-1".into())
+    );
     handle_key(&mut a, code(KeyCode::Esc));
     assert_eq!(a.visible().len(), 3);
 }
@@ -255,16 +261,24 @@ fn stop_of_a_shut_off_vm_is_a_message_not_an_action() {
     let mut a = app(false);
     a.selected = 2;
     assert_eq!(handle_key(&mut a, key('x')), Action::None);
-    assert!(matches!(&a.mode, Mode::Message { lines, .. } if lines[0] == "old-desktop is shut off"));
+    assert!(
+        matches!(&a.mode, Mode::Message { lines, .. } if lines[0] == "old-desktop is shut off")
+    );
     handle_key(&mut a, key('z'));
     assert_eq!(a.mode, Mode::List);
     assert_eq!(handle_key(&mut a, key('r')), Action::None);
     handle_key(&mut a, code(KeyCode::Esc));
-    assert_eq!(handle_key(&mut a, key('s')), Action::Start("old-desktop".into()));
+    assert_eq!(
+        handle_key(&mut a, key('s')),
+        Action::Start("old-desktop".into())
+    );
     a.selected = 0;
     assert_eq!(handle_key(&mut a, key('s')), Action::None);
     handle_key(&mut a, code(KeyCode::Esc));
-    assert_eq!(handle_key(&mut a, key('r')), Action::Reboot("train-gpu-01".into()));
+    assert_eq!(
+        handle_key(&mut a, key('r')),
+        Action::Reboot("train-gpu-01".into())
+    );
 }
 
 #[test]
@@ -314,7 +328,10 @@ fn remote_connection_shows_the_gpu_note_and_g_explains() {
     a.view.gpus.clear();
     a.view.gpus_note = Some("GPUs are not shown for a remote connection".into());
     let s = screen(&a, 100, 30);
-    assert!(s.contains("GPUs are not shown for a remote connection"), "{s}");
+    assert!(
+        s.contains("GPUs are not shown for a remote connection"),
+        "{s}"
+    );
     handle_key(&mut a, key('g'));
     assert!(matches!(a.mode, Mode::Message { .. }));
 }
@@ -389,7 +406,12 @@ mod test_driver {
         assert_eq!(action, Action::Stop("test".into()));
         perform(&mut a, &mut observer, &ctx, &action);
         refresh(&mut a, &mut observer, &ctx);
-        assert_eq!(a.selected_vm().unwrap().state, State::ShutOff, "{:?}", a.status);
+        assert_eq!(
+            a.selected_vm().unwrap().state,
+            State::ShutOff,
+            "{:?}",
+            a.status
+        );
         assert!(screen(&a, 100, 30).contains("shut off"));
         // Delete of the now stopped VM asks; Esc keeps it.
         handle_key(&mut a, key('d'));
@@ -413,7 +435,12 @@ mod test_driver {
         let mut observer = Observer::new();
         let mut a = App::new(empty_view(&ctx), true);
         // The domain is gone between the key and the action (deleted elsewhere).
-        perform(&mut a, &mut observer, &ctx, &Action::Reboot("nosuch".into()));
+        perform(
+            &mut a,
+            &mut observer,
+            &ctx,
+            &Action::Reboot("nosuch".into()),
+        );
         let Mode::Message { lines, error, .. } = &a.mode else {
             panic!("{:?}", a.mode)
         };

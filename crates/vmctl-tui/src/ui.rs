@@ -205,11 +205,11 @@ impl Theme {
 
 /// Draws the whole screen.
 pub fn render(app: &App, f: &mut Frame) {
-    let theme = Theme { plain: app.no_color };
+    let theme = Theme {
+        plain: app.no_color,
+    };
     let area = f.area();
-    let gpu_h = if app.view.gpus_note.is_some() {
-        1
-    } else if app.view.gpus.is_empty() {
+    let gpu_h = if app.view.gpus_note.is_some() || app.view.gpus.is_empty() {
         1
     } else {
         (app.view.gpus.len() as u16 + 1).min(6)
@@ -303,12 +303,7 @@ pub fn render(app: &App, f: &mut Frame) {
 }
 
 fn render_header(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
-    let running = app
-        .view
-        .vms
-        .iter()
-        .filter(|v| v.state.is_active())
-        .count();
+    let running = app.view.vms.iter().filter(|v| v.state.is_active()).count();
     let mut text = format!(
         "vmctl top - {}  {} VMs, {} running",
         app.view.uri,
@@ -342,7 +337,12 @@ fn render_vms(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     let title = if app.filter.is_empty() {
         " VMs ".to_string()
     } else {
-        format!(" VMs ({} of {}, filter: {}) ", rows.len(), app.view.vms.len(), app.filter)
+        format!(
+            " VMs ({} of {}, filter: {}) ",
+            rows.len(),
+            app.view.vms.len(),
+            app.filter
+        )
     };
     let table = Table::new(body, widths)
         .header(header)
@@ -467,10 +467,7 @@ fn render_bridge(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
                 )
             }
         }
-        None => format!(
-            "Bridge {}: not scanned yet (n: scan)",
-            app.view.bridge_name
-        ),
+        None => format!("Bridge {}: not scanned yet (n: scan)", app.view.bridge_name),
     };
     let style = match &app.view.bridge {
         Some(b) if !b.conflicts.is_empty() => theme.fg(Color::Red),
@@ -517,11 +514,19 @@ fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
         ("memory", fmt::memory(v.memory_used_kib, v.memory_kib)),
         (
             "disk read",
-            format!("{} ({})", fmt::rate(v.disk_read_bps), count(v.disk_read_bytes)),
+            format!(
+                "{} ({})",
+                fmt::rate(v.disk_read_bps),
+                count(v.disk_read_bytes)
+            ),
         ),
         (
             "disk write",
-            format!("{} ({})", fmt::rate(v.disk_write_bps), count(v.disk_write_bytes)),
+            format!(
+                "{} ({})",
+                fmt::rate(v.disk_write_bps),
+                count(v.disk_write_bytes)
+            ),
         ),
         (
             "net rx",
@@ -577,9 +582,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Up/Down, j/k", "select a VM"),
     ("Enter", "details of the selected VM"),
     ("s", "start"),
-    ("x", "stop (ACPI shutdown request; the list shows when it is off)"),
+    (
+        "x",
+        "stop (ACPI shutdown request; the list shows when it is off)",
+    ),
     ("r", "reboot (ACPI)"),
-    ("d", "delete: asks for the VM's name first (shut-off VMs only)"),
+    (
+        "d",
+        "delete: asks for the VM's name first (shut-off VMs only)",
+    ),
     ("g", "attach or detach a GPU (the same checks as vmctl gpu)"),
     ("n", "scan the bridge now (ARP, as vmctl ip check)"),
     ("/", "filter by name (Enter keeps, Esc clears)"),
