@@ -82,6 +82,8 @@ pub struct App {
     pub status: Option<String>,
     /// Seconds since the epoch "now", for the scan's age (set by the loop; tests fix it).
     pub now_secs: u64,
+    /// False for `--once`: no selection and no keys in the footer.
+    pub interactive: bool,
 }
 
 impl App {
@@ -95,6 +97,7 @@ impl App {
             refresh_ms: None,
             status: None,
             now_secs: 0,
+            interactive: true,
         }
     }
 
@@ -273,6 +276,15 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
 }
 
 fn list_key(app: &mut App, key: KeyEvent) -> Action {
+    // The last action's result has been seen: the footer shows the keys again (a refresh
+    // failure stays until a refresh succeeds).
+    if app
+        .status
+        .as_deref()
+        .is_some_and(|s| !s.starts_with("refresh failed"))
+    {
+        app.status = None;
+    }
     let n = app.visible().len();
     let vm = app.selected_vm().cloned();
     let need_vm = |app: &mut App| {

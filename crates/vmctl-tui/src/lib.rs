@@ -277,8 +277,7 @@ pub fn render_text(view: &View, width: u16, refresh_ms: Option<f64>) -> String {
     let mut app = App::new(view.clone(), true);
     app.refresh_ms = refresh_ms;
     app.now_secs = epoch_secs();
-    app.selected = usize::MAX; // no selection marker worth showing: clamp keeps it in range
-    app.set_view(view.clone());
+    app.interactive = false;
     text_of(&app, width, height.max(8))
 }
 

@@ -50,7 +50,7 @@ fn columns() -> Vec<Col> {
             title: "CPU%",
             keep: 200,
             max: 6,
-            cell: |v| fmt::percent(v.cpu_percent),
+            cell: |v| fmt::percent(v.cpu_percent.filter(|_| v.state.is_active())),
         },
         Col {
             title: "MEMORY",
@@ -62,13 +62,19 @@ fn columns() -> Vec<Col> {
             title: "DISK R/W",
             keep: 100,
             max: 11,
-            cell: |v| fmt::rate_pair(v.disk_read_bps, v.disk_write_bps),
+            cell: |v| match v.state.is_active() {
+                true => fmt::rate_pair(v.disk_read_bps, v.disk_write_bps),
+                false => "-".into(),
+            },
         },
         Col {
             title: "NET RX/TX",
             keep: 110,
             max: 11,
-            cell: |v| fmt::rate_pair(v.net_rx_bps, v.net_tx_bps),
+            cell: |v| match v.state.is_active() {
+                true => fmt::rate_pair(v.net_rx_bps, v.net_tx_bps),
+                false => "-".into(),
+            },
         },
         Col {
             title: "IP",
@@ -351,7 +357,7 @@ fn render_vms(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
         .highlight_symbol("> ")
         .highlight_spacing(ratatui::widgets::HighlightSpacing::Always);
     let mut state = TableState::default();
-    if !rows.is_empty() {
+    if !rows.is_empty() && app.interactive {
         state.select(Some(app.selected));
     }
     f.render_stateful_widget(table, area, &mut state);
@@ -485,6 +491,11 @@ fn render_footer(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
         ])
     } else if let Some(s) = &app.status {
         Line::from(s.clone())
+    } else if !app.interactive {
+        Line::from(format!(
+            "libvirt round trips for this refresh: {}",
+            app.view.round_trips
+        ))
     } else {
         let keys = if area.width >= 100 {
             "Enter details  s start  x stop  r reboot  d delete  g GPU  n scan  / filter  ? help  q quit"
