@@ -15,7 +15,12 @@ use crate::{out, out_json};
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// Seconds between refreshes, 0.2 to 3600 (decimals allowed)
-    #[arg(long, value_name = "SECS", default_value = "2")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "2",
+        allow_negative_numbers = true
+    )]
     interval: String,
     /// Print one refresh and exit (text, or JSON with --json): no terminal needed. The JSON
     /// has `refresh_ms`, vmctl's own time for a steady-state refresh

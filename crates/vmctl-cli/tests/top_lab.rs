@@ -341,3 +341,70 @@ fn top_stops_a_vm_with_x_and_deletes_only_after_the_name_is_typed() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// `vmctl top` on the test driver in a tmux of its own, its exit status echoed by a shell.
+fn top_on_test_driver(tag: &str) -> Tmux {
+    let tmux = Tmux {
+        socket: format!("vmctl-top-{tag}-{}", std::process::id()),
+    };
+    tmux.ok(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "sh",
+        "-c",
+        "\"$@\"; echo \"vmctl top exited with $?\"",
+        "sh",
+        env!("CARGO_BIN_EXE_vmctl"),
+        "--connect",
+        "test:///default",
+        "top",
+        "--interval",
+        "1",
+    ]);
+    tmux.ok(&["set-option", "-w", "-t", "top", "remain-on-exit", "on"]);
+    tmux.wait_for("the test domain", 10, |s| {
+        row(s, "test").is_some_and(|r| r.contains("running"))
+    });
+    assert_eq!(tmux.format("#{alternate_on}"), "1");
+    tmux
+}
+
+fn exit_line(tmux: &Tmux) -> String {
+    wait_until("vmctl top exited", 10, || {
+        tmux.history().contains("vmctl top exited with ")
+    });
+    assert_eq!(
+        tmux.format("#{alternate_on}"),
+        "0",
+        "alternate screen left on"
+    );
+    let h = tmux.history();
+    h.lines()
+        .find(|l| l.starts_with("vmctl top exited with "))
+        .unwrap()
+        .to_string()
+}
+
+/// Ctrl-C quits like q (exit 0); SIGTERM ends it with the terminal restored (exit 130, as an
+/// interrupted vmctl). Needs no lab: the test driver, no root.
+#[test]
+#[ignore = "tmux; run with the lab tests (--include-ignored)"]
+fn top_restores_the_terminal_on_ctrl_c_and_on_sigterm() {
+    let tmux = top_on_test_driver("ctrlc");
+    tmux.keys(&["C-c"]);
+    assert_eq!(exit_line(&tmux), "vmctl top exited with 0");
+
+    let tmux = top_on_test_driver("term");
+    let sh = tmux.format("#{pane_pid}");
+    let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap();
+    let pid = children.split_whitespace().next().unwrap().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    assert_eq!(exit_line(&tmux), "vmctl top exited with 130");
+}

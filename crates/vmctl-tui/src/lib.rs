@@ -331,12 +331,13 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
         during: "being set up",
         source,
     })?;
-    let result = (|| -> std::io::Result<()> {
+    // Ok(true): stopped by a signal.
+    let result = (|| -> std::io::Result<bool> {
         let mut next = Instant::now() + opts.interval;
         loop {
             terminal.draw(|f| render(&app, f))?;
             if term_signal.load(Ordering::Relaxed) {
-                return Ok(());
+                return Ok(true);
             }
             let wait = next
                 .saturating_duration_since(Instant::now())
@@ -346,7 +347,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
                     Event::Key(k) if k.kind != KeyEventKind::Release => {
                         let action = handle_key(&mut app, k);
                         match action {
-                            Action::Quit => return Ok(()),
+                            Action::Quit => return Ok(false),
                             Action::None => {}
                             other => {
                                 if other == Action::Scan {
@@ -370,10 +371,18 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
         }
     })();
     ratatui::restore();
-    Ok(result.map_err(|source| TopError::Terminal {
+    let signalled = result.map_err(|source| TopError::Terminal {
         during: "drawing",
         source,
-    })?)
+    })?;
+    if signalled {
+        return Err(Error::Interrupted {
+            during: "vmctl top".into(),
+            next: "nothing was left half done: an action runs to its end before a signal is seen"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 fn empty_view(ctx: &Ctx) -> View {
