@@ -394,7 +394,7 @@ fn exit_line(tmux: &Tmux) -> String {
 /// Ctrl-C quits like q (exit 0); SIGTERM ends it with the terminal restored (exit 130, as an
 /// interrupted vmctl). Needs no lab: the test driver, no root.
 #[test]
-#[ignore = "tmux; run with the lab tests (--include-ignored)"]
+#[ignore = "lab: tmux (no root, no VM: the test driver); run with GVB_LAB=1 and --include-ignored"]
 fn top_restores_the_terminal_on_ctrl_c_and_on_sigterm() {
     let tmux = top_on_test_driver("ctrlc");
     tmux.keys(&["C-c"]);
