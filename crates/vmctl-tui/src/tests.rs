@@ -131,6 +131,18 @@ fn screen(a: &App, w: u16, h: u16) -> String {
     text_of(a, w, h)
 }
 
+/// The VM table's row of `vm`.
+fn row_of(screen: &str, vm: &str) -> String {
+    screen
+        .lines()
+        .find(|l| {
+            l.get(2..)
+                .is_some_and(|l| l.split_whitespace().next() == Some(vm))
+        })
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn styled(a: &App, w: u16, h: u16) -> String {
     let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
     term.draw(|f| render(a, f)).unwrap();
@@ -383,27 +395,49 @@ fn no_color_needs_a_non_empty_value() {
 }
 
 mod test_driver {
-    //! On libvirt's `test:///default` (its domain `test` runs; the driver acts at once).
+    //! On libvirt's test driver: a private node file of two running domains (the driver acts
+    //! at once), or `test:///default` for what only reads.
     use hostio::{HostRoot, SystemRunner};
     use vmctl::config::Config;
-    use vmctl::hypervisor::Libvirt;
+    use vmctl::hypervisor::{Hypervisor, Libvirt};
 
     use super::*;
 
+    /// `test:///DIR/node.xml` with domains `alpha` and `beta`, both running; private to the
+    /// connection, so tests that change it do not meet.
+    fn node(dir: &std::path::Path) -> String {
+        let mut xml = String::from("<node>");
+        for name in ["alpha", "beta"] {
+            xml += &format!(
+                "<domain type='test'><name>{name}</name><memory>1048576</memory><vcpu>2</vcpu>\
+                 <os><type arch='x86_64'>hvm</type></os></domain>"
+            );
+        }
+        xml += "</node>";
+        let path = dir.join("node.xml");
+        std::fs::write(&path, xml).unwrap();
+        format!("test://{}", path.display())
+    }
+
+    fn select(a: &mut App, name: &str) {
+        a.selected = a.visible().iter().position(|v| v.name == name).unwrap();
+    }
+
     #[test]
-    fn stop_then_refresh_shows_the_vm_shut_off_and_start_brings_it_back() {
+    fn stop_shows_the_vm_shut_off_start_brings_it_back_and_delete_removes_it() {
         let tmp = tempfile::tempdir().unwrap();
         let host = HostRoot::new(tmp.path());
         let config = Config::defaults();
-        let hv = Libvirt::open("test:///default").unwrap();
+        let hv = Libvirt::open(&node(tmp.path())).unwrap();
         let ctx = Ctx::new(&config, &host, &SystemRunner, &hv);
         let mut observer = Observer::new();
         let mut a = App::new(empty_view(&ctx), true);
         refresh(&mut a, &mut observer, &ctx);
-        assert_eq!(a.selected_vm().unwrap().name, "test");
+        assert_eq!(a.view.vms.len(), 2);
+        select(&mut a, "beta");
         assert_eq!(a.selected_vm().unwrap().state, State::Running);
         let action = handle_key(&mut a, key('x'));
-        assert_eq!(action, Action::Stop("test".into()));
+        assert_eq!(action, Action::Stop("beta".into()));
         perform(&mut a, &mut observer, &ctx, &action);
         refresh(&mut a, &mut observer, &ctx);
         assert_eq!(
@@ -412,17 +446,60 @@ mod test_driver {
             "{:?}",
             a.status
         );
-        assert!(screen(&a, 100, 30).contains("shut off"));
-        // Delete of the now stopped VM asks; Esc keeps it.
+        assert!(row_of(&screen(&a, 100, 30), "beta").contains("shut off"));
+        // s starts it again.
+        let action = handle_key(&mut a, key('s'));
+        perform(&mut a, &mut observer, &ctx, &action);
+        assert_eq!(a.status.as_deref(), Some("beta: started"));
+        refresh(&mut a, &mut observer, &ctx);
+        assert_eq!(a.selected_vm().unwrap().state, State::Running);
+        // Stopped again, d asks; Esc keeps it, the exact name deletes it.
+        let action = handle_key(&mut a, key('x'));
+        perform(&mut a, &mut observer, &ctx, &action);
+        refresh(&mut a, &mut observer, &ctx);
         handle_key(&mut a, key('d'));
         handle_key(&mut a, code(KeyCode::Esc));
         refresh(&mut a, &mut observer, &ctx);
-        assert_eq!(a.view.vms.len(), 1);
-        let action = handle_key(&mut a, key('s'));
+        assert_eq!(a.view.vms.len(), 2);
+        handle_key(&mut a, key('d'));
+        typed(&mut a, "beta");
+        let action = handle_key(&mut a, code(KeyCode::Enter));
+        assert_eq!(action, Action::Delete("beta".into()));
         perform(&mut a, &mut observer, &ctx, &action);
         refresh(&mut a, &mut observer, &ctx);
-        assert_eq!(a.selected_vm().unwrap().state, State::Running);
-        assert_eq!(a.status.as_deref(), Some("test: started"));
+        let names: Vec<&str> = a.view.vms.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["alpha"], "{:?}", a.mode);
+        assert!(hv.get("beta").unwrap().is_none());
+    }
+
+    #[test]
+    fn gpu_attach_on_a_host_without_the_gpu_shows_the_library_error_and_its_help() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(tmp.path());
+        let config = Config::defaults();
+        let hv = Libvirt::open(&node(tmp.path())).unwrap();
+        let ctx = Ctx::new(&config, &host, &SystemRunner, &hv);
+        let mut observer = Observer::new();
+        let mut a = App::new(empty_view(&ctx), true);
+        let action = Action::GpuAttach {
+            vm: "alpha".into(),
+            bdf: "0000:41:00.0".into(),
+        };
+        perform(&mut a, &mut observer, &ctx, &action);
+        let Mode::Message {
+            title,
+            lines,
+            error,
+        } = &a.mode
+        else {
+            panic!("{:?}", a.mode)
+        };
+        assert!(error);
+        assert_eq!(title, "gpu attach alpha failed");
+        assert!(lines.iter().any(|l| l.starts_with("help: ")), "{lines:?}");
+        // Nothing was attached.
+        refresh(&mut a, &mut observer, &ctx);
+        assert!(a.view.vms.iter().all(|v| v.gpus.is_empty()));
     }
 
     #[test]
