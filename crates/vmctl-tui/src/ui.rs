@@ -265,6 +265,11 @@ pub fn render(app: &App, f: &mut Frame) {
             let mut lines = vec![Line::from(format!(
                 "GPUs for {vm} (Enter attaches or detaches, Esc closes):"
             ))];
+            let name_w = choices
+                .iter()
+                .map(|c| c.name.chars().count())
+                .max()
+                .unwrap_or(0);
             for (i, c) in choices.iter().enumerate() {
                 let what = if c.attached {
                     "detach".to_string()
@@ -274,7 +279,7 @@ pub fn render(app: &App, f: &mut Frame) {
                     "attach".to_string()
                 };
                 let text = format!(
-                    "{} {}  {}  {what}",
+                    "{} {}  {:<name_w$}  {what}",
                     if i == *selected { ">" } else { " " },
                     c.bdf,
                     c.name
