@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{cli_cluster, cli_day2, cli_ip, cli_share, cli_snapshot, cli_talos, gpu_cli};
+use crate::{cli_cluster, cli_day2, cli_ip, cli_share, cli_snapshot, cli_talos, cli_top, gpu_cli};
 
 pub(crate) const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed), 130 interrupted\n\
 (Ctrl-C during `create` removes what it made; a second Ctrl-C quits at once).\n\
@@ -138,6 +138,14 @@ pub(crate) enum Command {
     /// Create a VM
     #[command(subcommand)]
     Create(CreateKind),
+    /// Full-screen view of VMs, GPUs and the bridge, refreshed every 2 s; keys act on a VM
+    ///
+    /// VMs with CPU, memory, disk and network rates, IPs, GPUs, autostart and cluster role; GPUs
+    /// and who holds them; the bridge's last scan. Keys start, stop (ACPI), reboot, delete
+    /// (after you type the VM's name), attach or detach a GPU (? lists them all). Statistics come from one libvirt bulk call per refresh. The bridge is scanned only when
+    /// you press n. NO_COLOR turns colours off. Without a terminal, use --once (one refresh as
+    /// text, or JSON with --json).
+    Top(cli_top::TopArgs),
     /// Snapshots of a VM's disks (external qcow2 overlays): create, list, revert, delete
     #[command(subcommand)]
     Snapshot(cli_snapshot::SnapshotCommand),

@@ -19,6 +19,7 @@ mod cli_ip;
 mod cli_share;
 mod cli_snapshot;
 mod cli_talos;
+mod cli_top;
 mod cli_tuning;
 mod gpu_cli;
 mod render;
@@ -251,6 +252,9 @@ fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Talos(t) = &cli.command {
         return cli_talos::run(t, &config, &host, cli.json);
     }
+    if let Command::Top(t) = &cli.command {
+        return cli_top::run(t, &config, &host, cli.json);
+    }
     let hv = Libvirt::open(config.connect())?;
     let scanner = Scanner::new(host.clone());
     let ctx = wire(&config, &host, &hv, &scanner);
@@ -259,6 +263,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         | Command::Config(_)
         | Command::Gpu(_)
         | Command::Ip(_)
+        | Command::Top(_)
         | Command::Docs(_) => {}
         Command::Image(c) => cli_image::run(&c, &ctx, cli.json)?,
         Command::Share(c) => cli_share::run(&c, &ctx, cli.json)?,

@@ -26,5 +26,6 @@ mod storage;
 mod talos_cli;
 #[path = "../../vmctl/tests/talos_support/mod.rs"]
 mod talos_support;
+mod top_cli;
 mod tuning_cli;
 mod vgpu_cli;

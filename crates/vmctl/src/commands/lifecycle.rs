@@ -88,6 +88,25 @@ pub fn stop(ctx: &Ctx, name: &str, timeout: Duration, force: bool) -> Result<Out
     })
 }
 
+/// One ACPI shutdown request, without waiting (`vmctl top`: the refreshes show the state
+/// change). A guest still booting may ignore it; [`stop`] repeats the request while it waits.
+pub fn request_stop(ctx: &Ctx, name: &str) -> Result<Outcome> {
+    let state = ctx.hv.state(name)?;
+    if !state.is_active() {
+        return Ok(Outcome {
+            name: name.into(),
+            state,
+            action: "already shut off".into(),
+        });
+    }
+    ctx.hv.shutdown(name)?;
+    Ok(Outcome {
+        name: name.into(),
+        state: ctx.hv.state(name)?,
+        action: "shutdown requested (ACPI)".into(),
+    })
+}
+
 /// ACPI reboot request: the guest restarts in the same qemu process, so a config change made
 /// since the start (`vmctl resize`) waits for a stop and a start.
 pub fn reboot(ctx: &Ctx, name: &str) -> Result<Outcome> {
