@@ -142,6 +142,15 @@ fn a_stopped_vm_has_no_counter_samples_rather_than_zeros() {
     assert!(text.contains("vmctl_vm_state{vm=\"db1\",state=\"shut_off\"} 1\n"));
     assert!(text.contains("vmctl_vm_running{vm=\"db1\"} 0\n"));
 
+    // Not even when libvirt gives a shut-off domain a CPU time (libvirt 9.0 does).
+    let mut v = view();
+    v.vms[1].cpu_time_ns = Some(820_000_000);
+    let text = render(&scrape(v), &build());
+    assert!(
+        !text.contains("vmctl_vm_cpu_seconds_total{vm=\"db1\"}"),
+        "{text}"
+    );
+
     // With only stopped VMs the counter families are left out entirely.
     let mut v = view();
     v.vms.remove(0);
