@@ -2,8 +2,9 @@
 //! `promtool check metrics` on the body, then a real Prometheus server (Debian's, on loopback
 //! in the lab's network namespace, the exporter's too: loopback is per namespace) with a
 //! generated scrape config, asked through its HTTP API until the target is `up` and the VM's
-//! state series is there. The VM is defined only (`--no-start`, address 198.18.0.190: no
-//! boot). Run as root with GVB_LAB=1 and the lab up; without GVB_LAB=1 it prints "skipped".
+//! state series is there. The VM is defined (`--no-start`, address 198.18.0.190), then started
+//! only long enough for qemu's counters to show (no wait for the guest), and powered off. Run
+//! as root with GVB_LAB=1 and the lab up; without GVB_LAB=1 it prints "skipped".
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic
 
 #[path = "lab_support.rs"]
@@ -238,6 +239,57 @@ fn a_real_prometheus_scrapes_the_exporter_and_sees_the_vm_state() {
     eprintln!("Prometheus query {query}: {result}");
     assert_eq!(result["metric"]["job"], "vmctl");
     assert_eq!(result["value"][1], "1", "{result}");
+
+    // Started (no wait for the guest: qemu's counters are there at once), the counters
+    // appear; then it is powered off again.
+    let o = vmctl(t, &["start", VM]);
+    assert!(o.status.success(), "start: {}", text(&o.stderr));
+    let running = poll("the running VM's counters", Duration::from_secs(20), || {
+        let body = curl(&format!("http://{target}/metrics"))?;
+        (body.contains(&format!("vmctl_vm_running{{vm=\"{VM}\"}} 1"))
+            && body.contains(&format!("vmctl_vm_cpu_seconds_total{{vm=\"{VM}\"}}")))
+        .then_some(body)
+    });
+    promtool_check(&running);
+    eprintln!(
+        "running:\n{}",
+        running
+            .lines()
+            .filter(|l| l.contains(&format!("vm=\"{VM}\"")) && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for family in [
+        "vmctl_vm_cpu_seconds_total",
+        "vmctl_vm_memory_resident_bytes",
+        "vmctl_vm_disk_read_bytes_total",
+        "vmctl_vm_disk_written_bytes_total",
+        "vmctl_vm_network_receive_bytes_total",
+        "vmctl_vm_network_transmit_bytes_total",
+    ] {
+        assert!(
+            running.contains(&format!("{family}{{vm=\"{VM}\"}} ")),
+            "{family} missing for the running VM:\n{running}"
+        );
+    }
+    let query = format!("vmctl_vm_running{{vm=\"{VM}\"}} == 1");
+    poll(
+        "the VM running in Prometheus",
+        Duration::from_secs(20),
+        || {
+            let out = Command::new("ip")
+                .args(["netns", "exec", "vmlab", "curl", "-sfG", "--max-time", "5"])
+                .arg(format!("{api}/query"))
+                .args(["--data-urlencode", &format!("query={query}")])
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            v["data"]["result"].as_array()?.first().cloned()
+        },
+    );
+    let _ = Command::new("virsh")
+        .args(["-c", "qemu:///system", "destroy", VM])
+        .output();
 
     assert_eq!(
         exporter.terminate().code(),

@@ -218,6 +218,9 @@ pub fn render(scrape: &Scrape, build: &BuildInfo) -> String {
 }
 
 fn render_vms(out: &mut String, view: &View) {
+    if view.vms.is_empty() {
+        return;
+    }
     let mut vms: Vec<_> = view.vms.iter().collect();
     vms.sort_by(|a, b| a.name.cmp(&b.name));
     let mut f = Family::new(

@@ -255,3 +255,14 @@ fn a_textfile_is_written_whole_with_mode_0644() {
     // No temporary file left next to it.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn no_vms_means_no_vm_families_not_headers_alone() {
+    let mut v = view();
+    v.vms.clear();
+    v.gpus.clear();
+    let text = render(&scrape(v), &build());
+    assert!(!text.contains("vmctl_vm_"), "{text}");
+    assert!(!text.contains("vmctl_gpu_"), "{text}");
+    assert!(text.contains("vmctl_libvirt_up 1\n"));
+}
