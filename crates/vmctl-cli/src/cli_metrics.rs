@@ -185,6 +185,9 @@ fn serve(listen: SocketAddr, config: &Config, host: &HostRoot) -> Result<(), Err
                 tracing::debug!("{peer}: busy");
                 let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
                 let _ = respond(&stream, 503, "text/plain; charset=utf-8", b"busy\n", false);
+                // Briefly, so a flood cannot stall the loop: the request's bytes read, the
+                // close does not reset the connection under the 503.
+                close_gently(stream, Duration::from_millis(100));
                 continue;
             }
             active.fetch_add(1, Ordering::SeqCst);
@@ -242,13 +245,22 @@ fn read_head(stream: &mut TcpStream) -> Result<Option<String>, u16> {
 fn handle(mut stream: TcpStream, config: &Config, host: &HostRoot) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
     answer(&mut stream, config, host);
-    // Closing with unread input would reset the connection and could lose the answer (a
-    // too-big request): say we are done, then read what is left for a moment.
+    close_gently(stream, Duration::from_secs(1));
+}
+
+/// Closing with unread input would reset the connection and could lose the answer (a
+/// too-big request, a 503): say we are done, then read what is left, for at most `wait`
+/// and 64 KiB.
+fn close_gently(mut stream: TcpStream, wait: Duration) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let deadline = Instant::now() + wait;
     let mut sink = [0u8; 4096];
     let mut left: usize = 64 * 1024;
     while left > 0 {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() || stream.set_read_timeout(Some(remaining)).is_err() {
+            break;
+        }
         match stream.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(n) => left = left.saturating_sub(n),

@@ -201,3 +201,21 @@ fn metrics_serve_refuses_json_and_a_bad_address() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn metrics_serve_answers_503_beyond_8_connections_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = serve("test:///default", tmp.path());
+    // Eight clients that say nothing hold the eight slots (up to the 5 s request deadline).
+    let silent: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(e.addr).unwrap())
+        .collect();
+    assert_eq!(get(e.addr, "GET", "/metrics").status, 503);
+    drop(silent);
+    // Their handlers see the closed connections and free the slots.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(e.addr, "GET", "/metrics").status != 200 {
+        assert!(Instant::now() < deadline, "the slots were not freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
