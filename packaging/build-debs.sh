@@ -111,7 +111,10 @@ stage_vmctl() {
   # Shipped root:root 0755 (dpkg-deb --root-owner-group); postinst hands them to the libvirt
   # group, mode 2775, unless dpkg-statoverride says otherwise.
   install -d -m 0755 "$st/var/lib/vmctl/vms" "$st/var/lib/vmctl/images"
+  # The exporter's unit, disabled: no .wants link here, and the postinst enables nothing.
+  install -D -m 0644 packaging/vmctl/vmctl-metrics.service "$st/lib/systemd/system/vmctl-metrics.service"
   install -D -m 0755 packaging/vmctl/postinst "$st/DEBIAN/postinst"
+  install -D -m 0755 packaging/vmctl/prerm "$st/DEBIAN/prerm"
   install -D -m 0755 packaging/vmctl/postrm "$st/DEBIAN/postrm"
   echo /etc/vmctl/config.toml >"$st/DEBIAN/conffiles"
 }

@@ -7,7 +7,8 @@
 # scratch root and names the commit, the bash completions load and complete, the zsh/fish ones
 # parse (when those shells are installed), every man page renders with `man -l` without groff
 # warnings, the packaged config.toml parses and documents every key `vmctl config show` knows,
-# and a closed stdout pipe is a clean exit.
+# the exporter's systemd unit is shipped, not enabled, and passes `systemd-analyze verify`, and a
+# closed stdout pipe is a clean exit.
 #
 # Environment: DEBS_DIR=DIR checks the .debs already in DIR instead of building; PROFILE and
 # BIN_DIR are passed to build-debs.sh (PROFILE=dev builds faster). Exit 0 when every check
@@ -76,7 +77,7 @@ check "gpu-vm-bootstrap Recommends: netplan.io" has_dep "$BOOT_DEB" Recommends n
 check "gpu-vm-bootstrap does not depend on libvirt0" bash -c "! dpkg-deb -f '$BOOT_DEB' Depends | grep -q libvirt"
 check "vmctl conffiles: /etc/vmctl/config.toml" \
   bash -c "dpkg-deb --info '$VMCTL_DEB' conffiles | grep -qxF /etc/vmctl/config.toml"
-check "maintainer scripts parse (sh -n)" bash -c "sh -n packaging/vmctl/postinst && sh -n packaging/vmctl/postrm"
+check "maintainer scripts parse (sh -n)" bash -c "sh -n packaging/vmctl/postinst && sh -n packaging/vmctl/prerm && sh -n packaging/vmctl/postrm"
 
 # --- contents (dpkg-deb -c) -------------------------------------------------------------------
 listing() { dpkg-deb -c "$1" | awk '{print $1, $2, $6}'; }
@@ -101,6 +102,13 @@ check "vmctl contains etc/vmctl/config.toml" expect_entry "$VMCTL_DEB" -rw-r--r-
 for d in var/lib/vmctl/ var/lib/vmctl/vms/ var/lib/vmctl/images/; do
   check "vmctl contains $d" expect_entry "$VMCTL_DEB" drwxr-xr-x "$d"
 done
+check "vmctl contains lib/systemd/system/vmctl-metrics.service" \
+  expect_entry "$VMCTL_DEB" -rw-r--r-- lib/systemd/system/vmctl-metrics.service
+# Disabled by default: no enablement link shipped, and no maintainer script enables it.
+check "vmctl ships no .wants link (the exporter is disabled by default)" \
+  bash -c "! dpkg-deb -c '$VMCTL_DEB' | grep -q '\.wants/'"
+check "vmctl's maintainer scripts never enable a unit" \
+  bash -c "! sed 's/#.*//' packaging/vmctl/postinst packaging/vmctl/prerm packaging/vmctl/postrm | grep -E 'systemctl +(--[a-z-]+ +)*enable|deb-systemd-helper +enable'"
 check "vmctl has man pages for subcommands" bash -c "dpkg-deb -c '$VMCTL_DEB' | grep -q 'man1/vmctl-config-show.1.gz'"
 
 # --- scratch-root install (dpkg-deb -x) -------------------------------------------------------
@@ -121,6 +129,40 @@ version_ok() { # version_ok BIN: "<name> <version> (<commit>[-dirty]|unknown)"
 }
 check "vmctl --version runs from the scratch root" version_ok vmctl
 check "gpu-vm-bootstrap --version runs from the scratch root" version_ok gpu-vm-bootstrap
+
+# --- the exporter's systemd unit ---------------------------------------------------------------
+UNIT=$R/lib/systemd/system/vmctl-metrics.service
+exec_start_ok() { # ExecStart is `vmctl metrics serve --listen 127.0.0.1:9177` and the binary takes it
+  local cmd
+  cmd=$(sed -n 's/^ExecStart=//p' "$UNIT")
+  [ "$cmd" = "/usr/bin/vmctl metrics serve --listen 127.0.0.1:9177" ] || {
+    echo "ExecStart=$cmd"
+    return 1
+  }
+  # shellcheck disable=SC2086 # the command line's words
+  "$R"${cmd} --help >/dev/null
+}
+check "vmctl-metrics.service: ExecStart serves on loopback and parses" exec_start_ok
+if command -v systemd-analyze >/dev/null; then
+  # The unit as shipped, its binary pointed at the scratch root's (verify wants it to exist);
+  # unknown keys are only warnings there, so any output fails.
+  unit_verifies() {
+    local dir=$WORK/unit out
+    mkdir -p "$dir"
+    sed "s|/usr/bin/vmctl|$R/usr/bin/vmctl|" "$UNIT" >"$dir/vmctl-metrics.service"
+    out=$(systemd-analyze verify --man=no "$dir/vmctl-metrics.service" 2>&1) || {
+      echo "$out"
+      return 1
+    }
+    [ -z "$out" ] || {
+      echo "$out"
+      return 1
+    }
+  }
+  check "systemd-analyze verify vmctl-metrics.service (no warnings)" unit_verifies
+else
+  echo "skip systemd-analyze verify: systemd-analyze not installed"
+fi
 
 # --- completions ------------------------------------------------------------------------------
 bash_completes() { # bash_completes BIN PARTIAL EXPECTED
@@ -209,6 +251,8 @@ if [ "$(id -u)" = 0 ]; then
   check "dpkg --root installs both packages (dependencies forced)" dpk -i "$BOOT_DEB" "$VMCTL_DEB"
   check "dpkg --root: vmctl is installed" \
     bash -c "dpkg --root='$D' -s vmctl | grep -qx 'Status: install ok installed'"
+  check "after install the exporter's unit is not enabled" bash -c \
+    "[ -f '$D/lib/systemd/system/vmctl-metrics.service' ] && ! ls '$D'/etc/systemd/system/*.wants/vmctl-metrics.service 2>/dev/null"
   check "postinst: /var/lib/vmctl{,/vms,/images} are root:libvirt 2775" bash -c \
     "[ \"\$(stat -c '%u:%g %a' '$D/var/lib/vmctl' '$D/var/lib/vmctl/vms' '$D/var/lib/vmctl/images' | sort -u)\" = '0:4242 2775' ]"
   echo "connect = \"test:///default\" # local edit" >>"$D/etc/vmctl/config.toml"

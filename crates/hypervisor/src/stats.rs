@@ -102,6 +102,15 @@ impl DomainStats {
                 }
             }
         }
+        if !s.state.is_active() {
+            // libvirt 9.0 reports a `cpu.time` for a shut-off domain that is not the VM's (the
+            // lab saw 0.82 s); a stopped VM has no counters.
+            s = DomainStats {
+                name: s.name,
+                state: s.state,
+                ..Default::default()
+            };
+        }
         s
     }
 }
@@ -250,10 +259,18 @@ mod tests {
     }
 
     #[test]
-    fn an_inactive_domain_has_only_its_state() {
-        let s = DomainStats::from_params("off", &[(String::from("state.state"), Value::Int(5))]);
+    fn an_inactive_domain_has_only_its_state_even_when_libvirt_reports_a_cpu_time() {
+        let s = DomainStats::from_params(
+            "off",
+            &[
+                (String::from("state.state"), Value::Int(5)),
+                u("cpu.time", 820_000_000),
+                u("balloon.maximum", 1_048_576),
+            ],
+        );
         assert_eq!(s.state, State::ShutOff);
         assert_eq!(s.cpu_time_ns, None);
         assert_eq!(s.net_rx_bytes, None);
+        assert_eq!(s.memory_max_kib, None);
     }
 }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{cli_cluster, cli_day2, cli_ip, cli_share, cli_snapshot, cli_talos, cli_top, gpu_cli};
+use crate::{
+    cli_cluster, cli_day2, cli_ip, cli_metrics, cli_share, cli_snapshot, cli_talos, cli_top,
+    gpu_cli,
+};
 
 pub(crate) const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed), 130 interrupted\n\
 (Ctrl-C during `create` removes what it made; a second Ctrl-C quits at once).\n\
@@ -171,6 +174,9 @@ pub(crate) enum Command {
     /// remove nodes, destroy
     #[command(subcommand)]
     Cluster(cli_cluster::ClusterCommand),
+    /// Prometheus metrics: an exporter (serve) or a node_exporter textfile (textfile)
+    #[command(subcommand)]
+    Metrics(cli_metrics::MetricsCommand),
     #[command(flatten)]
     Docs(clikit::DocsCommand),
 }

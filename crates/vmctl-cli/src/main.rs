@@ -16,6 +16,7 @@ mod cli_desktop;
 mod cli_gpu_check;
 mod cli_image;
 mod cli_ip;
+mod cli_metrics;
 mod cli_share;
 mod cli_snapshot;
 mod cli_talos;
@@ -255,6 +256,9 @@ fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Top(t) = &cli.command {
         return cli_top::run(t, &config, &host, cli.json);
     }
+    if let Command::Metrics(m) = &cli.command {
+        return cli_metrics::run(m, &config, &host, cli.json);
+    }
     let hv = Libvirt::open(config.connect())?;
     let scanner = Scanner::new(host.clone());
     let ctx = wire(&config, &host, &hv, &scanner);
@@ -264,6 +268,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         | Command::Gpu(_)
         | Command::Ip(_)
         | Command::Top(_)
+        | Command::Metrics(_)
         | Command::Docs(_) => {}
         Command::Image(c) => cli_image::run(&c, &ctx, cli.json)?,
         Command::Share(c) => cli_share::run(&c, &ctx, cli.json)?,

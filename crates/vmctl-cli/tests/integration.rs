@@ -21,6 +21,8 @@ mod image_share_cli;
 mod input_safety;
 mod interrupt;
 mod ip_cli;
+mod metrics_cli;
+mod metrics_support;
 mod snapshot_cli;
 mod storage;
 mod talos_cli;

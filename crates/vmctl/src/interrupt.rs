@@ -5,8 +5,9 @@
 //! file, to resume). A second signal exits at once with status 130, as an impatient user
 //! expects.
 //!
-//! Only `create` installs the handler: every other command keeps the default behaviour, so no
-//! loop elsewhere has to remember to check.
+//! Only `create` (and its kin) and `metrics serve` install the handler: the exporter's accept
+//! loop checks [`requested`] and returns, so SIGTERM is a clean exit 0. Every other command
+//! keeps the default behaviour, so no loop elsewhere has to remember to check.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

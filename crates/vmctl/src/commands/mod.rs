@@ -13,6 +13,7 @@ pub mod image;
 pub mod inspect;
 pub mod ip;
 pub mod lifecycle;
+pub mod metrics;
 pub mod observe;
 pub mod resize;
 pub mod share;
