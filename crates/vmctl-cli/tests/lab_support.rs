@@ -53,6 +53,55 @@ pub fn vmctl(tmp: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `create ubuntu NAME` of the lab image (2 vCPUs, 1 GiB, user e2e, key `tmp/id.pub`) by direct kernel boot on labbr0 (TCG), with `extra`
+/// (`--wait` or `--no-start`).
+pub fn create_lab_vm(tmp: &Path, img: &Path, name: &str, ip: &str, extra: &[&str]) -> Output {
+    let s = |p: PathBuf| p.display().to_string();
+    let (base, kernel, initrd, key) = (
+        s(img.join("base.qcow2")),
+        s(img.join("vmlinuz")),
+        s(img.join("initrd.img")),
+        s(tmp.join("id.pub")),
+    );
+    let mut args = vec![
+        "create",
+        "ubuntu",
+        name,
+        "--image",
+        &base,
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--kernel-args",
+        "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+        "--firmware",
+        "bios",
+        "--bridge",
+        "labbr0",
+        "--ip",
+        ip,
+        "--gateway",
+        "198.18.0.1",
+        "--dns",
+        "198.18.0.1",
+        "--domain-type",
+        "qemu",
+        "--cpu-mode",
+        "host-model",
+        "--cpus",
+        "2",
+        "--memory",
+        "1024",
+        "--ssh-key",
+        &key,
+        "--user",
+        "e2e",
+    ];
+    args.extend(extra);
+    vmctl(tmp, &args)
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

@@ -12,11 +12,11 @@ mod lab_support;
 #[path = "metrics_support.rs"]
 mod metrics_support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab_support::{Vm, lab_image_dir, scratch, text, vmctl};
+use lab_support::{Vm, create_lab_vm, lab_image_dir, scratch, text, vmctl};
 use metrics_support::{Exporter, promtool_check};
 
 const VM: &str = "metrics1";
@@ -62,46 +62,12 @@ fn poll<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T 
 }
 
 fn define(tmp: &Path) {
-    let img = lab_image_dir();
-    let s = |p: PathBuf| p.display().to_string();
-    let (base, kernel, initrd, key) = (
-        s(img.join("base.qcow2")),
-        s(img.join("vmlinuz")),
-        s(img.join("initrd.img")),
-        s(tmp.join("id.pub")),
-    );
-    let o = vmctl(
+    let o = create_lab_vm(
         tmp,
-        &[
-            "create",
-            "ubuntu",
-            VM,
-            "--no-start",
-            "--image",
-            &base,
-            "--kernel",
-            &kernel,
-            "--initrd",
-            &initrd,
-            "--firmware",
-            "bios",
-            "--bridge",
-            "labbr0",
-            "--ip",
-            "198.18.0.190/24",
-            "--gateway",
-            "198.18.0.1",
-            "--domain-type",
-            "qemu",
-            "--cpu-mode",
-            "host-model",
-            "--cpus",
-            "2",
-            "--memory",
-            "1024",
-            "--ssh-key",
-            &key,
-        ],
+        &lab_image_dir(),
+        VM,
+        "198.18.0.190/24",
+        &["--no-start"],
     );
     assert!(
         o.status.success(),

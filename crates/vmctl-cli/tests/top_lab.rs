@@ -8,60 +8,10 @@
 #[path = "lab_support.rs"]
 mod lab_support;
 
-use lab_support::{Vm, lab_image_dir, scratch, text, vmctl};
+use lab_support::{Vm, create_lab_vm as create, lab_image_dir, scratch, text, vmctl};
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-/// `create ubuntu NAME` of the lab image by direct kernel boot on labbr0 (TCG), with `extra`
-/// (`--wait` or `--no-start`).
-fn create(tmp: &Path, img: &Path, name: &str, ip: &str, extra: &[&str]) -> Output {
-    let s = |p: PathBuf| p.display().to_string();
-    let (base, kernel, initrd, key) = (
-        s(img.join("base.qcow2")),
-        s(img.join("vmlinuz")),
-        s(img.join("initrd.img")),
-        s(tmp.join("id.pub")),
-    );
-    let mut args = vec![
-        "create",
-        "ubuntu",
-        name,
-        "--image",
-        &base,
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--kernel-args",
-        "root=/dev/vda rw console=ttyS0 net.ifnames=0",
-        "--firmware",
-        "bios",
-        "--bridge",
-        "labbr0",
-        "--ip",
-        ip,
-        "--gateway",
-        "198.18.0.1",
-        "--dns",
-        "198.18.0.1",
-        "--domain-type",
-        "qemu",
-        "--cpu-mode",
-        "host-model",
-        "--cpus",
-        "2",
-        "--memory",
-        "1024",
-        "--ssh-key",
-        &key,
-        "--user",
-        "e2e",
-    ];
-    args.extend(extra);
-    vmctl(tmp, &args)
-}
 
 fn virsh(args: &[&str]) -> Output {
     Command::new("virsh")

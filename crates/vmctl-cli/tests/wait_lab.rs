@@ -8,60 +8,16 @@
 #[path = "lab_support.rs"]
 mod lab_support;
 
-use lab_support::{Vm, lab_image_dir, scratch, text, vmctl};
+use lab_support::{Vm, create_lab_vm, lab_image_dir, scratch, text, vmctl};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// `create ubuntu NAME --wait` of the lab image by direct kernel boot on labbr0 (TCG).
 fn create_wait(tmp: &Path, img: &Path, name: &str, ip: &str, extra: &[&str]) -> Output {
-    let s = |p: PathBuf| p.display().to_string();
-    let (base, kernel, initrd, key) = (
-        s(img.join("base.qcow2")),
-        s(img.join("vmlinuz")),
-        s(img.join("initrd.img")),
-        s(tmp.join("id.pub")),
-    );
-    let mut args = vec![
-        "create",
-        "ubuntu",
-        name,
-        "--image",
-        &base,
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--kernel-args",
-        "root=/dev/vda rw console=ttyS0 net.ifnames=0",
-        "--firmware",
-        "bios",
-        "--bridge",
-        "labbr0",
-        "--ip",
-        ip,
-        "--gateway",
-        "198.18.0.1",
-        "--dns",
-        "198.18.0.1",
-        "--domain-type",
-        "qemu",
-        "--cpu-mode",
-        "host-model",
-        "--cpus",
-        "2",
-        "--memory",
-        "1024",
-        "--ssh-key",
-        &key,
-        "--user",
-        "e2e",
-        "--wait",
-        "--wait-timeout",
-        "600",
-    ];
+    let mut args = vec!["--wait", "--wait-timeout", "600"];
     args.extend(extra);
-    vmctl(tmp, &args)
+    create_lab_vm(tmp, img, name, ip, &args)
 }
 
 /// The finding: `create --wait` returned as soon as sshd first answered; cloud-init then
