@@ -35,9 +35,11 @@ if ! $SUDO apt-get install -y -qq "${PACKAGES[@]}"; then
   $SUDO apt-get install -y -qq --allow-downgrades "${pkgs[@]}"
 fi
 
-# Prometheus and promtool check what `vmctl metrics` exports (metrics_lab). Without recommends:
-# they would pull in prometheus-node-exporter and its collectors, which the tests do not need.
-$SUDO apt-get install -y -qq --no-install-recommends prometheus
+# Without recommends (they would pull in node exporters, docs and more Python than needed):
+# - prometheus: Prometheus and promtool check what `vmctl metrics` exports (metrics_lab);
+# - ansible-core, python3-venv: the Ansible collection's tests (tests/e2e/60-ansible-collection.sh;
+#   ansible-test sanity builds virtual environments, which need ensurepip from python3-venv).
+$SUDO apt-get install -y -qq --no-install-recommends prometheus ansible-core python3-venv
 
 if ! command -v cargo >/dev/null; then
   echo "error: cargo not found" >&2
