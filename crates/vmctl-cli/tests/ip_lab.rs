@@ -51,10 +51,23 @@ impl Lab {
         c
     }
 
+    /// vmctl's state (the scan summary `ip check` keeps) goes to the lab's own directory, never
+    /// to the machine's /var/lib/vmctl.
+    fn state_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("state")
+    }
+
     fn vmctl(&self, args: &[&str]) -> Output {
-        self.vmctl_cmd(args, &[("VMCTL_CONNECT", "test:///default".into())])
-            .output()
-            .expect("ip netns exec vmctl")
+        let state = self.state_dir().display().to_string();
+        self.vmctl_cmd(
+            args,
+            &[
+                ("VMCTL_CONNECT", "test:///default".into()),
+                ("VMCTL_STATE_DIR", state),
+            ],
+        )
+        .output()
+        .expect("ip netns exec vmctl")
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -132,6 +145,15 @@ fn lab_ip_check_of_a_24_matches_the_ground_truth_and_names_the_vm() {
     assert_eq!(conflicts[0]["ip"], "198.18.41.200");
     assert_eq!(v["free_count"], 254 - 1 - 24);
     assert_eq!(v["free"][0], "198.18.41.2-198.18.41.9");
+    // The scan's summary (what `vmctl top` and `vmctl metrics` show) is kept in the state dir
+    // vmctl was given.
+    let kept: Value =
+        serde_json::from_slice(&std::fs::read(lab.state_dir().join("scans/br0.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (kept["free_count"].clone(), kept["conflicts"][0].clone()),
+        (v["free_count"].clone(), Value::from("198.18.41.200"))
+    );
     assert!(v["duration_ms"].as_u64().is_some());
     let used = v["used"].as_array().unwrap();
     for h in used {
@@ -444,6 +466,7 @@ fn lab_ip_check_unprivileged_falls_back_and_says_so() {
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .args(["--inh-caps=-all", "--bounding-set=-all"])
         .args(["env", "VMCTL_CONNECT=test:///default", "VMCTL_BRIDGE=br0"])
+        .arg(format!("VMCTL_STATE_DIR={}", lab.state_dir().display()))
         .arg(vmctl_bin())
         .args(["--config", "/dev/null", "ip", "check", "--json"])
         .output()

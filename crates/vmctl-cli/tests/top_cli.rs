@@ -6,8 +6,12 @@ use predicates::prelude::*;
 
 fn vmctl() -> Command {
     let mut c = Command::cargo_bin("vmctl").unwrap();
+    // Settings and state must not come from the machine running the tests: a bridge scan kept
+    // in its /var/lib/vmctl would show on the screen.
+    let state = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("top-cli-state");
     c.env("VMCTL_CONNECT", "test:///default")
         .env("VMCTL_BRIDGE", "br0")
+        .env("VMCTL_STATE_DIR", state)
         .env_remove("VMCTL_LOG");
     c
 }
