@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    cli_cluster, cli_day2, cli_ip, cli_metrics, cli_share, cli_snapshot, cli_talos, cli_top,
-    gpu_cli,
+    cli_cluster, cli_day2, cli_hosts, cli_ip, cli_metrics, cli_share, cli_snapshot, cli_talos,
+    cli_top, gpu_cli,
 };
 
 pub(crate) const AFTER_HELP: &str = "Exit codes: 0 ok, 1 failure, 2 bad usage or refused (nothing changed), 130 interrupted\n\
@@ -50,6 +50,14 @@ pub(crate) struct Cli {
         hide = true
     )]
     pub(crate) host_root: Option<PathBuf>,
+    /// Run the command on a remote host over SSH, with its vmctl (`vmctl hosts list`)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "NAME"
+    )]
+    pub(crate) host: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -177,6 +185,9 @@ pub(crate) enum Command {
     /// Prometheus metrics: an exporter (serve) or a node_exporter textfile (textfile)
     #[command(subcommand)]
     Metrics(cli_metrics::MetricsCommand),
+    /// Remote hosts run with `vmctl --host NAME …`: add, remove, list, and the status of all
+    #[command(subcommand)]
+    Hosts(cli_hosts::HostsCommand),
     #[command(flatten)]
     Docs(clikit::DocsCommand),
 }

@@ -25,7 +25,7 @@ pub struct TopArgs {
     /// Print one refresh and exit (text, or JSON with --json): no terminal needed. The JSON
     /// has `refresh_ms`, vmctl's own time for a steady-state refresh
     #[arg(long)]
-    once: bool,
+    pub(crate) once: bool,
 }
 
 pub fn run(a: &TopArgs, config: &Config, host: &HostRoot, json: bool) -> Result<(), Error> {

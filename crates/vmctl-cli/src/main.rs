@@ -14,6 +14,7 @@ mod cli_cluster;
 mod cli_day2;
 mod cli_desktop;
 mod cli_gpu_check;
+mod cli_hosts;
 mod cli_image;
 mod cli_ip;
 mod cli_metrics;
@@ -157,7 +158,8 @@ fn wait_ready(ctx: &Ctx, name: &str, timeout: Duration) -> Result<ssh::Ready, Er
     result
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// The host root and the settings: flags > environment > config file > defaults.
+fn load_config(cli: &Cli) -> Result<(HostRoot, Config), Error> {
     let host = cli
         .host_root
         .clone()
@@ -172,7 +174,50 @@ fn run(cli: Cli) -> Result<(), Error> {
     {
         flags.push(("require_signature", "false".into()));
     }
-    let config = Config::load(&host, cli.config.as_deref(), &env, &flags)?;
+    // `hosts add` writes the file: a --config that does not exist yet is created.
+    let required = !matches!(cli.command, Command::Hosts(cli_hosts::HostsCommand::Add(_)));
+    let config = Config::load_file(&host, cli.config.as_deref(), required, &env, &flags)?;
+    Ok((host, config))
+}
+
+/// `--host NAME` and `hosts …`: commands with their own exit codes (the remote one; `hosts
+/// status` exits 1 after printing every row when a host is unreachable). `None`: neither.
+fn run_hosts(cli: &Cli) -> Option<Result<ExitCode, Error>> {
+    if cli.host.is_none() && !matches!(cli.command, Command::Hosts(_)) {
+        return None;
+    }
+    Some(load_config(cli).and_then(|(host, config)| {
+        if let Some(name) = &cli.host {
+            let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+            cli_hosts::forward(cli, name, &config, &raw)
+        } else if let Command::Hosts(h) = &cli.command {
+            cli_hosts::run(h, cli, &host, &config)
+        } else {
+            Ok(ExitCode::SUCCESS)
+        }
+    }))
+}
+
+/// A libvirt URI naming another machine without `--host`: the facts vmctl reads from the host
+/// (GPUs, groups, scans, reservations, images, storage) are still this machine's.
+fn warn_remote_connect(config: &Config) {
+    let uri = config.connect();
+    if vmctl::commands::observe::is_remote(uri) {
+        clikit::errln(&format!(
+            "warning: libvirt {} is another machine, but host facts (GPUs, IOMMU groups, scans, reservations, image cache, storage) are this machine's",
+            esc(uri)
+        ));
+        clikit::errln(
+            "help: add the host with `vmctl hosts add NAME --ssh USER@HOST` and run `vmctl --host NAME …`: its own vmctl reads its facts",
+        );
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let (host, config) = load_config(&cli)?;
+    if !matches!(cli.command, Command::Config(_) | Command::Hosts(_)) {
+        warn_remote_connect(&config);
+    }
     // Only `create` makes things a Ctrl-C should undo; every other command keeps the default.
     if matches!(
         cli.command,
@@ -212,6 +257,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                         .as_deref()
                         .map(|v| format!("{v:?}"))
                         .unwrap_or_else(|| "(unset)".into())
+                );
+            }
+            for h in config.hosts.values() {
+                s += &format!(
+                    "[hosts.{}] ssh = {:?}  # {}\n",
+                    h.name,
+                    esc(&h.ssh),
+                    esc(&h.uri())
                 );
             }
             out(&s);
@@ -269,6 +322,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         | Command::Ip(_)
         | Command::Top(_)
         | Command::Metrics(_)
+        | Command::Hosts(_)
         | Command::Docs(_) => {}
         Command::Image(c) => cli_image::run(&c, &ctx, cli.json)?,
         Command::Share(c) => cli_share::run(&c, &ctx, cli.json)?,
@@ -536,6 +590,9 @@ fn main() -> ExitCode {
     // stderr is a terminal.
     clikit::init_logging(cli.verbose, "VMCTL_LOG");
     let json = cli.json;
+    if let Some(result) = run_hosts(&cli) {
+        return result.unwrap_or_else(|e| error_report(&e, &typed).print("vmctl", json));
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => error_report(&e, &typed).print("vmctl", json),

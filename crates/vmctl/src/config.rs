@@ -9,6 +9,7 @@ use serde::Serialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::hosts::{HOST_KEYS, HostEntry};
 use crate::input::{self, InputError};
 
 /// The system config file.
@@ -26,6 +27,10 @@ pub struct Key {
 /// The settings that are switches: config.toml may give them as TOML booleans (`require_signature
 /// = false`) as well as strings; every other setting must be a string.
 const BOOLEAN_KEYS: &[&str] = &["require_signature"];
+
+/// The settings that are numbers: config.toml may give them as TOML integers
+/// (`ssh_connect_timeout = 5`) as well as strings.
+const INTEGER_KEYS: &[&str] = &["ssh_connect_timeout"];
 
 /// Every setting vmctl knows. Later commands add theirs here so `config show` lists them.
 pub const KEYS: &[Key] = &[
@@ -180,6 +185,12 @@ pub const KEYS: &[Key] = &[
         doc: "its signing key (ASCII armoured)",
     },
     Key {
+        name: "ssh_connect_timeout",
+        env: "VMCTL_SSH_CONNECT_TIMEOUT",
+        default: Some("5"),
+        doc: "seconds ssh may take to connect to a remote host (`--host`, `hosts status`; [hosts.NAME] tables)",
+    },
+    Key {
         name: "ssh_key",
         env: "VMCTL_SSH_KEY",
         default: None,
@@ -209,6 +220,8 @@ pub struct Config {
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     pub settings: BTreeMap<&'static str, Setting>,
+    /// The remote hosts: `[hosts.NAME]` tables of the config file.
+    pub hosts: BTreeMap<String, HostEntry>,
 }
 
 impl Config {
@@ -221,16 +234,29 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         flags: &[(&str, String)],
     ) -> Result<Self> {
-        let (path, required) = match explicit {
-            Some(path) => (path.to_path_buf(), true),
-            None => (host.path(SYSTEM_CONFIG), false),
+        Self::load_file(host, explicit, explicit.is_some(), env, flags)
+    }
+
+    /// [`Config::load`], where a missing `explicit` file is accepted unless `required`
+    /// (`vmctl hosts add --config NEW` creates it).
+    pub fn load_file(
+        host: &HostRoot,
+        explicit: Option<&Path>,
+        required: bool,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &[(&str, String)],
+    ) -> Result<Self> {
+        let path = match explicit {
+            Some(path) => path.to_path_buf(),
+            None => host.path(SYSTEM_CONFIG),
         };
-        let (file, table) = match read_config(&path) {
+        let required = required && explicit.is_some();
+        let (file, (table, hosts)) = match read_config(&path) {
             Ok(text) => {
-                let table = parse_file(&path, &text)?;
-                (Some(path), table)
+                let parsed = parse_file(&path, &text)?;
+                (Some(path), parsed)
             }
-            Err(None) if !required => (None, BTreeMap::new()),
+            Err(None) if !required => (None, Default::default()),
             Err(None) => {
                 return Err(Error::ReadConfig {
                     path,
@@ -267,7 +293,11 @@ impl Config {
             };
             settings.insert(key.name, setting);
         }
-        Ok(Self { file, settings })
+        Ok(Self {
+            file,
+            settings,
+            hosts,
+        })
     }
 
     /// Built-in defaults only (tests, and callers that have no host).
@@ -287,6 +317,7 @@ impl Config {
         Self {
             file: None,
             settings,
+            hosts: BTreeMap::new(),
         }
     }
 
@@ -334,6 +365,19 @@ impl Config {
     /// `state_dir` (reservations, cluster secrets), mapped under `host`.
     pub fn state_dir(&self, host: &HostRoot) -> PathBuf {
         host.path(self.value("state_dir"))
+    }
+
+    /// `ssh_connect_timeout`: whole seconds, 1 to 3600.
+    pub fn ssh_connect_timeout(&self) -> Result<u64> {
+        let v = self.value("ssh_connect_timeout");
+        match v.trim().parse::<u64>() {
+            Ok(n) if (1..=3600).contains(&n) => Ok(n),
+            _ => Err(Error::BadSetting {
+                key: "ssh_connect_timeout".into(),
+                value: v.into(),
+                reason: "expected whole seconds from 1 to 3600".into(),
+            }),
+        }
     }
 
     /// `require_signature`: true, false (also yes/no, 1/0, on/off).
@@ -396,9 +440,23 @@ fn closest_key(key: &str) -> Option<&'static str> {
         .map(|(_, n)| n)
 }
 
-/// Parses config.toml: every key one of [`KEYS`], every value a TOML string. Errors give the
-/// line and column but never the file's content: a key or value is not repeated back.
-fn parse_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
+/// A TOML table with the spans of its keys and values.
+type SpannedTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
+/// The `hosts` part of config.toml, read a second time with the spans of the inner keys.
+#[derive(serde::Deserialize)]
+struct HostsDoc {
+    #[serde(default)]
+    hosts: BTreeMap<Spanned<String>, Spanned<SpannedTable>>,
+}
+
+/// The settings and the hosts of config.toml.
+type Parsed = (BTreeMap<String, String>, BTreeMap<String, HostEntry>);
+
+/// Parses config.toml: every key one of [`KEYS`], every value a TOML string, and the
+/// `[hosts.NAME]` tables ([`HOST_KEYS`]). Errors give the line and column but never the file's
+/// content: a key or value is not repeated back.
+fn parse_file(path: &Path, text: &str) -> Result<Parsed> {
     let at = |offset: usize, reason: String| {
         let (line, column) = input::line_column(text, offset);
         Error::ParseConfig {
@@ -417,8 +475,23 @@ fn parse_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
             )
         })?;
     let mut out = BTreeMap::new();
+    let mut hosts = BTreeMap::new();
     for (k, v) in table {
         let name = k.get_ref();
+        if name == "hosts" {
+            if !v.get_ref().is_table() {
+                return Err(at(
+                    v.span().start,
+                    format!(
+                        "hosts must be tables [hosts.NAME] with keys {}, not {}",
+                        HOST_KEYS.join(", "),
+                        v.get_ref().type_str()
+                    ),
+                ));
+            }
+            hosts = parse_hosts(text, &at)?;
+            continue;
+        }
         let Some(key) = KEYS.iter().find(|key| key.name == name) else {
             let hint = closest_key(name)
                 .map(|n| format!("; did you mean `{n}`?"))
@@ -437,6 +510,9 @@ fn parse_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
             toml::Value::Boolean(b) if BOOLEAN_KEYS.contains(&key.name) => {
                 out.insert(key.name.to_string(), b.to_string());
             }
+            toml::Value::Integer(n) if INTEGER_KEYS.contains(&key.name) => {
+                out.insert(key.name.to_string(), n.to_string());
+            }
             other => {
                 return Err(at(
                     span.start,
@@ -450,7 +526,92 @@ fn parse_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>> {
             }
         }
     }
-    Ok(out)
+    Ok((out, hosts))
+}
+
+/// The `[hosts.NAME]` tables: each name valid, each key one of [`HOST_KEYS`] of its type,
+/// the entry valid ([`HostEntry::validate`]).
+fn parse_hosts(
+    text: &str,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<BTreeMap<String, HostEntry>> {
+    let doc: HostsDoc = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        at(
+            offset,
+            format!(
+                "hosts: each must be a table [hosts.NAME]: {}",
+                input::scrub(e.message())
+            ),
+        )
+    })?;
+    let mut hosts = BTreeMap::new();
+    for (name, table) in doc.hosts {
+        let name_at = name.span().start;
+        let name = name.into_inner();
+        if let Err(e) = crate::hosts::validate_name(&name) {
+            return Err(at(name_at, format!("hosts: {e}")));
+        }
+        let table_at = table.span().start;
+        let mut entry = HostEntry {
+            name: name.clone(),
+            ssh: String::new(),
+            port: None,
+            identity: None,
+            sudo: false,
+            vmctl: "vmctl".into(),
+        };
+        let mut has_ssh = false;
+        for (k, v) in table.into_inner() {
+            let key_at = k.span().start;
+            let key = k.into_inner();
+            let v_at = v.span().start;
+            let wrong = |what: &str, got: &toml::Value| {
+                at(
+                    v_at,
+                    format!("hosts.{name}.{key} must be {what}, not {}", got.type_str()),
+                )
+            };
+            match (key.as_str(), v.into_inner()) {
+                ("ssh", toml::Value::String(s)) => {
+                    entry.ssh = s;
+                    has_ssh = true;
+                }
+                ("port", toml::Value::Integer(p)) => {
+                    entry.port =
+                        Some(u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                            at(v_at, format!("hosts.{name}.port must be 1 to 65535"))
+                        })?);
+                }
+                ("identity", toml::Value::String(s)) => entry.identity = Some(PathBuf::from(s)),
+                ("sudo", toml::Value::Boolean(b)) => entry.sudo = b,
+                ("vmctl", toml::Value::String(s)) => entry.vmctl = s,
+                ("ssh" | "identity" | "vmctl", other) => return Err(wrong("a string", &other)),
+                ("port", other) => return Err(wrong("an integer", &other)),
+                ("sudo", other) => return Err(wrong("true or false", &other)),
+                _ => {
+                    return Err(at(
+                        key_at,
+                        format!(
+                            "hosts.{name}: unknown key (known: {})",
+                            HOST_KEYS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        if !has_ssh {
+            return Err(at(
+                table_at,
+                format!("hosts.{name}: ssh = \"[USER@]HOST\" is required"),
+            ));
+        }
+        if let Err(e) = entry.validate() {
+            return Err(at(table_at, format!("hosts.{name}: {e}")));
+        }
+        hosts.insert(name, entry);
+    }
+    Ok(hosts)
 }
 
 #[cfg(test)]
@@ -531,7 +692,7 @@ mod tests {
                 "{msg}"
             );
         }
-        let ok = parse_file(Path::new("/c.toml"), "bridge = \"br1\"\n").unwrap();
+        let (ok, _) = parse_file(Path::new("/c.toml"), "bridge = \"br1\"\n").unwrap();
         assert_eq!(ok["bridge"], "br1");
     }
 
@@ -572,5 +733,88 @@ mod tests {
         std::fs::write(&path, "require_signature = false\n").unwrap();
         let cfg = Config::load(&HostRoot::new(dir.path()), Some(&path), &|_| None, &[]).unwrap();
         assert!(!cfg.require_signature().unwrap());
+    }
+
+    #[test]
+    fn host_tables_are_read_next_to_the_flat_keys() {
+        let (flat, hosts) = parse_file(
+            Path::new("/c.toml"),
+            "bridge = \"br1\"\n\n[hosts.gpu2]\nssh = \"admin@gpu2.lan\"\nport = 2222\nidentity = \"/root/.ssh/id_gpu2\"\nsudo = true\nvmctl = \"/usr/local/bin/vmctl\"\n\n[hosts.lab]\nssh = \"198.18.0.9\"\n",
+        )
+        .unwrap();
+        assert_eq!(flat["bridge"], "br1");
+        let g = &hosts["gpu2"];
+        assert_eq!(g.ssh, "admin@gpu2.lan");
+        assert_eq!(g.port, Some(2222));
+        assert_eq!(g.identity.as_deref(), Some(Path::new("/root/.ssh/id_gpu2")));
+        assert!(g.sudo);
+        assert_eq!(g.vmctl, "/usr/local/bin/vmctl");
+        let l = &hosts["lab"];
+        assert_eq!((l.port, l.sudo, l.vmctl.as_str()), (None, false, "vmctl"));
+    }
+
+    #[test]
+    fn host_tables_refuse_unknown_keys_and_bad_values_with_line_and_column() {
+        for (text, at, what) in [
+            (
+                "[hosts.gpu2]\nssh = \"h\"\nprot = 22\n",
+                "line 3, column 1",
+                "hosts.gpu2: unknown key (known: ssh, port, identity, sudo, vmctl)",
+            ),
+            (
+                "[hosts.gpu2]\nssh = \"h\"\nport = \"22\"\n",
+                "line 3, column 8",
+                "hosts.gpu2.port must be an integer, not string",
+            ),
+            (
+                "[hosts.gpu2]\nssh = \"h\"\nport = 70000\n",
+                "line 3, column 8",
+                "port must be 1 to 65535",
+            ),
+            (
+                "[hosts.gpu2]\nssh = \"h\"\nsudo = \"yes\"\n",
+                "line 3, column 8",
+                "must be true or false",
+            ),
+            (
+                "[hosts.gpu2]\nport = 22\n",
+                "line 1, column 1",
+                "is required",
+            ),
+            (
+                "\n[hosts.local]\nssh = \"h\"\n",
+                "line 2, column 8",
+                "`local` is reserved",
+            ),
+            (
+                "[hosts.gpu2]\nssh = \"-oProxyCommand=x\"\n",
+                "line 1, column 1",
+                "invalid ssh",
+            ),
+            ("hosts = 5\n", "line 1, column 9", "hosts must be tables"),
+            ("[hosts]\ngpu2 = 5\n", "line 2, column 8", "hosts:"),
+        ] {
+            let msg = parse_err(text);
+            assert!(msg.contains(at), "{text:?}: {msg}");
+            assert!(msg.contains(what), "{text:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn ssh_connect_timeout_defaults_to_five_and_refuses_nonsense() {
+        let mut cfg = Config::defaults();
+        assert_eq!(cfg.ssh_connect_timeout().unwrap(), 5);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "ssh_connect_timeout = 9\n").unwrap();
+        let from_file =
+            Config::load(&HostRoot::new(dir.path()), Some(&path), &|_| None, &[]).unwrap();
+        assert_eq!(from_file.ssh_connect_timeout().unwrap(), 9);
+        cfg.set("ssh_connect_timeout", "12");
+        assert_eq!(cfg.ssh_connect_timeout().unwrap(), 12);
+        for bad in ["0", "-1", "5s", "1.5", ""] {
+            cfg.set("ssh_connect_timeout", bad);
+            assert!(cfg.ssh_connect_timeout().is_err(), "{bad:?}");
+        }
     }
 }

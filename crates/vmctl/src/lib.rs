@@ -16,6 +16,7 @@ pub mod data_disks;
 pub mod desktop;
 pub mod error;
 pub mod gpu;
+pub mod hosts;
 pub mod input;
 pub mod interrupt;
 pub mod media;

@@ -9,6 +9,7 @@ pub mod create;
 pub mod desktop;
 pub mod disk;
 pub mod gpu;
+pub mod hosts;
 pub mod image;
 pub mod inspect;
 pub mod ip;
