@@ -247,6 +247,7 @@ fn add(a: &AddArgs, cli: &Cli, host: &HostRoot, config: &Config) -> Result<(), E
             .output(&Cmd::new(argv))
             .map_err(|e| HostsError::Unreachable {
                 dest: entry.ssh.clone(),
+                vmctl: entry.vmctl.clone(),
                 reason: e.to_string(),
                 check: true,
             })?;
@@ -268,6 +269,7 @@ fn add(a: &AddArgs, cli: &Cli, host: &HostRoot, config: &Config) -> Result<(), E
                 };
                 return Err(HostsError::Unreachable {
                     dest: entry.ssh.clone(),
+                    vmctl: entry.vmctl.clone(),
                     reason,
                     check: true,
                 }

@@ -817,4 +817,29 @@ mod tests {
             assert!(cfg.ssh_connect_timeout().is_err(), "{bad:?}");
         }
     }
+
+    #[test]
+    fn the_packaged_config_parses_with_every_example_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/vmctl/config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest)
+                    if rest.starts_with("[hosts.")
+                        || rest.split_once(" = ").is_some_and(|(k, _)| {
+                            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (flat, hosts) = parse_file(&path, &uncommented).unwrap();
+        assert_eq!(flat["ssh_connect_timeout"], "5");
+        let g = &hosts["gpu2"];
+        assert_eq!((g.port, g.sudo), (Some(2222), true));
+    }
 }

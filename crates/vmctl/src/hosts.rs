@@ -58,6 +58,7 @@ pub enum HostsError {
     #[error("ssh {dest}: {reason}")]
     Unreachable {
         dest: String,
+        vmctl: String,
         reason: String,
         check: bool,
     },
@@ -102,13 +103,19 @@ impl CommandFailure for HostsError {
             Self::NotWithHost { .. } => vec![
                 "run it without --host: hosts are configured on this machine".into(),
             ],
-            Self::Unreachable { check: true, .. } => vec![
-                "check that `ssh -o BatchMode=yes DEST vmctl --version` works from this machine (key, known_hosts, vmctl installed there)".into(),
-                "or add the host without the check: `vmctl hosts add … --no-check`".into(),
-            ],
-            Self::Unreachable { check: false, .. } => vec![
-                "check that `ssh -o BatchMode=yes DEST vmctl --version` works from this machine (key, known_hosts, vmctl installed there)".into(),
-            ],
+            Self::Unreachable {
+                dest, vmctl, check, ..
+            } => {
+                let mut help = vec![format!(
+                    "check that `ssh -o BatchMode=yes {dest} {vmctl} --version` works from this machine (key, known_hosts, vmctl installed there)"
+                )];
+                if *check {
+                    help.push(
+                        "or add the host without the check: `vmctl hosts add … --no-check`".into(),
+                    );
+                }
+                help
+            }
             Self::Edit { .. } => vec!["fix the file by hand, or run `vmctl config show`".into()],
         }
     }
