@@ -495,6 +495,22 @@ mod tests {
     }
 
     #[test]
+    fn only_console_ssh_and_a_live_top_want_a_remote_terminal() {
+        use clap::Parser;
+        let wants = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(std::iter::once("vmctl").chain(args.iter().copied())).unwrap();
+            interactive(&cli.command)
+        };
+        assert!(wants(&["console", "vm1"]));
+        assert!(wants(&["ssh", "vm1"]));
+        assert!(wants(&["top"]));
+        assert!(!wants(&["top", "--once"]));
+        assert!(!wants(&["list"]));
+        assert!(!wants(&["create", "ubuntu", "vm1", "--no-start"]));
+    }
+
+    #[test]
     fn remote_args_drop_the_local_only_options_but_nothing_after_double_dash() {
         assert_eq!(
             remote_args(&os(&[

@@ -182,12 +182,14 @@ fn load_config(cli: &Cli) -> Result<(HostRoot, Config), Error> {
 
 /// `--host NAME` and `hosts …`: commands with their own exit codes (the remote one; `hosts
 /// status` exits 1 after printing every row when a host is unreachable). `None`: neither.
+/// `--host local` is this machine: the command runs here, as without `--host`.
 fn run_hosts(cli: &Cli) -> Option<Result<ExitCode, Error>> {
-    if cli.host.is_none() && !matches!(cli.command, Command::Hosts(_)) {
+    let remote = cli.host.as_deref().filter(|h| *h != vmctl::hosts::LOCAL);
+    if remote.is_none() && !matches!(cli.command, Command::Hosts(_)) {
         return None;
     }
     Some(load_config(cli).and_then(|(host, config)| {
-        if let Some(name) = &cli.host {
+        if let Some(name) = remote {
             let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
             cli_hosts::forward(cli, name, &config, &raw)
         } else if let Command::Hosts(h) = &cli.command {

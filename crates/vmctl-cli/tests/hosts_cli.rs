@@ -371,6 +371,11 @@ fn host_flag_refuses_unknown_hosts_and_the_local_only_commands() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
     assert!(w.ssh_runs("198.18.0.9").is_empty());
+    // `local` is this machine: no ssh at all.
+    let out = w.run(&["--host", "local", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["vms"][0]["name"], "test");
+    assert!(w.ssh_runs("198.18.0.9").is_empty());
 }
 
 #[test]
