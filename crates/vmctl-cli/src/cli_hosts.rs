@@ -183,11 +183,12 @@ pub(crate) fn run(
         }
         HostsCommand::Status(a) => {
             let timeout = connect_timeout(config, a.timeout)?;
-            let local = local_row(config, host);
             let st = if a.local {
-                Status::new(vec![local])
+                Status::new(vec![local_row(config, host)])
             } else {
-                status::collect(&SystemRunner, &config.hosts, timeout, Some(local))
+                status::collect(&SystemRunner, &config.hosts, timeout, || {
+                    local_row(config, host)
+                })
             };
             if cli.json {
                 out_json(&st);

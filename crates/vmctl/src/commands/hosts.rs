@@ -5,7 +5,7 @@
 //! others.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hostio::{Cmd, CommandRunner, HostRoot};
 use serde::{Deserialize, Serialize};
@@ -293,7 +293,9 @@ pub fn remote_row(runner: &dyn CommandRunner, entry: &HostEntry, connect_timeout
         Err(e) => {
             row.error = Some(unreachable(
                 format!("ssh {}: {e}", entry.ssh),
-                vec!["install the OpenSSH client (`apt-get install openssh-client`)".into()],
+                vec![
+                    "install ssh (`apt-get install openssh-client`) and timeout (coreutils)".into(),
+                ],
             ));
         }
         Ok(o) if o.status == 0 => match parse_remote(&o.stdout) {
@@ -396,14 +398,14 @@ pub fn remote_version(
 }
 
 /// Every configured host's row, at once (one thread each), in the order of `hosts`; `local`
-/// (already computed) first.
+/// (this machine's row, computed on this thread while the others run) first.
 pub fn collect(
     runner: &dyn CommandRunner,
     hosts: &BTreeMap<String, HostEntry>,
     connect_timeout: u64,
-    local: Option<HostRow>,
+    local: impl FnOnce() -> HostRow,
 ) -> Status {
-    let remote: Vec<HostRow> = std::thread::scope(|s| {
+    let (local, remote): (HostRow, Vec<HostRow>) = std::thread::scope(|s| {
         let handles: Vec<_> = hosts
             .values()
             .map(|entry| {
@@ -413,7 +415,8 @@ pub fn collect(
                 )
             })
             .collect();
-        handles
+        let local = local();
+        let remote = handles
             .into_iter()
             .map(|(entry, h)| {
                 h.join().unwrap_or_else(|_| {
@@ -425,14 +428,10 @@ pub fn collect(
                     row
                 })
             })
-            .collect()
+            .collect();
+        (local, remote)
     });
-    Status::new(local.into_iter().chain(remote).collect())
-}
-
-/// The wall-clock bound of one host in [`collect`].
-pub fn deadline(connect_timeout: u64) -> Duration {
-    Duration::from_secs(connect_timeout + COMMAND_GRACE + 2)
+    Status::new(std::iter::once(local).chain(remote).collect())
 }
 
 #[cfg(test)]

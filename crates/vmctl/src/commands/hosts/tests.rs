@@ -177,3 +177,34 @@ fn remote_rows_come_from_the_hosts_own_status_or_say_why_not() {
     let row = remote_row(&runner, &entry("h", "h"), 5);
     assert_eq!(row.error.unwrap().message, "ssh h: no answer within 35 s");
 }
+
+#[test]
+fn collect_puts_local_first_then_the_hosts_in_name_order_and_counts_them() {
+    // Answers are used once each, in whichever order the threads ask.
+    let runner = RecordingRunner::new()
+        .answer(["timeout"], Output::failed(255, "ssh: nope\n"))
+        .answer(["timeout"], Output::failed(255, "ssh: nope\n"));
+    let hosts: BTreeMap<String, HostEntry> = [entry("b", "hb"), entry("a", "ha")]
+        .into_iter()
+        .map(|e| (e.name.clone(), e))
+        .collect();
+    let st = collect(&runner, &hosts, 3, || {
+        let mut l = HostRow::empty(LOCAL, None);
+        l.reachable = true;
+        l
+    });
+    let names: Vec<_> = st.hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["local", "a", "b"]);
+    assert_eq!((st.reachable, st.unreachable), (1, 2));
+    assert_eq!(runner.calls().len(), 2);
+    let failed = st.hosts.iter().filter(|h| !h.reachable).count();
+    assert_eq!(failed, 2);
+    assert!(
+        st.hosts[1]
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("ssh ha: ssh: nope")
+    );
+}
