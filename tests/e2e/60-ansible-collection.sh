@@ -9,8 +9,9 @@
 #   3. the gpu_host role on a fixture host root: the first run applies, the second has nothing
 #      to do;
 #   4. the vmctl_hosts_info module and the vmctl_hosts inventory plugin against a stand-in vmctl
-#      printing fixed `hosts status` / `hosts list` JSON (tests/ansible/hosts_info.yml; no VM);
-#      their JSON parsing is unit-tested with vmctl_vm's decisions (tests/ansible/test_*.py).
+#      printing fixed `hosts status` / `hosts list` JSON (tests/ansible/hosts_info.yml; no VM),
+#      then against the real vmctl with this machine and one unreachable host; their JSON
+#      parsing is unit-tested with vmctl_vm's decisions (tests/ansible/test_*.py).
 # Ansible runs on this machine (connection local) inside netns vmlab, where the lab bridge is;
 # a run against a second host over SSH is not here yet.
 set -euo pipefail
@@ -90,6 +91,19 @@ hosts_info() {
     }
 }
 e2e_step "vmctl_hosts_info and the vmctl_hosts inventory (stand-in vmctl)" hosts_info
+
+# The same on the real vmctl: this machine plus one configured host that does not exist (nothing at
+# 198.18.0.250 in the lab netns), unreachable within the 2 s connect timeout.
+hosts_info_real() {
+    local config=$work/hosts.toml changed
+    : >"$config"
+    lab_in_ns "$vmctl_bin" --config "$config" hosts add gone --ssh lab@198.18.0.250 --no-check >/dev/null ||
+        lab_die "vmctl hosts add gone --no-check failed"
+    changed=$(play hosts_info.yml --tags real -e "real_vmctl=$vmctl_bin" -e "real_config=$config" \
+        -e real_timeout=2 -e '{"expect_reachable": ["local"], "expect_unreachable": ["gone"]}') || return 1
+    [[ $changed == 0 ]] || lab_die "hosts_info.yml --tags real: changed=$changed (want 0)"
+}
+e2e_step "vmctl_hosts_info and the vmctl_hosts inventory (real vmctl, one host unreachable)" hosts_info_real
 
 vars=$work/vars.json
 python3 - "$vars" "$vm" "$vmctl_bin" "$work" "$image" <<'PY'
