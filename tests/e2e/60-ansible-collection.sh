@@ -7,7 +7,11 @@
 #      stopped (created with --no-start), a check-mode run of started that changes nothing,
 #      started, stopped, absent; each state run twice, the second run reporting no change;
 #   3. the gpu_host role on a fixture host root: the first run applies, the second has nothing
-#      to do.
+#      to do;
+#   4. the vmctl_hosts_info module and the vmctl_hosts inventory plugin against a stand-in vmctl
+#      printing fixed `hosts status` / `hosts list` JSON (tests/ansible/hosts_info.yml; no VM),
+#      then against the real vmctl with this machine and one unreachable host; their JSON
+#      parsing is unit-tested with vmctl_vm's decisions (tests/ansible/test_*.py).
 # Ansible runs on this machine (connection local) inside netns vmlab, where the lab bridge is;
 # a run against a second host over SSH is not here yet.
 set -euo pipefail
@@ -62,7 +66,7 @@ sanity() {
     (cd "$coll" && HOME=$home ansible-test sanity --python "$py" --color no)
 }
 e2e_step "ansible-test sanity" sanity
-e2e_step "vmctl_vm decisions (unit)" env PYTHONPATH="$work/collections" \
+e2e_step "unit: vmctl_vm decisions, hosts status/list parsing" env PYTHONPATH="$work/collections" \
     /usr/bin/python3 -m unittest discover -s "$REPO/tests/ansible" -p 'test_*.py'
 
 # play PLAYBOOK [ansible-playbook args…]: runs it and prints the recap's changed count.
@@ -76,6 +80,30 @@ play() {
     printf '%s\n' "$out" >"$work/last-play.txt"
     sed -n 's/^localhost *: .*changed=\([0-9]*\).*/\1/p' <<<"$out"
 }
+
+# The module and the inventory plugin on vmctl's `hosts status` JSON: nothing changes.
+hosts_info() {
+    local changed
+    changed=$(play hosts_info.yml) || return 1
+    [[ $changed == 0 ]] || {
+        cat "$work/last-play.txt" >&2
+        lab_die "hosts_info.yml: changed=$changed (want 0: the module and the plugin only read)"
+    }
+}
+e2e_step "vmctl_hosts_info and the vmctl_hosts inventory (stand-in vmctl)" hosts_info
+
+# The same on the real vmctl: this machine plus one configured host that does not exist (nothing at
+# 198.18.0.250 in the lab netns), unreachable within the 2 s connect timeout.
+hosts_info_real() {
+    local config=$work/hosts.toml changed
+    : >"$config"
+    lab_in_ns "$vmctl_bin" --config "$config" hosts add gone --ssh lab@198.18.0.250 --no-check >/dev/null ||
+        lab_die "vmctl hosts add gone --no-check failed"
+    changed=$(play hosts_info.yml --tags real -e "real_vmctl=$vmctl_bin" -e "real_config=$config" \
+        -e real_timeout=2 -e '{"expect_reachable": ["local"], "expect_unreachable": ["gone"]}') || return 1
+    [[ $changed == 0 ]] || lab_die "hosts_info.yml --tags real: changed=$changed (want 0)"
+}
+e2e_step "vmctl_hosts_info and the vmctl_hosts inventory (real vmctl, one host unreachable)" hosts_info_real
 
 vars=$work/vars.json
 python3 - "$vars" "$vm" "$vmctl_bin" "$work" "$image" <<'PY'

@@ -37,6 +37,22 @@ class VmctlError(Exception):
         )
 
 
+def read_answer(out):
+    """vmctl's stdout as JSON, or None when it printed nothing or something else (pure)."""
+    try:
+        return json.loads(out) if out.strip() else None
+    except ValueError:
+        return None
+
+
+def error_of(argv, rc, answer, stderr):
+    """The VmctlError for a vmctl run that failed: its {"error": {...}} body when it printed one (pure)."""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    error = error if isinstance(error, dict) else {}
+    message = error.get("message") or stderr.strip() or "exit code %d" % rc
+    return VmctlError(argv, rc, message, list(error.get("help") or []), stderr)
+
+
 class Vmctl(object):
     """vmctl on the managed host: the binary, the libvirt URI and the config file to use."""
 
@@ -55,18 +71,17 @@ class Vmctl(object):
             argv += ["--config", self.config]
         return argv + list(args)
 
-    def run(self, args):
-        """Runs vmctl (argv, never a shell string) and returns its JSON answer."""
+    def call(self, args):
+        """Runs vmctl (argv, never a shell string); returns (argv, rc, JSON answer or None, stderr)."""
         argv = self.argv(args)
         rc, out, err = self.module.run_command(argv, use_unsafe_shell=False)
-        try:
-            answer = json.loads(out) if out.strip() else None
-        except ValueError:
-            answer = None
+        return argv, rc, read_answer(out), err
+
+    def run(self, args):
+        """Runs vmctl and returns its JSON answer; raises VmctlError when it exits non-zero."""
+        argv, rc, answer, err = self.call(args)
         if rc != 0:
-            error = (answer or {}).get("error", {}) if isinstance(answer, dict) else {}
-            message = error.get("message") or err.strip() or "exit code %d" % rc
-            raise VmctlError(argv, rc, message, error.get("help", []), err)
+            raise error_of(argv, rc, answer, err)
         return answer
 
     def vm(self, name):
