@@ -75,6 +75,12 @@ packages=(
     e2fsprogs cloud-guest-utils locales
     # Only used at build time, inside the chroot, to make bootable.qcow2's EFI system partition.
     grub-efi-amd64-bin dosfstools mtools
+    # A second vmctl host (tests/e2e/61-remote-host.sh): libvirtd with the qemu driver (define needs
+    # the emulator for the capabilities; TCG only), and the Depends of the vmctl and
+    # gpu-vm-bootstrap .debs (packaging/build-debs.sh), so `apt install ./x.deb` needs no network;
+    # python3-apt for Ansible's apt module. All disabled at boot (see the libvirt hook below).
+    libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils ovmf genisoimage
+    openssh-client gpgv gpg curl python3-apt
 )
 
 work=$(mktemp -d "$GVB_LAB_CACHE/.build.XXXXXX")
@@ -89,6 +95,18 @@ t0=$(lab_now)
 # else cloud-init's locale module regenerates it (30 s under TCG); no host keys baked in (each guest
 # makes its own); no timers that wake apt or fstrim during a test. Docs/man/locale files are dropped
 # to shrink the image (faster mkfs and copy).
+# libvirt is in the image for one guest only (the second vmctl host of e2e 61, whose cloud-init starts
+# it): no other guest may pay for it at boot. Its daemons and sockets are disabled (libvirt-guests
+# too: it would pull libvirtd in), and the `default` network loses its autostart link so a started
+# libvirtd never makes virbr0. The last command fails the build if anything libvirt is still enabled.
+libvirt_units="libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd-tcp.socket
+    libvirtd-tls.socket libvirt-guests.service virtlogd.service virtlogd.socket virtlogd-admin.socket
+    virtlockd.service virtlockd.socket virtlockd-admin.socket"
+# shellcheck disable=SC2016 # "$1" is expanded by mmdebstrap
+libvirt_off='chroot "$1" systemctl disable '"$(echo $libvirt_units)"' >/dev/null &&
+    rm -f "$1/etc/libvirt/qemu/networks/autostart/default.xml" &&
+    ! find "$1/etc/systemd/system" "$1/etc/libvirt/qemu/networks/autostart" -name "*virt*" | grep .'
+
 lab_log "mmdebstrap $suite (${#packages[@]} packages, mirrors: ${mirrors[*]})"
 # shellcheck disable=SC2016 # the hooks' "$1" is expanded by mmdebstrap, not here
 mmdebstrap --mode=root --variant=apt --quiet \
@@ -103,6 +121,7 @@ mmdebstrap --mode=root --variant=apt --quiet \
     --customize-hook='echo "en_US.UTF-8 UTF-8" > "$1/etc/locale.gen" && chroot "$1" locale-gen >/dev/null' \
     --customize-hook='echo "LANG=en_US.UTF-8" > "$1/etc/default/locale"' \
     --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
+    --customize-hook="$libvirt_off" \
     --customize-hook='chroot "$1" systemctl disable apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer >/dev/null 2>&1 || true' \
     "$suite" "$root" "${mirrors[@]}"
 t1=$(lab_now)

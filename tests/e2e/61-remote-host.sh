@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# Issue 20, a real second host: one lab guest, rhost1 (198.18.0.194), is a vmctl host of its own:
+# libvirtd running in it (TCG), a bridge br0 198.18.2.1/24 with one neighbour (198.18.2.7, a veth
+# into a network namespace of the guest), and a fixture host root with two GPUs standing in for
+# the hardware. Then, over SSH:
+#   1. tests/ansible/remote_host.yml (ansible-playbook on this machine, inside netns vmlab): the
+#      vmctl and gpu-vm-bootstrap .debs through the gpu_host role on the fixture root, and a
+#      define-only VM through the vmctl_vm module; run twice, the second run changes nothing;
+#   2. `vmctl --host rhost1` (config: `hosts add`, sudo, the lab key, `vmctl =` a wrapper on the
+#      guest running the .deb's vmctl on the fixture root): create --no-start, list (this
+#      machine's libvirt does not have the VM), gpu status (the fixture's GPUs), ip check (the
+#      guest's br0 scanned, 198.18.2.7 found), delete;
+#   3. `vmctl hosts status --json` over local + rhost1 + gone (198.18.0.250, where nothing
+#      answers): exit 1, rhost1 reachable with its versions and GPUs, gone unreachable.
+# Cost: one guest boot; every VM on the guest is define-only.
+# Env: GVB_E2E_CPU_MODE (default host-model), GVB_E2E_DEBS=DIR (reuse the .debs in DIR instead of
+# packaging them from the debug build), GVB_LAB_KEEP=1 (keep the guest and the scratch dir).
+set -euo pipefail
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_gate
+
+command -v ansible-playbook >/dev/null ||
+    lab_die "ansible-core is not installed" "run scripts/install-deps.sh (Debian's ansible-core)"
+
+vm=rhost1
+ip_addr=198.18.0.194
+mac=52:54:00:c6:00:c2
+gone_ip=198.18.0.250
+user=lab
+guest_dir=/srv/gvb-rhost           # the test's files on the guest
+guest_vms=(rh-ans1 rh-vm1)         # the define-only VMs made on the guest
+fixture=amd-b550m-gt710-rtx2070s   # GT 710 (boot VGA) + RTX 2070 SUPER
+
+e2e_step "lab up" "$REPO/tests/lab/up.sh"
+image=$("$REPO/tests/lab/build-image.sh" | tail -n1)
+vmctl_bin=$(e2e_find_vmctl)
+(cd "$REPO" && cargo build -q -p gpu-vm-bootstrap --bin gpu-vm-bootstrap --example fixture-tree) ||
+    lab_die "cargo build -p gpu-vm-bootstrap failed"
+target=${CARGO_TARGET_DIR:-$REPO/target}
+
+mkdir -p /var/lib/gvb-lab
+chmod 0755 /var/lib/gvb-lab
+work=$(mktemp -d /var/lib/gvb-lab/e2e-rhost.XXXXXX)
+chmod 0755 "$work" # qemu runs as libvirt-qemu and must reach the overlay, seed and log
+mkdir -p "$work/vms" "$work/images" "$work/state" "$work/bin" "$work/debs"
+ssh-keygen -q -t ed25519 -N '' -C gvb-e2e-rhost -f "$work/id_ed25519"
+
+# Every ssh of this test (ours, Ansible's, vmctl's) keeps the guest's host key in the scratch dir:
+# vmctl runs plain `ssh` (BatchMode), which would otherwise ask about an unknown key, or read and
+# write root's ~/.ssh/known_hosts. The wrapper comes first in vmctl's PATH.
+ssh_opts=(-o UserKnownHostsFile="$work/known_hosts" -o StrictHostKeyChecking=accept-new -o LogLevel=ERROR)
+python3 - "$work/bin/ssh" "${ssh_opts[@]}" <<'PY'
+import os, shlex, sys
+path, opts = sys.argv[1], sys.argv[2:]
+with open(path, "w") as f:
+    f.write("#!/bin/sh\nexec /usr/bin/ssh %s \"$@\"\n" % " ".join(shlex.quote(o) for o in opts))
+os.chmod(path, 0o755)
+PY
+gssh() { # gssh COMMAND…: a command on the guest as the lab user
+    lab_in_ns "$work/bin/ssh" -i "$work/id_ed25519" -o BatchMode=yes -o ConnectTimeout=3 "$user@$ip_addr" "$@"
+}
+
+# This machine's vmctl state stays in the scratch dir (the local row of `hosts status`).
+export VMCTL_CONNECT=$GVB_LAB_URI VMCTL_STORAGE_DIR=$work/vms VMCTL_IMAGE_CACHE=$work/images
+export VMCTL_STATE_DIR=$work/state
+
+on_exit() {
+    local rc=$?
+    if ((rc != 0)); then
+        echo "---- serial log of $vm (last 40 lines) ----" >&2
+        tail -n 40 "$work/serial.log" >&2 2>/dev/null || true
+        echo "---- cloud-init output on $vm (last 30 lines) ----" >&2
+        gssh sudo tail -n 30 /var/log/cloud-init-output.log >&2 2>/dev/null || true
+    fi
+    if [[ ${GVB_LAB_KEEP:-0} == 1 ]]; then
+        lab_log "GVB_LAB_KEEP=1: kept domain $vm and $work"
+        return
+    fi
+    # The guest's own domains first (define-only, so only undefined), then the guest.
+    if lab_virsh domstate "$vm" 2>/dev/null | grep -q running; then
+        for d in "${guest_vms[@]}"; do
+            gssh sudo virsh -q -c qemu:///system undefine "$d" >/dev/null 2>&1 || true
+        done
+    fi
+    lab_virsh destroy "$vm" >/dev/null 2>&1 || true
+    lab_virsh undefine "$vm" --nvram >/dev/null 2>&1 || lab_virsh undefine "$vm" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap on_exit EXIT
+
+# --- the guest: libvirtd enabled, br0 with one neighbour in a netns, then a ready marker ----------
+boot() {
+    mkdir "$work/seed"
+    python3 - "$work/seed" "$vm" "$user" "$work/id_ed25519.pub" "$mac" "$ip_addr" "$guest_dir" <<'PY'
+import json, sys
+seed, name, user, pubkey, mac, ip, gdir = sys.argv[1:]
+key = open(pubkey).read().strip()
+setup = " && ".join([
+    # libvirtd is in the image but disabled (tests/lab/build-image.sh): only this guest runs it.
+    "systemctl enable --now libvirtd.service",
+    # The fixture host root's directory (the playbook unpacks the fixture into it) and a small
+    # base image for the define-only VMs.
+    f"mkdir -p {gdir}/root",
+    f"qemu-img create -q -f qcow2 {gdir}/tiny.qcow2 64M",
+    "ip link add br0 type bridge",
+    "ip addr add 198.18.2.1/24 dev br0",
+    "ip link set br0 up",
+    "ip netns add nb",
+    "ip link add vnb0 type veth peer name vnb1",
+    "ip link set vnb1 netns nb",
+    "ip link set vnb0 master br0 up",
+    "ip -n nb addr add 198.18.2.7/24 dev vnb1",
+    "ip -n nb link set vnb1 up",
+    "ip -n nb link set lo up",
+    "touch /run/gvb-rhost-ready",
+])
+user_data = {
+    "users": [{
+        "name": user, "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL",
+        "lock_passwd": True, "ssh_authorized_keys": [key],
+    }],
+    "ssh_pwauth": False,
+    "ssh_genkeytypes": ["ed25519"],
+    "manage_etc_hosts": "localhost",
+    "runcmd": [["sh", "-ec", setup]],
+    "write_files": [
+        # The vmctl of [hosts.rhost1]: the .deb's vmctl, its host facts read from the fixture.
+        {"path": "/usr/local/bin/vmctl-fixture", "permissions": "0755",
+         "content": f"#!/bin/sh\nexec /usr/bin/vmctl --host-root {gdir}/root \"$@\"\n"},
+        # The define-only VMs' SSH key (read on the guest by the guest's vmctl).
+        {"path": f"{gdir}/id.pub", "permissions": "0644", "content": key + "\n"},
+    ],
+}
+network = {"version": 2, "ethernets": {"eth0": {
+    "match": {"macaddress": mac}, "set-name": "eth0", "addresses": [ip + "/24"],
+    "gateway4": "198.18.0.1", "nameservers": {"addresses": ["198.18.0.1"]},
+}}}
+# JSON is YAML: cloud-init reads these as written by a serializer.
+open(f"{seed}/user-data", "w").write("#cloud-config\n" + json.dumps(user_data, indent=1) + "\n")
+open(f"{seed}/network-config", "w").write(json.dumps(network, indent=1) + "\n")
+open(f"{seed}/meta-data", "w").write(json.dumps({"instance-id": name, "local-hostname": name}) + "\n")
+PY
+    cloud-init schema --config-file "$work/seed/user-data" >/dev/null ||
+        lab_die "cloud-init schema rejected the user-data of $vm"
+    genisoimage -quiet -output "$work/seed.iso" -volid cidata -joliet -rock \
+        "$work/seed/user-data" "$work/seed/meta-data" "$work/seed/network-config"
+    qemu-img create -q -f qcow2 -F qcow2 -b "$image/base.qcow2" "$work/disk.qcow2" 4G
+    cat >"$work/domain.xml" <<EOF
+<domain type='qemu'>
+  <name>$vm</name>
+  <memory unit='MiB'>1024</memory>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>$image/vmlinuz</kernel>
+    <initrd>$image/initrd.img</initrd>
+    <cmdline>root=/dev/vda rw console=ttyS0 net.ifnames=0</cmdline>
+  </os>
+  <features><acpi/><apic/></features>
+  <cpu mode='${GVB_E2E_CPU_MODE:-host-model}'/>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='$work/disk.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='$work/seed.iso'/>
+      <target dev='vdb' bus='virtio'/>
+      <readonly/>
+    </disk>
+    <interface type='bridge'>
+      <mac address='$mac'/>
+      <source bridge='$GVB_LAB_BRIDGE'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='file'>
+      <source path='$work/serial.log'/>
+      <target port='0'/>
+    </serial>
+    <console type='file'>
+      <source path='$work/serial.log'/>
+      <target type='serial' port='0'/>
+    </console>
+    <rng model='virtio'>
+      <backend model='random'>/dev/urandom</backend>
+    </rng>
+  </devices>
+</domain>
+EOF
+    lab_virsh define "$work/domain.xml" >/dev/null
+    lab_virsh start "$vm" >/dev/null
+}
+e2e_step "boot $vm ($ip_addr): define + start" boot
+
+# While the guest boots: the .debs, the fixture and the playbook's inputs.
+debs() {
+    if [[ -n ${GVB_E2E_DEBS:-} ]]; then
+        cp "$GVB_E2E_DEBS"/vmctl_*.deb "$GVB_E2E_DEBS"/gpu-vm-bootstrap_*.deb "$work/debs/"
+    else
+        # The binaries just built (target/debug, stripped by build-debs.sh): no release build.
+        (cd "$REPO" && BIN_DIR=$target/debug OUT=$work/debs packaging/build-debs.sh >/dev/null)
+    fi
+    [[ $(find "$work/debs" -name '*.deb' | wc -l) == 2 ]] || lab_die "want two .debs in $work/debs: $(ls "$work/debs")"
+}
+e2e_step "the .debs (vmctl, gpu-vm-bootstrap)" debs
+"$target/debug/examples/fixture-tree" "$fixture" "$work/fixture" dhcp >/dev/null
+# `vmctl create --bridge br0` looks for the bridge in the host root's /sys: the fixture shows the
+# guest's real br0 (which the VMs and `ip check` use).
+mkdir -p "$work/fixture/sys/class/net/br0/bridge"
+tar -C "$work/fixture" -czf "$work/fixture.tar.gz" .
+# The fixture's GPUs, as this machine's vmctl reads them: what rhost1 must report.
+want_bdfs=$("$vmctl_bin" --host-root "$work/fixture" --json gpu status |
+    python3 -c 'import json,sys; print(" ".join(sorted(g["bdf"] for g in json.load(sys.stdin)["gpus"])))')
+[[ -n $want_bdfs ]] || lab_die "the fixture $fixture has no GPUs"
+
+ready() { gssh test -e /run/gvb-rhost-ready; }
+e2e_step "$vm ready: SSH, libvirtd, br0 (cloud-init)" \
+    lab_wait_for "${GVB_E2E_WAIT_TIMEOUT:-600}" "$vm ready" ready
+
+# --- 1. the playbook, twice -------------------------------------------------------------------
+coll=$work/collections/ansible_collections/gpu_vm_bootstrap/vmctl
+mkdir -p "$(dirname "$coll")"
+cp -r "$REPO/packaging/ansible" "$coll"
+export ANSIBLE_COLLECTIONS_PATH=$work/collections ANSIBLE_NOCOLOR=1 ANSIBLE_PIPELINING=1
+export ANSIBLE_LOCAL_TEMP=$work/ansible-tmp ANSIBLE_SSH_CONTROL_PATH_DIR=$work/ansible-cp
+python3 - "$work" "$vm" "$ip_addr" "$user" "$guest_dir" "${guest_vms[0]}" "${ssh_opts[*]}" <<'PY'
+import glob, json, sys
+work, vm, ip, user, gdir, ans_vm, ssh_opts = sys.argv[1:]
+json.dump({"all": {"children": {"rhost": {"hosts": {vm: {
+    "ansible_host": ip, "ansible_user": user,
+    "ansible_ssh_private_key_file": f"{work}/id_ed25519",
+    "ansible_ssh_common_args": ssh_opts,
+    "ansible_python_interpreter": "/usr/bin/python3",
+}}}}}}, open(f"{work}/inventory.json", "w"))
+json.dump({
+    "rhost_dir": gdir,
+    "fixture_archive": f"{work}/fixture.tar.gz",
+    "debs": sorted(glob.glob(f"{work}/debs/*.deb")),
+    "vm_name": ans_vm,
+    "vm_create_args": [
+        "--image", f"{gdir}/tiny.qcow2", "--ssh-key", f"{gdir}/id.pub", "--no-start",
+        "--firmware", "bios", "--domain-type", "qemu", "--cpu-mode", "host-model",
+        "--cpus", "1", "--memory", "256", "--bridge", "br0",
+    ],
+}, open(f"{work}/vars.json", "w"))
+PY
+# play: runs the playbook and prints the recap's changed count for the guest.
+play() {
+    local out
+    out=$(lab_in_ns ansible-playbook -i "$work/inventory.json" -e "@$work/vars.json" \
+        "$REPO/tests/ansible/remote_host.yml") || {
+        printf '%s\n' "$out" >&2
+        return 1
+    }
+    printf '%s\n' "$out" >"$work/last-play.txt"
+    sed -n "s/^$vm *: .*changed=\([0-9]*\).*/\1/p" <<<"$out"
+}
+playbook() {
+    local first second
+    first=$(play)
+    lab_log "first run: changed=$first"
+    second=$(play)
+    lab_log "second run: changed=$second"
+    [[ $first -ge 1 && $second == 0 ]] || {
+        cat "$work/last-play.txt" >&2
+        lab_die "remote_host.yml: changed=$first then changed=$second (want at least 1, then 0)"
+    }
+    gssh dpkg-query -W vmctl gpu-vm-bootstrap >&2
+    [[ $(gssh sudo virsh -q -c qemu:///system domstate "${guest_vms[0]}") == "shut off" ]] ||
+        lab_die "the playbook's VM ${guest_vms[0]} is not defined (shut off) on $vm"
+}
+e2e_step "remote_host.yml over SSH (twice: changed, then changed=0)" playbook
+
+# --- 2. vmctl --host rhost1 -------------------------------------------------------------------
+cfg=$work/hosts.toml
+: >"$cfg"
+# vmctl on this machine, inside the lab netns (where rhost1 is), with the ssh wrapper first.
+v() { lab_in_ns env PATH="$work/bin:$PATH" "$vmctl_bin" --config "$cfg" "$@"; }
+vr() { v --host "$vm" "$@"; }
+add_hosts() {
+    # Checked: the remote `vmctl --version` runs over SSH before anything is written.
+    v hosts add "$vm" --ssh "$user@$ip_addr" --identity "$work/id_ed25519" --sudo \
+        --vmctl /usr/local/bin/vmctl-fixture
+    v hosts add gone --ssh "$user@$gone_ip" --identity "$work/id_ed25519" --no-check
+    v --json hosts list >"$work/hosts-list.json"
+    python3 - "$work/hosts-list.json" "$vm" <<'PY'
+import json, sys
+names = [h["name"] for h in json.load(open(sys.argv[1]))["hosts"]]
+assert sorted(names) == sorted([sys.argv[2], "gone"]), names
+PY
+}
+e2e_step "hosts add $vm (checked), gone (--no-check)" add_hosts
+
+vm2=${guest_vms[1]}
+remote_create() {
+    vr --json create ubuntu "$vm2" --image "$guest_dir/tiny.qcow2" --ssh-key "$guest_dir/id.pub" \
+        --no-start --firmware bios --domain-type qemu --cpu-mode host-model --cpus 1 --memory 256 \
+        --bridge br0 >"$work/create.json"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["defined"] and not d["started"], d' \
+        "$work/create.json"
+}
+e2e_step "--host $vm create ubuntu $vm2 --no-start" remote_create
+
+remote_list() {
+    vr --json list >"$work/list.json"
+    python3 - "$work/list.json" "$vm2" "${guest_vms[0]}" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+rows = doc["vms"] if isinstance(doc, dict) else doc
+names = {r["name"]: r for r in rows}
+for want in sys.argv[2:]:
+    assert want in names, f"{want} not in the remote list: {sorted(names)}"
+PY
+    ! lab_virsh dominfo "$vm2" >/dev/null 2>&1 || lab_die "$vm2 is defined on THIS machine's libvirt"
+}
+e2e_step "--host $vm list: $vm2 there (not here)" remote_list
+
+remote_gpus() {
+    local got
+    got=$(vr --json gpu status |
+        python3 -c 'import json,sys; print(" ".join(sorted(g["bdf"] for g in json.load(sys.stdin)["gpus"])))')
+    [[ $got == "$want_bdfs" ]] || lab_die "--host $vm gpu status: GPUs [$got], the fixture's are [$want_bdfs]"
+}
+e2e_step "--host $vm gpu status: the fixture's GPUs" remote_gpus
+
+remote_scan() {
+    vr --json ip check --bridge br0 --method raw >"$work/ipcheck.json"
+    python3 - "$work/ipcheck.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+taken = [u for u in doc["used"] if u["ip"] == "198.18.2.7" and not u["local"] and u["mac"]]
+assert doc["interface"] == "br0" and doc["subnet"] == "198.18.2.0/24" and doc["method"] == "raw", doc
+assert taken, "198.18.2.7 not found in the scan of br0: " + json.dumps(doc["used"])
+PY
+}
+e2e_step "--host $vm ip check: br0 scanned, 198.18.2.7 found" remote_scan
+
+status() {
+    local rc=0
+    v --json hosts status --timeout 3 >"$work/status.json" || rc=$?
+    [[ $rc == 1 ]] || lab_die "hosts status exited $rc with an unreachable host (want 1)"
+    python3 - "$work/status.json" "$vm" "$want_bdfs" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+vm, bdfs = sys.argv[2], sys.argv[3].split()
+rows = {r["name"]: r for r in doc["hosts"]}
+assert sorted(rows) == sorted(["local", vm, "gone"]), sorted(rows)
+assert rows["local"]["reachable"], rows["local"]
+r = rows[vm]
+assert r["reachable"] and r["error"] is None, r
+assert r["vmctl_version"] and r["bootstrap_version"], r
+assert sorted(g["bdf"] for g in r["gpus"]) == bdfs, (r["gpus"], bdfs)
+g = rows["gone"]
+assert not g["reachable"] and g["error"] and g["error"]["message"], g
+assert g["elapsed_ms"] < 10000, g
+assert (doc["reachable"], doc["unreachable"]) == (2, 1), doc
+print(f"local {rows['local']['elapsed_ms']} ms, {vm} {r['elapsed_ms']} ms, gone {g['elapsed_ms']} ms: "
+      + g["error"]["message"], file=sys.stderr)
+PY
+}
+e2e_step "hosts status: local + $vm reachable, gone unreachable (exit 1)" status
+
+remote_delete() {
+    vr delete "$vm2" --yes
+    ! gssh sudo virsh -q -c qemu:///system dominfo "$vm2" >/dev/null 2>&1 ||
+        lab_die "$vm2 is still defined on $vm after --host delete"
+}
+e2e_step "--host $vm delete $vm2 --yes" remote_delete
+lab_log "61-remote-host OK: total $(lab_elapsed "$E2E_T0" "$(lab_now)") s"
