@@ -13,7 +13,7 @@
 #      then against the real vmctl with this machine and one unreachable host; their JSON
 #      parsing is unit-tested with vmctl_vm's decisions (tests/ansible/test_*.py).
 # Ansible runs on this machine (connection local) inside netns vmlab, where the lab bridge is;
-# a run against a second host over SSH is not here yet.
+# the run over SSH against a second host is tests/e2e/61-remote-host.sh.
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

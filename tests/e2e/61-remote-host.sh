@@ -11,7 +11,8 @@
 #      machine's libvirt does not have the VM), gpu status (the fixture's GPUs), ip check (the
 #      guest's br0 scanned, 198.18.2.7 found), delete;
 #   3. `vmctl hosts status --json` over local + rhost1 + gone (198.18.0.250, where nothing
-#      answers): exit 1, rhost1 reachable with its versions and GPUs, gone unreachable.
+#      answers), then the Ansible module and inventory plugin on the same hosts: exit 1, rhost1
+#      reachable with its versions and GPUs, gone unreachable.
 # Cost: one guest boot; every VM on the guest is define-only.
 # Env: GVB_E2E_CPU_MODE (default host-model), GVB_E2E_DEBS=DIR (reuse the .debs in DIR instead of
 # packaging them from the debug build), GVB_LAB_KEEP=1 (keep the guest and the scratch dir).
@@ -366,6 +367,16 @@ print(f"local {rows['local']['elapsed_ms']} ms, {vm} {r['elapsed_ms']} ms, gone 
 PY
 }
 e2e_step "hosts status: local + $vm reachable, gone unreachable (exit 1)" status
+
+# The Ansible module and inventory plugin on the same three hosts (tests/ansible/hosts_info.yml, the
+# part e2e 60 runs with this machine and `gone` only): rhost1 answers through them too.
+hosts_info_remote() {
+    lab_in_ns env PATH="$work/bin:$PATH" ansible-playbook -i localhost, -c local \
+        "$REPO/tests/ansible/hosts_info.yml" --tags real -e "real_vmctl=$vmctl_bin" -e "real_config=$cfg" \
+        -e real_timeout=3 -e "{\"expect_reachable\": [\"local\", \"$vm\"], \"expect_unreachable\": [\"gone\"]}" \
+        >"$work/hosts-info.txt" || { cat "$work/hosts-info.txt" >&2; return 1; }
+}
+e2e_step "vmctl_hosts_info and the vmctl_hosts inventory: local + $vm, gone unreachable" hosts_info_remote
 
 remote_delete() {
     vr delete "$vm2" --yes
