@@ -12,7 +12,16 @@
 #      guest's br0 scanned, 198.18.2.7 found), delete;
 #   3. `vmctl hosts status --json` over local + rhost1 + gone (198.18.0.250, where nothing
 #      answers), then the Ansible module and inventory plugin on the same hosts: exit 1, rhost1
-#      reachable with its versions and GPUs, gone unreachable.
+#      reachable with its versions and GPUs, gone unreachable;
+#   4. a Talos cluster across this machine and rhost1 (`cluster create --hosts local,rhost1
+#      --no-start`): rhost1's lan0 bridges its eth0 onto the lab LAN (198.18.0.0/24), the LAN of
+#      this machine's lab bridge, so both hosts scan one LAN. Refusals first (too few GPUs, more
+#      control planes than hosts, an unreachable host: nothing made anywhere), then the control
+#      plane here and a worker and a GPU worker (the fixture's isolated RTX 2070 SUPER) on
+#      rhost1, every address free in both scans; rhost1's seeds are 0600, carry configs made from
+#      this machine's secrets, and rhost1 keeps no secrets; `cluster show` across both hosts,
+#      then `cluster destroy` removes the nodes on both. A stand-in Image Factory in the lab netns
+#      (tests/lab/factory_stub.py on 0.0.0.0) serves both hosts.
 # Cost: one guest boot; every VM on the guest is define-only.
 # Env: GVB_E2E_CPU_MODE (default host-model), GVB_E2E_DEBS=DIR (reuse the .debs in DIR instead of
 # packaging them from the debug build), GVB_LAB_KEEP=1 (keep the guest and the scratch dir).
@@ -30,8 +39,11 @@ mac=52:54:00:c6:00:c2
 gone_ip=198.18.0.250
 user=lab
 guest_dir=/srv/gvb-rhost           # the test's files on the guest
-guest_vms=(rh-ans1 rh-vm1)         # the define-only VMs made on the guest
+guest_vms=(rh-ans1 rh-vm1 gx61-w-1 gx61-gpu-1) # the define-only VMs made on the guest
 fixture=amd-b550m-gt710-rtx2070s   # GT 710 (boot VGA) + RTX 2070 SUPER
+cluster=gx61                       # step 4: gx61-cp-1 here, gx61-w-1 and gx61-gpu-1 on rhost1
+talos_version=v1.12.1
+factory_port=${GVB_E2E_RHOST_FACTORY_PORT:-18795}
 
 e2e_step "lab up" "$REPO/tests/lab/up.sh"
 image=$("$REPO/tests/lab/build-image.sh" | tail -n1)
@@ -84,8 +96,11 @@ on_exit() {
             gssh sudo virsh -q -c qemu:///system undefine "$d" >/dev/null 2>&1 || true
         done
     fi
-    lab_virsh destroy "$vm" >/dev/null 2>&1 || true
-    lab_virsh undefine "$vm" --nvram >/dev/null 2>&1 || lab_virsh undefine "$vm" >/dev/null 2>&1 || true
+    for d in "$vm" "$cluster-cp-1"; do
+        lab_virsh destroy "$d" >/dev/null 2>&1 || true
+        lab_virsh undefine "$d" --nvram >/dev/null 2>&1 || lab_virsh undefine "$d" >/dev/null 2>&1 || true
+    done
+    [[ -f $work/factory.pid ]] && kill "$(cat "$work/factory.pid")" 2>/dev/null
     rm -rf "$work"
 }
 trap on_exit EXIT
@@ -93,9 +108,9 @@ trap on_exit EXIT
 # --- the guest: libvirtd enabled, br0 with one neighbour in a netns, then a ready marker ----------
 boot() {
     mkdir "$work/seed"
-    python3 - "$work/seed" "$vm" "$user" "$work/id_ed25519.pub" "$mac" "$ip_addr" "$guest_dir" <<'PY'
+    python3 - "$work/seed" "$vm" "$user" "$work/id_ed25519.pub" "$mac" "$ip_addr" "$guest_dir" "$factory_port" <<'PY'
 import json, sys
-seed, name, user, pubkey, mac, ip, gdir = sys.argv[1:]
+seed, name, user, pubkey, mac, ip, gdir, port = sys.argv[1:]
 key = open(pubkey).read().strip()
 setup = " && ".join([
     # libvirtd is in the image but disabled (tests/lab/build-image.sh): only this guest runs it.
@@ -114,6 +129,15 @@ setup = " && ".join([
     "ip -n nb addr add 198.18.2.7/24 dev vnb1",
     "ip -n nb link set vnb1 up",
     "ip -n nb link set lo up",
+    # lan0: eth0 bridged onto the lab LAN, the address moved to the bridge (as gpu-vm-bootstrap's
+    # bridge phase does on a real host), so VMs on lan0 share the LAN of this machine's lab bridge.
+    "ip link add lan0 type bridge",
+    f"ip link set lan0 address {mac}",
+    "ip addr flush dev eth0",
+    "ip link set eth0 master lan0",
+    "ip link set lan0 up",
+    f"ip addr add {ip}/24 dev lan0",
+    "ip route replace default via 198.18.0.1 dev lan0",
     "touch /run/gvb-rhost-ready",
 ])
 user_data = {
@@ -127,8 +151,11 @@ user_data = {
     "runcmd": [["sh", "-ec", setup]],
     "write_files": [
         # The vmctl of [hosts.rhost1]: the .deb's vmctl, its host facts read from the fixture.
+        # Its default bridge is lan0; Talos images come from the stand-in factory in the lab netns.
         {"path": "/usr/local/bin/vmctl-fixture", "permissions": "0755",
-         "content": f"#!/bin/sh\nexec /usr/bin/vmctl --host-root {gdir}/root \"$@\"\n"},
+         "content": "#!/bin/sh\nexec env VMCTL_BRIDGE=lan0 VMCTL_DOMAIN_TYPE=qemu VMCTL_CPU_MODE=host-model "
+                    f"VMCTL_TALOS_FACTORY_URL=http://198.18.0.1:{port} VMCTL_GITHUB_API_URL=http://198.18.0.1:{port} "
+                    f"/usr/bin/vmctl --host-root {gdir}/root \"$@\"\n"},
         # The define-only VMs' SSH key (read on the guest by the guest's vmctl).
         {"path": f"{gdir}/id.pub", "permissions": "0644", "content": key + "\n"},
     ],
@@ -214,7 +241,14 @@ e2e_step "the .debs (vmctl, gpu-vm-bootstrap)" debs
 "$target/debug/examples/fixture-tree" "$fixture" "$work/fixture" dhcp >/dev/null
 # `vmctl create --bridge br0` looks for the bridge in the host root's /sys: the fixture shows the
 # guest's real br0 (which the VMs and `ip check` use).
-mkdir -p "$work/fixture/sys/class/net/br0/bridge"
+mkdir -p "$work/fixture/sys/class/net/br0/bridge" "$work/fixture/sys/class/net/lan0/bridge"
+# The state after gpu-vm-bootstrap's VFIO phase and reboot: vfio-pci holds the isolated RTX 2070
+# SUPER's functions (the listing has their driver_override only), so the GPU is free for a GPU
+# worker (step 4).
+mkdir -p "$work/fixture/sys/bus/pci/drivers/vfio-pci"
+for f in "$work"/fixture/sys/bus/pci/devices/0000:2b:00.*; do
+    ln -s ../../../bus/pci/drivers/vfio-pci "$f/driver"
+done
 tar -C "$work/fixture" -czf "$work/fixture.tar.gz" .
 # The fixture's GPUs, as this machine's vmctl reads them: what rhost1 must report.
 want_bdfs=$("$vmctl_bin" --host-root "$work/fixture" --json gpu status |
@@ -384,4 +418,129 @@ remote_delete() {
         lab_die "$vm2 is still defined on $vm after --host delete"
 }
 e2e_step "--host $vm delete $vm2 --yes" remote_delete
+
+# --- 4. a cluster across this machine and rhost1 ------------------------------------------------
+# This machine's side: the lab libvirt and bridge, the stand-in factory on the lab netns' 127.0.0.1
+# (rhost1 reaches the same server on 198.18.0.1). Addresses below .200 belong to other lab tests
+# (tests/lab/README.md): this machine's picks stay at .200 and up.
+vc() {
+    lab_in_ns env PATH="$work/bin:$PATH" VMCTL_BRIDGE="$GVB_LAB_BRIDGE" VMCTL_DOMAIN_TYPE=qemu \
+        VMCTL_CPU_MODE=host-model VMCTL_TALOS_FACTORY_URL="http://127.0.0.1:$factory_port" \
+        VMCTL_GITHUB_API_URL="http://127.0.0.1:$factory_port" VMCTL_RESERVED_IPS=198.18.0.1-198.18.0.199 \
+        VMCTL_SSH_CONNECT_TIMEOUT=3 "$vmctl_bin" --config "$cfg" "$@"
+}
+cluster_args=(--version "$talos_version" --no-start --gateway 198.18.0.1 --cp-cpus 1 --cp-memory 512
+    --cp-disk 1G --worker-cpus 1 --worker-memory 512 --worker-disk 1G)
+factory() {
+    qemu-img create -q -f qcow2 "$work/talos.qcow2" 64M
+    # Not through lab_in_ns (a function: `&` would fork a shell and $! be its pid): `ip netns exec`
+    # execs python, so the pid written is the server's.
+    ip netns exec "$GVB_LAB_NETNS" python3 "$REPO/tests/lab/factory_stub.py" "$factory_port" \
+        "$work/talos.qcow2" "$work/factory.ready" 0.0.0.0 2>"$work/factory.log" &
+    echo $! >"$work/factory.pid"
+    lab_wait_for 10 "factory stub on :$factory_port" test -s "$work/factory.ready"
+}
+e2e_step "stand-in Image Factory on 0.0.0.0:$factory_port (lab netns)" factory
+
+# nothing_made: no cluster directory here, no node on either host.
+nothing_made() {
+    [[ ! -e $work/state/talos/$cluster ]] || lab_die "$1 left the cluster directory $work/state/talos/$cluster"
+    ! lab_virsh dominfo "$cluster-cp-1" >/dev/null 2>&1 || lab_die "$1 left $cluster-cp-1 defined here"
+    local left
+    left=$(gssh sudo virsh -q -c qemu:///system list --all --name | grep "^$cluster-" || true)
+    [[ -z $left ]] || lab_die "$1 left domains on $vm: $left"
+}
+# refused RC WHAT ARGS…: `cluster create` exits RC, prints WHAT, makes nothing.
+refused() {
+    local want=$1 what=$2 rc=0
+    shift 2
+    vc cluster create "$cluster" "${cluster_args[@]}" "$@" >"$work/refused.out" 2>&1 || rc=$?
+    grep -q -- "$what" "$work/refused.out" || { cat "$work/refused.out" >&2; lab_die "no '$what' in the refusal"; }
+    [[ $rc == "$want" ]] || { cat "$work/refused.out" >&2; lab_die "exit $rc, want $want"; }
+    nothing_made "a refused create ($*)"
+}
+refusals() {
+    refused 2 "need 2 free isolated GPU(s), and the hosts have 1" --hosts "local,$vm" --gpu-workers 2
+    refused 2 "3 control planes need 3 distinct hosts" --hosts "local,$vm" --control-planes 3
+    refused 1 "gone: ssh" --hosts "local,$vm,gone"
+}
+e2e_step "cluster create --hosts: refusals before anything is made (GPUs, control planes, unreachable)" refusals
+
+spread_create() {
+    vc --json cluster create "$cluster" "${cluster_args[@]}" --hosts "local,$vm" --workers 1 \
+        --gpu-workers 1 >"$work/cluster.json"
+    vc --json ip check >"$work/scan-here.json"
+    python3 - "$work/cluster.json" "$work/scan-here.json" "$cluster" "$vm" "$want_bdfs" <<'PY'
+import ipaddress, json, sys
+doc, scan, cluster, vm, bdfs = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), *sys.argv[3:]
+nodes = {n["name"]: n for n in doc["nodes"]}
+assert sorted(nodes) == sorted(f"{cluster}-{n}" for n in ["cp-1", "w-1", "gpu-1"]), sorted(nodes)
+cp, w, gpu = (nodes[f"{cluster}-{n}"] for n in ["cp-1", "w-1", "gpu-1"])
+assert cp.get("host") is None, cp                    # this machine
+assert w["host"] == vm and gpu["host"] == vm, (w, gpu)
+assert gpu["gpus"] and gpu["gpus"][0] in bdfs.split(), (gpu, bdfs)
+ips = [n["ip"] for n in doc["nodes"]]
+assert len(set(ips)) == 3, ips
+lan = ipaddress.ip_network("198.18.0.0/24")
+assert all(ipaddress.ip_address(i) in lan and int(i.split(".")[3]) >= 200 for i in ips), ips
+# Nothing else on the LAN answers at a node's address (this machine's scan after the create).
+seen = {u["ip"] for u in scan["used"]}
+assert not seen & set(ips), (seen & set(ips))
+assert not doc["started"] and doc["endpoint"] == f"https://{cp['ip']}:6443", doc
+print(f"{cluster}: cp {cp['ip']} here, w {w['ip']} and gpu {gpu['ip']} ({gpu['gpus'][0]}) on {vm}; "
+      f"total {doc['timings']['total_ms']:.0f} ms", file=sys.stderr)
+PY
+    [[ $(lab_virsh domstate "$cluster-cp-1") == "shut off" ]] || lab_die "$cluster-cp-1 is not defined here"
+    for n in w-1 gpu-1; do
+        [[ $(gssh sudo virsh -q -c qemu:///system domstate "$cluster-$n") == "shut off" ]] ||
+            lab_die "$cluster-$n is not defined on $vm"
+    done
+}
+e2e_step "cluster create $cluster --hosts local,$vm --workers 1 --gpu-workers 1 --no-start" spread_create
+
+# rhost1 got each config over SSH: its seed is 0600 and its user-data is a config made from this
+# machine's secrets (the OS CA); rhost1 has no directory of the cluster (no secrets).
+configs_there() {
+    local seed=$guest_dir/root/var/lib/vmctl/vms/$cluster-gpu-1/seed.iso
+    local mode
+    mode=$(gssh "sudo stat -c '%a %U' $seed")
+    [[ $mode == "600 root" ]] || lab_die "$seed on $vm is $mode, not 600 root"
+    ! gssh sudo test -e "$guest_dir/root/var/lib/vmctl/talos/$cluster" ||
+        lab_die "$vm keeps a directory of cluster $cluster"
+    gssh sudo isoinfo -R -i "$seed" -x /user-data >"$work/gpu-1.user-data"
+    python3 - "$work/gpu-1.user-data" "$work/state/talos/$cluster/secrets.yaml" "$cluster-gpu-1" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+secrets = yaml.safe_load(open(sys.argv[2]))
+node = sys.argv[3]
+v1 = next(d for d in docs if "machine" in d)
+assert v1["machine"]["type"] == "worker", v1["machine"]["type"]
+assert v1["machine"]["ca"]["crt"] == secrets["certs"]["os"]["crt"], "the OS CA is not this machine's"
+host = [d.get("hostname") for d in docs if d.get("kind") == "HostnameConfig"] or [v1["machine"]["network"].get("hostname")]
+assert host == [node], host
+PY
+}
+e2e_step "$vm: the node's seed is 0600, its config made here, no secrets kept there" configs_there
+
+spread_show() {
+    vc --json cluster show "$cluster" >"$work/show.json"
+    python3 - "$work/show.json" "$vm" <<'PY'
+import json, sys
+doc, vm = json.load(open(sys.argv[1])), sys.argv[2]
+got = {n["name"].rsplit("-", 2)[-2] + "-" + n["name"].rsplit("-", 1)[-1]: (n.get("host"), n["state"]) for n in doc["nodes"]}
+assert got == {"cp-1": (None, "shut-off"), "w-1": (vm, "shut-off"), "gpu-1": (vm, "shut-off")}, got
+assert doc["state"] == "stopped", doc["state"]
+PY
+    vc cluster show "$cluster" | grep -q "HOST" || lab_die "cluster show has no HOST column"
+}
+e2e_step "cluster show $cluster: the nodes' states from both hosts" spread_show
+
+spread_destroy() {
+    vc cluster destroy "$cluster" --yes >"$work/destroy.txt"
+    cat "$work/destroy.txt" >&2
+    nothing_made "cluster destroy"
+    ! gssh sudo test -e "$guest_dir/root/var/lib/vmctl/vms/$cluster-gpu-1" ||
+        lab_die "the storage of $cluster-gpu-1 is left on $vm"
+}
+e2e_step "cluster destroy $cluster --yes: nodes gone on both hosts" spread_destroy
 lab_log "61-remote-host OK: total $(lab_elapsed "$E2E_T0" "$(lab_now)") s"

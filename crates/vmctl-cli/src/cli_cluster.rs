@@ -157,6 +157,12 @@ pub struct CreateArgs {
     /// Seconds the bootstrap and --wait may take
     #[arg(long, default_value_t = 900, value_name = "SECS")]
     timeout: u64,
+    /// Spread the nodes over these hosts (`[hosts.NAME]` of the config, `local` for this
+    /// machine; `vmctl hosts list`): control planes on distinct hosts, GPU workers where free
+    /// isolated GPUs are, addresses free in every host's scan. The secrets stay here; each
+    /// node's config goes to its host over SSH
+    #[arg(long, value_delimiter = ',', value_name = "H1,H2,…")]
+    hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +264,7 @@ pub fn run(cmd: ClusterCommand, ctx: &Ctx, json: bool) -> Result<(), Error> {
             r.dns = a.dns;
             r.gpu_force = a.gpu_force;
             r.nvidia = a.nvidia.into();
+            r.hosts = a.hosts;
             r.driver = a.driver.map(Into::into);
             r.no_start = a.no_start;
             r.wait = a.wait;
@@ -415,6 +422,9 @@ fn render_removed(r: &Removed, json: bool) {
     for p in &r.paths {
         s += &format!("removed:  {}\n", esc(&p.display().to_string()));
     }
+    for p in &r.remote_paths {
+        s += &format!("removed:  {}\n", esc(p));
+    }
     for a in &r.addresses {
         s += &format!("released: {a}\n");
     }
@@ -447,8 +457,13 @@ fn render_created(c: &ClusterCreated) -> String {
         esc(&c.endpoint)
     );
     for n in &c.nodes {
+        let on = n
+            .host
+            .as_deref()
+            .map(|h| format!(" on {}", esc(h)))
+            .unwrap_or_default();
         s += &format!(
-            "  {:<24} {:<13} {:<15} {}\n",
+            "  {:<24} {:<13} {:<15} {}{on}\n",
             esc(&n.name),
             n.role.as_str(),
             n.ip.map(|i| i.to_string()).unwrap_or_default(),
@@ -485,13 +500,17 @@ fn render_view(v: &ClusterView) -> String {
     if let Some(k) = &v.kubeconfig {
         s += &format!("kubeconfig:  {}\n", esc(&k.display().to_string()));
     }
+    // A HOST column when the nodes are spread over hosts (`create --hosts`).
+    let spread = v.nodes.iter().any(|n| n.host.is_some());
     let rows: Vec<Vec<String>> = v
         .nodes
         .iter()
         .map(|n| {
-            vec![
-                n.name.clone(),
-                n.role.as_str().into(),
+            let mut row = vec![n.name.clone(), n.role.as_str().into()];
+            if spread {
+                row.push(n.host.clone().unwrap_or_else(|| "local".into()));
+            }
+            row.extend([
                 n.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
                 if n.gpus.is_empty() {
                     "-".into()
@@ -499,11 +518,15 @@ fn render_view(v: &ClusterView) -> String {
                     n.gpus.join(",")
                 },
                 n.state.clone(),
-            ]
+            ]);
+            row
         })
         .collect();
-    let head = ["NODE", "ROLE", "IP", "GPUS", "STATE"]
-        .map(String::from)
-        .to_vec();
+    let mut head = vec!["NODE", "ROLE"];
+    if spread {
+        head.push("HOST");
+    }
+    head.extend(["IP", "GPUS", "STATE"]);
+    let head: Vec<String> = head.into_iter().map(String::from).collect();
     s + &table([head].into_iter().chain(rows).collect())
 }

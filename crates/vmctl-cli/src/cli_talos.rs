@@ -1,7 +1,7 @@
 //! The `vmctl talos` subcommands and `vmctl create talos` on the binary side: their arguments,
 //! and the rendering of [`vmctl::commands::talos`] results as text or JSON.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use hostio::HostRoot;
@@ -10,7 +10,7 @@ use talos_image::machineconfig::Role;
 use talos_image::nvidia::{Driver, Flavour};
 use vmctl::Error;
 use vmctl::commands::create::NetworkRequest;
-use vmctl::commands::create::talos::{TalosCreated, TalosRequest};
+use vmctl::commands::create::talos::{TalosCreated, TalosDryRun, TalosRequest};
 use vmctl::commands::talos::{self, ConfigRequest, ENDPOINT_FORMS, SchematicRequest};
 use vmctl::config::Config;
 
@@ -213,6 +213,16 @@ pub struct TalosArgs {
     /// talosctl needed; the first control plane of a new cluster)
     #[arg(long, conflicts_with = "no_start")]
     pub(crate) bootstrap: bool,
+    /// Boot the node with this whole machine config (`-` reads standard input) instead of one
+    /// made here; needs --cluster and --version. This host keeps no secrets of that cluster:
+    /// `vmctl cluster create --hosts` sends each remote node's config this way over SSH. The
+    /// config must name the node's role, hostname and installer image (--dry-run prints it)
+    #[arg(long, value_name = "FILE|-", requires_all = ["cluster", "version"])]
+    pub(crate) machine_config: Option<PathBuf>,
+    /// Check everything a create checks and print what it would make (the installer image
+    /// included); make nothing. A --machine-config is not read
+    #[arg(long, conflicts_with = "bootstrap")]
+    pub(crate) dry_run: bool,
 }
 
 impl TalosArgs {
@@ -255,6 +265,65 @@ impl TalosArgs {
         r.iso = self.iso;
         r
     }
+
+    /// The request with the --machine-config read (not with --dry-run: it is checked before
+    /// the config is made).
+    pub fn request_with_config(&self) -> Result<TalosRequest, Error> {
+        let mut r = self.request();
+        if let Some(path) = &self.machine_config {
+            r.machine_config = Some(if self.dry_run {
+                String::new()
+            } else {
+                read_config(path)?
+            });
+        }
+        Ok(r)
+    }
+}
+
+/// A --machine-config: the file, or standard input for `-`.
+fn read_config(path: &Path) -> Result<String, Error> {
+    let io = |source| Error::Io {
+        op: "read",
+        path: path.to_path_buf(),
+        source,
+    };
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(io)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).map_err(io)
+    }
+}
+
+/// `create talos --dry-run` as text.
+pub fn render_dry_run(d: &TalosDryRun) {
+    let mut s = format!(
+        "would create {} ({} of cluster {}, Talos {}):\n",
+        esc(&d.name),
+        d.role.as_str(),
+        esc(&d.cluster),
+        d.version
+    );
+    let row = |k: &str, v: &str| format!("  {k:<16}{}\n", esc(v));
+    s += &row("schematic", &d.schematic_id);
+    s += &row("installer", &d.installer_image);
+    s += &row("bridge", &d.bridge);
+    s += &row("mac", &d.mac);
+    s += &row("ip", d.ip.as_deref().unwrap_or("auto (picked at create)"));
+    if !d.gpus.is_empty() {
+        s += &row("gpus", &d.gpus.join(", "));
+    }
+    s += &row(
+        "size",
+        &format!(
+            "{} vCPU, {} MiB, disk {} bytes",
+            d.vcpus, d.memory_mib, d.disk_bytes
+        ),
+    );
+    s += "nothing was made\n";
+    out(&s);
 }
 
 /// Runs a `talos` subcommand (none needs libvirt).

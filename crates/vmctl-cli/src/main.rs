@@ -421,10 +421,21 @@ fn run(cli: Cli) -> Result<(), Error> {
                 source: err,
             });
         }
+        Command::Create(CreateKind::Talos(a)) if a.dry_run => {
+            let d = vmctl::commands::create::talos::dry_run(&ctx, &a.request_with_config()?)?;
+            if cli.json {
+                out_json(&d)
+            } else {
+                cli_talos::render_dry_run(&d)
+            }
+        }
         Command::Create(CreateKind::Talos(a)) => {
             let bar = Bar(ProgressBar::new(0));
-            let mut created =
-                vmctl::commands::create::talos::create_talos(&ctx, &a.request(), &bar)?;
+            let mut created = vmctl::commands::create::talos::create_talos(
+                &ctx,
+                &a.request_with_config()?,
+                &bar,
+            )?;
             if a.bootstrap {
                 cli_cluster::bootstrap_created(&ctx, &mut created, cli.json)?;
             }

@@ -493,3 +493,80 @@ fn a_remote_connect_without_host_warns_that_host_facts_are_local() {
     let out = w.run(&["top", "--once", "--interval", "0"]);
     assert!(!text(&out.stderr).contains("warning:"));
 }
+
+/// `cluster create --hosts`: what the hosts cannot take is refused after asking them and before
+/// anything is made (no cluster directory here, no VM there), each refusal naming why.
+#[test]
+fn cluster_create_across_hosts_refuses_before_making_anything() {
+    let w = World::new();
+    w.add("gpu2", "lab@198.18.0.9", &[]);
+    w.add("gpu3", "lab@198.18.0.10", &[]);
+    let create = |extra: &[&str]| {
+        w.vmctl()
+            .env("VMCTL_SSH_CONNECT_TIMEOUT", "1")
+            .args([
+                "cluster",
+                "create",
+                "gx",
+                "--no-start",
+                "--version",
+                "v1.12.1",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let nothing_made = |what: &str| {
+        let dir = w.path("local-root/var/lib/vmctl/talos/gx");
+        assert!(!dir.exists(), "{what}: {} was made", dir.display());
+        let runs = w.ssh_runs("198.18.0.9");
+        assert!(
+            runs.iter()
+                .all(|r| !r.iter().any(|a| a.contains("'create'"))),
+            "{what}: a create ran on gpu2: {runs:?}"
+        );
+    };
+
+    // No host has a GPU on vfio-pci: each host's count is named.
+    let out = create(&["--hosts", "gpu2,gpu3", "--gpu-workers", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("1 GPU worker(s) need 1 free isolated GPU(s), and the hosts have 0")
+            && err.contains("  - gpu2: 0 free")
+            && err.contains("  - gpu3: 0 free")
+            && err.contains("help: "),
+        "{err}"
+    );
+    nothing_made("too few GPUs");
+
+    let out = create(&["--hosts", "local,gpu2", "--control-planes", "3"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("3 control planes need 3 distinct hosts, and --hosts names 2: local, gpu2"),
+        "{}",
+        text(&out.stderr)
+    );
+    nothing_made("control planes");
+
+    w.mode("198.18.0.10", "timeout");
+    let out = create(&["--hosts", "gpu2,gpu3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("1 host(s) did not answer")
+            && err.contains("  - gpu3: ssh lab@198.18.0.10: connect timed out after 1 s"),
+        "{err}"
+    );
+    nothing_made("unreachable host");
+
+    let out = create(&["--hosts", "gpu2,nowhere"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no host named \"nowhere\""),
+        "{}",
+        text(&out.stderr)
+    );
+    nothing_made("unknown host");
+}

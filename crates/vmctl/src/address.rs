@@ -298,6 +298,28 @@ fn metadata_ips(hv: &dyn Hypervisor) -> Result<Vec<Ipv4Addr>> {
     Ok(ips)
 }
 
+/// The addresses this host holds: its VMs' (by metadata: a stopped VM keeps its address), its
+/// live reservations (creates under way, booting VMs) and those its cluster records name (nodes
+/// on other hosts, VIPs). `cluster create --hosts` keeps every host's out of its picks. What
+/// cannot be read is left out.
+pub fn held_addresses(ctx: &Ctx) -> Vec<Ipv4Addr> {
+    let mut out = metadata_ips(ctx.hv).unwrap_or_default();
+    for dir in crate::talos::cluster_dirs(ctx.host, ctx.config) {
+        if let Ok(r) = dir.load_record() {
+            out.extend(r.nodes.iter().filter_map(|n| n.ip).chain(r.vip));
+        }
+    }
+    let store = store(ctx);
+    if store.exists()
+        && let Ok(list) = store.list((ctx.clock)())
+    {
+        out.extend(list.iter().map(|r| r.ip));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Says on stderr (a warning: shown without -v) that the reservation lock is busy.
 fn lock_notice(path: &std::path::Path, pid: Option<u32>, wait: Duration) {
     let by = pid.map_or_else(|| "another process".to_string(), |p| format!("process {p}"));

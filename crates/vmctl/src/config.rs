@@ -553,14 +553,7 @@ fn parse_hosts(
             return Err(at(name_at, format!("hosts: {e}")));
         }
         let table_at = table.span().start;
-        let mut entry = HostEntry {
-            name: name.clone(),
-            ssh: String::new(),
-            port: None,
-            identity: None,
-            sudo: false,
-            vmctl: "vmctl".into(),
-        };
+        let mut entry = HostEntry::new(&name, "");
         let mut has_ssh = false;
         for (k, v) in table.into_inner() {
             let key_at = k.span().start;

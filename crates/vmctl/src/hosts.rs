@@ -156,6 +156,19 @@ fn word_ok(s: &str, extra: &[char]) -> bool {
 }
 
 impl HostEntry {
+    /// A host reached as `ssh` with the defaults: port and key from ssh's own config, no sudo,
+    /// `vmctl` on its PATH.
+    pub fn new(name: &str, ssh: &str) -> Self {
+        HostEntry {
+            name: name.into(),
+            ssh: ssh.into(),
+            port: None,
+            identity: None,
+            sudo: false,
+            vmctl: "vmctl".into(),
+        }
+    }
+
     /// Checks every field (what config.toml and `hosts add` accept).
     pub fn validate(&self) -> Result<(), HostsError> {
         validate_name(&self.name)?;
@@ -311,16 +324,20 @@ pub fn upgrade_help(name: &str, entry: &HostEntry, ours: &str) -> String {
     )
 }
 
+/// The config file's text as a `toml_edit` document (comments and layout kept).
+fn parse_document(text: &str, path: &Path) -> Result<toml_edit::DocumentMut, HostsError> {
+    text.parse()
+        .map_err(|e: toml_edit::TomlError| HostsError::Edit {
+            path: path.into(),
+            reason: format!("not valid TOML: {}", crate::input::scrub(e.message())),
+        })
+}
+
 /// Adds `[hosts.NAME]` to the config file's text (a new file: `text` empty). Comments and every
 /// other key are kept. Refused when the name exists.
 pub fn add_to_text(text: &str, path: &Path, entry: &HostEntry) -> Result<String, HostsError> {
     use toml_edit::DocumentMut;
-    let mut doc: DocumentMut =
-        text.parse()
-            .map_err(|e: toml_edit::TomlError| HostsError::Edit {
-                path: path.into(),
-                reason: format!("not valid TOML: {}", crate::input::scrub(e.message())),
-            })?;
+    let mut doc = parse_document(text, path)?;
     if doc.get("hosts").is_none() {
         // No hosts yet: the new table goes at the end, after whatever the file ends with (a
         // comment introducing it stays above it), the rest byte for byte.
@@ -386,12 +403,7 @@ fn add_table(
 /// last). Unknown names are refused with the known ones.
 pub fn remove_from_text(text: &str, path: &Path, name: &str) -> Result<String, HostsError> {
     use toml_edit::DocumentMut;
-    let mut doc: DocumentMut =
-        text.parse()
-            .map_err(|e: toml_edit::TomlError| HostsError::Edit {
-                path: path.into(),
-                reason: format!("not valid TOML: {}", crate::input::scrub(e.message())),
-            })?;
+    let mut doc = parse_document(text, path)?;
     let known = |doc: &DocumentMut| -> Vec<String> {
         doc.get("hosts")
             .and_then(|h| h.as_table_like())

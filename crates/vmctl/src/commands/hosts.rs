@@ -77,6 +77,10 @@ pub struct HostRow {
     #[serde(default)]
     pub vms: Vec<HostVm>,
     pub bridge: Option<HostBridge>,
+    /// The addresses this host's VMs and reservations hold (`cluster create --hosts` uses none
+    /// of any host's).
+    #[serde(default)]
+    pub addresses_held: Vec<std::net::Ipv4Addr>,
 }
 
 /// `hosts status --json`.
@@ -118,6 +122,7 @@ impl HostRow {
             gpus_used: 0,
             vms: Vec::new(),
             bridge: None,
+            addresses_held: Vec::new(),
         }
     }
 }
@@ -187,6 +192,10 @@ pub fn local_row(
     row.bootstrap_version = bootstrap_version(runner);
     (row.cpus, row.memory_bytes, row.memory_available_bytes) = cpu_memory(host);
     let bridge_name = config.value("bridge").to_string();
+    row.addresses_held = ctx
+        .as_ref()
+        .map(|c| crate::address::held_addresses(c))
+        .unwrap_or_default();
     let (gpus, vms, bridge, error): (Vec<HostGpu>, Vec<HostVm>, _, _) =
         match ctx.map(observe::snapshot) {
             Ok(Ok(view)) => (

@@ -1,14 +1,7 @@
 use super::*;
 
 fn entry(name: &str, ssh: &str) -> HostEntry {
-    HostEntry {
-        name: name.into(),
-        ssh: ssh.into(),
-        port: None,
-        identity: None,
-        sudo: false,
-        vmctl: "vmctl".into(),
-    }
+    HostEntry::new(name, ssh)
 }
 
 #[test]

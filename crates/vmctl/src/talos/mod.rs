@@ -90,6 +90,8 @@ pub enum TalosError {
     },
     #[error("--bootstrap needs {what}")]
     BootstrapUnsupported { what: &'static str },
+    #[error("the --machine-config given for {node} {why}")]
+    GivenConfig { node: String, why: String },
 }
 
 impl CommandFailure for TalosError {
@@ -109,7 +111,8 @@ impl CommandFailure for TalosError {
             | TalosError::NoSsh { .. }
             | TalosError::OutputExists { .. }
             | TalosError::SchematicFile { .. }
-            | TalosError::BootstrapUnsupported { .. } => ExitKind::Usage,
+            | TalosError::BootstrapUnsupported { .. }
+            | TalosError::GivenConfig { .. } => ExitKind::Usage,
             _ => ExitKind::Failure,
         }
     }
@@ -156,6 +159,9 @@ impl CommandFailure for TalosError {
             TalosError::BootstrapUnsupported { .. } => {
                 vec!["drop --bootstrap and run the printed steps once the node is up".into()]
             }
+            TalosError::GivenConfig { .. } => vec![
+                "make the node with `vmctl cluster create NAME --hosts …` on the machine that holds the cluster's secrets: it asks this host for its installer image first (`create talos --dry-run`)".into(),
+            ],
             _ => Vec::new(),
         }
     }
@@ -392,6 +398,9 @@ pub struct NodeRecord {
     /// The BDFs of the GPUs passed to it.
     #[serde(default)]
     pub gpus: Vec<String>,
+    /// The `[hosts.NAME]` it runs on (`cluster create --hosts`); none: this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl ClusterRecord {

@@ -35,6 +35,9 @@ pub struct CreatedNode {
     pub gpus: Vec<String>,
     pub schematic_id: String,
     pub started: bool,
+    /// The `[hosts.NAME]` it runs on (`--hosts`); none: this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Where the time of a create went, in milliseconds (to 0.01 ms: a node's config takes less
@@ -71,7 +74,7 @@ pub struct ClusterCreated {
     pub next_steps: Vec<Step>,
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
@@ -84,6 +87,30 @@ pub fn create(
     report: &dyn Report,
 ) -> Result<ClusterCreated> {
     let started_at = Instant::now();
+    let mut created = if req.hosts.is_empty() {
+        create_here(ctx, req, api, progress, report)?
+    } else {
+        super::spread::create(ctx, req, api, progress, report)?
+    };
+    created.timings.total_ms = ms(started_at.elapsed());
+    if created.bootstrapped && req.wait {
+        let dir = ClusterDir::new(ctx.host, ctx.config, &created.name);
+        let record = dir.load_record()?;
+        let api = api(&dir)?;
+        wait_healthy(ctx, &dir, &record, api.as_ref(), req.timeout, report)?;
+        created.healthy = true;
+    }
+    Ok(created)
+}
+
+/// [`create`] with every node on this machine.
+fn create_here(
+    ctx: &Ctx,
+    req: &ClusterRequest,
+    api: ApiFactory,
+    progress: &dyn Progress,
+    report: &dyn Report,
+) -> Result<ClusterCreated> {
     let plan = plan(ctx, req)?;
     let dir = ClusterDir::new(ctx.host, ctx.config, &plan.name);
     let mut rb = Transaction::new(ctx.hv);
@@ -123,15 +150,8 @@ pub fn create(
     for (c, _) in claims {
         c.settle(ok);
     }
-    let mut created = result?;
+    let created = result?;
     rb.commit();
-    created.timings.total_ms = ms(started_at.elapsed());
-    if created.bootstrapped && req.wait {
-        let record = dir.load_record()?;
-        let api = api(&dir)?;
-        wait_healthy(ctx, &dir, &record, api.as_ref(), req.timeout, report)?;
-        created.healthy = true;
-    }
     Ok(created)
 }
 
@@ -165,6 +185,7 @@ fn make(
         .iter()
         .enumerate()
         .map(|(i, n)| NodeRecord {
+            host: None,
             name: n.name.clone(),
             role: n.role,
             ip: Some(addr(i)),
@@ -242,29 +263,58 @@ fn make(
             gpus: n.gpus.clone(),
             schematic_id: c.schematic_id,
             started: false,
+            host: None,
         });
     }
 
-    let mut created = ClusterCreated {
-        name: plan.name.clone(),
-        version: plan.version.clone(),
-        endpoint,
-        vip,
-        bridge: plan.bridge.clone(),
-        nodes: made,
-        cluster_dir: dir.dir.clone(),
-        talosconfig: dir.talosconfig(),
-        kubeconfig: None,
-        started: false,
-        bootstrapped: false,
-        healthy: false,
-        timings,
-        next_steps: Vec::new(),
-    };
+    let mut created = ClusterCreated::made(&record, plan.bridge.clone(), made, dir, timings);
+    start_and_bootstrap(ctx, req, dir, &record, &mut created, api, report)?;
+    Ok(created)
+}
+
+impl ClusterCreated {
+    /// The cluster as made, nothing started yet.
+    pub(super) fn made(
+        record: &ClusterRecord,
+        bridge: String,
+        nodes: Vec<CreatedNode>,
+        dir: &ClusterDir,
+        timings: Timings,
+    ) -> Self {
+        ClusterCreated {
+            name: record.name.clone(),
+            version: record.version.clone(),
+            endpoint: record.endpoint.clone(),
+            vip: record.vip,
+            bridge,
+            nodes,
+            cluster_dir: dir.dir.clone(),
+            talosconfig: dir.talosconfig(),
+            kubeconfig: None,
+            started: false,
+            bootstrapped: false,
+            healthy: false,
+            timings,
+            next_steps: Vec::new(),
+        }
+    }
+}
+
+/// Unless `--no-start`: starts every node (each on its host), bootstraps etcd and fetches the
+/// kubeconfig. Then the next steps.
+pub(super) fn start_and_bootstrap(
+    ctx: &Ctx,
+    req: &ClusterRequest,
+    dir: &ClusterDir,
+    record: &ClusterRecord,
+    created: &mut ClusterCreated,
+    api: ApiFactory,
+    report: &dyn Report,
+) -> Result<()> {
     if !req.no_start {
         for n in &mut created.nodes {
             report.stage(&format!("starting {}", n.name));
-            ctx.hv.start(&n.name)?;
+            super::spread::start_node(ctx, n.host.as_deref(), &n.name)?;
             n.started = true;
         }
         created.started = true;
@@ -272,15 +322,15 @@ fn make(
         created.kubeconfig = Some(bootstrap(
             ctx,
             dir,
-            &record,
+            record,
             api.as_ref(),
             req.timeout,
             report,
         )?);
         created.bootstrapped = true;
     }
-    created.next_steps = next_steps(dir, &record, created.bootstrapped);
-    Ok(created)
+    created.next_steps = next_steps(dir, record, created.bootstrapped);
+    Ok(())
 }
 
 /// Bootstraps etcd on the first control plane (retried until its API answers; a cluster already
@@ -409,10 +459,12 @@ pub fn next_steps(dir: &ClusterDir, record: &ClusterRecord, bootstrapped: bool) 
     let mut out = Vec::new();
     if !bootstrapped {
         for n in &record.nodes {
-            out.push(s(
-                &format!("start {}", n.name),
-                &["vmctl", "start", &n.name],
-            ));
+            let mut argv = vec!["vmctl"];
+            if let Some(h) = &n.host {
+                argv.extend(["--host", h]);
+            }
+            argv.extend(["start", &n.name]);
+            out.push(s(&format!("start {}", n.name), &argv));
         }
         out.push(s(
             "bootstrap etcd, fetch the kubeconfig and wait for every node",

@@ -17,6 +17,7 @@ pub mod api;
 pub mod create;
 pub mod ops;
 pub mod plan;
+pub mod spread;
 
 use std::path::PathBuf;
 
@@ -77,6 +78,57 @@ pub enum ClusterError {
     Kube { url: String, what: String },
     #[error("{path} already exists")]
     OutputExists { path: PathBuf },
+    #[error("host {host}: `{command}` failed{}: {error}", status.map(|s| format!(" (exit {s})")).unwrap_or_default())]
+    Remote {
+        host: String,
+        command: String,
+        status: Option<i32>,
+        error: String,
+        help: Vec<String>,
+    },
+    #[error(
+        "{control_planes} control planes need {control_planes} distinct hosts, and --hosts names {}: {}",
+        hosts.len(), hosts.join(", ")
+    )]
+    ControlPlanesNotSpread {
+        control_planes: usize,
+        hosts: Vec<String>,
+    },
+    #[error(
+        "{wanted} GPU worker(s) need {wanted} free isolated GPU(s), and the hosts have {}:\n{}",
+        hosts.iter().map(|(_, n)| n).sum::<usize>(),
+        hosts.iter().map(|(h, n)| format!("  - {h}: {n} free")).collect::<Vec<_>>().join("\n")
+    )]
+    NotEnoughGpusAcross {
+        wanted: usize,
+        hosts: Vec<(String, usize)>,
+    },
+    #[error(
+        "{} host(s) did not answer, and every host of --hosts must:\n{}",
+        hosts.len(),
+        hosts.iter().map(|(h, e)| format!("  - {h}: {e}")).collect::<Vec<_>>().join("\n")
+    )]
+    HostsDown { hosts: Vec<(String, String)> },
+    #[error(
+        "the nodes must share one LAN, and the hosts' bridges are on different subnets:\n{}",
+        subnets.iter().map(|(h, s)| format!("  - {h}: {s}")).collect::<Vec<_>>().join("\n")
+    )]
+    NotOneLan { subnets: Vec<(String, String)> },
+    #[error(
+        "host {host} runs vmctl {theirs}, and this machine {}",
+        crate::hosts::this_version()
+    )]
+    OtherVersion {
+        host: String,
+        theirs: String,
+        help: String,
+    },
+    #[error("{wanted} address(es) are needed in {subnet}, and {free} are free on every host")]
+    NoAddresses {
+        subnet: String,
+        wanted: usize,
+        free: usize,
+    },
 }
 
 impl CommandFailure for ClusterError {
@@ -85,7 +137,9 @@ impl CommandFailure for ClusterError {
             ClusterError::Api { .. }
             | ClusterError::EtcdLeave { .. }
             | ClusterError::Timeout { .. }
-            | ClusterError::Kube { .. } => ExitKind::Failure,
+            | ClusterError::Kube { .. }
+            | ClusterError::HostsDown { .. } => ExitKind::Failure,
+            ClusterError::Remote { status, .. } if *status != Some(2) => ExitKind::Failure,
             _ => ExitKind::Usage,
         }
     }
@@ -145,6 +199,30 @@ impl CommandFailure for ClusterError {
             ClusterError::OutputExists { .. } => {
                 vec!["choose another --out, or pass --force to replace the file".into()]
             }
+            ClusterError::Remote { help, host, .. } => {
+                let mut out = help.clone();
+                out.push(format!(
+                    "nothing of the cluster was kept; `vmctl hosts status` shows what {host} has"
+                ));
+                out
+            }
+            ClusterError::ControlPlanesNotSpread { .. } => vec![
+                "add hosts to --hosts (`vmctl hosts list`), or ask for fewer control planes (--control-planes 1)".into(),
+            ],
+            ClusterError::NotEnoughGpusAcross { .. } => vec![
+                "isolate more GPUs (`sudo gpu-vm-bootstrap --gpu-mode passthrough` on a host), add a host with free GPUs, or ask for fewer GPU workers".into(),
+                "`vmctl hosts status` lists each host's GPUs and who holds them".into(),
+            ],
+            ClusterError::HostsDown { .. } => vec![
+                "`vmctl hosts status` shows why; leave the host out of --hosts, or bring it back".into(),
+            ],
+            ClusterError::NotOneLan { .. } => vec![
+                "bridge every host's br0 to the same LAN (`gpu-vm-bootstrap` phase bridge), or name hosts that share one".into(),
+            ],
+            ClusterError::OtherVersion { help, .. } => vec![help.clone()],
+            ClusterError::NoAddresses { .. } => vec![
+                "free addresses on the bridge's subnet, or narrow setting reserved_ips on this machine".into(),
+            ],
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::commands::create::talos::{TalosCreated, TalosRequest, create_talos};
 use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::net::NetworkRequest;
-use crate::talos::{ClusterDir, ClusterRecord, TalosError};
+use crate::talos::{ClusterDir, ClusterRecord, NodeRecord, TalosError};
 
 /// Every cluster directory under the state directory, by name.
 fn cluster_dirs(ctx: &Ctx) -> Vec<ClusterDir> {
@@ -52,8 +52,12 @@ pub struct NodeView {
     pub role: Role,
     pub ip: Option<Ipv4Addr>,
     pub gpus: Vec<String>,
-    /// libvirt's state, or `missing` when no such domain exists.
+    /// libvirt's state, `missing` when no such domain exists, `unreachable` when its host did
+    /// not answer.
     pub state: String,
+    /// The `[hosts.NAME]` it runs on; none: this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// `cluster show --json`.
@@ -74,11 +78,28 @@ pub struct ClusterView {
 }
 
 fn view(ctx: &Ctx, dir: &ClusterDir, r: &ClusterRecord) -> Result<ClusterView> {
+    // One `list` per remote host.
+    let mut remote: std::collections::BTreeMap<String, Option<Vec<(String, String)>>> =
+        Default::default();
     let mut nodes = Vec::new();
     for n in &r.nodes {
-        let state = match ctx.hv.get(&n.name)? {
-            Some(d) => d.state.as_str().to_string(),
-            None => "missing".into(),
+        let state = match super::spread::site_of(ctx, n.host.as_deref())? {
+            super::spread::Site::Local => match ctx.hv.get(&n.name)? {
+                Some(d) => d.state.as_str().to_string(),
+                None => "missing".into(),
+            },
+            super::spread::Site::Remote(e) => {
+                let states = remote
+                    .entry(e.name.clone())
+                    .or_insert_with(|| super::spread::remote_states(ctx, &e).ok());
+                match states {
+                    None => "unreachable".into(),
+                    Some(list) => list
+                        .iter()
+                        .find(|(vm, _)| *vm == n.name)
+                        .map_or_else(|| "missing".into(), |(_, st)| st.clone()),
+                }
+            }
         };
         nodes.push(NodeView {
             name: n.name.clone(),
@@ -86,6 +107,7 @@ fn view(ctx: &Ctx, dir: &ClusterDir, r: &ClusterRecord) -> Result<ClusterView> {
             ip: n.ip,
             gpus: n.gpus.clone(),
             state,
+            host: n.host.clone(),
         });
     }
     let running = nodes.iter().filter(|n| n.state == "running").count();
@@ -220,30 +242,34 @@ pub struct Removed {
     pub vms: Vec<String>,
     /// Files and directories removed.
     pub paths: Vec<PathBuf>,
+    /// Files and directories removed on other hosts, as `HOST:PATH`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_paths: Vec<String>,
     /// Addresses released.
     pub addresses: Vec<Ipv4Addr>,
     /// What was kept, and why.
     pub kept: Vec<String>,
 }
 
-/// Undefines a node's VM (stopped first) and removes its storage, like `vmctl delete`.
-fn delete_vm(ctx: &Ctx, vm: &str, out: &mut Removed) -> Result<()> {
-    let Some(d) = ctx.hv.get(vm)? else {
-        out.kept.push(format!("{vm}: no such domain"));
+/// Undefines a node's VM (stopped first) and removes its storage, like `vmctl delete`, on the
+/// node's host.
+fn delete_vm(ctx: &Ctx, node: &NodeRecord, out: &mut Removed) -> Result<()> {
+    let site = super::spread::site_of(ctx, node.host.as_deref())?;
+    let Some(d) = super::spread::delete_node(ctx, &site, &node.name)? else {
+        out.kept.push(format!("{}: no such domain", node.name));
         return Ok(());
     };
-    if d.state.is_active() {
-        ctx.hv.destroy(vm)?;
+    match &node.host {
+        Some(h) => {
+            out.vms.push(format!("{h}:{}", node.name));
+            out.remote_paths.extend(d.removed);
+        }
+        None => {
+            out.vms.push(node.name.clone());
+            out.paths.extend(d.removed.into_iter().map(PathBuf::from));
+        }
     }
-    let deleted = crate::commands::lifecycle::delete(ctx, vm, true, false)?;
-    out.vms.push(vm.into());
-    out.paths.extend(deleted.removed);
-    out.kept.extend(
-        deleted
-            .kept
-            .into_iter()
-            .map(|k| format!("{}: {}", k.path.display(), k.reason)),
-    );
+    out.kept.extend(d.kept);
     Ok(())
 }
 
@@ -324,7 +350,7 @@ pub fn remove_node(
             }
         }
     }
-    delete_vm(ctx, node, &mut out)?;
+    delete_vm(ctx, &entry, &mut out)?;
     out.addresses.extend(entry.ip);
     record.nodes.retain(|n| n.name != node);
     dir.save_record(&record, false)?;
@@ -347,7 +373,7 @@ pub fn destroy(ctx: &Ctx, name: &str, yes: bool) -> Result<Removed> {
         ..Default::default()
     };
     for n in record.nodes.iter().rev() {
-        delete_vm(ctx, &n.name, &mut out)?;
+        delete_vm(ctx, n, &mut out)?;
         out.addresses.extend(n.ip);
     }
     if let Some(vip) = record.vip {

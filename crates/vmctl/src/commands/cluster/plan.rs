@@ -68,6 +68,9 @@ pub struct ClusterRequest {
     pub wait: bool,
     /// How long the bootstrap and `--wait` may take.
     pub timeout: Duration,
+    /// `--hosts`: the `[hosts.NAME]` (and `local`) the nodes are spread over; empty: this
+    /// machine only.
+    pub hosts: Vec<String>,
 }
 
 impl ClusterRequest {
@@ -92,6 +95,7 @@ impl ClusterRequest {
             no_start: false,
             wait: false,
             timeout: Duration::from_secs(900),
+            hosts: Vec::new(),
         }
     }
 }
@@ -147,62 +151,8 @@ pub fn plan(ctx: &Ctx, req: &ClusterRequest) -> Result<ClusterPlan> {
         }
         .into());
     }
-    if ![1, 3, 5].contains(&req.control_planes) {
-        return Err(invalid(
-            "--control-planes",
-            &req.control_planes.to_string(),
-            "etcd needs an odd number of members: 1, 3 or 5",
-        ));
-    }
-    let gpu_workers = match (req.gpu_workers, req.worker_gpus.len()) {
-        (Some(n), given) if given > 0 && n as usize != given => {
-            return Err(invalid(
-                "--gpu-workers",
-                &n.to_string(),
-                format!("{given} --worker-gpu selector(s) were given: one per GPU worker"),
-            ));
-        }
-        (_, given) if given > 0 => given as u32,
-        (n, _) => n.unwrap_or(0),
-    };
-    for (opt, n) in [("--workers", req.workers), ("--gpu-workers", gpu_workers)] {
-        if n > MAX_WORKERS {
-            return Err(invalid(
-                opt,
-                &n.to_string(),
-                format!("at most {MAX_WORKERS}"),
-            ));
-        }
-    }
-    let vip = match req.vip.as_deref() {
-        None if req.control_planes > 1 => Vip::Auto,
-        None => Vip::None,
-        Some(v) if crate::address::is_auto(v) => Vip::Auto,
-        Some(v) => Vip::Fixed(v.parse().map_err(|_| {
-            invalid(
-                "--vip",
-                v,
-                "expected an IPv4 address on the bridge, or auto",
-            )
-        })?),
-    };
-
-    let mut nodes = Vec::new();
-    let mut add = |prefix: &str, role: Role, count: u32, size: &NodeSize| {
-        for i in 1..=count {
-            nodes.push(PlannedNode {
-                name: format!("{}-{prefix}-{i}", req.name),
-                role,
-                gpus: Vec::new(),
-                cpus: size.cpus,
-                memory: size.memory.clone(),
-                disk: size.disk.clone(),
-            });
-        }
-    };
-    add("cp", Role::Controlplane, req.control_planes, &req.cp);
-    add("w", Role::Worker, req.workers, &req.worker);
-    add("gpu", Role::Worker, gpu_workers, &req.worker);
+    let (gpu_workers, vip) = checked_counts(req)?;
+    let mut nodes = planned_nodes(req, gpu_workers);
     let storage = ctx.config.storage_dir(ctx.host);
     for n in &nodes {
         crate::build::check_name_and_size(ctx, &n.name, true, n.cpus, &n.memory)?;
@@ -252,6 +202,72 @@ pub fn plan(ctx: &Ctx, req: &ClusterRequest) -> Result<ClusterPlan> {
         vip,
         nodes,
     })
+}
+
+/// The counts checked: control planes 1, 3 or 5, the GPU workers (from `--gpu-workers` or one
+/// per `--worker-gpu`, which must agree), at most [`MAX_WORKERS`] of a kind, and the VIP.
+pub(crate) fn checked_counts(req: &ClusterRequest) -> Result<(u32, Vip)> {
+    if ![1, 3, 5].contains(&req.control_planes) {
+        return Err(invalid(
+            "--control-planes",
+            &req.control_planes.to_string(),
+            "etcd needs an odd number of members: 1, 3 or 5",
+        ));
+    }
+    let gpu_workers = match (req.gpu_workers, req.worker_gpus.len()) {
+        (Some(n), given) if given > 0 && n as usize != given => {
+            return Err(invalid(
+                "--gpu-workers",
+                &n.to_string(),
+                format!("{given} --worker-gpu selector(s) were given: one per GPU worker"),
+            ));
+        }
+        (_, given) if given > 0 => given as u32,
+        (n, _) => n.unwrap_or(0),
+    };
+    for (opt, n) in [("--workers", req.workers), ("--gpu-workers", gpu_workers)] {
+        if n > MAX_WORKERS {
+            return Err(invalid(
+                opt,
+                &n.to_string(),
+                format!("at most {MAX_WORKERS}"),
+            ));
+        }
+    }
+    let vip = match req.vip.as_deref() {
+        None if req.control_planes > 1 => Vip::Auto,
+        None => Vip::None,
+        Some(v) if crate::address::is_auto(v) => Vip::Auto,
+        Some(v) => Vip::Fixed(v.parse().map_err(|_| {
+            invalid(
+                "--vip",
+                v,
+                "expected an IPv4 address on the bridge, or auto",
+            )
+        })?),
+    };
+    Ok((gpu_workers, vip))
+}
+
+/// The nodes by name and size: control planes, then workers, then GPU workers (no GPUs yet).
+pub(crate) fn planned_nodes(req: &ClusterRequest, gpu_workers: u32) -> Vec<PlannedNode> {
+    let mut nodes = Vec::new();
+    let mut add = |prefix: &str, role: Role, count: u32, size: &NodeSize| {
+        for i in 1..=count {
+            nodes.push(PlannedNode {
+                name: format!("{}-{prefix}-{i}", req.name),
+                role,
+                gpus: Vec::new(),
+                cpus: size.cpus,
+                memory: size.memory.clone(),
+                disk: size.disk.clone(),
+            });
+        }
+    };
+    add("cp", Role::Controlplane, req.control_planes, &req.cp);
+    add("w", Role::Worker, req.workers, &req.worker);
+    add("gpu", Role::Worker, gpu_workers, &req.worker);
+    nodes
 }
 
 /// Each GPU worker's GPUs: whole GPUs (every function), no GPU for two workers, each worker's

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use guest_media::cache::{Progress, Verification};
 use hypervisor::domain::{CpuMode, DomainType, Firmware, PciAddress};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use talos_image::factory::{ImageKind, METAL_ISO_KERNEL_ARG, METAL_ISO_LABEL};
 use talos_image::machineconfig::{self, Role};
 use talos_image::nvidia::{self, Driver, Flavour};
@@ -37,8 +37,8 @@ use crate::net::NetworkRequest;
 use crate::net::StaticIp;
 use crate::talos::{ClusterDir, ClusterRecord, GpuChip, SchematicRequest, TalosError};
 use crate::transaction::Transaction;
-pub(crate) use apply::apply_claimed;
 pub use apply::{apply, seed_files};
+pub(crate) use apply::{apply_claimed, node_patch};
 use bootstrap::next_steps;
 
 /// Default disk: Talos wants room for its EPHEMERAL partition (container images, etcd).
@@ -87,6 +87,11 @@ pub struct TalosRequest {
     pub vip: Option<std::net::Ipv4Addr>,
     /// `--cpu-pinning`, `--hugepages`.
     pub tuning: crate::tuning::TuningRequest,
+    /// `--machine-config`: the node's whole machine config, made elsewhere (`cluster create
+    /// --hosts` makes every node's on the machine that holds the cluster's secrets and sends it
+    /// here over SSH). This host then keeps no cluster directory and no secrets: the config goes
+    /// on the node's 0600 seed as given, after [`check_given_config`]. Empty with `--dry-run`.
+    pub machine_config: Option<String>,
 }
 
 impl TalosRequest {
@@ -111,6 +116,7 @@ impl TalosRequest {
             disk: None,
             bridge: None,
             no_start: false,
+            machine_config: None,
             no_autostart: false,
             bootstrap: false,
             iso: false,
@@ -125,6 +131,8 @@ impl TalosRequest {
 #[derive(Debug, Clone)]
 enum ClusterState {
     New,
+    /// `--machine-config`: the cluster's secrets are on another machine.
+    Given(String),
     Existing {
         record: ClusterRecord,
         secrets: Box<SecretsBundle>,
@@ -165,7 +173,7 @@ pub struct TalosPlan {
 }
 
 /// How the node gets Talos and its machine config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Media {
     /// An overlay of the factory's nocloud disk image; the config is NoCloud `user-data` on a
@@ -328,7 +336,22 @@ pub(crate) fn plan_claimed(ctx: &Ctx, req: &TalosRequest, claimed: bool) -> Resu
     let cluster_name = req.cluster.clone().unwrap_or_else(|| req.name.clone());
     machineconfig::validate_cluster_name(&cluster_name)?;
     let cluster = ClusterDir::new(ctx.host, ctx.config, &cluster_name);
-    let cluster_state = if cluster.exists() {
+    let cluster_state = if let Some(yaml) = &req.machine_config {
+        if req.cluster.is_none() || req.version.is_none() {
+            return Err(invalid(
+                "--machine-config",
+                "",
+                "needs the --cluster and --version the config was made for",
+            ));
+        }
+        if req.bootstrap {
+            return Err(TalosError::BootstrapUnsupported {
+                what: "a node whose config is made here (not --machine-config)",
+            }
+            .into());
+        }
+        ClusterState::Given(yaml.clone())
+    } else if cluster.exists() {
         if req.cluster.is_none() {
             return Err(TalosError::ClusterExists {
                 cluster: cluster_name,
@@ -532,6 +555,128 @@ pub fn create_talos(
     Ok(created)
 }
 
+/// The v1alpha1 document of a machine config (the first document with `machine`).
+fn v1alpha1(yaml: &str) -> Option<serde_yaml::Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+        .find(|v| v.get("machine").is_some())
+}
+
+/// The Kubernetes API endpoint a given machine config names (empty when it names none).
+pub(crate) fn given_endpoint(yaml: &str) -> String {
+    v1alpha1(yaml)
+        .and_then(|v| {
+            v.get("cluster")?
+                .get("controlPlane")?
+                .get("endpoint")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// A `--machine-config` must be a Talos machine config for this node: its `machine.type` the
+/// node's role, its hostname the node's name, and its installer the image this host boots the
+/// node from (the schematic follows this host's GPUs; `--dry-run` prints it).
+pub fn check_given_config(yaml: &str, role: Role, node: &str, installer: &str) -> Result<()> {
+    let bad = |why: String| -> Error {
+        TalosError::GivenConfig {
+            node: node.into(),
+            why,
+        }
+        .into()
+    };
+    let doc = v1alpha1(yaml).ok_or_else(|| bad("is not a Talos machine config".into()))?;
+    let text = |path: &[&str]| -> String {
+        path.iter()
+            .try_fold(&doc, |v, k| v.get(k))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let kind = text(&["machine", "type"]);
+    if kind != role.as_str() {
+        return Err(bad(format!(
+            "is for a {kind:?} node, and {node} is a {}",
+            role.as_str()
+        )));
+    }
+    let image = text(&["machine", "install", "image"]);
+    if image != installer {
+        return Err(bad(format!(
+            "installs {image:?}, and this host boots {node} from {installer:?}"
+        )));
+    }
+    let hostname = serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+        .find_map(|v| {
+            let h = if v.get("kind").and_then(|k| k.as_str()) == Some("HostnameConfig") {
+                v.get("hostname")
+            } else {
+                v.get("machine")?.get("network")?.get("hostname")
+            };
+            h?.as_str().map(str::to_string)
+        });
+    if hostname.as_deref() != Some(node) {
+        return Err(bad(format!(
+            "names the host {:?}",
+            hostname.unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// `create talos --dry-run`: what would be made, nothing made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TalosDryRun {
+    pub name: String,
+    pub role: Role,
+    pub cluster: String,
+    pub version: TalosVersion,
+    pub schematic_id: String,
+    pub extensions: Vec<String>,
+    /// The image the node installs: its machine config must name it.
+    pub installer_image: String,
+    pub media: Media,
+    pub bridge: String,
+    pub mac: String,
+    /// The static address given (`auto` picks one only when the create runs).
+    pub ip: Option<String>,
+    pub gpus: Vec<String>,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_bytes: u64,
+}
+
+/// Checks the request against the host, libvirt and the factory like a create, and says what it
+/// would make.
+pub fn dry_run(ctx: &Ctx, req: &TalosRequest) -> Result<TalosDryRun> {
+    let p = plan(ctx, req)?;
+    let installer_image = crate::talos::endpoints(ctx.config).installer_image(
+        p.media.platform(),
+        &p.schematic_id,
+        &p.version,
+        false,
+    );
+    Ok(TalosDryRun {
+        name: p.name.clone(),
+        role: p.role,
+        cluster: p.cluster.name.clone(),
+        version: p.version.clone(),
+        schematic_id: p.schematic_id.clone(),
+        extensions: p.extensions.clone(),
+        installer_image,
+        media: p.media,
+        bridge: p.bridge.clone(),
+        mac: p.mac.clone(),
+        ip: p.static_ip.as_ref().map(|s| s.address.to_string()),
+        gpus: apply::node_record(&p).gpus,
+        vcpus: p.vcpus,
+        memory_mib: p.memory_mib,
+        disk_bytes: p.disk_bytes,
+    })
+}
+
 /// The node's address for messages (`--ip`, else unknown until DHCP).
 pub fn node_address(c: &TalosCreated) -> Option<IpAddr> {
     c.ip.as_deref()
@@ -598,5 +743,61 @@ mod tests {
         assert_eq!(Media::MetalIso.config_label(), "metal-iso");
         assert_eq!(Media::Nocloud.platform(), "nocloud");
         assert_eq!(Media::Nocloud.config_label(), "cidata");
+    }
+
+    /// A node's config as `cluster create --hosts` makes it (fixture service-account key: a
+    /// fresh RSA-4096 key takes a minute in a debug build).
+    fn made_config(version: &str, role: Role, host: &str, installer: &str) -> String {
+        let v = TalosVersion::parse(version).unwrap();
+        let opts = talos_image::secrets::SecretsOptions {
+            service_account_key: Some(
+                include_str!("../../../../talos-image/tests/fixtures/test-only-sa-rsa4096.pem")
+                    .into(),
+            ),
+            ..Default::default()
+        };
+        let secrets = SecretsBundle::generate_with(&v, opts).unwrap();
+        let mut input = talos_image::ConfigInput::new("c1", "https://198.18.2.10:6443", v);
+        input.installer_image = installer.into();
+        let st = crate::net::parse_static("198.18.2.11/24", None, &[]).unwrap();
+        let patch = apply::node_patch(
+            host,
+            "52:54:00:aa:bb:cc",
+            Some(&st),
+            false,
+            &Default::default(),
+            None,
+        );
+        machineconfig::node_config(&input, &secrets, role, &patch).unwrap()
+    }
+
+    #[test]
+    fn a_given_machine_config_must_name_the_nodes_role_hostname_and_installer() {
+        let img = "factory.talos.dev/nocloud-installer/abc:v1.12.1";
+        for version in ["v1.11.5", "v1.12.1"] {
+            let yaml = made_config(version, Role::Worker, "c1-w-1", img);
+            check_given_config(&yaml, Role::Worker, "c1-w-1", img).unwrap();
+            assert_eq!(given_endpoint(&yaml), "https://198.18.2.10:6443");
+            let refused = |role, node: &str, image: &str| {
+                let e = check_given_config(&yaml, role, node, image).unwrap_err();
+                assert_eq!(e.exit_kind(), crate::error::ExitKind::Usage);
+                e.to_string()
+            };
+            let r = refused(Role::Controlplane, "c1-w-1", img);
+            assert!(r.contains("is for a \"worker\" node"), "{r}");
+            let r = refused(Role::Worker, "c1-w-2", img);
+            assert!(r.contains("names the host \"c1-w-1\""), "{version}: {r}");
+            let r = refused(
+                Role::Worker,
+                "c1-w-1",
+                "factory.talos.dev/nocloud-installer/def:v1.12.1",
+            );
+            assert!(r.contains("this host boots c1-w-1 from"), "{r}");
+        }
+        let e = check_given_config("just: text\n", Role::Worker, "n", img).unwrap_err();
+        assert!(
+            e.to_string().contains("is not a Talos machine config"),
+            "{e}"
+        );
     }
 }

@@ -2,14 +2,7 @@ use super::*;
 use hostio::{Output, RecordingRunner};
 
 fn entry(name: &str, ssh: &str) -> HostEntry {
-    HostEntry {
-        name: name.into(),
-        ssh: ssh.into(),
-        port: None,
-        identity: None,
-        sudo: false,
-        vmctl: "vmctl".into(),
-    }
+    HostEntry::new(name, ssh)
 }
 
 #[test]
@@ -63,6 +56,7 @@ fn status_json_has_the_documented_shape() {
         "gpus_used",
         "vms",
         "bridge",
+        "addresses_held",
     ];
     assert_eq!(keys(&v["hosts"][0]), row_keys);
     assert_eq!(keys(&v["hosts"][1]), row_keys);

@@ -152,6 +152,7 @@ pub fn seed_files(
 
 fn endpoint_for(req: &TalosRequest, plan: &TalosPlan) -> Result<String> {
     match (&plan.cluster_state, &req.endpoint, &plan.static_ip) {
+        (ClusterState::Given(yaml), _, _) => Ok(super::given_endpoint(yaml)),
         (ClusterState::Existing { record, .. }, _, _) => Ok(record.endpoint.clone()),
         (ClusterState::New, Some(e), _) => Ok(e.clone()),
         (ClusterState::New, None, Some(s)) => Ok(format!("https://{}:6443", s.address.addr())),
@@ -226,6 +227,8 @@ pub(crate) fn apply_claimed(
     let gpu_cluster = match &plan.cluster_state {
         ClusterState::Existing { record, .. } => record.gpu,
         ClusterState::New => gpu,
+        // Its control planes' configs were made with the manifests where the secrets are.
+        ClusterState::Given(_) => false,
     };
     let mut input = ConfigInput::new(&plan.cluster.name, &endpoint, plan.version.clone());
     input.installer_image = installer_image.clone();
@@ -234,59 +237,13 @@ pub(crate) fn apply_claimed(
     }
     input.validate()?;
 
-    // Secrets: generated and stored first for a new cluster (RSA-4096 takes a moment).
-    let secrets = match &plan.cluster_state {
-        ClusterState::Existing { secrets, .. } => (**secrets).clone(),
-        ClusterState::New => {
-            let s = SecretsBundle::generate(&plan.version)?;
-            plan.cluster.create(rb)?;
-            write_private(&plan.cluster.secrets(), s.to_yaml()?.as_bytes())?;
-            let record = ClusterRecord {
-                name: plan.cluster.name.clone(),
-                endpoint: endpoint.clone(),
-                version: plan.version.clone(),
-                created: now_rfc3339(),
-                vip: None,
-                gpu: gpu_cluster,
-                nodes: vec![node_record(plan)],
-            };
-            plan.cluster.save_record(&record, true)?;
-            let mut tinput = input.clone();
-            if let Some(s) = &plan.static_ip {
-                tinput.talos_endpoints = vec![s.address.addr().to_string()];
-            }
-            let tc = machineconfig::talosconfig(&tinput, &s, time::OffsetDateTime::now_utc())?;
-            write_private(&plan.cluster.talosconfig(), tc.as_bytes())?;
-            s
+    let (user_data, runtime_class, mut config_time) = match &plan.cluster_state {
+        ClusterState::Given(yaml) => {
+            super::check_given_config(yaml, plan.role, &plan.name, &installer_image)?;
+            (yaml.clone(), None, std::time::Duration::ZERO)
         }
+        _ => node_config(req, plan, &input, &endpoint, gpu, gpu_cluster, rb)?,
     };
-    // A GPU node joining a cluster without the manifests: they are a file to apply.
-    let runtime_class = if gpu && !gpu_cluster {
-        let p = plan.cluster.runtime_class();
-        if !p.exists() {
-            write_private(&p, nvidia::manifests_yaml()?.as_bytes())?;
-        }
-        Some(p)
-    } else {
-        None
-    };
-
-    let patch = NodePatch {
-        hostname: Some(plan.name.clone()),
-        static_ip: plan.static_ip.as_ref().map(|s| machineconfig::StaticIp {
-            mac: plan.mac.clone(),
-            address: s.address,
-            gateway: s.gateway,
-            nameservers: s.dns.clone(),
-        }),
-        gpu,
-        labels: node_labels(req, gpu),
-        vip: req.vip,
-        ..Default::default()
-    };
-    let config_started = std::time::Instant::now();
-    let user_data = machineconfig::node_config(&input, &secrets, plan.role, &patch)?;
-    let mut config_time = config_started.elapsed();
 
     let dir = &plan.vm_dir;
     let seed_path = dir.join(match plan.media {
@@ -438,9 +395,103 @@ pub(crate) fn apply_claimed(
     })
 }
 
+/// The node's machine config, from the cluster's secrets here (generated and stored first for a
+/// new cluster), with the GPU manifests as a file for a GPU node joining a cluster without them.
+#[allow(clippy::too_many_arguments)]
+fn node_config(
+    req: &TalosRequest,
+    plan: &TalosPlan,
+    input: &ConfigInput,
+    endpoint: &str,
+    gpu: bool,
+    gpu_cluster: bool,
+    rb: &mut Transaction,
+) -> Result<(String, Option<PathBuf>, std::time::Duration)> {
+    // Secrets: generated and stored first for a new cluster (RSA-4096 takes a moment).
+    let secrets = match &plan.cluster_state {
+        ClusterState::Existing { secrets, .. } => (**secrets).clone(),
+        ClusterState::New => {
+            let s = SecretsBundle::generate(&plan.version)?;
+            plan.cluster.create(rb)?;
+            write_private(&plan.cluster.secrets(), s.to_yaml()?.as_bytes())?;
+            let record = ClusterRecord {
+                name: plan.cluster.name.clone(),
+                endpoint: endpoint.to_string(),
+                version: plan.version.clone(),
+                created: now_rfc3339(),
+                vip: None,
+                gpu: gpu_cluster,
+                nodes: vec![node_record(plan)],
+            };
+            plan.cluster.save_record(&record, true)?;
+            let mut tinput = input.clone();
+            if let Some(s) = &plan.static_ip {
+                tinput.talos_endpoints = vec![s.address.addr().to_string()];
+            }
+            let tc = machineconfig::talosconfig(&tinput, &s, time::OffsetDateTime::now_utc())?;
+            write_private(&plan.cluster.talosconfig(), tc.as_bytes())?;
+            s
+        }
+        ClusterState::Given(_) => unreachable!("a --machine-config node's config is not made here"),
+    };
+    // A GPU node joining a cluster without the manifests: they are a file to apply.
+    let runtime_class = if gpu && !gpu_cluster {
+        let p = plan.cluster.runtime_class();
+        if !p.exists() {
+            write_private(&p, nvidia::manifests_yaml()?.as_bytes())?;
+        }
+        Some(p)
+    } else {
+        None
+    };
+
+    let patch = node_patch(
+        &plan.name,
+        &plan.mac,
+        plan.static_ip.as_ref(),
+        gpu,
+        &req.labels,
+        req.vip,
+    );
+    let config_started = std::time::Instant::now();
+    let user_data = machineconfig::node_config(input, &secrets, plan.role, &patch)?;
+    Ok((user_data, runtime_class, config_started.elapsed()))
+}
+
+/// The node's part of its machine config: hostname, static address on its MAC, the GPU
+/// settings and label, and the VIP of a control plane.
+pub(crate) fn node_patch(
+    name: &str,
+    mac: &str,
+    static_ip: Option<&StaticIp>,
+    gpu: bool,
+    labels: &std::collections::BTreeMap<String, String>,
+    vip: Option<std::net::Ipv4Addr>,
+) -> NodePatch {
+    let mut labels = labels.clone();
+    if gpu {
+        let (k, v) = nvidia::GPU_NODE_LABEL;
+        labels.insert(k.into(), v.into());
+    }
+    NodePatch {
+        hostname: Some(name.to_string()),
+        static_ip: static_ip.map(|s| machineconfig::StaticIp {
+            mac: mac.to_string(),
+            address: s.address,
+            gateway: s.gateway,
+            nameservers: s.dns.clone(),
+        }),
+        gpu,
+        labels,
+        vip,
+        ..Default::default()
+    }
+}
+
 /// The node as its cluster's record lists it.
 pub(crate) fn node_record(plan: &TalosPlan) -> crate::talos::NodeRecord {
     crate::talos::NodeRecord {
+        host: None,
         name: plan.name.clone(),
         role: plan.role,
         ip: plan.static_ip.as_ref().map(|s| s.address.addr()),
@@ -450,17 +501,6 @@ pub(crate) fn node_record(plan: &TalosPlan) -> crate::talos::NodeRecord {
             .filter_map(|fs| fs.first().map(ToString::to_string))
             .collect(),
     }
-}
-
-/// The node's Kubernetes labels: the request's, and on a GPU node the label the device plugin
-/// selects.
-fn node_labels(req: &TalosRequest, gpu: bool) -> std::collections::BTreeMap<String, String> {
-    let mut labels = req.labels.clone();
-    if gpu {
-        let (k, v) = nvidia::GPU_NODE_LABEL;
-        labels.insert(k.into(), v.into());
-    }
-    labels
 }
 
 /// The domain's disks and the order the firmware tries them. Nocloud: the overlay (`<os><boot

@@ -11,6 +11,10 @@ use super::*;
 
 /// `vmctl cluster bootstrap` (first control plane of a new cluster), the GPU manifests file.
 pub(super) fn next_steps(plan: &TalosPlan, runtime_class: Option<&Path>) -> Vec<Step> {
+    // A --machine-config node: the next steps are the machine's that holds the cluster.
+    if matches!(plan.cluster_state, ClusterState::Given(_)) {
+        return Vec::new();
+    }
     let first = plan.role == Role::Controlplane && matches!(plan.cluster_state, ClusterState::New);
     let kubeconfig = plan.cluster.kubeconfig().display().to_string();
     let mut steps = Vec::new();
