@@ -508,7 +508,8 @@ configs_there() {
     ! gssh sudo test -e "$guest_dir/root/var/lib/vmctl/talos/$cluster" ||
         lab_die "$vm keeps a directory of cluster $cluster"
     gssh sudo isoinfo -R -i "$seed" -x /user-data >"$work/gpu-1.user-data"
-    python3 - "$work/gpu-1.user-data" "$work/state/talos/$cluster/secrets.yaml" "$cluster-gpu-1" <<'PY'
+    # Debian's python3 (ansible-core's, which this test needs anyway) has PyYAML.
+    /usr/bin/python3 - "$work/gpu-1.user-data" "$work/state/talos/$cluster/secrets.yaml" "$cluster-gpu-1" <<'PY'
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 secrets = yaml.safe_load(open(sys.argv[2]))
